@@ -1,0 +1,149 @@
+"""The ``mlwarden`` command: run, check-config, plugins, token, audit verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import ConfigError, PluginError
+
+__all__ = ["main"]
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", metavar="FILE", help="TOML configuration file (default: embedded)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlwarden", description="Keep machine-learning models healthy in production."
+    )
+    parser.add_argument("--version", action="version", version=f"mlwarden {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    _config_args(run)
+    run.add_argument("--listen", metavar="HOST:PORT", help="override daemon.listen")
+
+    check = sub.add_parser("check-config", help="print the effective configuration or errors")
+    _config_args(check)
+
+    plugins = sub.add_parser("plugins", help="list the plugins: name, kind, version, origin")
+    _config_args(plugins)
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+
+    sub.add_parser("token", help="mint a bearer token and print its SHA-256 for the config")
+
+    audit = sub.add_parser("audit", help="audit log tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_sub.add_parser("verify", help="verify the audit log's hash chain")
+    _config_args(verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .daemon.tracking import disable_telemetry
+
+    disable_telemetry()
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, PluginError) as exc:
+        print(f"mlwarden: error: {exc}", file=sys.stderr)
+        return 1 if args.command == "check-config" else 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, str] | None = None):
+    from .daemon.config import load_config
+
+    return load_config(args.config, overrides=overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon.app import Daemon
+
+    overrides = {"daemon.listen": args.listen} if args.listen else {}
+    config = _load(args, overrides)
+    logging.basicConfig(
+        level=config.daemon.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    daemon = Daemon(config, config_path=args.config, overrides=overrides)
+    return asyncio.run(daemon.serve())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from .daemon.config import redacted
+
+    config = _load(args)
+    print(json.dumps(redacted(config), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import PluginCatalog, make_plugin_manager
+
+    config = _load(args)
+    pm = make_plugin_manager(config.daemon.plugins, config.daemon.disable_plugins)
+    infos = PluginCatalog(pm, config.daemon.disable_plugins).infos()
+    if args.json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return 0
+    rows = [("NAME", "KIND", "VERSION", "PLUGIN", "ORIGIN")]
+    rows += [(i.name, i.kind, i.version, i.plugin, i.origin) for i in infos]
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for row in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=False)) + "  " + row[4])
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from .daemon.api.auth import mint_token
+
+    token, digest = mint_token()
+    print(f"token:  {token}")
+    print(f"sha256: {digest}")
+    print("\nAdd to the configuration (the token itself is shown only now):\n")
+    print(f'[[auth.tokens]]\nname = "CHANGE-ME"\nsha256 = "{digest}"\nrole = "viewer"')
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .daemon.audit import AUDIT_SCHEMA, AuditLog
+    from .daemon.store import Store
+
+    config = _load(args)
+
+    async def verify():
+        store = Store(config.database_url)
+        await store.open([AUDIT_SCHEMA])
+        try:
+            return await AuditLog(store).verify()
+        finally:
+            await store.close()
+
+    result = asyncio.run(verify())
+    if result.ok:
+        print(f"audit log OK: {result.rows} entries, hash chain intact")
+        return 0
+    print(f"audit log TAMPERED at row {result.bad_id}: {result.reason}", file=sys.stderr)
+    return 1
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check-config": cmd_check_config,
+    "plugins": cmd_plugins,
+    "token": cmd_token,
+    "audit": cmd_audit,
+}

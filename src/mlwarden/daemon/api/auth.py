@@ -1,0 +1,75 @@
+"""Bearer-token authentication and role checks, from one route -> role table.
+
+Tokens are configured as SHA-256 hashes; a presented token is hashed and compared with
+every configured hash in constant time. Roles are ordered viewer < operator < admin.
+With no tokens configured (loopback only, enforced at start) every caller is an
+anonymous admin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ...errors import Forbidden, Unauthorized
+
+if TYPE_CHECKING:
+    from ..config import AuthConfig
+
+__all__ = ["ROLE_RANK", "Identity", "auth_middleware", "authenticate", "mint_token"]
+
+ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    role: str
+
+
+def mint_token() -> tuple[str, str]:
+    """A new random bearer token and the SHA-256 hex digest to put in the config."""
+    token = "mlw_" + secrets.token_urlsafe(32)
+    return token, hashlib.sha256(token.encode()).hexdigest()
+
+
+def authenticate(auth: AuthConfig, header: str | None) -> Identity | None:
+    """The identity for an ``Authorization`` header, or None when it matches no token."""
+    if not auth.tokens:
+        return Identity("anonymous", "admin")
+    if not header or not header.startswith("Bearer "):
+        return None
+    digest = hashlib.sha256(header[7:].strip().encode()).hexdigest().encode()
+    found = None
+    for token in auth.tokens:
+        # Compare against every token so the time taken does not say which one matched.
+        if hmac.compare_digest(digest, token.sha256.encode()):
+            found = Identity(token.name, token.role)
+    return found
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):
+    from . import IDENTITY, ROUTES, WARDEN
+
+    resource = request.match_info.route.resource
+    if resource is None:  # no such route: let the router answer 404/405
+        return await handler(request)
+    route = request.app[ROUTES].get((request.method, resource.canonical))
+    if route is None or route.role == "open":
+        return await handler(request)
+    who = authenticate(request.app[WARDEN].config.auth, request.headers.get("Authorization"))
+    if who is None:
+        raise Unauthorized("missing or invalid bearer token (Authorization: Bearer <token>)")
+    request[IDENTITY] = who
+    if ROLE_RANK[who.role] < ROLE_RANK[route.role]:
+        raise Forbidden(
+            f"token {who.name!r} has role {who.role!r}; "
+            f"{request.method} {resource.canonical} needs {route.role!r}"
+        )
+    return await handler(request)

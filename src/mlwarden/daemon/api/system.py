@@ -1,0 +1,143 @@
+"""System routes: liveness, readiness, metrics, health, the OpenAPI document, the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from ... import __version__
+from ...errors import InvalidInput
+from . import ROUTES, WARDEN, Route, json_response
+
+__all__ = ["system_routes"]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive: the event loop answers."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready: the store, MLflow and every service answer."""
+    warden = request.app[WARDEN]
+    checks: dict[str, str] = {}
+    try:
+        await warden.store.ping()
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = f"down: {exc}"
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, warden.tracking.ping)
+        checks["mlflow"] = "ok"
+    except Exception as exc:
+        checks["mlflow"] = f"down: {exc}"
+    for name, service in warden.services.items():
+        try:
+            status = (await service.health()).get("status", "ok")
+            checks[name] = "ok" if status != "down" else "down"
+        except Exception as exc:
+            checks[name] = f"down: {exc}"
+    ready = all(v == "ok" for v in checks.values())
+    return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+
+async def system_health(request: web.Request) -> web.Response:
+    """Components, plugins with their versions and origin, uptime and recent errors."""
+    return json_response(await request.app[WARDEN].get_system_health())
+
+
+async def audit_entries(request: web.Request) -> web.Response:
+    """The audit log, newest first; ``?limit=`` (<= 1000) and ``?before_id=`` page through it."""
+    try:
+        limit = int(request.query.get("limit", "100"))
+        before = request.query.get("before_id")
+        before_id = int(before) if before is not None else None
+    except ValueError:
+        raise InvalidInput("limit and before_id must be integers") from None
+    if not 1 <= limit <= 1000:
+        raise InvalidInput("limit must be between 1 and 1000")
+    entries = await request.app[WARDEN].audit.entries(limit, before_id)
+    return json_response({"entries": entries})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """An OpenAPI 3.1 document describing every route and the role it needs."""
+    return json_response(openapi_document(request.app[ROUTES].values()))
+
+
+def openapi_document(routes: Any) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for route in sorted(routes, key=lambda r: (r.path, r.method)):
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)", route.path)
+        ]
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": f"{route.method.lower()}_{_slug(route.path)}",
+            "parameters": params,
+            "x-mlwarden-role": route.role,
+            "responses": {
+                "200": {"description": "OK"},
+                "default": {
+                    "description": "Error",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+        }
+        if route.role != "open":
+            operation["security"] = [{"bearer": []}]
+        if route.method in ("POST", "PUT", "PATCH"):
+            operation["requestBody"] = {
+                "required": False,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mlwarden", "version": __version__},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                            "required": ["code", "message"],
+                        }
+                    },
+                }
+            },
+        },
+    }
+
+
+def _slug(path: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_")
+
+
+def system_routes() -> list[Route]:
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        handler = make_aiohttp_handler(request.app[WARDEN].metrics.registry)
+        return await handler(request)
+
+    return [
+        Route("GET", "/healthz", healthz, "open", "Liveness"),
+        Route("GET", "/readyz", readyz, "open", "Readiness of the store, MLflow and services"),
+        Route("GET", "/metrics", metrics, "open", "Prometheus metrics"),
+        Route("GET", "/api/system/health", system_health, "viewer", "System health"),
+        Route("GET", "/api/openapi.json", openapi, "viewer", "This OpenAPI document"),
+        Route("GET", "/api/audit", audit_entries, "admin", "The hash-chained audit log"),
+    ]

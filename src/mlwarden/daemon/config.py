@@ -1,0 +1,434 @@
+"""Configuration: one TOML file plus environment overrides, validated into frozen dataclasses.
+
+Every error names the file, the key and what was expected; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import ConfigError
+
+__all__ = [
+    "ENV_OVERRIDES",
+    "AbTestingConfig",
+    "AuthConfig",
+    "Config",
+    "DaemonConfig",
+    "DeploymentConfig",
+    "MlflowConfig",
+    "ModelConfig",
+    "MonitoringConfig",
+    "NotifierConfig",
+    "TokenConfig",
+    "TrainingConfig",
+    "load_config",
+    "redacted",
+]
+
+Role = Literal["viewer", "operator", "admin"]
+SeverityName = Literal["info", "warning", "critical"]
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    base_path: str = "./mlwarden-data"
+    database_url: str = ""  # default: sqlite under base_path (WAL mode)
+    listen: str = "127.0.0.1:9741"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    plugins: tuple[str, ...] = ()
+    disable_plugins: tuple[str, ...] = ()
+    max_body_bytes: int = 32 * 1024 * 1024
+    shutdown_timeout_seconds: float = 10.0
+    plugin_timeout_seconds: float = 10.0
+    public_url: str = ""
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = ""  # default: sqlite:///<base_path>/mlflow.db
+    artifact_location: str = ""  # default: <base_path>/mlartifacts
+    experiment: str = "mlwarden"
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    drift_threshold: float = 0.1
+    performance_threshold: float = 0.15
+    window_hours: float = 24.0
+    interval_seconds: float = 60.0
+    bucket_seconds: int = 300
+    retention_days: float = 30.0
+    histogram_bins: int = 200
+    sample_size: int = 5000
+    top_k_categories: int = 50
+    label_ttl_hours: float = 24.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_concurrent_jobs: int = 3
+    job_timeout_hours: float = 6.0
+    min_training_data_points: int = 1000
+    max_retries: int = 2
+    retry_backoff_seconds: float = 30.0
+    timezone: str = "UTC"
+    requeue_interrupted: bool = True
+
+
+@dataclass(frozen=True)
+class AbTestingConfig:
+    min_duration_hours: float = 24.0
+    confidence_level: float = 0.95
+    significance_threshold: float = 0.05
+    min_samples: int = 100
+    sequential: bool = True
+    auto_promote: bool = False
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    default_strategy: str = "canary"
+    gateway: bool = True
+    max_loaded_models: int = 8
+    traffic_backends: tuple[str, ...] = ("mlflow_alias",)
+    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    name: str
+    sha256: str
+    role: Role = "viewer"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    tokens: tuple[TokenConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    task: Literal["regression", "classification"] = "regression"
+    reference: str = ""
+    features: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    drift_methods: tuple[str, ...] = ()
+    drift_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schedule: str = ""
+    triggers: tuple[str, ...] = ()
+    trigger_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    strategy: str = ""
+    gates: dict[str, Any] = field(default_factory=dict)
+    trading: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    name: str
+    plugin: str = "log"
+    urls: tuple[str, ...] = ()
+    config_file: str = ""
+    min_severity: SeverityName = "info"
+    models: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    ab_testing: AbTestingConfig = field(default_factory=AbTestingConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    models: tuple[ModelConfig, ...] = ()
+    notifiers: tuple[NotifierConfig, ...] = ()
+    alerts: dict[str, Any] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+    @property
+    def base_path(self) -> Path:
+        return Path(self.daemon.base_path).resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.daemon.database_url or f"sqlite+aiosqlite:///{self.base_path / 'mlwarden.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.base_path / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return self.mlflow.artifact_location or str(self.base_path / "mlartifacts")
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+#: Environment variable -> (section, key). Names kept from the original specification.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "MLOPS_BASE_PATH": ("daemon", "base_path"),
+    "MAX_CONCURRENT_TRAINING_JOBS": ("training", "max_concurrent_jobs"),
+    "TRAINING_JOB_TIMEOUT_HOURS": ("training", "job_timeout_hours"),
+    "MIN_TRAINING_DATA_POINTS": ("training", "min_training_data_points"),
+    "DRIFT_THRESHOLD": ("monitoring", "drift_threshold"),
+    "PERFORMANCE_THRESHOLD": ("monitoring", "performance_threshold"),
+    "MONITORING_WINDOW_HOURS": ("monitoring", "window_hours"),
+    "AB_TEST_MIN_DURATION_HOURS": ("ab_testing", "min_duration_hours"),
+    "AB_TEST_CONFIDENCE_LEVEL": ("ab_testing", "confidence_level"),
+    "AB_TEST_SIGNIFICANCE_THRESHOLD": ("ab_testing", "significance_threshold"),
+}
+
+_SECRET_KEYS = ("sha256", "urls", "password", "token", "secret", "database_url")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read ``path`` (or embedded defaults), apply environment and explicit overrides.
+
+    ``overrides`` maps ``"section.key"`` to a value (the CLI's ``--listen`` uses it).
+    Raises ConfigError listing every problem found, each naming the file and key.
+    """
+    env = os.environ if env is None else env
+    source = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("file not found", source) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", source) from None
+    problems: list[str] = []
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var, "") != "":
+            raw.setdefault(section, {})
+            if isinstance(raw[section], dict):
+                raw[section][key] = _EnvValue(var, env[var])
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    config = _build(Config, raw, "", problems)
+    if not problems:
+        problems.extend(_check(config))
+    if problems:
+        raise ConfigError(problems, source)
+    return dataclasses.replace(config, source=source)
+
+
+@dataclass(frozen=True)
+class _EnvValue:
+    """A value that came from an environment variable (a string to be parsed)."""
+
+    var: str
+    text: str
+
+
+def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(f"key '{where}': expected a table, got {_kind(raw)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in fields:
+            expected = ", ".join(sorted(fields))
+            problems.append(f"key '{dotted}': unknown key (expected one of: {expected})")
+            continue
+        kwargs[key] = _coerce(hints[key], value, dotted, problems)
+    for name, f in fields.items():
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and (f.default_factory is dataclasses.MISSING)
+        ):
+            problems.append(f"key '{where}.{name}': required")
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None
+
+
+def _coerce(hint: Any, value: Any, where: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if isinstance(value, _EnvValue):
+        value = _parse_env(hint, value, where, problems)
+        if value is None:
+            return None
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, problems)
+    if origin is Literal:
+        if value not in args:
+            choices = " | ".join(repr(a) for a in args)
+            problems.append(f"key '{where}': expected one of {choices}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            problems.append(f"key '{where}': expected an array, got {_kind(value)}")
+            return ()
+        return tuple(_coerce(args[0], v, f"{where}[{i}]", problems) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"key '{where}': expected a table, got {_kind(value)}")
+            return {}
+        return {k: _coerce(args[1], v, f"{where}.{k}", problems) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            problems.append(f"key '{where}': expected true or false, got {_kind(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"key '{where}': expected an integer, got {_kind(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"key '{where}': expected a number, got {_kind(value)}")
+            return value
+        if not math.isfinite(value):
+            problems.append(f"key '{where}': expected a finite number, got {value}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            problems.append(f"key '{where}': expected a string, got {_kind(value)}")
+        return value
+    return value
+
+
+def _parse_env(hint: Any, value: _EnvValue, where: str, problems: list[str]) -> Any:
+    text = value.text.strip()
+    try:
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError:
+        kind = "an integer" if hint is int else "a number"
+        problems.append(f"environment {value.var} (key '{where}'): expected {kind}, got {text!r}")
+        return None
+    return text
+
+
+def _kind(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__) + f" ({value!r})"
+
+
+def _check(config: Config) -> list[str]:
+    """Checks across keys and value ranges that types alone cannot express."""
+    problems = []
+    d = config.daemon
+    host, sep, port = d.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        problems.append(f"key 'daemon.listen': expected HOST:PORT, got {d.listen!r}")
+    if d.max_body_bytes <= 0:
+        problems.append("key 'daemon.max_body_bytes': expected a positive integer")
+    m = config.monitoring
+    for key in ("drift_threshold", "performance_threshold"):
+        if not 0 < getattr(m, key) < 1:
+            problems.append(f"key 'monitoring.{key}': expected a number in (0, 1)")
+    for key in ("window_hours", "interval_seconds", "bucket_seconds", "retention_days"):
+        if getattr(m, key) <= 0:
+            problems.append(f"key 'monitoring.{key}': expected a positive number")
+    t = config.training
+    if t.max_concurrent_jobs < 1:
+        problems.append("key 'training.max_concurrent_jobs': expected an integer >= 1")
+    if t.job_timeout_hours <= 0:
+        problems.append("key 'training.job_timeout_hours': expected a positive number")
+    ab = config.ab_testing
+    for key in ("confidence_level", "significance_threshold"):
+        if not 0 < getattr(ab, key) < 1:
+            problems.append(f"key 'ab_testing.{key}': expected a number in (0, 1)")
+    for i, tok in enumerate(config.auth.tokens):
+        if len(tok.sha256) != 64 or any(c not in "0123456789abcdef" for c in tok.sha256):
+            problems.append(
+                f"key 'auth.tokens[{i}].sha256': expected 64 lowercase hex digits "
+                "(run `mlwarden token` to mint a token and its hash)"
+            )
+    names = [t.name for t in config.auth.tokens]
+    if len(set(names)) != len(names):
+        problems.append("key 'auth.tokens': token names must be unique")
+    seen: set[str] = set()
+    for i, model in enumerate(config.models):
+        if not model.name:
+            problems.append(f"key 'models[{i}].name': expected a non-empty string")
+        if model.name in seen:
+            problems.append(f"key 'models[{i}].name': duplicate model {model.name!r}")
+        seen.add(model.name)
+    seen = set()
+    for i, notifier in enumerate(config.notifiers):
+        if notifier.name in seen:
+            problems.append(f"key 'notifiers[{i}].name': duplicate notifier {notifier.name!r}")
+        seen.add(notifier.name)
+    return problems
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, with secrets replaced by ``***``."""
+
+    def walk(value: Any, key: str = "") -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: walk(getattr(value, f.name), f.name) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            if key in _SECRET_KEYS:
+                return ["***" for _ in value]
+            return [walk(v, key) for v in value]
+        if key in _SECRET_KEYS and value:
+            return "***"
+        return value
+
+    out = walk(config)
+    out["mlflow"]["tracking_uri"] = _redact_uri(config.tracking_uri)
+    out["daemon"]["base_path"] = str(config.base_path)
+    return out
+
+
+def _redact_uri(uri: str) -> str:
+    # user:password@host in a database URI is a secret.
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        creds, _, host = rest.partition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return uri

@@ -1,0 +1,95 @@
+"""MLflow: the tracking store's schema upgraded once at start, telemetry off, one client.
+
+MLflow stays the source of truth for runs, models and artifacts. The daemon upgrades a
+SQL tracking store's schema before anything else touches it (what ``mlflow db upgrade``
+does), creates its experiment with an explicit artifact location under the base path,
+and is meant to be the store's only writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from .config import Config
+
+__all__ = ["Tracking", "disable_telemetry"]
+
+logger = logging.getLogger(__name__)
+
+
+def disable_telemetry() -> None:
+    """Turn MLflow's usage telemetry off; must run before mlflow is imported."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+class Tracking:
+    """The daemon's view of MLflow. ``setup()`` is blocking: run it in an executor."""
+
+    def __init__(self, config: Config) -> None:
+        self.uri = config.tracking_uri
+        self.artifact_location = config.artifact_location
+        self.experiment_name = config.mlflow.experiment
+        self.experiment_id: str | None = None
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            raise RuntimeError("MLflow tracking is not set up yet")
+        return self._client
+
+    def setup(self) -> None:
+        disable_telemetry()
+        upgrade_schema(self.uri)
+        from mlflow import MlflowClient
+
+        Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
+        client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            self.experiment_id = client.create_experiment(
+                self.experiment_name, artifact_location=Path(self.artifact_location).as_uri()
+            )
+        else:
+            self.experiment_id = experiment.experiment_id
+        self._client = client
+
+    def ping(self) -> None:
+        """Raise when the tracking store cannot be read."""
+        self.client.get_experiment(self.experiment_id)
+
+    def health(self) -> dict[str, Any]:
+        return {"tracking_uri": _safe_uri(self.uri), "experiment_id": self.experiment_id}
+
+
+def upgrade_schema(uri: str) -> None:
+    """Create or upgrade a SQL tracking store's schema (as ``mlflow db upgrade``)."""
+    if not uri.startswith(("sqlite:", "postgresql", "mysql", "mssql")):
+        return
+    import sqlalchemy as sa
+    from mlflow.store.db.utils import _initialize_tables, _upgrade_db
+
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(uri)
+    try:
+        if sa.inspect(engine).has_table("alembic_version"):
+            _upgrade_db(engine)
+        else:
+            logger.info("creating the MLflow tracking schema at %s", _safe_uri(uri))
+            _initialize_tables(engine)
+    finally:
+        engine.dispose()
+
+
+def _safe_uri(uri: str) -> str:
+    from .config import _redact_uri
+
+    return _redact_uri(uri)

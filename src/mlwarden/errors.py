@@ -1,0 +1,80 @@
+"""Small domain exceptions. Messages name the model, plugin, key or file involved."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "Conflict",
+    "Forbidden",
+    "InvalidInput",
+    "MlwardenError",
+    "NotFound",
+    "PluginError",
+    "Unauthorized",
+]
+
+
+class MlwardenError(Exception):
+    """Base class of every error mlwarden raises on purpose."""
+
+    #: HTTP status the API answers with when this error escapes a handler.
+    status = 500
+    #: Stable machine-readable code in ``{"error": {"code": ...}}``.
+    code = "internal_error"
+
+
+class ConfigError(MlwardenError):
+    """The configuration is invalid; the message names the file and the key."""
+
+    status = 400
+    code = "invalid_config"
+
+    def __init__(self, problems: list[str] | str, source: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        prefix = f"{source}: " if source else ""
+        super().__init__("\n".join(prefix + p for p in self.problems))
+
+
+class PluginError(MlwardenError):
+    """A plugin could not be loaded, is duplicated, or is misconfigured."""
+
+    code = "plugin_error"
+
+
+class InvalidInput(MlwardenError):
+    """A request or call carried data that is malformed or does not fit the schema."""
+
+    status = 400
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        if code:
+            self.code = code
+        if status:
+            self.status = status
+
+
+class NotFound(MlwardenError):
+    """The model, version, job, experiment or other object does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(MlwardenError):
+    """The request is valid but refused by the current state (illegal transition, ...)."""
+
+    status = 409
+    code = "conflict"
+
+
+class Unauthorized(MlwardenError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(MlwardenError):
+    status = 403
+    code = "forbidden"
