@@ -40,7 +40,7 @@ RoleName = Literal["open", "viewer", "operator", "admin"]
 
 WARDEN: web.AppKey[Warden] = web.AppKey("warden")
 ROUTES: web.AppKey[dict[tuple[str, str], Route]] = web.AppKey("routes")
-IDENTITY = "mlwarden.identity"
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
 
 
 @dataclass(frozen=True)

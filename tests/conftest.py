@@ -1,0 +1,123 @@
+"""Shared fixtures: a real Warden on a temp base path, a real HTTP server, a real daemon."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ["MLWARDEN_DISABLE_PLUGIN_AUTOLOAD"] = os.environ.get(
+    "MLWARDEN_TEST_AUTOLOAD", "1"
+)
+for _var in ("MLOPS_BASE_PATH", "MLFLOW_TRACKING_URI"):
+    os.environ.pop(_var, None)
+
+from mlwarden.daemon.api import build_app  # noqa: E402
+from mlwarden.daemon.config import load_config  # noqa: E402
+from mlwarden.daemon.warden import Warden  # noqa: E402
+
+from .helpers import DaemonProcess  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite store with its schema created once; copied into each test.
+
+    Creating the schema runs every alembic migration (seconds); copying is instant and
+    the daemon's start-up upgrade then finds it current.
+    """
+    from mlwarden.daemon.tracking import upgrade_schema
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    upgrade_schema(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def base_path(tmp_path: Path, mlflow_template: Path) -> Path:
+    base = tmp_path / "state"
+    base.mkdir()
+    shutil.copy(mlflow_template, base / "mlflow.db")
+    return base
+
+
+@pytest.fixture
+def make_config(base_path: Path, tmp_path: Path):
+    """Build a Config from TOML text (written to a file, so errors name it)."""
+
+    def make(text: str = "", **overrides):
+        path = tmp_path / "mlwarden.toml"
+        path.write_text(text)
+        return load_config(
+            path, env={}, overrides={"daemon.base_path": str(base_path), **overrides}
+        )
+
+    return make
+
+
+@pytest.fixture
+async def warden(make_config):
+    """A started Warden on embedded defaults; use ``make_warden`` for another config."""
+    async with Warden(make_config()) as w:
+        yield w
+
+
+@pytest.fixture
+async def make_warden(make_config):
+    started: list[Warden] = []
+
+    async def make(text: str = "", **overrides) -> Warden:
+        w = Warden(make_config(text, **overrides))
+        await w.start()
+        started.append(w)
+        return w
+
+    yield make
+    for w in reversed(started):
+        await w.stop()
+
+
+@pytest.fixture
+async def api_client(warden):
+    """An aiohttp client against the real API of ``warden`` on a free loopback port."""
+    async with TestClient(TestServer(build_app(warden))) as client:
+        yield client
+
+
+@pytest.fixture
+async def make_client():
+    clients: list[TestClient] = []
+
+    async def make(w: Warden) -> TestClient:
+        client = TestClient(TestServer(build_app(w)))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, mlflow_template: Path):
+    """Start real ``mlwarden run`` processes; all are stopped (or killed) at the end."""
+    procs: list[DaemonProcess] = []
+
+    def make(config_text: str = "", name: str = "daemon", **kwargs) -> DaemonProcess:
+        proc = DaemonProcess(
+            tmp_path / name, config_text, mlflow_template=mlflow_template, **kwargs
+        )
+        procs.append(proc)
+        return proc
+
+    yield make
+    for proc in procs:
+        try:
+            proc.stop(timeout=20)
+        except Exception:
+            proc.kill()
