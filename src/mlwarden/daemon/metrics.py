@@ -200,6 +200,19 @@ class Metrics:
             registry=registry,
         )
 
+        self.experiment_lift = Gauge(
+            "mlwarden_experiment_lift",
+            "Relative lift of arm B over arm A in a model's running experiment.",
+            ["model"],
+            registry=registry,
+        )
+        self.experiment_srm_detected = Gauge(
+            "mlwarden_experiment_srm_detected",
+            "1 when the latest evaluation of a model's experiment found a sample-ratio mismatch.",
+            ["model"],
+            registry=registry,
+        )
+
         # Alerts.
         self.alerts_firing = Gauge(
             "mlwarden_alerts_firing",

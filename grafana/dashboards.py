@@ -1,0 +1,483 @@
+"""mlwarden's Grafana dashboards, built as code with grafana-foundation-sdk.
+
+Run ``python grafana/dashboards.py`` to rewrite grafana/dashboards/*.json; a test fails
+when the committed JSON differs from what this code builds. Every query uses only
+metrics the daemon exports (a test runs each one against a real Prometheus).
+
+The SDK is pinned (``grafana-foundation-sdk==1769699998!10.1.0``, types generated for
+Grafana 10.1, dashboard schemaVersion 36) so the JSON is stable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import stat, table, timeseries
+from grafana_foundation_sdk.builders.dashboard import Dashboard, QueryVariable, Row
+from grafana_foundation_sdk.builders.prometheus import Dataquery
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DataSourceRef,
+    GridPos,
+    VariableOption,
+    VariableRefresh,
+)
+
+#: The datasource provisioned by grafana/provisioning/datasources/mlwarden.yaml.
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="mlwarden-prometheus")
+OUT = Path(__file__).parent / "dashboards"
+M = '{model="$model"}'
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+    instant: bool = False
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    title: str
+    kind: str  # "stat" | "timeseries" | "table"
+    queries: tuple[Query, ...]
+    unit: str = ""
+    width: int = 8
+    height: int = 7
+    description: str = ""
+
+
+def q(expr: str, legend: str = "", instant: bool = False) -> Query:
+    return Query(expr, legend, instant)
+
+
+OVERVIEW = {
+    "System health": [
+        PanelSpec(
+            "Daemons up",
+            "stat",
+            (q("count(mlwarden_build_info)"),),
+            width=4,
+            height=4,
+            description="mlwarden processes exporting metrics.",
+        ),
+        PanelSpec(
+            "Uptime",
+            "stat",
+            (q("time() - max(mlwarden_start_time_seconds)"),),
+            unit="s",
+            width=4,
+            height=4,
+        ),
+        PanelSpec(
+            "Models",
+            "stat",
+            (q("count(count by (model) (mlwarden_model_info))"),),
+            width=4,
+            height=4,
+            description="Models with registered versions.",
+        ),
+        PanelSpec("Firing alerts", "stat", (q("sum(mlwarden_alerts_firing)"),), width=4, height=4),
+        PanelSpec(
+            "Plugin errors (1h)",
+            "stat",
+            (q("sum(increase(mlwarden_plugin_errors_total[1h])) or vector(0)"),),
+            width=4,
+            height=4,
+        ),
+        PanelSpec(
+            "Model uptime (1d)",
+            "stat",
+            (q('avg_over_time(up{job="mlwarden"}[1d])'),),
+            unit="percentunit",
+            width=4,
+            height=4,
+            description="Share of scrapes in the last day where the daemon answered.",
+        ),
+    ],
+    "Operations": [
+        PanelSpec(
+            "Deployment success rate (7d)",
+            "stat",
+            (
+                q(
+                    'sum(increase(mlwarden_rollouts_total{outcome="promoted"}[7d])) '
+                    "/ clamp_min(sum(increase(mlwarden_rollouts_total[7d])), 1)"
+                ),
+            ),
+            unit="percentunit",
+            width=6,
+            height=5,
+        ),
+        PanelSpec(
+            "Retraining frequency (jobs/day)",
+            "stat",
+            (q("sum(increase(mlwarden_training_jobs_total[1d]))"),),
+            width=6,
+            height=5,
+        ),
+        PanelSpec(
+            "Drift detection rate",
+            "stat",
+            (q("sum(mlwarden_drift_detected) / clamp_min(count(mlwarden_drift_detected), 1)"),),
+            unit="percentunit",
+            width=6,
+            height=5,
+            description="Share of monitored models whose latest drift check found drift.",
+        ),
+        PanelSpec(
+            "Training jobs by state",
+            "stat",
+            (q("sum by (state) (mlwarden_training_jobs_current)", "{{state}}"),),
+            width=6,
+            height=5,
+        ),
+    ],
+    "Models, rollouts and experiments": [
+        PanelSpec(
+            "Model versions", "table", (q("mlwarden_model_info", instant=True),), width=12, height=8
+        ),
+        PanelSpec(
+            "Traffic weights (active rollouts)",
+            "timeseries",
+            (q("mlwarden_traffic_weight", "{{model}} {{version}}"),),
+            unit="percentunit",
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Experiments: p-value",
+            "timeseries",
+            (q("mlwarden_experiment_p_value", "{{model}}"),),
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Alerts firing by severity",
+            "timeseries",
+            (q("sum by (severity) (mlwarden_alerts_firing)", "{{severity}}"),),
+            width=12,
+            height=8,
+        ),
+    ],
+    "API": [
+        PanelSpec(
+            "Requests/s by route",
+            "timeseries",
+            (
+                q(
+                    "sum by (route) (rate(mlwarden_http_request_duration_seconds_count[5m]))",
+                    "{{route}}",
+                ),
+            ),
+            unit="reqps",
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "p99 request latency",
+            "timeseries",
+            (
+                q(
+                    "histogram_quantile(0.99, sum by (le, route) "
+                    "(rate(mlwarden_http_request_duration_seconds_bucket[5m])))",
+                    "{{route}}",
+                ),
+            ),
+            unit="s",
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Notifications by outcome",
+            "timeseries",
+            (
+                q(
+                    "sum by (notifier, outcome) (increase(mlwarden_notifications_total[1h]))",
+                    "{{notifier}} {{outcome}}",
+                ),
+            ),
+            width=24,
+            height=7,
+        ),
+    ],
+}
+
+MODEL_MONITORING = {
+    "Drift": [
+        PanelSpec(
+            "Drift score",
+            "timeseries",
+            (q(f"mlwarden_drift_score{M}", "drift score"),),
+            width=12,
+            height=8,
+        ),
+        PanelSpec("Drift detected", "stat", (q(f"mlwarden_drift_detected{M}"),), width=6, height=8),
+        PanelSpec(
+            "Retrain recommendation",
+            "stat",
+            (q(f"mlwarden_retrain_recommendation{M}"),),
+            width=6,
+            height=8,
+            description="0 NO_ACTION_NEEDED, 1 RETRAIN_SOON, 2 RETRAIN_IMMEDIATELY.",
+        ),
+        PanelSpec(
+            "Feature drift statistic",
+            "table",
+            (q(f"mlwarden_feature_drift_score{M}", instant=True),),
+            width=12,
+            height=10,
+        ),
+        PanelSpec(
+            "Feature drift p-value",
+            "timeseries",
+            (q(f"mlwarden_feature_drift_p_value{M}", "{{feature}} {{method}}"),),
+            width=12,
+            height=10,
+        ),
+        PanelSpec(
+            "Drift check duration p95",
+            "timeseries",
+            (
+                q(
+                    "histogram_quantile(0.95, sum by (le) "
+                    f"(rate(mlwarden_drift_check_duration_seconds_bucket{M}[15m])))",
+                    "p95",
+                ),
+            ),
+            unit="s",
+            width=24,
+            height=6,
+        ),
+    ],
+    "Performance": [
+        PanelSpec(
+            "Performance metrics",
+            "timeseries",
+            (q(f"mlwarden_model_metric{M}", "{{version}} {{metric}}"),),
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Prediction latency p50 / p99",
+            "timeseries",
+            (
+                q(
+                    "histogram_quantile(0.5, sum by (le, version) "
+                    f"(rate(mlwarden_prediction_latency_seconds_bucket{M}[5m])))",
+                    "p50 {{version}}",
+                ),
+                q(
+                    "histogram_quantile(0.99, sum by (le, version) "
+                    f"(rate(mlwarden_prediction_latency_seconds_bucket{M}[5m])))",
+                    "p99 {{version}}",
+                ),
+            ),
+            unit="s",
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Predictions and labels /s",
+            "timeseries",
+            (
+                q(f"rate(mlwarden_predictions_total{M}[5m])", "predictions"),
+                q(f"rate(mlwarden_labels_total{M}[5m])", "labels"),
+            ),
+            unit="reqps",
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Rejected ingest batches",
+            "timeseries",
+            (
+                q(
+                    f"sum by (reason) (increase(mlwarden_ingest_rejected_total{M}[1h]))",
+                    "{{reason}}",
+                ),
+            ),
+            width=12,
+            height=8,
+        ),
+    ],
+    "Retraining and alerts": [
+        PanelSpec(
+            "Triggers fired",
+            "timeseries",
+            (
+                q(
+                    f"sum by (trigger) (increase(mlwarden_triggers_fired_total{M}[1h]))",
+                    "{{trigger}}",
+                ),
+            ),
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Rollouts by outcome",
+            "timeseries",
+            (
+                q(
+                    f"sum by (strategy, outcome) (increase(mlwarden_rollouts_total{M}[1d]))",
+                    "{{strategy}} {{outcome}}",
+                ),
+            ),
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Traffic weights",
+            "timeseries",
+            (q(f"mlwarden_traffic_weight{M}", "{{version}}"),),
+            unit="percentunit",
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Alerts firing",
+            "timeseries",
+            (q("sum by (severity) (mlwarden_alerts_firing)", "{{severity}}"),),
+            width=12,
+            height=8,
+        ),
+    ],
+}
+
+EXPERIMENT_TRACKING = {
+    "A/B arms": [
+        PanelSpec(
+            "Samples per arm",
+            "timeseries",
+            (q(f"mlwarden_experiment_samples{M}", "{{variant}}"),),
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "p-value",
+            "timeseries",
+            (q(f"mlwarden_experiment_p_value{M}", "p-value"),),
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Relative lift of B over A",
+            "timeseries",
+            (q(f"mlwarden_experiment_lift{M}", "lift"),),
+            unit="percentunit",
+            width=12,
+            height=8,
+        ),
+        PanelSpec(
+            "Sample-ratio mismatch",
+            "stat",
+            (q(f"mlwarden_experiment_srm_detected{M}"),),
+            width=6,
+            height=8,
+            description="1 when the latest evaluation found a sample-ratio mismatch.",
+        ),
+        PanelSpec(
+            "Traffic split",
+            "stat",
+            (q(f"mlwarden_traffic_weight{M}", "{{version}}"),),
+            unit="percentunit",
+            width=6,
+            height=8,
+        ),
+    ],
+}
+
+DASHBOARDS = {
+    "mlwarden-overview": ("mlwarden / Overview", OVERVIEW, False),
+    "mlwarden-model-monitoring": ("mlwarden / Model Monitoring", MODEL_MONITORING, True),
+    "mlwarden-experiments": ("mlwarden / Experiment Tracking", EXPERIMENT_TRACKING, True),
+}
+
+
+def _target(query: Query, ref: str) -> Dataquery:
+    target = Dataquery().expr(query.expr).ref_id(ref).datasource(DATASOURCE)
+    if query.legend:
+        target = target.legend_format(query.legend)
+    if query.instant:
+        target = target.instant().format("table")
+    return target
+
+
+def _panel(spec: PanelSpec, pos: GridPos):
+    builder = {"stat": stat.Panel, "timeseries": timeseries.Panel, "table": table.Panel}[
+        spec.kind
+    ]()
+    builder = builder.title(spec.title).datasource(DATASOURCE).grid_pos(pos)
+    if spec.description:
+        builder = builder.description(spec.description)
+    if spec.unit:
+        builder = builder.unit(spec.unit)
+    for i, query in enumerate(spec.queries):
+        builder = builder.with_target(_target(query, chr(ord("A") + i)))
+    return builder
+
+
+def build(uid: str) -> Dashboard:
+    title, rows, per_model = DASHBOARDS[uid]
+    dash = (
+        Dashboard(title)
+        .uid(uid)
+        .tags(["mlwarden"])
+        .refresh("30s")
+        .time("now-6h", "now")
+        .timezone("browser")
+    )
+    if per_model:
+        dash = dash.with_variable(
+            QueryVariable("model")
+            .label("Model")
+            .datasource(DATASOURCE)
+            .query("label_values(model)")
+            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .current(VariableOption(selected=False, text="", value=""))
+        )
+    y = 0
+    for row_title, panels in rows.items():
+        dash = dash.with_row(Row(row_title).grid_pos(GridPos(h=1, w=24, x=0, y=y)))
+        y += 1
+        x = 0
+        row_height = 0
+        for spec in panels:
+            if x + spec.width > 24:
+                x, y = 0, y + row_height
+                row_height = 0
+            dash = dash.with_panel(_panel(spec, GridPos(h=spec.height, w=spec.width, x=x, y=y)))
+            x += spec.width
+            row_height = max(row_height, spec.height)
+        y += row_height
+    return dash
+
+
+def render(uid: str) -> str:
+    return json.dumps(build(uid).build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+
+
+def queries() -> list[tuple[str, str, str]]:
+    """Every (dashboard uid, panel title, PromQL expression), for the Prometheus test."""
+    out = []
+    for uid, (_, rows, _) in DASHBOARDS.items():
+        for panels in rows.values():
+            for spec in panels:
+                out.extend((uid, spec.title, query.expr) for query in spec.queries)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    OUT.mkdir(exist_ok=True)
+    for uid in DASHBOARDS:
+        path = OUT / f"{uid}.json"
+        path.write_text(render(uid))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
