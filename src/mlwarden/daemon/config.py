@@ -21,6 +21,8 @@ from ..errors import ConfigError
 __all__ = [
     "ENV_OVERRIDES",
     "AbTestingConfig",
+    "AlertRuleConfig",
+    "AlertsConfig",
     "AuthConfig",
     "Config",
     "DaemonConfig",
@@ -152,6 +154,39 @@ class NotifierConfig:
     models: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True)
+class AlertRuleConfig:
+    """One alert rule: events of ``fire_on`` kinds fire it, ``resolve_on`` kinds resolve it."""
+
+    name: str
+    fire_on: tuple[str, ...] = ()
+    resolve_on: tuple[str, ...] = ()
+    severity: Literal["", "info", "warning", "critical"] = ""  # "": the event's severity
+    summary: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    match: dict[str, str] = field(default_factory=dict)
+    group_by: tuple[str, ...] = ()
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """The alert engine (DESIGN section 7, Alertmanager's lessons) and its durable outbox."""
+
+    builtin_rules: bool = True
+    rules: tuple[AlertRuleConfig, ...] = ()
+    group_wait_seconds: float = 30.0
+    repeat_interval_seconds: float = 4 * 3600.0
+    tick_seconds: float = 1.0
+    retry_initial_seconds: float = 5.0
+    retry_max_seconds: float = 300.0
+    send_timeout_seconds: float = 30.0
+    outbox_max_age_seconds: float = 24 * 3600.0
+    retention_days: float = 30.0
+    grafana_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,7 +200,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     models: tuple[ModelConfig, ...] = ()
     notifiers: tuple[NotifierConfig, ...] = ()
-    alerts: dict[str, Any] = field(default_factory=dict)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = "<defaults>"
 
     @property
@@ -399,7 +434,39 @@ def _check(config: Config) -> list[str]:
         if notifier.name in seen:
             problems.append(f"key 'notifiers[{i}].name': duplicate notifier {notifier.name!r}")
         seen.add(notifier.name)
+    problems.extend(_check_alerts(config.alerts))
     return problems
+
+
+def _check_alerts(alerts: AlertsConfig) -> list[str]:
+    problems = []
+    for key in ("tick_seconds", "retry_initial_seconds", "send_timeout_seconds"):
+        if getattr(alerts, key) <= 0:
+            problems.append(f"key 'alerts.{key}': expected a positive number")
+    for key in ("group_wait_seconds", "repeat_interval_seconds", "outbox_max_age_seconds"):
+        if getattr(alerts, key) < 0:
+            problems.append(f"key 'alerts.{key}': expected a number >= 0")
+    if alerts.retry_max_seconds < alerts.retry_initial_seconds:
+        problems.append("key 'alerts.retry_max_seconds': expected >= alerts.retry_initial_seconds")
+    seen: set[str] = set()
+    for i, rule in enumerate(alerts.rules):
+        if not rule.name:
+            problems.append(f"key 'alerts.rules[{i}].name': expected a non-empty string")
+        if rule.name in seen:
+            problems.append(f"key 'alerts.rules[{i}].name': duplicate rule {rule.name!r}")
+        seen.add(rule.name)
+        if rule.enabled and not rule.fire_on and rule.name not in _BUILTIN_RULE_NAMES:
+            problems.append(
+                f"key 'alerts.rules[{i}].fire_on': expected at least one event kind"
+            )
+    return problems
+
+
+#: Names of the alert engine's built-in rules (daemon/alert_rules.py); a rule in the
+#: config with one of these names overrides the built-in one key by key.
+_BUILTIN_RULE_NAMES = frozenset(
+    {"ModelPerformanceDegraded", "ModelDataDrift", "ModelTrainingFailed", "ModelRolloutFailed"}
+)
 
 
 def redacted(config: Config) -> dict[str, Any]:

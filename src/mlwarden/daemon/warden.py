@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry
 from .. import __version__
 from ..plugins import PluginCatalog, make_plugin_manager
 from ..types import Event
+from .alerts import AlertService
 from .audit import AUDIT_SCHEMA, AuditLog
 from .config import Config, load_config
 from .metrics import Metrics
-from .notify import NotificationService
 from .service import Service
 from .store import Store
 from .tracking import Tracking, disable_telemetry
@@ -34,7 +34,7 @@ __all__ = ["SERVICE_CLASSES", "Warden", "await_me_maybe"]
 logger = logging.getLogger(__name__)
 
 #: The daemon's services, started in this order and stopped in reverse.
-SERVICE_CLASSES: tuple[type[Service], ...] = (NotificationService,)
+SERVICE_CLASSES: tuple[type[Service], ...] = (AlertService,)
 
 
 async def await_me_maybe(value: Any) -> Any:

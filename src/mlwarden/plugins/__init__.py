@@ -31,7 +31,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PLUGINS: tuple[str, ...] = ("mlwarden.plugins.notifiers.log",)
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "mlwarden.plugins.notifiers.log",
+    "mlwarden.plugins.notifiers.apprise",
+)
 
 #: Registration hook for each kind of plugin class.
 KINDS: dict[str, str] = {
