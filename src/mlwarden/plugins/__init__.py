@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "mlwarden.plugins.notifiers.log",
     "mlwarden.plugins.notifiers.apprise",
+    "mlwarden.plugins.drift.ks",
+    "mlwarden.plugins.drift.psi",
+    "mlwarden.plugins.drift.chi2",
 )
 
 #: Registration hook for each kind of plugin class.

@@ -1,0 +1,118 @@
+"""``chi2``: Pearson's chi-square test of homogeneity on a categorical feature's counts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy import stats
+
+from ... import hookimpl
+from ...types import DriftScore, FeatureData, FeatureKind
+from .base import (
+    DriftMethod,
+    align_categories,
+    category_counts,
+    check_bool,
+    check_number,
+    check_probability,
+    unseen,
+)
+
+
+class ChiSquare(DriftMethod):
+    """Chi-square test that the reference and the current window share one distribution.
+
+    A two-sample test (a 2 x k contingency table of reference and current counts per
+    category, as ``scipy.stats.chi2_contingency``), not a goodness-of-fit test against
+    the reference's proportions: the reference is a sample too. Categories only one
+    side has seen are columns like any other, so a new category counts as drift; the
+    unseen ones are listed in ``details["unseen"]``. Counts come from the profile
+    (``categories`` + ``counts``, top-K plus ``__other__``) or from the sample. Drifted
+    when ``p_value < threshold`` and Cramér's V (``sqrt(chi2 / total)``, the effect
+    size, in ``details``) is at least ``min_effect``: on windows of millions of rows
+    every difference is significant, and ``min_effect`` is the knob that keeps only
+    those that matter.
+
+    Parameters
+    ----------
+    threshold
+        Significance level (default 0.05).
+    correction
+        Yates' continuity correction when there are only two categories, as scipy's
+        default (default true).
+    min_effect
+        Smallest Cramér's V that counts as drift (default 0: the test alone decides).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from mlwarden.types import FeatureData
+    >>> ref = FeatureData("c", "categorical", categories=("a", "b", "c"),
+    ...                   counts=np.array([500, 300, 200]))
+    >>> cur = FeatureData("c", "categorical", categories=("a", "b", "d"),
+    ...                   counts=np.array([400, 300, 50]))
+    >>> score = ChiSquare().fit(ref).score(cur)
+    >>> score.drifted, score.details["unseen"]
+    (True, ['d'])
+
+    References
+    ----------
+    - Pearson, K. (1900). On the criterion that a given system of deviations from the
+      probable ... Philosophical Magazine 50(302), 157-175.
+    - Cramér, H. (1946). Mathematical Methods of Statistics. Princeton, p. 282.
+    - ``scipy.stats.chi2_contingency``.
+    """
+
+    name: ClassVar[str] = "chi2"
+    kinds: ClassVar[tuple[FeatureKind, ...]] = ("categorical",)
+    test_params: ClassVar[list[dict[str, Any]]] = [
+        {},
+        {"threshold": 0.01, "correction": False, "min_effect": 0.05},
+    ]
+
+    def __init__(
+        self, *, threshold: float = 0.05, correction: bool = True, min_effect: float = 0.0
+    ) -> None:
+        self.threshold = check_probability(self.name, "threshold", threshold)
+        self.correction = check_bool(self.name, "correction", correction)
+        self.min_effect = check_number(
+            self.name, "min_effect", min_effect, minimum=0.0, maximum=1.0
+        )
+        self._counts: dict[str, float] | None = None
+
+    def _fit(self, reference: FeatureData) -> None:
+        counts = category_counts(self.name, reference)
+        if sum(counts.values()) <= 0:
+            raise ValueError(
+                f'drift method "chi2": reference of feature "{reference.name}" is empty'
+            )
+        self._counts = counts
+
+    def _score(self, current: FeatureData) -> DriftScore:
+        assert self._counts is not None
+        counts = category_counts(self.name, current)
+        total = sum(counts.values())
+        if total <= 0:
+            raise ValueError(f'drift method "chi2": feature "{current.name}" has no values')
+        names, ref, cur = align_categories(self._counts, counts)
+        new = unseen(self._counts, counts)
+        if len(names) < 2:  # one category on both sides: nothing can differ
+            return self._result(0.0, p_value=1.0, drifted=False, cramers_v=0.0, unseen=new)
+        table = np.vstack([ref, cur])
+        statistic, p_value, dof, _ = stats.chi2_contingency(table, correction=self.correction)
+        effect = math.sqrt(statistic / table.sum())  # 2 x k table: min(r, k) - 1 == 1
+        return self._result(
+            statistic,
+            p_value=p_value,
+            drifted=bool(p_value < self.threshold and effect >= self.min_effect),
+            cramers_v=effect,
+            dof=int(dof),
+            unseen=new,
+        )
+
+
+@hookimpl
+def mlwarden_drift_methods() -> list[type]:
+    return [ChiSquare]

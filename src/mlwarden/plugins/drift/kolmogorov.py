@@ -1,0 +1,218 @@
+"""The two-sample Kolmogorov-Smirnov statistic and p-value, as scipy computes them, faster.
+
+``ks_statistic`` takes a reference sorted once (at ``fit``) and finds the exact
+statistic of ``scipy.stats.ks_2samp`` with two ``np.searchsorted`` passes of the current
+sample, instead of re-sorting and searching both samples every time.
+
+``kolmogorov_sf`` is ``scipy.stats.kstwo.sf(d, n)``, the p-value of ks_2samp's
+asymptotic method. For the significant statistics (``n d^2 >= 2.2``) scipy evaluates
+Smirnov's exact one-sided formula, a sum of ``n (1 - d)`` terms, in a scalar loop
+(tens of milliseconds per feature at 200k/50k rows). ``smirnov_sf`` evaluates the same
+sum vectorised, each term in log space with Loader's saddle-point form of the binomial
+probability (accurate to ~1e-13 relative), and agrees with scipy to better than 1e-9
+relative. Every other branch (small ``n``, tiny or extreme statistics) is delegated to
+scipy, which is fast there.
+
+References
+----------
+- Smirnov, N. V. (1944). Approximate laws of distribution of random variables from
+  empirical data. Uspekhi Mat. Nauk 10, 179-206.
+- Loader, C. (2000). Fast and accurate computation of binomial probabilities.
+- Simard, R. & L'Ecuyer, P. (2011). Computing the two-sided Kolmogorov-Smirnov
+  distribution. Journal of Statistical Software 39(11).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from fractions import Fraction
+
+import numpy as np
+from scipy import special, stats
+
+__all__ = ["MAX_EXACT_SIZE", "kolmogorov_sf", "ks_2samp_sorted", "ks_statistic", "smirnov_sf"]
+
+#: ks_2samp's ``method="auto"`` computes exact p-values when both samples are this small.
+MAX_EXACT_SIZE = 10_000
+#: Above this ``n`` scipy's smirnov switches to an approximation; so do we (by calling it).
+_SMIRNOV_MAX_COMPUTE_N = 1_000_000
+_MINLOG = -7.451332191019412076235e2  # log(2**-1075), xsf's MINLOG
+#: Up to this many terms the sum is taken term by term.
+_FULL_SUM_TERMS = 4096
+_GRID_POINTS = 257
+#: Terms below e^-50 of the largest are dropped.
+_NEGLIGIBLE_LOG = 50.0
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+# Stirling-series coefficients of log(k!) - log(sqrt(2 pi k) (k/e)^k)  (Loader 2000).
+_S0, _S1, _S2, _S3, _S4 = 1 / 12, 1 / 360, 1 / 1260, 1 / 1680, 1 / 1188
+
+
+def ks_statistic(reference_sorted: np.ndarray, current: np.ndarray) -> float:
+    """ks_2samp's two-sided statistic of a sorted reference and a current sample.
+
+    The difference of the two empirical CDFs is a step function; its supremum is
+    reached just below a current value (reference ahead) or at a current value
+    (current ahead), so it is enough to look the distinct current values up in the
+    reference. The result is bit-identical to scipy's: the same integer ranks divided
+    the same way.
+    """
+    n1 = reference_sorted.size
+    cur = np.sort(current)
+    n2 = cur.size
+    first = np.empty(n2, dtype=bool)
+    first[0] = True
+    np.not_equal(cur[1:], cur[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], n2)
+    values = cur[starts]
+    below = np.searchsorted(reference_sorted, values, side="left")
+    upto = np.searchsorted(reference_sorted, values, side="right")
+    ahead = float(np.max(below / n1 - starts / n2))  # reference CDF above current's
+    behind = float(np.max(ends / n2 - upto / n1))  # current CDF above reference's
+    return min(max(ahead, behind, 0.0), 1.0)
+
+
+def ks_2samp_sorted(
+    reference_sorted: np.ndarray, current: np.ndarray, method: str = "auto"
+) -> tuple[float, float, str]:
+    """``(statistic, p_value, method_used)`` of ks_2samp, two-sided.
+
+    ``method`` as scipy's: ``"auto"`` is exact when both samples have at most 10,000
+    values, asymptotic otherwise. The exact path calls scipy itself (cheap at those
+    sizes); the asymptotic path uses :func:`ks_statistic` and :func:`kolmogorov_sf`.
+    """
+    n1, n2 = reference_sorted.size, current.size
+    if method == "auto":
+        method = "exact" if max(n1, n2) <= MAX_EXACT_SIZE else "asymp"
+    if method == "exact":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            result = stats.ks_2samp(reference_sorted, current, method="exact")
+        used = "asymp" if any("Switching" in str(w.message) for w in caught) else "exact"
+        return float(result.statistic), float(result.pvalue), used
+    d = ks_statistic(reference_sorted, current)
+    big, small = sorted([float(n1), float(n2)], reverse=True)
+    en = big * small / (big + small)
+    return d, kolmogorov_sf(d, int(np.round(en))), "asymp"
+
+
+def kolmogorov_sf(d: float, n: int) -> float:
+    """``scipy.stats.kstwo.sf(d, n)``: P(D_n >= d) of the two-sided one-sample KS test."""
+    if 140 < n <= _SMIRNOV_MAX_COMPUTE_N and 0.0 < d < 1.0:
+        t = n * d
+        nx2 = t * d
+        # The branches of scipy's _kolmogn that evaluate 2 * smirnov(n, d).
+        if 1.0 < t < n - 1 and (d >= 0.5 or 2.2 <= nx2 < 370.0):
+            return min(max(2.0 * smirnov_sf(n, d), 0.0), 1.0)
+    return float(stats.kstwo.sf(d, n))
+
+
+def smirnov_sf(n: int, x: float) -> float:
+    """``scipy.special.smirnov(n, x)``: P(D+_n >= x), the one-sided KS survival function.
+
+    Smirnov's formula ``x * sum_{v=0}^{floor(n(1-x))} C(n,v) (x+v/n)^(v-1) (1-x-v/n)^(n-v)``
+    with every term evaluated at once. The special cases of scipy's implementation
+    (tiny or huge ``n x``, ``x`` near 1, ``n`` over a million) go to scipy.
+    """
+    if not (n > 1 and 0.0 < x < 1.0) or n > _SMIRNOV_MAX_COMPUTE_N:
+        return float(special.smirnov(n, x))
+    exact = Fraction(x) * n  # n*x and its floor exactly, as scipy does in double-double
+    nxfl = math.floor(exact)
+    alpha = float(exact - nxfl)
+    if nxfl == 0 or (nxfl == 1 and alpha == 0) or nxfl >= n - 1:
+        return float(special.smirnov(n, x))
+    if -2.0 * n * x * x < _MINLOG:
+        return 0.0
+    last = n - nxfl - 1  # the largest v with 1 - x - v/n > 0
+    if alpha == 0:
+        last -= 1
+    nx = nxfl + alpha
+    log_first = n * math.log1p(-x) - math.log(x)  # v = 0: (1 - x)^n / x
+    if last <= _FULL_SUM_TERMS:
+        log_terms = _log_terms(n, nx, nxfl, alpha, np.arange(1, last + 1, dtype=np.float64))
+        top = max(float(log_terms.max()) if log_terms.size else log_first, log_first)
+        total = math.exp(log_first - top) + float(np.exp(log_terms - top).sum())
+    else:
+        top, total = _sampled_sum(n, nx, nxfl, alpha, last, log_first)
+    return min(max(math.exp(math.log(x) + math.log(total) + top), 0.0), 1.0)
+
+
+def _sampled_sum(
+    n: int, nx: float, nxfl: int, alpha: float, last: int, log_first: float
+) -> tuple[float, float]:
+    """``(top, s)`` with ``sum_v A_v = s * exp(top)``, from every h-th term.
+
+    The log-terms are a smooth unimodal bump in ``v`` (checked on a coarse grid). Terms
+    more than e^-50 below the peak are dropped (at most n e^-50 of the sum), and if the
+    bump is wide (Gaussian width ``sigma``) the sum over the integers equals ``h`` times
+    the sum over every h-th integer up to aliasing terms of order
+    ``exp(-2 pi^2 sigma^2 / h^2)`` (Poisson summation); with ``h <= sigma / 6`` that is
+    below e^-700. Narrow bumps are summed term by term.
+    """
+    grid = np.unique(np.linspace(1.0, float(last), _GRID_POINTS).round())
+    log_grid = _log_terms(n, nx, nxfl, alpha, grid)
+    peak = int(np.argmax(log_grid))
+    top = max(float(log_grid[peak]), log_first)
+    kept = np.flatnonzero(log_grid >= top - _NEGLIGIBLE_LOG)
+    lo = int(grid[max(int(kept[0]) - 1, 0)])
+    hi = int(grid[min(int(kept[-1]) + 1, grid.size - 1)])
+    # Gaussian width: from the kept span (+-10 sigma at e^-50) and the curvature at the peak.
+    step = max(1.0, float(grid[1] - grid[0]))
+    centre = float(grid[peak])
+    around = _log_terms(
+        n, nx, nxfl, alpha, np.clip(np.array([centre - step, centre, centre + step]), 1, last)
+    )
+    bend = 2.0 * around[1] - around[0] - around[2]
+    sigma = (hi - lo) / 20.0
+    if bend > 0:
+        sigma = min(sigma, step / math.sqrt(bend))
+    h = int(min(sigma / 6.0, lo / 8.0, (last - hi) / 8.0))
+    h = max(h, 1)
+    v = np.arange(lo, hi + 1, h, dtype=np.float64)
+    log_terms = _log_terms(n, nx, nxfl, alpha, v)
+    top = max(top, float(log_terms.max()))
+    total = math.exp(log_first - top) + h * float(np.exp(log_terms - top).sum())
+    return top, total
+
+
+def _log_terms(n: int, nx: float, nxfl: int, alpha: float, v: np.ndarray) -> np.ndarray:
+    """log A_v for ``1 <= v <= last``: log binom_pmf(v; n, p) - log p, p = (v + nx) / n.
+
+    Loader's form: Stirling errors, two deviance terms (each O(n x), so the absolute
+    error stays ~ eps * n x) and the Gaussian prefactor, merged into one logarithm.
+    """
+    rest = n - v
+    ratio = nx / rest
+    log_q = np.where(
+        ratio < 0.5,
+        np.log1p(-np.minimum(ratio, 0.5)),
+        np.log(((rest - nxfl) - alpha) / rest),
+    )
+    return (
+        (_stirlerr(float(n)) + 0.5 * math.log(n / (2.0 * math.pi)) + math.log(n))
+        - _stirlerr_array(v)
+        - _stirlerr_array(rest)
+        + v * np.log1p(nx / v)
+        + rest * log_q
+        - 0.5 * np.log(v * rest * np.square(v + nx))
+    )
+
+
+def _stirlerr(k: float) -> float:
+    return float(_stirlerr_array(np.array([k]))[0])
+
+
+def _stirlerr_array(k: np.ndarray) -> np.ndarray:
+    """log(k!) - log(sqrt(2 pi k) (k/e)^k) for k >= 1, to ~1e-15 absolute."""
+    out = np.empty_like(k)
+    small = k <= 15.0
+    if small.any():
+        ks = k[small]
+        out[small] = special.gammaln(ks + 1.0) - (ks + 0.5) * np.log(ks) + ks - _LOG_SQRT_2PI
+    large = ~small
+    if large.any():
+        r = 1.0 / k[large]
+        r2 = r * r
+        out[large] = r * (_S0 - r2 * (_S1 - r2 * (_S2 - r2 * (_S3 - r2 * _S4))))
+    return out

@@ -1,0 +1,120 @@
+"""ks: statistic identical to scipy's ks_2samp, p-values within 1e-9 relative."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import special, stats
+
+from mlwarden.plugins.drift.kolmogorov import kolmogorov_sf, ks_statistic, smirnov_sf
+from mlwarden.plugins.drift.ks import KolmogorovSmirnov
+from mlwarden.types import FeatureData
+
+RTOL = 1e-9
+
+
+def numeric(values, name="x") -> FeatureData:
+    return FeatureData(name, "numeric", sample=np.asarray(values))
+
+
+def close(ours: float, theirs: float) -> bool:
+    if theirs < 1e-300:  # subnormal: scipy itself has only a few bits left
+        return abs(ours - theirs) <= 1e-305
+    return abs(ours - theirs) <= RTOL * theirs
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_asymptotic_path_matches_scipy_statistic_exactly_and_p_value_to_1e9(seed):
+    rng = np.random.default_rng(seed)
+    n1, n2 = int(rng.integers(10_001, 40_000)), int(rng.integers(2_000, 20_000))
+    shift = [0.0, 0.01, 0.03, 0.05, 0.08, 0.2][seed]
+    ref, cur = rng.normal(size=n1), rng.normal(shift, 1.0, size=n2)
+    if seed % 2:  # ties inside and across the samples
+        ref, cur = np.round(ref, 2), np.round(cur, 2)
+    ks = KolmogorovSmirnov().fit(numeric(ref))
+    ours = ks.score(numeric(cur))
+    theirs = stats.ks_2samp(ref, cur)
+    assert ours.statistic == theirs.statistic
+    assert close(ours.p_value, theirs.pvalue), (ours.p_value, theirs.pvalue)
+    assert ours.details["p_value_method"] == "asymp"
+    assert type(ours.p_value) is float
+
+
+@pytest.mark.parametrize("sizes", [(50, 50), (200, 137), (3000, 800), (10_000, 9_999)])
+def test_exact_path_for_small_samples_is_scipys_auto_choice(sizes):
+    rng = np.random.default_rng(sum(sizes))
+    ref, cur = rng.normal(size=sizes[0]), rng.normal(0.1, 1.0, size=sizes[1])
+    score = KolmogorovSmirnov().fit(numeric(ref)).score(numeric(cur))
+    theirs = stats.ks_2samp(ref, cur)
+    assert score.statistic == theirs.statistic
+    assert close(score.p_value, theirs.pvalue)
+    assert score.details["p_value_method"] == "exact"
+
+
+def test_asymp_option_forces_the_asymptotic_p_value_on_small_samples():
+    rng = np.random.default_rng(3)
+    ref, cur = rng.normal(size=400), rng.normal(0.2, 1.0, size=300)
+    score = KolmogorovSmirnov(method="asymp").fit(numeric(ref)).score(numeric(cur))
+    theirs = stats.ks_2samp(ref, cur, method="asymp")
+    assert score.statistic == theirs.statistic
+    assert close(score.p_value, theirs.pvalue)
+
+
+def test_statistic_is_bit_identical_on_heavy_ties_and_disjoint_samples():
+    rng = np.random.default_rng(11)
+    for ref, cur in [
+        (rng.integers(0, 5, 20_000).astype(float), rng.integers(0, 6, 15_000).astype(float)),
+        (rng.normal(size=12_000), rng.normal(size=11_000) + 100.0),
+        (rng.normal(size=12_000), rng.normal(size=11_000) - 100.0),
+        (np.ones(10), np.ones(7)),
+    ]:
+        assert ks_statistic(np.sort(ref), cur) == stats.ks_2samp(ref, cur).statistic
+
+
+@pytest.mark.parametrize(
+    ("n", "z"),
+    [(141, 1.5), (900, 2.0), (4_000, 3.0), (20_000, 5.5), (40_000, 1.49), (40_000, 8.0),
+     (120_000, 12.0), (166_667, 2.5), (166_667, 19.0), (3_000, 27.0)],
+)  # fmt: skip
+def test_smirnov_sum_matches_scipy_special(n, z):
+    x = z / np.sqrt(n)
+    assert close(smirnov_sf(n, x), float(special.smirnov(n, x)))
+    assert close(kolmogorov_sf(x, n), float(stats.kstwo.sf(x, n)))
+
+
+def test_kolmogorov_sf_on_random_sizes_and_statistics():
+    rng = np.random.default_rng(2026)
+    for _ in range(25):
+        n = int(np.exp(rng.uniform(np.log(150), np.log(60_000))))
+        d = float(rng.uniform(0.5, 16.0) / np.sqrt(n))
+        assert close(kolmogorov_sf(d, n), float(stats.kstwo.sf(d, n))), (n, d)
+
+
+def test_nan_and_inf_are_left_out_of_the_test():
+    rng = np.random.default_rng(5)
+    ref, cur = rng.normal(size=300), rng.normal(size=200)
+    dirty = np.concatenate([cur, [np.nan, np.inf, -np.inf]])
+    ks = KolmogorovSmirnov().fit(numeric(np.append(ref, np.nan)))
+    assert ks.score(numeric(dirty)).to_dict() == ks.score(numeric(cur)).to_dict()
+
+
+def test_needs_a_sample():
+    ks = KolmogorovSmirnov()
+    with pytest.raises(ValueError, match=r'"ks" needs a sample of feature "x"'):
+        ks.fit(FeatureData("x", "numeric", bin_edges=np.array([0.0]), counts=np.array([1, 2])))
+    with pytest.raises(ValueError, match="at least 1 finite"):
+        ks.fit(numeric([np.nan]))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"threshold": 0}, 'option "threshold" must be a number in \\(0, 1\\)'),
+        ({"threshold": 1.5}, 'option "threshold"'),
+        ({"threshold": "0.05"}, 'option "threshold"'),
+        ({"method": "fast"}, "option \"method\" must be one of 'auto', 'exact', 'asymp'"),
+    ],
+)
+def test_bad_options_name_the_method_and_option(options, message):
+    with pytest.raises(ValueError, match=f'drift method "ks": {message}'):
+        KolmogorovSmirnov(**options)
