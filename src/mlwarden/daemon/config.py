@@ -82,6 +82,13 @@ class MonitoringConfig:
     sample_size: int = 5000
     top_k_categories: int = 50
     label_ttl_hours: float = 24.0
+    # Monitoring engine (daemon/ingest.py, monitor.py; see docs/monitoring.md).
+    reference_sample_size: int = 10000
+    min_window_rows: int = 100
+    max_batch_records: int = 100000
+    max_null_rate: float = 0.05
+    max_out_of_range_rate: float = 0.05
+    max_unseen_rate: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -135,6 +142,8 @@ class ModelConfig:
     categorical: tuple[str, ...] = ()
     drift_methods: tuple[str, ...] = ()
     drift_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prediction_column: str = "prediction"  # in the reference: enables prediction drift
+    label_column: str = "label"  # in the reference: enables target drift
     schedule: str = ""
     triggers: tuple[str, ...] = ()
     trigger_options: dict[str, dict[str, Any]] = field(default_factory=dict)

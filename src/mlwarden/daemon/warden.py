@@ -24,6 +24,7 @@ from ..types import Event
 from .alerts import AlertService
 from .audit import AUDIT_SCHEMA, AuditLog
 from .config import Config, load_config
+from .ingest import IngestService
 from .metrics import Metrics
 from .service import Service
 from .store import Store
@@ -34,7 +35,7 @@ __all__ = ["SERVICE_CLASSES", "Warden", "await_me_maybe"]
 logger = logging.getLogger(__name__)
 
 #: The daemon's services, started in this order and stopped in reverse.
-SERVICE_CLASSES: tuple[type[Service], ...] = (AlertService,)
+SERVICE_CLASSES: tuple[type[Service], ...] = (AlertService, IngestService)
 
 
 async def await_me_maybe(value: Any) -> Any:

@@ -1,0 +1,79 @@
+"""Monitoring routes: predictions and labels in, drift checks and drift history out."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import WARDEN, Route, json_response, query_float, read_json
+
+__all__ = ["ingest_routes", "monitor_routes"]
+
+
+async def post_predictions(request: web.Request) -> web.Response:
+    """Ingest a batch of predictions (records or columnar); all or nothing."""
+    warden = request.app[WARDEN]
+    ingest = warden.service("ingest")
+    name = request.match_info["name"]
+    ingest.model_state(name)  # 404 before reading a large body
+    body = await read_json(request)
+    result = await ingest.record_predictions(name, body)
+    return json_response({"model": name, **result}, 201)
+
+
+async def post_labels(request: web.Request) -> web.Response:
+    """Ingest ground-truth labels; they join stored predictions by id."""
+    warden = request.app[WARDEN]
+    ingest = warden.service("ingest")
+    name = request.match_info["name"]
+    ingest.model_state(name)
+    body = await read_json(request)
+    result = await ingest.record_labels(name, body)
+    return json_response({"model": name, **result}, 201)
+
+
+async def post_drift_check(request: web.Request) -> web.Response:
+    """Run a drift check of the model's current window now and return the DriftReport."""
+    warden = request.app[WARDEN]
+    report = await warden.service("monitor").check(request.match_info["name"])
+    return json_response(report)
+
+
+async def get_drift_history(request: web.Request) -> web.Response:
+    """Persisted drift reports of the last ``days`` (default 7), oldest first."""
+    warden = request.app[WARDEN]
+    days = query_float(request, "days", 7.0)
+    name = request.match_info["name"]
+    reports = await warden.service("monitor").history(name, days=days)
+    return json_response({"model": name, "days": days, "reports": reports})
+
+
+def ingest_routes() -> list[Route]:
+    return [
+        Route(
+            "POST",
+            "/api/models/{name}/predictions",
+            post_predictions,
+            "operator",
+            "Ingest predictions",
+        ),
+        Route("POST", "/api/models/{name}/labels", post_labels, "operator", "Ingest labels"),
+    ]
+
+
+def monitor_routes() -> list[Route]:
+    return [
+        Route(
+            "POST",
+            "/api/models/{name}/drift-check",
+            post_drift_check,
+            "operator",
+            "Run a drift check now",
+        ),
+        Route(
+            "GET",
+            "/api/models/{name}/drift-history",
+            get_drift_history,
+            "viewer",
+            "Drift reports of the last days",
+        ),
+    ]

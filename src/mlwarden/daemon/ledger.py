@@ -1,0 +1,636 @@
+"""The ingest service's storage: tables, the single writer, open buckets, windows.
+
+Every write goes through one writer task. Consecutive batches queued while a commit is
+in progress share the next transaction (group commit), which is what keeps ingest fast
+with many concurrent senders while each answer still waits for its own commit.
+Flushing closed buckets and purging old rows run as exclusive writer items, so a flush
+never deletes the journal rows of a batch that is committed but not yet folded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from .batches import BatchRejected, LabelBatch, PredictionBatch
+from .config import Config, ModelConfig
+from .profiles import Columns, Layout, Profile
+from .reference import (
+    Reference,
+    build_reference,
+    layout_without_reference,
+    load_frame,
+    params_fingerprint,
+    reference_table,
+    source_sha256,
+    source_stat,
+)
+from .store import Schema, create_tables
+
+__all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
+
+logger = logging.getLogger(__name__)
+
+_meta = sa.MetaData()
+predictions_table = sa.Table(
+    "predictions",
+    _meta,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("prediction_num", sa.Float, nullable=True),
+    sa.Column("prediction_cls", sa.Text, nullable=True),
+    sa.Column("latency", sa.Float, nullable=True),
+    sa.Column("error", sa.Boolean, nullable=False),
+    sa.Index("ix_predictions_model_ts", "model", "ts"),
+)
+outcomes_table = sa.Table(
+    "outcomes",
+    _meta,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("prediction_num", sa.Float, nullable=True),
+    sa.Column("prediction_cls", sa.Text, nullable=True),
+    sa.Column("label_num", sa.Float, nullable=True),
+    sa.Column("label_cls", sa.Text, nullable=True),
+    sa.Column("latency", sa.Float, nullable=True),
+    sa.Column("error", sa.Boolean, nullable=False),
+    sa.Column("labeled_at", sa.Float, nullable=False),
+    sa.Index("ix_outcomes_model_version_ts", "model", "version", "ts"),
+)
+profile_table = sa.Table(
+    "profile_buckets",
+    _meta,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("bucket_start", sa.Float, nullable=False),
+    sa.Column("layout", sa.String(64), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("has_sample", sa.Boolean, nullable=False),
+    sa.Column("profile", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_profile_buckets_model_start", "model", "bucket_start"),
+)
+journal_table = sa.Table(
+    "ingest_journal",
+    _meta,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("bucket_start", sa.Float, nullable=False),
+    sa.Column("layout", sa.String(64), nullable=False),
+    sa.Column("columns", sa.LargeBinary, nullable=False),
+    sa.Index("ix_ingest_journal_bucket", "model", "version", "bucket_start"),
+)
+
+INGEST_SCHEMA = Schema(
+    "ingest",
+    [
+        create_tables(
+            predictions_table, outcomes_table, profile_table, journal_table, reference_table
+        )
+    ],
+)
+
+BucketKey = tuple[str, float]  # (version, bucket_start)
+_ID_CHUNK = 500
+
+
+@dataclass
+class ModelState:
+    """What the ingest service holds of one watched model."""
+
+    config: ModelConfig
+    layout: Layout = field(default_factory=lambda: Layout((), (), fingerprint="open"))
+    open_schema: bool = True
+    reference: Reference | None = None
+    reference_status: str = "loading"
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    open: dict[BucketKey, Profile] = field(default_factory=dict)
+    generation: int = 0  # bumped when closed buckets are written
+    cache: tuple[Any, Profile] | None = None
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
+
+
+@dataclass
+class _Work:
+    write: Callable[[Any], Awaitable[Any]]
+    after: Callable[[Any], None]
+    exclusive: bool = False
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Ledger:
+    """Tables, the writer task, open buckets and windows of the ingest service."""
+
+    def __init__(self, warden: Any) -> None:
+        self.warden = warden
+        self.models: dict[str, ModelState] = {}
+        self._queue: deque[_Work] = deque()
+        self._wake = asyncio.Event()
+
+    @property
+    def sample_size(self) -> int:
+        return self.warden.config.monitoring.sample_size
+
+    async def start(self) -> None:
+        self.warden.spawn(self._writer(), name="ingest-writer")
+        await self.reload(self.warden.config)
+        self.warden.spawn(self._housekeeping(), name="ingest-housekeeping")
+
+    async def stop(self) -> None:
+        # Open buckets need no flush: their journal rows are replayed at the next start.
+        await self.submit(_Work(_noop, _ignore, exclusive=True))
+
+    async def reload(self, config: Config) -> None:
+        """Watch the configured models; a changed model reloads its reference."""
+        wanted = {m.name: m for m in config.models}
+        for name in list(self.models):
+            if name not in wanted:
+                del self.models[name]
+        for name, mc in wanted.items():
+            state = self.models.get(name)
+            if state is not None and state.config == mc:
+                continue
+            state = ModelState(config=mc)
+            self.models[name] = state
+            self.warden.spawn(self._prepare(state), name=f"ingest-reference-{name}")
+
+    # -- the writer --------------------------------------------------------------------
+
+    async def submit(self, work: _Work) -> Any:
+        self._queue.append(work)
+        self._wake.set()
+        return await work.future
+
+    async def _writer(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            group = [self._queue.popleft()]
+            while not group[0].exclusive and self._queue and not self._queue[0].exclusive:
+                group.append(self._queue.popleft())
+            try:
+                results: list[tuple[bool, Any]] = []
+                async with self.warden.store.begin() as conn:
+                    for work in group:
+                        try:
+                            results.append((True, await work.write(conn)))
+                        except BatchRejected as exc:  # checked before anything is written
+                            results.append((False, exc))
+            except Exception as exc:
+                logger.exception("ingest commit failed")
+                for work in group:
+                    if not work.future.done():
+                        work.future.set_exception(exc)
+                continue
+            for work, (ok, value) in zip(group, results, strict=True):
+                if work.future.done():
+                    continue
+                if not ok:
+                    work.future.set_exception(value)
+                    continue
+                try:
+                    work.after(value)
+                    work.future.set_result(value)
+                except Exception as exc:  # never leave a caller hanging
+                    logger.exception("ingest fold failed after commit")
+                    work.future.set_exception(exc)
+
+    # -- predictions and labels ----------------------------------------------------------
+
+    async def record_predictions(self, state: ModelState, batch: PredictionBatch) -> dict[str, Any]:
+        name = state.config.name
+        layout = state.layout
+        bucket_seconds = self.warden.config.monitoring.bucket_seconds
+        groups = await asyncio.to_thread(
+            _split, batch, layout, bucket_seconds, self.sample_size, state.rng
+        )
+        classification = state.config.task == "classification"
+        pred = batch.prediction
+        rows = list(
+            zip(
+                [name] * len(batch), batch.ids.tolist(), batch.versions.tolist(), batch.ts.tolist(),
+                [None] * len(batch) if classification else _nullable(pred),
+                pred.tolist() if classification else [None] * len(batch),
+                _nullable(batch.latency), batch.error.tolist(),
+                strict=True,
+            )
+        )  # fmt: skip
+
+        async def write(conn: Any) -> None:
+            await _check_new_ids(conn, name, batch)
+            await _insert(conn, predictions_table, rows)
+            journal = [
+                (name, version, start, layout.fingerprint, columns.to_bytes())
+                for (version, start), columns, _ in groups
+            ]
+            await _insert(conn, journal_table, journal, skip_first=True)
+
+        def after(_: Any) -> None:
+            for key, _, profile in groups:
+                _fold(state, key, profile)
+
+        await self.submit(_Work(write, after))
+        return {"accepted": len(batch), "profiled": not state.open_schema}
+
+    async def record_labels(self, state: ModelState, batch: LabelBatch) -> dict[str, Any]:
+        name = state.config.name
+        classification = state.config.task == "classification"
+        now = self.warden.clock()
+        labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
+        p, o = predictions_table, outcomes_table
+
+        async def write(conn: Any) -> int:
+            matched = []
+            ids = list(labels)
+            for i in range(0, len(ids), _ID_CHUNK):
+                query = sa.select(p).where(p.c.model == name, p.c.id.in_(ids[i : i + _ID_CHUNK]))
+                matched.extend((await conn.execute(query)).all())
+            if not matched:
+                return 0
+            matched_ids = [r.id for r in matched]
+            for i in range(0, len(matched_ids), _ID_CHUNK):
+                chunk = matched_ids[i : i + _ID_CHUNK]
+                await conn.execute(o.delete().where(o.c.model == name, o.c.id.in_(chunk)))
+            await conn.execute(
+                o.insert(),
+                [
+                    {
+                        "model": name,
+                        "id": r.id,
+                        "version": r.version,
+                        "ts": r.ts,
+                        "prediction_num": r.prediction_num,
+                        "prediction_cls": r.prediction_cls,
+                        "label_num": None if classification else labels[r.id],
+                        "label_cls": labels[r.id] if classification else None,
+                        "latency": r.latency,
+                        "error": r.error,
+                        "labeled_at": now,
+                    }
+                    for r in matched
+                ],
+            )
+            return len(matched)
+
+        matched = await self.submit(_Work(write, _ignore))
+        return {"accepted": len(batch), "matched": matched, "unmatched": len(batch) - matched}
+
+    # -- buckets and windows -------------------------------------------------------------
+
+    async def flush(self, *, everything: bool = False) -> int:
+        """Write every closed open bucket (all of them with ``everything``); return how many."""
+        now = self.warden.clock()
+        bucket_seconds = self.warden.config.monitoring.bucket_seconds
+        due = [
+            (state, key, profile)
+            for state in self.models.values()
+            for key, profile in state.open.items()
+            if everything or key[1] + bucket_seconds <= now
+        ]
+        if not due:
+            return 0
+
+        async def write(conn: Any) -> None:
+            rows = [
+                {
+                    "model": s.config.name,
+                    "version": key[0],
+                    "bucket_start": key[1],
+                    "layout": s.layout.fingerprint,
+                    "rows": profile.rows,
+                    "has_sample": True,
+                    "profile": profile.to_bytes(),
+                    "created_at": now,
+                }
+                for s, key, profile in due
+            ]
+            await conn.execute(profile_table.insert(), rows)
+            j = journal_table
+            for s, (version, start), _ in due:
+                await conn.execute(
+                    j.delete().where(
+                        j.c.model == s.config.name,
+                        j.c.version == version,
+                        j.c.bucket_start == start,
+                    )
+                )
+
+        def after(_: Any) -> None:
+            for s, key, profile in due:
+                if s.open.get(key) is profile:
+                    del s.open[key]
+                s.generation += 1
+
+        await self.submit(_Work(write, after, exclusive=True))
+        return len(due)
+
+    async def window(
+        self, state: ModelState, since: float, until: float, version: str | None = None
+    ) -> Profile:
+        """The merged profile of ``state``'s buckets starting in [since, until)."""
+        await state.ready.wait()
+        bucket_seconds = self.warden.config.monitoring.bucket_seconds
+        first = math.floor(since / bucket_seconds) * bucket_seconds
+        last = math.ceil(until / bucket_seconds) * bucket_seconds  # buckets starting < until
+        key = (first, last, version, state.generation, state.layout.fingerprint)
+        if state.cache is None or state.cache[0] != key:
+            b = profile_table
+            query = sa.select(b.c.profile).where(
+                b.c.model == state.config.name,
+                b.c.layout == state.layout.fingerprint,
+                b.c.bucket_start >= first,
+                b.c.bucket_start < last,
+            )
+            if version is not None:
+                query = query.where(b.c.version == version)
+            async with self.warden.store.connect() as conn:
+                blobs = (await conn.execute(query)).scalars().all()
+            merged = await asyncio.to_thread(_merge_blobs, state.layout, blobs, self.sample_size)
+            state.cache = (key, merged)
+        total = state.cache[1].copy()
+        for (v, start), profile in list(state.open.items()):
+            if first <= start < last and (version is None or v == version):
+                total.merge(profile)
+        return total
+
+    async def history(self, model: str, since: float) -> list[dict[str, Any]]:
+        b = profile_table
+        query = (
+            sa.select(b.c.version, b.c.bucket_start, b.c.rows)
+            .where(b.c.model == model, b.c.bucket_start >= since)
+            .order_by(b.c.bucket_start)
+        )
+        async with self.warden.store.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    # -- start-up: references and the journal --------------------------------------------
+
+    async def _prepare(self, state: ModelState) -> None:
+        try:
+            await self._load_reference(state)
+        except Exception as exc:
+            logger.error("model %s: reference not loaded: %s", state.config.name, exc)
+            self.warden.record_error(f"reference {state.config.name}", str(exc))
+            state.reference_status = f"error: {exc}"
+            fallback = layout_without_reference(state.config, self.warden.config.monitoring)
+            if fallback is not None:
+                state.layout, state.open_schema = fallback, False
+        try:
+            await self._replay(state)
+        finally:
+            state.ready.set()
+
+    async def _load_reference(self, state: ModelState) -> None:
+        mc, monitoring = state.config, self.warden.config.monitoring
+        if not mc.reference:
+            layout = layout_without_reference(mc, monitoring)
+            state.reference_status = "none"
+            if layout is not None:
+                state.layout, state.open_schema = layout, False
+            return
+        params = params_fingerprint(mc, monitoring)
+        t = reference_table
+        async with self.warden.store.connect() as conn:
+            row = (await conn.execute(sa.select(t).where(t.c.model == mc.name))).first()
+        size, mtime = await asyncio.to_thread(source_stat, mc.reference)
+        sha = row.sha256 if row is not None else ""
+        reuse = row is not None and row.params == params and row.source == mc.reference
+        if reuse and (row.size, row.mtime_ns) != (size, mtime):
+            sha = await asyncio.to_thread(source_sha256, mc.reference)
+            reuse = sha == row.sha256
+        if reuse:
+            reference = await asyncio.to_thread(
+                _decode_reference, row, monitoring.reference_sample_size
+            )
+            state.reference_status = "ready (stored profile)"
+            if (row.size, row.mtime_ns) != (size, mtime):
+                async with self.warden.store.begin() as conn:
+                    await conn.execute(
+                        t.update().where(t.c.model == mc.name).values(size=size, mtime_ns=mtime)
+                    )
+        else:
+            sha = await asyncio.to_thread(source_sha256, mc.reference)
+            frame = await asyncio.to_thread(
+                load_frame, mc.reference, self.warden.config.tracking_uri
+            )
+            fingerprint = f"{params[:16]}{sha[:16]}"
+            reference = await asyncio.to_thread(build_reference, frame, mc, monitoring, fingerprint)
+            values = {
+                "model": mc.name, "source": mc.reference, "params": params, "size": size,
+                "mtime_ns": mtime, "sha256": sha, "rows": reference.rows,
+                "layout": reference.layout.to_bytes(), "profile": reference.profile.to_bytes(),
+                "target": None if reference.target is None else _target_bytes(reference.target),
+                "created_at": self.warden.clock(),
+            }
+            async with self.warden.store.begin() as conn:
+                await conn.execute(t.delete().where(t.c.model == mc.name))
+                await conn.execute(t.insert(), values)
+            state.reference_status = "ready (built)"
+            logger.info(
+                "model %s: reference profile built from %s (%d rows)",
+                mc.name,
+                mc.reference,
+                reference.rows,
+            )
+        state.reference, state.layout, state.open_schema = reference, reference.layout, False
+
+    async def _replay(self, state: ModelState) -> None:
+        j = journal_table
+        name, fingerprint = state.config.name, state.layout.fingerprint
+        async with self.warden.store.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(j).where(j.c.model == name).order_by(j.c.seq))
+            ).all()
+        stale = [r.seq for r in rows if r.layout != fingerprint]
+        if stale:
+            logger.warning(
+                "model %s: %d journal batches belong to another reference; dropped",
+                name,
+                len(stale),
+            )
+            async with self.warden.store.begin() as conn:
+                await conn.execute(j.delete().where(j.c.seq.in_(stale)))
+        good = [r for r in rows if r.layout == fingerprint]
+        if not good:
+            return
+        profiles = await asyncio.to_thread(
+            _replay_rows, good, state.layout, self.sample_size, state.rng
+        )
+        for key, profile in profiles:
+            _fold(state, key, profile)
+        logger.info(
+            "model %s: %d journalled batches folded back into open buckets", name, len(good)
+        )
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_purge = 0.0
+        while True:
+            monitoring = self.warden.config.monitoring
+            await asyncio.sleep(min(1.0, monitoring.bucket_seconds / 10))
+            try:
+                await self.flush()
+                now = self.warden.clock()
+                if now - last_purge >= 60:
+                    last_purge = now
+                    await self.purge(now)
+            except Exception as exc:
+                logger.exception("ingest housekeeping failed")
+                self.warden.record_error("ingest housekeeping", repr(exc))
+
+    async def purge(self, now: float) -> None:
+        """Delete what is past its time: predictions (label TTL), outcomes and buckets."""
+        monitoring = self.warden.config.monitoring
+        ttl = now - monitoring.label_ttl_hours * 3600
+        retention = now - monitoring.retention_days * 86400
+        p, o, b = predictions_table, outcomes_table, profile_table
+
+        async def write(conn: Any) -> None:
+            await conn.execute(p.delete().where(p.c.ts < ttl))
+            await conn.execute(o.delete().where(o.c.ts < retention))
+            await conn.execute(b.delete().where(b.c.bucket_start < retention))
+
+        await self.submit(_Work(write, _ignore, exclusive=True))
+
+
+# -- helpers (pure; the blocking ones run in threads) --------------------------------------
+
+
+async def _noop(conn: Any) -> None:
+    return None
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+def _nullable(values: np.ndarray) -> list[Any]:
+    out = values.tolist()
+    if np.isnan(values).any():
+        return [None if v != v else v for v in out]
+    return out
+
+
+async def _insert(
+    conn: Any, table: sa.Table, rows: list[tuple[Any, ...]], skip_first: bool = False
+) -> None:
+    """Insert positional rows fast (one executemany at the driver level)."""
+    if not rows:
+        return
+    columns = [c.name for c in table.columns][1 if skip_first else 0 :]
+    if conn.dialect.name == "sqlite":
+        marks = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+        await conn.exec_driver_sql(sql, rows)
+    else:
+        await conn.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
+
+
+async def _check_new_ids(conn: Any, model: str, batch: PredictionBatch) -> None:
+    p = predictions_table
+    ids = batch.ids.tolist()
+    for i in range(0, len(ids), _ID_CHUNK):
+        query = sa.select(p.c.id).where(p.c.model == model, p.c.id.in_(ids[i : i + _ID_CHUNK]))
+        found = (await conn.execute(query.limit(1))).scalar()
+        if found is not None:
+            index = ids.index(found)
+            raise BatchRejected(
+                "duplicate_id",
+                f"record {index} (id {found!r}), field 'id': a prediction with this id is "
+                f"already stored for model {model!r}",
+                status=409,
+            )
+
+
+def _split(
+    batch: PredictionBatch,
+    layout: Layout,
+    bucket_seconds: int,
+    sample_size: int,
+    rng: np.random.Generator,
+) -> list[tuple[BucketKey, Columns, Profile]]:
+    """The batch cut by (version, time bucket), each part with its columns and profile."""
+    columns = batch.columns or Columns(
+        np.zeros((len(batch), 0)), np.zeros((len(batch), 0), np.int32)
+    )
+    starts = np.floor(batch.ts / bucket_seconds) * bucket_seconds
+    out = []
+    pairs = np.unique(np.stack([batch.versions.astype(str), starts.astype(str)]), axis=1)
+    for version, start in pairs.T:
+        mask = (batch.versions == version) & (starts == float(start))
+        part = columns if mask.all() else columns.take(np.flatnonzero(mask))
+        out.append(
+            (
+                (str(version), float(start)),
+                part,
+                Profile.from_columns(layout, part, sample_size, rng),
+            )
+        )
+    return out
+
+
+def _fold(state: ModelState, key: BucketKey, profile: Profile) -> None:
+    current = state.open.get(key)
+    state.open[key] = profile if current is None else current.merge(profile)
+
+
+def _replay_rows(
+    rows: list[Any], layout: Layout, sample_size: int, rng: np.random.Generator
+) -> list[tuple[BucketKey, Profile]]:
+    return [
+        (
+            (r.version, r.bucket_start),
+            Profile.from_columns(layout, Columns.from_bytes(r.columns), sample_size, rng),
+        )
+        for r in rows
+    ]
+
+
+def _merge_blobs(layout: Layout, blobs: list[bytes], sample_size: int) -> Profile:
+    total = Profile(layout, sample_size)
+    for blob in blobs:
+        total.merge(Profile.from_bytes(layout, blob, sample_size))
+    return total
+
+
+def _target_bytes(target: Profile) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        layout=np.frombuffer(target.layout.to_bytes(), np.uint8),
+        profile=np.frombuffer(target.to_bytes(), np.uint8),
+    )
+    return buffer.getvalue()
+
+
+def _decode_reference(row: Any, sample_size: int) -> Reference:
+    import io
+
+    layout = Layout.from_bytes(row.layout)
+    profile = Profile.from_bytes(layout, row.profile, sample_size)
+    target = None
+    if row.target is not None:
+        with np.load(io.BytesIO(row.target)) as data:
+            target_layout = Layout.from_bytes(data["layout"].tobytes())
+            target = Profile.from_bytes(target_layout, data["profile"].tobytes(), sample_size)
+    return Reference(layout, profile, int(row.rows), target)

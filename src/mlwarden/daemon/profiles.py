@@ -1,0 +1,386 @@
+"""Mergeable profiles: what mlwarden keeps of a model's observations instead of raw rows.
+
+A ``Layout`` fixes the columns of a model (numeric features with their histogram
+edges taken from the reference quantiles, categorical features with their reference
+categories). A ``Profile`` summarises any number of rows under that layout and is
+mergeable by addition (``a.merge(b)``):
+
+- numeric: counts over ``[-inf, e0, ..., eB, +inf]`` (underflow, B bins, overflow) of the
+  finite values; count / null / NaN / inf; mean and M2 merged exactly (Chan et al.);
+  min and max;
+- categorical: counts of the reference's top-K categories plus ``__other__``, nulls and
+  unseen-category counts (values the reference never had);
+- a bounded uniform sample of the numeric rows, kept by *bottom-k* sampling: every row
+  draws a random key and a profile keeps the ``sample_size`` rows with the smallest keys.
+  The union of two such samples cut to the smallest keys is again a uniform sample of
+  the union, so samples merge exactly like the counts do.
+
+Batches are folded in with numpy only (``searchsorted``/``bincount``), no per-value
+Python loops; the ingest path, the reference and ``Warden.monitor_model_drift`` all go
+through ``Profile.from_columns``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..types import FeatureData
+
+__all__ = ["OTHER", "Columns", "Layout", "Profile"]
+
+#: The bucket that holds every category outside the reference's top K.
+OTHER = "__other__"
+#: Codes of categorical values: >= 0 index into ``Layout.categories``; these are not.
+UNSEEN = -1
+NULL = -2
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns a model's profiles are built over, fixed by its reference.
+
+    ``edges`` has one row of ``B + 1`` ascending edges per numeric feature (None when
+    there is no reference: moments and the sample are still kept). ``categories[i]``
+    lists every reference category of categorical feature ``i`` (most frequent first,
+    at most ``max_categories``); the first ``top_k`` of them are counted one by one.
+    """
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    edges: np.ndarray | None = None
+    categories: tuple[tuple[str, ...], ...] = ()
+    top_k: int = 50
+    fingerprint: str = ""
+    #: The column (numeric or categorical) that holds the model's prediction, if profiled.
+    prediction: str = ""
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The input features (every column except the prediction)."""
+        return tuple(c for c in (*self.numeric, *self.categorical) if c != self.prediction)
+
+    @property
+    def bins(self) -> int:
+        return 0 if self.edges is None else self.edges.shape[1] - 1
+
+    def counted(self, i: int) -> tuple[str, ...]:
+        """The categories of categorical feature ``i`` counted one by one, then ``__other__``."""
+        return (*self.categories[i][: self.top_k], OTHER)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "numeric": list(self.numeric),
+            "categorical": list(self.categorical),
+            "categories": [list(c) for c in self.categories],
+            "top_k": self.top_k,
+            "fingerprint": self.fingerprint,
+            "prediction": self.prediction,
+        }
+
+    def to_bytes(self) -> bytes:
+        arrays = {"meta": np.frombuffer(json.dumps(self.to_dict()).encode(), dtype=np.uint8)}
+        if self.edges is not None:
+            arrays["edges"] = self.edges
+        return _pack(arrays)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Layout:
+        arrays = _unpack(blob)
+        meta = json.loads(arrays["meta"].tobytes())
+        return cls(
+            numeric=tuple(meta["numeric"]),
+            categorical=tuple(meta["categorical"]),
+            edges=arrays.get("edges"),
+            categories=tuple(tuple(c) for c in meta["categories"]),
+            top_k=meta["top_k"],
+            fingerprint=meta["fingerprint"],
+            prediction=meta.get("prediction", ""),
+        )
+
+    def encode(self, i: int, values: np.ndarray | list[Any]) -> np.ndarray:
+        """Codes of raw categorical values of feature ``i`` (vectorised through pandas)."""
+        import pandas as pd
+
+        series = pd.Series(values, dtype=object)
+        nulls = series.isna().to_numpy()
+        index = pd.Index(self.categories[i] if self.categories else (), dtype=object)
+        codes = index.get_indexer(series.astype(str)).astype(np.int32)
+        codes[nulls] = NULL
+        return codes
+
+
+@dataclass
+class Columns:
+    """One batch of rows, column-wise: numeric ``(n, F)`` float64 and categorical codes."""
+
+    numeric: np.ndarray  # (n, F) float64; a null is NaN here and True in ``nulls``
+    codes: np.ndarray  # (n, C) int32
+    nulls: np.ndarray | None = None  # (n, F) bool, None when there are no nulls
+
+    @property
+    def rows(self) -> int:
+        return int(self.numeric.shape[0])
+
+    def take(self, index: np.ndarray) -> Columns:
+        nulls = None if self.nulls is None else self.nulls[index]
+        return Columns(self.numeric[index], self.codes[index], nulls)
+
+    def to_bytes(self) -> bytes:
+        arrays = {"numeric": self.numeric, "codes": self.codes}
+        if self.nulls is not None:
+            arrays["nulls"] = self.nulls
+        return _pack(arrays)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Columns:
+        arrays = _unpack(blob)
+        return cls(arrays["numeric"], arrays["codes"], arrays.get("nulls"))
+
+
+@dataclass
+class Profile:
+    """A mergeable summary of rows under one Layout (see the module docstring)."""
+
+    layout: Layout
+    sample_size: int
+    rows: int = 0
+    count: np.ndarray = field(default=None)  # type: ignore[assignment]
+    nulls: np.ndarray = field(default=None)  # type: ignore[assignment]
+    nans: np.ndarray = field(default=None)  # type: ignore[assignment]
+    infs: np.ndarray = field(default=None)  # type: ignore[assignment]
+    mean: np.ndarray = field(default=None)  # type: ignore[assignment]
+    m2: np.ndarray = field(default=None)  # type: ignore[assignment]
+    minimum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    maximum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    hist: np.ndarray = field(default=None)  # type: ignore[assignment]  # (F, B + 2)
+    cat_counts: np.ndarray = field(default=None)  # type: ignore[assignment]  # (C, K + 1)
+    cat_nulls: np.ndarray = field(default=None)  # type: ignore[assignment]
+    cat_unseen: np.ndarray = field(default=None)  # type: ignore[assignment]
+    keys: np.ndarray = field(default=None)  # type: ignore[assignment]
+    sample: np.ndarray = field(default=None)  # type: ignore[assignment]  # (S, F)
+
+    def __post_init__(self) -> None:
+        f, c = len(self.layout.numeric), len(self.layout.categorical)
+        zeros = lambda *shape: np.zeros(shape, dtype=np.int64)  # noqa: E731
+        if self.count is None:
+            self.count, self.nulls, self.nans, self.infs = zeros(f), zeros(f), zeros(f), zeros(f)
+            self.mean, self.m2 = np.zeros(f), np.zeros(f)
+            self.minimum, self.maximum = np.full(f, np.inf), np.full(f, -np.inf)
+            self.hist = zeros(f, self.layout.bins + 2)
+            self.cat_counts = zeros(c, self.layout.top_k + 1)
+            self.cat_nulls, self.cat_unseen = zeros(c), zeros(c)
+            self.keys = np.zeros(0)
+            self.sample = np.zeros((0, f))
+
+    # -- building ----------------------------------------------------------------------
+
+    @classmethod
+    def from_columns(
+        cls, layout: Layout, columns: Columns, sample_size: int, rng: np.random.Generator
+    ) -> Profile:
+        """The profile of one batch (vectorised: one pass of numpy per block)."""
+        profile = cls(layout, sample_size)
+        x = np.asarray(columns.numeric, dtype=np.float64)
+        n = x.shape[0]
+        profile.rows = n
+        if n == 0:
+            return profile
+        if x.shape[1]:
+            nan = np.isnan(x)
+            inf = np.isinf(x)
+            finite = ~(nan | inf)
+            count = finite.sum(axis=0)
+            profile.count = count.astype(np.int64)
+            profile.infs = inf.sum(axis=0).astype(np.int64)
+            profile.nans = nan.sum(axis=0).astype(np.int64)
+            if columns.nulls is not None:  # a null is a NaN in ``numeric``: count it apart
+                profile.nulls = columns.nulls.sum(axis=0).astype(np.int64)
+                profile.nans -= profile.nulls
+            safe = np.where(finite, x, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean = safe.sum(axis=0) / count
+            mean = np.where(count > 0, mean, 0.0)
+            profile.mean = mean
+            profile.m2 = np.where(finite, (x - mean) ** 2, 0.0).sum(axis=0)
+            profile.minimum = np.where(finite, x, np.inf).min(axis=0)
+            profile.maximum = np.where(finite, x, -np.inf).max(axis=0)
+            if layout.edges is not None:
+                profile.hist = _histogram(layout.edges, x, finite)
+            keys = rng.random(n)
+            if n > sample_size:
+                keep = np.argpartition(keys, sample_size)[:sample_size]
+                profile.keys, profile.sample = keys[keep], x[keep]
+            else:
+                profile.keys, profile.sample = keys, x.copy()
+        codes = np.asarray(columns.codes)
+        width = layout.top_k + 1
+        for i in range(codes.shape[1] if codes.ndim == 2 else 0):
+            col = codes[:, i]
+            profile.cat_nulls[i] = int((col == NULL).sum())
+            profile.cat_unseen[i] = int((col == UNSEEN).sum())
+            known = col[col >= 0]
+            profile.cat_counts[i] = np.bincount(np.minimum(known, layout.top_k), minlength=width)
+            profile.cat_counts[i, layout.top_k] += profile.cat_unseen[i]
+        return profile
+
+    # -- merging -----------------------------------------------------------------------
+
+    def merge(self, other: Profile) -> Profile:
+        """Add ``other`` into this profile and return it.
+
+        The profile's attributes are rebound to new arrays, never written in place, so
+        arrays shared with a copy or with ``other`` are left alone.
+        """
+        if other.rows == 0:
+            return self
+        if self.rows == 0:
+            self.__dict__.update({k: v for k, v in other.__dict__.items() if k != "sample_size"})
+            self._cut()
+            return self
+        n_a, n_b = self.count, other.count
+        n = n_a + n_b
+        delta = other.mean - self.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.mean + delta * np.where(n > 0, n_b / n, 0.0)
+            m2 = self.m2 + other.m2 + delta**2 * np.where(n > 0, n_a * n_b / n, 0.0)
+        self.mean, self.m2 = np.where(n > 0, mean, 0.0), np.where(n > 0, m2, 0.0)
+        self.rows += other.rows
+        self.count = n
+        for name in ("nulls", "nans", "infs", "hist", "cat_counts", "cat_nulls", "cat_unseen"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.minimum = np.minimum(self.minimum, other.minimum)
+        self.maximum = np.maximum(self.maximum, other.maximum)
+        self.keys = np.concatenate([self.keys, other.keys])
+        self.sample = np.concatenate([self.sample, other.sample])
+        self._cut()
+        return self
+
+    def _cut(self) -> None:
+        if len(self.keys) > self.sample_size:
+            keep = np.argpartition(self.keys, self.sample_size)[: self.sample_size]
+            self.keys, self.sample = self.keys[keep], self.sample[keep]
+
+    def copy(self) -> Profile:
+        """A shallow copy: merging never changes an array in place, so sharing is safe."""
+        return dataclasses.replace(self)
+
+    # -- views -------------------------------------------------------------------------
+
+    def variance(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 1, self.m2 / np.maximum(self.count - 1, 1), np.nan)
+
+    def feature_data(self, name: str) -> FeatureData:
+        """What a drift method sees of feature ``name`` in this profile."""
+        layout = self.layout
+        if name in layout.numeric:
+            i = layout.numeric.index(name)
+            column = self.sample[:, i]
+            edges = counts = None
+            if layout.edges is not None:
+                edges, counts = _dedupe_bins(layout.edges[i], self.hist[i])
+            has = self.count[i] > 0
+            return FeatureData(
+                name=name,
+                kind="numeric",
+                sample=column[np.isfinite(column)],
+                bin_edges=edges,
+                counts=counts,
+                count=int(self.count[i]),
+                mean=float(self.mean[i]) if has else None,
+                m2=float(self.m2[i]) if has else None,
+                minimum=float(self.minimum[i]) if has else None,
+                maximum=float(self.maximum[i]) if has else None,
+            )
+        i = layout.categorical.index(name)
+        counts = self.cat_counts[i].copy()
+        return FeatureData(
+            name=name,
+            kind="categorical",
+            categories=layout.counted(i),
+            counts=counts,
+            count=int(counts.sum()),
+        )
+
+    def multivariate_data(self) -> FeatureData:
+        """The sampled numeric rows without a non-finite value, for multivariate methods."""
+        rows = self.sample[np.isfinite(self.sample).all(axis=1)] if self.sample.size else None
+        return FeatureData(
+            name="__multivariate__",
+            kind="multivariate",
+            sample=rows if rows is not None else np.zeros((0, len(self.layout.numeric))),
+            count=self.rows,
+            columns=self.layout.numeric,
+        )
+
+    # -- persistence -------------------------------------------------------------------
+
+    _ARRAYS = (
+        "count", "nulls", "nans", "infs", "mean", "m2", "minimum", "maximum", "hist",
+        "cat_counts", "cat_nulls", "cat_unseen", "keys", "sample",
+    )  # fmt: skip
+
+    def to_bytes(self, *, with_sample: bool = True) -> bytes:
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        if not with_sample:
+            arrays["keys"], arrays["sample"] = np.zeros(0), self.sample[:0]
+        arrays["rows"] = np.array([self.rows], dtype=np.int64)
+        return _pack(arrays)
+
+    @classmethod
+    def from_bytes(cls, layout: Layout, blob: bytes, sample_size: int) -> Profile:
+        arrays = _unpack(blob)
+        profile = cls(layout, sample_size, rows=int(arrays.pop("rows")[0]), **arrays)
+        profile._cut()
+        return profile
+
+
+def _histogram(edges: np.ndarray, x: np.ndarray, finite: np.ndarray) -> np.ndarray:
+    """Counts of the finite values of each column of ``x`` over its row of ``edges``.
+
+    Column 0 counts values below the first edge, the last column values above the last
+    edge; a value equal to the last edge (the reference maximum) is in the last bin.
+    """
+    f, width = edges.shape[0], edges.shape[1] + 1
+    index = np.empty(x.shape, dtype=np.int64)
+    for j in range(f):  # one searchsorted per feature, vectorised over the rows
+        column = x[:, j]
+        idx = np.searchsorted(edges[j], column, side="right")
+        idx[column == edges[j, -1]] = width - 2
+        index[:, j] = idx + j * width
+    flat = index[finite]
+    return np.bincount(flat, minlength=f * width).reshape(f, width).astype(np.int64)
+
+
+def _dedupe_bins(edges: np.ndarray, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Strictly increasing reference edges and counts ``[underflow, bins..., overflow]``.
+
+    ``len(counts) == len(edges) + 1`` (the convention of plugins/drift/base.py). Tied
+    reference quantiles give zero-width bins; their counts (only values equal to the
+    tie land there) go to the bin that starts at the tied value. A value equal to the
+    last edge (the reference maximum) is in the last bin, not in the overflow.
+    """
+    inner = hist[1:-1]
+    unique = np.unique(edges)
+    if len(unique) == 1:  # a constant reference feature: below it, and at or above it
+        return unique, np.array([hist[0], inner.sum() + hist[-1]], dtype=np.int64)
+    target = np.clip(np.searchsorted(unique, edges[:-1], side="right") - 1, 0, len(unique) - 2)
+    counts = np.bincount(target, weights=inner, minlength=len(unique) - 1).astype(np.int64)
+    return unique, np.concatenate([[hist[0]], counts, [hist[-1]]]).astype(np.int64)
+
+
+def _pack(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _unpack(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}

@@ -1,0 +1,260 @@
+"""References: a model's reference data, loaded once into a persisted reference profile.
+
+A reference is a Parquet or CSV file path, or an MLflow artifact URI (``runs:/...``,
+``models:/...``, ``mlflow-artifacts:/...``, downloaded with
+``mlflow.artifacts.download_artifacts``). It is read once, off the event loop, into a
+``Layout`` (the model's feature schema: numeric features with histogram edges at the
+reference quantiles, categorical features with their categories) and a reference
+``Profile``, both stored in the ``reference_profiles`` table. At the next start the
+stored profile is reused unless the source changed: a file whose size and mtime are
+unchanged is not read again; one whose size or mtime changed is hashed and rebuilt only
+if its SHA-256 differs. Artifact URIs are immutable in MLflow, so the URI itself is the
+fingerprint. The profiling parameters (bins, top-K, sample size, feature lists) are part
+of the fingerprint too: changing them rebuilds the profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from ..errors import ConfigError
+from .config import ModelConfig, MonitoringConfig
+from .profiles import Columns, Layout, Profile
+
+__all__ = ["Reference", "build_reference", "load_frame", "reference_table", "source_stat"]
+
+logger = logging.getLogger(__name__)
+
+#: At most this many distinct reference categories per feature are remembered.
+MAX_CATEGORIES = 100_000
+
+reference_table = sa.Table(
+    "reference_profiles",
+    sa.MetaData(),
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("params", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("layout", sa.LargeBinary, nullable=False),
+    sa.Column("profile", sa.LargeBinary, nullable=False),
+    sa.Column("target", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+
+@dataclass
+class Reference:
+    """A model's layout, reference profile and (when the reference has labels) target."""
+
+    layout: Layout
+    profile: Profile
+    rows: int
+    target: Profile | None = None  # over ``target_layout``
+
+    @property
+    def target_layout(self) -> Layout | None:
+        return None if self.target is None else self.target.layout
+
+
+def is_artifact_uri(source: str) -> bool:
+    scheme = source.split(":", 1)[0] if ":" in source else ""
+    return len(scheme) > 1 and scheme != "file"
+
+
+def source_stat(source: str) -> tuple[int, int]:
+    """(size, mtime_ns) of a local reference file; (0, 0) for an artifact URI."""
+    if is_artifact_uri(source):
+        return 0, 0
+    st = os.stat(_local_path(source))
+    return st.st_size, st.st_mtime_ns
+
+
+def source_sha256(source: str) -> str:
+    if is_artifact_uri(source):
+        return hashlib.sha256(source.encode()).hexdigest()
+    digest = hashlib.sha256()
+    with open(_local_path(source), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def params_fingerprint(model: ModelConfig, monitoring: MonitoringConfig) -> str:
+    """A hash of everything besides the data that shapes the reference profile."""
+    params = {
+        "source": model.reference,
+        "features": list(model.features),
+        "categorical": list(model.categorical),
+        "task": model.task,
+        "prediction": model.prediction_column,
+        "label": model.label_column,
+        "bins": monitoring.histogram_bins,
+        "top_k": monitoring.top_k_categories,
+        "sample": monitoring.reference_sample_size,
+        "format": 1,
+    }
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _local_path(source: str) -> Path:
+    return Path(source[len("file://") :] if source.startswith("file://") else source)
+
+
+def load_frame(source: str, tracking_uri: str | None = None) -> Any:
+    """Read a reference into a pandas DataFrame (blocking: call it in a thread)."""
+    import pandas as pd
+
+    path = _local_path(source)
+    with tempfile.TemporaryDirectory(prefix="mlwarden-reference-") as tmp:
+        if is_artifact_uri(source):
+            import mlflow.artifacts
+
+            path = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri
+                )
+            )
+            if path.is_dir():
+                found = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".csv"))
+                if len(found) != 1:
+                    raise ConfigError(
+                        f"reference {source!r}: expected one .parquet or .csv file in the "
+                        f"artifact, found {len(found)}"
+                    )
+                path = found[0]
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        if path.suffix == ".csv":
+            return pd.read_csv(path)
+        raise ConfigError(f"reference {source!r}: expected a .parquet or .csv file")
+
+
+def build_reference(
+    frame: Any,
+    model: ModelConfig,
+    monitoring: MonitoringConfig,
+    fingerprint: str,
+    seed: int = 0,
+) -> Reference:
+    """The layout and reference profile of ``frame`` (blocking: call it in a thread)."""
+    import pandas as pd
+
+    where = f"models[{model.name}].reference"
+    special = {model.prediction_column, model.label_column}
+    features = list(model.features) or [c for c in frame.columns if c not in special]
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise ConfigError(f"{where}: the reference has no column {missing[0]!r}")
+    categorical = [
+        f
+        for f in features
+        if f in model.categorical
+        or not (
+            pd.api.types.is_numeric_dtype(frame[f]) and not pd.api.types.is_bool_dtype(frame[f])
+        )
+    ]
+    numeric = [f for f in features if f not in categorical]
+    prediction = ""
+    if model.prediction_column in frame.columns:
+        prediction = model.prediction_column
+        (categorical if model.task == "classification" else numeric).append(prediction)
+    layout = _layout(frame, numeric, categorical, monitoring, fingerprint, prediction)
+    rng = np.random.default_rng(seed)
+    profile = profile_frame(frame, layout, monitoring.reference_sample_size, rng)
+    target = None
+    if model.label_column in frame.columns:
+        label = model.label_column
+        kinds = ([], [label]) if model.task == "classification" else ([label], [])
+        target_layout = _layout(frame, kinds[0], kinds[1], monitoring, fingerprint, "")
+        target = profile_frame(frame, target_layout, monitoring.reference_sample_size, rng)
+    return Reference(layout, profile, len(frame), target)
+
+
+def _layout(
+    frame: Any,
+    numeric: list[str],
+    categorical: list[str],
+    monitoring: MonitoringConfig,
+    fingerprint: str,
+    prediction: str,
+) -> Layout:
+    quantiles = np.linspace(0.0, 1.0, monitoring.histogram_bins + 1)
+    edges = np.zeros((len(numeric), len(quantiles)))
+    for j, name in enumerate(numeric):
+        values = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        values = values[np.isfinite(values)]
+        if len(values):
+            edges[j] = np.quantile(values, quantiles)
+    categories = []
+    for name in categorical:
+        counts = frame[name].dropna().astype(str).value_counts(sort=True)
+        categories.append(tuple(counts.index[:MAX_CATEGORIES]))
+    return Layout(
+        numeric=tuple(numeric),
+        categorical=tuple(categorical),
+        edges=edges,
+        categories=tuple(categories),
+        top_k=monitoring.top_k_categories,
+        fingerprint=fingerprint,
+        prediction=prediction,
+    )
+
+
+def layout_without_reference(model: ModelConfig, monitoring: MonitoringConfig) -> Layout | None:
+    """The schema from ``features``/``categorical`` when there is no reference (or None)."""
+    if not model.features:
+        return None
+    categorical = tuple(f for f in model.features if f in model.categorical)
+    numeric = tuple(f for f in model.features if f not in categorical)
+    return Layout(
+        numeric=numeric,
+        categorical=categorical,
+        edges=None,
+        categories=tuple(() for _ in categorical),
+        top_k=monitoring.top_k_categories,
+        fingerprint="config:" + params_fingerprint(model, monitoring),
+    )
+
+
+def frame_columns(frame: Any, layout: Layout) -> Columns:
+    """A DataFrame's columns under ``layout`` (blocking). Non-numeric numeric data is an error."""
+    import pandas as pd
+
+    n = len(frame)
+    numeric = np.empty((n, len(layout.numeric)))
+    nulls = np.zeros(numeric.shape, dtype=bool)
+    for j, name in enumerate(layout.numeric):
+        column = frame[name]
+        if not pd.api.types.is_numeric_dtype(column) and not column.isna().all():
+            converted = pd.to_numeric(column, errors="coerce")
+            if (converted.isna() & column.notna()).any():
+                raise ConfigError(f"column {name!r}: expected numbers, got {column.dtype}")
+            column = converted
+        if not pd.api.types.is_float_dtype(column) or isinstance(column.dtype, pd.Float64Dtype):
+            # Missing values of object and nullable columns are nulls; a NumPy float
+            # column cannot tell a null from a NaN, so its missing values count as NaN.
+            nulls[:, j] = column.isna().to_numpy()
+        numeric[:, j] = column.to_numpy(dtype=np.float64, na_value=np.nan)
+    codes = np.empty((n, len(layout.categorical)), dtype=np.int32)
+    for j, name in enumerate(layout.categorical):
+        codes[:, j] = layout.encode(j, frame[name].to_numpy(dtype=object))
+    return Columns(numeric, codes, nulls if nulls.any() else None)
+
+
+def profile_frame(
+    frame: Any, layout: Layout, sample_size: int, rng: np.random.Generator
+) -> Profile:
+    return Profile.from_columns(layout, frame_columns(frame, layout), sample_size, rng)
