@@ -1,0 +1,1 @@
+"""Built-in traffic backends: where a model's traffic table is applied outside the daemon."""

@@ -1,0 +1,82 @@
+"""Traffic tables and sticky routing: proportional, stable per key, validated, persisted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mlwarden.daemon.traffic import (
+    Router,
+    key_point,
+    pick_version,
+    route_order,
+    validate_weights,
+)
+from mlwarden.errors import InvalidInput
+
+
+def test_key_point_is_uniform_on_unit_interval():
+    points = np.array([key_point("m", f"user-{i}") for i in range(20_000)])
+    assert points.min() >= 0 and points.max() < 1
+    # Kolmogorov-Smirnov against U(0, 1): a hash that is not uniform fails at 1e-3.
+    assert stats.kstest(points, "uniform").pvalue > 1e-3
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [{"1.0.0": 0.95, "1.1.0": 0.05}, {"1.0.0": 0.5, "2.0.0": 0.3, "2.1.0": 0.2}],
+)
+def test_route_shares_match_weights_over_100k_keys(weights):
+    keys = [f"key-{i}" for i in range(100_000)]
+    router = Router(weights)
+    routed = [router.pick(key_point("btc", k)) for k in keys]
+    versions = sorted(weights)
+    observed = np.array([routed.count(v) for v in versions])
+    expected = np.array([weights[v] for v in versions]) * len(keys)
+    # Chi-square goodness of fit: shares match within statistical tolerance.
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    # And the same key always gets the same version while the weights stand.
+    again_router = Router(dict(reversed(weights.items())))
+    again = [again_router.pick(key_point("btc", k)) for k in keys]
+    assert again == routed
+
+
+def test_a_canary_keeps_its_keys_as_it_grows():
+    keys = [f"k{i}" for i in range(5000)]
+    at5 = {
+        k
+        for k in keys
+        if pick_version({"1.0.0": 0.95, "1.1.0": 0.05}, key_point("m", k)) == "1.1.0"
+    }
+    at25 = {
+        k
+        for k in keys
+        if pick_version({"1.0.0": 0.75, "1.1.0": 0.25}, key_point("m", k)) == "1.1.0"
+    }
+    assert at5 and at5 <= at25
+    assert route_order({"1.9.0": 1, "1.10.0": 1, "1.2.0": 1}) == ["1.10.0", "1.9.0", "1.2.0"]
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({}, "non-empty object"),
+        ([0.5, 0.5], "non-empty object"),
+        ({"1.0.0": 0.5}, "sum to 1"),
+        ({"1.0.0": 1.5}, "number in [0, 1]"),
+        ({"1.0.0": -0.1, "1.1.0": 1.1}, "number in [0, 1]"),
+        ({"1.0.0": "half", "1.1.0": 0.5}, "weight of version '1.0.0'"),
+        ({"1.0.0": True}, "number in [0, 1]"),
+        ({"1.0.0": float("nan")}, "number in [0, 1]"),
+        ({"": 1.0}, "non-empty string"),
+    ],
+)
+def test_bad_weights_are_refused_naming_the_entry(weights, message):
+    with pytest.raises(InvalidInput, match="traffic of model 'm'") as info:
+        validate_weights("m", weights)
+    assert message in str(info.value)
+
+
+def test_zero_weights_are_dropped():
+    assert validate_weights("m", {"1.0.0": 1.0, "0.9.0": 0.0}) == {"1.0.0": 1.0}
