@@ -37,6 +37,10 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mlwarden.plugins.drift.ks",
     "mlwarden.plugins.drift.psi",
     "mlwarden.plugins.drift.chi2",
+    "mlwarden.plugins.drift.wasserstein",
+    "mlwarden.plugins.drift.jensen_shannon",
+    "mlwarden.plugins.drift.mmd",
+    "mlwarden.plugins.drift.page_hinkley",
 )
 
 #: Registration hook for each kind of plugin class.

@@ -17,6 +17,10 @@ MODULES: tuple[str, ...] = (
     "mlwarden.plugins.drift.ks",
     "mlwarden.plugins.drift.psi",
     "mlwarden.plugins.drift.chi2",
+    "mlwarden.plugins.drift.wasserstein",
+    "mlwarden.plugins.drift.jensen_shannon",
+    "mlwarden.plugins.drift.mmd",
+    "mlwarden.plugins.drift.page_hinkley",
 )
 
 #: Methods run on a feature of each kind when the model's config names none: a test
@@ -25,7 +29,7 @@ MODULES: tuple[str, ...] = (
 DEFAULT_METHODS = MappingProxyType(
     {
         "numeric": ("ks", "psi"),
-        "categorical": ("chi2",),
-        "multivariate": (),
+        "categorical": ("chi2", "jensen_shannon"),
+        "multivariate": ("mmd",),
     }
 )
