@@ -89,6 +89,7 @@ class MonitoringConfig:
     max_null_rate: float = 0.05
     max_out_of_range_rate: float = 0.05
     max_unseen_rate: float = 0.05
+    drift_vote: Literal["all", "any", "majority"] = "all"
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,11 @@ class ModelConfig:
     strategy: str = ""
     gates: dict[str, Any] = field(default_factory=dict)
     trading: dict[str, Any] = field(default_factory=dict)
+    # Performance monitoring: the metric watched for degradation (default mse for
+    # regression, accuracy for classification, sharpe with [models.trading]) and the
+    # positive class of binary precision/recall/F1 (default "1" / "true" when present).
+    performance_metric: str = ""
+    positive_label: str = ""
 
 
 @dataclass(frozen=True)
@@ -438,6 +444,11 @@ def _check(config: Config) -> list[str]:
         if model.name in seen:
             problems.append(f"key 'models[{i}].name': duplicate model {model.name!r}")
         seen.add(model.name)
+        from .gates import gate_problems
+        from .perf_metrics import trading_problems
+
+        problems.extend(gate_problems(model.gates, f"models[{i}].gates"))
+        problems.extend(trading_problems(model.trading, f"models[{i}].trading"))
     seen = set()
     for i, notifier in enumerate(config.notifiers):
         if notifier.name in seen:

@@ -26,6 +26,7 @@ from .audit import AUDIT_SCHEMA, AuditLog
 from .config import Config, load_config
 from .ingest import IngestService
 from .metrics import Metrics
+from .registry import RegistryService
 from .service import Service
 from .store import Store
 from .tracking import Tracking, disable_telemetry
@@ -35,7 +36,7 @@ __all__ = ["SERVICE_CLASSES", "Warden", "await_me_maybe"]
 logger = logging.getLogger(__name__)
 
 #: The daemon's services, started in this order and stopped in reverse.
-SERVICE_CLASSES: tuple[type[Service], ...] = (AlertService, IngestService)
+SERVICE_CLASSES: tuple[type[Service], ...] = (AlertService, IngestService, RegistryService)
 
 
 async def await_me_maybe(value: Any) -> Any:
@@ -202,6 +203,49 @@ class Warden:
 
     def service(self, name: str) -> Any:
         return self.services[name]
+
+    async def register_model(self, model: str, **registration: Any) -> dict[str, Any]:
+        """Register a model version (``POST /api/models/{name}/versions``); its record."""
+        return await self.service("registry").register(model, **registration)
+
+    async def promote(
+        self, model: str, version: str, *, strategy: str | None = None, actor: str = "api"
+    ) -> dict[str, Any]:
+        """Put ``version`` of ``model`` in production (the champion)."""
+        from .registry_ops import promote
+
+        return await promote(self, model, version, strategy=strategy, actor=actor)
+
+    async def rollback(
+        self, model: str, version: str | None = None, *, actor: str = "api"
+    ) -> dict[str, Any]:
+        """Restore the previous production version of ``model`` (or ``version``)."""
+        from .registry_ops import rollback
+
+        return await rollback(self, model, version, actor=actor)
+
+    async def compare_models(
+        self, a: str, b: str, *, hours: float | None = None
+    ) -> dict[str, Any]:
+        """Compare ``NAME@VERSION`` ``a`` and ``b``: metrics, params, performance, drift."""
+        from .registry_ops import compare_versions, parse_ref
+
+        return await compare_versions(self, parse_ref(a, "a"), parse_ref(b, "b"), hours=hours)
+
+    async def cleanup(
+        self,
+        older_than_days: float = 30.0,
+        *,
+        dry_run: bool = False,
+        model: str | None = None,
+        actor: str = "api",
+    ) -> dict[str, Any]:
+        """Remove deprecated/archived/failed versions older than ``older_than_days``."""
+        from .cleanup import cleanup
+
+        return await cleanup(
+            self, older_than_days=older_than_days, dry_run=dry_run, model=model, actor=actor
+        )
 
     async def get_system_health(self) -> dict[str, Any]:
         """Components, plugins, uptime and recent errors, as ``/api/system/health``."""

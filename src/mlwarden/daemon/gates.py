@@ -1,0 +1,219 @@
+"""Validation gates: the checks a version must pass before it may leave ``validation``.
+
+Configured per model under ``[models.gates]``:
+
+- ``max_<metric> = x``: the version's ``<metric>`` must be ``<= x`` (``max_mse = 0.02``);
+- ``min_<metric> = x``: the version's ``<metric>`` must be ``>= x`` (``min_accuracy = 0.9``);
+- ``max_worse_than_production = f``: on each compared metric the version may be worse than
+  the production version by at most the fraction ``f`` (``0.05`` = 5 %), measured on the
+  same holdout (``lineage.holdout``; when production records one, the candidate must
+  record the same one);
+- ``compare_metrics = [...]``: the metrics that comparison uses (default: the metrics
+  named by the ``max_``/``min_`` gates, else every metric both versions have);
+- ``required_tags = [...]``: tags the version must carry;
+- ``higher_is_better = [...]``: metrics to treat as higher-is-better besides the
+  built-in ones (accuracy, precision, recall, f1, r2, auc, sharpe, win_rate, ...).
+
+A missing metric fails its check. Every check records what was measured, the threshold
+it was held to, and whether it passed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "GateCheck",
+    "GateReport",
+    "evaluate_gates",
+    "gate_problems",
+    "higher_is_better",
+]
+
+#: Metrics where a larger value is better; every other metric is lower-is-better.
+HIGHER_IS_BETTER = frozenset(
+    {
+        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro",
+        "precision_macro", "recall_macro", "r2", "auc", "roc_auc", "sharpe", "sortino",
+        "win_rate", "throughput",
+    }
+)  # fmt: skip
+
+_LIST_KEYS = ("compare_metrics", "required_tags", "higher_is_better")
+
+
+def higher_is_better(metric: str, extra: frozenset[str] | set[str] = frozenset()) -> bool:
+    """Whether a larger ``metric`` is better (``test_accuracy`` counts as accuracy)."""
+    name = metric.lower()
+    if name in extra or name in HIGHER_IS_BETTER:
+        return True
+    return any(name.endswith("_" + known) for known in HIGHER_IS_BETTER)
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One check of a gate report."""
+
+    name: str
+    metric: str | None
+    measured: Any
+    threshold: Any
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """Every check held against one version, and whether all of them passed."""
+
+    passed: bool
+    checks: list[GateCheck] = field(default_factory=list)
+    evaluated_at: float = 0.0
+    production_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "evaluated_at": self.evaluated_at,
+            "production_version": self.production_version,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+def gate_problems(gates: Mapping[str, Any], where: str) -> list[str]:
+    """Configuration problems of one model's gates, each naming its key."""
+    problems = []
+    for key, value in gates.items():
+        dotted = f"{where}.{key}"
+        if key in _LIST_KEYS:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                problems.append(f"key '{dotted}': expected an array of strings")
+        elif key == "max_worse_than_production":
+            if not _is_number(value) or not 0 <= value < 10:
+                problems.append(f"key '{dotted}': expected a fraction >= 0 such as 0.05")
+        elif key.startswith(("max_", "min_")) and len(key) > 4:
+            if not _is_number(value):
+                problems.append(f"key '{dotted}': expected a finite number, got {value!r}")
+        else:
+            problems.append(
+                f"key '{dotted}': unknown gate (expected max_<metric>, min_<metric>, "
+                "max_worse_than_production, compare_metrics, required_tags, higher_is_better)"
+            )
+    return problems
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def evaluate_gates(
+    gates: Mapping[str, Any],
+    candidate: Mapping[str, Any],
+    production: Mapping[str, Any] | None,
+    now: float = 0.0,
+) -> GateReport:
+    """Hold ``candidate`` (a version record) to ``gates``; ``production`` is the baseline."""
+    metrics: Mapping[str, float] = candidate.get("metrics") or {}
+    checks: list[GateCheck] = []
+    threshold_metrics: list[str] = []
+    for key, threshold in sorted(gates.items()):
+        if not key.startswith(("max_", "min_")) or key == "max_worse_than_production":
+            continue
+        metric = key[4:]
+        threshold_metrics.append(metric)
+        measured = metrics.get(metric)
+        if measured is None:
+            checks.append(
+                GateCheck(key, metric, None, threshold, False, f"metric {metric!r} not reported")
+            )
+            continue
+        ok = measured <= threshold if key.startswith("max_") else measured >= threshold
+        checks.append(GateCheck(key, metric, measured, threshold, bool(ok)))
+    tags: Mapping[str, str] = candidate.get("tags") or {}
+    for tag in gates.get("required_tags", ()):
+        present = tag in tags and str(tags[tag]) != ""
+        checks.append(
+            GateCheck(
+                "required_tag",
+                None,
+                tags.get(tag),
+                tag,
+                present,
+                "" if present else f"tag {tag!r} is missing",
+            )
+        )
+    tolerance = gates.get("max_worse_than_production")
+    if tolerance is not None:
+        checks.extend(_against_production(gates, candidate, production, threshold_metrics))
+    return GateReport(
+        passed=all(c.passed for c in checks),
+        checks=checks,
+        evaluated_at=now,
+        production_version=production.get("version") if production else None,
+    )
+
+
+def _against_production(
+    gates: Mapping[str, Any],
+    candidate: Mapping[str, Any],
+    production: Mapping[str, Any] | None,
+    threshold_metrics: list[str],
+) -> list[GateCheck]:
+    tolerance = float(gates["max_worse_than_production"])
+    name = "max_worse_than_production"
+    if production is None:
+        return [GateCheck(name, None, None, tolerance, True, "no production version to compare")]
+    mine: Mapping[str, float] = candidate.get("metrics") or {}
+    theirs: Mapping[str, float] = production.get("metrics") or {}
+    holdout = (production.get("lineage") or {}).get("holdout")
+    own_holdout = (candidate.get("lineage") or {}).get("holdout")
+    if holdout and own_holdout != holdout:
+        detail = (
+            f"production {production.get('version')} was measured on holdout {holdout!r}, "
+            f"this version on {own_holdout!r}: not comparable"
+        )
+        return [GateCheck(name, None, own_holdout, holdout, False, detail)]
+    compared = list(
+        gates.get("compare_metrics") or threshold_metrics or sorted(set(mine) & set(theirs))
+    )
+    extra = set(gates.get("higher_is_better", ()))
+    checks = []
+    for metric in compared:
+        if metric not in mine or metric not in theirs:
+            missing = (
+                "this version" if metric not in mine else f"production {production.get('version')}"
+            )
+            checks.append(
+                GateCheck(
+                    name, metric, mine.get(metric), tolerance, False, f"{missing} has no {metric!r}"
+                )
+            )
+            continue
+        worse = relative_worsening(mine[metric], theirs[metric], higher_is_better(metric, extra))
+        checks.append(
+            GateCheck(
+                name,
+                metric,
+                worse,
+                tolerance,
+                worse <= tolerance,
+                f"{metric}: {mine[metric]:.6g} vs production {theirs[metric]:.6g}",
+            )
+        )
+    if not checks:
+        checks.append(GateCheck(name, None, None, tolerance, True, "no common metric to compare"))
+    return checks
+
+
+def relative_worsening(value: float, baseline: float, higher_better: bool) -> float:
+    """How much worse ``value`` is than ``baseline``, as a fraction of ``|baseline|``.
+
+    Negative when ``value`` is better. With a zero baseline the absolute difference is
+    used (a relative change of zero is undefined).
+    """
+    diff = (baseline - value) if higher_better else (value - baseline)
+    return diff / abs(baseline) if baseline != 0 else diff
