@@ -2,9 +2,10 @@
 
 ``startup()`` starts the Warden and the HTTP server, then tells systemd READY=1;
 ``main_loop()`` waits for a signal, pings the watchdog and serves reloads (SIGHUP);
-``shutdown()`` tells systemd STOPPING=1, stops accepting, lets in-flight requests
-finish within ``daemon.shutdown_timeout_seconds``, then stops the services. A second
-SIGINT or SIGTERM forces the exit.
+``shutdown()`` tells systemd STOPPING=1, stops accepting connections, lets in-flight
+requests finish within ``daemon.shutdown_timeout_seconds`` (then cancels the rest),
+then stops the services, each within the same timeout. A second SIGINT or SIGTERM
+skips the wait for in-flight requests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ConfigError
-from .api import build_app
+from .api import IN_FLIGHT, build_app
 from .config import Config, load_config
 from .systemd import SystemdNotifier
 from .warden import Warden
@@ -27,6 +28,9 @@ from .warden import Warden
 __all__ = ["Daemon", "check_listen_address", "is_loopback"]
 
 logger = logging.getLogger(__name__)
+
+#: Seconds aiohttp gets to cancel and close the requests still running after the drain.
+_CANCEL_GRACE = 1.0
 
 
 def is_loopback(host: str) -> bool:
@@ -67,7 +71,8 @@ class Daemon:
         self.warden: Warden | None = None
         self.runner: web.AppRunner | None = None
         self.should_exit = asyncio.Event()
-        self.force_exit = False
+        self.force_exit = asyncio.Event()
+        self.address = config.daemon.listen
         self._reload_requested = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -85,8 +90,10 @@ class Daemon:
 
     def handle_exit(self, sig: int) -> None:
         if self.should_exit.is_set():
-            logger.warning("second %s: forcing exit", signal.Signals(sig).name)
-            self.force_exit = True
+            logger.warning(
+                "second %s: not waiting for in-flight requests", signal.Signals(sig).name
+            )
+            self.force_exit.set()
         self.should_exit.set()
 
     async def startup(self) -> None:
@@ -98,7 +105,8 @@ class Daemon:
             app,
             handle_signals=False,
             access_log=None,
-            shutdown_timeout=self.config.daemon.shutdown_timeout_seconds,
+            # The drain in shutdown() waits for requests; this is the grace to cancel them.
+            shutdown_timeout=_CANCEL_GRACE,
         )
         await self.runner.setup()
         d = self.config.daemon
@@ -156,6 +164,22 @@ class Daemon:
         self.systemd.ready(f"serving on {self.address}")
         return True
 
+    async def _drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for in-flight requests (a second signal cuts it short)."""
+        assert self.runner is not None
+        tracker = self.runner.app[IN_FLIGHT]
+        tracker.draining = True
+        if not tracker.count:
+            return
+        logger.info("waiting up to %.1fs for %d in-flight requests", timeout, tracker.count)
+        idle = asyncio.ensure_future(tracker.wait_idle())
+        forced = asyncio.ensure_future(self.force_exit.wait())
+        await asyncio.wait({idle, forced}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        idle.cancel()
+        forced.cancel()
+        if tracker.count:
+            logger.warning("cancelling %d requests still in flight", tracker.count)
+
     async def _watchdog_loop(self, interval: float) -> None:
         while True:
             self.systemd.watchdog()
@@ -169,11 +193,13 @@ class Daemon:
             await asyncio.gather(self._watchdog, return_exceptions=True)
         timeout = self.config.daemon.shutdown_timeout_seconds
         if self.runner is not None:
+            for site in list(self.runner.sites):
+                await site.stop()  # no new connections from here on
+            await self._drain(timeout)
             try:
-                # Stops accepting, waits for in-flight requests up to shutdown_timeout.
-                await asyncio.wait_for(self.runner.cleanup(), timeout + 1)
+                await asyncio.wait_for(self.runner.cleanup(), 2 * _CANCEL_GRACE + 1)
             except TimeoutError:
-                logger.warning("HTTP server did not stop within %.1fs", timeout)
+                logger.warning("HTTP server did not close within %.1fs", 2 * _CANCEL_GRACE + 1)
         if self.warden is not None:
             await self.warden.stop(timeout)
         logger.info("stopped")

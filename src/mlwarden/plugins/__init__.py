@@ -41,6 +41,17 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mlwarden.plugins.drift.jensen_shannon",
     "mlwarden.plugins.drift.mmd",
     "mlwarden.plugins.drift.page_hinkley",
+    "mlwarden.plugins.triggers.schedule",
+    "mlwarden.plugins.triggers.drift",
+    "mlwarden.plugins.triggers.performance",
+    "mlwarden.plugins.triggers.regime",
+    "mlwarden.plugins.trainers.command",
+    "mlwarden.plugins.trainers.python",
+    "mlwarden.plugins.strategies.canary",
+    "mlwarden.plugins.strategies.blue_green",
+    "mlwarden.plugins.strategies.rolling",
+    "mlwarden.plugins.strategies.shadow",
+    "mlwarden.plugins.traffic.mlflow_alias",
 )
 
 #: Registration hook for each kind of plugin class.
@@ -116,7 +127,11 @@ def make_plugin_manager(
         if dotted in disable or pm.has_plugin(dotted):
             continue
         _register(pm, _import(dotted), dotted, "config", _module_version(dotted))
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f'Plugin "{name}" is invalid: {exc}') from exc
     return pm
 
 
@@ -138,7 +153,7 @@ def _module_version(dotted: str) -> str:
 def _register(pm: pluggy.PluginManager, module: Any, name: str, origin: str, version: str):
     try:
         pm.register(module, name=name)
-    except ValueError as exc:
+    except (ValueError, pluggy.PluginValidationError) as exc:
         raise PluginError(f'Error registering plugin "{name}": {exc}') from exc
     pm.origins[name] = (origin, version)  # type: ignore[attr-defined]
 
@@ -158,7 +173,8 @@ class PluginCatalog:
         for kind, hook_name in KINDS.items():
             hook = getattr(pm.hook, hook_name)
             owners: dict[str, str] = {}
-            for impl in reversed(hook.get_hookimpls()):
+            # Registration order: built-ins first, so a newcomer reusing a name is blamed.
+            for impl in hook.get_hookimpls():
                 try:
                     classes = impl.function() or []
                 except Exception as exc:

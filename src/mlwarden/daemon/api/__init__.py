@@ -7,6 +7,7 @@ the auth middleware enforces and the OpenAPI document describes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
     from ..warden import Warden
 
 __all__ = [
+    "IN_FLIGHT",
     "ROUTES",
     "WARDEN",
+    "InFlight",
     "Route",
     "build_app",
     "json_response",
@@ -41,6 +44,37 @@ RoleName = Literal["open", "viewer", "operator", "admin"]
 WARDEN: web.AppKey[Warden] = web.AppKey("warden")
 ROUTES: web.AppKey[dict[tuple[str, str], Route]] = web.AppKey("routes")
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+
+
+class InFlight:
+    """Counts the requests being handled, so that a graceful stop can wait for them.
+
+    aiohttp's own shutdown stops reading from connections before it waits for their
+    handlers, so a request whose body is still arriving would be cut off; the daemon
+    first stops accepting, then waits here, then lets aiohttp close what is left.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        #: Set when the daemon is stopping: responses then close their connection.
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+
+IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
 
 
 @dataclass(frozen=True)
@@ -121,6 +155,20 @@ def query_float(request: web.Request, key: str, default: float, *, minimum: floa
 
 def identity(request: web.Request) -> Identity:
     return request[IDENTITY]
+
+
+@web.middleware
+async def in_flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the request while it is handled; close its connection when draining."""
+    tracker = request.app[IN_FLIGHT]
+    tracker.enter()
+    try:
+        response = await handler(request)
+        if tracker.draining:
+            response.force_close()
+        return response
+    finally:
+        tracker.leave()
 
 
 @web.middleware
@@ -205,9 +253,16 @@ def build_app(warden: Warden) -> web.Application:
 
     app = web.Application(
         client_max_size=warden.config.daemon.max_body_bytes,
-        middlewares=[error_middleware, metrics_middleware, audit_middleware, auth_middleware],
+        middlewares=[
+            in_flight_middleware,
+            error_middleware,
+            metrics_middleware,
+            audit_middleware,
+            auth_middleware,
+        ],
     )
     app[WARDEN] = warden
+    app[IN_FLIGHT] = InFlight()
     routes: list[Route] = list(system_routes())
     for service in warden.services.values():
         routes.extend(service.routes())

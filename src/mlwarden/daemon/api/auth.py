@@ -42,9 +42,12 @@ def authenticate(auth: AuthConfig, header: str | None) -> Identity | None:
     """The identity for an ``Authorization`` header, or None when it matches no token."""
     if not auth.tokens:
         return Identity("anonymous", "admin")
-    if not header or not header.startswith("Bearer "):
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    credentials = credentials.strip()
+    # The auth scheme is case-insensitive (RFC 9110 section 11.1).
+    if scheme.lower() != "bearer" or not credentials:
         return None
-    digest = hashlib.sha256(header[7:].strip().encode()).hexdigest().encode()
+    digest = hashlib.sha256(credentials.encode()).hexdigest().encode()
     found = None
     for token in auth.tokens:
         # Compare against every token so the time taken does not say which one matched.

@@ -1,0 +1,1 @@
+"""Real plugin modules that tests load by dotted path (``tests.fake_plugins.NAME``)."""
