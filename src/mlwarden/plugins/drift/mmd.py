@@ -29,7 +29,7 @@ class MaximumMeanDiscrepancy(DriftMethod):
     threshold
         Significance level (default 0.05).
     permutations
-        Number of random relabellings (default 200; the smallest p-value is
+        Number of random relabellings (default 100; the smallest p-value is
         ``1 / (permutations + 1)``).
     max_rows
         Rows kept from each side (default 500): the cost grows with its square.
@@ -61,14 +61,14 @@ class MaximumMeanDiscrepancy(DriftMethod):
     kinds: ClassVar[tuple[FeatureKind, ...]] = ("multivariate",)
     test_params: ClassVar[list[dict[str, Any]]] = [
         {},
-        {"threshold": 0.01, "permutations": 100, "max_rows": 200, "seed": 7},
+        {"threshold": 0.01, "permutations": 200, "max_rows": 200, "seed": 7},
     ]
 
     def __init__(
         self,
         *,
         threshold: float = 0.05,
-        permutations: int = 200,
+        permutations: int = 100,
         max_rows: int = 500,
         seed: int = 0,
     ) -> None:
