@@ -111,6 +111,16 @@ class AbTestingConfig:
     min_samples: int = 100
     sequential: bool = True
     auto_promote: bool = False
+    # Experiments (daemon/experiments.py, mlwarden/stats; see docs/experiments.md).
+    metric: Literal["", "squared_error", "absolute_error", "accuracy", "strategy_return"] = ""
+    test: Literal["auto", "welch", "ztest", "mann_whitney"] = "auto"
+    guardrails: tuple[str, ...] = ("latency", "error_rate")
+    srm_threshold: float = 0.001
+    minimum_detectable_effect: float = 0.05  # relative to arm A's mean
+    power: float = 0.8
+    sequential_tuning_samples: int = 10000
+    evaluation_interval_seconds: float = 300.0
+    promote_strategy: str = ""  # "": the model's or deployment's default strategy
 
 
 @dataclass(frozen=True)
@@ -425,9 +435,23 @@ def _check(config: Config) -> list[str]:
     if t.job_timeout_hours <= 0:
         problems.append("key 'training.job_timeout_hours': expected a positive number")
     ab = config.ab_testing
-    for key in ("confidence_level", "significance_threshold"):
+    for key in ("confidence_level", "significance_threshold", "srm_threshold", "power"):
         if not 0 < getattr(ab, key) < 1:
             problems.append(f"key 'ab_testing.{key}': expected a number in (0, 1)")
+    for key in ("minimum_detectable_effect", "evaluation_interval_seconds"):
+        if getattr(ab, key) <= 0:
+            problems.append(f"key 'ab_testing.{key}': expected a positive number")
+    for key in ("min_samples", "sequential_tuning_samples"):
+        if getattr(ab, key) < 2:
+            problems.append(f"key 'ab_testing.{key}': expected an integer >= 2")
+    if ab.min_duration_hours < 0:
+        problems.append("key 'ab_testing.min_duration_hours': expected a number >= 0")
+    for i, name in enumerate(ab.guardrails):
+        if name not in ("latency", "error_rate"):
+            problems.append(
+                f"key 'ab_testing.guardrails[{i}]': expected 'latency' or 'error_rate', "
+                f"got {name!r}"
+            )
     for i, tok in enumerate(config.auth.tokens):
         if len(tok.sha256) != 64 or any(c not in "0123456789abcdef" for c in tok.sha256):
             problems.append(

@@ -24,6 +24,7 @@ from ..types import Event
 from .alerts import AlertService
 from .audit import AUDIT_SCHEMA, AuditLog
 from .config import Config, load_config
+from .experiments import ExperimentService
 from .ingest import IngestService
 from .metrics import Metrics
 from .registry import RegistryService
@@ -36,7 +37,12 @@ __all__ = ["SERVICE_CLASSES", "Warden", "await_me_maybe"]
 logger = logging.getLogger(__name__)
 
 #: The daemon's services, started in this order and stopped in reverse.
-SERVICE_CLASSES: tuple[type[Service], ...] = (AlertService, IngestService, RegistryService)
+SERVICE_CLASSES: tuple[type[Service], ...] = (
+    AlertService,
+    IngestService,
+    RegistryService,
+    ExperimentService,
+)
 
 
 async def await_me_maybe(value: Any) -> Any:
@@ -246,6 +252,59 @@ class Warden:
         return await cleanup(
             self, older_than_days=older_than_days, dry_run=dry_run, model=model, actor=actor
         )
+
+    async def start_ab_test(
+        self,
+        model_a: str,
+        model_b: str,
+        test_name: str,
+        traffic_split: float = 0.5,
+        duration_hours: float | None = None,
+        *,
+        actor: str = "api",
+        **options: Any,
+    ) -> str:
+        """Start an A/B test of ``model_b`` against ``model_a`` (``"name@version"`` each,
+        one model); ``traffic_split`` is B's share. Returns the experiment id.
+
+        ``options``: ``metric``, ``test``, ``sequential``, ``auto_promote`` (see
+        docs/experiments.md). Conflict when the model already runs an experiment.
+        """
+        from .api.experiments import parse_arms
+
+        model, version_a, version_b = parse_arms(model_a, model_b)
+        record = await self.service("experiments").start_experiment(
+            model, version_a, version_b, name=test_name, weight_b=traffic_split,
+            duration_hours=duration_hours, actor=actor, **options,
+        )  # fmt: skip
+        return str(record["id"])
+
+    async def evaluate_ab_test(self, experiment_id: str, *, actor: str = "api") -> dict[str, Any]:
+        """Evaluate experiment ``experiment_id`` now; its result (winner, p-value, interval,
+        lift, samples per arm, SRM, power, recommendation) with its id and status."""
+        record = await self.service("experiments").evaluate(experiment_id, actor=actor)
+        return {
+            "experiment_id": record["id"],
+            "status": record["status"],
+            "promotion": record["promotion"],
+            **(record["result"] or {}),
+        }
+
+    async def monitor_model_drift(self, model: str, recent_data: Any) -> dict[str, Any]:
+        """Check ``recent_data`` (a pandas DataFrame) for drift against the model's reference.
+
+        The DataFrame is profiled by the same code as the ingest path; the DriftReport is
+        stored in the drift history and returned (DESIGN §5 shape).
+        """
+        return await self.service("monitor").check_frame(model, recent_data)
+
+    async def check_drift(self, model: str) -> dict[str, Any]:
+        """Run a drift check of ``model``'s current window now (``POST .../drift-check``)."""
+        return await self.service("monitor").check(model)
+
+    async def get_drift_history(self, model: str, days: float = 7.0) -> list[dict[str, Any]]:
+        """Stored drift reports of the last ``days``, oldest first."""
+        return await self.service("monitor").history(model, days=days)
 
     async def get_system_health(self) -> dict[str, Any]:
         """Components, plugins, uptime and recent errors, as ``/api/system/health``."""

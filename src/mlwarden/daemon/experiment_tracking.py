@@ -1,0 +1,86 @@
+"""MLflow runs of A/B experiments: parameters at start, metrics per evaluation, the result.
+
+Blocking MLflow client calls: the experiments service runs these in a thread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+__all__ = ["log_conclusion", "log_evaluation", "log_start"]
+
+
+def log_start(tracking: Any, record: dict[str, Any]) -> str:
+    """Create the experiment's run with its parameters; returns the run id."""
+    from mlflow.entities import Param
+
+    client = tracking.client
+    settings = record["settings"]
+    run = client.create_run(
+        experiment_id=tracking.experiment_id,
+        run_name=f"ab-test {record['name']}",
+        tags={
+            "mlwarden.kind": "ab_test",
+            "mlwarden.model": record["model"],
+            "mlwarden.experiment_id": record["id"],
+            "mlwarden.actor": record["actor"],
+        },
+    )
+    params = {
+        "model": record["model"],
+        "version_a": record["version_a"],
+        "version_b": record["version_b"],
+        "traffic_split": record["traffic_split"],
+        "duration_hours": record["duration_hours"],
+        "auto_promote": record["auto_promote"],
+        **{k: settings[k] for k in sorted(settings) if k != "guardrails"},
+        "guardrails": ",".join(settings["guardrails"]),
+    }
+    client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return str(run.info.run_id)
+
+
+def _metrics(data: dict[str, Any], step: int) -> list[Any]:
+    from mlflow.entities import Metric
+
+    values = {
+        "p_value": data.get("p_value"),
+        "p_value_adjusted": data.get("p_value_adjusted"),
+        "lift": data.get("lift"),
+        "estimate": data.get("estimate"),
+        "samples_a": (data.get("samples") or {}).get("A"),
+        "samples_b": (data.get("samples") or {}).get("B"),
+        "srm_p_value": (data.get("srm") or {}).get("p_value"),
+        "power": (data.get("power") or {}).get("power"),
+    }
+    now = int(time.time() * 1000)
+    return [
+        Metric(k, float(v), now, step)
+        for k, v in values.items()
+        if isinstance(v, int | float) and math.isfinite(v)
+    ]
+
+
+def log_evaluation(tracking: Any, record: dict[str, Any], data: dict[str, Any]) -> None:
+    """Log one evaluation's numbers as metrics at step = the evaluation's number."""
+    if record.get("mlflow_run_id"):
+        tracking.client.log_batch(
+            record["mlflow_run_id"], metrics=_metrics(data, int(record["evaluations"]) + 1)
+        )
+
+
+def log_conclusion(tracking: Any, record: dict[str, Any], data: dict[str, Any]) -> None:
+    """Tag the outcome, attach the full result as JSON, and end the run."""
+    run_id = record.get("mlflow_run_id")
+    if not run_id:
+        return
+    client = tracking.client
+    client.set_tag(run_id, "mlwarden.status", record["status"])
+    client.set_tag(run_id, "mlwarden.recommendation", str(data.get("recommendation") or ""))
+    client.set_tag(run_id, "mlwarden.winner", str(record.get("winner") or ""))
+    client.log_dict(
+        run_id, {**data, "promotion": record.get("promotion")}, "experiment_result.json"
+    )
+    client.set_terminated(run_id, "FINISHED" if record["status"] == "concluded" else "KILLED")
