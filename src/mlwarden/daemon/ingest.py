@@ -71,6 +71,8 @@ class IngestService(Service):
         super().__init__(warden)
         self.ledger = Ledger(warden)
         self.unmatched_labels: dict[str, int] = {}
+        #: Refused batches per model and reason since start (the schema violations).
+        self.rejections: dict[str, dict[str, int]] = {}
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -100,6 +102,11 @@ class IngestService(Service):
             "unmatched_labels": dict(self.unmatched_labels),
         }
 
+    def _rejected(self, model: str, exc: BatchRejected) -> None:
+        self.warden.metrics.ingest_rejected.labels(model, exc.reason).inc()
+        reasons = self.rejections.setdefault(model, {})
+        reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
+
     # -- the contract --------------------------------------------------------------------
 
     def model_state(self, model: str) -> ModelState:
@@ -128,14 +135,14 @@ class IngestService(Service):
                 max_batch=config.max_batch_records,
             )
         except BatchRejected as exc:
-            self.warden.metrics.ingest_rejected.labels(model, exc.reason).inc()
+            self._rejected(model, exc)
             raise
         if (batch.versions == "").any():
             batch.versions[batch.versions == ""] = await self.default_version(model)
         try:
             result = await self.ledger.record_predictions(state, batch)
         except BatchRejected as exc:
-            self.warden.metrics.ingest_rejected.labels(model, exc.reason).inc()
+            self._rejected(model, exc)
             raise
         self.warden.metrics.predictions.labels(model).inc(len(batch))
         finite = batch.latency[np.isfinite(batch.latency)]
@@ -157,7 +164,7 @@ class IngestService(Service):
                 max_batch=self.warden.config.monitoring.max_batch_records,
             )
         except BatchRejected as exc:
-            self.warden.metrics.ingest_rejected.labels(model, exc.reason).inc()
+            self._rejected(model, exc)
             raise
         result = await self.ledger.record_labels(state, batch)
         self.warden.metrics.labels.labels(model).inc(len(batch))
@@ -258,4 +265,3 @@ def _outcomes_from_rows(rows: list[Any], classification: bool) -> Outcomes:
         latency=latency,
         error=np.array(cols[8], dtype=bool),
     )
-

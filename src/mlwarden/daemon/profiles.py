@@ -299,11 +299,13 @@ class Profile:
                 maximum=float(self.maximum[i]) if has else None,
             )
         i = layout.categorical.index(name)
-        counts = self.cat_counts[i].copy()
+        counted = layout.counted(i)
+        row = self.cat_counts[i]
+        counts = np.concatenate([row[: len(counted) - 1], row[-1:]])
         return FeatureData(
             name=name,
             kind="categorical",
-            categories=layout.counted(i),
+            categories=counted,
             counts=counts,
             count=int(counts.sum()),
         )

@@ -26,6 +26,7 @@ from .audit import AUDIT_SCHEMA, AuditLog
 from .config import Config, load_config
 from .experiments import ExperimentService
 from .ingest import IngestService
+from .monitor import MonitorService
 from .metrics import Metrics
 from .registry import RegistryService
 from .service import Service
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 SERVICE_CLASSES: tuple[type[Service], ...] = (
     AlertService,
     IngestService,
+    MonitorService,
     RegistryService,
     ExperimentService,
 )
@@ -289,6 +291,22 @@ class Warden:
             "promotion": record["promotion"],
             **(record["result"] or {}),
         }
+
+    async def monitor_model_drift(self, model: str, recent_data: Any) -> dict[str, Any]:
+        """Check ``recent_data`` (a pandas DataFrame) for drift against the model's reference.
+
+        The DataFrame is profiled by the same code as the ingest path; the DriftReport is
+        stored in the drift history and returned (DESIGN §5 shape).
+        """
+        return await self.service("monitor").check_frame(model, recent_data)
+
+    async def check_drift(self, model: str) -> dict[str, Any]:
+        """Run a drift check of ``model``'s current window now (``POST .../drift-check``)."""
+        return await self.service("monitor").check(model)
+
+    async def get_drift_history(self, model: str, days: float = 7.0) -> list[dict[str, Any]]:
+        """Stored drift reports of the last ``days``, oldest first."""
+        return await self.service("monitor").history(model, days=days)
 
     async def monitor_model_drift(self, model: str, recent_data: Any) -> dict[str, Any]:
         """Check ``recent_data`` (a pandas DataFrame) for drift against the model's reference.

@@ -1,0 +1,131 @@
+"""Profiles: exact merges (Chan et al.), histograms as numpy's, a uniform mergeable sample."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mlwarden.daemon.profiles import OTHER, Columns, Layout, Profile
+
+
+def layout(edges: np.ndarray, categories=(("a", "b", "c"),), top_k: int = 2) -> Layout:
+    return Layout(
+        numeric=tuple(f"x{i}" for i in range(edges.shape[0])),
+        categorical=tuple(f"c{i}" for i in range(len(categories))),
+        edges=edges,
+        categories=tuple(categories),
+        top_k=top_k,
+        fingerprint="t",
+    )
+
+
+def columns(lay: Layout, x: np.ndarray, cats: list[list[object]] | None = None) -> Columns:
+    n = x.shape[0]
+    codes = np.zeros((n, len(lay.categorical)), dtype=np.int32)
+    for j, values in enumerate(cats or []):
+        codes[:, j] = lay.encode(j, values)
+    return Columns(x, codes)
+
+
+def test_merged_batches_equal_one_pass_over_all_rows():
+    rng = np.random.default_rng(0)
+    edges = np.quantile(rng.normal(size=(2, 5000)), np.linspace(0, 1, 21), axis=1).T
+    lay = layout(edges)
+    data = rng.normal(0.3, 2.0, size=(3000, 2))
+    data[5, 0], data[6, 0], data[7, 1] = np.nan, np.inf, -np.inf
+    parts = np.split(data, [100, 1700, 1701])
+    rng2 = np.random.default_rng(1)
+    merged = Profile(lay, 500)
+    for part in parts:
+        merged.merge(Profile.from_columns(lay, columns(lay, part), 500, rng2))
+    whole = Profile.from_columns(lay, columns(lay, data), 500, rng2)
+    for j in range(2):
+        finite = data[:, j][np.isfinite(data[:, j])]
+        assert merged.count[j] == whole.count[j] == len(finite)
+        assert merged.mean[j] == pytest.approx(finite.mean(), rel=1e-12)
+        assert merged.variance()[j] == pytest.approx(finite.var(ddof=1), rel=1e-10)
+        assert merged.minimum[j] == finite.min() and merged.maximum[j] == finite.max()
+        # Histogram: underflow, the reference's bins, overflow -- numpy's bins inside.
+        inner, _ = np.histogram(finite, bins=edges[j])
+        assert merged.hist[j, 1:-1].sum() == inner.sum()
+        np.testing.assert_array_equal(merged.hist[j, 1:-1], inner)
+        assert merged.hist[j, 0] == (finite < edges[j, 0]).sum()
+        assert merged.hist[j, -1] == (finite > edges[j, -1]).sum()
+    np.testing.assert_array_equal(merged.infs, [1, 1])
+    np.testing.assert_array_equal(merged.nans, [1, 0])
+    assert merged.rows == 3000 and len(merged.keys) == 500
+
+
+def test_nulls_are_counted_apart_from_nan():
+    lay = layout(np.array([[0.0, 1.0, 2.0]]), categories=())
+    x = np.array([[np.nan], [np.nan], [1.0]])
+    nulls = np.array([[True], [False], [False]])
+    profile = Profile.from_columns(
+        lay, Columns(x, np.zeros((3, 0), np.int32), nulls), 10, np.random.default_rng(0)
+    )
+    assert (profile.nulls[0], profile.nans[0], profile.count[0]) == (1, 1, 1)
+
+
+def test_categories_top_k_other_unseen_and_nulls():
+    lay = layout(np.zeros((0, 3)), categories=(("a", "b", "c"),), top_k=2)
+    values = ["a", "a", "b", "c", "zzz", None, 7]
+    profile = Profile.from_columns(lay, columns(lay, np.zeros((7, 0)), [values]), 10, None)
+    data = profile.feature_data("c0")
+    assert data.categories == ("a", "b", OTHER)
+    # "c" is a known category past the top 2; "zzz" and 7 were never seen.
+    np.testing.assert_array_equal(data.counts, [2, 1, 3])
+    assert profile.cat_unseen[0] == 2 and profile.cat_nulls[0] == 1
+
+
+def test_bottom_k_sample_of_merged_profiles_is_uniform():
+    """The merged sample draws each source in proportion to its rows (chi-square)."""
+    lay = layout(np.array([[0.0, 1.0]]), categories=())
+    rng = np.random.default_rng(3)
+    small = np.zeros((1000, 1))
+    large = np.ones((9000, 1))
+    shares = []
+    for _ in range(200):
+        a = Profile.from_columns(lay, columns(lay, small), 100, rng)
+        b = Profile.from_columns(lay, columns(lay, large), 100, rng)
+        shares.append(int((a.merge(b).sample[:, 0] == 0).sum()))
+    # Hypergeometric: 100 draws from 10,000 rows of which 1,000 are from `small`.
+    mean = np.mean(shares)
+    assert stats.ttest_1samp(shares, 10.0).pvalue > 0.001, mean
+    assert 9.0 < mean < 11.0
+
+
+def test_tied_reference_quantiles_give_strictly_increasing_edges():
+    edges = np.array([[0.0, 0.0, 0.0, 1.0, 2.0, 2.0]])
+    lay = layout(edges, categories=())
+    x = np.array([[-1.0], [0.0], [0.0], [0.5], [1.5], [2.0], [3.0]])
+    profile = Profile.from_columns(lay, columns(lay, x), 10, np.random.default_rng(0))
+    data = profile.feature_data("x0")
+    np.testing.assert_array_equal(data.bin_edges, [0.0, 1.0, 2.0])
+    # below 0 | [0, 1) | [1, 2] | above 2
+    np.testing.assert_array_equal(data.counts, [1, 3, 2, 1])
+    constant = layout(np.array([[5.0, 5.0, 5.0]]), categories=())
+    profile = Profile.from_columns(
+        constant, columns(constant, np.array([[4.0], [5.0], [6.0]])), 10, np.random.default_rng(0)
+    )
+    data = profile.feature_data("x0")
+    np.testing.assert_array_equal(data.bin_edges, [5.0])
+    np.testing.assert_array_equal(data.counts, [1, 2])
+
+
+def test_serialisation_round_trip():
+    rng = np.random.default_rng(5)
+    lay = layout(np.sort(rng.normal(size=(3, 11)), axis=1), categories=(("u", "v"),))
+    profile = Profile.from_columns(
+        lay, columns(lay, rng.normal(size=(50, 3)), [["u", "v"] * 25]), 20, rng
+    )
+    back_layout = Layout.from_bytes(lay.to_bytes())
+    assert back_layout.to_dict() == lay.to_dict()
+    np.testing.assert_array_equal(back_layout.edges, lay.edges)
+    back = Profile.from_bytes(back_layout, profile.to_bytes(), 20)
+    for name in Profile._ARRAYS:
+        np.testing.assert_array_equal(getattr(back, name), getattr(profile, name))
+    assert back.rows == 50
+    # A smaller sample size on load cuts the sample to the smallest keys.
+    cut = Profile.from_bytes(back_layout, profile.to_bytes(), 5)
+    assert len(cut.keys) == 5 and set(cut.keys) <= set(profile.keys)
