@@ -222,7 +222,19 @@ class AlertService(Service):
 
     async def tick(self) -> None:
         """Queue what is due (first notifications, repeats, resolves), then deliver."""
+        dropped = await self.outbox.drop_expired()
         async with self._lock:
+            if dropped:
+                # What was dropped is re-sent with the alert's current state if it still fires.
+                async with self.warden.store.begin() as conn:
+                    await conn.execute(
+                        alerts_table.update()
+                        .where(
+                            alerts_table.c.fingerprint.in_(dropped),
+                            alerts_table.c.status == "firing",
+                        )
+                        .values(notified_at=None)
+                    )
             await self._queue_due()
         await self.outbox.deliver()
         now = self.warden.clock()
@@ -270,6 +282,9 @@ class AlertService(Service):
         notified = sorted(set(alert["notified"]) | set(names))
         async with self.warden.store.begin() as conn:
             for name in names:
+                if await self._still_pending(conn, alert["fingerprint"], name):
+                    # A repeat of a message the notifier has not received yet adds nothing.
+                    continue
                 notifier = self.notifiers[name]
                 await self.outbox.enqueue(conn, notification, name, notifier.targets())
             await conn.execute(
@@ -277,6 +292,18 @@ class AlertService(Service):
                 .where(alerts_table.c.id == alert["id"])
                 .values(notified_at=now, notified=json.dumps(notified))
             )
+
+    async def _still_pending(self, conn: Any, fp: str, notifier: str) -> bool:
+        row = await conn.execute(
+            sa.select(outbox_table.c.id)
+            .where(
+                outbox_table.c.fingerprint == fp,
+                outbox_table.c.notifier == notifier,
+                outbox_table.c.status == "pending",
+            )
+            .limit(1)
+        )
+        return row.first() is not None
 
     async def _queue_resolved(self, alert: dict[str, Any]) -> None:
         notification = format_notification(alert, "resolved", self.warden.config)

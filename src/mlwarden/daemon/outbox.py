@@ -121,7 +121,7 @@ class Outbox:
     async def deliver(self) -> int:
         """One delivery pass over the due rows; returns how many were sent."""
         async with self._lock:
-            await self._drop_expired()
+            await self.drop_expired()
             async with self.store.connect() as conn:
                 rows = (
                     (
@@ -218,10 +218,14 @@ class Outbox:
         await self._update(row["id"], status="dropped", last_error=reason)
         self.metrics.notifications.labels(row["notifier"], "dropped").inc()
 
-    async def _drop_expired(self) -> None:
+    async def drop_expired(self) -> set[str]:
+        """Drop (count, log) the pending rows older than ``alerts.outbox_max_age_seconds``.
+
+        Returns the fingerprints of the alerts whose notifications were dropped.
+        """
         max_age = self.settings().outbox_max_age_seconds
         if max_age <= 0:
-            return
+            return set()
         cutoff = self.clock() - max_age
         async with self.store.connect() as conn:
             rows = (
@@ -238,6 +242,7 @@ class Outbox:
             )
         for row in rows:
             await self._drop(row, f"older than alerts.outbox_max_age_seconds ({max_age:g}s)")
+        return {row["fingerprint"] for row in rows}
 
     # -- reading and housekeeping ----------------------------------------------------
 
