@@ -14,18 +14,26 @@ def numeric(values) -> FeatureData:
 
 
 def test_hand_computed_stream():
-    # reference mean 0, sd 1 (values -1, 1 with ddof=1: sd = sqrt(2)); use +-1 x 50
+    # reference -1/+1 fifty times each: mean 0, sd sqrt(100/99), clip range [-1, 1]
     ref = np.tile([-1.0, 1.0], 50)
-    sd = np.std(ref, ddof=1)
-    ph = PageHinkley(threshold=3.0, delta=0.5).fit(numeric(ref))
-    stream = np.array([0.0, 0.0, 3.0, 3.0, 3.0]) * sd  # z = 0, 0, 3, 3, 3
-    # U: -0.5, -1.0, 1.5, 4.0, 6.5; min so far (with 0): 0, ... -0.5, -1.0, -1.0, -1.0, -1.0
-    # excursions: 0, 0, 2.5, 5.0, 7.5 -> first above 3 at index 3
-    score = ph.score(numeric(stream))
-    assert score.statistic == pytest.approx(7.5)
-    assert score.details["alarm_at"] == 3
+    sd = np.sqrt(100 / 99)
+    ph = PageHinkley(threshold=1.4, delta=0.25).fit(numeric(ref))
+    score = ph.score(numeric([0.0, 0.0, 1.0, 1.0, 5.0]))  # 5 is clipped to 1
+    z = 1 / sd
+    # U: -0.25, -0.5, -0.5 + z - 0.25, ... ; running minimum -0.5 from t = 1 on
+    excursions = [0.0, 0.0, z - 0.25, 2 * (z - 0.25), 3 * (z - 0.25)]
+    assert score.statistic == pytest.approx(excursions[-1])
+    assert score.details["alarm_at"] == 3  # 2 (z - 0.25) = 1.49 is the first above 1.4
     assert score.details["direction"] == "up"
     assert score.drifted and score.p_value is None
+
+
+def test_one_outlier_does_not_raise_an_alarm():
+    rng = np.random.default_rng(3)
+    ph = PageHinkley().fit(numeric(rng.lognormal(size=5_000)))
+    stream = rng.lognormal(size=1_000)
+    stream[500] = 1e6
+    assert not ph.score(numeric(stream)).drifted
 
 
 def test_a_fall_is_found_too():

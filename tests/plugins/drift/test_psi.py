@@ -26,11 +26,12 @@ def by_hand(ref, cur, eps=1e-4) -> float:
 def test_hand_computed_table():
     # shares 0.1/0.2/0.3/0.4 -> 0.2/0.2/0.2/0.4:
     # (0.2-0.1) ln 2 + 0 + (0.2-0.3) ln(2/3) + 0 = 0.0693147 + 0.0405465 = 0.1098612
-    score = PopulationStabilityIndex().fit(hist([0, 1, 2], [10, 20, 30, 40]))
-    result = score.score(hist([0, 1, 2], [50, 50, 50, 100]))
+    ref, cur = hist([0, 1, 2], [10, 20, 30, 40]), hist([0, 1, 2], [50, 50, 50, 100])
+    result = PopulationStabilityIndex().fit(ref).score(cur)
     assert result.statistic == pytest.approx(0.1 * math.log(2) + 0.1 * math.log(1.5), rel=1e-12)
     assert result.statistic == pytest.approx(0.1098612289, rel=1e-9)
-    assert not result.drifted and result.threshold == 0.2 and result.p_value is None
+    assert result.drifted and result.threshold == 0.1 and result.p_value is None
+    assert not PopulationStabilityIndex(threshold=0.11).fit(ref).score(cur).drifted
 
 
 def test_empty_bin_is_floored_at_epsilon():

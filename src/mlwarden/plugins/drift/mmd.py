@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.spatial import distance
 
 from ... import hookimpl
 from ...types import DriftScore, FeatureData, FeatureKind
@@ -101,13 +102,11 @@ class MaximumMeanDiscrepancy(DriftMethod):
         rng = np.random.default_rng([self.seed, 2])
         cur = self._standardise(self._cut(rows, rng))
         pooled = np.vstack([self._reference, cur])
-        squared = _squared_distances(pooled)
-        upper = squared[np.triu_indices(pooled.shape[0], k=1)]
-        width2 = float(np.median(upper))  # median heuristic, on squared distances
+        squared = distance.pdist(pooled, "sqeuclidean")  # each pair once
+        width2 = float(np.median(squared))  # median heuristic, on squared distances
         if width2 <= 0:
-            width2 = float(upper[upper > 0].mean()) if np.any(upper > 0) else 1.0
-        kernel = np.exp(-squared / (2.0 * width2))
-        np.fill_diagonal(kernel, 0.0)
+            width2 = float(squared[squared > 0].mean()) if np.any(squared > 0) else 1.0
+        kernel = distance.squareform(np.exp(-squared / (2.0 * width2)))  # zero diagonal
         n, m = self._reference.shape[0], cur.shape[0]
         labels = np.zeros((n + m, self.permutations + 1))
         labels[:n, 0] = 1.0
@@ -133,12 +132,6 @@ class MaximumMeanDiscrepancy(DriftMethod):
     def _standardise(self, rows: np.ndarray) -> np.ndarray:
         assert self._centre is not None and self._spread is not None
         return (rows - self._centre) / self._spread
-
-
-def _squared_distances(rows: np.ndarray) -> np.ndarray:
-    norms = np.einsum("ij,ij->i", rows, rows)
-    squared = norms[:, None] + norms[None, :] - 2.0 * rows @ rows.T
-    return np.maximum(squared, 0.0)
 
 
 def _mmd2_unbiased(kernel: np.ndarray, labels: np.ndarray, n: int, m: int) -> np.ndarray:

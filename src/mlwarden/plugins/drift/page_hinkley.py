@@ -10,13 +10,18 @@ from ... import hookimpl
 from ...types import DriftScore, FeatureData, FeatureKind
 from .base import DriftMethod, check_number, numeric_sample
 
+#: Share of the reference cut off at each end before standardising (outlier guard).
+_CLIP = 0.005
+
 
 class PageHinkley(DriftMethod):
     """Page-Hinkley sequential detector of a shift of the mean away from the reference.
 
     The current window's values are read as a stream, in the order of
-    ``FeatureData.sample``, standardised with the reference's mean and sd:
-    ``z_t = (x_t - mean_ref) / sd_ref``. Two cumulative sums watch for a rise and a
+    ``FeatureData.sample``, clipped to the reference's 0.5%-99.5% quantile range (so a
+    single outlier of a heavy-tailed feature cannot raise an alarm) and standardised
+    with the mean and sd of the equally clipped reference:
+    ``z_t = (clip(x_t) - mean_ref) / sd_ref``. Two cumulative sums watch for a rise and a
     fall, ``U_t = sum (z_i - delta)`` and ``L_t = sum (-z_i - delta)``; the
     Page-Hinkley statistic is the largest excursion above the running minimum,
     ``max_t max(U_t - min U, L_t - min L)``. It alarms when that exceeds ``threshold``
@@ -71,15 +76,20 @@ class PageHinkley(DriftMethod):
         self.delta = check_number(self.name, "delta", delta, minimum=0.0)
         self._mean = 0.0
         self._sd = 1.0
+        self._range = (-np.inf, np.inf)
 
     def _fit(self, reference: FeatureData) -> None:
         values = numeric_sample(self.name, reference)
+        low, high = np.quantile(values, [_CLIP, 1.0 - _CLIP])
+        self._range = (float(low), float(high))
+        values = np.clip(values, low, high)
         sd = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
         self._mean = float(values.mean())
         self._sd = sd if sd > 0 else 1.0
 
     def _score(self, current: FeatureData) -> DriftScore:
-        z = (numeric_sample(self.name, current) - self._mean) / self._sd
+        values = np.clip(numeric_sample(self.name, current), *self._range)
+        z = (values - self._mean) / self._sd
         rise = _excursions(z - self.delta)
         fall = _excursions(-z - self.delta)
         peak = np.maximum(rise, fall)

@@ -30,12 +30,13 @@ class PopulationStabilityIndex(DriftMethod):
     infinity. PSI is an effect size, not a test: it does not grow with the sample size,
     which is why the monitor relies on it for large windows. Drifted when
     ``psi >= threshold``; the customary reading is < 0.1 stable, 0.1-0.25 moderate
-    shift, > 0.25 major shift.
+    shift, > 0.25 major shift, and the default flags from "moderate" on (on 10 bins, a
+    mean shift of about 0.3 sd).
 
     Parameters
     ----------
     threshold
-        PSI at or above which the feature has drifted (default 0.2).
+        PSI at or above which the feature has drifted (default 0.1).
     bins
         Number of quantile bins (default 10).
     epsilon
@@ -62,9 +63,9 @@ class PopulationStabilityIndex(DriftMethod):
 
     name: ClassVar[str] = "psi"
     kinds: ClassVar[tuple[FeatureKind, ...]] = ("numeric",)
-    test_params: ClassVar[list[dict[str, Any]]] = [{}, {"threshold": 0.1, "bins": 20}]
+    test_params: ClassVar[list[dict[str, Any]]] = [{}, {"threshold": 0.25, "bins": 20}]
 
-    def __init__(self, *, threshold: float = 0.2, bins: int = 10, epsilon: float = 1e-4) -> None:
+    def __init__(self, *, threshold: float = 0.1, bins: int = 10, epsilon: float = 1e-4) -> None:
         self.threshold = check_number(
             self.name, "threshold", threshold, minimum=0.0, open_minimum=True
         )
