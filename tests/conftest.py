@@ -121,3 +121,35 @@ def daemon_factory(tmp_path: Path, mlflow_template: Path):
             proc.stop(timeout=20)
         except Exception:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def example_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """examples/plugin-example installed with ``pip install --target`` into its own dir.
+
+    Put the returned directory on ``sys.path`` (``monkeypatch.syspath_prepend``) or
+    ``PYTHONPATH``: importlib.metadata then sees the distribution ``mlwarden-example``
+    and its entry point in group ``mlwarden``. The project is copied first so that
+    the build leaves nothing behind in the repository.
+    """
+    import subprocess
+    import sys
+
+    work = tmp_path_factory.mktemp("plugin-example")
+    source = work / "project"
+    shutil.copytree(
+        Path(__file__).resolve().parents[1] / "examples" / "plugin-example",
+        source,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
+    site = work / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+         str(site), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"pip could not install examples/plugin-example:\n{result.stderr}")
+    return site
