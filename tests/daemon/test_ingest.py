@@ -255,7 +255,9 @@ async def test_labels_join_by_id_and_outcomes_filter(make_warden, reference):
     )
     await ingest.record_predictions("m", {"records": records(2, start=10, version="2.0.0")})
     with pytest.raises(Exception) as info:
-        await ingest.record_labels("m", {"labels": [{"id": "r0", "label": 1}, {"id": "r0", "label": 2}]})
+        await ingest.record_labels(
+            "m", {"labels": [{"id": "r0", "label": 1}, {"id": "r0", "label": 2}]}
+        )
     assert info.value.code == "duplicate_id"
     with pytest.raises(Exception) as info:
         await ingest.record_labels("m", {"labels": [{"id": "r0", "label": "high"}]})
@@ -266,7 +268,13 @@ async def test_labels_join_by_id_and_outcomes_filter(make_warden, reference):
     assert len(await ingest.outcomes("m")) == 0
     result = await ingest.record_labels(
         "m",
-        {"labels": [{"id": "r0", "label": 1.5}, {"id": "r10", "label": 2}, {"id": "zz", "label": 0}]},
+        {
+            "labels": [
+                {"id": "r0", "label": 1.5},
+                {"id": "r10", "label": 2},
+                {"id": "zz", "label": 0},
+            ]
+        },
     )
     assert result == {"accepted": 3, "matched": 2, "unmatched": 1}
     everything = await ingest.outcomes("m")
@@ -292,7 +300,9 @@ async def test_classification_and_open_schema_models(make_warden, reference):
         {"id": 3, "features": {"x": 2.0, "kind": "b"}, "prediction": None, "error": True},
     ]
     assert (await ingest.record_predictions("cls", {"records": batch}))["profiled"]
-    await ingest.record_labels("cls", {"labels": [{"id": 1, "label": "down"}, {"id": 3, "label": 1}]})
+    await ingest.record_labels(
+        "cls", {"labels": [{"id": 1, "label": "down"}, {"id": 3, "label": 1}]}
+    )
     out = await ingest.outcomes("cls")
     assert list(out.prediction) == ["up", None] and list(out.label) == ["down", "1"]
     assert list(out.error) == [False, True]
