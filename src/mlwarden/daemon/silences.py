@@ -149,7 +149,10 @@ def parse_silence(body: dict[str, Any], *, now: float, created_by: str) -> Silen
         raise InvalidInput("silence: 'matchers' must be a non-empty array of matchers")
     matchers = tuple(_matcher(m, i) for i, m in enumerate(raw))
     if all(m.matches({}) for m in matchers):
-        raise InvalidInput("silence: the matchers match every alert; name at least one label")
+        raise InvalidInput(
+            "silence: these matchers would silence every alert; at least one matcher must not "
+            "match an empty label (as in Alertmanager)"
+        )
     starts_at = _timestamp(body["starts_at"], "starts_at") if "starts_at" in body else now
     if ("ends_at" in body) == ("duration_seconds" in body):
         raise InvalidInput("silence: give exactly one of 'ends_at' and 'duration_seconds'")
