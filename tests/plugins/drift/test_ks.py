@@ -40,15 +40,28 @@ def test_asymptotic_path_matches_scipy_statistic_exactly_and_p_value_to_1e9(seed
     assert type(ours.p_value) is float
 
 
-@pytest.mark.parametrize("sizes", [(50, 50), (200, 137), (3000, 800), (10_000, 9_999)])
-def test_exact_path_for_small_samples_is_scipys_auto_choice(sizes):
+@pytest.mark.parametrize("sizes", [(50, 50), (200, 137), (500, 499)])
+def test_auto_is_exact_up_to_500_values_per_side(sizes):
     rng = np.random.default_rng(sum(sizes))
     ref, cur = rng.normal(size=sizes[0]), rng.normal(0.1, 1.0, size=sizes[1])
     score = KolmogorovSmirnov().fit(numeric(ref)).score(numeric(cur))
-    theirs = stats.ks_2samp(ref, cur)
+    theirs = stats.ks_2samp(ref, cur)  # scipy's auto is exact here too
     assert score.statistic == theirs.statistic
     assert close(score.p_value, theirs.pvalue)
     assert score.details["p_value_method"] == "exact"
+
+
+@pytest.mark.parametrize("sizes", [(501, 400), (3000, 800), (10_000, 9_999)])
+def test_auto_is_asymptotic_above_500_and_exact_on_request(sizes):
+    rng = np.random.default_rng(sum(sizes))
+    ref, cur = rng.normal(size=sizes[0]), rng.normal(0.05, 1.0, size=sizes[1])
+    auto = KolmogorovSmirnov().fit(numeric(ref)).score(numeric(cur))
+    asymp = stats.ks_2samp(ref, cur, method="asymp")
+    assert auto.details["p_value_method"] == "asymp"
+    assert auto.statistic == asymp.statistic and close(auto.p_value, asymp.pvalue)
+    exact = KolmogorovSmirnov(method="exact").fit(numeric(ref)).score(numeric(cur))
+    assert exact.details["p_value_method"] == "exact"
+    assert close(exact.p_value, stats.ks_2samp(ref, cur, method="exact").pvalue)
 
 
 def test_asymp_option_forces_the_asymptotic_p_value_on_small_samples():
