@@ -168,7 +168,11 @@ async def test_builtin_rules_resolve_their_own_alerts(alerting, clock):
     alerts = warden.service("alerts")
     events = [
         Event("performance_degraded", "m", data={"metric": "mse", "value": 0.3, "threshold": 0.2}),
-        Event("training_failed", "m", data={"job_id": "j1", "attempt": 2, "reason": "exit 1"}),
+        Event(
+            "training_failed",
+            "m",
+            data={"job_id": "j1", "attempt": 2, "state": "failed", "error": "exit 1"},
+        ),
         Event("rollout_rolled_back", "m", "2.0.0", data={"strategy": "canary", "reason": "mse"}),
     ]
     for event in events:
@@ -178,12 +182,13 @@ async def test_builtin_rules_resolve_their_own_alerts(alerting, clock):
     firing = {n.labels["alertname"]: n for _, n in INBOXES["ops"]}
     assert set(firing) == {"ModelPerformanceDegraded", "ModelTrainingFailed", "ModelRolloutFailed"}
     assert firing["ModelTrainingFailed"].severity == Severity.CRITICAL
-    assert "training of m failed (job j1, attempt 2): exit 1" in firing["ModelTrainingFailed"].body
+    assert "training job j1 of m failed (attempt 2): exit 1" in firing["ModelTrainingFailed"].body
     assert warden.metrics.alerts_firing.labels("critical")._value.get() == 2
     # A success for another model resolves nothing; each resolution closes its own alert.
     await warden.emit(Event("training_succeeded", "other"))
+    await warden.emit(Event("performance_recovered", "m", data={"metric": "mae"}))  # other metric
     for kind in ("performance_recovered", "training_succeeded", "rollout_promoted"):
-        await warden.emit(Event(kind, "m", "2.0.0"))
+        await warden.emit(Event(kind, "m", "2.0.0", data={"metric": "mse"}))
     await alerts.tick()
     resolved = [n.labels["alertname"] for _, n in INBOXES["ops"] if n.status == "resolved"]
     assert sorted(resolved) == sorted(firing)

@@ -103,30 +103,32 @@ BUILTIN_RULES: tuple[AlertRule, ...] = (
         fire_on=("performance_degraded",),
         resolve_on=("performance_recovered",),
         severity="warning",
-        summary="{metric} of {model} is {value}, beyond the threshold {threshold} "
-        "(baseline {baseline})",
+        summary="{metric} of {model} v{version} is {value} against a baseline of {baseline}: "
+        "{fall} worse, over the {threshold} threshold",
+        group_by=("metric",),
     ),
     AlertRule(
         name="ModelDataDrift",
         fire_on=("drift_detected",),
         resolve_on=("drift_resolved",),
         severity="warning",
-        summary="data drift on {model}: drift score {drift_score} over threshold "
-        "{threshold}; recommendation {recommendation}",
+        summary="data drift on {model}: drift score {drift_score} over the threshold "
+        "{threshold} (features: {drifted_features}); recommendation {recommendation}",
     ),
     AlertRule(
         name="ModelTrainingFailed",
         fire_on=("training_failed",),
         resolve_on=("training_succeeded",),
         severity="critical",
-        summary="training of {model} failed (job {job_id}, attempt {attempt}): {reason}",
+        summary="training job {job_id} of {model} {state} (attempt {attempt}): {error}",
     ),
     AlertRule(
         name="ModelRolloutFailed",
         fire_on=("rollout_rolled_back", "rollout_failed"),
         resolve_on=("rollout_promoted",),
         severity="critical",
-        summary="rollout of {model} v{version} ({strategy}) was rolled back: {reason}",
+        summary="rollout {rollout} of {model} v{version} ({strategy}) {state} at step "
+        "{step}: {message}",
     ),
 )
 

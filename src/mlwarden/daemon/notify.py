@@ -36,8 +36,18 @@ logger = logging.getLogger(__name__)
 DEFAULT_NOTIFIERS = (NotifierConfig(name="log", plugin="log"),)
 
 #: Event data keys shown first in a message, in this order (measured value, threshold).
-_LEADING_KEYS = ("metric", "value", "drift_score", "baseline", "threshold", "recommendation")
-_MAX_DETAIL_LINES = 20
+_LEADING_KEYS = (
+    "metric",
+    "value",
+    "drift_score",
+    "baseline",
+    "fall",
+    "threshold",
+    "recommendation",
+    "error",
+)
+_MAX_DETAIL_LINES = 25
+_MAX_VALUE_CHARS = 500
 
 
 class Notifier:
@@ -105,12 +115,33 @@ def _utc(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-def _value(value: Any) -> str:
+def _value(value: Any, key: str = "") -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, list | tuple):
-        return ", ".join(_value(v) for v in value)
-    return str(value)
+    is_list = isinstance(value, list | tuple)
+    text = ", ".join(_value(v) for v in value) if is_list else str(value)
+    if len(text) > _MAX_VALUE_CHARS:
+        # A log tail is read from its end; anything else from its start.
+        if key.endswith("tail"):
+            return "…" + text[-_MAX_VALUE_CHARS:]
+        return text[:_MAX_VALUE_CHARS] + "…"
+    return text
+
+
+def _details(data: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Measured values first, nested tables flattened one level (``analysis.mse``)."""
+    keys = [k for k in _LEADING_KEYS if k in data]
+    keys += [k for k in data if k not in keys]
+    out: list[tuple[str, Any]] = []
+    for key in keys:
+        value = data[key]
+        if isinstance(value, dict):
+            out.extend(
+                (f"{key}.{k}", v) for k, v in value.items() if not isinstance(v, dict | list)
+            )
+        else:
+            out.append((key, value))
+    return out[:_MAX_DETAIL_LINES]
 
 
 def format_notification(alert: dict[str, Any], status: str, config: Config) -> Notification:
@@ -143,11 +174,8 @@ def format_notification(alert: dict[str, Any], status: str, config: Config) -> N
     else:
         lines.append(f"Firing since: {_utc(alert['starts_at'])}")
     data: dict[str, Any] = alert.get("data") or {}
-    keys = [k for k in _LEADING_KEYS if k in data]
-    keys += [k for k in data if k not in keys]
-    shown = [k for k in keys if not isinstance(data[k], dict)][:_MAX_DETAIL_LINES]
-    for key in shown:
-        lines.append(f"{key}: {_value(data[key])}")
+    for key, value in _details(data):
+        lines.append(f"{key}: {_value(value, key)}")
     extra = {k: v for k, v in labels.items() if k not in ("alertname", "model")}
     if extra:
         lines.append("Labels: " + ", ".join(f"{k}={v}" for k, v in sorted(extra.items())))

@@ -292,7 +292,8 @@ urls = ["slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7/#ml-alerts"]
         data={
             "job_id": "j-7",
             "attempt": 3,
-            "reason": "exit code 1",
+            "state": "failed",
+            "error": "exit code 1",
             "mse": 0.031,
             "max_mse": 0.02,
         },
@@ -311,7 +312,7 @@ urls = ["slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7/#ml-alerts"]
     assert pd[0]["routing_key"] == "integrationkey"
     assert pd[0]["payload"]["severity"] == "critical"
     assert (
-        "training of btc-usdt failed (job j-7, attempt 3): exit code 1"
+        "training job j-7 of btc-usdt failed (attempt 3): exit code 1"
         in pd[0]["payload"]["summary"]
     )
     assert pd[0]["links"] == [{"href": f"{GRAFANA}?var-model=btc-usdt"}]
