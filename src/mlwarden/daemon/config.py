@@ -82,6 +82,7 @@ class MonitoringConfig:
     sample_size: int = 5000
     top_k_categories: int = 50
     label_ttl_hours: float = 24.0
+    min_performance_samples: int = 30  # fewer outcomes in a window: recorded, not judged
     # Monitoring engine (daemon/ingest.py, monitor.py; see docs/monitoring.md).
     reference_sample_size: int = 10000
     min_window_rows: int = 100

@@ -132,10 +132,8 @@ def _from_runs_uri(client: MlflowClient, uri: str) -> ModelSource:
     if not run_id or not path:
         raise InvalidInput(f"model_uri: expected 'runs:/<run_id>/<artifact path>', got {uri!r}")
     run = client.get_run(run_id)
-    files = {a.path for a in client.list_artifacts(run_id, path)}
-    if f"{path}/MLmodel" in files:
-        artifact_uri = f"{run.info.artifact_uri.rstrip('/')}/{path}"
-        return ModelSource(source=artifact_uri, artifact_uri=artifact_uri, run_id=run_id)
+    # MLflow 3 logs models as logged models (models:/m-...) linked to the run; a model
+    # saved among the run's own artifacts (MLflow 2 style) is the fallback.
     logged = [
         m
         for m in client.search_logged_models(
@@ -143,12 +141,16 @@ def _from_runs_uri(client: MlflowClient, uri: str) -> ModelSource:
         )
         if m.source_run_id == run_id
     ]
-    if not logged:
+    if logged:
+        newest = max(logged, key=lambda m: m.creation_timestamp or 0)
+        found = _from_logged_model(client, newest.model_id)
+        found.run_id = run_id
+        return found
+    files = {a.path for a in client.list_artifacts(run_id, path)}
+    if f"{path}/MLmodel" not in files:
         raise InvalidInput(f"model_uri {uri!r}: run {run_id} has no model logged at {path!r}")
-    newest = max(logged, key=lambda m: m.creation_timestamp or 0)
-    found = _from_logged_model(client, newest.model_id)
-    found.run_id = run_id
-    return found
+    artifact_uri = f"{run.info.artifact_uri.rstrip('/')}/{path}"
+    return ModelSource(source=artifact_uri, artifact_uri=artifact_uri, run_id=run_id)
 
 
 def _read_mlmodel(found: ModelSource, model_uri: str) -> None:

@@ -28,6 +28,7 @@ from .experiments import ExperimentService
 from .ingest import IngestService
 from .monitor import MonitorService
 from .metrics import Metrics
+from .performance import PerformanceService
 from .registry import RegistryService
 from .service import Service
 from .store import Store
@@ -43,6 +44,7 @@ SERVICE_CLASSES: tuple[type[Service], ...] = (
     IngestService,
     MonitorService,
     RegistryService,
+    PerformanceService,
     ExperimentService,
 )
 
@@ -254,6 +256,10 @@ class Warden:
         return await cleanup(
             self, older_than_days=older_than_days, dry_run=dry_run, model=model, actor=actor
         )
+
+    async def get_model_performance_history(self, model: str, days: float = 30) -> dict[str, Any]:
+        """Performance metrics of each version of ``model`` over the last ``days``."""
+        return await self.service("performance").history(model, days)
 
     async def start_ab_test(
         self,
