@@ -528,13 +528,29 @@ def _default_metric(model_config: Any) -> str:
 
 
 def _arm(metric: str, outcomes: Any) -> Arm:
-    """The arm's per-request metric (successful calls with a usable label) and guardrails."""
+    """The arm's per-request metric (successful calls with a usable label) and guardrails.
+
+    Guardrails count serving *calls*: the gateway times a batch once and gives every
+    record in it the batch's latency (and error flag), so rows sharing a timestamp and a
+    latency are one observation; counting them as many would fake precision
+    (pseudo-replication). Rows without a latency stay one observation each.
+    """
     error = np.asarray(outcomes.error, bool)
     ok = ~error
     values = metric_values(metric, outcomes.prediction[ok], outcomes.label[ok])
     values = values[np.isfinite(values)]
-    return Arm(values=values, latency=np.asarray(outcomes.latency, float), error=error,
-               assigned=len(outcomes))  # fmt: skip
+    latency = np.asarray(outcomes.latency, float)
+    timed = np.isfinite(latency)
+    calls = np.unique(
+        np.column_stack([np.asarray(outcomes.ts, float)[timed], latency[timed], error[timed]]),
+        axis=0,
+    )
+    return Arm(
+        values=values,
+        latency=calls[:, 1],
+        error=np.concatenate([calls[:, 2].astype(bool), error[~timed]]),
+        assigned=int(error.size),
+    )
 
 
 async def _current_traffic(rollouts: Any, model: str) -> dict[str, float]:
