@@ -49,3 +49,21 @@ def test_signature_rendering_matches_the_source():
     assert hook_signature(module.mlwarden_event) == (
         "mlwarden_event(event: Event) -> Awaitable[None] | None"
     )
+
+
+def test_configuration_doc_lists_every_key():
+    from tests.test_example_config import config_keys
+
+    text = (DOCS / "configuration.md").read_text()
+    missing = []
+    for dotted in config_keys():
+        name = dotted.rpartition(".")[2]
+        if (
+            f"| `{name}` |" not in text
+            and f"`[{dotted}]`" not in text
+            and (f"`[[{dotted}]]`" not in text)
+        ):
+            missing.append(dotted)
+    assert not missing, f"docs/configuration.md has no row for {missing}"
+    for section in ("daemon", "mlflow", "monitoring", "training", "ab_testing", "alerts"):
+        assert f"### `[{section}]`" in text
