@@ -39,6 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(plugins)
     plugins.add_argument("--json", action="store_true", help="print JSON")
 
+    demo = sub.add_parser("demo", help="run the daemon on a simulated BTC/USDT market")
+    demo.add_argument("--listen", metavar="HOST:PORT", default="127.0.0.1:9741")
+    demo.add_argument(
+        "--base-path", metavar="DIR", default="./mlwarden-demo", help="state directory"
+    )
+    demo.add_argument(
+        "--apprise-url",
+        metavar="URL",
+        action="append",
+        default=[],
+        help="also send alerts to this apprise URL (repeatable)",
+    )
+    demo.add_argument(
+        "--shift-after",
+        metavar="SECONDS",
+        type=float,
+        default=45.0,
+        help="seconds of calm market before the regime shift",
+    )
+    demo.add_argument(
+        "--duration",
+        metavar="SECONDS",
+        type=float,
+        help="stop after this many seconds (default: run until Ctrl-C)",
+    )
+
     sub.add_parser("token", help="mint a bearer token and print its SHA-256 for the config")
 
     audit = sub.add_parser("audit", help="audit log tools")
@@ -80,6 +106,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     daemon = Daemon(config, config_path=args.config, overrides=overrides)
     return asyncio.run(daemon.serve())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import run_demo
+
+    return run_demo(
+        args.base_path,
+        args.listen,
+        apprise_urls=args.apprise_url,
+        shift_after=args.shift_after,
+        duration=args.duration,
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -142,6 +180,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "demo": cmd_demo,
     "check-config": cmd_check_config,
     "plugins": cmd_plugins,
     "token": cmd_token,

@@ -14,7 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -76,15 +76,26 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
 
-    async def serve(self) -> int:
+    async def serve(self, companion: Callable[[Daemon], Awaitable[Any]] | None = None) -> int:
+        """Run until SIGTERM/SIGINT; ``companion(daemon)`` runs alongside once ready.
+
+        The companion (the demo's market driver) is cancelled before shutdown; if it
+        returns or fails, the daemon keeps serving.
+        """
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.handle_exit, sig)
         loop.add_signal_handler(signal.SIGHUP, self._reload_requested.set)
+        task: asyncio.Task[Any] | None = None
         try:
             await self.startup()
+            if companion is not None:
+                task = asyncio.create_task(companion(self), name="companion")
             await self.main_loop()
         finally:
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
             await self.shutdown()
         return 0
 

@@ -1,0 +1,1 @@
+"""``mlwarden demo``: the daemon on embedded defaults watching a simulated BTC/USDT market."""

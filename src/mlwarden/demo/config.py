@@ -1,0 +1,76 @@
+"""The demo's configuration: embedded defaults, accelerated so the story fits in minutes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+__all__ = ["MODEL", "demo_config_text"]
+
+MODEL = "btc-usdt"
+
+
+def demo_config_text(base_path: Path, listen: str, apprise_urls: list[str]) -> str:
+    """TOML for the demo daemon; ``data/`` under the base path holds the market log."""
+    data = base_path / "demo"
+    notifiers = '[[notifiers]]\nname = "log"\nplugin = "log"\nmin_severity = "info"\n'
+    if apprise_urls:
+        notifiers += (
+            '\n[[notifiers]]\nname = "apprise"\nplugin = "apprise"\n'
+            f'urls = {json.dumps(apprise_urls)}\nmin_severity = "warning"\n'
+        )
+    return f"""\
+# Written by `mlwarden demo`. Time is accelerated: one market step is one simulated hour,
+# windows and intervals are seconds instead of hours.
+[daemon]
+base_path = {json.dumps(str(base_path))}
+listen = {json.dumps(listen)}
+
+[monitoring]
+window_hours = 0.0125          # 45 s window
+bucket_seconds = 5
+interval_seconds = 5
+min_window_rows = 200
+label_ttl_hours = 1
+
+[training]
+max_concurrent_jobs = 1
+min_training_data_points = 500
+retry_backoff_seconds = 2
+scheduler_interval_seconds = 2
+
+[ab_testing]
+min_duration_hours = 0.005     # 18 s
+min_samples = 300
+evaluation_interval_seconds = 5
+
+[deployment]
+default_strategy = "canary"
+tick_seconds = 2
+
+[deployment.strategies.canary]
+steps = [20, 50, 100]
+step_interval_seconds = 6
+min_samples = 50
+
+[[models]]
+name = "{MODEL}"
+task = "regression"
+reference = {json.dumps(str(data / "reference.csv"))}
+features = ["ret_1h", "ret_6h", "ret_24h", "vol_24h", "funding_rate"]
+drift_methods = ["ks", "psi"]
+triggers = ["drift", "performance"]
+strategy = "canary"
+
+[models.trigger_options.drift]
+cooldown_seconds = 600
+
+[models.trainer]
+plugin = "python"
+function = "mlwarden.demo.trainer:train"
+kwargs = {{ data_path = {json.dumps(str(data / "market.csv"))}, rows = 1200 }}
+
+[models.gates]
+max_mse = 0.01
+
+{notifiers}"""

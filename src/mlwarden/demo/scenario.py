@@ -1,0 +1,215 @@
+"""The demo's story, driven through the real HTTP API of a running daemon.
+
+1. A calm market: reference data is written, a first ridge model is trained, logged to
+   MLflow, registered and put in production; predictions stream through the gateway
+   and labels (the realised returns) follow.
+2. The market turns volatile: the monitor finds drift, the drift trigger queues a
+   training job, the trainer fits a new model on recent data, it is registered in
+   validation, passes its gates and is rolled out as a canary.
+3. Once the canary is promoted (or rolled back), an A/B test compares the two
+   versions; alerts go to the log notifier (and to any apprise URLs given).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .config import MODEL
+from .market import FEATURES, Market
+from .trainer import fit_and_log
+
+__all__ = ["Scenario"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """What has happened so far; printed as the status line and the final summary."""
+
+    started: float = field(default_factory=time.monotonic)
+    predictions: int = 0
+    regime: str = "calm"
+    milestones: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str) -> None:
+        if name not in self.milestones:
+            self.milestones[name] = time.monotonic() - self.started
+            logger.warning("demo: %s (t=%.0fs)", name, self.milestones[name])
+
+
+class Scenario:
+    """Drives the demo against ``url``; ``shift_after`` seconds of calm before the shift."""
+
+    def __init__(
+        self,
+        url: str,
+        data_dir: Path,
+        tracking_uri: str,
+        *,
+        shift_after: float = 45.0,
+        steps_per_tick: int = 20,
+        tick_seconds: float = 0.25,
+        seed: int = 7,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.data_dir = data_dir
+        self.tracking_uri = tracking_uri
+        self.shift_after = shift_after
+        self.steps_per_tick = steps_per_tick
+        self.tick_seconds = tick_seconds
+        self.market = Market(seed=seed)
+        self.progress = Progress()
+        self.first_version: str | None = None
+        self.candidate: str | None = None
+        self.experiment: str | None = None
+        self._market_log = data_dir / "market.csv"
+
+    # -- HTTP ------------------------------------------------------------------------
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.session.request(method, self.url + path, json=body) as resp:
+            data = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise RuntimeError(f"{method} {path} -> {resp.status}: {data}")
+            return data
+
+    # -- the story -------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Write the reference and the market log; runs before the daemon starts."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.market.history(48)  # warm-up: 24h of returns behind the features
+        reference = self.market.history(3000)
+        reference[list(FEATURES)].to_csv(self.data_dir / "reference.csv", index=False)
+        reference.to_csv(self._market_log, index=False)
+        self._reference = reference
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as self.session:
+            await self.bootstrap()
+            while not stop.is_set():
+                await self.tick()
+                await self.advance_story()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.tick_seconds)
+
+    async def bootstrap(self) -> None:
+        """Train, register and promote the first model."""
+        result = await asyncio.to_thread(
+            fit_and_log, self._reference, tracking_uri=self.tracking_uri, run_name="btc-v1"
+        )
+        record = await self.call(
+            "POST",
+            f"/api/models/{MODEL}/versions",
+            {
+                "model_uri": result["model_uri"],
+                "metrics": result["metrics"],
+                "params": {k: str(v) for k, v in result["params"].items()},
+                "tags": {"source": "mlwarden demo"},
+            },
+        )
+        self.first_version = record["version"]
+        self.progress.mark(f"model {MODEL} {self.first_version} trained and registered")
+        await self.call("POST", f"/api/models/{MODEL}/promote", {"version": self.first_version})
+        self.progress.mark(f"{self.first_version} in production, serving through the gateway")
+
+    async def tick(self) -> None:
+        """Stream one batch: predictions through the gateway, then the realised labels."""
+        records, labels, rows = [], [], []
+        for _ in range(self.steps_per_tick):
+            features = self.market.features()
+            rid = uuid.uuid4().hex
+            label = self.market.step()
+            records.append({"id": rid, "key": rid, "features": features})
+            labels.append({"id": rid, "label": label})
+            rows.append([features[f] for f in FEATURES] + [label])
+        await self.call("POST", f"/api/models/{MODEL}/predict", {"records": records})
+        await self.call("POST", f"/api/models/{MODEL}/labels", {"labels": labels})
+        with self._market_log.open("a", newline="") as fh:
+            csv.writer(fh).writerows(rows)
+        self.progress.predictions += len(records)
+
+    async def advance_story(self) -> None:
+        p = self.progress
+        elapsed = time.monotonic() - p.started
+        if p.regime == "calm" and elapsed >= self.shift_after:
+            self.market.switch("volatile")
+            p.regime = "volatile"
+            p.mark("market regime shift: calm -> volatile")
+        if p.regime != "volatile":
+            return
+        model = await self.call("GET", f"/api/models/{MODEL}")
+        versions = (await self.call("GET", f"/api/models/{MODEL}/versions"))["versions"]
+        drift = await self.latest_drift()
+        if drift and drift.get("drift_detected"):
+            p.mark(f"drift detected ({drift.get('recommendation')})")
+        jobs = (await self.call("GET", "/api/jobs"))["jobs"]
+        if jobs:
+            p.mark("retraining triggered")
+        if any(j.get("state") == "succeeded" for j in jobs):
+            p.mark("training job succeeded")
+        new = [v for v in versions if v["version"] != self.first_version]
+        if new and self.candidate is None:
+            self.candidate = new[-1]["version"]
+            p.mark(f"candidate {self.candidate} registered in validation")
+        if self.candidate:
+            await self.follow_candidate(model, versions)
+
+    async def latest_drift(self) -> dict[str, Any] | None:
+        history = await self.call("GET", f"/api/models/{MODEL}/drift-history?days=1")
+        reports = history.get("reports") or history.get("history") or []
+        return reports[-1] if reports else None
+
+    async def follow_candidate(self, model: dict[str, Any], versions: list[dict]) -> None:
+        p = self.progress
+        candidate = next(v for v in versions if v["version"] == self.candidate)
+        status = candidate["status"]
+        deployment = await self.call("GET", f"/api/models/{MODEL}/deployment")
+        rollout = deployment.get("rollout") or {}
+        if rollout:
+            p.mark(f"{rollout.get('strategy', 'canary')} rollout of {self.candidate} started")
+        if status == "production":
+            p.mark(f"{self.candidate} promoted to production")
+        elif status in ("failed", "deprecated", "archived") or rollout.get("state") in (
+            "rolled_back",
+            "failed",
+        ):
+            p.mark(f"{self.candidate} rolled back")
+        finished = any(
+            k.endswith("promoted to production") or k.endswith("rolled back") for k in p.milestones
+        )
+        if finished and self.experiment is None:
+            body = {
+                "model": MODEL,
+                "variant_a": self.first_version,
+                "variant_b": self.candidate,
+                "name": f"{self.first_version} vs {self.candidate}",
+                "traffic_split": 0.5,
+                "duration_hours": 0.05,
+            }
+            started = await self.call("POST", "/api/experiments", body)
+            self.experiment = started.get("id") or started.get("experiment_id")
+            p.mark(f"A/B test {self.experiment} started")
+        if self.experiment:
+            result = await self.call("POST", f"/api/experiments/{self.experiment}/evaluate")
+            if result.get("recommendation") not in (None, "CONTINUE"):
+                p.mark(f"A/B test concluded: {result['recommendation']}")
+
+    def status_line(self) -> str:
+        p = self.progress
+        elapsed = time.monotonic() - p.started
+        last = next(reversed(p.milestones), "starting")
+        return (
+            f"[demo t={elapsed:5.0f}s] regime={p.regime:8s} predictions={p.predictions:6d} | {last}"
+        )
