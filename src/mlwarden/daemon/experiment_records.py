@@ -1,16 +1,20 @@
-"""The experiments service's tables and how a row becomes the record the API shows."""
+"""The experiments service's tables, its records, and the arms it feeds the statistics."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
+from ..stats import Arm, metric_values
 from .store import Schema, create_tables
 
 __all__ = [
     "EXPERIMENTS_SCHEMA",
+    "arm_from_outcomes",
+    "default_metric",
     "evaluations_table",
     "experiments_table",
     "public",
@@ -84,3 +88,37 @@ def record_from_row(row: Any) -> dict[str, Any]:
 def public(record: dict[str, Any]) -> dict[str, Any]:
     """The record as the API shows it (internal sequential state left out)."""
     return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def default_metric(model_config: Any) -> str:
+    if model_config is None:
+        return "squared_error"
+    if model_config.task == "classification":
+        return "accuracy"
+    return "strategy_return" if model_config.trading else "squared_error"
+
+
+def arm_from_outcomes(metric: str, outcomes: Any) -> Arm:
+    """The arm's per-request metric (successful calls with a usable label) and guardrails.
+
+    Guardrails count serving *calls*: the gateway times a batch once and gives every
+    record in it the batch's latency (and error flag), so rows sharing a timestamp and a
+    latency are one observation; counting them as many would fake precision
+    (pseudo-replication). Rows without a latency stay one observation each.
+    """
+    error = np.asarray(outcomes.error, bool)
+    ok = ~error
+    values = metric_values(metric, outcomes.prediction[ok], outcomes.label[ok])
+    values = values[np.isfinite(values)]
+    latency = np.asarray(outcomes.latency, float)
+    timed = np.isfinite(latency)
+    calls = np.unique(
+        np.column_stack([np.asarray(outcomes.ts, float)[timed], latency[timed], error[timed]]),
+        axis=0,
+    )
+    return Arm(
+        values=values,
+        latency=calls[:, 1],
+        error=np.concatenate([calls[:, 2].astype(bool), error[~timed]]),
+        assigned=int(error.size),
+    )

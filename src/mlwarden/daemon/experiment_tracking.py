@@ -1,15 +1,17 @@
-"""MLflow runs of A/B experiments: parameters at start, metrics per evaluation, the result.
+"""What experiments export: MLflow runs (parameters, metrics per evaluation, the result)
+and the Prometheus gauges of a running experiment.
 
-Blocking MLflow client calls: the experiments service runs these in a thread.
+The MLflow calls block: the experiments service runs them in a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Any
 
-__all__ = ["log_conclusion", "log_evaluation", "log_start"]
+__all__ = ["clear_gauges", "export_gauges", "log_conclusion", "log_evaluation", "log_start"]
 
 
 def log_start(tracking: Any, record: dict[str, Any]) -> str:
@@ -84,3 +86,30 @@ def log_conclusion(tracking: Any, record: dict[str, Any], data: dict[str, Any]) 
         run_id, {**data, "promotion": record.get("promotion")}, "experiment_result.json"
     )
     client.set_terminated(run_id, "FINISHED" if record["status"] == "concluded" else "KILLED")
+
+
+def export_gauges(metrics: Any, model: str, data: dict[str, Any]) -> None:
+    """Set the running experiment's gauges from one evaluation."""
+    if data["p_value"] is not None:
+        metrics.experiment_p_value.labels(model).set(data["p_value"])
+    if data["lift"] is not None and hasattr(metrics, "experiment_lift"):
+        metrics.experiment_lift.labels(model).set(data["lift"])
+    if hasattr(metrics, "experiment_srm_detected"):
+        metrics.experiment_srm_detected.labels(model).set(1.0 if data["srm"]["mismatch"] else 0.0)
+    for arm in ("A", "B"):
+        metrics.experiment_samples.labels(model, arm).set(data["samples"][arm])
+
+
+def clear_gauges(metrics: Any, model: str) -> None:
+    """Remove the gauges of a model's experiment once it has ended."""
+    for name, labels in (
+        ("experiment_p_value", [(model,)]),
+        ("experiment_lift", [(model,)]),
+        ("experiment_srm_detected", [(model,)]),
+        ("experiment_samples", [(model, "A"), (model, "B")]),
+    ):
+        gauge = getattr(metrics, name, None)
+        for label in labels:
+            if gauge is not None:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*label)

@@ -20,7 +20,6 @@ import uuid
 from dataclasses import asdict
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from .. import hookimpl
@@ -28,22 +27,28 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..stats import (
     METRICS,
     AnalysisSettings,
-    Arm,
     Evaluation,
     SequentialState,
     analyse,
     is_final,
-    metric_values,
 )
 from ..types import Event, Severity
 from .experiment_records import (
     EXPERIMENTS_SCHEMA,
+    arm_from_outcomes,
+    default_metric,
     evaluations_table,
     experiments_table,
     public,
     record_from_row,
 )
-from .experiment_tracking import log_conclusion, log_evaluation, log_start
+from .experiment_tracking import (
+    clear_gauges,
+    export_gauges,
+    log_conclusion,
+    log_evaluation,
+    log_start,
+)
 from .service import Service
 
 __all__ = ["EXPERIMENTS_SCHEMA", "ExperimentService", "public"]
@@ -206,7 +211,7 @@ class ExperimentService(Service):
             raise InvalidInput(f"traffic_split must be in (0, 1) (the share of B), got {weight_b}")
         if not duration > 0:
             raise InvalidInput(f"duration_hours must be a positive number, got {duration}")
-        chosen = metric or ab.metric or _default_metric(self.warden.config.model(model))
+        chosen = metric or ab.metric or default_metric(self.warden.config.model(model))
         if chosen not in METRICS:
             raise InvalidInput(f"metric must be one of {', '.join(METRICS)}, got {chosen!r}")
         chosen_test = test or ab.test
@@ -261,8 +266,8 @@ class ExperimentService(Service):
 
         def run() -> Evaluation:
             return analyse(
-                _arm(settings.metric, out_a),
-                _arm(settings.metric, out_b),
+                arm_from_outcomes(settings.metric, out_a),
+                arm_from_outcomes(settings.metric, out_b),
                 settings,
                 elapsed_hours=elapsed,
                 states=states,
@@ -304,15 +309,7 @@ class ExperimentService(Service):
                     evaluations=experiments_table.c.evaluations + 1,
                 )
             )
-        metrics, model = self.warden.metrics, record["model"]
-        if data["p_value"] is not None:
-            metrics.experiment_p_value.labels(model).set(data["p_value"])
-        if data["lift"] is not None and hasattr(metrics, "experiment_lift"):
-            metrics.experiment_lift.labels(model).set(data["lift"])
-        if hasattr(metrics, "experiment_srm_detected"):
-            metrics.experiment_srm_detected.labels(model).set(1.0 if data["srm"]["mismatch"] else 0)
-        for arm in ("A", "B"):
-            metrics.experiment_samples.labels(model, arm).set(data["samples"][arm])
+        export_gauges(self.warden.metrics, record["model"], data)
         await self._tracking(log_evaluation, record, data)
 
     # -- stop and conclude -----------------------------------------------------------
@@ -373,19 +370,7 @@ class ExperimentService(Service):
             promotion = await self._promote(record, actor)
             await self._update(record["id"], promotion=json.dumps(promotion))
         self._locks.pop(record["id"], None)
-        metrics = self.warden.metrics
-        for gauge, labels in (
-            (metrics.experiment_p_value, [(model,)]),
-            (getattr(metrics, "experiment_lift", None), [(model,)]),
-            (getattr(metrics, "experiment_srm_detected", None), [(model,)]),
-            (metrics.experiment_samples, [(model, "A"), (model, "B")]),
-        ):
-            for label in labels:
-                try:
-                    if gauge is not None:
-                        gauge.remove(*label)
-                except KeyError:
-                    pass
+        clear_gauges(self.warden.metrics, model)
         concluded = {**record, "status": status, "winner": winner, "promotion": promotion}
         await self._tracking(log_conclusion, concluded, data)
         await self.warden.audit.record(
@@ -517,40 +502,6 @@ class ExperimentService(Service):
                 reason=f"a rollout of {event.version} took over the traffic table",
                 restore_traffic=False,
             )
-
-
-def _default_metric(model_config: Any) -> str:
-    if model_config is None:
-        return "squared_error"
-    if model_config.task == "classification":
-        return "accuracy"
-    return "strategy_return" if model_config.trading else "squared_error"
-
-
-def _arm(metric: str, outcomes: Any) -> Arm:
-    """The arm's per-request metric (successful calls with a usable label) and guardrails.
-
-    Guardrails count serving *calls*: the gateway times a batch once and gives every
-    record in it the batch's latency (and error flag), so rows sharing a timestamp and a
-    latency are one observation; counting them as many would fake precision
-    (pseudo-replication). Rows without a latency stay one observation each.
-    """
-    error = np.asarray(outcomes.error, bool)
-    ok = ~error
-    values = metric_values(metric, outcomes.prediction[ok], outcomes.label[ok])
-    values = values[np.isfinite(values)]
-    latency = np.asarray(outcomes.latency, float)
-    timed = np.isfinite(latency)
-    calls = np.unique(
-        np.column_stack([np.asarray(outcomes.ts, float)[timed], latency[timed], error[timed]]),
-        axis=0,
-    )
-    return Arm(
-        values=values,
-        latency=calls[:, 1],
-        error=np.concatenate([calls[:, 2].astype(bool), error[~timed]]),
-        assigned=int(error.size),
-    )
 
 
 async def _current_traffic(rollouts: Any, model: str) -> dict[str, float]:
