@@ -69,8 +69,13 @@ def ks_statistic(reference_sorted: np.ndarray, current: np.ndarray) -> float:
     starts = np.flatnonzero(first)
     ends = np.append(starts[1:], n2)
     values = cur[starts]
-    below = np.searchsorted(reference_sorted, values, side="left")
     upto = np.searchsorted(reference_sorted, values, side="right")
+    # Only values that also occur in the reference need the left rank too (ties).
+    below = upto.copy()
+    present = upto > 0
+    present[present] = reference_sorted[upto[present] - 1] == values[present]
+    if present.any():
+        below[present] = np.searchsorted(reference_sorted, values[present], side="left")
     ahead = float(np.max(below / n1 - starts / n2))  # reference CDF above current's
     behind = float(np.max(ends / n2 - upto / n1))  # current CDF above reference's
     return min(max(ahead, behind, 0.0), 1.0)

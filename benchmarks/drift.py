@@ -1,0 +1,381 @@
+"""Batch drift check: mlwarden against evidently, nannyml, alibi-detect and a plain scipy loop.
+
+One synthetic data set (numeric features of five shapes plus categorical features, a
+known subset of them shifted) goes through every tool's per-feature check: KS on the
+numeric features and chi-square on the categorical ones, the reference fitted once as
+a daemon does. Each tool runs in its own subprocess (peak RSS is per process); the
+peers run in their own virtual environments under benchmarks/.peers/ (gitignored),
+created here with ``python -m venv`` and pinned versions, because they cannot share the
+project's environment (alibi-detect pins numpy < 2).
+
+Printed per tool: fit and check seconds, feature values per second (current rows x
+features / check seconds), peak RSS, the check-time ratio to mlwarden, the verdict
+agreement with the known truth, and for mlwarden the largest deviation of its KS
+statistics and p-values from the scipy loop's.
+
+    python benchmarks/drift.py --size small       # 200k x 55 reference, 50k current
+    python benchmarks/drift.py --size large       # 1M x 105 reference, 200k current
+    python benchmarks/drift.py --size quick       # 20k x 25 / 5k, a smoke run
+
+The first run installs the peers (a few minutes); ``--peers scipy,mlwarden`` skips them.
+
+This file is also the runner each subprocess executes (``--run TOOL --data DIR``), so it
+imports only the standard library and numpy at the top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PEERS_DIR = HERE / ".peers"
+#: Peer -> pinned requirement; each gets its own venv under benchmarks/.peers/.
+PEERS = {
+    "evidently": "evidently==0.7.23",
+    "nannyml": "nannyml==0.13.1",
+    "alibi": "alibi-detect==0.13.0",
+}
+TOOLS = ("mlwarden", "mlwarden_daemon", "scipy", "evidently", "nannyml", "alibi")
+#: reference rows, current rows, numeric features, categorical features
+SIZES = {
+    "quick": (20_000, 5_000, 20, 5),
+    "small": (200_000, 50_000, 50, 5),
+    "large": (1_000_000, 200_000, 100, 5),
+}
+ALPHA = 0.05
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def make_data(directory: Path, ref_rows: int, cur_rows: int, numeric: int, categorical: int,
+              seed: int = 20261126) -> dict[str, Any]:  # fmt: skip
+    """Write the reference and current windows to ``directory``; return the metadata.
+
+    Numeric feature j has one of five shapes (normal, lognormal, uniform, Student t(5),
+    a two-component mixture); every tenth one (j % 10 == 9) is shifted in the current
+    window, alternately by half a standard deviation in mean and by a factor 1.5 in
+    spread. Categorical feature k has 4 + 2k categories with Zipf-like shares; the last
+    one moves a fifth of the top category's share to the rarest category.
+    """
+    rng = np.random.default_rng(seed)
+    names = [f"num_{j:03d}" for j in range(numeric)]
+    ref = np.empty((ref_rows, numeric))
+    cur = np.empty((cur_rows, numeric))
+    truth: dict[str, bool] = {}
+    for j in range(numeric):
+        draw = _shape(j % 5)
+        ref[:, j] = draw(rng, ref_rows)
+        values = draw(rng, cur_rows)
+        shifted = j % 10 == 9
+        if shifted:
+            sd = float(ref[:, j].std())
+            if (j // 10) % 2 == 0:
+                values = values + 0.5 * sd
+            else:
+                centre = float(np.median(ref[:, j]))
+                values = centre + 1.5 * (values - centre)
+        cur[:, j] = values
+        truth[names[j]] = shifted
+    cat_names = [f"cat_{k}" for k in range(categorical)]
+    categories: dict[str, list[str]] = {}
+    ref_cat = np.empty((ref_rows, categorical), dtype=np.int16)
+    cur_cat = np.empty((cur_rows, categorical), dtype=np.int16)
+    for k, name in enumerate(cat_names):
+        size = 4 + 2 * k
+        shares = 1.0 / np.arange(1, size + 1)
+        shares /= shares.sum()
+        moved = shares.copy()
+        shifted = k == categorical - 1
+        if shifted:
+            moved[0] -= 0.2 * shares[0]
+            moved[-1] += 0.2 * shares[0]
+        categories[name] = [f"{name}_v{i}" for i in range(size)]
+        ref_cat[:, k] = rng.choice(size, ref_rows, p=shares)
+        cur_cat[:, k] = rng.choice(size, cur_rows, p=moved)
+        truth[name] = shifted
+    directory.mkdir(parents=True, exist_ok=True)
+    for label, array in (("ref_num", ref), ("cur_num", cur), ("ref_cat", ref_cat),
+                         ("cur_cat", cur_cat)):  # fmt: skip
+        np.save(directory / f"{label}.npy", array)
+    meta = {"numeric": names, "categorical": cat_names, "categories": categories,
+            "truth": truth, "ref_rows": ref_rows, "cur_rows": cur_rows}  # fmt: skip
+    (directory / "meta.json").write_text(json.dumps(meta))
+    return meta
+
+
+def _shape(kind: int):
+    if kind == 0:
+        return lambda rng, n: rng.normal(5.0, 2.0, n)
+    if kind == 1:
+        return lambda rng, n: rng.lognormal(0.0, 0.75, n)
+    if kind == 2:
+        return lambda rng, n: rng.uniform(-3.0, 3.0, n)
+    if kind == 3:
+        return lambda rng, n: rng.standard_t(5, n)
+    return lambda rng, n: np.where(rng.random(n) < 0.3, rng.normal(-2, 0.5, n), rng.normal(1, 1, n))
+
+
+def load(directory: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    meta = json.loads((directory / "meta.json").read_text())
+    arrays = [np.load(directory / f"{n}.npy") for n in ("ref_num", "cur_num", "ref_cat", "cur_cat")]
+    return (meta, *arrays)
+
+
+def frames(directory: Path):
+    """Reference and current pandas DataFrames (categoricals as strings), for the peers."""
+    import pandas as pd
+
+    meta, ref_num, cur_num, ref_cat, cur_cat = load(directory)
+
+    def frame(num: np.ndarray, cat: np.ndarray):
+        data: dict[str, Any] = {n: num[:, j] for j, n in enumerate(meta["numeric"])}
+        for k, name in enumerate(meta["categorical"]):
+            labels = np.array(meta["categories"][name], dtype=object)
+            data[name] = labels[cat[:, k]]
+        return pd.DataFrame(data)
+
+    return meta, frame(ref_num, ref_cat), frame(cur_num, cur_cat)
+
+
+# --- runners (one per subprocess) ------------------------------------------------------
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_scipy(directory: Path) -> dict[str, Any]:
+    """A plain loop: ks_2samp per numeric column, chi2_contingency per categorical one."""
+    import scipy
+    from scipy import stats
+
+    meta, ref_num, cur_num, ref_cat, cur_cat = load(directory)
+    loaded = peak_rss_mb()
+    start = time.perf_counter()
+    out: dict[str, Any] = {}
+    for j, name in enumerate(meta["numeric"]):
+        r = stats.ks_2samp(ref_num[:, j], cur_num[:, j])
+        out[name] = {"statistic": float(r.statistic), "p_value": float(r.pvalue),
+                     "drifted": bool(r.pvalue < ALPHA)}  # fmt: skip
+    for k, name in enumerate(meta["categorical"]):
+        size = len(meta["categories"][name])
+        table = np.vstack([np.bincount(ref_cat[:, k], minlength=size),
+                           np.bincount(cur_cat[:, k], minlength=size)])  # fmt: skip
+        table = table[:, table.sum(axis=0) > 0]
+        r = stats.chi2_contingency(table)
+        out[name] = {"statistic": float(r.statistic), "p_value": float(r.pvalue),
+                     "drifted": bool(r.pvalue < ALPHA)}  # fmt: skip
+    check = time.perf_counter() - start
+    return {"version": f"scipy {scipy.__version__}", "fit_seconds": 0.0, "check_seconds": check,
+            "loaded_rss_mb": loaded, "features": out}  # fmt: skip
+
+
+def run_mlwarden(directory: Path) -> dict[str, Any]:
+    """mlwarden's ks and chi2 classes on the full data: fit once, then score the window."""
+    import mlwarden
+    from mlwarden.plugins.drift.chi2 import ChiSquare
+    from mlwarden.plugins.drift.ks import KolmogorovSmirnov
+    from mlwarden.types import FeatureData
+
+    meta, ref_num, cur_num, ref_cat, cur_cat = load(directory)
+    loaded = peak_rss_mb()
+    start = time.perf_counter()
+    fitted: list[tuple[str, Any]] = []
+    for j, name in enumerate(meta["numeric"]):
+        data = FeatureData(name, "numeric", sample=ref_num[:, j])
+        fitted.append((name, KolmogorovSmirnov().fit(data)))
+    for k, name in enumerate(meta["categorical"]):
+        labels = tuple(meta["categories"][name])
+        counts = np.bincount(ref_cat[:, k], minlength=len(labels))
+        data = FeatureData(name, "categorical", categories=labels, counts=counts)
+        fitted.append((name, ChiSquare().fit(data)))
+    fit = time.perf_counter() - start
+    start = time.perf_counter()
+    out: dict[str, Any] = {}
+    columns = {n: j for j, n in enumerate(meta["numeric"])}
+    for name, method in fitted:
+        if name in columns:
+            data = FeatureData(name, "numeric", sample=cur_num[:, columns[name]])
+        else:
+            k = meta["categorical"].index(name)
+            labels = tuple(meta["categories"][name])
+            counts = np.bincount(cur_cat[:, k], minlength=len(labels))
+            data = FeatureData(name, "categorical", categories=labels, counts=counts)
+        score = method.score(data)
+        out[name] = {"statistic": score.statistic, "p_value": score.p_value,
+                     "drifted": score.drifted}  # fmt: skip
+    check = time.perf_counter() - start
+    return {"version": f"mlwarden {mlwarden.__version__}", "fit_seconds": fit,
+            "check_seconds": check, "loaded_rss_mb": loaded, "features": out}  # fmt: skip
+
+
+def run_mlwarden_daemon(directory: Path) -> dict[str, Any]:
+    """The daemon's batch path: ``Warden.monitor_model_drift(model, DataFrame)``.
+
+    The reference (a Parquet file) is profiled and the methods fitted by a first call;
+    the second call is timed. It profiles the window as ingest does (histograms over the
+    reference's quantile bins, a bounded sample), runs the default methods per feature
+    kind (ks + psi, chi2 + jensen_shannon) and their vote, and stores the report.
+    """
+    import asyncio
+
+    import mlwarden
+    from mlwarden.daemon.config import load_config
+    from mlwarden.daemon.warden import Warden
+
+    meta, ref, cur = frames(directory)
+    base = Path(tempfile.mkdtemp(prefix="mlwarden-bench-"))
+    reference = base / "reference.parquet"
+    ref.to_parquet(reference)
+    del ref
+    config_path = base / "mlwarden.toml"
+    config_path.write_text(
+        f'[daemon]\nbase_path = "{base}"\n\n[[models]]\nname = "bench"\n'
+        f'reference = "{reference}"\ncategorical = {json.dumps(meta["categorical"])}\n'
+    )
+    loaded = peak_rss_mb()
+
+    async def check() -> tuple[float, float, dict[str, Any]]:
+        config = load_config(config_path, env={})
+        async with Warden(config) as warden:
+            start = time.perf_counter()
+            await warden.monitor_model_drift("bench", cur.iloc[:1000])
+            fit = time.perf_counter() - start
+            start = time.perf_counter()
+            report = await warden.monitor_model_drift("bench", cur)
+            return fit, time.perf_counter() - start, report
+
+    fit, seconds, report = asyncio.run(check())
+    out = {}
+    for name, entry in report["feature_drifts"].items():
+        methods = entry.get("methods", {})
+        first = methods.get("ks") or methods.get("chi2") or {}
+        out[name] = {"statistic": first.get("statistic"), "p_value": first.get("p_value"),
+                     "drifted": bool(entry["drifted"])}  # fmt: skip
+    return {"version": f"mlwarden {mlwarden.__version__} (daemon path)", "fit_seconds": fit,
+            "check_seconds": seconds, "loaded_rss_mb": loaded, "features": out}  # fmt: skip
+
+
+RUNNERS = {"scipy": run_scipy, "mlwarden": run_mlwarden, "mlwarden_daemon": run_mlwarden_daemon}
+
+
+# --- orchestration ---------------------------------------------------------------------
+
+
+def peer_python(name: str) -> Path:
+    """The peer's venv interpreter, creating the venv and installing the peer if needed."""
+    venv = PEERS_DIR / name
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if marker.exists() and marker.read_text() == PEERS[name]:
+        return python
+    print(f"installing {PEERS[name]} into {venv} ...", file=sys.stderr, flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", PEERS[name]], check=True)
+    marker.write_text(PEERS[name])
+    return python
+
+
+def run_tool(tool: str, directory: Path) -> dict[str, Any]:
+    python = peer_python(tool) if tool in PEERS else Path(sys.executable)
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               MLFLOW_DISABLE_TELEMETRY="true", MLWARDEN_DISABLE_PLUGIN_AUTOLOAD="1")  # fmt: skip
+    proc = subprocess.run(
+        [str(python), str(Path(__file__).resolve()), "--run", tool, "--data", str(directory)],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def report(meta: dict[str, Any], results: dict[str, dict[str, Any]], size: str) -> str:
+    truth = meta["truth"]
+    features = len(truth)
+    values = meta["cur_rows"] * features
+    base = results.get("mlwarden", {}).get("check_seconds")
+    lines = [
+        f"size {size}: reference {meta['ref_rows']:,} rows, current {meta['cur_rows']:,} rows, "
+        f"{len(meta['numeric'])} numeric + {len(meta['categorical'])} categorical features "
+        f"({sum(truth.values())} shifted)",
+        "",
+        "| tool | version | fit s | check s | values/s | peak RSS MB | check time / mlwarden's "
+        "| verdicts right | false alarms | missed |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for tool, result in results.items():
+        if "error" in result:
+            lines.append(f"| {tool} | error: {result['error'][:80]} |" + " |" * 8)
+            continue
+        seconds = result["check_seconds"]
+        verdicts = {n: f["drifted"] for n, f in result["features"].items()}
+        right = sum(verdicts.get(n) == t for n, t in truth.items())
+        false_alarms = sum(bool(verdicts.get(n)) and not t for n, t in truth.items())
+        missed = sum(t and not verdicts.get(n) for n, t in truth.items())
+        ratio = f"{seconds / base:.1f}x" if base else "-"
+        lines.append(
+            f"| {tool} | {result['version']} | {result['fit_seconds']:.2f} | {seconds:.3f} | "
+            f"{values / seconds:,.0f} | {result['peak_rss_mb']:,.0f} | {ratio} | "
+            f"{right}/{features} | {false_alarms} | {missed} |"
+        )
+    ours, plain = results.get("mlwarden", {}), results.get("scipy", {})
+    if "features" in ours and "features" in plain:
+        same_statistic = all(
+            ours["features"][n]["statistic"] == plain["features"][n]["statistic"]
+            for n in meta["numeric"]
+        )
+        worst = max(
+            abs(ours["features"][n]["p_value"] - plain["features"][n]["p_value"])
+            / plain["features"][n]["p_value"]
+            for n in meta["numeric"] + meta["categorical"]
+            if plain["features"][n]["p_value"] > 1e-300
+        )
+        lines += [
+            "",
+            f"mlwarden vs the scipy loop: KS statistics identical: {same_statistic}; "
+            f"largest relative p-value difference (KS asymptotic and chi2): {worst:.1e}",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", choices=SIZES, default="small")
+    parser.add_argument("--peers", default=",".join(TOOLS), help="comma-separated tools")
+    parser.add_argument("--run", choices=TOOLS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.run:  # inside a tool's subprocess
+        result = RUNNERS[args.run](args.data)
+        result["peak_rss_mb"] = peak_rss_mb()
+        print(json.dumps(result))
+        return
+    tools = [t for t in args.peers.split(",") if t]
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        parser.error(f"unknown tools {unknown}; choose from {', '.join(TOOLS)}")
+    with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
+        directory = Path(tmp)
+        meta = make_data(directory, *SIZES[args.size])
+        results = {}
+        for tool in tools:
+            print(f"running {tool} ...", file=sys.stderr, flush=True)
+            results[tool] = run_tool(tool, directory)
+        print(f"$ python benchmarks/drift.py --size {args.size} --peers {args.peers}\n")
+        print(report(meta, results, args.size))
+
+
+if __name__ == "__main__":
+    main()
