@@ -7,15 +7,22 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from mlwarden import __version__
 from mlwarden.cli import main
 from mlwarden.daemon.config import load_config
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mlwarden", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "mlwarden", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,  # tests.fake_plugins is importable from the checkout's root
     )
 
 
@@ -69,6 +76,17 @@ def test_plugins_fails_naming_a_broken_plugin(tmp_path, capsys):
     assert main(["plugins", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert 'Error importing plugin "tests.fake_plugins.broken_import"' in err
+
+
+def test_run_refuses_to_start_naming_a_broken_plugin(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[daemon]\nbase_path = "{tmp_path / "state"}"\n'
+        'plugins = ["tests.fake_plugins.broken_import"]\n'
+    )
+    result = run("run", "--config", str(path))
+    assert result.returncode == 2
+    assert 'Error importing plugin "tests.fake_plugins.broken_import"' in result.stderr
 
 
 def test_unknown_command_is_a_usage_error():

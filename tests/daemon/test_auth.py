@@ -63,6 +63,7 @@ async def test_auth_matrix(secured_client):
             assert resp.status == want, (route_role, caller, payload)
             if want == 401:
                 assert payload["error"]["code"] == "unauthorized"
+                assert resp.headers["WWW-Authenticate"] == 'Bearer realm="mlwarden"'
                 assert "bearer token" in payload["error"]["message"]
             if want == 403:
                 assert payload["error"]["code"] == "forbidden"

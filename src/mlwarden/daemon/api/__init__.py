@@ -177,7 +177,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except MlwardenError as exc:
-        return json_response(error_body(exc.code, str(exc)), exc.status)
+        response = json_response(error_body(exc.code, str(exc)), exc.status)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="mlwarden"'  # RFC 6750
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
