@@ -19,6 +19,7 @@ __all__ = [
     "Severity",
     "TrainingJob",
     "TrainingResult",
+    "TriggerContext",
 ]
 
 
@@ -165,3 +166,22 @@ class TrainingResult:
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerContext:
+    """What a retraining trigger's ``evaluate`` sees.
+
+    ``event`` is the event being dispatched (``None`` on a periodic tick);
+    ``last_fired`` is when this trigger last fired for this model (Unix time, persisted
+    across restarts; ``None`` if never); ``armed_at`` is when the scheduler first
+    watched this (model, trigger) pair (persisted); ``warden`` gives access to services such as
+    ``warden.service("ingest")`` for triggers that read data.
+    """
+
+    model: str
+    now: float
+    event: Event | None = None
+    last_fired: float | None = None
+    armed_at: float | None = None
+    warden: Any = None

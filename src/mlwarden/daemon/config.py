@@ -103,6 +103,9 @@ class TrainingConfig:
     retry_backoff_seconds: float = 30.0
     timezone: str = "UTC"
     requeue_interrupted: bool = True
+    scheduler_interval_seconds: float = 30.0
+    kill_grace_seconds: float = 10.0
+    log_tail_lines: int = 50
 
 
 @dataclass(frozen=True)
@@ -436,6 +439,7 @@ def _check(config: Config) -> list[str]:
         problems.append("key 'training.max_concurrent_jobs': expected an integer >= 1")
     if t.job_timeout_hours <= 0:
         problems.append("key 'training.job_timeout_hours': expected a positive number")
+    problems.extend(_check_training(config))
     ab = config.ab_testing
     for key in ("confidence_level", "significance_threshold", "srm_threshold", "power"):
         if not 0 < getattr(ab, key) < 1:
@@ -513,6 +517,28 @@ def _check_alerts(alerts: AlertsConfig) -> list[str]:
 _BUILTIN_RULE_NAMES = frozenset(
     {"ModelPerformanceDegraded", "ModelDataDrift", "ModelTrainingFailed", "ModelRolloutFailed"}
 )
+
+
+def _check_training(config: Config) -> list[str]:
+    """Training keys: counts, durations, the time zone and each model's schedule."""
+    from ..plugins.triggers.schedule import cron_problem, timezone_problem
+
+    t = config.training
+    problems = []
+    for key in ("max_retries", "min_training_data_points", "log_tail_lines"):
+        if getattr(t, key) < 0:
+            problems.append(f"key 'training.{key}': expected an integer >= 0")
+    for key in ("retry_backoff_seconds", "kill_grace_seconds"):
+        if getattr(t, key) < 0:
+            problems.append(f"key 'training.{key}': expected a number >= 0")
+    if t.scheduler_interval_seconds <= 0:
+        problems.append("key 'training.scheduler_interval_seconds': expected a positive number")
+    if problem := timezone_problem(t.timezone):
+        problems.append(f"key 'training.timezone': {problem}")
+    for i, model in enumerate(config.models):
+        if model.schedule and (problem := cron_problem(model.schedule)):
+            problems.append(f"key 'models[{i}].schedule': {problem}")
+    return problems
 
 
 def redacted(config: Config) -> dict[str, Any]:

@@ -26,10 +26,12 @@ from .audit import AUDIT_SCHEMA, AuditLog
 from .config import Config, load_config
 from .experiments import ExperimentService
 from .ingest import IngestService
+from .jobs import JobService
 from .monitor import MonitorService
 from .metrics import Metrics
 from .performance import PerformanceService
 from .registry import RegistryService
+from .scheduler import SchedulerService
 from .service import Service
 from .store import Store
 from .tracking import Tracking, disable_telemetry
@@ -46,6 +48,8 @@ SERVICE_CLASSES: tuple[type[Service], ...] = (
     RegistryService,
     PerformanceService,
     ExperimentService,
+    JobService,
+    SchedulerService,
 )
 
 

@@ -1,0 +1,613 @@
+"""The training job queue: persisted jobs, a bounded runner, retries, restarts.
+
+A job is one request to retrain a model (from the API, the scheduler or a trigger).
+At most one job per model is queued or running (the table enforces it); at most
+``training.max_concurrent_jobs`` run at once; each attempt runs the model's trainer
+plugin with a timeout of ``training.job_timeout_hours`` that kills the trainer's whole
+process tree. A failed attempt is retried ``training.max_retries`` times with
+exponential backoff (``retry_backoff_seconds * 2**(attempt-1)``). A job that was
+running when the daemon stopped or died is marked ``interrupted`` and, when
+``training.requeue_interrupted`` holds, requeued as a new job linked to it. A
+successful job's model is registered through the registry service and enters
+validation. Only the daemon holding ``<base>/jobs/runner.lock`` runs jobs, so two
+daemons on one base path never run a job twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+import sqlalchemy as sa
+
+from ..errors import Conflict, InvalidInput, NotFound, PluginError
+from ..plugins.trainers.process import TrainingFailed, TrainingTimedOut
+from ..types import Event, Severity, TrainingJob, TrainingResult
+from .config import Config
+from .job_records import (
+    ACTIVE_STATES,
+    STATES,
+    TERMINAL_STATES,
+    job_record,
+    jobs_table,
+    kill_job_processes,
+    log_tail,
+)
+from .service import Service
+from .store import Schema, create_tables
+
+__all__ = ["JobService"]
+
+logger = logging.getLogger(__name__)
+
+#: How often the runner looks at the queue when nothing wakes it.
+POLL_SECONDS = 2.0
+#: Extra time granted past the job timeout before the runner cancels a trainer that
+#: did not enforce the timeout itself.
+BACKSTOP_SECONDS = 30.0
+
+
+class _NotRetryable(Exception):
+    """A failure that another attempt cannot fix (no data, bad config, registry)."""
+
+
+class JobService(Service):
+    """Owns the training job queue and the tasks that run it."""
+
+    name = "jobs"
+    schema = Schema("jobs", [create_tables(jobs_table)])
+
+    def __init__(self, warden: Any) -> None:
+        super().__init__(warden)
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._cancel_requested: set[str] = set()
+        self._wake = asyncio.Event()
+        self._submit_lock = asyncio.Lock()
+        self._lock_file: IO[str] | None = None
+        self._stopping = False
+        self.jobs_dir = Path(warden.config.base_path) / "jobs"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._check_trainers(self.warden.config)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping = False
+        if self._take_runner_lock():
+            await self._recover()
+        await self._refresh_gauge()
+        self.warden.spawn(self._runner(), name="jobs-runner")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = list(self._running.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._lock_file is not None:
+            self._lock_file.close()  # releases the flock
+            self._lock_file = None
+
+    async def reload(self, config: Config) -> None:
+        self._check_trainers(config)
+        self._wake.set()
+
+    async def health(self) -> dict[str, Any]:
+        counts = await self._counts()
+        status = "ok" if self._lock_file is not None else "degraded"
+        out: dict[str, Any] = {"status": status, "jobs": counts, "running": sorted(self._running)}
+        if self._lock_file is None:
+            out["standby"] = (
+                f"another mlwarden process holds {self.jobs_dir / 'runner.lock'}; "
+                "this one queues jobs but does not run them"
+            )
+        return out
+
+    def routes(self) -> list[Any]:
+        from .api.jobs import job_routes
+
+        return job_routes()
+
+    def _check_trainers(self, config: Config) -> None:
+        for model in config.models:
+            if model.trainer:
+                self._trainer(model.name, model.trainer)
+
+    def _trainer(self, model: str, options: dict[str, Any]) -> Any:
+        opts = dict(options)
+        plugin = opts.pop("plugin", "command")
+        cls = self.warden.plugins.get("trainer", plugin)
+        try:
+            return cls(**opts)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"model {model!r}: trainer {plugin!r}: {exc}") from exc
+
+    def _take_runner_lock(self) -> bool:
+        if self._lock_file is not None:
+            return True
+        fh = open(self.jobs_dir / "runner.lock", "a+")  # noqa: SIM115 (held while running)
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._lock_file = fh
+        return True
+
+    async def _recover(self) -> None:
+        """Jobs left ``running`` by a daemon that died: kill leftovers, interrupt, requeue."""
+        async with self.warden.store.connect() as conn:
+            rows = (
+                (await conn.execute(sa.select(jobs_table).where(jobs_table.c.state == "running")))
+                .mappings()
+                .all()
+            )
+        for row in rows:
+            killed = await asyncio.to_thread(kill_job_processes, row["id"])
+            why = f"the daemon (pid {row['owner_pid']}) stopped while the job was running"
+            if killed:
+                why += f"; killed leftover process group(s) {killed}"
+            await self._interrupt(dict(row), why)
+
+    # -- public API ----------------------------------------------------------------------
+
+    async def submit(self, model: str, *, reason: str, trigger: str = "manual") -> dict[str, Any]:
+        """Queue a training job for ``model``, or return the one already queued or running."""
+        job, _created = await self.submit_job(model, reason=reason, trigger=trigger)
+        return job
+
+    async def submit_job(
+        self, model: str, *, reason: str, trigger: str = "manual"
+    ) -> tuple[dict[str, Any], bool]:
+        """As ``submit``, also saying whether a new job was created."""
+        config = self.warden.config.model(model)
+        if config is None:
+            raise NotFound(f"model {model!r} is not configured (no [[models]] entry)")
+        if not config.trainer:
+            raise Conflict(f"model {model!r} has no trainer configured ([models.trainer])")
+        async with self._submit_lock:
+            existing = await self._active(model)
+            if existing is not None:
+                return existing, False
+            now = self.warden.clock()
+            job_id = uuid.uuid4().hex
+            values = {
+                "id": job_id,
+                "model": model,
+                "state": "queued",
+                "reason": reason,
+                "trigger": trigger,
+                "attempt": 0,
+                "max_attempts": self.warden.config.training.max_retries + 1,
+                "created_at": now,
+                "updated_at": now,
+                "not_before": now,
+                "log_path": str(self.jobs_dir / job_id / "train.log"),
+            }
+            try:
+                async with self.warden.store.begin() as conn:
+                    await conn.execute(jobs_table.insert(), values)
+            except sa.exc.IntegrityError:
+                # Another process queued one between our check and insert.
+                existing = await self._active(model)
+                if existing is not None:
+                    return existing, False
+                raise
+        logger.info("queued training job %s for %s (%s: %s)", job_id, model, trigger, reason)
+        await self._refresh_gauge()
+        self._wake.set()
+        return await self.get(job_id), True
+
+    async def get(self, job_id: str) -> dict[str, Any]:
+        """One job; NotFound if there is none with this id."""
+        async with self.warden.store.connect() as conn:
+            row = (
+                (await conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"training job {job_id!r} not found")
+        return job_record(row)
+
+    async def list(
+        self, *, model: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Jobs, newest first, optionally of one model and/or in one state."""
+        if state is not None and state not in STATES:
+            raise InvalidInput(f"state must be one of {', '.join(STATES)}, got {state!r}")
+        query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc()).limit(limit)
+        if model is not None:
+            query = query.where(jobs_table.c.model == model)
+        if state is not None:
+            query = query.where(jobs_table.c.state == state)
+        async with self.warden.store.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [job_record(r) for r in rows]
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued or running job (a running one's process tree is killed)."""
+        job = await self.get(job_id)
+        if job["state"] in TERMINAL_STATES:
+            raise Conflict(f"training job {job_id} is already {job['state']}")
+        task = self._running.get(job_id)
+        if task is not None:
+            self._cancel_requested.add(job_id)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return await self.get(job_id)
+        updated = await self._update(
+            job_id,
+            {"state": "cancelled", "finished_at": self.warden.clock(), "error": "cancelled"},
+            expect="queued",
+        )
+        if not updated:  # it started meanwhile
+            return await self.cancel(job_id)
+        self.warden.metrics.training_jobs_total.labels("cancelled").inc()
+        await self._refresh_gauge()
+        return await self.get(job_id)
+
+    # -- the runner ----------------------------------------------------------------------
+
+    async def _runner(self) -> None:
+        while not self._stopping:
+            timeout = POLL_SECONDS
+            try:
+                timeout = await self._dispatch()
+            except Exception:
+                logger.exception("training job runner failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    async def _dispatch(self) -> float:
+        """Start queued jobs that are due, up to the limit; return seconds until next look."""
+        if self._lock_file is None:
+            if not self._take_runner_lock():
+                return POLL_SECONDS
+            logger.info("took over the training job runner lock")
+            await self._recover()
+        slots = self.warden.config.training.max_concurrent_jobs - len(self._running)
+        now = self.warden.clock()
+        async with self.warden.store.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        sa.select(jobs_table)
+                        .where(jobs_table.c.state == "queued")
+                        .order_by(jobs_table.c.created_at)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        wait = POLL_SECONDS
+        for row in rows:
+            if row["not_before"] > now:
+                wait = min(wait, row["not_before"] - now)
+                continue
+            if slots <= 0 or self._stopping:
+                break
+            attempt = row["attempt"] + 1
+            started = await self._update(
+                row["id"],
+                {
+                    "state": "running",
+                    "attempt": attempt,
+                    "started_at": now,
+                    "finished_at": None,
+                    "owner_pid": os.getpid(),
+                },
+                expect="queued",
+            )
+            if not started:
+                continue
+            slots -= 1
+            task = self.warden.spawn(self._run(row["id"]), name=f"training-job-{row['id']}")
+            self._running[row["id"]] = task
+        await self._refresh_gauge()
+        return max(wait, 0.01)
+
+    async def _run(self, job_id: str) -> None:
+        job = await self.get(job_id)
+        model, attempt = job["model"], job["attempt"]
+        begun = time.monotonic()
+        training = self.warden.config.training
+        timeout = training.job_timeout_hours * 3600.0
+        try:
+            await self.warden.emit(
+                Event(
+                    kind="training_started",
+                    model=model,
+                    message=f"training job {job_id} started (attempt {attempt})",
+                    data={"job_id": job_id, "reason": job["reason"], "attempt": attempt},
+                )
+            )
+            model_config = self.warden.config.model(model)
+            if model_config is None or not model_config.trainer:
+                raise _NotRetryable(f"model {model!r} has no trainer configured any more")
+            try:
+                trainer = self._trainer(model, model_config.trainer)
+            except PluginError as exc:
+                raise _NotRetryable(str(exc)) from exc
+            await self._check_data(model)
+            job_dir = self.jobs_dir / job_id
+            job_dir.mkdir(parents=True, exist_ok=True)
+            with open(job["log_path"], "a", encoding="utf-8") as log:
+                log.write(f"=== mlwarden: attempt {attempt} of job {job_id} ({model}) ===\n")
+            request = TrainingJob(
+                id=job_id,
+                model=model,
+                reason=job["reason"],
+                tracking_uri=self.warden.config.tracking_uri,
+                output_path=str(job_dir / "output.json"),
+                log_path=job["log_path"],
+                timeout_seconds=timeout,
+                options={
+                    "kill_grace_seconds": training.kill_grace_seconds,
+                    "experiment": self.warden.config.mlflow.experiment,
+                },
+                attempt=attempt,
+            )
+            try:
+                async with asyncio.timeout(
+                    timeout + training.kill_grace_seconds + BACKSTOP_SECONDS
+                ):
+                    result = await trainer.train(request)
+            except TimeoutError as exc:
+                raise TrainingTimedOut(
+                    f"trainer did not finish within the job timeout of {timeout:g}s"
+                ) from exc
+            if not isinstance(result, TrainingResult):
+                raise _NotRetryable(f"trainer returned {type(result).__name__}, not TrainingResult")
+            self._check_reported_data(result)
+            version = await self._register(job_id, model, result)
+        except asyncio.CancelledError:
+            await self._cancelled(job_id, begun)
+            return
+        except TrainingTimedOut as exc:
+            await self._finish(job_id, "timed_out", begun, error=str(exc))
+        except Exception as exc:
+            retry = not isinstance(exc, _NotRetryable) and attempt < job["max_attempts"]
+            if not isinstance(exc, TrainingFailed | _NotRetryable):
+                logger.exception("training job %s: trainer raised", job_id)
+            message = str(exc) or type(exc).__name__
+            if retry:
+                await self._retry(job_id, attempt, begun, message)
+            else:
+                await self._finish(job_id, "failed", begun, error=message)
+        else:
+            await self._finish(
+                job_id,
+                "succeeded",
+                begun,
+                model_uri=result.model_uri,
+                run_id=result.run_id,
+                metrics=json.dumps(result.metrics),
+                version=version,
+            )
+        finally:
+            self._running.pop(job_id, None)
+            self._cancel_requested.discard(job_id)
+            self._wake.set()
+
+    async def _check_data(self, model: str) -> None:
+        minimum = self.warden.config.training.min_training_data_points
+        ingest = self.warden.services.get("ingest")
+        if minimum <= 0 or ingest is None:
+            return
+        count = await ingest.count_predictions(model)
+        if count < minimum:
+            raise _NotRetryable(
+                f"model {model!r} has {count} recorded predictions; "
+                f"training.min_training_data_points is {minimum}"
+            )
+
+    def _check_reported_data(self, result: TrainingResult) -> None:
+        minimum = self.warden.config.training.min_training_data_points
+        points = result.params.get("data_points")
+        if isinstance(points, int) and points < minimum:
+            raise _NotRetryable(
+                f"trainer reports {points} training data points; "
+                f"training.min_training_data_points is {minimum}"
+            )
+
+    async def _register(self, job_id: str, model: str, result: TrainingResult) -> str | None:
+        registry = self.warden.services.get("registry")
+        if registry is None:
+            raise _NotRetryable(
+                f"no registry service to register {result.model_uri}; the model stays in MLflow"
+            )
+        params = {k: v for k, v in result.params.items() if k != "data_points"} or None
+        lineage = {"training_job": job_id}
+        if result.run_id:
+            lineage["run_id"] = result.run_id
+        try:
+            record = await registry.register(
+                model,
+                model_uri=result.model_uri,
+                metrics=result.metrics or None,
+                params=params,
+                lineage={
+                    "training_job": job_id,
+                    **({"run_id": result.run_id} if result.run_id else {}),
+                },
+                author="mlwarden",
+            )
+        except Exception as exc:
+            raise _NotRetryable(f"registering {result.model_uri} failed: {exc}") from exc
+        return str(record.get("version")) if record.get("version") is not None else None
+
+    # -- state changes -------------------------------------------------------------------
+
+    async def _update(self, job_id: str, values: dict[str, Any], *, expect: str) -> bool:
+        values = {**values, "updated_at": self.warden.clock()}
+        async with self.warden.store.begin() as conn:
+            result = await conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == job_id, jobs_table.c.state == expect)
+                .values(**values)
+            )
+        return result.rowcount == 1
+
+    async def _tail(self, job_id: str) -> str:
+        path = self.jobs_dir / job_id / "train.log"
+        return await asyncio.to_thread(log_tail, path, self.warden.config.training.log_tail_lines)
+
+    async def _finish(self, job_id: str, state: str, begun: float, **values: Any) -> None:
+        now = self.warden.clock()
+        tail = await self._tail(job_id)
+        await self._update(
+            job_id,
+            {"state": state, "finished_at": now, "log_tail": tail, **values},
+            expect="running",
+        )
+        self.warden.metrics.training_jobs_total.labels(state).inc()
+        self.warden.metrics.training_job_duration.observe(time.monotonic() - begun)
+        await self._refresh_gauge()
+        job = await self.get(job_id)
+        data = {"job_id": job_id, "reason": job["reason"], "attempt": job["attempt"]}
+        if state == "succeeded":
+            data.update(version=job["version"], model_uri=job["model_uri"], metrics=job["metrics"])
+            kind, severity = "training_succeeded", Severity.INFO
+            message = f"training job {job_id} succeeded: version {job['version']} in validation"
+        else:
+            data.update(state=state, error=job["error"], log_tail=tail)
+            kind, severity = "training_failed", Severity.CRITICAL
+            message = f"training job {job_id} {state.replace('_', ' ')}: {job['error']}"
+        await self.warden.audit.record(
+            actor="mlwarden",
+            action=f"training job {state}",
+            target=f"model={job['model']},job={job_id}",
+            outcome=state,
+            detail={k: v for k, v in data.items() if k != "log_tail"},
+        )
+        await self.warden.emit(
+            Event(kind=kind, model=job["model"], severity=severity, message=message, data=data)
+        )
+
+    async def _retry(self, job_id: str, attempt: int, begun: float, error: str) -> None:
+        training = self.warden.config.training
+        delay = training.retry_backoff_seconds * 2 ** (attempt - 1)
+        tail = await self._tail(job_id)
+        await self._update(
+            job_id,
+            {
+                "state": "queued",
+                "not_before": self.warden.clock() + delay,
+                "error": error,
+                "log_tail": tail,
+            },
+            expect="running",
+        )
+        self.warden.metrics.training_job_duration.observe(time.monotonic() - begun)
+        logger.warning(
+            "training job %s attempt %d failed (%s); retrying in %.1fs",
+            job_id,
+            attempt,
+            error,
+            delay,
+        )
+        await self._refresh_gauge()
+
+    async def _cancelled(self, job_id: str, begun: float) -> None:
+        if job_id in self._cancel_requested:
+            await self._finish(job_id, "cancelled", begun, error="cancelled by an operator")
+            return
+        row = await self.get(job_id)
+        await self._interrupt(row, "the daemon stopped while the job was running")
+
+    async def _interrupt(self, row: dict[str, Any], why: str) -> None:
+        """Mark a running job interrupted and, by policy, queue its continuation."""
+        now = self.warden.clock()
+        requeue = self.warden.config.training.requeue_interrupted
+        new_id = uuid.uuid4().hex if requeue else None
+        tail = await self._tail(row["id"])
+        async with self.warden.store.begin() as conn:
+            result = await conn.execute(
+                jobs_table.update()
+                .where(jobs_table.c.id == row["id"], jobs_table.c.state == "running")
+                .values(
+                    state="interrupted",
+                    finished_at=now,
+                    updated_at=now,
+                    error=why,
+                    log_tail=tail,
+                    requeued_as=new_id,
+                )
+            )
+            if result.rowcount != 1:
+                return
+            if new_id is not None:
+                await conn.execute(
+                    jobs_table.insert(),
+                    {
+                        "id": new_id,
+                        "model": row["model"],
+                        "state": "queued",
+                        "reason": row["reason"],
+                        "trigger": row["trigger"],
+                        "attempt": max(row["attempt"] - 1, 0),
+                        "max_attempts": row["max_attempts"],
+                        "created_at": now,
+                        "updated_at": now,
+                        "not_before": now,
+                        "requeued_from": row["id"],
+                        "log_path": str(self.jobs_dir / new_id / "train.log"),
+                    },
+                )
+        self.warden.metrics.training_jobs_total.labels("interrupted").inc()
+        logger.warning(
+            "training job %s interrupted (%s)%s",
+            row["id"],
+            why,
+            f"; requeued as {new_id}" if new_id else "",
+        )
+        await self.warden.audit.record(
+            actor="mlwarden",
+            action="training job interrupted",
+            target=f"model={row['model']},job={row['id']}",
+            outcome="interrupted",
+            detail={"why": why, "requeued_as": new_id},
+        )
+        await self._refresh_gauge()
+
+    async def _active(self, model: str) -> dict[str, Any] | None:
+        async with self.warden.store.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        sa.select(jobs_table).where(
+                            jobs_table.c.model == model, jobs_table.c.state.in_(ACTIVE_STATES)
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return job_record(row) if row is not None else None
+
+    async def _counts(self) -> dict[str, int]:
+        async with self.warden.store.connect() as conn:
+            rows = await conn.execute(
+                sa.select(jobs_table.c.state, sa.func.count()).group_by(jobs_table.c.state)
+            )
+            counts = dict(rows.all())
+        return {state: int(counts.get(state, 0)) for state in STATES}
+
+    async def _refresh_gauge(self) -> None:
+        for state, count in (await self._counts()).items():
+            self.warden.metrics.training_jobs.labels(state).set(count)

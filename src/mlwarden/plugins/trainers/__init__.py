@@ -1,0 +1,1 @@
+"""Built-in trainers: ``command`` (an argv) and ``python`` (an importable function)."""

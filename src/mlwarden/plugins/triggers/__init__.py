@@ -1,0 +1,1 @@
+"""Built-in retraining triggers: ``schedule``, ``drift``, ``performance``, ``regime``."""
