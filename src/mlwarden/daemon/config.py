@@ -135,6 +135,9 @@ class DeploymentConfig:
     max_loaded_models: int = 8
     traffic_backends: tuple[str, ...] = ("mlflow_alias",)
     strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Rollouts (daemon/rollout.py; see docs/rollouts.md).
+    tick_seconds: float = 5.0
+    traffic_backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

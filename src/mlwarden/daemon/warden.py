@@ -31,6 +31,7 @@ from .monitor import MonitorService
 from .metrics import Metrics
 from .performance import PerformanceService
 from .registry import RegistryService
+from .rollout import RolloutService
 from .scheduler import SchedulerService
 from .service import Service
 from .store import Store
@@ -46,6 +47,7 @@ SERVICE_CLASSES: tuple[type[Service], ...] = (
     IngestService,
     MonitorService,
     RegistryService,
+    RolloutService,
     PerformanceService,
     ExperimentService,
     JobService,
