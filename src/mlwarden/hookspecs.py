@@ -61,7 +61,10 @@ def mlwarden_notifiers() -> list[type]:
 
     Called once when the plugin manager is built. A notifier has
     ``async send(notification: Notification) -> None`` and raises on failure, so the
-    durable outbox retries it. Results are concatenated; names are unique.
+    durable outbox retries it. A notifier with several destinations may also offer
+    ``targets() -> list[str]`` (stable keys) and ``send(notification, *, target=key)``:
+    the outbox then retries each destination on its own, so none receives a message
+    twice. Results are concatenated; names are unique.
     """
 
 
