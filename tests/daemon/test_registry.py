@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sklearn import metrics as skm
 
 from mlwarden import hookimpl
 from mlwarden.daemon.warden import Warden
@@ -286,7 +287,24 @@ async def test_compare_side_by_side(lab):
     assert body["params"]["changed"] == {"alpha": {"a": "1", "b": "2"}}
     assert body["params"]["only_a"] == {"depth": "2"} and body["params"]["only_b"] == {"seed": "7"}
     assert body["window"]["hours"] == 2
-    assert set(body["performance"]) == {"a", "b"} and set(body["drift"]) == {"a", "b"}
+    assert set(body["drift"]) == {"a", "b"}
+    # live performance of both versions over the same window, from the ingest path
+    ingest = warden.service("ingest")
+    truth = {"1.0.0": ([1.0, 2.0, 3.0], [1.5, 2.0, 2.0]), "1.1.0": ([1.0, 2.0], [1.0, 2.5])}
+    now = warden.clock()
+    for version, (labels, predictions) in truth.items():
+        records = [
+            {"id": f"{version}-{i}", "ts": now - 60, "version": version,
+             "features": {"x": 1.0}, "prediction": p}
+            for i, p in enumerate(predictions)
+        ]  # fmt: skip
+        await ingest.record_predictions("btc", {"records": records})
+        labelled = [{"id": f"{version}-{i}", "label": y} for i, y in enumerate(labels)]
+        await ingest.record_labels("btc", {"labels": labelled})
+    body = await (await client.get("/api/models/compare?a=btc@1.0.0&b=btc@1.1.0")).json()
+    assert body["performance"]["a"]["mse"] == pytest.approx(skm.mean_squared_error(*truth["1.0.0"]))
+    assert body["performance"]["b"]["mse"] == pytest.approx(skm.mean_squared_error(*truth["1.1.0"]))
+    assert body["performance"]["a"]["samples"] == 3 and body["performance"]["b"]["samples"] == 2
 
 
 def artifact_dir(record: dict):

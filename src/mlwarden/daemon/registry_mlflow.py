@@ -334,8 +334,18 @@ def mirror_model(
 ) -> None:
     """Make MLflow's status tags and aliases of ``model`` match the registry's records."""
     by_version = {r["version"]: r for r in records}
+    # One read, then only the writes that change something (a transition touches one
+    # or two versions; the reconcile at start usually none).
+    current = {
+        int(v.version): dict(v.tags or {})
+        for v in client.search_model_versions(f"name = '{_quote(model)}'")
+    }
     for record in records:
-        set_version_tags(client, model, record["mlflow_version"], status_tags(record))
+        have = current.get(record["mlflow_version"], {})
+        wanted_tags = status_tags(record)
+        changed = {k: v for k, v in wanted_tags.items() if have.get(k) != v}
+        if changed:
+            set_version_tags(client, model, record["mlflow_version"], changed)
     present = aliases(client, model)
     for alias, version in wanted.items():
         number = by_version[version]["mlflow_version"] if version in by_version else None
@@ -344,3 +354,8 @@ def mirror_model(
     for alias in set(present) - set(wanted):
         if alias in managed:
             set_alias(client, model, alias, None)
+
+
+def _quote(name: str) -> str:
+    """A model name inside a single-quoted MLflow filter string."""
+    return name.replace("'", "\\'")

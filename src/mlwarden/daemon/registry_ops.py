@@ -30,6 +30,12 @@ async def promote(
     if strategy is not None and (not isinstance(strategy, str) or not strategy):
         raise InvalidInput(f"strategy: expected a strategy name, got {strategy!r}")
     record = await registry.get(model, version)
+    config = warden.config.model(model)
+    chosen = strategy or (config.strategy if config else "")
+    rollouts = warden.services.get("rollouts")
+    if rollouts is not None and chosen and chosen != "direct":
+        # A strategy (asked for, or the model's) hands over to the rollout controller.
+        return await rollouts.start(model, version, strategy=chosen, actor=actor)
     previous = await registry.production(model)
     if record["status"] == Status.PRODUCTION:
         raise Conflict(f"model {model!r} version {version} is already in production")
@@ -53,6 +59,10 @@ async def rollback(
     warden: Warden, model: str, version: str | None = None, *, actor: str
 ) -> dict[str, Any]:
     """Restore the previous production version (or ``version``); the current one is deprecated."""
+    rollouts = warden.services.get("rollouts")
+    if rollouts is not None and model in rollouts.active:
+        # An active rollout rolls back to its baseline (the fast path, no analysis).
+        return await rollouts.rollback(model, version=version, actor=actor)
     registry = warden.service("registry")
     current = await registry.production(model)
     target = version if version is not None else await registry.rollback_target(model)
@@ -145,15 +155,40 @@ async def _performance(
 async def _drift(
     warden: Warden, model: str, version: str, since: float, until: float
 ) -> dict[str, Any]:
-    """Drift of the model over the same window, from the monitor's history when it has one."""
+    """Drift over the same window, from the monitor's stored reports.
+
+    Reports of a check restricted to this version are preferred; the model-wide
+    reports of the window (what the monitor loop stores) are used otherwise.
+    """
     monitor = warden.services.get("monitor")
-    history = getattr(monitor, "drift_history", None)
-    if history is None:
-        return {"available": False, "reason": "no drift history service"}
+    if monitor is None or not hasattr(monitor, "history"):
+        return {"available": False, "reason": "the drift monitor is not running"}
     try:
-        days = (until - since) / 86400
-        reports = await history(model, days=days)
+        reports = await monitor.history(model, days=(until - since) / 86400)
     except Exception as exc:
-        logger.warning("drift history of %s unavailable for compare: %s", model, exc)
         return {"available": False, "reason": str(exc)}
-    return {"available": True, "scope": "model", "version": version, "reports": reports}
+    reports = [r for r in reports if since <= _checked_at(r) <= until]
+    own = [r for r in reports if (r.get("window") or {}).get("version") == version]
+    chosen = own or [r for r in reports if not (r.get("window") or {}).get("version")]
+    if not chosen:
+        return {"available": False, "reason": "no drift check in the window"}
+    latest = chosen[-1]
+    scores = [r.get("drift_score") for r in chosen if r.get("drift_score") is not None]
+    return {
+        "available": True,
+        "scope": "version" if own else "model",
+        "checks": len(chosen),
+        "drift_detected_checks": sum(1 for r in chosen if r.get("drift_detected")),
+        "max_drift_score": max(scores) if scores else None,
+        "latest": {
+            key: latest.get(key)
+            for key in ("checked_at", "drift_detected", "drift_score", "recommendation")
+        },
+    }
+
+
+def _checked_at(report: dict[str, Any]) -> float:
+    value = report.get("checked_at")
+    if isinstance(value, int | float):
+        return float(value)
+    return float((report.get("window") or {}).get("end") or 0.0)
