@@ -232,3 +232,30 @@ async def test_route_endpoint_is_sticky(setup):
         version = (await resp.json())["version"]
         assert seen.setdefault(key, version) == version
     assert 0.15 < list(seen.values()).count(good) / len(seen) < 0.45
+
+
+async def test_promote_and_rollback_routes_hand_over_to_the_controller(setup, clock):
+    warden, client, (stable, good, _bad) = setup
+    rollouts = warden.service("rollouts")
+    resp = await client.post(
+        "/api/models/price/promote", json={"version": good, "strategy": "canary"}
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert (body["state"], body["candidate"], body["baseline"]) == ("progressing", good, stable)
+    resp = await client.post("/api/models/price/rollback", json={})
+    body = await resp.json()
+    assert resp.status == 200 and body["state"] == "rolled_back", body
+    assert await rollouts.traffic("price") == {stable: 1.0}
+    # The manual fast path does not fail the candidate: it may be rolled out again.
+    assert (await warden.service("registry").get("price", good))["status"] == "staging"
+    # Without a strategy (none asked, none configured for the model): a direct switch,
+    # and the traffic table follows the new production version.
+    resp = await client.post("/api/models/price/promote", json={"version": good})
+    assert resp.status == 200 and (await resp.json())["strategy"] == "direct"
+    for _ in range(100):
+        if rollouts.traffic_tables.get("price") == {good: 1.0}:
+            break
+        await asyncio.sleep(0.02)
+    assert rollouts.traffic_tables.get("price") == {good: 1.0}
+    assert rollouts.route("price", "anyone") == good

@@ -184,10 +184,11 @@ class RolloutService(Service):
                 )
             table = self.traffic_tables.get(model)
             production = await registry.production(model)
-            if table:
+            current = production["version"] if production else None
+            if table and current not in table:
                 baseline = max(sorted(table), key=lambda v: table[v])
             else:
-                baseline = production["version"] if production else None
+                baseline = current
             if baseline == version and (not table or table.get(version) == 1.0):
                 raise Conflict(f"model {model!r} version {version} already serves all traffic")
             if record["status"] == "validation":
