@@ -6,6 +6,8 @@ import logging
 import random
 from types import SimpleNamespace
 
+import pytest
+
 from mlwarden.daemon.outbox import Outbox
 from mlwarden.types import Event, Severity
 from tests.daemon import test_alerts as base
@@ -142,3 +144,48 @@ async def test_notifier_removed_by_reload_drops_its_rows(alerting, clock, make_c
     dropped = await alerts.outbox.entries("dropped")
     assert {r["notifier"] for r in dropped} == {"multi"} and len(dropped) == 2
     assert "no longer configured" in dropped[0]["last_error"]
+
+
+async def test_destination_removed_by_reload_drops_only_its_rows(alerting, clock, make_config):
+    warden = await alerting(TWO_DESTINATIONS)
+    alerts = warden.service("alerts")
+    DOWN.add("multi")
+    await warden.emit(drift())
+    clock.advance(30)
+    await alerts.tick()
+    fewer = TWO_DESTINATIONS.replace('["mail", "chat"]', '["mail"]')
+    await warden.reload(make_config(CONFIG + fewer))
+    DOWN.clear()
+    clock.advance(600)
+    await alerts.tick()
+    assert [t for t, _ in INBOXES["multi"]] == ["mail"]
+    [dropped] = await alerts.outbox.entries("dropped")
+    assert dropped["target"] == "chat" and "no longer configured" in dropped["last_error"]
+
+
+async def test_sent_rows_and_resolved_alerts_are_pruned_after_retention(alerting, clock):
+    warden = await alerting()
+    alerts = warden.service("alerts")
+    await warden.emit(drift())
+    clock.advance(30)
+    await alerts.tick()
+    await warden.emit(drift(kind="drift_resolved"))
+    await alerts.tick()
+    assert len(await alerts.outbox.entries("sent")) == 2
+    clock.advance(31 * 86400)  # past the default 30 days
+    await alerts.tick()
+    assert await alerts.outbox.entries() == []
+    assert await alerts.alerts(state="all") == []
+
+
+async def test_a_bad_reload_keeps_the_working_notifiers(alerting, clock, make_config):
+    from mlwarden.errors import PluginError
+
+    warden = await alerting()
+    bad = '[[notifiers]]\nname = "x"\nplugin = "apprise"\nurls = ["nonsense://"]\n'
+    with pytest.raises(PluginError, match="notifier 'x'"):
+        await warden.reload(make_config(CONFIG + bad))
+    await warden.emit(drift())
+    clock.advance(30)
+    await warden.service("alerts").tick()
+    assert inbox() == [("firing", "btc")]

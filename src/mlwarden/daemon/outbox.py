@@ -151,6 +151,10 @@ class Outbox:
             for row in rows:
                 await self._drop(row, f"notifier {name!r} is no longer configured")
             return 0
+        if target and target not in notifier.targets():
+            for row in rows:
+                await self._drop(row, f"destination {target} of {name!r} is no longer configured")
+            return 0
         sent = 0
         timeout = self.settings().send_timeout_seconds
         for row in rows:
