@@ -121,6 +121,9 @@ async def test_degradation_raises_once_and_recovery_once(perf):
     assert (await client.get("/api/models/nope/performance-history")).status == 404
     text = await (await client.get("/metrics")).text()
     assert 'mlwarden_model_metric{metric="mse",model="m",version="1.0.0"}' in text
+    clock.now += 31 * 86400  # past monitoring.retention_days (30)
+    assert await service.purge() == 5
+    assert (await warden.get_model_performance_history("m", days=365))["history"] == []
 
 
 async def test_hovering_at_the_threshold_does_not_flap(perf):

@@ -159,6 +159,13 @@ async def test_lifecycle_gates_aliases_rollback_and_restart(lab):
 
     # all of it survives a restart: a new Warden on the same base path
     before = await warden.service("registry").versions("btc")
+    # MLflow drifting from the registry (a crash between the two, a hand edit) is repaired
+    # at start: the registry's tables are the lifecycle's source of truth.
+    mlflow = warden.tracking.client
+    await asyncio.to_thread(mlflow.delete_registered_model_alias, "btc", "champion")
+    await asyncio.to_thread(
+        mlflow.set_model_version_tag, "btc", "2", "mlwarden.status", "production"
+    )
     await warden.stop()
     again, client2 = await start()
     after = await again.service("registry").versions("btc")

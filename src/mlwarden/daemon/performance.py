@@ -98,6 +98,7 @@ class PerformanceService(Service):
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.warden.config.monitoring.interval_seconds)
+            await self.purge()
             for model in self.warden.config.models:
                 try:
                     await self.evaluate(model.name)
@@ -311,6 +312,13 @@ class PerformanceService(Service):
         return dict(row) if row else None
 
     # -- history -----------------------------------------------------------------------
+
+    async def purge(self) -> int:
+        """Drop history older than ``monitoring.retention_days``; the number of rows."""
+        cutoff = self.warden.clock() - self.warden.config.monitoring.retention_days * 86400
+        async with self.warden.store.begin() as conn:
+            result = await conn.execute(history_table.delete().where(history_table.c.ts < cutoff))
+        return int(result.rowcount or 0)
 
     async def history(self, model: str, days: float = 30.0) -> dict[str, Any]:
         """Measured windows of ``model`` over the last ``days``, oldest first, and state."""

@@ -55,7 +55,8 @@ class RegistryService(Service):
     def __init__(self, warden: Any) -> None:
         super().__init__(warden)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.mirror_errors = 0
+        #: Models whose MLflow mirror failed last time (repaired at the next change or start).
+        self.mirror_failing: set[str] = set()
 
     async def start(self) -> None:
         for model in await self.model_names():
@@ -74,8 +75,11 @@ class RegistryService(Service):
         return registry_routes()
 
     async def health(self) -> dict[str, Any]:
-        status = "degraded" if self.mirror_errors else "ok"
-        return {"status": status, "models": len(await self.model_names())}
+        status = "degraded" if self.mirror_failing else "ok"
+        out: dict[str, Any] = {"status": status, "models": len(await self.model_names())}
+        if self.mirror_failing:
+            out["mlflow_mirror_failing"] = sorted(self.mirror_failing)
+        return out
 
     @property
     def client(self) -> Any:
@@ -369,9 +373,10 @@ class RegistryService(Service):
         async with self.warden.store.connect() as conn:
             wanted = await self._aliases(conn, model)
         await asyncio.to_thread(mlf.mirror_model, self.client, model, records, wanted)
+        self.mirror_failing.discard(model)
 
     def _mirror_failed(self, model: str, exc: Exception) -> None:
-        self.mirror_errors += 1
+        self.mirror_failing.add(model)
         logger.error("could not mirror model %s to MLflow: %s", model, exc, exc_info=exc)
         self.warden.record_error(f"registry mirror {model}", repr(exc))
 
