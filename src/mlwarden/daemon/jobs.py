@@ -322,9 +322,20 @@ class JobService(Service):
         return max(wait, 0.01)
 
     async def _run(self, job_id: str) -> None:
+        begun = time.monotonic()
+        try:
+            await self._attempt(job_id, begun)
+        except asyncio.CancelledError:
+            # Cancelled by an operator or by the daemon stopping, at whatever point.
+            await self._cancelled(job_id, begun)
+        finally:
+            self._running.pop(job_id, None)
+            self._cancel_requested.discard(job_id)
+            self._wake.set()
+
+    async def _attempt(self, job_id: str, begun: float) -> None:
         job = await self.get(job_id)
         model, attempt = job["model"], job["attempt"]
-        begun = time.monotonic()
         training = self.warden.config.training
         timeout = training.job_timeout_hours * 3600.0
         try:
@@ -375,9 +386,6 @@ class JobService(Service):
                 raise _NotRetryable(f"trainer returned {type(result).__name__}, not TrainingResult")
             self._check_reported_data(result)
             version = await self._register(job_id, model, result)
-        except asyncio.CancelledError:
-            await self._cancelled(job_id, begun)
-            return
         except TrainingTimedOut as exc:
             await self._finish(job_id, "timed_out", begun, error=str(exc))
         except Exception as exc:
@@ -399,10 +407,6 @@ class JobService(Service):
                 metrics=json.dumps(result.metrics),
                 version=version,
             )
-        finally:
-            self._running.pop(job_id, None)
-            self._cancel_requested.discard(job_id)
-            self._wake.set()
 
     async def _check_data(self, model: str) -> None:
         minimum = self.warden.config.training.min_training_data_points

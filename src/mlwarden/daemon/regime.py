@@ -73,7 +73,7 @@ class VolatilityCusum:
         *,
         ratio: float = 2.0,
         threshold: float = 12.0,
-        warmup: int = 200,
+        warmup: int = 500,
         clip: float = 25.0,
     ) -> None:
         if not ratio > 1:

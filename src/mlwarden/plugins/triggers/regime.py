@@ -57,7 +57,7 @@ class RegimeTrigger:
         transform: str = "none",
         ratio: float = 2.0,
         threshold: float = 12.0,
-        warmup: int = 200,
+        warmup: int = 500,
         clip: float = 25.0,
         lookback_hours: float = 168.0,
         interval_seconds: float = 300.0,
