@@ -163,12 +163,10 @@ def _from_config(rc: AlertRuleConfig, base: AlertRule | None) -> AlertRule:
             match=dict(rc.match),
             group_by=tuple(rc.group_by),
         )
+    # Keys left at their default keep the built-in's value.
+    blank = AlertRuleConfig(name=rc.name)
     changes: dict[str, Any] = {}
-    defaults = {f.name: f for f in dataclasses.fields(AlertRuleConfig)}
     for key in ("fire_on", "resolve_on", "severity", "summary", "labels", "match", "group_by"):
-        value = getattr(rc, key)
-        f = defaults[key]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        if value != default:
-            changes[key] = value
+        if getattr(rc, key) != getattr(blank, key):
+            changes[key] = getattr(rc, key)
     return dataclasses.replace(base, **changes)
