@@ -220,6 +220,23 @@ async def test_background_loop_concludes_sequential_and_waits_for_fixed_horizon(
     assert record["result"]["test"] == "welch" and record["winner"] == "1.1.0"
 
 
+async def test_a_running_experiment_and_its_sequential_state_survive_a_restart(lab, make_config):
+    warden, _, _, _ = await lab()
+    exp_id = await warden.start_ab_test("m@1.0.0", "m@1.1.0", "durable", 0.5, 2)
+    await serve(warden, 300)
+    first = await warden.evaluate_ab_test(exp_id)
+    assert first["sequential_state"]["primary"]["looks"] == 1
+    await warden.stop()
+    async with Warden(make_config(CONFIG)) as again:
+        await again.service("ingest").model_state("m").ready.wait()
+        record = await again.service("experiments").get(exp_id)
+        assert record["status"] == "running" and record["evaluations"] == 1
+        second = await again.evaluate_ab_test(exp_id)
+        state = second["sequential_state"]["primary"]
+        assert state["looks"] == 2 and state["p_value"] <= first["p_value"]
+        assert second["samples"] == first["samples"]
+
+
 async def test_sample_ratio_mismatch_blocks_the_winner(lab):
     warden, clock, _, _ = await lab()
     exp_id = await warden.start_ab_test("m@1.0.0", "m@1.1.0", "srm", 0.5, 2)

@@ -119,7 +119,7 @@ class ExperimentService(Service):
             )
         ingest = self.warden.service("ingest")
         await ingest.outcomes(model, since=self.warden.clock())  # NotFound for unknown models
-        registry = self.warden.services.get("registry")
+        registry: Any = self.warden.services.get("registry")
         if registry is not None:
             for version in (version_a, version_b):
                 await registry.get(model, version)
