@@ -10,13 +10,18 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
+    "Analysis",
+    "Check",
     "Decision",
     "DriftScore",
     "Event",
     "FeatureData",
     "FeatureKind",
     "Notification",
+    "RolloutView",
     "Severity",
+    "Step",
+    "Thresholds",
     "TrainingJob",
     "TrainingResult",
     "TriggerContext",
@@ -185,3 +190,8 @@ class TriggerContext:
     last_fired: float | None = None
     armed_at: float | None = None
     warden: Any = None
+
+
+# The deployment-strategy contract, defined next to the strategies' base class and
+# re-exported here so that a third-party strategy needs only ``mlwarden.types``.
+from .plugins.strategies import Analysis, Check, RolloutView, Step, Thresholds  # noqa: E402

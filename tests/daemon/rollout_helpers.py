@@ -15,7 +15,7 @@ from mlwarden.daemon.warden import Warden
 FEATURES = ("x1", "x2", "x3")
 TRUE_COEF = np.array([1.0, -2.0, 0.5])
 
-MODEL_CONFIG = """
+DEPLOYMENT_CONFIG = """
 [deployment]
 tick_seconds = 3600
 [deployment.strategies.canary]
@@ -37,10 +37,13 @@ min_samples = 30
 max_metric_increase = 0.5
 max_latency_ratio = 100
 latency_slack_seconds = 5
+"""
+MODELS_CONFIG = """
 [[models]]
 name = "price"
 features = ["x1", "x2", "x3"]
 """
+MODEL_CONFIG = DEPLOYMENT_CONFIG + MODELS_CONFIG
 
 
 class Clock:
@@ -125,3 +128,51 @@ async def send_traffic(client: Any, n: int, prefix: str, seed: int) -> list[dict
 def shares(predictions: list[dict[str, Any]]) -> dict[str, float]:
     versions = [p["version"] for p in predictions]
     return {v: versions.count(v) / len(versions) for v in set(versions)}
+
+
+class _Failing:
+    """A pyfunc model that loads but fails every prediction (a broken candidate)."""
+
+    def __init__(self) -> None:
+        import mlflow.pyfunc
+
+        class FailingModel(mlflow.pyfunc.PythonModel):
+            def predict(self, context, model_input, params=None):
+                raise RuntimeError("feature store timeout")
+
+        self.cls = FailingModel
+
+
+def _log_failing(warden: Warden) -> str:
+    import mlflow.pyfunc
+
+    local = Path(tempfile.mkdtemp(prefix="mlwarden-failing-")) / "model"
+    mlflow.pyfunc.save_model(str(local), python_model=_Failing().cls(), pip_requirements=["mlflow"])
+    client = warden.tracking.client
+    run = client.create_run(warden.tracking.experiment_id)
+    client.log_artifacts(run.info.run_id, str(local), "model")
+    client.set_terminated(run.info.run_id)
+    return f"runs:/{run.info.run_id}/model"
+
+
+def _log_unloadable(warden: Warden) -> str:
+    """A run whose ``model/`` has an MLmodel naming a loader module that does not exist."""
+    local = Path(tempfile.mkdtemp(prefix="mlwarden-unloadable-")) / "model"
+    local.mkdir()
+    (local / "MLmodel").write_text(
+        "flavors:\n  python_function:\n    loader_module: no_such_loader_module\n"
+        "    python_version: 3.11.7\n"
+    )
+    client = warden.tracking.client
+    run = client.create_run(warden.tracking.experiment_id)
+    client.log_artifacts(run.info.run_id, str(local), "model")
+    client.set_terminated(run.info.run_id)
+    return f"runs:/{run.info.run_id}/model"
+
+
+async def register_broken(warden: Warden, kind: str) -> str:
+    """Register a candidate that fails to predict (``failing``) or to load (``unloadable``)."""
+    log = _log_failing if kind == "failing" else _log_unloadable
+    uri = await asyncio.to_thread(log, warden)
+    record = await warden.service("registry").register("price", model_uri=uri)
+    return record["version"]

@@ -23,3 +23,10 @@ def mlwarden_notifiers() -> list[type]:
 @hookimpl
 def mlwarden_drift_methods() -> list[type]:
     return [MeanShift]
+
+
+@hookimpl
+def mlwarden_deployment_strategies() -> list[type]:
+    from .strategy import HalfwayStrategy
+
+    return [HalfwayStrategy]

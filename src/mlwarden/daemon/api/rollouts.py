@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
+from ..traffic import Router, key_point
 from . import WARDEN, Route, identity, json_response, read_json
 
 __all__ = ["rollout_routes"]
@@ -30,10 +31,9 @@ async def route(request: web.Request) -> web.Response:
             "query parameter 'key' is required: the routing key (a user, session or request id)"
         )
     service = _rollouts(request)
-    version = service.route(name, key)
-    return json_response(
-        {"model": name, "key": key, "version": version, "weights": service.traffic_tables.get(name)}
-    )
+    table = await service.traffic(name)  # the production version when no table was set
+    version = Router(table).pick(key_point(name, key))
+    return json_response({"model": name, "key": key, "version": version, "weights": table})
 
 
 async def get_traffic(request: web.Request) -> web.Response:
