@@ -185,12 +185,13 @@ async def test_registration_metadata_in_mlflow(lab):
     run_id = await asyncio.to_thread(log_model_files, warden, params={"depth": "3"})
     window = {"start": "2026-01-01", "end": "2026-06-01"}
     record = await register(
-        client, run_id, version="2.5.0", metrics={"mse": 0.01}, params={"lr": 0.1},
-        tags={"team": "quant"}, author="ana", data_window=window,
+        client, run_id, version="2.5.0", metrics={"mse": 0.01},
+        params={"lr": 0.1, "layers": [64, 32]}, tags={"team": "quant"}, author="ana",
+        data_window=window,
         lineage={"training_job": "j-9", "data_reference": "s3://bucket/btc.parquet"},
     )  # fmt: skip
     assert record["version"] == "2.5.0"
-    assert record["params"] == {"depth": "3", "lr": "0.1"}
+    assert record["params"] == {"depth": "3", "lr": "0.1", "layers": "[64, 32]"}
     assert record["framework"] == "sklearn" and record["inputs"] == ["x1", "x2"]
     mlflow = warden.tracking.client
     version = mlflow.get_model_version("btc", "1")
@@ -200,7 +201,7 @@ async def test_registration_metadata_in_mlflow(lab):
     assert version.tags["mlwarden.author"] == "ana"
     assert version.tags["team"] == "quant"
     run = mlflow.get_run(run_id)
-    assert run.data.params == {"depth": "3", "lr": "0.1"}
+    assert run.data.params == {"depth": "3", "lr": "0.1", "layers": "[64, 32]"}
     assert run.data.metrics == {"mse": 0.01}
     # duplicates are refused
     body = await register(client, run_id, expect=409, version="2.5.0")
@@ -219,7 +220,8 @@ BAD_REGISTRATIONS = [
     ({"run_id": "RUN", "version": "1.0"}, "version: expected a semantic version"),
     ({"run_id": "RUN", "bump": "huge"}, "bump: expected one of major, minor, patch"),
     ({"run_id": "RUN", "metrics": {"mse": "low"}}, "metrics.mse: expected a finite number"),
-    ({"run_id": "RUN", "params": {"a": [1]}}, "params.a: expected a string, number"),
+    ({"run_id": "RUN", "params": {"a": None}}, "params.a: expected a string, number"),
+    ({"run_id": "RUN", "params": {"a": [float("nan")]}}, "params.a: expected JSON-serialisable"),
     ({"run_id": "RUN", "parent": "9.9.9"}, "parent: model 'btc' has no version '9.9.9'"),
     ({"run_id": "RUN", "data_window": {"from": 1}}, "data_window: expected"),
     ({"run_id": "RUN", "artifact_path": "nope"}, "run RUN has no model logged at 'nope'"),

@@ -6,6 +6,7 @@ anything is written to MLflow or the store.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -80,7 +81,7 @@ def clean_registration(body: Mapping[str, Any]) -> dict[str, Any]:
     if body.get("parent") is not None:
         out["parent"] = str(parse_semver(body["parent"], "parent"))
     out["metrics"] = _metrics(body.get("metrics"))
-    out["params"] = _flat(body.get("params"), "params")
+    out["params"] = _flat(body.get("params"), "params", structured=True)
     out["tags"] = _flat(body.get("tags"), "tags")
     out["lineage"] = _flat(body.get("lineage"), "lineage")
     if body.get("author") is not None:
@@ -115,14 +116,26 @@ def _metrics(value: Any) -> dict[str, float]:
     return out
 
 
-def _flat(value: Any, where: str) -> dict[str, str]:
-    """An object of name -> scalar, values kept as text (as MLflow stores them)."""
+def _flat(value: Any, where: str, *, structured: bool = False) -> dict[str, str]:
+    """An object of name -> scalar, values kept as text (as MLflow stores them).
+
+    With ``structured`` (params), arrays and objects are accepted and kept as JSON text
+    (``hidden_layers = [64, 32]`` is a legitimate hyperparameter).
+    """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{where}: expected an object of name -> value, got {value!r}")
     out = {}
     for key, item in value.items():
+        if structured and isinstance(item, list | tuple | dict):
+            try:
+                out[str(key)] = json.dumps(item, sort_keys=True, allow_nan=False)
+            except (TypeError, ValueError):
+                raise InvalidInput(
+                    f"{where}.{key}: expected JSON-serialisable finite values, got {item!r}"
+                ) from None
+            continue
         if not isinstance(item, str | int | float | bool) or (
             isinstance(item, float) and not math.isfinite(item)
         ):
