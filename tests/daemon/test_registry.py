@@ -94,6 +94,8 @@ async def test_lifecycle_gates_aliases_rollback_and_restart(lab):
     v1 = await register(client, runs[0], lineage={"training_job": "job-1", "holdout": "h"})
     assert (v1["version"], v1["mlflow_version"], v1["status"]) == ("1.0.0", 1, "validation")
     assert v1["gate_report"]["passed"] is True
+    assert v1["metrics"] == {"mse": 0.01} and v1["params"] == {"alpha": "1"}  # from the run
+    assert len(warden.tracking.client.get_metric_history(runs[0], "mse")) == 1  # not re-logged
     assert v1["gate_report"]["checks"][0] == {
         "name": "max_mse", "metric": "mse", "measured": 0.01, "threshold": 0.05,
         "passed": True, "detail": "",

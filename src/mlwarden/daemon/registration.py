@@ -71,7 +71,7 @@ async def register_version(
         registry.warden.tracking.experiment_id,
         model,
         record["params"],
-        given["metrics"] or record["metrics"],
+        given["metrics"],  # the run's own metrics are already on it
         found.run_params,
     )
     mlflow_tags = {**record["tags"], **mlf.status_tags(record)}
