@@ -25,14 +25,8 @@ import sqlalchemy as sa
 
 from ..errors import NotFound
 from .batches import BatchRejected, parse_labels, parse_predictions
-from .ledger import (
-    INGEST_SCHEMA,
-    Ledger,
-    ModelState,
-    outcomes_table,
-    predictions_table,
-    profile_table,
-)
+from .ingest_tables import INGEST_SCHEMA, outcomes_table, predictions_table, profile_table
+from .ledger import Ledger, ModelState
 from .service import Service
 
 __all__ = ["IngestService", "Outcomes"]

@@ -22,87 +22,32 @@ import sqlalchemy as sa
 
 from .batches import BatchRejected, LabelBatch, PredictionBatch
 from .config import Config, ModelConfig
+from .ingest_tables import (
+    INGEST_SCHEMA,
+    check_new_ids,
+    insert_rows,
+    journal_table,
+    nullable,
+    outcomes_table,
+    predictions_table,
+    profile_table,
+)
 from .profiles import Columns, Layout, Profile
 from .reference import (
     Reference,
-    build_reference,
+    decode_reference,
+    encode_target,
     layout_without_reference,
-    load_frame,
     params_fingerprint,
+    read_reference,
     reference_table,
     source_sha256,
     source_stat,
 )
-from .store import Schema, create_tables
 
 __all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
 
 logger = logging.getLogger(__name__)
-
-_meta = sa.MetaData()
-predictions_table = sa.Table(
-    "predictions",
-    _meta,
-    sa.Column("model", sa.String(200), primary_key=True),
-    sa.Column("id", sa.String(200), primary_key=True),
-    sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("ts", sa.Float, nullable=False),
-    sa.Column("prediction_num", sa.Float, nullable=True),
-    sa.Column("prediction_cls", sa.Text, nullable=True),
-    sa.Column("latency", sa.Float, nullable=True),
-    sa.Column("error", sa.Boolean, nullable=False),
-    sa.Index("ix_predictions_model_ts", "model", "ts"),
-)
-outcomes_table = sa.Table(
-    "outcomes",
-    _meta,
-    sa.Column("model", sa.String(200), primary_key=True),
-    sa.Column("id", sa.String(200), primary_key=True),
-    sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("ts", sa.Float, nullable=False),
-    sa.Column("prediction_num", sa.Float, nullable=True),
-    sa.Column("prediction_cls", sa.Text, nullable=True),
-    sa.Column("label_num", sa.Float, nullable=True),
-    sa.Column("label_cls", sa.Text, nullable=True),
-    sa.Column("latency", sa.Float, nullable=True),
-    sa.Column("error", sa.Boolean, nullable=False),
-    sa.Column("labeled_at", sa.Float, nullable=False),
-    sa.Index("ix_outcomes_model_version_ts", "model", "version", "ts"),
-)
-profile_table = sa.Table(
-    "profile_buckets",
-    _meta,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("bucket_start", sa.Float, nullable=False),
-    sa.Column("layout", sa.String(64), nullable=False),
-    sa.Column("rows", sa.BigInteger, nullable=False),
-    sa.Column("has_sample", sa.Boolean, nullable=False),
-    sa.Column("profile", sa.LargeBinary, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Index("ix_profile_buckets_model_start", "model", "bucket_start"),
-)
-journal_table = sa.Table(
-    "ingest_journal",
-    _meta,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("bucket_start", sa.Float, nullable=False),
-    sa.Column("layout", sa.String(64), nullable=False),
-    sa.Column("columns", sa.LargeBinary, nullable=False),
-    sa.Index("ix_ingest_journal_bucket", "model", "version", "bucket_start"),
-)
-
-INGEST_SCHEMA = Schema(
-    "ingest",
-    [
-        create_tables(
-            predictions_table, outcomes_table, profile_table, journal_table, reference_table
-        )
-    ],
-)
 
 BucketKey = tuple[str, float]  # (version, bucket_start)
 _ID_CHUNK = 500
@@ -142,6 +87,8 @@ class Ledger:
         self.models: dict[str, ModelState] = {}
         self._queue: deque[_Work] = deque()
         self._wake = asyncio.Event()
+        # One reference is read at a time: the peak memory is that of one load.
+        self._loading = asyncio.Semaphore(1)
 
     @property
     def sample_size(self) -> int:
@@ -226,21 +173,21 @@ class Ledger:
         rows = list(
             zip(
                 [name] * len(batch), batch.ids.tolist(), batch.versions.tolist(), batch.ts.tolist(),
-                [None] * len(batch) if classification else _nullable(pred),
+                [None] * len(batch) if classification else nullable(pred),
                 pred.tolist() if classification else [None] * len(batch),
-                _nullable(batch.latency), batch.error.tolist(),
+                nullable(batch.latency), batch.error.tolist(),
                 strict=True,
             )
         )  # fmt: skip
 
         async def write(conn: Any) -> None:
-            await _check_new_ids(conn, name, batch)
-            await _insert(conn, predictions_table, rows)
+            await check_new_ids(conn, name, batch)
+            await insert_rows(conn, predictions_table, rows)
             journal = [
                 (name, version, start, layout.fingerprint, columns.to_bytes())
                 for (version, start), columns, _ in groups
             ]
-            await _insert(conn, journal_table, journal, skip_first=True)
+            await insert_rows(conn, journal_table, journal, skip_first=True)
 
         def after(_: Any) -> None:
             for key, _, profile in groups:
@@ -370,16 +317,6 @@ class Ledger:
                 total.merge(profile)
         return total
 
-    async def history(self, model: str, since: float) -> list[dict[str, Any]]:
-        b = profile_table
-        query = (
-            sa.select(b.c.version, b.c.bucket_start, b.c.rows)
-            .where(b.c.model == model, b.c.bucket_start >= since)
-            .order_by(b.c.bucket_start)
-        )
-        async with self.warden.store.connect() as conn:
-            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
-
     # -- start-up: references and the journal --------------------------------------------
 
     async def _prepare(self, state: ModelState) -> None:
@@ -417,7 +354,7 @@ class Ledger:
             reuse = sha == row.sha256
         if reuse:
             reference = await asyncio.to_thread(
-                _decode_reference, row, monitoring.reference_sample_size
+                decode_reference, row, monitoring.reference_sample_size
             )
             state.reference_status = "ready (stored profile)"
             if (row.size, row.mtime_ns) != (size, mtime):
@@ -427,16 +364,22 @@ class Ledger:
                     )
         else:
             sha = await asyncio.to_thread(source_sha256, mc.reference)
-            frame = await asyncio.to_thread(
-                load_frame, mc.reference, self.warden.config.tracking_uri
-            )
             fingerprint = f"{params[:16]}{sha[:16]}"
-            reference = await asyncio.to_thread(build_reference, frame, mc, monitoring, fingerprint)
+            async with self._loading:
+                reference = await asyncio.to_thread(
+                    read_reference, mc, monitoring, self.warden.config.tracking_uri, fingerprint
+                )
             values = {
-                "model": mc.name, "source": mc.reference, "params": params, "size": size,
-                "mtime_ns": mtime, "sha256": sha, "rows": reference.rows,
-                "layout": reference.layout.to_bytes(), "profile": reference.profile.to_bytes(),
-                "target": None if reference.target is None else _target_bytes(reference.target),
+                "model": mc.name,
+                "source": mc.reference,
+                "params": params,
+                "size": size,
+                "mtime_ns": mtime,
+                "sha256": sha,
+                "rows": reference.rows,
+                "layout": reference.layout.to_bytes(),
+                "profile": reference.profile.to_bytes(),
+                "target": None if reference.target is None else encode_target(reference.target),
                 "created_at": self.warden.clock(),
             }
             async with self.warden.store.begin() as conn:
@@ -522,44 +465,6 @@ def _ignore(_: Any) -> None:
     return None
 
 
-def _nullable(values: np.ndarray) -> list[Any]:
-    out = values.tolist()
-    if np.isnan(values).any():
-        return [None if v != v else v for v in out]
-    return out
-
-
-async def _insert(
-    conn: Any, table: sa.Table, rows: list[tuple[Any, ...]], skip_first: bool = False
-) -> None:
-    """Insert positional rows fast (one executemany at the driver level)."""
-    if not rows:
-        return
-    columns = [c.name for c in table.columns][1 if skip_first else 0 :]
-    if conn.dialect.name == "sqlite":
-        marks = ", ".join("?" * len(columns))
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
-        await conn.exec_driver_sql(sql, rows)
-    else:
-        await conn.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
-
-
-async def _check_new_ids(conn: Any, model: str, batch: PredictionBatch) -> None:
-    p = predictions_table
-    ids = batch.ids.tolist()
-    for i in range(0, len(ids), _ID_CHUNK):
-        query = sa.select(p.c.id).where(p.c.model == model, p.c.id.in_(ids[i : i + _ID_CHUNK]))
-        found = (await conn.execute(query.limit(1))).scalar()
-        if found is not None:
-            index = ids.index(found)
-            raise BatchRejected(
-                "duplicate_id",
-                f"record {index} (id {found!r}), field 'id': a prediction with this id is "
-                f"already stored for model {model!r}",
-                status=409,
-            )
-
-
 def _split(
     batch: PredictionBatch,
     layout: Layout,
@@ -609,28 +514,3 @@ def _merge_blobs(layout: Layout, blobs: list[bytes], sample_size: int) -> Profil
     for blob in blobs:
         total.merge(Profile.from_bytes(layout, blob, sample_size))
     return total
-
-
-def _target_bytes(target: Profile) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez(
-        buffer,
-        layout=np.frombuffer(target.layout.to_bytes(), np.uint8),
-        profile=np.frombuffer(target.to_bytes(), np.uint8),
-    )
-    return buffer.getvalue()
-
-
-def _decode_reference(row: Any, sample_size: int) -> Reference:
-    import io
-
-    layout = Layout.from_bytes(row.layout)
-    profile = Profile.from_bytes(layout, row.profile, sample_size)
-    target = None
-    if row.target is not None:
-        with np.load(io.BytesIO(row.target)) as data:
-            target_layout = Layout.from_bytes(data["layout"].tobytes())
-            target = Profile.from_bytes(target_layout, data["profile"].tobytes(), sample_size)
-    return Reference(layout, profile, int(row.rows), target)

@@ -31,7 +31,16 @@ from ..errors import ConfigError
 from .config import ModelConfig, MonitoringConfig
 from .profiles import Columns, Layout, Profile
 
-__all__ = ["Reference", "build_reference", "load_frame", "reference_table", "source_stat"]
+__all__ = [
+    "Reference",
+    "build_reference",
+    "decode_reference",
+    "encode_target",
+    "load_frame",
+    "read_reference",
+    "reference_table",
+    "source_stat",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +149,27 @@ def load_frame(source: str, tracking_uri: str | None = None) -> Any:
         if path.suffix == ".csv":
             return pd.read_csv(path)
         raise ConfigError(f"reference {source!r}: expected a .parquet or .csv file")
+
+
+def release_memory() -> None:
+    """Give memory freed after a reference load back to the OS (blocking).
+
+    Reading Parquet goes through Arrow's memory pool, which keeps freed blocks, and
+    glibc's malloc keeps its arenas; without this a daemon watching many models holds
+    the peak of every reference load, not the small profiles that remain.
+    """
+    try:
+        import pyarrow
+
+        pyarrow.default_memory_pool().release_unused()
+    except Exception:  # pyarrow absent or too old: nothing to release there
+        pass
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def build_reference(
@@ -258,3 +288,40 @@ def profile_frame(
     frame: Any, layout: Layout, sample_size: int, rng: np.random.Generator
 ) -> Profile:
     return Profile.from_columns(layout, frame_columns(frame, layout), sample_size, rng)
+
+
+def read_reference(
+    mc: ModelConfig, monitoring: MonitoringConfig, tracking_uri: str, fingerprint: str
+) -> Reference:
+    """Read and profile ``mc.reference`` (blocking), then give the memory back."""
+    frame = load_frame(mc.reference, tracking_uri)
+    try:
+        return build_reference(frame, mc, monitoring, fingerprint)
+    finally:
+        del frame
+        release_memory()
+
+
+def encode_target(target: Profile) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        layout=np.frombuffer(target.layout.to_bytes(), np.uint8),
+        profile=np.frombuffer(target.to_bytes(), np.uint8),
+    )
+    return buffer.getvalue()
+
+
+def decode_reference(row: Any, sample_size: int) -> Reference:
+    import io
+
+    layout = Layout.from_bytes(row.layout)
+    profile = Profile.from_bytes(layout, row.profile, sample_size)
+    target = None
+    if row.target is not None:
+        with np.load(io.BytesIO(row.target)) as data:
+            target_layout = Layout.from_bytes(data["layout"].tobytes())
+            target = Profile.from_bytes(target_layout, data["profile"].tobytes(), sample_size)
+    return Reference(layout, profile, int(row.rows), target)

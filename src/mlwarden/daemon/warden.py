@@ -27,8 +27,8 @@ from .config import Config, load_config
 from .experiments import ExperimentService
 from .ingest import IngestService
 from .jobs import JobService
-from .monitor import MonitorService
 from .metrics import Metrics
+from .monitor import MonitorService
 from .performance import PerformanceService
 from .registry import RegistryService
 from .rollout import RolloutService

@@ -1,0 +1,307 @@
+"""The streaming path: ingest throughput over HTTP, drift-check latency, memory.
+
+    python benchmarks/ingest.py [--quick]
+
+1. Ingest over HTTP against a real ``mlwarden run`` subprocess on loopback: batches of
+   1,000 records with 50 numeric features, record JSON and columnar JSON, sent by a few
+   concurrent clients (bodies encoded beforehand, so the client costs little); prints
+   records/s and feature values/s. Each answer is a 2xx that was committed to SQLite.
+2. Drift-check latency on windows of 1M and 10M rows built from bucket profiles (the
+   rows themselves are never stored: a window is the sum of its buckets), through
+   ``MonitorService.check`` in-process: cold (the buckets are read and merged, which
+   happens once per closed bucket) and warm (the steady state between bucket closes).
+   Methods: KS + PSI per numeric feature, chi-square per categorical (50 + 5 features).
+3. RSS of a daemon watching 20 models of 50 features, each with a 50k-row reference and
+   20k ingested rows, after a drift check of every model.
+
+Goals (issue 3): >= 20,000 records/s (record JSON), >= 200,000 records/s (columnar),
+< 50 ms per drift check on a 10M-row window, < 500 MB RSS for 20 x 50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FEATURES = [f"f{i}" for i in range(50)]
+CATEGORICAL = [f"c{i}" for i in range(5)]
+
+
+def reference_frame(n: int, seed: int, categorical: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    data = {name: rng.normal(size=n) for name in FEATURES}
+    if categorical:
+        for name in CATEGORICAL:
+            data[name] = rng.choice(list("abcdefgh"), n)
+    data["prediction"] = rng.normal(size=n)
+    return pd.DataFrame(data)
+
+
+# -- 1 and 3: a real daemon ----------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, root: Path, config: str) -> None:
+        self.root = root
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = root / "mlwarden.toml"
+        self.config.write_text(f'[daemon]\nbase_path = "{root / "state"}"\n' + config)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Daemon:
+        log = open(self.root / "daemon.log", "ab")
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlwarden", "run", "--config", str(self.config),
+             "--listen", f"127.0.0.1:{self.port}"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("daemon did not start; see " + str(self.root / "daemon.log"))
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(60)
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def record_bodies(batches: int, size: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for b in range(batches):
+        values = rng.normal(size=(size, len(FEATURES))).round(6).tolist()
+        records = [
+            {"id": f"r{seed}-{b}-{i}", "features": dict(zip(FEATURES, row, strict=True)),
+             "prediction": row[0]}
+            for i, row in enumerate(values)
+        ]  # fmt: skip
+        bodies.append(json.dumps({"records": records}).encode())
+    return bodies
+
+
+def column_bodies(batches: int, size: int, seed: int) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for b in range(batches):
+        values = rng.normal(size=(len(FEATURES), size)).round(6)
+        columns = {
+            "id": [f"c{seed}-{b}-{i}" for i in range(size)],
+            "features": {name: values[j].tolist() for j, name in enumerate(FEATURES)},
+            "prediction": values[0].tolist(),
+        }
+        bodies.append(json.dumps({"columns": columns}).encode())
+    return bodies
+
+
+async def send_all(url: str, bodies: list[bytes], senders: int) -> float:
+    import aiohttp
+
+    queue = list(reversed(bodies))
+
+    async def sender(session: aiohttp.ClientSession) -> None:
+        while queue:
+            body = queue.pop()
+            async with session.post(
+                url, data=body, headers={"Content-Type": "application/json"}
+            ) as r:
+                if r.status != 201:
+                    raise RuntimeError(f"{r.status}: {await r.text()}")
+
+    async with aiohttp.ClientSession() as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(sender(session) for _ in range(senders)))
+        return time.perf_counter() - start
+
+
+def bench_ingest(root: Path, quick: bool) -> dict[str, float]:
+    reference = root / "reference.parquet"
+    reference_frame(50_000, seed=1).to_parquet(reference)
+    config = (
+        "[monitoring]\ninterval_seconds = 3600\n"
+        f'[[models]]\nname = "m"\nreference = "{reference}"\n'
+    )
+    out = {}
+    with Daemon(root, config) as daemon:
+        url = daemon.url + "/api/models/m/predictions"
+        asyncio.run(send_all(url, record_bodies(2, 1000, seed=0), 2))  # warm-up
+        n_rec = 10 if quick else 40
+        n_col = 20 if quick else 200
+        for form, bodies in (
+            ("records", record_bodies(n_rec, 1000, seed=1)),
+            ("columns", column_bodies(n_col, 1000, seed=2)),
+        ):
+            seconds = asyncio.run(send_all(url, bodies, senders=4))
+            rows = len(bodies) * 1000
+            out[f"ingest_{form}_records_per_s"] = rows / seconds
+            out[f"ingest_{form}_values_per_s"] = rows * (len(FEATURES) + 1) / seconds
+            out[f"ingest_{form}_mb"] = sum(map(len, bodies)) / 1e6
+            print(f"ingest {form:8s}: {rows:7d} records in {seconds:6.2f} s = "
+                  f"{rows / seconds:9.0f} records/s, {rows * 51 / seconds:11.0f} values/s",
+                  flush=True)  # fmt: skip
+    return out
+
+
+def bench_memory(root: Path, quick: bool) -> float:
+    models = 4 if quick else 20
+    config = "[monitoring]\ninterval_seconds = 3600\n"
+    for m in range(models):
+        path = root / f"reference-{m}.parquet"
+        reference_frame(50_000, seed=100 + m).to_parquet(path)
+        config += (
+            f'[[models]]\nname = "m{m}"\nreference = "{path}"\ndrift_methods = ["ks", "psi"]\n'
+        )
+    with Daemon(root, config) as daemon:
+        for m in range(models):
+            url = f"{daemon.url}/api/models/m{m}/predictions"
+            asyncio.run(send_all(url, column_bodies(20, 1000, seed=1000 + m), senders=2))
+        for m in range(models):
+            req = urllib.request.Request(f"{daemon.url}/api/models/m{m}/drift-check", method="POST")
+            with urllib.request.urlopen(req, timeout=120) as r:
+                assert r.status == 200
+        rss = daemon.rss_mb()
+    print(f"RSS with {models} models x 50 features: {rss:.0f} MB", flush=True)
+    return rss
+
+
+# -- 2: drift-check latency on big windows -------------------------------------------------
+
+
+async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
+    from mlwarden.daemon.config import load_config
+    from mlwarden.daemon.ingest_tables import profile_table
+    from mlwarden.daemon.profiles import Profile
+    from mlwarden.daemon.reference import frame_columns
+    from mlwarden.daemon.warden import Warden
+
+    reference = root / "reference.parquet"
+    if not reference.exists():
+        reference_frame(200_000, seed=1, categorical=True).to_parquet(reference)
+    state_dir = root / f"window-{rows}"
+    config = root / f"window-{rows}.toml"
+    config.write_text(
+        "[monitoring]\ninterval_seconds = 3600\nbucket_seconds = 300\n"
+        f'[[models]]\nname = "m"\nreference = "{reference}"\n'
+        'drift_methods = ["ks", "psi", "chi2"]\n'
+    )
+    cfg = load_config(config, env={}, overrides={"daemon.base_path": str(state_dir)})
+    async with Warden(cfg) as warden:
+        ingest, monitor = warden.service("ingest"), warden.service("monitor")
+        state = ingest.model_state("m")
+        await state.ready.wait()
+        per_bucket = rows // buckets
+        batch = reference_frame(per_bucket, seed=7, categorical=True)
+        batch["f3"] = batch["f3"] + 0.5  # one drifted feature
+        profile = Profile.from_columns(
+            state.layout, frame_columns(batch, state.layout), 5000, np.random.default_rng(0)
+        )
+        blob = profile.to_bytes()
+        now = warden.clock()
+        start = (now // 300) * 300 - buckets * 300
+        async with warden.store.begin() as conn:
+            await conn.execute(
+                profile_table.insert(),
+                [
+                    {
+                        "model": "m",
+                        "version": "1.0.0",
+                        "bucket_start": start + i * 300,
+                        "layout": state.layout.fingerprint,
+                        "rows": per_bucket,
+                        "has_sample": True,
+                        "profile": blob,
+                        "created_at": now,
+                    }
+                    for i in range(buckets)
+                ],
+            )
+        t = time.perf_counter()
+        report = await monitor.check("m")  # cold: fits methods, reads and merges buckets
+        cold_with_fit = time.perf_counter() - t
+        state.generation += 1  # a bucket closed: the window is read and merged again
+        t = time.perf_counter()
+        await monitor.check("m")
+        cold = time.perf_counter() - t
+        warm = []
+        for _ in range(10):
+            t = time.perf_counter()
+            report = await monitor.check("m")
+            warm.append(time.perf_counter() - t)
+    assert report["rows"]["current"] == per_bucket * buckets, report["rows"]
+    numeric_drifted = [f for f in report["drifted_features"] if f.startswith("f")]
+    assert numeric_drifted == ["f3"], report["drifted_features"]
+    result = {
+        "rows": per_bucket * buckets,
+        "buckets": buckets,
+        "first_check_s": cold_with_fit,
+        "cold_s": cold,
+        "warm_median_s": statistics.median(warm),
+    }
+    print(f"drift check, window of {result['rows']:>9,d} rows in {buckets} buckets: "
+          f"first (fit) {cold_with_fit * 1000:7.1f} ms, after a bucket closes "
+          f"{cold * 1000:7.1f} ms, steady state median {result['warm_median_s'] * 1000:6.1f} ms; "
+          f"drifted: {', '.join(report['drifted_features'])}",
+          flush=True)  # fmt: skip
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
+    parser.add_argument(
+        "--only", choices=("ingest", "window", "memory"), action="append", help="parts to run"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="mlwarden-bench-") as tmp:
+        root = Path(tmp)
+        parts = args.only or ["ingest", "window", "memory"]
+        if "ingest" in parts:
+            (root / "ingest").mkdir()
+            bench_ingest(root / "ingest", args.quick)
+        if "window" in parts:
+            (root / "window").mkdir()
+            asyncio.run(bench_window(root / "window", 1_000_000, 100))
+            asyncio.run(bench_window(root / "window", 10_000_000, 288))
+        if "memory" in parts:
+            (root / "memory").mkdir()
+            bench_memory(root / "memory", args.quick)
+
+
+if __name__ == "__main__":
+    main()
