@@ -286,7 +286,7 @@ class PerformanceService(Service):
     async def _registered_baseline(
         self, model: str, version: str, metric: str
     ) -> tuple[float | None, str]:
-        registry = self.warden.services.get("registry")
+        registry: Any = self.warden.services.get("registry")
         if registry is None:
             return None, ""
         try:
@@ -325,7 +325,7 @@ class PerformanceService(Service):
         if isinstance(days, bool) or not isinstance(days, int | float) or not days >= 0:
             raise InvalidInput(f"days: expected a number >= 0, got {days!r}")
         if self.warden.config.model(model) is None:
-            registry = self.warden.services.get("registry")
+            registry: Any = self.warden.services.get("registry")
             if registry is None or not await registry.versions(model):
                 raise NotFound(f"model {model!r} is neither configured nor registered")
         since = self.warden.clock() - days * 86400

@@ -68,7 +68,7 @@ async def register_version(
         mlf.record_on_run,
         registry.client,
         found.run_id,
-        registry.warden.tracking.experiment_id,
+        str(registry.warden.tracking.experiment_id),
         model,
         record["params"],
         given["metrics"],  # the run's own metrics are already on it

@@ -107,19 +107,21 @@ def _from_models_uri(client: MlflowClient, uri: str) -> ModelSource:
         raise InvalidInput(f"model_uri: {uri!r} is not a valid models:/ URI") from None
     if parsed.model_id:
         return _from_logged_model(client, parsed.model_id)
+    name = parsed.name or ""
     if parsed.alias:
-        version = client.get_model_version_by_alias(parsed.name, parsed.alias)
+        version = client.get_model_version_by_alias(name, parsed.alias)
     elif parsed.version:
-        version = client.get_model_version(parsed.name, parsed.version)
+        version = client.get_model_version(name, parsed.version)
     else:
         raise InvalidInput(f"model_uri: {uri!r} names no version or alias (stages are not used)")
+    source = version.source or ""
     if version.model_id:
         found = _from_logged_model(client, version.model_id)
-    elif version.source.startswith("models:/m-"):
-        found = _from_logged_model(client, version.source.removeprefix("models:/"))
+    elif source.startswith("models:/m-"):
+        found = _from_logged_model(client, source.removeprefix("models:/"))
     else:
         found = ModelSource(
-            source=version.source,
+            source=source,
             artifact_uri=client.get_model_version_download_uri(version.name, version.version),
         )
     found.run_id = found.run_id or version.run_id

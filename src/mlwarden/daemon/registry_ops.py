@@ -32,7 +32,7 @@ async def promote(
     record = await registry.get(model, version)
     config = warden.config.model(model)
     chosen = strategy or (config.strategy if config else "")
-    rollouts = warden.services.get("rollouts")
+    rollouts: Any = warden.services.get("rollouts")
     if rollouts is not None and chosen and chosen != "direct":
         # A strategy (asked for, or the model's) hands over to the rollout controller.
         return await rollouts.start(model, version, strategy=chosen, actor=actor)
@@ -59,7 +59,7 @@ async def rollback(
     warden: Warden, model: str, version: str | None = None, *, actor: str
 ) -> dict[str, Any]:
     """Restore the previous production version (or ``version``); the current one is deprecated."""
-    rollouts = warden.services.get("rollouts")
+    rollouts: Any = warden.services.get("rollouts")
     if rollouts is not None and model in rollouts.active:
         # An active rollout rolls back to its baseline (the fast path, no analysis).
         return await rollouts.rollback(model, version=version, actor=actor)
@@ -143,7 +143,7 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
 async def _performance(
     warden: Warden, model: str, version: str, since: float, until: float
 ) -> dict[str, Any]:
-    performance = warden.services.get("performance")
+    performance: Any = warden.services.get("performance")
     if performance is None:
         return {"available": False, "reason": "the performance service is not running"}
     try:
@@ -160,7 +160,7 @@ async def _drift(
     Reports of a check restricted to this version are preferred; the model-wide
     reports of the window (what the monitor loop stores) are used otherwise.
     """
-    monitor = warden.services.get("monitor")
+    monitor: Any = warden.services.get("monitor")
     if monitor is None or not hasattr(monitor, "history"):
         return {"available": False, "reason": "the drift monitor is not running"}
     try:
