@@ -80,3 +80,76 @@ def test_bad_weights_are_refused_naming_the_entry(weights, message):
 
 def test_zero_weights_are_dropped():
     assert validate_weights("m", {"1.0.0": 1.0, "0.9.0": 0.0}) == {"1.0.0": 1.0}
+
+
+BACKENDS = """
+[daemon]
+plugins = ["tests.fake_plugins.recording_backend"]
+[deployment]
+traffic_backends = ["mlflow_alias", "recording", "broken"]
+[deployment.traffic_backend_options.recording]
+label = "x"
+"""
+
+
+async def test_tables_persist_and_reach_every_backend(make_warden):
+    import asyncio
+
+    from tests.fake_plugins.recording_backend import RecordingBackend
+
+    from .registry_helpers import log_model_files
+
+    warden = await make_warden(BACKENDS)
+    registry, rollouts = warden.service("registry"), warden.service("rollouts")
+    for _ in range(2):
+        run_id = await asyncio.to_thread(log_model_files, warden)
+        await registry.register("m", model_uri=f"runs:/{run_id}/model")
+    await registry.transition("m", "1.0.0", "staging", actor="t")
+    await registry.transition("m", "1.0.0", "production", actor="t")
+    for _ in range(1000):  # the table follows the new production version (a spawned task)
+        if RecordingBackend.applied:
+            break
+        await asyncio.sleep(0.01)
+    assert RecordingBackend.applied[-1] == ("m", {"1.0.0": 1.0})
+    RecordingBackend.applied.clear()
+    await rollouts.set_traffic("m", {"1.0.0": 0.75, "1.0.1": 0.25}, reason="test", actor="t")
+    assert RecordingBackend.applied == [("m", {"1.0.0": 0.75, "1.0.1": 0.25})]
+    # The failing backend is counted and named; the table still stands.
+    assert warden.metrics.plugin_errors.labels("broken", "traffic_backend.apply")._value.get()
+    health = await rollouts.health()
+    assert health["status"] == "degraded" and "broken" in health["backend_errors"]
+    # mlflow_alias: champion = most traffic, challenger = the other, a weight tag on each.
+    client = warden.tracking.client
+
+    def aliases():
+        champion = client.get_model_version_by_alias("m", "champion")
+        challenger = client.get_model_version_by_alias("m", "challenger")
+        tags = {
+            str(v.version): v.tags.get("mlwarden.traffic_weight")
+            for v in client.search_model_versions("name='m'")
+        }
+        return champion.version, challenger.version, tags
+
+    champion, challenger, tags = await asyncio.to_thread(aliases)
+    assert (str(champion), str(challenger)) == ("1", "2")
+    assert tags == {"1": "0.75", "2": "0.25"}
+    # A bad table leaves nothing behind.
+    with pytest.raises(InvalidInput):
+        await rollouts.set_traffic("m", {"1.0.0": 0.5}, reason="bad")
+    assert rollouts.traffic_tables.get("m") == {"1.0.0": 0.75, "1.0.1": 0.25}
+
+
+async def test_a_restarted_daemon_routes_the_same(make_warden, make_config):
+    from mlwarden.daemon.warden import Warden
+
+    text = "[deployment]\ntraffic_backends = []\n"
+    warden = await make_warden(text)
+    tables = warden.service("rollouts").traffic_tables
+    await tables.set("m", {"1.0.0": 0.6, "2.0.0": 0.4}, reason="t", actor="t")
+    before = [tables.route("m", f"k{i}") for i in range(500)]
+    await warden.stop()
+    async with Warden(make_config(text)) as again:
+        after = [again.service("rollouts").route("m", f"k{i}") for i in range(500)]
+        assert after == before
+        history = await again.service("rollouts").traffic_tables.history("m")
+        assert history[0]["weights"] == {"1.0.0": 0.6, "2.0.0": 0.4}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound, PluginError
 from .store import create_tables
 
 if TYPE_CHECKING:
@@ -150,15 +151,24 @@ class TrafficTables:
     def build_backends(self) -> None:
         """Instantiate the backends named in ``deployment.traffic_backends``.
 
-        A backend class is called with ``warden=`` and its options from
-        ``[deployment.traffic_backend_options.<name>]``.
+        A backend class is called with its options from
+        ``[deployment.traffic_backend_options.<name>]``, plus ``warden=`` when its
+        ``__init__`` takes that keyword (the built-in ``mlflow_alias`` does).
         """
         deployment = self.warden.config.deployment
         backends = {}
         for name in deployment.traffic_backends:
             cls = self.warden.plugins.get("traffic_backend", name)
-            options = dict(getattr(deployment, "traffic_backend_options", {}).get(name, {}))
-            backends[name] = cls(warden=self.warden, **options)
+            options = dict(deployment.traffic_backend_options.get(name, {}))
+            if "warden" in inspect.signature(cls).parameters:
+                options["warden"] = self.warden
+            try:
+                backends[name] = cls(**options)
+            except (TypeError, ValueError) as exc:
+                raise PluginError(
+                    f"traffic backend {name!r} ([deployment.traffic_backend_options.{name}]): "
+                    f"{exc}"
+                ) from exc
         self.backends = backends
 
     async def load(self) -> None:
