@@ -227,3 +227,21 @@ async def test_history_api(watched, make_client):
 )
 def test_recommendation_rule(score, other, expected):
     assert recommend(score, 0.1, other) == expected
+
+
+async def test_monitor_loop_checks_every_interval(make_warden, reference):
+    import asyncio
+
+    text = config(reference).replace("interval_seconds = 3600", "interval_seconds = 0.2")
+    warden = await make_warden(text)
+    await warden.service("ingest").model_state("m").ready.wait()
+    await send(warden, frame(300, seed=11), "loop")
+    for _ in range(200):
+        history = await warden.get_drift_history("m", days=1)
+        if len(history) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert len(history) >= 2 and history[-1]["source"] == "window"
+    assert history[-1]["rows"]["current"] == 300
+    # "bare" has no reference: the loop skips it instead of failing.
+    assert not any("bare" in e["where"] for e in warden.last_errors)

@@ -33,6 +33,8 @@ __all__ = ["IngestService", "Outcomes"]
 
 logger = logging.getLogger(__name__)
 
+_VERSION_TTL_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class Outcomes:
@@ -67,6 +69,7 @@ class IngestService(Service):
         self.unmatched_labels: dict[str, int] = {}
         #: Refused batches per model and reason since start (the schema violations).
         self.rejections: dict[str, dict[str, int]] = {}
+        self._versions: dict[str, tuple[float, str]] = {}
 
     async def start(self) -> None:
         await self.ledger.start()
@@ -218,7 +221,19 @@ class IngestService(Service):
         return stored + opened
 
     async def default_version(self, model: str) -> str:
-        """The version of records that name none: the registry's production version."""
+        """The version of records that name none: the registry's production version.
+
+        Looked up at most every few seconds per model (a promotion shows up that fast).
+        """
+        now = self.warden.clock()
+        cached = self._versions.get(model)
+        if cached is not None and now - cached[0] < _VERSION_TTL_SECONDS:
+            return cached[1]
+        version = await self._production_version(model)
+        self._versions[model] = (now, version)
+        return version
+
+    async def _production_version(self, model: str) -> str:
         registry = self.warden.services.get("registry")
         if registry is not None and hasattr(registry, "production"):
             try:

@@ -1,0 +1,111 @@
+"""References: CSV, Parquet and MLflow artifacts; schema inference; bad references; reuse."""
+
+from __future__ import annotations
+
+import asyncio
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlwarden.daemon.config import ModelConfig, MonitoringConfig
+from mlwarden.daemon.reference import build_reference
+from mlwarden.errors import ConfigError
+
+
+def reference_frame(n: int = 2000) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "count": rng.integers(0, 5, n),
+            "flag": rng.random(n) > 0.5,
+            "city": rng.choice(["paris", "oslo"], n),
+            "prediction": rng.normal(size=n),
+            "label": rng.normal(size=n),
+        }
+    )
+
+
+def test_schema_inference_and_quantile_edges():
+    frame = reference_frame()
+    monitoring = MonitoringConfig(histogram_bins=10, reference_sample_size=500)
+    model = ModelConfig(name="m", categorical=("count",))
+    reference = build_reference(frame, model, monitoring, "fp")
+    layout = reference.layout
+    # `count` is numeric but declared categorical; bools and strings are categorical.
+    assert layout.numeric == ("x", "prediction")
+    assert layout.categorical == ("count", "flag", "city")
+    assert layout.features == ("x", "count", "flag", "city")
+    assert layout.prediction == "prediction"
+    np.testing.assert_allclose(layout.edges[0], np.quantile(frame["x"], np.linspace(0, 1, 11)))
+    assert set(layout.categories[2]) == {"paris", "oslo"}
+    assert reference.profile.rows == 2000 and len(reference.profile.keys) == 500
+    assert reference.target is not None and reference.target.layout.numeric == ("label",)
+    # The whole reference is in the histogram (the maximum in the last bin).
+    assert reference.profile.hist[0].sum() == 2000
+    assert reference.profile.hist[0, 0] == reference.profile.hist[0, -1] == 0
+
+
+def test_missing_feature_column_is_a_config_error():
+    model = ModelConfig(name="m", features=("x", "nope"))
+    with pytest.raises(ConfigError, match="'nope'"):
+        build_reference(reference_frame(), model, MonitoringConfig(), "fp")
+
+
+async def test_csv_reference_and_bad_reference_fallback(make_warden, tmp_path):
+    csv = tmp_path / "reference.csv"
+    reference_frame().to_csv(csv, index=False)
+    (tmp_path / "ref.txt").write_text("x\n1\n")
+    warden = await make_warden(
+        f'[[models]]\nname = "csv"\nreference = "{csv}"\n'
+        f'[[models]]\nname = "gone"\nreference = "{tmp_path / "missing.parquet"}"\n'
+        'features = ["x", "city"]\ncategorical = ["city"]\n'
+        f'[[models]]\nname = "text"\nreference = "{tmp_path / "ref.txt"}"\n'
+    )
+    ingest = warden.service("ingest")
+    for name in ("csv", "gone", "text"):
+        await ingest.model_state(name).ready.wait()
+    assert ".parquet or .csv" in ingest.model_state("text").reference_status
+    assert ingest.model_state("text").open_schema  # no features configured either
+    assert ingest.model_state("csv").reference_status == "ready (built)"
+    gone = ingest.model_state("gone")
+    assert gone.reference is None and gone.reference_status.startswith("error")
+    # The schema falls back to the configured features.
+    assert gone.layout.features == ("x", "city") and not gone.open_schema
+    assert any("gone" in e["where"] for e in warden.last_errors)
+    health = await warden.get_system_health()
+    assert health["components"]["ingest"]["models"]["gone"]["reference"].startswith("error")
+
+
+async def test_mlflow_artifact_reference(make_config, tmp_path, base_path):
+    from mlwarden.daemon.warden import Warden
+
+    path = tmp_path / "reference.parquet"
+    reference_frame().to_parquet(path)
+    tracking_uri = f"sqlite:///{base_path / 'mlflow.db'}"
+
+    def log_reference() -> str:
+        client = mlflow.MlflowClient(tracking_uri)
+        experiment = client.create_experiment(
+            "references", artifact_location=str(tmp_path / "artifacts")
+        )
+        run = client.create_run(experiment)
+        client.log_artifact(run.info.run_id, str(path), artifact_path="data")
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    run_id = await asyncio.to_thread(log_reference)
+    uri = f"runs:/{run_id}/data/reference.parquet"
+    config = make_config(f'[[models]]\nname = "m"\nreference = "{uri}"\n')
+    async with Warden(config) as warden:
+        state = warden.service("ingest").model_state("m")
+        await state.ready.wait()
+        assert state.reference_status == "ready (built)", state.reference_status
+        assert state.layout.numeric == ("x", "count", "prediction")
+    async with Warden(config) as warden:  # the artifact is not downloaded again
+        state = warden.service("ingest").model_state("m")
+        await state.ready.wait()
+        assert state.reference_status == "ready (stored profile)"
+        assert state.reference.rows == 2000
