@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -153,3 +155,30 @@ async def test_a_restarted_daemon_routes_the_same(make_warden, make_config):
         assert after == before
         history = await again.service("rollouts").traffic_tables.history("m")
         assert history[0]["weights"] == {"1.0.0": 0.6, "2.0.0": 0.4}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[deployment]\ndefault_strategy = "canery"\n',
+            "key 'deployment.default_strategy': unknown strategy 'canery'",
+        ),
+        (
+            "[deployment.strategies.canary]\nsteps = [50, 10]\n",
+            "key 'deployment.strategies.canary'",
+        ),
+        (
+            '[[models]]\nname = "m"\nstrategy = "blue-green"\n',
+            "key 'models[0].strategy': unknown strategy 'blue-green'",
+        ),
+    ],
+)
+async def test_a_bad_strategy_configuration_stops_start_naming_the_key(make_config, text, message):
+    from mlwarden.daemon.warden import Warden
+    from mlwarden.errors import ConfigError
+
+    warden = Warden(make_config(text))
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        await warden.start()
+    await warden.stop()

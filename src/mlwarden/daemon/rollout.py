@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .. import hookimpl
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import ConfigError, Conflict, InvalidInput, NotFound
 from ..types import Event, Severity
 from .gateway import Gateway, parse_predict_body
 from .rollout_controller import RolloutController, columns
@@ -78,7 +78,28 @@ class RolloutService(Service):
             raise InvalidInput(f"rollout of model {model!r}: the version to roll out is required")
         return await self._start_rollout(model, version, strategy=strategy, actor=actor)
 
+    def check_config(self, config: Any) -> None:
+        """ConfigError naming the key when a strategy named or configured is unusable."""
+        problems = []
+        for name, options in config.deployment.strategies.items():
+            try:
+                self.controller.instantiate(name, options)
+            except InvalidInput as exc:
+                problems.append(f"key 'deployment.strategies.{name}': {exc}")
+        known = self.warden.plugins.names("strategy")
+        named = [("deployment.default_strategy", config.deployment.default_strategy)]
+        named += [(f"models[{i}].strategy", m.strategy) for i, m in enumerate(config.models)]
+        for key, name in named:
+            if name and name != "direct" and name not in known:
+                problems.append(
+                    f"key '{key}': unknown strategy {name!r} (available: "
+                    f"{', '.join(known)}, or 'direct' for models)"
+                )
+        if problems:
+            raise ConfigError(problems, config.source)
+
     async def _start_service(self) -> None:
+        self.check_config(self.warden.config)
         self.traffic_tables.build_backends()
         await self.traffic_tables.load()
         async with self.warden.store.connect() as conn:
@@ -103,8 +124,7 @@ class RolloutService(Service):
         await self.gateway.close()
 
     async def reload(self, config: Any) -> None:
-        for name, options in config.deployment.strategies.items():
-            self.controller.instantiate(name, options)
+        self.check_config(config)
         self.traffic_tables.build_backends()
 
     async def _loop(self) -> None:
