@@ -292,3 +292,22 @@ async def test_graceful_stop_interrupts_and_requeues(make_config, tmp_path):
     finally:
         await w2.stop()
     assert os.path.exists(config.base_path / "jobs" / job["id"] / "train.log")
+
+
+async def test_a_second_warden_on_the_same_base_path_runs_no_jobs(make_config, tmp_path):
+    from mlwarden.daemon.warden import Warden
+
+    records = tmp_path / "records"
+    records.mkdir()
+    config = make_config(
+        "[training]\nmin_training_data_points = 0\nmax_retries = 0\n"
+        + command_model("m", [PY, str(FAKE / "record.py"), str(records), "0.1"])
+    )
+    async with Warden(config) as first, Warden(config) as second:
+        health = await second.service("jobs").health()
+        assert health["status"] == "degraded" and "runner.lock" in health["standby"]
+        job = await second.service("jobs").submit("m", reason="queued by the standby")
+        done = await wait_state(first.service("jobs"), job["id"], ("succeeded", "failed"), 60)
+        assert done["state"] == "failed"  # record.py writes no output file
+        assert len(list(records.glob("*.json"))) == 1  # ran once, by the lock holder
+        assert second.service("jobs")._running == {}

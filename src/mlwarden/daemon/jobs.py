@@ -41,6 +41,12 @@ from .job_records import (
     kill_job_processes,
     log_tail,
 )
+from .job_steps import (
+    NotRetryable,
+    check_reported_data,
+    check_training_data,
+    register_result,
+)
 from .service import Service
 from .store import Schema, create_tables
 
@@ -53,10 +59,6 @@ POLL_SECONDS = 2.0
 #: Extra time granted past the job timeout before the runner cancels a trainer that
 #: did not enforce the timeout itself.
 BACKSTOP_SECONDS = 30.0
-
-
-class _NotRetryable(Exception):
-    """A failure that another attempt cannot fix (no data, bad config, registry)."""
 
 
 class JobService(Service):
@@ -349,12 +351,12 @@ class JobService(Service):
             )
             model_config = self.warden.config.model(model)
             if model_config is None or not model_config.trainer:
-                raise _NotRetryable(f"model {model!r} has no trainer configured any more")
+                raise NotRetryable(f"model {model!r} has no trainer configured any more")
             try:
                 trainer = self._trainer(model, model_config.trainer)
             except PluginError as exc:
-                raise _NotRetryable(str(exc)) from exc
-            await self._check_data(model)
+                raise NotRetryable(str(exc)) from exc
+            await check_training_data(self.warden, model)
             job_dir = self.jobs_dir / job_id
             job_dir.mkdir(parents=True, exist_ok=True)
             with open(job["log_path"], "a", encoding="utf-8") as log:
@@ -383,14 +385,14 @@ class JobService(Service):
                     f"trainer did not finish within the job timeout of {timeout:g}s"
                 ) from exc
             if not isinstance(result, TrainingResult):
-                raise _NotRetryable(f"trainer returned {type(result).__name__}, not TrainingResult")
-            self._check_reported_data(result)
-            version = await self._register(job_id, model, result)
+                raise NotRetryable(f"trainer returned {type(result).__name__}, not TrainingResult")
+            check_reported_data(self.warden, result)
+            version = await register_result(self.warden, job_id, model, result)
         except TrainingTimedOut as exc:
             await self._finish(job_id, "timed_out", begun, error=str(exc))
         except Exception as exc:
-            retry = not isinstance(exc, _NotRetryable) and attempt < job["max_attempts"]
-            if not isinstance(exc, TrainingFailed | _NotRetryable):
+            retry = not isinstance(exc, NotRetryable) and attempt < job["max_attempts"]
+            if not isinstance(exc, TrainingFailed | NotRetryable):
                 logger.exception("training job %s: trainer raised", job_id)
             message = str(exc) or type(exc).__name__
             if retry:
@@ -407,53 +409,6 @@ class JobService(Service):
                 metrics=json.dumps(result.metrics),
                 version=version,
             )
-
-    async def _check_data(self, model: str) -> None:
-        minimum = self.warden.config.training.min_training_data_points
-        ingest = self.warden.services.get("ingest")
-        if minimum <= 0 or ingest is None:
-            return
-        count = await ingest.count_predictions(model)
-        if count < minimum:
-            raise _NotRetryable(
-                f"model {model!r} has {count} recorded predictions; "
-                f"training.min_training_data_points is {minimum}"
-            )
-
-    def _check_reported_data(self, result: TrainingResult) -> None:
-        minimum = self.warden.config.training.min_training_data_points
-        points = result.params.get("data_points")
-        if isinstance(points, int) and points < minimum:
-            raise _NotRetryable(
-                f"trainer reports {points} training data points; "
-                f"training.min_training_data_points is {minimum}"
-            )
-
-    async def _register(self, job_id: str, model: str, result: TrainingResult) -> str | None:
-        registry = self.warden.services.get("registry")
-        if registry is None:
-            raise _NotRetryable(
-                f"no registry service to register {result.model_uri}; the model stays in MLflow"
-            )
-        params = {k: v for k, v in result.params.items() if k != "data_points"} or None
-        lineage = {"training_job": job_id}
-        if result.run_id:
-            lineage["run_id"] = result.run_id
-        try:
-            record = await registry.register(
-                model,
-                model_uri=result.model_uri,
-                metrics=result.metrics or None,
-                params=params,
-                lineage={
-                    "training_job": job_id,
-                    **({"run_id": result.run_id} if result.run_id else {}),
-                },
-                author="mlwarden",
-            )
-        except Exception as exc:
-            raise _NotRetryable(f"registering {result.model_uri} failed: {exc}") from exc
-        return str(record.get("version")) if record.get("version") is not None else None
 
     # -- state changes -------------------------------------------------------------------
 
@@ -474,11 +429,13 @@ class JobService(Service):
     async def _finish(self, job_id: str, state: str, begun: float, **values: Any) -> None:
         now = self.warden.clock()
         tail = await self._tail(job_id)
-        await self._update(
+        updated = await self._update(
             job_id,
             {"state": state, "finished_at": now, "log_tail": tail, **values},
             expect="running",
         )
+        if not updated:  # already ended elsewhere (a cancel raced a finish)
+            return
         self.warden.metrics.training_jobs_total.labels(state).inc()
         self.warden.metrics.training_job_duration.observe(time.monotonic() - begun)
         await self._refresh_gauge()
@@ -488,6 +445,10 @@ class JobService(Service):
             data.update(version=job["version"], model_uri=job["model_uri"], metrics=job["metrics"])
             kind, severity = "training_succeeded", Severity.INFO
             message = f"training job {job_id} succeeded: version {job['version']} in validation"
+        elif state == "cancelled":
+            data.update(state=state, error=job["error"])
+            kind, severity = "training_cancelled", Severity.INFO
+            message = f"training job {job_id} cancelled"
         else:
             data.update(state=state, error=job["error"], log_tail=tail)
             kind, severity = "training_failed", Severity.CRITICAL
