@@ -40,11 +40,12 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 PEERS_DIR = HERE / ".peers"
-#: Peer -> pinned requirement; each gets its own venv under benchmarks/.peers/.
+#: Peer -> pinned requirements; each gets its own venv under benchmarks/.peers/.
+#: (evidently 0.7.23 imports a pandas internal that pandas 3 removed.)
 PEERS = {
-    "evidently": "evidently==0.7.23",
-    "nannyml": "nannyml==0.13.1",
-    "alibi": "alibi-detect==0.13.0",
+    "evidently": ("evidently==0.7.23", "pandas<3"),
+    "nannyml": ("nannyml==0.13.1", "statsmodels"),  # imported, not declared
+    "alibi": ("alibi-detect==0.13.0",),
 }
 TOOLS = ("mlwarden", "mlwarden_daemon", "scipy", "evidently", "nannyml", "alibi")
 #: reference rows, current rows, numeric features, categorical features
@@ -268,7 +269,105 @@ def run_mlwarden_daemon(directory: Path) -> dict[str, Any]:
             "check_seconds": seconds, "loaded_rss_mb": loaded, "features": out}  # fmt: skip
 
 
-RUNNERS = {"scipy": run_scipy, "mlwarden": run_mlwarden, "mlwarden_daemon": run_mlwarden_daemon}
+def run_evidently(directory: Path) -> dict[str, Any]:
+    """evidently: DataDriftPreset with KS for numeric and chi-square for categorical columns."""
+    import evidently
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    meta, ref, cur = frames(directory)
+    loaded = peak_rss_mb()
+    definition = DataDefinition(numerical_columns=meta["numeric"],
+                                categorical_columns=meta["categorical"])  # fmt: skip
+    start = time.perf_counter()
+    reference = Dataset.from_pandas(ref, data_definition=definition)
+    fit = time.perf_counter() - start
+    preset = DataDriftPreset(num_method="ks", cat_method="chisquare", include_tests=False)
+    start = time.perf_counter()
+    current = Dataset.from_pandas(cur, data_definition=definition)
+    snapshot = Report([preset]).run(current, reference)
+    check = time.perf_counter() - start
+    out: dict[str, Any] = {}
+    for metric in snapshot.dict()["metrics"]:
+        config = metric.get("config", {})
+        name = config.get("column")
+        if name not in meta["truth"]:  # the preset's summary metrics
+            continue
+        value = metric["value"]
+        p_value = float(value if not isinstance(value, dict) else value.get("value"))
+        threshold = float(config.get("threshold") or ALPHA)
+        out[name] = {"statistic": None, "p_value": p_value, "drifted": p_value < threshold}
+    return {"version": f"evidently {evidently.__version__}", "fit_seconds": fit,
+            "check_seconds": check, "loaded_rss_mb": loaded, "features": out}  # fmt: skip
+
+
+def run_nannyml(directory: Path) -> dict[str, Any]:
+    """nannyml: UnivariateDriftCalculator, kolmogorov_smirnov and chi2, chunks of window size."""
+    import nannyml
+
+    meta, ref, cur = frames(directory)
+    loaded = peak_rss_mb()
+    columns = meta["numeric"] + meta["categorical"]
+    calc = nannyml.UnivariateDriftCalculator(
+        column_names=columns, treat_as_categorical=meta["categorical"],
+        continuous_methods=["kolmogorov_smirnov"], categorical_methods=["chi2"],
+        chunk_size=meta["cur_rows"],  # the window is one chunk; the reference gives several
+    )  # fmt: skip
+    start = time.perf_counter()
+    calc.fit(ref)
+    fit = time.perf_counter() - start
+    start = time.perf_counter()
+    result = calc.calculate(cur)
+    check = time.perf_counter() - start
+    table = result.filter(period="analysis").to_df()
+    out: dict[str, Any] = {}
+    for name in columns:
+        method = "chi2" if name in meta["categorical"] else "kolmogorov_smirnov"
+        out[name] = {"statistic": float(table[(name, method, "value")].iloc[0]),
+                     "p_value": None,
+                     "drifted": bool(table[(name, method, "alert")].iloc[0])}  # fmt: skip
+    return {"version": f"nannyml {nannyml.__version__}", "fit_seconds": fit,
+            "check_seconds": check, "loaded_rss_mb": loaded, "features": out}  # fmt: skip
+
+
+def run_alibi(directory: Path) -> dict[str, Any]:
+    """alibi-detect: TabularDrift (KS per numeric feature, chi-square per categorical)."""
+    import alibi_detect
+    from alibi_detect.cd import TabularDrift
+
+    meta, ref_num, cur_num, ref_cat, cur_cat = load(directory)
+    x_ref = np.hstack([ref_num, ref_cat.astype(np.float64)])
+    x_cur = np.hstack([cur_num, cur_cat.astype(np.float64)])
+    del ref_num, cur_num
+    loaded = peak_rss_mb()
+    first_cat = len(meta["numeric"])
+    per_feature = {first_cat + k: len(meta["categories"][n]) for k, n in
+                   enumerate(meta["categorical"])}  # fmt: skip
+    start = time.perf_counter()
+    detector = TabularDrift(x_ref, p_val=ALPHA, categories_per_feature=per_feature)
+    fit = time.perf_counter() - start
+    start = time.perf_counter()
+    prediction = detector.predict(x_cur, drift_type="feature", return_p_val=True,
+                                  return_distance=True)  # fmt: skip
+    check = time.perf_counter() - start
+    data = prediction["data"]
+    out: dict[str, Any] = {}
+    for j, name in enumerate(meta["numeric"] + meta["categorical"]):
+        out[name] = {"statistic": float(data["distance"][j]), "p_value": float(data["p_val"][j]),
+                     "p_value_dtype": str(np.asarray(data["p_val"]).dtype),
+                     "drifted": bool(data["is_drift"][j])}  # fmt: skip
+    return {"version": f"alibi-detect {alibi_detect.__version__}", "fit_seconds": fit,
+            "check_seconds": check, "loaded_rss_mb": loaded, "features": out}  # fmt: skip
+
+
+RUNNERS = {
+    "scipy": run_scipy,
+    "mlwarden": run_mlwarden,
+    "mlwarden_daemon": run_mlwarden_daemon,
+    "evidently": run_evidently,
+    "nannyml": run_nannyml,
+    "alibi": run_alibi,
+}
 
 
 # --- orchestration ---------------------------------------------------------------------
@@ -279,26 +378,32 @@ def peer_python(name: str) -> Path:
     venv = PEERS_DIR / name
     python = venv / "bin" / "python"
     marker = venv / ".installed"
-    if marker.exists() and marker.read_text() == PEERS[name]:
+    wanted = " ".join(PEERS[name])
+    if marker.exists() and marker.read_text() == wanted:
         return python
-    print(f"installing {PEERS[name]} into {venv} ...", file=sys.stderr, flush=True)
+    print(f"installing {wanted} into {venv} ...", file=sys.stderr, flush=True)
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", PEERS[name]], check=True)
-    marker.write_text(PEERS[name])
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS[name]], check=True)
+    marker.write_text(wanted)
     return python
 
 
-def run_tool(tool: str, directory: Path) -> dict[str, Any]:
+def run_tool(tool: str, directory: Path, timeout: float) -> dict[str, Any]:
     python = peer_python(tool) if tool in PEERS else Path(sys.executable)
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                MLFLOW_DISABLE_TELEMETRY="true", MLWARDEN_DISABLE_PLUGIN_AUTOLOAD="1")  # fmt: skip
-    proc = subprocess.run(
-        [str(python), str(Path(__file__).resolve()), "--run", tool, "--data", str(directory)],
-        capture_output=True, text=True, env=env,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        proc = subprocess.run(
+            [str(python), str(Path(__file__).resolve()), "--run", tool, "--data", str(directory)],
+            capture_output=True, text=True, env=env, timeout=timeout,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not finish within {timeout:.0f} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        why = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return {"error": why[0]}
+    return json.loads(lines[-1])
 
 
 def report(meta: dict[str, Any], results: dict[str, dict[str, Any]], size: str) -> str:
@@ -354,6 +459,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=SIZES, default="small")
     parser.add_argument("--peers", default=",".join(TOOLS), help="comma-separated tools")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per tool")
     parser.add_argument("--run", choices=TOOLS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -372,7 +478,7 @@ def main() -> None:
         results = {}
         for tool in tools:
             print(f"running {tool} ...", file=sys.stderr, flush=True)
-            results[tool] = run_tool(tool, directory)
+            results[tool] = run_tool(tool, directory, args.timeout)
         print(f"$ python benchmarks/drift.py --size {args.size} --peers {args.peers}\n")
         print(report(meta, results, args.size))
 
