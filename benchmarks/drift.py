@@ -47,7 +47,7 @@ PEERS = {
     "nannyml": ("nannyml==0.13.1", "statsmodels"),  # imported, not declared
     "alibi": ("alibi-detect==0.13.0",),
 }
-TOOLS = ("mlwarden", "mlwarden_daemon", "scipy", "evidently", "nannyml", "alibi")
+TOOLS = ("mlwarden", "scipy", "alibi", "nannyml", "mlwarden_daemon", "evidently")
 #: reference rows, current rows, numeric features, categorical features
 SIZES = {
     "quick": (20_000, 5_000, 20, 5),

@@ -3,10 +3,11 @@
 The classes come from a plugin manager built by ``make_plugin_manager`` (built-ins
 through DEFAULT_PLUGINS) with the example plugin project's module added the way a
 config's ``daemon.plugins`` adds one. The example project is not installed in the
-test environment, so its ``src`` directory is put on ``sys.path`` first (the
-``example_plugin_site`` fixture in tests/conftest.py installs it for the entry-point
-tests; here the class itself is all that is needed). A third-party author runs the same
-checks on their class with ``run_conformance(MyMethod)``.
+test environment, so its ``src`` directory is put on ``sys.path`` first: the classes
+must be known when the tests are collected. The last test also loads it the way users
+get it, installed (the ``example_plugin_site`` fixture) and found by its entry point,
+and runs the same checks on it; a third-party author can call these test functions on
+their own class the same way.
 """
 
 from __future__ import annotations
@@ -176,3 +177,23 @@ def test_rejects_wrong_kinds_and_score_before_fit(cls):
         method = cls().fit(feature(cls.kinds[0], 9))
         with pytest.raises(ValueError, match=f'"{cls.name}"'):
             method.score(feature(wrong, 10))
+
+
+def test_the_example_plugin_loaded_through_its_entry_point_conforms(
+    example_plugin_site, monkeypatch
+):
+    """The example installed as a distribution: found by entry point, same checks pass."""
+    monkeypatch.syspath_prepend(str(example_plugin_site))
+    catalog = PluginCatalog(make_plugin_manager(autoload=True))
+    cls = catalog.get("drift_method", "mean_shift")
+    info = next(i for i in catalog.infos() if i.name == "mean_shift")
+    assert info.origin.startswith("entry point") and "mlwarden-example" in info.origin
+    test_name_kinds_and_keyword_only_options(cls)
+    test_rejects_wrong_kinds_and_score_before_fit(cls)
+    for params in cls.test_params:
+        test_fit_and_score_types(cls, params)
+        test_no_drift_on_identical_distributions_most_of_the_time(cls, params)
+        test_drift_on_a_big_shift(cls, params)
+        test_deterministic(cls, params)
+        for size in (5, 12, 30):
+            test_small_nan_free_inputs(cls, params, size)
