@@ -104,6 +104,9 @@ async def test_bad_candidate_is_rolled_back_at_its_first_analysis(setup, clock):
     assert kinds[:2] == ["rollout_started", "rollout_step"] or "rollout_started" in kinds
     rolled = next(e for e in events if e.kind == "rollout_rolled_back")
     assert rolled.severity == "critical" and rolled.data["analysis"]["verdict"] == "fail"
+    # A deployment failure raises an alert.
+    firing = await warden.service("alerts").alerts(model="price")
+    assert [a["rule"] for a in firing] == ["ModelRolloutFailed"], firing
 
 
 async def test_blue_green_switches_and_switches_back(setup, clock):
