@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 from ... import hookimpl
 from ...types import TrainingJob, TrainingResult
@@ -41,6 +42,10 @@ class CommandTrainer:
     """
 
     name = "command"
+    test_params: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"command": ["python", "train.py"]},
+        {"command": ["true"], "env": {"A": "1"}},
+    )
 
     def __init__(
         self,
@@ -53,11 +58,12 @@ class CommandTrainer:
             raise ValueError("option 'command' must be a non-empty array of strings (an argv)")
         if not all(isinstance(part, str) for part in command):
             raise ValueError("option 'command' must contain only strings")
-        if env is not None and not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        if env is not None and (
+            not isinstance(env, Mapping)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())
         ):
             raise ValueError("option 'env' must map strings to strings")
-        if cwd and not Path(cwd).is_dir():
+        if not isinstance(cwd, str) or "\0" in cwd or (cwd and not Path(cwd).is_dir()):
             raise ValueError(f"option 'cwd': {cwd!r} is not a directory")
         self.command = list(command)
         self.env = dict(env or {})

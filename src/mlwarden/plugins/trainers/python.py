@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from ... import hookimpl
 from ...types import TrainingJob
@@ -50,6 +50,10 @@ class PythonTrainer(CommandTrainer):
     """
 
     name = "python"
+    test_params: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"function": "package.module:train"},
+        {"function": "a.b:c", "kwargs": {"epochs": 3}, "pythonpath": ["/srv"]},
+    )
 
     def __init__(
         self,
@@ -65,10 +69,20 @@ class PythonTrainer(CommandTrainer):
             raise ValueError(
                 f"option 'function' must look like 'package.module:function', got {function!r}"
             )
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise ValueError("option 'kwargs' must be a table of keyword arguments")
+        if env is not None and not isinstance(env, Mapping):
+            raise ValueError("option 'env' must map strings to strings")
         try:
             kwargs_json = json.dumps(dict(kwargs or {}), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"option 'kwargs' must be JSON-serialisable: {exc}") from None
+        if isinstance(pythonpath, str) or not all(
+            isinstance(d, str) and "\0" not in d for d in pythonpath
+        ):
+            raise ValueError("option 'pythonpath' must be an array of directory paths")
+        if not isinstance(python, str) or "\0" in python:
+            raise ValueError("option 'python' must be the path of an interpreter")
         extra = dict(env or {})
         if pythonpath:
             parts = [str(p) for p in pythonpath]

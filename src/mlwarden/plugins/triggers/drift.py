@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from ... import hookimpl
 from ...types import Decision, Severity, TriggerContext
 
@@ -34,6 +36,10 @@ class DriftTrigger:
     """
 
     name = "drift"
+    test_params: ClassVar[tuple[dict[str, Any], ...]] = (
+        {},
+        {"min_recommendation": "RETRAIN_IMMEDIATELY", "min_drift_score": 0.5},
+    )
 
     def __init__(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from ... import hookimpl
 from ...types import Decision, Severity, TriggerContext
@@ -36,6 +37,10 @@ class PerformanceTrigger:
     """
 
     name = "performance"
+    test_params: ClassVar[tuple[dict[str, Any], ...]] = (
+        {},
+        {"metrics": ["mse"], "min_degradation": 0.2, "cooldown_seconds": 0},
+    )
 
     def __init__(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -49,6 +49,10 @@ class RegimeTrigger:
     """
 
     name = "regime"
+    test_params: ClassVar[tuple[dict[str, Any], ...]] = (
+        {},
+        {"series": "residual", "transform": "diff", "ratio": 3.0, "threshold": 8.0},
+    )
 
     def __init__(
         self,

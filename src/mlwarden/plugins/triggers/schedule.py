@@ -14,6 +14,7 @@ Policy, in the configured time zone (``training.timezone``):
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -103,6 +104,10 @@ class ScheduleTrigger:
     """
 
     name = "schedule"
+    test_params: ClassVar[tuple[dict[str, Any], ...]] = (
+        {"cron": "@daily"},
+        {"cron": "30 2 * * 1-5", "timezone": "Europe/Berlin", "cooldown_seconds": 60},
+    )
 
     def __init__(self, *, cron: str, timezone: str = "UTC", cooldown_seconds: float = 0.0):
         if problem := cron_problem(cron):
