@@ -225,6 +225,29 @@ def test_sigterm_drains_in_flight_requests_and_exits_0_within_the_bound(
     assert "stopped" in daemon.log()
 
 
+def test_second_sigterm_cuts_the_drain_short(daemon_factory, notify_socket):
+    sock = notify_socket()
+    token, digest = mint_token()
+    daemon = daemon_factory(
+        '[daemon]\nplugins = ["tests.fake_plugins.fake_routes"]\n'
+        "shutdown_timeout_seconds = 60\n"
+        f'[[auth.tokens]]\nname = "op"\nsha256 = "{digest}"\nrole = "operator"\n',
+        env={"NOTIFY_SOCKET": sock.env_value, "PYTHONPATH": str(ROOT)},
+    ).start(wait=False)
+    sock.wait_for("READY=1")
+    stalled = _start_request(daemon.port, token, b'{"never": "finished"}', 5)
+    time.sleep(0.5)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    sock.wait_for("STOPPING=1")
+    wait_for_log(daemon, "waiting up to 60.0s for 1 in-flight requests")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.proc.wait(30) == 0
+    assert time.monotonic() - started < 30  # not the 60 s drain
+    assert "not waiting for in-flight requests" in daemon.log()
+    stalled.close()
+
+
 def test_refuses_non_loopback_listen_without_tokens(tmp_path):
     config = tmp_path / "open.toml"
     config.write_text(f'[daemon]\nbase_path = "{tmp_path / "state"}"\n')
