@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from mlwarden import hookimpl
@@ -199,6 +200,8 @@ async def test_shadow_mirrors_without_user_impact(setup, clock):
     [analysis] = (await rollouts.deployment("price"))["rollout"]["analyses"]
     mse = next(c for c in analysis["checks"] if c["metric"] == "mse")
     assert mse["passed"] is False and analysis["samples"]["candidate_outcomes"] == 300
+    left = await rollouts.gateway.shadow_sample("price", bad, np.array(["a-0"]), 0, 1e12)
+    assert left == {}  # the mirrored answers are dropped once the rollout ended
 
 
 async def test_bad_input_is_refused_without_partial_state(setup):

@@ -21,7 +21,7 @@ from ..errors import Conflict, InvalidInput, PluginError
 from ..plugins.strategies import Analysis, Check, RolloutView, Step, Strategy
 from ..types import Event, Severity
 from .analysis import VersionSample, compare, sample_from_outcomes
-from .rollout_records import analyses_table, rollouts_table
+from .rollout_records import analyses_table, rollouts_table, shadow_table
 
 if TYPE_CHECKING:
     from .rollout import RolloutService
@@ -407,6 +407,14 @@ class RolloutController:
         )
         await self._save(rollout)
         self.active.pop(rollout["model"], None)
+        # The mirrored answers served their analysis (stored with its values): drop them.
+        async with self.warden.store.begin() as conn:
+            await conn.execute(
+                shadow_table.delete().where(
+                    shadow_table.c.model == rollout["model"],
+                    shadow_table.c.version == rollout["candidate"],
+                )
+            )
         if weights:
             await self.traffic_tables.set(
                 rollout["model"],
