@@ -85,6 +85,16 @@ def test_mean_shift_matches_scipy_and_holds_its_level(example):
     )
 
 
+def test_mean_shift_on_constant_windows_stays_finite(example):
+    cls = example.get("drift_method", "mean_shift")
+    fitted = cls().fit(_feature(np.full(50, 3.0)))
+    same = fitted.score(_feature(np.full(40, 3.0)))
+    assert (same.statistic, same.p_value, same.drifted) == (0.0, 1.0, False)
+    moved = fitted.score(_feature(np.full(40, 3.5)))
+    assert math.isfinite(moved.statistic) and moved.statistic > 0
+    assert moved.p_value == 0.0 and moved.drifted
+
+
 @pytest.mark.parametrize(
     "options", [{"threshold": 0}, {"threshold": 1.5}, {"threshold": "x"}, {"min_samples": 1}]
 )

@@ -90,8 +90,10 @@ class MeanShift:
             )
         se = math.sqrt(var_ref / n_ref + var_cur / n_cur)
         diff = mean_cur - mean_ref
-        # Two constant windows: no shift when the constants agree, a certain one otherwise.
-        z = diff / se if se > 0.0 else (0.0 if diff == 0.0 else math.copysign(math.inf, diff))
+        # Two constant windows have no spread: floor it at a relative epsilon, so equal
+        # constants give z = 0 and different ones a huge but finite z (p-value 0).
+        se = max(se, 1e-12 * max(1.0, abs(mean_ref), abs(mean_cur)))
+        z = diff / se
         p_value = math.erfc(abs(z) / math.sqrt(2.0))
         return DriftScore(
             method=self.name,
