@@ -166,8 +166,7 @@ class TrafficTables:
                 backends[name] = cls(**options)
             except (TypeError, ValueError) as exc:
                 raise PluginError(
-                    f"traffic backend {name!r} ([deployment.traffic_backend_options.{name}]): "
-                    f"{exc}"
+                    f"traffic backend {name!r} ([deployment.traffic_backend_options.{name}]): {exc}"
                 ) from exc
         self.backends = backends
 
