@@ -129,3 +129,22 @@ def test_serialisation_round_trip():
     # A smaller sample size on load cuts the sample to the smallest keys.
     cut = Profile.from_bytes(back_layout, profile.to_bytes(), 5)
     assert len(cut.keys) == 5 and set(cut.keys) <= set(profile.keys)
+
+
+def test_deferred_cut_keeps_the_same_bottom_k_rows():
+    lay = layout(np.array([[0.0, 1.0]]), categories=())
+    rng = np.random.default_rng(7)
+    parts = [
+        Profile.from_columns(lay, columns(lay, rng.normal(size=(300, 1))), 100, rng)
+        for _ in range(9)
+    ]
+    eager, lazy = Profile(lay, 100), Profile(lay, 100)
+    for part in parts:
+        eager.merge(part)
+        lazy.merge(part, cut=False)
+        lazy.cut_sample(limit=400)
+    lazy.cut_sample()
+    assert sorted(eager.keys) == sorted(lazy.keys) and len(lazy.keys) == 100
+    np.testing.assert_array_equal(
+        eager.sample[np.argsort(eager.keys)], lazy.sample[np.argsort(lazy.keys)]
+    )

@@ -512,5 +512,8 @@ def _replay_rows(
 def _merge_blobs(layout: Layout, blobs: list[bytes], sample_size: int) -> Profile:
     total = Profile(layout, sample_size)
     for blob in blobs:
-        total.merge(Profile.from_bytes(layout, blob, sample_size))
+        # Cut the merged sample only now and then: one argpartition per few buckets.
+        total.merge(Profile.from_bytes(layout, blob, sample_size), cut=False)
+        total.cut_sample(limit=4 * sample_size)
+    total.cut_sample()
     return total

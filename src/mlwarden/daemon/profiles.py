@@ -231,17 +231,20 @@ class Profile:
 
     # -- merging -----------------------------------------------------------------------
 
-    def merge(self, other: Profile) -> Profile:
+    def merge(self, other: Profile, *, cut: bool = True) -> Profile:
         """Add ``other`` into this profile and return it.
 
         The profile's attributes are rebound to new arrays, never written in place, so
-        arrays shared with a copy or with ``other`` are left alone.
+        arrays shared with a copy or with ``other`` are left alone. ``cut=False`` lets
+        the sample grow past ``sample_size`` (merging many profiles, cut once at the end
+        with ``cut_sample``).
         """
         if other.rows == 0:
             return self
         if self.rows == 0:
             self.__dict__.update({k: v for k, v in other.__dict__.items() if k != "sample_size"})
-            self._cut()
+            if cut:
+                self._cut()
             return self
         n_a, n_b = self.count, other.count
         n = n_a + n_b
@@ -258,8 +261,14 @@ class Profile:
         self.maximum = np.maximum(self.maximum, other.maximum)
         self.keys = np.concatenate([self.keys, other.keys])
         self.sample = np.concatenate([self.sample, other.sample])
-        self._cut()
+        if cut:
+            self._cut()
         return self
+
+    def cut_sample(self, limit: int | None = None) -> None:
+        """Keep the ``sample_size`` rows with the smallest keys (when over ``limit``)."""
+        if len(self.keys) > (self.sample_size if limit is None else limit):
+            self._cut()
 
     def _cut(self) -> None:
         if len(self.keys) > self.sample_size:
