@@ -48,8 +48,13 @@ class Tracking:
     def setup(self) -> None:
         disable_telemetry()
         upgrade_schema(self.uri)
+        import mlflow
         from mlflow import MlflowClient
 
+        # Some MLflow calls (resolving `models:/m-...` URIs, loading pyfunc models) read
+        # the process-wide URIs rather than the client's; the daemon owns the process.
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
         Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         experiment = client.get_experiment_by_name(self.experiment_name)

@@ -73,6 +73,8 @@ class Scenario:
         self.first_version: str | None = None
         self.candidate: str | None = None
         self.experiment: str | None = None
+        self.concluded = False
+        self.streaming_since = time.monotonic()
         self._market_log = data_dir / "market.csv"
 
     # -- HTTP ------------------------------------------------------------------------
@@ -90,14 +92,18 @@ class Scenario:
         """Write the reference and the market log; runs before the daemon starts."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.market.history(48)  # warm-up: 24h of returns behind the features
-        reference = self.market.history(3000)
+        # A long reference: the features are persistent (24h returns, funding), so a
+        # short one would not cover the calm market's own variation.
+        reference = self.market.history(20_000)
         reference[list(FEATURES)].to_csv(self.data_dir / "reference.csv", index=False)
-        reference.to_csv(self._market_log, index=False)
-        self._reference = reference
+        self._reference = reference.tail(3000).reset_index(drop=True)
+        self._reference.to_csv(self._market_log, index=False)
 
     async def run(self, stop: asyncio.Event) -> None:
+        self.progress.started = time.monotonic()
         async with aiohttp.ClientSession() as self.session:
             await self.bootstrap()
+            self.streaming_since = time.monotonic()
             while not stop.is_set():
                 await self.tick()
                 await self.advance_story()
@@ -142,8 +148,8 @@ class Scenario:
 
     async def advance_story(self) -> None:
         p = self.progress
-        elapsed = time.monotonic() - p.started
-        if p.regime == "calm" and elapsed >= self.shift_after:
+        streamed = time.monotonic() - self.streaming_since
+        if p.regime == "calm" and streamed >= self.shift_after:
             self.market.switch("volatile")
             p.regime = "volatile"
             p.mark("market regime shift: calm -> volatile")
@@ -163,6 +169,9 @@ class Scenario:
         if new and self.candidate is None:
             self.candidate = new[-1]["version"]
             p.mark(f"candidate {self.candidate} registered in validation")
+            # The model's configured strategy (canary) takes it from here; promotion
+            # from validation runs the validation gates first.
+            await self.call("POST", f"/api/models/{MODEL}/promote", {"version": self.candidate})
         if self.candidate:
             await self.follow_candidate(model, versions)
 
@@ -173,38 +182,36 @@ class Scenario:
 
     async def follow_candidate(self, model: dict[str, Any], versions: list[dict]) -> None:
         p = self.progress
-        candidate = next(v for v in versions if v["version"] == self.candidate)
-        status = candidate["status"]
         deployment = await self.call("GET", f"/api/models/{MODEL}/deployment")
         rollout = deployment.get("rollout") or {}
-        if rollout:
-            p.mark(f"{rollout.get('strategy', 'canary')} rollout of {self.candidate} started")
-        if status == "production":
+        if rollout.get("candidate") != self.candidate:
+            return
+        p.mark(f"{rollout['strategy']} rollout of {self.candidate} started")
+        state = rollout.get("state")
+        if state == "promoted":
             p.mark(f"{self.candidate} promoted to production")
-        elif status in ("failed", "deprecated", "archived") or rollout.get("state") in (
-            "rolled_back",
-            "failed",
-        ):
-            p.mark(f"{self.candidate} rolled back")
-        finished = any(
-            k.endswith("promoted to production") or k.endswith("rolled back") for k in p.milestones
-        )
-        if finished and self.experiment is None:
+        elif state in ("rolled_back", "failed"):
+            p.mark(f"{self.candidate} rolled back ({rollout.get('reason')})")
+        if state not in ("promoted", "rolled_back", "failed", "completed"):
+            return
+        if self.experiment is None:
             body = {
-                "model": MODEL,
-                "variant_a": self.first_version,
-                "variant_b": self.candidate,
+                "model_a": f"{MODEL}@{self.first_version}",
+                "model_b": f"{MODEL}@{self.candidate}",
                 "name": f"{self.first_version} vs {self.candidate}",
                 "traffic_split": 0.5,
                 "duration_hours": 0.05,
             }
             started = await self.call("POST", "/api/experiments", body)
-            self.experiment = started.get("id") or started.get("experiment_id")
+            self.experiment = started["id"]
             p.mark(f"A/B test {self.experiment} started")
-        if self.experiment:
-            result = await self.call("POST", f"/api/experiments/{self.experiment}/evaluate")
-            if result.get("recommendation") not in (None, "CONTINUE"):
-                p.mark(f"A/B test concluded: {result['recommendation']}")
+        elif not self.concluded:
+            record = await self.call("POST", f"/api/experiments/{self.experiment}/evaluate")
+            result = record.get("result") or record
+            recommendation = result.get("recommendation")
+            if recommendation not in (None, "CONTINUE"):
+                self.concluded = True
+                p.mark(f"A/B test concluded: {recommendation}, winner {result.get('winner')}")
 
     def status_line(self) -> str:
         p = self.progress

@@ -29,6 +29,7 @@ def fit_and_log(
 ) -> dict[str, Any]:
     """Fit on the first part of ``frame``, score on the rest, log the model; return its URI."""
     import mlflow
+    import sklearn
     from mlflow.models import infer_signature
     from sklearn.linear_model import Ridge
 
@@ -48,7 +49,8 @@ def fit_and_log(
             model,
             name="model",
             signature=infer_signature(X, model.predict(X)),
-            input_example=X.head(3),
+            # Explicit requirements: inferring them imports the model in a subprocess.
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
         )
     return {
         "model_uri": info.model_uri,
@@ -60,6 +62,8 @@ def fit_and_log(
 
 def train(data_path: str, rows: int = 1500) -> dict[str, Any]:
     """Train on the last ``rows`` rows of the demo's market log at ``data_path``."""
+    import mlflow  # noqa: F401  (slow to import: read the freshest data after it)
+
     frame = pd.read_csv(Path(data_path)).tail(rows).reset_index(drop=True)
     if len(frame) < 100:
         raise RuntimeError(f"only {len(frame)} rows of market data in {data_path}; need 100")
