@@ -372,3 +372,23 @@ async def test_changed_reference_is_rebuilt(make_config, reference):
         state = (await ready(second)).model_state("m")
         assert state.reference_status == "ready (built)"
         assert state.layout.edges[state.layout.numeric.index("x")][0] > 5
+
+
+async def test_concurrent_batches_share_commits_and_duplicates_lose(make_warden, reference):
+    import asyncio
+
+    warden = await make_warden(config(reference))
+    ingest = await ready(warden)
+    batches = [records(50, start=100 * b) for b in range(12)]
+    twins = [records(5, start=5000), records(5, start=5003)]  # r5003 and r5004 in both
+    results = await asyncio.gather(
+        *(ingest.record_predictions("m", {"records": b}) for b in (*batches, *twins)),
+        return_exceptions=True,
+    )
+    assert all(r == {"accepted": 50, "profiled": True} for r in results[:12])
+    outcome = results[12:]
+    failed = [r for r in outcome if isinstance(r, Exception)]
+    assert len(failed) == 1 and failed[0].code == "duplicate_id" and failed[0].status == 409
+    assert await stored(warden) == 600 + 5
+    profile = await ingest.window("m", NOW - 3600, NOW + 3600)
+    assert profile.rows == 605

@@ -66,7 +66,6 @@ class ModelState:
     open: dict[BucketKey, Profile] = field(default_factory=dict)
     generation: int = 0  # bumped when closed buckets are written
     cache: tuple[Any, Profile] | None = None
-    rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
 
 @dataclass
@@ -166,7 +165,13 @@ class Ledger:
         layout = state.layout
         bucket_seconds = self.warden.config.monitoring.bucket_seconds
         groups = await asyncio.to_thread(
-            _split, batch, layout, bucket_seconds, self.sample_size, state.rng
+            # A generator per batch: batches are profiled in concurrent threads.
+            _split,
+            batch,
+            layout,
+            bucket_seconds,
+            self.sample_size,
+            np.random.default_rng(),
         )
         classification = state.config.task == "classification"
         pred = batch.prediction
@@ -414,7 +419,7 @@ class Ledger:
         if not good:
             return
         profiles = await asyncio.to_thread(
-            _replay_rows, good, state.layout, self.sample_size, state.rng
+            _replay_rows, good, state.layout, self.sample_size, np.random.default_rng()
         )
         for key, profile in profiles:
             _fold(state, key, profile)
