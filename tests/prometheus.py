@@ -73,6 +73,16 @@ class PrometheusServer:
             return [{"value": data["result"]}]
         return data["result"]
 
+    def query_range(self, expr: str, seconds: float, step: str = "5s") -> list[dict[str, Any]]:
+        """Range query over the last ``seconds`` (as a Grafana panel asks)."""
+        import time as _time
+
+        end = _time.time()
+        data = self.api(
+            "query_range", query=expr, start=str(end - seconds), end=str(end), step=step
+        )
+        return data["result"]
+
     def targets_up(self) -> bool:
         data = self.api("targets")
         active = data["activeTargets"]

@@ -8,6 +8,7 @@ severity, plus reason, state, metric, variant, plugin, hook, route).
 from __future__ import annotations
 
 import platform
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -228,3 +229,24 @@ class Metrics:
         )
         for severity in ("info", "warning", "critical"):
             self.alerts_firing.labels(severity).set(0)
+
+    def zero_known_series(self, config: Any, pm: Any) -> None:
+        """Create the series whose label values are known up front, at 0.
+
+        A counter series that appears only at its first increment makes ``rate()`` and
+        ``increase()`` blind to that increment and leaves alert rules and dashboard
+        panels without data until something goes wrong; Prometheus' own advice is to
+        initialise the label values you know.
+        """
+        for outcome in ("succeeded", "failed", "timed_out", "cancelled", "interrupted"):
+            self.training_jobs_total.labels(outcome)
+        for notifier in [n.name for n in config.notifiers] or ["log"]:
+            for outcome in ("sent", "failed", "dropped"):
+                self.notifications.labels(notifier, outcome)
+        for model in config.models:
+            strategy = model.strategy or config.deployment.default_strategy
+            for outcome in ("promoted", "rolled_back", "failed"):
+                self.rollouts.labels(model.name, strategy, outcome)
+        for name, plugin in pm.list_name_plugin():
+            for caller in pm.get_hookcallers(plugin) or ():
+                self.plugin_errors.labels(name, caller.name)

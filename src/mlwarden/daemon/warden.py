@@ -31,8 +31,8 @@ from .metrics import Metrics
 from .monitor import MonitorService
 from .performance import PerformanceService
 from .registry import RegistryService
-from .rollout import RolloutService
 from .scheduler import SchedulerService
+from .rollout import RolloutService
 from .service import Service
 from .store import Store
 from .tracking import Tracking, disable_telemetry
@@ -47,8 +47,8 @@ SERVICE_CLASSES: tuple[type[Service], ...] = (
     IngestService,
     MonitorService,
     RegistryService,
-    RolloutService,
     PerformanceService,
+    RolloutService,
     ExperimentService,
     JobService,
     SchedulerService,
@@ -111,6 +111,7 @@ class Warden:
                 self.pm.register(service, name=f"mlwarden.service.{service.name}")
         self.started_at = self.clock()
         self.metrics.up_since.set(self.started_at)
+        self.metrics.zero_known_series(self.config, self.pm)
         await self.call_hook("mlwarden_startup", warden=self)
 
     async def stop(self, timeout: float | None = None) -> None:
@@ -303,22 +304,6 @@ class Warden:
             "promotion": record["promotion"],
             **(record["result"] or {}),
         }
-
-    async def monitor_model_drift(self, model: str, recent_data: Any) -> dict[str, Any]:
-        """Check ``recent_data`` (a pandas DataFrame) for drift against the model's reference.
-
-        The DataFrame is profiled by the same code as the ingest path; the DriftReport is
-        stored in the drift history and returned (DESIGN §5 shape).
-        """
-        return await self.service("monitor").check_frame(model, recent_data)
-
-    async def check_drift(self, model: str) -> dict[str, Any]:
-        """Run a drift check of ``model``'s current window now (``POST .../drift-check``)."""
-        return await self.service("monitor").check(model)
-
-    async def get_drift_history(self, model: str, days: float = 7.0) -> list[dict[str, Any]]:
-        """Stored drift reports of the last ``days``, oldest first."""
-        return await self.service("monitor").history(model, days=days)
 
     async def monitor_model_drift(self, model: str, recent_data: Any) -> dict[str, Any]:
         """Check ``recent_data`` (a pandas DataFrame) for drift against the model's reference.

@@ -129,6 +129,15 @@ class Scenario:
         self.progress.mark(f"model {MODEL} {self.first_version} trained and registered")
         await self.call("POST", f"/api/models/{MODEL}/promote", {"version": self.first_version})
         self.progress.mark(f"{self.first_version} in production, serving through the gateway")
+        # A sender with a typo in a feature name: the whole batch is refused, nothing stored.
+        bad = {"records": [{"id": "typo", "features": {"ret_1hour": 0.1}, "prediction": 0.0}]}
+        async with self.session.post(
+            f"{self.url}/api/models/{MODEL}/predictions", json=bad
+        ) as resp:
+            answer = await resp.json(content_type=None)
+        self.progress.mark(
+            f"a malformed batch was refused ({resp.status}: {answer['error']['code']})"
+        )
 
     async def tick(self) -> None:
         """Stream one batch: predictions through the gateway, then the realised labels."""
