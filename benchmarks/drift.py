@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -258,7 +259,10 @@ def run_mlwarden_daemon(directory: Path) -> dict[str, Any]:
             report = await warden.monitor_model_drift("bench", cur)
             return fit, time.perf_counter() - start, report
 
-    fit, seconds, report = asyncio.run(check())
+    try:
+        fit, seconds, report = asyncio.run(check())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     out = {}
     for name, entry in report["feature_drifts"].items():
         methods = entry.get("methods", {})
