@@ -10,9 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ["MLWARDEN_DISABLE_PLUGIN_AUTOLOAD"] = os.environ.get(
-    "MLWARDEN_TEST_AUTOLOAD", "1"
-)
+os.environ["MLWARDEN_DISABLE_PLUGIN_AUTOLOAD"] = os.environ.get("MLWARDEN_TEST_AUTOLOAD", "1")
 for _var in ("MLOPS_BASE_PATH", "MLFLOW_TRACKING_URI"):
     os.environ.pop(_var, None)
 
@@ -144,8 +142,17 @@ def example_plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     site = work / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-         str(site), str(source)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

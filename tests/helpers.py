@@ -87,10 +87,7 @@ class DaemonProcess:
 
     def write_config(self, text: str) -> None:
         header = f'[daemon]\nbase_path = "{self.base_path}"\n'
-        if "[daemon]" in text:
-            text = text.replace("[daemon]\n", header, 1)
-        else:
-            text = header + text
+        text = text.replace("[daemon]\n", header, 1) if "[daemon]" in text else header + text
         self.config_path.write_text(text)
 
     def start(self, wait: bool = True, timeout: float = 60) -> DaemonProcess:
@@ -100,8 +97,16 @@ class DaemonProcess:
                 env.pop(var, None)
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlwarden", "run", "--config", str(self.config_path),
-             "--listen", f"127.0.0.1:{self.port}"],
+            [
+                sys.executable,
+                "-m",
+                "mlwarden",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -63,6 +63,11 @@ features = ["ret_1h", "ret_6h", "ret_24h", "vol_24h", "funding_rate"]
 drift_methods = ["ks", "psi"]
 triggers = ["drift", "performance"]
 strategy = "canary"
+performance_metric = "mse"     # watched for degradation; the trading metrics are reported too
+
+# The prediction is the next hour's return: a sign strategy's Sharpe, drawdown, win rate.
+[models.trading]
+periods_per_year = 8760
 
 # Consecutive market hours are autocorrelated, so a short window of a calm market
 # differs from the reference by more than chance: demand stronger evidence.
