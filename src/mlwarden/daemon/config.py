@@ -91,7 +91,6 @@ class MonitoringConfig:
     max_out_of_range_rate: float = 0.05
     max_unseen_rate: float = 0.05
     drift_vote: Literal["all", "any", "majority"] = "all"
-    drift_vote: Literal["all", "any", "majority"] = "all"
 
 
 @dataclass(frozen=True)
