@@ -31,8 +31,8 @@ from .metrics import Metrics
 from .monitor import MonitorService
 from .performance import PerformanceService
 from .registry import RegistryService
-from .scheduler import SchedulerService
 from .rollout import RolloutService
+from .scheduler import SchedulerService
 from .service import Service
 from .store import Store
 from .tracking import Tracking, disable_telemetry
@@ -241,9 +241,7 @@ class Warden:
 
         return await rollback(self, model, version, actor=actor)
 
-    async def compare_models(
-        self, a: str, b: str, *, hours: float | None = None
-    ) -> dict[str, Any]:
+    async def compare_models(self, a: str, b: str, *, hours: float | None = None) -> dict[str, Any]:
         """Compare ``NAME@VERSION`` ``a`` and ``b``: metrics, params, performance, drift."""
         from .registry_ops import compare_versions, parse_ref
 
