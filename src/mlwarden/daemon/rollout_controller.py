@@ -1,12 +1,11 @@
 """The rollout controller: drives each active rollout's strategy one tick at a time.
 
 Owned by the ``rollouts`` service (daemon/rollout.py), which holds the traffic tables,
-the gateway and the active rollouts; this module holds the state machine's steps: the
-pre-flight load check, the fast path on gateway errors, the analysis of the candidate
-against the baseline (gateway serving stats plus the ingest path's labelled outcomes,
-or the shadow candidate's mirrored answers joined to the same requests' labels), the
-confirm-promotion hook, and promotion or rollback with their events, audit entries and
-``mlwarden_rollouts_total``.
+the gateway and the active rollouts; this module holds the state machine's steps: it
+gathers the evidence (the pre-flight load check, the fast path on gateway errors, the
+analysis of the candidate against the baseline: daemon/rollout_evidence.py), asks the
+strategy, runs the confirm-promotion hook, and promotes or rolls back with the events,
+audit entries and ``mlwarden_rollouts_total``.
 """
 
 from __future__ import annotations
@@ -15,12 +14,10 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import Conflict, InvalidInput, PluginError
-from ..plugins.strategies import Analysis, Check, RolloutView, Step, Strategy
+from ..plugins.strategies import Analysis, RolloutView, Step, Strategy
 from ..types import Event, Severity
-from .analysis import VersionSample, compare, sample_from_outcomes
+from .rollout_evidence import analyze, gateway_errors, preflight
 from .rollout_records import analyses_table, rollouts_table, shadow_table
 
 if TYPE_CHECKING:
@@ -29,10 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["RolloutController", "columns"]
 
 logger = logging.getLogger(__name__)
-
-#: A candidate failing more than ``max_error_rate`` of its gateway calls in a step (over
-#: at least this many calls, or ``min_samples`` when smaller) is rolled back at once.
-_FAST_FAIL_MIN_CALLS = 20
 
 
 class RolloutController:
@@ -94,7 +87,7 @@ class RolloutController:
                     None,
                 )
                 return
-            failed = await self._preflight(rollout)
+            failed = await preflight(self.warden, self.gateway, rollout)
             if failed is not None:
                 await self._apply(rollout, Step("rollback", reason=failed.reason), failed)
                 return
@@ -105,13 +98,13 @@ class RolloutController:
             if held is not None:
                 await self._apply(rollout, held, None)
             return
-        fast = self._gateway_errors(rollout, strategy)
+        fast = gateway_errors(self.warden, self.gateway, rollout, strategy)
         if fast is not None:
             await self._apply(rollout, Step("rollback", reason=fast.reason), fast)
             return
         if view.now < rollout["next_analysis_at"] or not strategy.due(view):
             return
-        analysis = await self._analyze(rollout, strategy, view)
+        analysis = await analyze(self.warden, self.gateway, rollout, strategy, view)
         step = strategy.decide(view, analysis)
         await self._apply(rollout, step, analysis)
 
@@ -123,117 +116,6 @@ class RolloutController:
             weight=rollout["weight"], mirror=rollout["mirror"],
             failures=rollout["failures"], memo=dict(rollout["memo"]),
         )  # fmt: skip
-
-    async def _preflight(self, rollout: dict[str, Any]) -> Analysis | None:
-        """With the gateway on, the candidate must load before it gets any traffic."""
-        if not self.warden.config.deployment.gateway:
-            return None
-        now = self.warden.clock()
-        try:
-            await self.gateway.load(rollout["model"], rollout["candidate"])
-        except Exception as exc:
-            return Analysis(
-                "fail",
-                (Check("model_load", 0.0, None, 1.0, False, "the candidate's pyfunc model loads"),),
-                since=now,
-                until=now,
-                reason=f"candidate failed to load: {type(exc).__name__}: {exc}",
-            )
-        return None
-
-    def _gateway_errors(self, rollout: dict[str, Any], strategy: Strategy) -> Analysis | None:
-        """The fast path: gateway errors of the candidate over the threshold in this step."""
-        now = self.warden.clock()
-        stats = self.gateway.stats.get((rollout["model"], rollout["candidate"]))
-        if stats is None:
-            return None
-        calls, errors, _ = stats.window(rollout["step_started_at"], now)
-        limit = strategy.thresholds.max_error_rate
-        if calls < min(_FAST_FAIL_MIN_CALLS, strategy.thresholds.min_samples):
-            return None
-        rate = errors / calls
-        if rate <= limit:
-            return None
-        return Analysis(
-            "fail",
-            (
-                Check(
-                    "gateway_error_rate",
-                    rate,
-                    None,
-                    limit,
-                    False,
-                    "candidate's gateway error rate <= max_error_rate",
-                ),
-            ),
-            samples={"candidate_requests": calls, "candidate_errors": errors},
-            since=rollout["step_started_at"],
-            until=now,
-            reason=f"gateway errors over the threshold: {errors} of {calls} calls failed "
-            f"({rate:.1%} > {limit:.1%})",
-        )
-
-    async def _analyze(
-        self, rollout: dict[str, Any], strategy: Strategy, view: RolloutView
-    ) -> Analysis:
-        (cs, cu), (bs, bu) = strategy.windows(view)
-        model = rollout["model"]
-        baseline = await self._sample(model, rollout["baseline"], bs, bu)
-        if rollout["mirror"]:
-            candidate = await self._shadow_sample(rollout, cs, cu)
-        else:
-            candidate = await self._sample(model, rollout["candidate"], cs, cu)
-        config = self.warden.config.model(model)
-        analysis = compare(
-            candidate,
-            baseline,
-            strategy.thresholds,
-            task=config.task if config else "regression",
-            since=cs,
-            until=cu,
-        )
-        if bs != cs or bu != cu:
-            analysis.samples["baseline_since"] = bs
-            analysis.samples["baseline_until"] = bu
-        return analysis
-
-    async def _sample(self, model: str, version: str, since: float, until: float) -> VersionSample:
-        ingest = self.warden.services.get("ingest")
-        if ingest is not None:
-            outcomes = await ingest.outcomes(model, version=version, since=since, until=until)
-            sample = sample_from_outcomes(outcomes)
-        else:
-            sample = VersionSample()
-        stats = self.gateway.stats.get((model, version))
-        if stats is not None:
-            calls, errors, latency = stats.window(since, until)
-            if calls:  # the gateway saw every call, labelled or not
-                sample.requests, sample.errors, sample.latency = calls, errors, latency
-        return sample
-
-    async def _shadow_sample(
-        self, rollout: dict[str, Any], since: float, until: float
-    ) -> VersionSample:
-        """The shadow candidate's mirrored answers joined to the labels of the same requests."""
-        model, version = rollout["model"], rollout["candidate"]
-        sample = VersionSample()
-        ingest = self.warden.services.get("ingest")
-        if ingest is not None:
-            outcomes = await ingest.outcomes(
-                model, version=rollout["baseline"], since=since, until=until
-            )
-            mirrored = await self.gateway.shadow_sample(model, version, outcomes.id, since, until)
-            pairs = [
-                (mirrored[str(i)][0], label)
-                for i, label in zip(outcomes.id.tolist(), outcomes.label.tolist(), strict=True)
-                if str(i) in mirrored and not mirrored[str(i)][2]
-            ]
-            sample.prediction = np.array([p for p, _ in pairs])
-            sample.label = np.array([y for _, y in pairs])
-        stats = self.gateway.stats.get((model, version))
-        if stats is not None:
-            sample.requests, sample.errors, sample.latency = stats.window(since, until)
-        return sample
 
     async def _apply(self, rollout: dict[str, Any], step: Step, analysis: Analysis | None) -> None:
         now = self.warden.clock()
