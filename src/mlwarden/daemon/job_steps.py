@@ -1,16 +1,60 @@
-"""The steps of a training attempt around the trainer: data checks and registration."""
+"""The steps of a training attempt around the trainer: data checks, registration, outcome."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from ..types import TrainingResult
+from ..errors import PluginError
+from ..types import Event, Severity, TrainingJob, TrainingResult
 
-__all__ = ["NotRetryable", "check_reported_data", "check_training_data", "register_result"]
+__all__ = [
+    "NotRetryable",
+    "check_reported_data",
+    "check_training_data",
+    "make_trainer",
+    "outcome_event",
+    "register_result",
+    "training_request",
+]
 
 
 class NotRetryable(Exception):
     """A failure that another attempt cannot fix (no data, bad config, registry)."""
+
+
+def make_trainer(plugins: Any, model: str, options: dict[str, Any]) -> Any:
+    """The model's trainer plugin built from its ``[models.trainer]`` options."""
+    opts = dict(options)
+    plugin = opts.pop("plugin", "command")
+    cls = plugins.get("trainer", plugin)
+    try:
+        return cls(**opts)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"model {model!r}: trainer {plugin!r}: {exc}") from exc
+
+
+def training_request(config: Any, job: dict[str, Any], job_dir: Path) -> TrainingJob:
+    """The trainer's request for this attempt of ``job``; opens its log with a banner."""
+    training = config.training
+    job_id, model, attempt = job["id"], job["model"], job["attempt"]
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job["log_path"], "a", encoding="utf-8") as log:
+        log.write(f"=== mlwarden: attempt {attempt} of job {job_id} ({model}) ===\n")
+    return TrainingJob(
+        id=job_id,
+        model=model,
+        reason=job["reason"],
+        tracking_uri=config.tracking_uri,
+        output_path=str(job_dir / "output.json"),
+        log_path=job["log_path"],
+        timeout_seconds=training.job_timeout_hours * 3600.0,
+        options={
+            "kill_grace_seconds": training.kill_grace_seconds,
+            "experiment": config.mlflow.experiment,
+        },
+        attempt=attempt,
+    )
 
 
 async def check_training_data(warden: Any, model: str) -> None:
@@ -63,3 +107,22 @@ async def register_result(
     except Exception as exc:
         raise NotRetryable(f"registering {result.model_uri} failed: {exc}") from exc
     return str(record.get("version")) if record.get("version") is not None else None
+
+
+def outcome_event(job: dict[str, Any], state: str, tail: str) -> Event:
+    """The event announcing that ``job`` ended in ``state`` (``tail``: its log's end)."""
+    job_id = job["id"]
+    data = {"job_id": job_id, "reason": job["reason"], "attempt": job["attempt"]}
+    if state == "succeeded":
+        data.update(version=job["version"], model_uri=job["model_uri"], metrics=job["metrics"])
+        kind, severity = "training_succeeded", Severity.INFO
+        message = f"training job {job_id} succeeded: version {job['version']} in validation"
+    elif state == "cancelled":
+        data.update(state=state, error=job["error"])
+        kind, severity = "training_cancelled", Severity.INFO
+        message = f"training job {job_id} cancelled"
+    else:
+        data.update(state=state, error=job["error"], log_tail=tail)
+        kind, severity = "training_failed", Severity.CRITICAL
+        message = f"training job {job_id} {state.replace('_', ' ')}: {job['error']}"
+    return Event(kind=kind, model=job["model"], severity=severity, message=message, data=data)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -30,22 +29,29 @@ import sqlalchemy as sa
 
 from ..errors import Conflict, InvalidInput, NotFound, PluginError
 from ..plugins.trainers.process import TrainingFailed, TrainingTimedOut
-from ..types import Event, Severity, TrainingJob, TrainingResult
+from ..types import Event, TrainingResult
 from .config import Config
-from .job_records import (
-    ACTIVE_STATES,
-    STATES,
-    TERMINAL_STATES,
-    job_record,
-    jobs_table,
-    kill_job_processes,
-    log_tail,
+from .job_queue import (
+    active_job,
+    fetch_job,
+    interrupt_job,
+    list_jobs,
+    new_job,
+    queued_jobs,
+    running_jobs,
+    state_counts,
+    take_runner_lock,
+    update_job,
 )
+from .job_records import STATES, TERMINAL_STATES, jobs_table, kill_job_processes, log_tail
 from .job_steps import (
     NotRetryable,
     check_reported_data,
     check_training_data,
+    make_trainer,
+    outcome_event,
     register_result,
+    training_request,
 )
 from .service import Service
 from .store import Schema, create_tables
@@ -104,7 +110,7 @@ class JobService(Service):
         self._wake.set()
 
     async def health(self) -> dict[str, Any]:
-        counts = await self._counts()
+        counts = await state_counts(self.warden.store)
         status = "ok" if self._lock_file is not None else "degraded"
         out: dict[str, Any] = {"status": status, "jobs": counts, "running": sorted(self._running)}
         if self._lock_file is None:
@@ -122,42 +128,16 @@ class JobService(Service):
     def _check_trainers(self, config: Config) -> None:
         for model in config.models:
             if model.trainer:
-                self._trainer(model.name, model.trainer)
-
-    def _trainer(self, model: str, options: dict[str, Any]) -> Any:
-        opts = dict(options)
-        plugin = opts.pop("plugin", "command")
-        cls = self.warden.plugins.get("trainer", plugin)
-        try:
-            return cls(**opts)
-        except (TypeError, ValueError) as exc:
-            raise PluginError(f"model {model!r}: trainer {plugin!r}: {exc}") from exc
+                make_trainer(self.warden.plugins, model.name, model.trainer)
 
     def _take_runner_lock(self) -> bool:
-        if self._lock_file is not None:
-            return True
-        fh = open(self.jobs_dir / "runner.lock", "a+")  # noqa: SIM115 (held while running)
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            return False
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{os.getpid()}\n")
-        fh.flush()
-        self._lock_file = fh
-        return True
+        if self._lock_file is None:
+            self._lock_file = take_runner_lock(self.jobs_dir / "runner.lock")
+        return self._lock_file is not None
 
     async def _recover(self) -> None:
         """Jobs left ``running`` by a daemon that died: kill leftovers, interrupt, requeue."""
-        async with self.warden.store.connect() as conn:
-            rows = (
-                (await conn.execute(sa.select(jobs_table).where(jobs_table.c.state == "running")))
-                .mappings()
-                .all()
-            )
-        for row in rows:
+        for row in await running_jobs(self.warden.store):
             killed = await asyncio.to_thread(kill_job_processes, row["id"])
             why = f"the daemon (pid {row['owner_pid']}) stopped while the job was running"
             if killed:
@@ -181,30 +161,27 @@ class JobService(Service):
         if not config.trainer:
             raise Conflict(f"model {model!r} has no trainer configured ([models.trainer])")
         async with self._submit_lock:
-            existing = await self._active(model)
+            existing = await active_job(self.warden.store, model)
             if existing is not None:
                 return existing, False
             now = self.warden.clock()
             job_id = uuid.uuid4().hex
-            values = {
-                "id": job_id,
-                "model": model,
-                "state": "queued",
-                "reason": reason,
-                "trigger": trigger,
-                "attempt": 0,
-                "max_attempts": self.warden.config.training.max_retries + 1,
-                "created_at": now,
-                "updated_at": now,
-                "not_before": now,
-                "log_path": str(self.jobs_dir / job_id / "train.log"),
-            }
+            values = new_job(
+                job_id,
+                model=model,
+                reason=reason,
+                trigger=trigger,
+                attempt=0,
+                max_attempts=self.warden.config.training.max_retries + 1,
+                now=now,
+                jobs_dir=self.jobs_dir,
+            )
             try:
                 async with self.warden.store.begin() as conn:
                     await conn.execute(jobs_table.insert(), values)
             except sa.exc.IntegrityError:
                 # Another process queued one between our check and insert.
-                existing = await self._active(model)
+                existing = await active_job(self.warden.store, model)
                 if existing is not None:
                     return existing, False
                 raise
@@ -215,15 +192,7 @@ class JobService(Service):
 
     async def get(self, job_id: str) -> dict[str, Any]:
         """One job; NotFound if there is none with this id."""
-        async with self.warden.store.connect() as conn:
-            row = (
-                (await conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)))
-                .mappings()
-                .first()
-            )
-        if row is None:
-            raise NotFound(f"training job {job_id!r} not found")
-        return job_record(row)
+        return await fetch_job(self.warden.store, job_id)
 
     async def list(
         self, *, model: str | None = None, state: str | None = None, limit: int = 100
@@ -231,14 +200,7 @@ class JobService(Service):
         """Jobs, newest first, optionally of one model and/or in one state."""
         if state is not None and state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}, got {state!r}")
-        query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc()).limit(limit)
-        if model is not None:
-            query = query.where(jobs_table.c.model == model)
-        if state is not None:
-            query = query.where(jobs_table.c.state == state)
-        async with self.warden.store.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
-        return [job_record(r) for r in rows]
+        return await list_jobs(self.warden.store, model=model, state=state, limit=limit)
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job (a running one's process tree is killed)."""
@@ -284,20 +246,8 @@ class JobService(Service):
             await self._recover()
         slots = self.warden.config.training.max_concurrent_jobs - len(self._running)
         now = self.warden.clock()
-        async with self.warden.store.connect() as conn:
-            rows = (
-                (
-                    await conn.execute(
-                        sa.select(jobs_table)
-                        .where(jobs_table.c.state == "queued")
-                        .order_by(jobs_table.c.created_at)
-                    )
-                )
-                .mappings()
-                .all()
-            )
         wait = POLL_SECONDS
-        for row in rows:
+        for row in await queued_jobs(self.warden.store):
             if row["not_before"] > now:
                 wait = min(wait, row["not_before"] - now)
                 continue
@@ -353,28 +303,11 @@ class JobService(Service):
             if model_config is None or not model_config.trainer:
                 raise NotRetryable(f"model {model!r} has no trainer configured any more")
             try:
-                trainer = self._trainer(model, model_config.trainer)
+                trainer = make_trainer(self.warden.plugins, model, model_config.trainer)
             except PluginError as exc:
                 raise NotRetryable(str(exc)) from exc
             await check_training_data(self.warden, model)
-            job_dir = self.jobs_dir / job_id
-            job_dir.mkdir(parents=True, exist_ok=True)
-            with open(job["log_path"], "a", encoding="utf-8") as log:
-                log.write(f"=== mlwarden: attempt {attempt} of job {job_id} ({model}) ===\n")
-            request = TrainingJob(
-                id=job_id,
-                model=model,
-                reason=job["reason"],
-                tracking_uri=self.warden.config.tracking_uri,
-                output_path=str(job_dir / "output.json"),
-                log_path=job["log_path"],
-                timeout_seconds=timeout,
-                options={
-                    "kill_grace_seconds": training.kill_grace_seconds,
-                    "experiment": self.warden.config.mlflow.experiment,
-                },
-                attempt=attempt,
-            )
+            request = training_request(self.warden.config, job, self.jobs_dir / job_id)
             try:
                 async with asyncio.timeout(
                     timeout + training.kill_grace_seconds + BACKSTOP_SECONDS
@@ -413,14 +346,9 @@ class JobService(Service):
     # -- state changes -------------------------------------------------------------------
 
     async def _update(self, job_id: str, values: dict[str, Any], *, expect: str) -> bool:
-        values = {**values, "updated_at": self.warden.clock()}
-        async with self.warden.store.begin() as conn:
-            result = await conn.execute(
-                jobs_table.update()
-                .where(jobs_table.c.id == job_id, jobs_table.c.state == expect)
-                .values(**values)
-            )
-        return result.rowcount == 1
+        return await update_job(
+            self.warden.store, job_id, values, expect=expect, now=self.warden.clock()
+        )
 
     async def _tail(self, job_id: str) -> str:
         path = self.jobs_dir / job_id / "train.log"
@@ -440,29 +368,15 @@ class JobService(Service):
         self.warden.metrics.training_job_duration.observe(time.monotonic() - begun)
         await self._refresh_gauge()
         job = await self.get(job_id)
-        data = {"job_id": job_id, "reason": job["reason"], "attempt": job["attempt"]}
-        if state == "succeeded":
-            data.update(version=job["version"], model_uri=job["model_uri"], metrics=job["metrics"])
-            kind, severity = "training_succeeded", Severity.INFO
-            message = f"training job {job_id} succeeded: version {job['version']} in validation"
-        elif state == "cancelled":
-            data.update(state=state, error=job["error"])
-            kind, severity = "training_cancelled", Severity.INFO
-            message = f"training job {job_id} cancelled"
-        else:
-            data.update(state=state, error=job["error"], log_tail=tail)
-            kind, severity = "training_failed", Severity.CRITICAL
-            message = f"training job {job_id} {state.replace('_', ' ')}: {job['error']}"
+        event = outcome_event(job, state, tail)
         await self.warden.audit.record(
             actor="mlwarden",
             action=f"training job {state}",
             target=f"model={job['model']},job={job_id}",
             outcome=state,
-            detail={k: v for k, v in data.items() if k != "log_tail"},
+            detail={k: v for k, v in event.data.items() if k != "log_tail"},
         )
-        await self.warden.emit(
-            Event(kind=kind, model=job["model"], severity=severity, message=message, data=data)
-        )
+        await self.warden.emit(event)
 
     async def _retry(self, job_id: str, attempt: int, begun: float, error: str) -> None:
         training = self.warden.config.training
@@ -501,39 +415,17 @@ class JobService(Service):
         requeue = self.warden.config.training.requeue_interrupted
         new_id = uuid.uuid4().hex if requeue else None
         tail = await self._tail(row["id"])
-        async with self.warden.store.begin() as conn:
-            result = await conn.execute(
-                jobs_table.update()
-                .where(jobs_table.c.id == row["id"], jobs_table.c.state == "running")
-                .values(
-                    state="interrupted",
-                    finished_at=now,
-                    updated_at=now,
-                    error=why,
-                    log_tail=tail,
-                    requeued_as=new_id,
-                )
-            )
-            if result.rowcount != 1:
-                return
-            if new_id is not None:
-                await conn.execute(
-                    jobs_table.insert(),
-                    {
-                        "id": new_id,
-                        "model": row["model"],
-                        "state": "queued",
-                        "reason": row["reason"],
-                        "trigger": row["trigger"],
-                        "attempt": max(row["attempt"] - 1, 0),
-                        "max_attempts": row["max_attempts"],
-                        "created_at": now,
-                        "updated_at": now,
-                        "not_before": now,
-                        "requeued_from": row["id"],
-                        "log_path": str(self.jobs_dir / new_id / "train.log"),
-                    },
-                )
+        interrupted = await interrupt_job(
+            self.warden.store,
+            row,
+            why=why,
+            tail=tail,
+            now=now,
+            new_id=new_id,
+            jobs_dir=self.jobs_dir,
+        )
+        if not interrupted:
+            return
         self.warden.metrics.training_jobs_total.labels("interrupted").inc()
         logger.warning(
             "training job %s interrupted (%s)%s",
@@ -550,29 +442,6 @@ class JobService(Service):
         )
         await self._refresh_gauge()
 
-    async def _active(self, model: str) -> dict[str, Any] | None:
-        async with self.warden.store.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        sa.select(jobs_table).where(
-                            jobs_table.c.model == model, jobs_table.c.state.in_(ACTIVE_STATES)
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return job_record(row) if row is not None else None
-
-    async def _counts(self) -> dict[str, int]:
-        async with self.warden.store.connect() as conn:
-            rows = await conn.execute(
-                sa.select(jobs_table.c.state, sa.func.count()).group_by(jobs_table.c.state)
-            )
-            counts = dict(rows.all())
-        return {state: int(counts.get(state, 0)) for state in STATES}
-
     async def _refresh_gauge(self) -> None:
-        for state, count in (await self._counts()).items():
+        for state, count in (await state_counts(self.warden.store)).items():
             self.warden.metrics.training_jobs.labels(state).set(count)
