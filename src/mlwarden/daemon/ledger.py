@@ -32,18 +32,9 @@ from .ingest_tables import (
     predictions_table,
     profile_table,
 )
+from .ledger_startup import load_reference, replay_journal
 from .profiles import Columns, Layout, Profile
-from .reference import (
-    Reference,
-    decode_reference,
-    encode_target,
-    layout_without_reference,
-    params_fingerprint,
-    read_reference,
-    reference_table,
-    source_sha256,
-    source_stat,
-)
+from .reference import Reference, layout_without_reference
 
 __all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
 
@@ -326,7 +317,7 @@ class Ledger:
 
     async def _prepare(self, state: ModelState) -> None:
         try:
-            await self._load_reference(state)
+            await load_reference(self.warden, state, self._loading)
         except Exception as exc:
             logger.error("model %s: reference not loaded: %s", state.config.name, exc)
             self.warden.record_error(f"reference {state.config.name}", str(exc))
@@ -335,97 +326,11 @@ class Ledger:
             if fallback is not None:
                 state.layout, state.open_schema = fallback, False
         try:
-            await self._replay(state)
+            profiles = await replay_journal(self.warden, state, self.sample_size)
+            for key, profile in profiles:
+                _fold(state, key, profile)
         finally:
             state.ready.set()
-
-    async def _load_reference(self, state: ModelState) -> None:
-        mc, monitoring = state.config, self.warden.config.monitoring
-        if not mc.reference:
-            layout = layout_without_reference(mc, monitoring)
-            state.reference_status = "none"
-            if layout is not None:
-                state.layout, state.open_schema = layout, False
-            return
-        params = params_fingerprint(mc, monitoring)
-        t = reference_table
-        async with self.warden.store.connect() as conn:
-            row = (await conn.execute(sa.select(t).where(t.c.model == mc.name))).first()
-        size, mtime = await asyncio.to_thread(source_stat, mc.reference)
-        sha = row.sha256 if row is not None else ""
-        reuse = row is not None and row.params == params and row.source == mc.reference
-        if reuse and (row.size, row.mtime_ns) != (size, mtime):
-            sha = await asyncio.to_thread(source_sha256, mc.reference)
-            reuse = sha == row.sha256
-        if reuse:
-            reference = await asyncio.to_thread(
-                decode_reference, row, monitoring.reference_sample_size
-            )
-            state.reference_status = "ready (stored profile)"
-            if (row.size, row.mtime_ns) != (size, mtime):
-                async with self.warden.store.begin() as conn:
-                    await conn.execute(
-                        t.update().where(t.c.model == mc.name).values(size=size, mtime_ns=mtime)
-                    )
-        else:
-            sha = await asyncio.to_thread(source_sha256, mc.reference)
-            fingerprint = f"{params[:16]}{sha[:16]}"
-            async with self._loading:
-                reference = await asyncio.to_thread(
-                    read_reference, mc, monitoring, self.warden.config.tracking_uri, fingerprint
-                )
-            values = {
-                "model": mc.name,
-                "source": mc.reference,
-                "params": params,
-                "size": size,
-                "mtime_ns": mtime,
-                "sha256": sha,
-                "rows": reference.rows,
-                "layout": reference.layout.to_bytes(),
-                "profile": reference.profile.to_bytes(),
-                "target": None if reference.target is None else encode_target(reference.target),
-                "created_at": self.warden.clock(),
-            }
-            async with self.warden.store.begin() as conn:
-                await conn.execute(t.delete().where(t.c.model == mc.name))
-                await conn.execute(t.insert(), values)
-            state.reference_status = "ready (built)"
-            logger.info(
-                "model %s: reference profile built from %s (%d rows)",
-                mc.name,
-                mc.reference,
-                reference.rows,
-            )
-        state.reference, state.layout, state.open_schema = reference, reference.layout, False
-
-    async def _replay(self, state: ModelState) -> None:
-        j = journal_table
-        name, fingerprint = state.config.name, state.layout.fingerprint
-        async with self.warden.store.connect() as conn:
-            rows = (
-                await conn.execute(sa.select(j).where(j.c.model == name).order_by(j.c.seq))
-            ).all()
-        stale = [r.seq for r in rows if r.layout != fingerprint]
-        if stale:
-            logger.warning(
-                "model %s: %d journal batches belong to another reference; dropped",
-                name,
-                len(stale),
-            )
-            async with self.warden.store.begin() as conn:
-                await conn.execute(j.delete().where(j.c.seq.in_(stale)))
-        good = [r for r in rows if r.layout == fingerprint]
-        if not good:
-            return
-        profiles = await asyncio.to_thread(
-            _replay_rows, good, state.layout, self.sample_size, np.random.default_rng()
-        )
-        for key, profile in profiles:
-            _fold(state, key, profile)
-        logger.info(
-            "model %s: %d journalled batches folded back into open buckets", name, len(good)
-        )
 
     # -- housekeeping --------------------------------------------------------------------
 
@@ -500,18 +405,6 @@ def _split(
 def _fold(state: ModelState, key: BucketKey, profile: Profile) -> None:
     current = state.open.get(key)
     state.open[key] = profile if current is None else current.merge(profile)
-
-
-def _replay_rows(
-    rows: list[Any], layout: Layout, sample_size: int, rng: np.random.Generator
-) -> list[tuple[BucketKey, Profile]]:
-    return [
-        (
-            (r.version, r.bucket_start),
-            Profile.from_columns(layout, Columns.from_bytes(r.columns), sample_size, rng),
-        )
-        for r in rows
-    ]
 
 
 def _merge_blobs(layout: Layout, blobs: list[bytes], sample_size: int) -> Profile:
