@@ -24,19 +24,11 @@ import sqlalchemy as sa
 
 from .. import hookimpl
 from ..errors import Conflict, InvalidInput, NotFound
-from ..stats import (
-    METRICS,
-    AnalysisSettings,
-    Evaluation,
-    SequentialState,
-    analyse,
-    is_final,
-)
+from ..stats import Evaluation, is_final
 from ..types import Event, Severity
+from .experiment_analysis import analysis_settings, evaluate_arms
 from .experiment_records import (
     EXPERIMENTS_SCHEMA,
-    arm_from_outcomes,
-    default_metric,
     evaluations_table,
     experiments_table,
     public,
@@ -109,7 +101,9 @@ class ExperimentService(Service):
         """
         ab = self.warden.config.ab_testing
         duration = ab.min_duration_hours if duration_hours is None else float(duration_hours)
-        settings = self._settings(model, weight_b, duration, metric, test, sequential)
+        settings = analysis_settings(
+            self.warden.config, model, weight_b, duration, metric, test, sequential
+        )
         if version_a == version_b:
             raise InvalidInput(f"model {model!r}: arms A and B are both version {version_a!r}")
         if duration < ab.min_duration_hours:
@@ -197,47 +191,6 @@ class ExperimentService(Service):
         )
         return record
 
-    def _settings(
-        self,
-        model: str,
-        weight_b: float,
-        duration: float,
-        metric: str | None,
-        test: str | None,
-        sequential: bool | None,
-    ) -> AnalysisSettings:
-        ab = self.warden.config.ab_testing
-        if not 0 < weight_b < 1:
-            raise InvalidInput(f"traffic_split must be in (0, 1) (the share of B), got {weight_b}")
-        if not duration > 0:
-            raise InvalidInput(f"duration_hours must be a positive number, got {duration}")
-        chosen = metric or ab.metric or default_metric(self.warden.config.model(model))
-        if chosen not in METRICS:
-            raise InvalidInput(f"metric must be one of {', '.join(METRICS)}, got {chosen!r}")
-        chosen_test = test or ab.test
-        if chosen_test not in ("auto", "welch", "ztest", "mann_whitney"):
-            raise InvalidInput(
-                f"test must be one of auto, welch, ztest, mann_whitney, got {chosen_test!r}"
-            )
-        if chosen_test == "ztest" and chosen != "accuracy":
-            raise InvalidInput(f"test 'ztest' needs a 0/1 metric (accuracy), not {chosen!r}")
-        return AnalysisSettings(
-            metric=chosen,
-            test=chosen_test,
-            weight_b=float(weight_b),
-            confidence_level=ab.confidence_level,
-            significance_threshold=ab.significance_threshold,
-            min_samples=ab.min_samples,
-            min_duration_hours=ab.min_duration_hours,
-            duration_hours=duration,
-            sequential=ab.sequential if sequential is None else bool(sequential),
-            tuning_samples=ab.sequential_tuning_samples,
-            srm_threshold=ab.srm_threshold,
-            relative_mde=ab.minimum_detectable_effect,
-            target_power=ab.power,
-            guardrails=tuple(ab.guardrails),
-        )
-
     # -- evaluate --------------------------------------------------------------------
 
     async def evaluate(self, experiment_id: str, *, actor: str = "mlwarden") -> dict[str, Any]:
@@ -247,40 +200,11 @@ class ExperimentService(Service):
             record = await self.get(experiment_id)
             if record["status"] != "running":
                 return record
-            evaluation, data = await self._analyse(record)
+            evaluation, data = await evaluate_arms(self.warden, record)
             await self._store_evaluation(record, evaluation, data)
             if is_final(evaluation.recommendation):
                 await self._conclude(record, data, status="concluded", actor=actor)
             return await self.get(experiment_id)
-
-    async def _analyse(self, record: dict[str, Any]) -> tuple[Evaluation, dict[str, Any]]:
-        ingest = self.warden.service("ingest")
-        model, since = record["model"], record["started_at"]
-        out_a = await ingest.outcomes(model, version=record["version_a"], since=since)
-        out_b = await ingest.outcomes(model, version=record["version_b"], since=since)
-        settings = AnalysisSettings(**{
-            **record["settings"], "guardrails": tuple(record["settings"]["guardrails"]),
-        })  # fmt: skip
-        states = {k: SequentialState.from_dict(v) for k, v in record["_state"].items()}
-        elapsed = (self.warden.clock() - since) / 3600.0
-
-        def run() -> Evaluation:
-            return analyse(
-                arm_from_outcomes(settings.metric, out_a),
-                arm_from_outcomes(settings.metric, out_b),
-                settings,
-                elapsed_hours=elapsed,
-                states=states,
-            )
-
-        evaluation = await asyncio.to_thread(run)
-        data = evaluation.to_dict()
-        arm_version = {"A": record["version_a"], "B": record["version_b"]}
-        data["winner_arm"] = evaluation.winner
-        data["winner"] = arm_version.get(evaluation.winner or "")
-        data["versions"] = arm_version
-        data["evaluated_at"] = self.warden.clock()
-        return evaluation, data
 
     async def _store_evaluation(
         self, record: dict[str, Any], evaluation: Evaluation, data: dict[str, Any]
