@@ -340,14 +340,9 @@ class ExperimentService(Service):
 
     async def get(self, experiment_id: str) -> dict[str, Any]:
         """The experiment's record; NotFound (404) when there is none with that id."""
-        async with self.warden.store.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(experiments_table).where(experiments_table.c.id == experiment_id)
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"no experiment with id {experiment_id!r}")
+        row = await self.warden.store.row_by_id(
+            experiments_table, experiment_id, missing=f"no experiment with id {experiment_id!r}"
+        )
         return record_from_row(row)
 
     async def evaluations(self, experiment_id: str, limit: int = 100) -> list[dict[str, Any]]:

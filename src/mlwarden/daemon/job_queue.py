@@ -15,7 +15,6 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from ..errors import NotFound
 from .job_records import ACTIVE_STATES, STATES, job_record, jobs_table
 
 __all__ = [
@@ -80,15 +79,8 @@ def new_job(
 
 async def fetch_job(store: Any, job_id: str) -> dict[str, Any]:
     """One job; NotFound if there is none with this id."""
-    async with store.connect() as conn:
-        row = (
-            (await conn.execute(sa.select(jobs_table).where(jobs_table.c.id == job_id)))
-            .mappings()
-            .first()
-        )
-    if row is None:
-        raise NotFound(f"training job {job_id!r} not found")
-    return job_record(row)
+    row = await store.row_by_id(jobs_table, job_id, missing=f"training job {job_id!r} not found")
+    return job_record(row._mapping)
 
 
 async def active_job(store: Any, model: str) -> dict[str, Any] | None:

@@ -269,14 +269,9 @@ class RolloutService(Service):
     # -- reads ---------------------------------------------------------------------
 
     async def get(self, rollout_id: str) -> dict[str, Any]:
-        async with self.warden.store.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(rollouts_table).where(rollouts_table.c.id == rollout_id)
-                )
-            ).first()
-        if row is None:
-            raise NotFound(f"no rollout with id {rollout_id!r}")
+        row = await self.warden.store.row_by_id(
+            rollouts_table, rollout_id, missing=f"no rollout with id {rollout_id!r}"
+        )
         return rollout_from_row(row)
 
     async def history(self, model: str, limit: int = 20) -> list[dict[str, Any]]:

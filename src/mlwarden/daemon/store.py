@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ..errors import NotFound
+
 __all__ = ["Schema", "Store", "create_tables"]
 
 logger = logging.getLogger(__name__)
@@ -85,6 +87,14 @@ class Store:
     def connect(self) -> Any:
         assert self.engine is not None, "store is not open"
         return self.engine.connect()
+
+    async def row_by_id(self, table: sa.Table, row_id: Any, *, missing: str) -> sa.Row[Any]:
+        """The row of ``table`` whose ``id`` is ``row_id``; NotFound(``missing``) if none."""
+        async with self.connect() as conn:
+            row = (await conn.execute(sa.select(table).where(table.c.id == row_id))).first()
+        if row is None:
+            raise NotFound(missing)
+        return row
 
     async def ping(self) -> None:
         async with self.connect() as conn:
