@@ -53,8 +53,16 @@ class Tracking:
 
         # Some MLflow calls (resolving `models:/m-...` URIs, loading pyfunc models) read
         # the process-wide URIs rather than the client's; the daemon owns the process.
+        # mlflow also exports them as environment variables, which would then override
+        # the configuration file at the next reload: keep the environment as it was.
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         experiment = client.get_experiment_by_name(self.experiment_name)
