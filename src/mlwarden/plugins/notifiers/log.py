@@ -26,15 +26,13 @@ class LogNotifier:
 
     async def send(self, notification: Notification) -> None:
         level = self.level or _LEVELS.get(notification.severity, logging.ERROR)
-        logger.log(
-            level,
-            "[%s] %s %s: %s",
-            notification.status.upper(),
-            notification.severity,
-            notification.title,
-            notification.body,
-            extra={"notification": notification},
-        )
+        title = notification.title
+        # Alert titles already say "[FIRING] ... (severity)"; one line per notification.
+        if not title.startswith("["):
+            title = f"[{notification.status.upper()}] {notification.severity}: {title}"
+        logger.log(level, "%s", title, extra={"notification": notification})
+        if notification.body:
+            logger.debug("%s", notification.body, extra={"notification": notification})
 
 
 @hookimpl
