@@ -52,7 +52,7 @@ async def test_retrain_list_get_cancel(client):
         ("POST", "/api/models/btc/retrain", {"reason": 3}, 400, "'reason' must be"),
         ("POST", "/api/models/btc/retrain", [1], 400, "must be a JSON object"),
         ("GET", "/api/jobs?state=done", None, 400, "state must be one of queued"),
-        ("GET", "/api/jobs?limit=0", None, 400, "'limit' must be in 1..1000"),
+        ("GET", "/api/jobs?limit=0", None, 400, "'limit' must be between 1 and 1000"),
         ("GET", "/api/jobs?limit=ten", None, 400, "'limit' must be an integer"),
         ("GET", "/api/jobs/abc", None, 404, "training job 'abc' not found"),
         ("POST", "/api/jobs/abc/cancel", None, 404, "training job 'abc' not found"),

@@ -33,6 +33,7 @@ __all__ = [
     "build_app",
     "json_response",
     "query_float",
+    "query_limit",
     "read_json",
 ]
 
@@ -138,6 +139,18 @@ async def read_json(request: web.Request, *, expect: type = dict) -> Any:
             code="wrong_type",
         )
     return data
+
+
+def query_limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int:
+    """``?limit=`` of a listing: an integer in 1..maximum; InvalidInput (400) otherwise."""
+    raw = request.query.get("limit", str(default))
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise InvalidInput(f"query parameter 'limit' must be an integer, got {raw!r}") from None
+    if not 1 <= limit <= maximum:
+        raise InvalidInput(f"query parameter 'limit' must be between 1 and {maximum}, got {limit}")
+    return limit
 
 
 def query_float(request: web.Request, key: str, default: float, *, minimum: float = 0.0) -> float:

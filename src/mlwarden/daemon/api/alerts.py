@@ -6,23 +6,12 @@ from aiohttp import web
 
 from ...errors import InvalidInput
 from ..silences import parse_silence
-from . import WARDEN, Route, identity, json_response, read_json
+from . import WARDEN, Route, identity, json_response, query_limit, read_json
 
 __all__ = ["alert_routes"]
 
 _STATES = ("firing", "resolved", "all")
 _OUTBOX_STATES = ("pending", "sent", "dropped")
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "100")
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidInput(f"query parameter 'limit' must be an integer, got {raw!r}") from None
-    if not 1 <= limit <= 1000:
-        raise InvalidInput(f"query parameter 'limit' must be between 1 and 1000, got {limit}")
-    return limit
 
 
 async def list_alerts(request: web.Request) -> web.Response:
@@ -34,7 +23,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         )
     service = request.app[WARDEN].service("alerts")
     alerts = await service.alerts(
-        state=state, model=request.query.get("model") or None, limit=_limit(request)
+        state=state, model=request.query.get("model") or None, limit=query_limit(request)
     )
     return json_response({"alerts": alerts})
 
@@ -75,7 +64,7 @@ async def list_notifications(request: web.Request) -> web.Response:
             f"query parameter 'status' must be one of {', '.join(_OUTBOX_STATES)}, got {status!r}"
         )
     outbox = request.app[WARDEN].service("alerts").outbox
-    return json_response({"notifications": await outbox.entries(status, _limit(request))})
+    return json_response({"notifications": await outbox.entries(status, query_limit(request))})
 
 
 def alert_routes() -> list[Route]:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
-from . import WARDEN, Route, identity, json_response, read_json
+from . import WARDEN, Route, identity, json_response, query_limit, read_json
 
 __all__ = ["experiment_routes", "parse_arms", "parse_start"]
 
@@ -124,11 +124,9 @@ async def experiment_history(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in _STATUSES:
         raise InvalidInput(f"query parameter 'status' must be one of {', '.join(_STATUSES)}")
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise InvalidInput(f"query parameter 'limit' must be an integer in [1, 1000], got {raw!r}")
+    limit = query_limit(request)
     service = request.app[WARDEN].service("experiments")
-    records = await service.history(model=request.query.get("model"), status=status, limit=int(raw))
+    records = await service.history(model=request.query.get("model"), status=status, limit=limit)
     return json_response({"experiments": [_public(r) for r in records]})
 
 

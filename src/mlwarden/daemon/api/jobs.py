@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
-from . import WARDEN, Route, json_response, read_json
+from . import WARDEN, Route, json_response, query_limit, read_json
 
 __all__ = ["job_routes"]
 
@@ -33,13 +33,7 @@ async def retrain(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     """Jobs, newest first; ``?model=``, ``?state=``, ``?limit=`` (1..1000, default 100)."""
-    raw = request.query.get("limit", "100")
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidInput(f"query parameter 'limit' must be an integer, got {raw!r}") from None
-    if not 1 <= limit <= 1000:
-        raise InvalidInput(f"query parameter 'limit' must be in 1..1000, got {limit}")
+    limit = query_limit(request)
     jobs = (
         await request.app[WARDEN]
         .service("jobs")

@@ -11,7 +11,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from ... import __version__
 from ...errors import InvalidInput
-from . import ROUTES, WARDEN, Route, json_response
+from . import ROUTES, WARDEN, Route, json_response, query_limit
 
 __all__ = ["system_routes"]
 
@@ -52,14 +52,13 @@ async def system_health(request: web.Request) -> web.Response:
 
 async def audit_entries(request: web.Request) -> web.Response:
     """The audit log, newest first; ``?limit=`` (<= 1000) and ``?before_id=`` page through it."""
+    limit = query_limit(request)
+    before = request.query.get("before_id")
     try:
-        limit = int(request.query.get("limit", "100"))
-        before = request.query.get("before_id")
         before_id = int(before) if before is not None else None
     except ValueError:
-        raise InvalidInput("limit and before_id must be integers") from None
-    if not 1 <= limit <= 1000:
-        raise InvalidInput("limit must be between 1 and 1000")
+        message = f"query parameter 'before_id' must be an integer, got {before!r}"
+        raise InvalidInput(message) from None
     entries = await request.app[WARDEN].audit.entries(limit, before_id)
     return json_response({"entries": entries})
 
