@@ -10,8 +10,11 @@ project's environment (alibi-detect pins numpy < 2).
 
 Printed per tool: fit and check seconds, feature values per second (current rows x
 features / check seconds), peak RSS, the check-time ratio to mlwarden, the verdict
-agreement with the known truth, and for mlwarden the largest deviation of its KS
-statistics and p-values from the scipy loop's.
+agreement with the known truth, for mlwarden the largest deviation of its KS
+statistics and p-values from the scipy loop's, and each peer's check time over
+mlwarden's against issue 3's goals. ``mlwarden`` scores the features on the machine's
+cores (``mlwarden.daemon.parallel.map_threads``, as the monitor does);
+``mlwarden_serial`` is the same on one thread.
 
     python benchmarks/drift.py --size small       # 200k x 55 reference, 50k current
     python benchmarks/drift.py --size large       # 1M x 105 reference, 200k current
