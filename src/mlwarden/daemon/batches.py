@@ -341,7 +341,7 @@ def _booleans(values: list[Any] | None, n: int, ids: list[Any], field: str) -> n
     )
 
 
-def _categories(values: list[Any], ids: list[Any], field: str, *, nullable: bool) -> np.ndarray:
+def _categories(values: Sequence[Any], ids: list[Any], field: str, *, nullable: bool) -> np.ndarray:
     kinds = set(map(type, values))
     allowed = _CATEGORY_TYPES | ({type(None)} if nullable else set())
     if not kinds <= allowed:

@@ -2,8 +2,9 @@
 
 Per batch: parse and validate the whole batch off the event loop (daemon/batches.py),
 then hand it to the single writer (daemon/ledger.py), which in one transaction checks
-ids against stored ones, stores each prediction (for the label TTL, so labels can join
-by id), and journals the batch's feature columns for its open time bucket; only after
+ids against stored ones, stores the batch's predictions (for the label TTL, so labels
+can join by id; one row per batch plus an id index, daemon/ingest_tables.py), and
+journals the batch's feature columns for its open time bucket; only after
 the commit is the batch folded into the in-memory open profile and the call answered.
 What a 2xx acknowledged is therefore on disk: at start the journal is replayed into the
 open buckets. A bucket that has closed is written as one profile row and its journal

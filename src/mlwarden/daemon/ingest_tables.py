@@ -138,7 +138,7 @@ def _columnar_predictions(conn: sa.Connection) -> None:
                 "latency": [r.latency for r in part],
                 "error": [bool(r.error) for r in part],
             }
-            seq = conn.execute(
+            inserted = conn.execute(
                 prediction_batches_table.insert().values(
                     model=model,
                     ts_min=min(batch["ts"]),
@@ -146,7 +146,9 @@ def _columnar_predictions(conn: sa.Connection) -> None:
                     rows=len(part),
                     data=orjson.dumps(batch),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None
+            seq = inserted[0]
             conn.execute(
                 prediction_ids_table.insert(),
                 [{"model": model, "id": r.id, "batch": seq} for r in part],
