@@ -27,7 +27,6 @@ __all__ = [
     "count_stored",
     "insert_rows",
     "journal_table",
-    "nullable",
     "outcomes_table",
     "prediction_batches_table",
     "prediction_ids_table",
@@ -169,13 +168,6 @@ INGEST_SCHEMA = Schema(
         _columnar_predictions,
     ],
 )
-
-
-def nullable(values: np.ndarray) -> list[Any]:
-    out = values.tolist()
-    if np.isnan(values).any():
-        return [None if v != v else v for v in out]
-    return out
 
 
 async def insert_rows(
