@@ -84,6 +84,12 @@ class Daemon:
         self.proc.terminate()
         self.proc.wait(60)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the daemon process has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> float:
         assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -128,7 +134,8 @@ def column_bodies(batches: int, size: int, seed: int) -> list[bytes]:
     return bodies
 
 
-async def send_all(url: str, bodies: list[bytes], senders: int) -> float:
+async def send_all(url: str, bodies: list[bytes], senders: int) -> tuple[float, float]:
+    """Post every body with ``senders`` concurrent clients; (wall seconds, client CPU s)."""
     import aiohttp
 
     queue = list(reversed(bodies))
@@ -143,9 +150,9 @@ async def send_all(url: str, bodies: list[bytes], senders: int) -> float:
                     raise RuntimeError(f"{r.status}: {await r.text()}")
 
     async with aiohttp.ClientSession() as session:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(sender(session) for _ in range(senders)))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
 
 def bench_ingest(root: Path, quick: bool) -> dict[str, float]:
@@ -165,13 +172,17 @@ def bench_ingest(root: Path, quick: bool) -> dict[str, float]:
             ("records", record_bodies(n_rec, 1000, seed=1)),
             ("columns", column_bodies(n_col, 1000, seed=2)),
         ):
-            seconds = asyncio.run(send_all(url, bodies, senders=4))
+            daemon_cpu = daemon.cpu_seconds()
+            seconds, client_cpu = asyncio.run(send_all(url, bodies, senders=4))
+            daemon_cpu = daemon.cpu_seconds() - daemon_cpu
             rows = len(bodies) * 1000
             out[f"ingest_{form}_records_per_s"] = rows / seconds
             out[f"ingest_{form}_values_per_s"] = rows * (len(FEATURES) + 1) / seconds
             out[f"ingest_{form}_mb"] = sum(map(len, bodies)) / 1e6
             print(f"ingest {form:8s}: {rows:7d} records in {seconds:6.2f} s = "
-                  f"{rows / seconds:9.0f} records/s, {rows * 51 / seconds:11.0f} values/s",
+                  f"{rows / seconds:9.0f} records/s, {rows * 51 / seconds:11.0f} values/s; "
+                  f"CPU per batch: daemon {daemon_cpu / len(bodies) * 1000:5.1f} ms, "
+                  f"client {client_cpu / len(bodies) * 1000:5.1f} ms",
                   flush=True)  # fmt: skip
     return out
 

@@ -27,10 +27,11 @@ from .ingest_tables import (
     check_new_ids,
     insert_rows,
     journal_table,
-    nullable,
     outcomes_table,
-    predictions_table,
     profile_table,
+    purge_predictions,
+    store_predictions,
+    stored_predictions,
 )
 from .ledger_startup import load_reference, replay_journal
 from .profiles import Columns, Layout, Profile
@@ -164,21 +165,10 @@ class Ledger:
             self.sample_size,
             np.random.default_rng(),
         )
-        classification = state.config.task == "classification"
-        pred = batch.prediction
-        rows = list(
-            zip(
-                [name] * len(batch), batch.ids.tolist(), batch.versions.tolist(), batch.ts.tolist(),
-                [None] * len(batch) if classification else nullable(pred),
-                pred.tolist() if classification else [None] * len(batch),
-                nullable(batch.latency), batch.error.tolist(),
-                strict=True,
-            )
-        )  # fmt: skip
 
         async def write(conn: Any) -> None:
             await check_new_ids(conn, name, batch)
-            await insert_rows(conn, predictions_table, rows)
+            await store_predictions(conn, name, batch)
             journal = [
                 (name, version, start, layout.fingerprint, columns.to_bytes())
                 for (version, start), columns, _ in groups
@@ -197,17 +187,13 @@ class Ledger:
         classification = state.config.task == "classification"
         now = self.warden.clock()
         labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
-        p, o = predictions_table, outcomes_table
+        o = outcomes_table
 
         async def write(conn: Any) -> int:
-            matched = []
-            ids = list(labels)
-            for i in range(0, len(ids), _ID_CHUNK):
-                query = sa.select(p).where(p.c.model == name, p.c.id.in_(ids[i : i + _ID_CHUNK]))
-                matched.extend((await conn.execute(query)).all())
+            matched = await stored_predictions(conn, name, list(labels))
             if not matched:
                 return 0
-            matched_ids = [r.id for r in matched]
+            matched_ids = [r["id"] for r in matched]
             for i in range(0, len(matched_ids), _ID_CHUNK):
                 chunk = matched_ids[i : i + _ID_CHUNK]
                 await conn.execute(o.delete().where(o.c.model == name, o.c.id.in_(chunk)))
@@ -215,16 +201,10 @@ class Ledger:
                 o.insert(),
                 [
                     {
+                        **r,
                         "model": name,
-                        "id": r.id,
-                        "version": r.version,
-                        "ts": r.ts,
-                        "prediction_num": r.prediction_num,
-                        "prediction_cls": r.prediction_cls,
-                        "label_num": None if classification else labels[r.id],
-                        "label_cls": labels[r.id] if classification else None,
-                        "latency": r.latency,
-                        "error": r.error,
+                        "label_num": None if classification else labels[r["id"]],
+                        "label_cls": labels[r["id"]] if classification else None,
                         "labeled_at": now,
                     }
                     for r in matched
@@ -354,10 +334,10 @@ class Ledger:
         monitoring = self.warden.config.monitoring
         ttl = now - monitoring.label_ttl_hours * 3600
         retention = now - monitoring.retention_days * 86400
-        p, o, b = predictions_table, outcomes_table, profile_table
+        o, b = outcomes_table, profile_table
 
         async def write(conn: Any) -> None:
-            await conn.execute(p.delete().where(p.c.ts < ttl))
+            await purge_predictions(conn, ttl)
             await conn.execute(o.delete().where(o.c.ts < retention))
             await conn.execute(b.delete().where(b.c.bucket_start < retention))
 
@@ -387,6 +367,10 @@ def _split(
         np.zeros((len(batch), 0)), np.zeros((len(batch), 0), np.int32)
     )
     starts = np.floor(batch.ts / bucket_seconds) * bucket_seconds
+    if (starts == starts[0]).all() and (batch.versions == batch.versions[0]).all():
+        # The common batch: one version, one bucket (no string sort of the keys).
+        key = (str(batch.versions[0]), float(starts[0]))
+        return [(key, columns, Profile.from_columns(layout, columns, sample_size, rng))]
     out = []
     pairs = np.unique(np.stack([batch.versions.astype(str), starts.astype(str)]), axis=1)
     for version, start in pairs.T:
