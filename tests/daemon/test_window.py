@@ -203,3 +203,19 @@ async def test_window_moves_with_the_clock_and_survives_a_restart(make_config, r
         np.testing.assert_array_equal(restarted.mean, after.mean)  # bit for bit
         np.testing.assert_array_equal(restarted.m2, after.m2)
     assert before.rows == 40 * 5
+
+
+async def test_concurrent_flushes_write_a_closed_bucket_once(make_config, reference):
+    import asyncio
+
+    now = [START]
+    async with Warden(make_config(settings(reference)), clock=lambda: now[0]) as warden:
+        ingest = warden.service("ingest")
+        await ingest.model_state("m").ready.wait()
+        await send(ingest, 0, 40)
+        now[0] = START + BUCKET
+        written = await asyncio.gather(ingest.ledger.flush(), ingest.ledger.flush())
+        assert sorted(written) == [0, 1]
+        query = sa.select(sa.func.count(), sa.func.sum(profile_table.c.rows))
+        async with warden.store.connect() as conn:
+            assert tuple((await conn.execute(query)).one()) == (1, 40)

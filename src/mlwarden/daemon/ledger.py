@@ -254,6 +254,11 @@ class Ledger:
             return 0
 
         async def write(conn: Any) -> None:
+            # A concurrent flush may have written some of them meanwhile (the writer runs
+            # its items one by one): each open bucket is written once.
+            due[:] = [(s, key, p) for s, key, p in due if s.open.get(key) is p]
+            if not due:
+                return
             rows = [
                 {
                     "model": s.config.name,
@@ -285,7 +290,7 @@ class Ledger:
                 s.generation += 1
 
         await self.submit(_Work(write, after, exclusive=True))
-        return len(due)
+        return len(due)  # as written
 
     async def window(
         self, state: ModelState, since: float, until: float, version: str | None = None
