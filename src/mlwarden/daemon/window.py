@@ -13,11 +13,12 @@ keeps instead, per model (and per version filter):
   of the window are merged from them (Chan et al.'s pairwise formula, vectorised over
   the buckets in (start, version, seq) order), min and max are taken over them;
 - the sampled rows of its buckets whose bottom-k key is at most a ``cutoff``: all of
-  them while fewer than ``sample_size * 5 / 4`` are held, otherwise the cutoff drops to
-  the key of that rank. The window's sample is the ``sample_size`` held rows with the
-  smallest keys. That is exactly the bottom-k sample of the union of the stored bucket
-  samples (what a full merge gives) as long as at least ``sample_size`` rows are held or
-  the cutoff was never lowered; when evictions leave fewer, the window is rebuilt.
+  them while at most ``sample_size * 5 / 4`` are held, otherwise the cutoff drops to the
+  key of rank ``sample_size * 9 / 8``. The window's sample is the ``sample_size`` held
+  rows with the smallest keys (held sorted by key, the sample is a view of them). That
+  is exactly the bottom-k sample of the union of the stored bucket samples (what a full
+  merge gives) as long as at least ``sample_size`` rows are held or the cutoff was never
+  lowered; when evictions leave fewer, the window is rebuilt.
 
 New buckets are found by their ``seq`` in ``profile_buckets`` (the store stays the one
 source of truth, whoever wrote the row), and every change is checked against the
@@ -86,12 +87,13 @@ class BucketWindow:
         self.keys = np.zeros(0)
         self.sample = np.zeros((0, len(layout.numeric)))
         self.starts = np.zeros(0)
+        self._sorted = True
         self._profile: Profile | None = None
 
     @property
     def held_limit(self) -> int:
-        """Held sampled rows are cut back to this many (a quarter over ``sample_size``)."""
-        return self.sample_size + max(self.sample_size // 4, 1)
+        """Held sampled rows are cut back to this many (an eighth over ``sample_size``)."""
+        return self.sample_size + max(self.sample_size // 8, 1)
 
     # -- changes -----------------------------------------------------------------------
 
@@ -113,7 +115,8 @@ class BucketWindow:
             self.keys = np.concatenate([self.keys, keys])
             self.sample = np.concatenate([self.sample, profile.sample[keep]])
             self.starts = np.concatenate([self.starts, np.full(len(keys), start)])
-            if len(self.keys) > self.held_limit + self.sample_size // 4:
+            self._sorted = False
+            if len(self.keys) > self.held_limit + self.sample_size // 8:
                 self._lower_cutoff()
         self._profile = None
 
@@ -182,12 +185,16 @@ class BucketWindow:
         profile.mean = total_mean
         profile.m2 = np.where(n > 0, m2.sum(axis=0) + spread, 0.0)
         profile.minimum, profile.maximum = low.min(axis=0), high.max(axis=0)
-        keys, sample = self.keys, self.sample
-        if len(keys) > self.sample_size:
-            keep = np.argpartition(keys, self.sample_size - 1)[: self.sample_size]
-            keys, sample = keys[keep], sample[keep]
-        order_by_key = np.argsort(keys, kind="stable")
-        profile.keys, profile.sample = keys[order_by_key], sample[order_by_key]
+        if not self._sorted:  # held rows by key: the window's sample is a prefix, not a copy
+            order = np.argsort(self.keys, kind="stable")
+            self.keys, self.sample, self.starts = (
+                self.keys[order], self.sample[order], self.starts[order]
+            )  # fmt: skip
+            self._sorted = True
+        profile.keys, profile.sample = (
+            self.keys[: self.sample_size],
+            self.sample[: self.sample_size],
+        )
         return profile
 
 
