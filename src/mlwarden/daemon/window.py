@@ -186,9 +186,9 @@ class BucketWindow:
         profile.m2 = np.where(n > 0, m2.sum(axis=0) + spread, 0.0)
         profile.minimum, profile.maximum = low.min(axis=0), high.max(axis=0)
         if not self._sorted:  # held rows by key: the window's sample is a prefix, not a copy
-            order = np.argsort(self.keys, kind="stable")
+            by_key = np.argsort(self.keys, kind="stable")
             self.keys, self.sample, self.starts = (
-                self.keys[order], self.sample[order], self.starts[order]
+                self.keys[by_key], self.sample[by_key], self.starts[by_key]
             )  # fmt: skip
             self._sorted = True
         profile.keys, profile.sample = (
