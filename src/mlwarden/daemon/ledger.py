@@ -36,6 +36,7 @@ from .ingest_tables import (
 from .ledger_startup import load_reference, replay_journal
 from .profiles import Columns, Layout, Profile
 from .reference import Reference, layout_without_reference
+from .window import BucketWindow, closed_buckets
 
 __all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
 
@@ -57,7 +58,9 @@ class ModelState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     open: dict[BucketKey, Profile] = field(default_factory=dict)
     generation: int = 0  # bumped when closed buckets are written
-    cache: tuple[Any, Profile] | None = None
+    # Windows of closed buckets by version filter (daemon/window.py), moved under the lock.
+    windows: dict[str | None, BucketWindow] = field(default_factory=dict)
+    window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -231,6 +234,11 @@ class Ledger:
             return 0
 
         async def write(conn: Any) -> None:
+            # A concurrent flush may have written some of them meanwhile (the writer runs
+            # its items one by one): each open bucket is written once.
+            due[:] = [(s, key, p) for s, key, p in due if s.open.get(key) is p]
+            if not due:
+                return
             rows = [
                 {
                     "model": s.config.name,
@@ -262,7 +270,7 @@ class Ledger:
                 s.generation += 1
 
         await self.submit(_Work(write, after, exclusive=True))
-        return len(due)
+        return len(due)  # as written
 
     async def window(
         self, state: ModelState, since: float, until: float, version: str | None = None
@@ -272,22 +280,9 @@ class Ledger:
         bucket_seconds = self.warden.config.monitoring.bucket_seconds
         first = math.floor(since / bucket_seconds) * bucket_seconds
         last = math.ceil(until / bucket_seconds) * bucket_seconds  # buckets starting < until
-        key = (first, last, version, state.generation, state.layout.fingerprint)
-        if state.cache is None or state.cache[0] != key:
-            b = profile_table
-            query = sa.select(b.c.profile).where(
-                b.c.model == state.config.name,
-                b.c.layout == state.layout.fingerprint,
-                b.c.bucket_start >= first,
-                b.c.bucket_start < last,
-            )
-            if version is not None:
-                query = query.where(b.c.version == version)
-            async with self.warden.store.connect() as conn:
-                blobs = (await conn.execute(query)).scalars().all()
-            merged = await asyncio.to_thread(_merge_blobs, state.layout, blobs, self.sample_size)
-            state.cache = (key, merged)
-        total = state.cache[1].copy()
+        total = await closed_buckets(
+            self.warden.store, state, first, last, version, self.sample_size
+        )
         for (v, start), profile in list(state.open.items()):
             if first <= start < last and (version is None or v == version):
                 total.merge(profile)
@@ -389,13 +384,3 @@ def _split(
 def _fold(state: ModelState, key: BucketKey, profile: Profile) -> None:
     current = state.open.get(key)
     state.open[key] = profile if current is None else current.merge(profile)
-
-
-def _merge_blobs(layout: Layout, blobs: list[bytes], sample_size: int) -> Profile:
-    total = Profile(layout, sample_size)
-    for blob in blobs:
-        # Cut the merged sample only now and then: one argpartition per few buckets.
-        total.merge(Profile.from_bytes(layout, blob, sample_size), cut=False)
-        total.cut_sample(limit=4 * sample_size)
-    total.cut_sample()
-    return total
