@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
+from mlwarden.plugins.drift import kolmogorov
 from mlwarden.plugins.drift.kolmogorov import (
     SortedReference,
     kolmogorov_sf,
@@ -89,11 +90,14 @@ def test_statistic_is_bit_identical_on_heavy_ties_and_disjoint_samples():
         assert ks_statistic(np.sort(ref), cur) == stats.ks_2samp(ref, cur).statistic
 
 
+@pytest.mark.parametrize("direct_size", [0, 1_000_000])
 @pytest.mark.parametrize("stride", [1, 2, 7, 64, None])
-def test_indexed_statistic_is_scipys_for_every_index_stride(stride):
+def test_indexed_statistic_is_scipys_for_every_index_stride(stride, direct_size, monkeypatch):
     # The per-bin bounds may only skip bins that cannot hold the supremum: on ties,
     # rounded values, disjoint and shifted samples of every size the statistic must be
-    # bit-identical to scipy's, whatever the spacing of the index edges.
+    # bit-identical to scipy's, whatever the spacing of the index edges, with the
+    # bounds (direct_size 0) and with every value looked up.
+    monkeypatch.setattr(kolmogorov, "DIRECT_SIZE", direct_size)
     rng = np.random.default_rng(2026)
     for trial in range(150):
         n1, n2 = int(rng.integers(1, 2500)), int(rng.integers(1, 2500))

@@ -55,6 +55,8 @@ __all__ = [
 MAX_EXACT_SIZE = 500
 #: Above this ``n`` scipy's smirnov switches to an approximation; so do we (by calling it).
 _SMIRNOV_MAX_COMPUTE_N = 1_000_000
+#: Up to this many current values, looking all of them up beats bounding bins first.
+DIRECT_SIZE = 1_024
 _MINLOG = -7.451332191019412076235e2  # log(2**-1075), xsf's MINLOG
 #: Up to this many terms the sum is taken term by term.
 _FULL_SUM_TERMS = 4096
@@ -127,6 +129,25 @@ def ks_statistic(reference: SortedReference | np.ndarray, current: np.ndarray) -
     n2 = int(cur.size)
     if n1 == 0 or n2 == 0:
         raise ValueError("ks_statistic needs two non-empty samples")
+    if n2 <= DIRECT_SIZE:  # a search of every value costs less than the bounds
+        positions = np.arange(n2, dtype=np.intp)
+        values = cur
+    else:
+        positions = _candidates(reference, cur)
+        values = cur[positions]
+    # At sorted position i: ahead = below/n1 - i/n2 is largest at a value's first
+    # occurrence (i = #current < value), behind = (i + 1)/n2 - upto/n1 at its last
+    # (i + 1 = #current <= value); candidate bins hold every occurrence of their values.
+    below = np.searchsorted(reference.values, values, side="left")
+    upto = np.searchsorted(reference.values, values, side="right")
+    ahead = float(np.max(below / n1 - positions / n2))  # reference CDF above current's
+    behind = float(np.max((positions + 1) / n2 - upto / n1))  # current CDF above reference's
+    return min(max(ahead, behind, 0.0), 1.0)
+
+
+def _candidates(reference: SortedReference, cur: np.ndarray) -> np.ndarray:
+    """Positions in the sorted ``cur`` of the values in bins that can hold the supremum."""
+    n1, n2 = reference.size, cur.size
     # bounds[k] .. bounds[k + 1]: the positions in `cur` of bin k's values.
     bounds = np.empty(reference.edges.size + 2, dtype=np.intp)
     bounds[0], bounds[-1] = 0, n2
@@ -145,23 +166,9 @@ def ks_statistic(reference: SortedReference | np.ndarray, current: np.ndarray) -
         0.0,
     )
     bins = np.flatnonzero(filled & ((ahead_high >= floor) | (behind_high >= floor)))
-    # Positions of every value in the candidate bins, bin after bin.
     sizes = stop[bins] - first[bins]
     shift = np.repeat(first[bins] - (np.cumsum(sizes) - sizes), sizes)
-    positions = np.arange(shift.size, dtype=np.intp) + shift
-    values = cur[positions]
-    # Distinct values: a new bin or a new value starts a run (ties never span bins).
-    new = np.ones(values.size, dtype=bool)
-    new[1:] = (values[1:] != values[:-1]) | (np.diff(positions) != 1)
-    runs = np.flatnonzero(new)
-    starts = positions[runs]
-    ends = np.append(positions[runs[1:] - 1], positions[-1]) + 1
-    distinct = values[runs]
-    below = np.searchsorted(reference.values, distinct, side="left")
-    upto = np.searchsorted(reference.values, distinct, side="right")
-    ahead = float(np.max(below / n1 - starts / n2))  # reference CDF above current's
-    behind = float(np.max(ends / n2 - upto / n1))  # current CDF above reference's
-    return min(max(ahead, behind, 0.0), 1.0)
+    return np.arange(shift.size, dtype=np.intp) + shift
 
 
 def ks_2samp_sorted(
