@@ -11,6 +11,7 @@ from mlwarden.plugins.drift.kolmogorov import (
     SortedReference,
     kolmogorov_sf,
     ks_statistic,
+    pelz_good_cdf,
     smirnov_sf,
 )
 from mlwarden.plugins.drift.ks import KolmogorovSmirnov
@@ -167,3 +168,15 @@ def test_needs_a_sample():
 def test_bad_options_name_the_method_and_option(options, message):
     with pytest.raises(ValueError, match=f'drift method "ks": {message}'):
         KolmogorovSmirnov(**options)
+
+
+def test_pelz_good_branch_matches_scipy():
+    # kstwo.sf of an insignificant statistic (n > 140, n d^2 < 2.2): 1 - Pelz-Good's CDF.
+    rng = np.random.default_rng(41)
+    for _ in range(300):
+        n = int(rng.integers(141, 1_000_000))
+        d = float(rng.uniform(0.3, 1.48) / np.sqrt(n))
+        if n <= 100_000 and n * d**1.5 <= 1.4:
+            continue  # scipy's DMTW branch, delegated to scipy
+        assert close(kolmogorov_sf(d, n), float(stats.kstwo.sf(d, n))), (n, d)
+        assert pelz_good_cdf(n, d) == pytest.approx(1.0 - float(stats.kstwo.sf(d, n)), rel=1e-12)

@@ -13,8 +13,10 @@ Smirnov's exact one-sided formula, a sum of ``n (1 - d)`` terms, in a scalar loo
 (tens of milliseconds per feature at 200k/50k rows). ``smirnov_sf`` evaluates the same
 sum vectorised, each term in log space with Loader's saddle-point form of the binomial
 probability (accurate to ~1e-13 relative), and agrees with scipy to better than 1e-9
-relative. Every other branch (small ``n``, tiny or extreme statistics) is delegated to
-scipy, which is fast there.
+relative. For the insignificant statistics (``n d^2 < 2.2``) scipy evaluates the
+Pelz-Good series with small numpy arrays (~0.2 ms); ``pelz_good_cdf`` is the same
+series in scalar floats. Every other branch (small ``n``, tiny or extreme statistics)
+is delegated to scipy, which is fast there.
 
 References
 ----------
@@ -45,6 +47,7 @@ __all__ = [
     "kolmogorov_sf",
     "ks_2samp_sorted",
     "ks_statistic",
+    "pelz_good_cdf",
     "smirnov_sf",
 ]
 
@@ -64,6 +67,8 @@ _GRID_POINTS = 257
 #: Terms below e^-50 of the largest are dropped.
 _NEGLIGIBLE_LOG = 50.0
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+_SQRT_2PI, _SQRT3 = math.sqrt(2.0 * math.pi), math.sqrt(3.0)
+_PI2, _PI4, _PI6 = math.pi**2, math.pi**4, math.pi**6
 # Stirling-series coefficients of log(k!) - log(sqrt(2 pi k) (k/e)^k)  (Loader 2000).
 _S0, _S1, _S2, _S3, _S4 = 1 / 12, 1 / 360, 1 / 1260, 1 / 1680, 1 / 1188
 
@@ -204,9 +209,60 @@ def kolmogorov_sf(d: float, n: int) -> float:
         # The branches of scipy's _kolmogn that evaluate 2 * smirnov(n, d).
         if 1.0 < t < n - 1 and (d >= 0.5 or 2.2 <= nx2 < 370.0):
             return min(max(2.0 * smirnov_sf(n, d), 0.0), 1.0)
+        # The branch of the insignificant statistics: 1 - Pelz-Good's CDF.
+        if 1.0 < t < n - 1 and d < 0.5 and nx2 < 2.2 and not (n <= 100_000 and n * d**1.5 <= 1.4):
+            return min(max(1.0 - pelz_good_cdf(n, d), 0.0), 1.0)
     if _kolmogn is not None and n >= 1 and 0.0 < d < 1.0:
         return float(_kolmogn(int(n), float(d), cdf=False))
     return float(stats.kstwo.sf(d, n))
+
+
+def pelz_good_cdf(n: int, x: float) -> float:
+    """scipy's ``_kolmogn_PelzGood(n, x)``: the Pelz-Good approximation of P(D_n <= x).
+
+    The same series in the same order, in scalar floats instead of small numpy arrays
+    (a few microseconds instead of ~0.2 ms; scipy's ``kstwo.sf`` takes this branch for
+    every insignificant statistic at n > 140, i.e. most features of most checks).
+    """
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    z = math.sqrt(n) * x
+    z2, z3, z4, z6 = z**2, z**3, z**4, z**6
+    qlog = -_PI2 / 8 / z2
+    if qlog < -708:
+        return 0.0
+    q = math.exp(qlog)
+    k1a, k1b = -z2, _PI2 / 4
+    k2a, k2b, k2c = 6 * z6 + 2 * z4, (2 * z4 - 5 * z2) * _PI2 / 4, _PI4 * (1 - 2 * z2) / 16
+    k3d = _PI6 * (5 - 30 * z2) / 64
+    k3c = _PI4 * (-60 * z2 + 212 * z4) / 16
+    k3b = _PI2 * (135 * z4 - 96 * z6) / 4
+    k3a = -30 * z6 - 90 * z**8
+    s0 = s1 = s2 = s3 = 0.0
+    maxk = math.ceil(16 * z / math.pi)
+    for k in range(maxk, 0, -1):  # Horner: sum over odd m of c_m q^(m^2)
+        m = 2 * k - 1
+        m2, m4, m6 = m**2, m**4, m**6
+        power = q ** (8 * k)
+        s0 = s0 * power + 1.0
+        s1 = s1 * power + (k1a + k1b * m2)
+        s2 = s2 * power + (k2a + k2b * m2 + k2c * m4)
+        s3 = s3 * power + (k3a + k3b * m2 + k3c * m4 + k3d * m6)
+    s0, s1, s2, s3 = (v * q * _SQRT_2PI for v in (s0, s1, s2, s3))
+    s0, s1, s2, s3 = s0 / z, s1 / (6 * z4), s2 / (72 * z**7), s3 / (6480 * z**10)
+    q = math.exp(-_PI2 / 2 / z2)
+    sqrt3z = _SQRT3 * z
+    extra2 = extra3 = 0.0
+    for k in range(maxk, 0, -1):
+        weight = k * k * q ** (k * k)
+        extra2 += weight
+        extra3 += (sqrt3z + math.pi * k) * (sqrt3z - math.pi * k) * weight
+    s2 += extra2 * (_PI2 * _SQRT_2PI / (-36 * z3))
+    s3 += extra3 * (_PI2 * _SQRT_2PI / (216 * z6))
+    root = math.sqrt(n)
+    return s0 + s1 / root + s2 / n + s3 / (n * root)
 
 
 def smirnov_sf(n: int, x: float) -> float:
