@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from mlwarden.daemon.config import ModelConfig, MonitoringConfig
+from mlwarden.daemon.profiles import Layout
 from mlwarden.daemon.reference import build_reference
-from mlwarden.errors import ConfigError
+from mlwarden.errors import ConfigError, Conflict
 
 
 def reference_frame(n: int = 2000) -> pd.DataFrame:
@@ -109,3 +110,49 @@ async def test_mlflow_artifact_reference(make_config, tmp_path, base_path):
         await state.ready.wait()
         assert state.reference_status == "ready (stored profile)"
         assert state.reference.rows == 2000
+
+
+async def test_reference_sample_is_kept_in_the_store_not_in_memory(make_config, tmp_path):
+    from mlwarden.daemon.reference import reference_table
+    from mlwarden.daemon.warden import Warden
+
+    path = tmp_path / "reference.parquet"
+    frame = reference_frame(5000)
+    frame.to_parquet(path)
+    monitoring = MonitoringConfig(reference_sample_size=1000)
+    built = build_reference(frame, ModelConfig(name="m"), monitoring, "fp")
+    config = make_config(
+        f"[monitoring]\nreference_sample_size = 1000\nmin_window_rows = 100\n"
+        f'[[models]]\nname = "m"\nreference = "{path}"\ndrift_methods = ["ks", "psi"]\n'
+    )
+    for status in ("ready (built)", "ready (stored profile)"):  # built, then after a restart
+        async with Warden(config) as warden:
+            state = warden.service("ingest").model_state("m")
+            await state.ready.wait()
+            assert state.reference_status == status
+            held = state.reference.profile
+            assert held.sample.shape == (0, 3) and held.keys.size == 0  # x, count, prediction
+            assert held.rows == 5000 and held.hist[0].sum() == 5000  # the rest is whole
+            whole = (await state.reference.with_sample()).profile
+            # The same rows as a build in memory (same seed): nothing lost in the store.
+            np.testing.assert_array_equal(whole.sample, built.profile.sample)
+            np.testing.assert_array_equal(whole.keys, built.profile.keys)
+            assert state.reference.profile.sample.shape == (0, 3)  # still not held
+            # A drift check fits the methods on the stored sample: KS sees 1,000 rows.
+            await warden.monitor_model_drift("m", frame.iloc[:500])
+            report = await warden.monitor_model_drift("m", frame.iloc[:500].assign(x=9.0))
+            ks = report["feature_drifts"]["x"]["methods"]["ks"]
+            assert report["status"] == "ok" and ks["drifted"], report
+    async with Warden(config) as warden:
+        state = warden.service("ingest").model_state("m")
+        await state.ready.wait()
+        # A stored row that is no longer this reference's is refused, not used.
+        t = reference_table
+        async with warden.store.begin() as conn:
+            await conn.execute(t.update().values(layout=Layout((), ()).to_bytes()))
+        with pytest.raises(Conflict, match="no longer"):
+            await state.reference.with_sample()
+        async with warden.store.begin() as conn:
+            await conn.execute(t.delete())
+        with pytest.raises(Conflict, match="no longer"):
+            await state.reference.with_sample()
