@@ -1,14 +1,20 @@
-"""The daemon process's memory: fewer malloc arenas, freed memory handed back to the OS.
+"""The daemon process's memory: malloc tuned for big numpy arrays, freed memory handed back.
 
-The daemon does its heavy numpy work (reference loads, bucket merges, drift checks) in
-``asyncio.to_thread`` workers. glibc gives each thread that allocates its own malloc
-arena (up to eight per core) and keeps what a thread freed in that thread's arena, so
-a daemon watching twenty models held the peaks of twenty reference loads spread over
-several arenas: ~230 MB more than with one arena (docs/benchmarks.md, memory). The
-``mlwarden run`` command therefore caps the arenas (:func:`limit_malloc_arenas`) before
-any worker thread exists, and the reference loader gives freed memory back after each
-load (:func:`release_memory`). Neither is done for a Warden embedded in another
-program: its process, its allocator.
+The daemon's heavy numpy work (reference loads, bucket merges, drift checks) allocates
+arrays of megabytes and frees them soon after. glibc's malloc serves such a block with
+its own ``mmap`` (returned to the OS on free) only while it is above the *mmap
+threshold*, and it raises that threshold to the size of every mmapped block freed, up
+to 32 MB: after the first reference load, blocks of up to that size come from the
+heap, where a few live small blocks pin the pages around them. It also gives each
+thread that allocates (the ``asyncio.to_thread`` workers) an arena of its own, up to
+eight per core, each holding its own freed pages. A daemon watching 20 models held
+~300 MB more than its live data that way (docs/benchmarks.md, memory).
+
+``mlwarden run`` therefore fixes the mmap threshold at 256 kB and caps the arenas at
+two (:func:`tune_malloc`) before any worker thread exists, and the reference loader
+gives freed memory back after each load (:func:`release_memory`). Neither is done for a
+Warden embedded in another program: its process, its allocator. An operator's own
+``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` (or ``GLIBC_TUNABLES``) wins.
 """
 
 from __future__ import annotations
@@ -19,14 +25,17 @@ import logging
 import os
 import sys
 
-__all__ = ["DAEMON_MALLOC_ARENAS", "limit_malloc_arenas", "release_memory"]
+__all__ = ["DAEMON_MALLOC_ARENAS", "DAEMON_MMAP_THRESHOLD", "release_memory", "tune_malloc"]
 
 logger = logging.getLogger(__name__)
 
 #: Arenas for the daemon's process: the event loop's thread and one worker at a time
 #: doing numpy work. More arenas buy little (the GIL serialises most allocations).
 DAEMON_MALLOC_ARENAS = 2
-_M_ARENA_MAX = -8  # glibc <malloc.h>
+#: Blocks from this size up get their own mmap, given back to the OS when freed.
+DAEMON_MMAP_THRESHOLD = 256 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+_M_ARENA_MAX = -8
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -39,22 +48,30 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-def limit_malloc_arenas(arenas: int = DAEMON_MALLOC_ARENAS) -> bool:
-    """Cap glibc's malloc arenas at ``arenas``; True when the cap was set.
+def tune_malloc(
+    arenas: int = DAEMON_MALLOC_ARENAS, mmap_threshold: int = DAEMON_MMAP_THRESHOLD
+) -> dict[str, int]:
+    """Cap glibc's arenas and fix its mmap threshold; returns the settings made.
 
-    Must run before other threads allocate: glibc fixes its arena limit when the
-    first thread needs an arena of its own. Leaves the allocator alone when the
-    operator chose (``MALLOC_ARENA_MAX`` or a ``glibc.malloc.arena_max`` tunable)
-    and where the C library is not glibc.
+    Must run before other threads allocate: glibc fixes its arena limit when the first
+    thread needs an arena of its own. A setting the operator made through the
+    environment is left alone, and so is a C library other than glibc.
     """
-    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
-        return False
     libc = _libc()
     if libc is None:
-        return False
-    done = bool(libc.mallopt(_M_ARENA_MAX, arenas))
-    if not done:
-        logger.debug("mallopt(M_ARENA_MAX, %d) refused", arenas)
+        return {}
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    done = {}
+    for env, tunable, param, value in (
+        ("MALLOC_ARENA_MAX", "arena_max", _M_ARENA_MAX, arenas),
+        ("MALLOC_MMAP_THRESHOLD_", "mmap_threshold", _M_MMAP_THRESHOLD, mmap_threshold),
+    ):
+        if env in os.environ or tunable in tunables:
+            continue
+        if libc.mallopt(param, value):
+            done[env.rstrip("_").lower()] = value
+        else:
+            logger.debug("mallopt(%s, %d) refused", env, value)
     return done
 
 
