@@ -156,3 +156,46 @@ async def test_reference_sample_is_kept_in_the_store_not_in_memory(make_config, 
             await conn.execute(t.delete())
         with pytest.raises(Conflict, match="no longer"):
             await state.reference.with_sample()
+
+
+def test_reference_profiled_in_chunks_equals_one_piece(monkeypatch):
+    import mlwarden.daemon.reference as reference_module
+
+    frame = reference_frame(5000)
+    frame.loc[::7, "x"] = np.nan
+    frame["city"] = frame["city"].where(frame.index % 11 > 0, None)
+    monitoring = MonitoringConfig(reference_sample_size=800)
+    whole = build_reference(frame, ModelConfig(name="m"), monitoring, "fp").profile
+    monkeypatch.setattr(reference_module, "PROFILE_CHUNK_ROWS", 1000)
+    chunked = build_reference(frame, ModelConfig(name="m"), monitoring, "fp").profile
+    for name in ("count", "nulls", "nans", "infs", "hist", "cat_counts", "cat_nulls"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
+    np.testing.assert_array_equal(chunked.minimum, whole.minimum)
+    np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-12)
+    np.testing.assert_allclose(chunked.m2, whole.m2, rtol=1e-12)
+    assert chunked.rows == whole.rows == 5000
+    # The same keys are drawn, so the bottom-k sample is the same rows.
+    order, expected = np.argsort(chunked.keys), np.argsort(whole.keys)
+    np.testing.assert_array_equal(chunked.keys[order], whole.keys[expected])
+    np.testing.assert_array_equal(chunked.sample[order], whole.sample[expected])
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_only_the_configured_columns_are_read(tmp_path, suffix):
+    from mlwarden.daemon.reference import load_frame, read_reference
+
+    path = tmp_path / f"reference{suffix}"
+    frame = reference_frame().assign(unused=1.0)
+    frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+    read = load_frame(str(path), columns=["x", "city", "prediction", "label", "absent"])
+    assert list(read.columns) == ["x", "city", "prediction", "label"]
+    np.testing.assert_allclose(read["x"], frame["x"])
+    assert list(load_frame(str(path)).columns) == list(frame.columns)
+    model = ModelConfig(name="m", reference=str(path), features=("x", "city"))
+    reference = read_reference(model, MonitoringConfig(), "", "fp")
+    assert reference.layout.numeric == ("x", "prediction")
+    assert reference.layout.categorical == ("city",)
+    assert reference.target is not None  # the label column was read too
+    missing = ModelConfig(name="m", reference=str(path), features=("x", "nope"))
+    with pytest.raises(ConfigError, match="'nope'"):
+        read_reference(missing, MonitoringConfig(), "", "fp")

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: At most this many distinct reference categories per feature are remembered.
 MAX_CATEGORIES = 100_000
+#: A reference is profiled this many rows at a time (``profile_frame``).
+PROFILE_CHUNK_ROWS = 65_536
 
 reference_table = sa.Table(
     "reference_profiles",
@@ -185,8 +187,15 @@ def _local_path(source: str) -> Path:
     return Path(source[len("file://") :] if source.startswith("file://") else source)
 
 
-def load_frame(source: str, tracking_uri: str | None = None) -> Any:
-    """Read a reference into a pandas DataFrame (blocking: call it in a thread)."""
+def load_frame(
+    source: str, tracking_uri: str | None = None, columns: Sequence[str] | None = None
+) -> Any:
+    """Read a reference into a pandas DataFrame (blocking: call it in a thread).
+
+    ``columns``: read only those of them that the file has (None: every column).
+    Parquet is converted column by column, each Arrow column freed once converted, so
+    the read peaks near one copy of the data instead of two.
+    """
     import pandas as pd
 
     path = _local_path(source)
@@ -208,9 +217,19 @@ def load_frame(source: str, tracking_uri: str | None = None) -> Any:
                     )
                 path = found[0]
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
+            if columns is not None:
+                import pyarrow.parquet as pq
+
+                present = set(pq.read_schema(path).names)
+                columns = [c for c in columns if c in present]
+            return pd.read_parquet(
+                path,
+                columns=columns,
+                to_pandas_kwargs={"split_blocks": True},
+            )
         if path.suffix == ".csv":
-            return pd.read_csv(path)
+            wanted = None if columns is None else set(columns)
+            return pd.read_csv(path, usecols=None if wanted is None else wanted.__contains__)
         raise ConfigError(f"reference {source!r}: expected a .parquet or .csv file")
 
 
@@ -329,14 +348,32 @@ def frame_columns(frame: Any, layout: Layout) -> Columns:
 def profile_frame(
     frame: Any, layout: Layout, sample_size: int, rng: np.random.Generator
 ) -> Profile:
-    return Profile.from_columns(layout, frame_columns(frame, layout), sample_size, rng)
+    """The profile of a DataFrame, built ``PROFILE_CHUNK_ROWS`` rows at a time (blocking).
+
+    Profiling copies the rows into a float matrix and makes a few temporaries of its
+    size; in chunks they stay small (1M x 100 references: 0.2 GB instead of ~4 GB).
+    Merging chunk profiles is exact for every count, min and max, equal to rounding
+    for the moments (Chan et al.), and the bottom-k sample is the same rows: the keys
+    are drawn from ``rng`` in the same order as in one piece.
+    """
+    n = len(frame)
+    if n <= PROFILE_CHUNK_ROWS:
+        return Profile.from_columns(layout, frame_columns(frame, layout), sample_size, rng)
+    profile = Profile(layout, sample_size)
+    for start in range(0, n, PROFILE_CHUNK_ROWS):
+        chunk = frame_columns(frame.iloc[start : start + PROFILE_CHUNK_ROWS], layout)
+        profile.merge(Profile.from_columns(layout, chunk, sample_size, rng))
+    return profile
 
 
 def read_reference(
     mc: ModelConfig, monitoring: MonitoringConfig, tracking_uri: str, fingerprint: str
 ) -> Reference:
     """Read and profile ``mc.reference`` (blocking), then give the memory back."""
-    frame = load_frame(mc.reference, tracking_uri)
+    columns = None
+    if mc.features:
+        columns = [*dict.fromkeys((*mc.features, mc.prediction_column, mc.label_column))]
+    frame = load_frame(mc.reference, tracking_uri, columns)
     try:
         return build_reference(frame, mc, monitoring, fingerprint)
     finally:
