@@ -34,10 +34,6 @@ PROBE = textwrap.dedent(
     libc.free.argtypes = [ctypes.c_void_p]
     libc.mallinfo2.restype = Info
     done = tune_malloc() if sys.argv[1] == "tune" else {}
-    if sys.argv[1] == "tune":
-        import pyarrow
-        assert pyarrow.default_memory_pool().backend_name == done.get(
-            "arrow_default_memory_pool", pyarrow.default_memory_pool().backend_name)
     libc.free(libc.malloc(16 << 20))
     before = libc.mallinfo2().hblks
     block = libc.malloc(1 << 20)
@@ -48,9 +44,7 @@ PROBE = textwrap.dedent(
 
 
 def run_probe(mode: str, **env: str) -> dict:
-    environ = {
-        k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_", "ARROW_"))
-    }
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
     result = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
         env={**environ, **env},
@@ -68,22 +62,11 @@ def test_tuned_malloc_gives_big_blocks_their_own_mmap():
     tuned = run_probe("tune")
     assert untouched["mmapped"] == 0  # glibc's default: the threshold followed the 16 MB
     assert tuned["mmapped"] == 1
-    assert tuned["done"] == {
-        "malloc_arena_max": 2,
-        "malloc_mmap_threshold": 256 * 1024,
-        "arrow_default_memory_pool": "system",
-    }
+    assert tuned["done"] == {"malloc_arena_max": 2, "malloc_mmap_threshold": 256 * 1024}
 
 
 def test_the_operators_settings_win():
-    out = run_probe(
-        "tune",
-        MALLOC_MMAP_THRESHOLD_=str(64 << 20),
-        MALLOC_ARENA_MAX="4",
-        ARROW_DEFAULT_MEMORY_POOL="mimalloc",
-    )
+    out = run_probe("tune", MALLOC_MMAP_THRESHOLD_=str(64 << 20), MALLOC_ARENA_MAX="4")
     assert out["done"] == {} and out["mmapped"] == 0
-    out = run_probe(
-        "tune", GLIBC_TUNABLES="glibc.malloc.arena_max=4", ARROW_DEFAULT_MEMORY_POOL="jemalloc"
-    )
+    out = run_probe("tune", GLIBC_TUNABLES="glibc.malloc.arena_max=4")
     assert out["done"] == {"malloc_mmap_threshold": 256 * 1024}

@@ -8,15 +8,15 @@ to 32 MB: after the first reference load, blocks of up to that size come from th
 heap, where a few live small blocks pin the pages around them. It also gives each
 thread that allocates (the ``asyncio.to_thread`` workers) an arena of its own, up to
 eight per core, each holding its own freed pages. A daemon watching 20 models held
-~300 MB more than its live data that way (docs/benchmarks.md, memory).
+hundreds of MB more than its live data that way (docs/benchmarks.md, memory).
 
-``mlwarden run`` therefore fixes the mmap threshold at 256 kB, caps the arenas at two
-and makes Arrow (which reads Parquet references) allocate through malloc instead of
-its own mimalloc heaps (:func:`tune_malloc`), before any worker thread exists; the
-reference loader gives freed memory back after each load (:func:`release_memory`).
-None of this is done for a Warden embedded in another program: its process, its
-allocator. An operator's own ``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` (or
-``GLIBC_TUNABLES``) and ``ARROW_DEFAULT_MEMORY_POOL`` win.
+``mlwarden run`` therefore fixes the mmap threshold at 256 kB and caps the arenas at
+two (:func:`tune_malloc`) before any worker thread exists, and the reference loader
+gives freed memory back after each load (:func:`release_memory`). Neither is done for
+a Warden embedded in another program: its process, its allocator. An operator's own
+``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` (or ``GLIBC_TUNABLES``) wins. (Giving
+Arrow the system allocator instead of its mimalloc pool was measured too: 15 MB worse
+in the daemon.)
 """
 
 from __future__ import annotations
@@ -52,19 +52,18 @@ def _libc() -> ctypes.CDLL | None:
 
 def tune_malloc(
     arenas: int = DAEMON_MALLOC_ARENAS, mmap_threshold: int = DAEMON_MMAP_THRESHOLD
-) -> dict[str, int | str]:
-    """Cap glibc's arenas, fix its mmap threshold, give Arrow the system allocator.
+) -> dict[str, int]:
+    """Cap glibc's arenas and fix its mmap threshold; returns the settings made.
 
-    Returns the settings made. Must run before other threads allocate: glibc fixes its
-    arena limit when the first thread needs an arena of its own. A setting the
-    operator made through the environment is left alone, and so is a C library other
-    than glibc.
+    Must run before other threads allocate: glibc fixes its arena limit when the first
+    thread needs an arena of its own. A setting the operator made through the
+    environment is left alone, and so is a C library other than glibc.
     """
     libc = _libc()
     if libc is None:
         return {}
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    done: dict[str, int | str] = {}
+    done: dict[str, int] = {}
     for env, tunable, param, value in (
         ("MALLOC_ARENA_MAX", "arena_max", _M_ARENA_MAX, arenas),
         ("MALLOC_MMAP_THRESHOLD_", "mmap_threshold", _M_MMAP_THRESHOLD, mmap_threshold),
@@ -75,13 +74,6 @@ def tune_malloc(
             done[env.rstrip("_").lower()] = value
         else:
             logger.debug("mallopt(%s, %d) refused", env, value)
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        # Arrow's default pool (mimalloc) keeps what its reader threads freed in their
-        # own heaps, out of release_memory()'s reach: ~28 MB after one Parquet reference.
-        import pyarrow
-
-        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
-        done["arrow_default_memory_pool"] = "system"
     return done
 
 
