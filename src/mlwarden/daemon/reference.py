@@ -193,8 +193,8 @@ def load_frame(
     """Read a reference into a pandas DataFrame (blocking: call it in a thread).
 
     ``columns``: read only those of them that the file has (None: every column).
-    Parquet is converted column by column, each Arrow column freed once converted, so
-    the read peaks near one copy of the data instead of two.
+    Parquet columns are converted one block each, not consolidated into one 2-D block
+    (which is one more copy of the data).
     """
     import pandas as pd
 
