@@ -10,8 +10,11 @@ project's environment (alibi-detect pins numpy < 2).
 
 Printed per tool: fit and check seconds, feature values per second (current rows x
 features / check seconds), peak RSS, the check-time ratio to mlwarden, the verdict
-agreement with the known truth, and for mlwarden the largest deviation of its KS
-statistics and p-values from the scipy loop's.
+agreement with the known truth, for mlwarden the largest deviation of its KS
+statistics and p-values from the scipy loop's, and each peer's check time over
+mlwarden's against issue 3's goals. ``mlwarden`` scores the features on the machine's
+cores (``mlwarden.daemon.parallel.map_threads``, as the monitor does);
+``mlwarden_serial`` is the same on one thread.
 
     python benchmarks/drift.py --size small       # 200k x 55 reference, 50k current
     python benchmarks/drift.py --size large       # 1M x 105 reference, 200k current
@@ -48,7 +51,9 @@ PEERS = {
     "nannyml": ("nannyml==0.13.1", "statsmodels"),  # imported, not declared
     "alibi": ("alibi-detect==0.13.0",),
 }
-TOOLS = ("mlwarden", "scipy", "alibi", "nannyml", "mlwarden_daemon", "evidently")
+TOOLS = (
+    "mlwarden", "mlwarden_serial", "scipy", "alibi", "nannyml", "mlwarden_daemon", "evidently"
+)  # fmt: skip
 #: reference rows, current rows, numeric features, categorical features
 SIZES = {
     "quick": (20_000, 5_000, 20, 5),
@@ -56,6 +61,8 @@ SIZES = {
     "large": (1_000_000, 200_000, 100, 5),
 }
 ALPHA = 0.05
+#: Issue 3's goals: the peer's check time over mlwarden's must be at least this.
+GOALS = {"alibi": 15.0, "evidently": 40.0, "nannyml": 1.0}
 
 
 # --- data ------------------------------------------------------------------------------
@@ -184,43 +191,56 @@ def run_scipy(directory: Path) -> dict[str, Any]:
             "loaded_rss_mb": loaded, "features": out}  # fmt: skip
 
 
-def run_mlwarden(directory: Path) -> dict[str, Any]:
-    """mlwarden's ks and chi2 classes on the full data: fit once, then score the window."""
+def run_mlwarden(directory: Path, workers: int | None = None) -> dict[str, Any]:
+    """mlwarden's ks and chi2 classes on the full data: fit once, then score the window.
+
+    The features are scored with ``map_threads`` as the monitor does (numpy's sorts and
+    searches release the GIL, so both cores work); ``mlwarden_serial`` is the same on
+    one thread.
+    """
     import mlwarden
+    from mlwarden.daemon.parallel import default_workers, map_threads
     from mlwarden.plugins.drift.chi2 import ChiSquare
     from mlwarden.plugins.drift.ks import KolmogorovSmirnov
     from mlwarden.types import FeatureData
 
     meta, ref_num, cur_num, ref_cat, cur_cat = load(directory)
     loaded = peak_rss_mb()
-    start = time.perf_counter()
-    fitted: list[tuple[str, Any]] = []
-    for j, name in enumerate(meta["numeric"]):
-        data = FeatureData(name, "numeric", sample=ref_num[:, j])
-        fitted.append((name, KolmogorovSmirnov().fit(data)))
-    for k, name in enumerate(meta["categorical"]):
+    workers = default_workers() if workers is None else workers
+    numeric = {n: j for j, n in enumerate(meta["numeric"])}
+    categorical = {n: k for k, n in enumerate(meta["categorical"])}
+
+    def feature(name: str, numbers: np.ndarray, codes: np.ndarray) -> Any:
+        if name in numeric:
+            return FeatureData(name, "numeric", sample=numbers[:, numeric[name]])
         labels = tuple(meta["categories"][name])
-        counts = np.bincount(ref_cat[:, k], minlength=len(labels))
-        data = FeatureData(name, "categorical", categories=labels, counts=counts)
-        fitted.append((name, ChiSquare().fit(data)))
-    fit = time.perf_counter() - start
+        counts = np.bincount(codes[:, categorical[name]], minlength=len(labels))
+        return FeatureData(name, "categorical", categories=labels, counts=counts)
+
+    def fit(name: str) -> tuple[str, Any]:
+        method = KolmogorovSmirnov() if name in numeric else ChiSquare()
+        return name, method.fit(feature(name, ref_num, ref_cat))
+
+    def score(item: tuple[str, Any]) -> tuple[str, Any]:
+        name, method = item
+        return name, method.score(feature(name, cur_num, cur_cat))
+
     start = time.perf_counter()
-    out: dict[str, Any] = {}
-    columns = {n: j for j, n in enumerate(meta["numeric"])}
-    for name, method in fitted:
-        if name in columns:
-            data = FeatureData(name, "numeric", sample=cur_num[:, columns[name]])
-        else:
-            k = meta["categorical"].index(name)
-            labels = tuple(meta["categories"][name])
-            counts = np.bincount(cur_cat[:, k], minlength=len(labels))
-            data = FeatureData(name, "categorical", categories=labels, counts=counts)
-        score = method.score(data)
-        out[name] = {"statistic": score.statistic, "p_value": score.p_value,
-                     "drifted": score.drifted}  # fmt: skip
+    fitted = map_threads(fit, [*numeric, *categorical], workers=workers)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = map_threads(score, fitted, workers=workers)
     check = time.perf_counter() - start
-    return {"version": f"mlwarden {mlwarden.__version__}", "fit_seconds": fit,
-            "check_seconds": check, "loaded_rss_mb": loaded, "features": out}  # fmt: skip
+    out = {name: {"statistic": s.statistic, "p_value": s.p_value, "drifted": s.drifted}
+           for name, s in scores}  # fmt: skip
+    label = f"mlwarden {mlwarden.__version__} ({workers} thread{'s' if workers > 1 else ''})"
+    return {"version": label, "fit_seconds": fit_seconds, "check_seconds": check,
+            "loaded_rss_mb": loaded, "features": out}  # fmt: skip
+
+
+def run_mlwarden_serial(directory: Path) -> dict[str, Any]:
+    """``run_mlwarden`` on one thread."""
+    return run_mlwarden(directory, workers=1)
 
 
 def run_mlwarden_daemon(directory: Path) -> dict[str, Any]:
@@ -367,6 +387,7 @@ def run_alibi(directory: Path) -> dict[str, Any]:
 RUNNERS = {
     "scipy": run_scipy,
     "mlwarden": run_mlwarden,
+    "mlwarden_serial": run_mlwarden_serial,
     "mlwarden_daemon": run_mlwarden_daemon,
     "evidently": run_evidently,
     "nannyml": run_nannyml,
@@ -456,6 +477,15 @@ def report(meta: dict[str, Any], results: dict[str, dict[str, Any]], size: str) 
             f"mlwarden vs the scipy loop: KS statistics identical: {same_statistic}; "
             f"largest relative p-value difference (KS asymptotic and chi2): {worst:.1e}",
         ]
+    if base:
+        goals = []
+        for peer, goal in GOALS.items():
+            seconds = results.get(peer, {}).get("check_seconds")
+            if seconds:
+                verdict = "met" if seconds / base >= goal else "NOT met"
+                goals.append(f"{peer} {seconds / base:.1f}x (goal >= {goal:g}x: {verdict})")
+        if goals:
+            lines += ["", "check time of the peer / mlwarden's: " + "; ".join(goals)]
     return "\n".join(lines)
 
 
@@ -476,6 +506,7 @@ def main() -> None:
     unknown = sorted(set(tools) - set(TOOLS))
     if unknown:
         parser.error(f"unknown tools {unknown}; choose from {', '.join(TOOLS)}")
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="drift-bench-") as tmp:
         directory = Path(tmp)
         meta = make_data(directory, *SIZES[args.size])
@@ -484,6 +515,8 @@ def main() -> None:
             print(f"running {tool} ...", file=sys.stderr, flush=True)
             results[tool] = run_tool(tool, directory, args.timeout)
         print(f"$ python benchmarks/drift.py --size {args.size} --peers {args.peers}\n")
+        print("load average at start: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}\n".format(
+            *load, *os.getloadavg()))  # fmt: skip
         print(report(meta, results, args.size))
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
 import sys
 
 import pytest
+from sqlalchemy import event
 
 from mlwarden.daemon.api.auth import mint_token
 from mlwarden.daemon.audit import GENESIS, entry_hash
@@ -159,3 +161,19 @@ async def test_verify_names_a_deleted_row(client, base_path):
     result = verify(base_path)
     assert result.returncode == 1
     assert "TAMPERED at row 5: expected row 4 (a row is missing)" in result.stderr
+
+
+async def test_concurrent_entries_share_commits_and_keep_the_chain(warden):
+    commits = []
+    event.listen(warden.store.engine.sync_engine, "commit", lambda conn: commits.append(1))
+    before = len(await warden.audit.entries(limit=1000))
+    ids = await asyncio.gather(
+        *(warden.audit.record("sender", "POST /api/models/{name}/predictions", f"n={i}")
+          for i in range(40))
+    )  # fmt: skip
+    assert sorted(ids) == list(range(before + 1, before + 41))
+    assert len(commits) < 40  # group-committed, not one transaction per entry
+    entries = await warden.audit.entries(limit=1000)
+    by_id = {e["id"]: e["target"] for e in entries}
+    assert [by_id[i] for i in ids] == [f"n={i}" for i in range(40)]  # each got its own id
+    assert (await warden.audit.verify()).ok

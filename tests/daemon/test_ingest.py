@@ -392,3 +392,112 @@ async def test_concurrent_batches_share_commits_and_duplicates_lose(make_warden,
     assert await stored(warden) == 600 + 5
     profile = await ingest.window("m", NOW - 3600, NOW + 3600)
     assert profile.rows == 605
+
+
+async def test_nan_and_infinity_literals_over_http(make_warden, make_client, reference):
+    warden = await make_warden(config(reference))
+    await ready(warden)
+    client = await make_client(warden)
+    body = (
+        b'{"records": [{"id": "a", "features": {"x": NaN, "y": Infinity, "kind": "a"},'
+        b' "prediction": 1.0}, {"id": "b", "features": {"kind": "b", "y": 0.5, "x": -Infinity},'
+        b' "prediction": 2.0}]}'
+    )
+    resp = await client.post(
+        "/api/models/m/predictions", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 201, await resp.text()
+    profile = await warden.service("ingest").window("m", NOW - 3600, NOW + 3600)
+    x, y = profile.layout.numeric.index("x"), profile.layout.numeric.index("y")
+    assert (profile.nans[x], profile.infs[x], profile.infs[y], profile.count[y]) == (1, 1, 1, 1)
+
+
+async def test_records_in_different_key_orders_build_one_profile(make_warden, reference):
+    warden = await make_warden(config(reference))
+    ingest = await ready(warden)
+    batch = records(20)
+    mixed = records(20)
+    for r in mixed[::2]:  # every other record lists its features in reverse order
+        r["features"] = dict(reversed(list(r["features"].items())))
+        r["id"] = "m" + r["id"]
+    for r in mixed[1::2]:
+        r["id"] = "m" + r["id"]
+    await ingest.record_predictions("m", {"records": batch})
+    await ingest.record_predictions("m", {"records": mixed})
+    profile = await ingest.window("m", NOW - 3600, NOW + 3600)
+    assert (profile.hist % 2 == 0).all()  # every value twice, whatever the key order
+    assert (profile.cat_counts % 2 == 0).all()
+    spoilt = records(4, start=100)
+    spoilt[3]["features"] = dict(reversed(list(spoilt[3]["features"].items())))
+    spoilt[3]["features"]["y"] = False
+    with pytest.raises(Exception) as info:
+        await ingest.record_predictions("m", {"records": spoilt})
+    assert info.value.code == "wrong_type"
+    assert "record 3" in str(info.value) and "features.y" in str(info.value)
+
+
+async def test_label_ttl_purge_removes_predictions_and_their_ids(make_warden, reference):
+    warden = await make_warden(config(reference))
+    ingest = await ready(warden)
+    await ingest.record_predictions("m", {"records": records(3, ts=NOW - 7200)})
+    await ingest.record_predictions("m", {"records": records(2, start=10)})
+    assert await ingest.count_predictions("m", since=NOW - 7300) == 5
+    assert await ingest.count_predictions("m", since=NOW - 3600) == 2
+    # The default label TTL is 24 h: a purge an hour past it expires the first batch only.
+    await ingest.ledger.purge(NOW - 7200 + 25 * 3600)
+    result = await ingest.record_labels(
+        "m", {"labels": [{"id": "r0", "label": 1.0}, {"id": "r10", "label": 2.0}]}
+    )
+    assert result == {"accepted": 2, "matched": 1, "unmatched": 1}
+    assert list((await ingest.outcomes("m")).id) == ["r10"]
+    # Its ids are free again; the second batch's are still taken.
+    await ingest.record_predictions("m", {"records": records(1, ts=NOW)})
+    with pytest.raises(Exception) as info:
+        await ingest.record_predictions("m", {"records": records(1, start=11)})
+    assert info.value.status == 409
+
+
+async def test_predictions_stored_one_row_each_move_to_batches(make_config, reference):
+    """A database written by the first schema (one row per prediction) is migrated."""
+    import sqlalchemy as sa
+
+    from mlwarden.daemon import ingest_tables
+    from mlwarden.daemon.store import Schema, Store
+
+    config_obj = make_config(config(reference))
+    legacy = ingest_tables.INGEST_SCHEMA.steps[0]
+    store = Store(config_obj.database_url)
+    await store.open([Schema("ingest", [legacy])])
+    table = ingest_tables._legacy_predictions_table
+    rows = [
+        {"model": "m", "id": f"r{i}", "version": "1.0.0", "ts": NOW - 60 + i,
+         "prediction_num": float(i), "prediction_cls": None,
+         "latency": 0.01 if i % 2 else None, "error": False}
+        for i in range(1500)
+    ] + [
+        {"model": "cls", "id": "1", "version": "2", "ts": NOW, "prediction_num": None,
+         "prediction_cls": "up", "latency": None, "error": False}
+    ]  # fmt: skip
+    async with store.begin() as conn:
+        await conn.execute(table.insert(), rows)
+    await store.close()
+    async with Warden(config_obj) as warden:
+        ingest = await ready(warden)
+        await ready(warden, "cls")
+        assert (await warden.store.schema_versions())["ingest"] == 2
+        async with warden.store.connect() as conn:
+            names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
+        assert "predictions" not in names
+        assert await ingest.count_predictions("m", since=NOW - 3600) == 1500
+        result = await ingest.record_labels(
+            "m", {"labels": [{"id": "r1", "label": 5.0}, {"id": "r1498", "label": 6.0}]}
+        )
+        assert result["matched"] == 2
+        out = await ingest.outcomes("m")
+        assert list(out.id) == ["r1", "r1498"] and list(out.prediction) == [1.0, 1498.0]
+        assert out.latency[0] == pytest.approx(0.01) and np.isnan(out.latency[1])
+        await ingest.record_labels("cls", {"labels": [{"id": "1", "label": "down"}]})
+        assert list((await ingest.outcomes("cls")).prediction) == ["up"]
+        with pytest.raises(Exception) as info:
+            await ingest.record_predictions("m", {"records": records(1, start=7)})
+        assert info.value.status == 409

@@ -245,3 +245,30 @@ async def test_monitor_loop_checks_every_interval(make_warden, reference):
     assert history[-1]["rows"]["current"] == 300
     # "bare" has no reference: the loop skips it instead of failing.
     assert not any("bare" in e["where"] for e in warden.last_errors)
+
+
+def test_report_is_made_plain_in_one_pass_as_json_gives_it_back():
+    import json
+
+    from mlwarden.daemon.monitor import _plain
+
+    report = {
+        "a": np.float64(1.5),
+        "b": [np.int64(3), (1, 2.0, float("nan"))],
+        "c": np.bool_(True),
+        "d": {2: "two", None: 3, 2.5: np.array([1.0, np.inf])},
+        "e": float("-inf"),
+        "f": np.float32(0.25),
+    }
+    plain = _plain(report)
+    assert plain == {
+        "a": 1.5,
+        "b": [3, [1, 2.0, None]],
+        "c": True,
+        "d": {"2": "two", "null": 3, "2.5": [1.0, None]},
+        "e": None,
+        "f": 0.25,
+    }
+    assert json.loads(json.dumps(plain, allow_nan=False)) == plain
+    with pytest.raises(TypeError):
+        _plain({"x": object()})

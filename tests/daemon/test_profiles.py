@@ -148,3 +148,17 @@ def test_deferred_cut_keeps_the_same_bottom_k_rows():
     np.testing.assert_array_equal(
         eager.sample[np.argsort(eager.keys)], lazy.sample[np.argsort(lazy.keys)]
     )
+
+
+def test_histogram_of_untied_edges_is_handed_out_as_is_and_read_only():
+    edges = np.array([[0.0, 1.0, 2.0, 3.0]])
+    lay = layout(edges, categories=())
+    x = np.array([[-1.0], [0.5], [1.5], [2.5], [3.0], [4.0]])
+    profile = Profile.from_columns(lay, columns(lay, x), 10, np.random.default_rng(0))
+    data = profile.feature_data("x0")
+    np.testing.assert_array_equal(data.bin_edges, edges[0])
+    np.testing.assert_array_equal(data.counts, [1, 1, 1, 2, 1])
+    assert not data.counts.flags.writeable  # shared with the profile (and a window's sums)
+    with pytest.raises(ValueError):
+        data.counts[0] = 7
+    assert profile.hist[0, 0] == 1

@@ -12,7 +12,10 @@ Work is column-wise: each feature column is checked with a handful of C-level pa
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,10 +176,21 @@ def _records_to_columns(records: Any, layout: Layout | None, max_batch: int) -> 
         return out
     names = layout.features
     expected = set(names)
-    for i, f in enumerate(features):
-        if f.keys() != expected:
-            _feature_set_problem(set(f), expected, ids, i)
-    out["features"] = {name: [f[name] for f in features] for name in names}
+    # Senders write every record's features in one key order: check each distinct
+    # order once, then gather the values (C-level map and zip) and transpose them.
+    orders = set(map(tuple, features))
+    for order in orders:
+        if len(order) != len(expected) or set(order) != expected:
+            i = next(i for i, f in enumerate(features) if f.keys() != expected)
+            _feature_set_problem(set(features[i]), expected, ids, i)
+    if len(orders) == 1:
+        (names,) = orders
+        rows = list(map(tuple, map(dict.values, features)))
+    else:
+        rows = list(map(operator.itemgetter(*names), features))
+        if len(names) == 1:
+            rows = [(value,) for value in rows]
+    out["features"] = dict(zip(names, zip(*rows, strict=True), strict=True))
     return out
 
 
@@ -268,18 +282,18 @@ def _ids(ids: list[Any], field: str) -> np.ndarray:
     empty = np.flatnonzero(out == "")
     if len(empty):
         raise _at("wrong_type", ids, empty[0], "id", "expected a non-empty string or an integer")
-    unique, first, counts = np.unique(out.astype(str), return_index=True, return_counts=True)
-    if len(unique) != len(out):
-        dup = unique[counts > 1][0]
-        positions = np.flatnonzero(out == dup)
-        raise _at(
-            "duplicate_id",
-            ids,
-            positions[1],
-            "id",
-            f"duplicate id within the batch (also record {int(positions[0])})",
-        )
-    del first
+    if len(set(out.tolist())) != len(out):  # the exact record only on the failure path
+        seen: dict[str, int] = {}
+        for i, rid in enumerate(out.tolist()):
+            if rid in seen:
+                raise _at(
+                    "duplicate_id",
+                    ids,
+                    i,
+                    "id",
+                    f"duplicate id within the batch (also record {seen[rid]})",
+                )
+            seen[rid] = i
     return out
 
 
@@ -327,7 +341,7 @@ def _booleans(values: list[Any] | None, n: int, ids: list[Any], field: str) -> n
     )
 
 
-def _categories(values: list[Any], ids: list[Any], field: str, *, nullable: bool) -> np.ndarray:
+def _categories(values: Sequence[Any], ids: list[Any], field: str, *, nullable: bool) -> np.ndarray:
     kinds = set(map(type, values))
     allowed = _CATEGORY_TYPES | ({type(None)} if nullable else set())
     if not kinds <= allowed:
@@ -413,9 +427,42 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
+def _numeric_block(columns: list[Sequence[Any]], n: int) -> np.ndarray | None:
+    """The ``(n, F)`` float64 block of numeric columns holding only numbers, or None.
+
+    The common case costs one type pass over every value and one conversion. None sends
+    the caller to the column-by-column path, which also finds the exact record and field
+    of a wrong value, and handles nulls and integers beyond float64.
+    """
+    if not columns:
+        return None
+    kinds = set(map(type, itertools.chain.from_iterable(columns)))
+    if not kinds <= _NUMBER_TYPES:  # bool and None are not in it
+        return None
+    try:
+        return np.array(columns, dtype=np.float64).T
+    except OverflowError:
+        return None
+
+
 def _feature_columns(
-    features: dict[str, list[Any]], layout: Layout, ids: list[Any], n: int
+    features: dict[str, Sequence[Any]], layout: Layout, ids: list[Any], n: int
 ) -> Columns:
+    numeric = _numeric_block([features[name] for name in layout.numeric], n)
+    nulls: np.ndarray | None = None
+    if numeric is None:
+        numeric, nulls = _numeric_by_column(features, layout, ids, n)
+    codes = np.empty((n, len(layout.categorical)), dtype=np.int32)
+    for j, name in enumerate(layout.categorical):
+        values = _categories(features[name], ids, f"features.{name}", nullable=True)
+        codes[:, j] = layout.encode(j, values)
+    return Columns(numeric, codes, nulls)
+
+
+def _numeric_by_column(
+    features: dict[str, Sequence[Any]], layout: Layout, ids: list[Any], n: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The numeric block column by column: nulls, huge integers, and the exact error."""
     numeric = np.empty((n, len(layout.numeric)), dtype=np.float64)
     nulls: np.ndarray | None = None
     for j, name in enumerate(layout.numeric):
@@ -443,8 +490,4 @@ def _feature_columns(
             if nulls is None:
                 nulls = np.zeros(numeric.shape, dtype=bool)
             nulls[:, j] = np.fromiter((v is None for v in values), dtype=bool, count=n)
-    codes = np.empty((n, len(layout.categorical)), dtype=np.int32)
-    for j, name in enumerate(layout.categorical):
-        values = _categories(features[name], ids, f"features.{name}", nullable=True)
-        codes[:, j] = layout.encode(j, values)
-    return Columns(numeric, codes, nulls)
+    return numeric, nulls

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..types import DriftScore, FeatureData
 from .config import ModelConfig, MonitoringConfig
+from .parallel import map_threads
 from .profiles import Profile
 from .reference import Reference
 
@@ -142,9 +143,14 @@ def evaluate(
     vote = monitoring.drift_vote
     feature_drifts: dict[str, Any] = {}
     prediction_drift = None
-    for name in (*layout.numeric, *layout.categorical):
-        data = current.feature_data(name)
-        drifted, methods, error = _score_all(detectors.features.get(name, []), data, vote)
+    names = (*layout.numeric, *layout.categorical)
+    features = [current.feature_data(name) for name in names]
+    # Each feature's methods on a worker thread: their numpy work releases the GIL.
+    scored = map_threads(
+        lambda item: _score_all(detectors.features.get(item[0], []), item[1], vote),
+        zip(names, features, strict=True),
+    )
+    for name, data, (drifted, methods, error) in zip(names, features, scored, strict=True):
         entry: dict[str, Any] = {"kind": data.kind, "drifted": drifted, "methods": methods}
         error = error or detectors.errors.get(name)
         if error:

@@ -2,8 +2,9 @@
 
 Per batch: parse and validate the whole batch off the event loop (daemon/batches.py),
 then hand it to the single writer (daemon/ledger.py), which in one transaction checks
-ids against stored ones, stores each prediction (for the label TTL, so labels can join
-by id), and journals the batch's feature columns for its open time bucket; only after
+ids against stored ones, stores the batch's predictions (for the label TTL, so labels
+can join by id; one row per batch plus an id index, daemon/ingest_tables.py), and
+journals the batch's feature columns for its open time bucket; only after
 the commit is the batch folded into the in-memory open profile and the call answered.
 What a 2xx acknowledged is therefore on disk: at start the journal is replayed into the
 open buckets. A bucket that has closed is written as one profile row and its journal
@@ -24,9 +25,11 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..errors import NotFound
-from .batches import BatchRejected, parse_labels, parse_predictions
-from .ingest_tables import INGEST_SCHEMA, outcomes_table, predictions_table, profile_table
+from .api import decode_json
+from .batches import BatchRejected, PredictionBatch, parse_labels, parse_predictions
+from .ingest_tables import INGEST_SCHEMA, count_stored, outcomes_table, profile_table
 from .ledger import Ledger, ModelState
+from .profiles import Layout
 from .service import Service
 
 __all__ = ["IngestService", "Outcomes"]
@@ -115,7 +118,11 @@ class IngestService(Service):
         return state
 
     async def record_predictions(self, model: str, payload: Any) -> dict[str, Any]:
-        """Validate and store one batch (as ``POST /api/models/{name}/predictions``)."""
+        """Validate and store one batch (as ``POST /api/models/{name}/predictions``).
+
+        ``payload`` is the decoded JSON object, or the raw request body (bytes), which
+        is then decoded in the same worker thread as the validation.
+        """
         state = self.model_state(model)
         await state.ready.wait()
         config = self.warden.config.monitoring
@@ -123,7 +130,7 @@ class IngestService(Service):
         oldest = now - config.retention_days * 86400.0
         try:
             batch = await asyncio.to_thread(
-                parse_predictions,
+                _decode_and_parse,
                 payload,
                 None if state.open_schema else state.layout,
                 task=state.config.task,
@@ -204,11 +211,9 @@ class IngestService(Service):
         state = self.model_state(model)
         now = self.warden.clock()
         ttl_start = now - self.warden.config.monitoring.label_ttl_hours * 3600.0
-        p = predictions_table
         if since is not None and since >= ttl_start:
-            query = sa.select(sa.func.count()).where(p.c.model == model, p.c.ts >= since)
             async with self.warden.store.connect() as conn:
-                return int((await conn.execute(query)).scalar() or 0)
+                return await count_stored(conn, model, since)
         b = profile_table
         query = sa.select(sa.func.coalesce(sa.func.sum(b.c.rows), 0)).where(b.c.model == model)
         if since is not None:
@@ -247,6 +252,12 @@ class IngestService(Service):
     async def window(self, model: str, since: float, until: float) -> Any:
         """The merged profile of ``model`` over [since, until) (see Ledger.window)."""
         return await self.ledger.window(self.model_state(model), since, until)
+
+
+def _decode_and_parse(payload: Any, layout: Layout | None, **options: Any) -> PredictionBatch:
+    if isinstance(payload, bytes | bytearray):
+        payload = decode_json(bytes(payload))
+    return parse_predictions(payload, layout, **options)
 
 
 def _outcomes_from_rows(rows: list[Any], classification: bool) -> Outcomes:

@@ -27,14 +27,16 @@ from .ingest_tables import (
     check_new_ids,
     insert_rows,
     journal_table,
-    nullable,
     outcomes_table,
-    predictions_table,
     profile_table,
+    purge_predictions,
+    store_predictions,
+    stored_predictions,
 )
 from .ledger_startup import load_reference, replay_journal
 from .profiles import Columns, Layout, Profile
 from .reference import Reference, layout_without_reference
+from .window import BucketWindow, closed_buckets
 
 __all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
 
@@ -56,7 +58,9 @@ class ModelState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     open: dict[BucketKey, Profile] = field(default_factory=dict)
     generation: int = 0  # bumped when closed buckets are written
-    cache: tuple[Any, Profile] | None = None
+    # Windows of closed buckets by version filter (daemon/window.py), moved under the lock.
+    windows: dict[str | None, BucketWindow] = field(default_factory=dict)
+    window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -164,21 +168,10 @@ class Ledger:
             self.sample_size,
             np.random.default_rng(),
         )
-        classification = state.config.task == "classification"
-        pred = batch.prediction
-        rows = list(
-            zip(
-                [name] * len(batch), batch.ids.tolist(), batch.versions.tolist(), batch.ts.tolist(),
-                [None] * len(batch) if classification else nullable(pred),
-                pred.tolist() if classification else [None] * len(batch),
-                nullable(batch.latency), batch.error.tolist(),
-                strict=True,
-            )
-        )  # fmt: skip
 
         async def write(conn: Any) -> None:
             await check_new_ids(conn, name, batch)
-            await insert_rows(conn, predictions_table, rows)
+            await store_predictions(conn, name, batch)
             journal = [
                 (name, version, start, layout.fingerprint, columns.to_bytes())
                 for (version, start), columns, _ in groups
@@ -197,17 +190,13 @@ class Ledger:
         classification = state.config.task == "classification"
         now = self.warden.clock()
         labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
-        p, o = predictions_table, outcomes_table
+        o = outcomes_table
 
         async def write(conn: Any) -> int:
-            matched = []
-            ids = list(labels)
-            for i in range(0, len(ids), _ID_CHUNK):
-                query = sa.select(p).where(p.c.model == name, p.c.id.in_(ids[i : i + _ID_CHUNK]))
-                matched.extend((await conn.execute(query)).all())
+            matched = await stored_predictions(conn, name, list(labels))
             if not matched:
                 return 0
-            matched_ids = [r.id for r in matched]
+            matched_ids = [r["id"] for r in matched]
             for i in range(0, len(matched_ids), _ID_CHUNK):
                 chunk = matched_ids[i : i + _ID_CHUNK]
                 await conn.execute(o.delete().where(o.c.model == name, o.c.id.in_(chunk)))
@@ -215,16 +204,10 @@ class Ledger:
                 o.insert(),
                 [
                     {
+                        **r,
                         "model": name,
-                        "id": r.id,
-                        "version": r.version,
-                        "ts": r.ts,
-                        "prediction_num": r.prediction_num,
-                        "prediction_cls": r.prediction_cls,
-                        "label_num": None if classification else labels[r.id],
-                        "label_cls": labels[r.id] if classification else None,
-                        "latency": r.latency,
-                        "error": r.error,
+                        "label_num": None if classification else labels[r["id"]],
+                        "label_cls": labels[r["id"]] if classification else None,
                         "labeled_at": now,
                     }
                     for r in matched
@@ -251,6 +234,11 @@ class Ledger:
             return 0
 
         async def write(conn: Any) -> None:
+            # A concurrent flush may have written some of them meanwhile (the writer runs
+            # its items one by one): each open bucket is written once.
+            due[:] = [(s, key, p) for s, key, p in due if s.open.get(key) is p]
+            if not due:
+                return
             rows = [
                 {
                     "model": s.config.name,
@@ -282,7 +270,7 @@ class Ledger:
                 s.generation += 1
 
         await self.submit(_Work(write, after, exclusive=True))
-        return len(due)
+        return len(due)  # as written
 
     async def window(
         self, state: ModelState, since: float, until: float, version: str | None = None
@@ -292,22 +280,9 @@ class Ledger:
         bucket_seconds = self.warden.config.monitoring.bucket_seconds
         first = math.floor(since / bucket_seconds) * bucket_seconds
         last = math.ceil(until / bucket_seconds) * bucket_seconds  # buckets starting < until
-        key = (first, last, version, state.generation, state.layout.fingerprint)
-        if state.cache is None or state.cache[0] != key:
-            b = profile_table
-            query = sa.select(b.c.profile).where(
-                b.c.model == state.config.name,
-                b.c.layout == state.layout.fingerprint,
-                b.c.bucket_start >= first,
-                b.c.bucket_start < last,
-            )
-            if version is not None:
-                query = query.where(b.c.version == version)
-            async with self.warden.store.connect() as conn:
-                blobs = (await conn.execute(query)).scalars().all()
-            merged = await asyncio.to_thread(_merge_blobs, state.layout, blobs, self.sample_size)
-            state.cache = (key, merged)
-        total = state.cache[1].copy()
+        total = await closed_buckets(
+            self.warden.store, state, first, last, version, self.sample_size
+        )
         for (v, start), profile in list(state.open.items()):
             if first <= start < last and (version is None or v == version):
                 total.merge(profile)
@@ -354,10 +329,10 @@ class Ledger:
         monitoring = self.warden.config.monitoring
         ttl = now - monitoring.label_ttl_hours * 3600
         retention = now - monitoring.retention_days * 86400
-        p, o, b = predictions_table, outcomes_table, profile_table
+        o, b = outcomes_table, profile_table
 
         async def write(conn: Any) -> None:
-            await conn.execute(p.delete().where(p.c.ts < ttl))
+            await purge_predictions(conn, ttl)
             await conn.execute(o.delete().where(o.c.ts < retention))
             await conn.execute(b.delete().where(b.c.bucket_start < retention))
 
@@ -387,6 +362,10 @@ def _split(
         np.zeros((len(batch), 0)), np.zeros((len(batch), 0), np.int32)
     )
     starts = np.floor(batch.ts / bucket_seconds) * bucket_seconds
+    if (starts == starts[0]).all() and (batch.versions == batch.versions[0]).all():
+        # The common batch: one version, one bucket (no string sort of the keys).
+        key = (str(batch.versions[0]), float(starts[0]))
+        return [(key, columns, Profile.from_columns(layout, columns, sample_size, rng))]
     out = []
     pairs = np.unique(np.stack([batch.versions.astype(str), starts.astype(str)]), axis=1)
     for version, start in pairs.T:
@@ -405,13 +384,3 @@ def _split(
 def _fold(state: ModelState, key: BucketKey, profile: Profile) -> None:
     current = state.open.get(key)
     state.open[key] = profile if current is None else current.merge(profile)
-
-
-def _merge_blobs(layout: Layout, blobs: list[bytes], sample_size: int) -> Profile:
-    total = Profile(layout, sample_size)
-    for blob in blobs:
-        # Cut the merged sample only now and then: one argpartition per few buckets.
-        total.merge(Profile.from_bytes(layout, blob, sample_size), cut=False)
-        total.cut_sample(limit=4 * sample_size)
-    total.cut_sample()
-    return total

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -263,8 +264,8 @@ class MonitorService(Service):
     async def _finish(self, model: str, report: dict[str, Any], started: float) -> dict[str, Any]:
         duration = time.perf_counter() - started
         report["duration_seconds"] = duration
-        text = json.dumps(_finite(report), default=_json_default, allow_nan=False)
-        report = json.loads(text)
+        report = _plain(report)  # what JSON keeps of it: the caller sees what is stored
+        text = json.dumps(report, allow_nan=False)
         async with self.warden.store.begin() as conn:
             result = await conn.execute(
                 reports_table.insert().values(
@@ -360,20 +361,41 @@ def _profile_frame(frame: Any, layout: Any, sample_size: int) -> Profile:
     )
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinite floats replaced by None (JSON has neither)."""
+def _plain(value: Any) -> Any:
+    """``value`` as JSON gives it back: numpy scalars and arrays as Python values, tuples
+    as lists, dict keys as strings, NaN and infinite floats as None (JSON has neither).
+
+    One pass instead of dumping with a ``default`` hook and loading the text again.
+    """
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {k if type(k) is str else _key(k): _plain(v) for k, v in value.items()}
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is list or kind is tuple:
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic | np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, bool | int | str):  # subclasses (an IntEnum, a StrEnum)
+        return json.loads(json.dumps(value))
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return _plain(dict(value))
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, float | np.floating) and not np.isfinite(value):
-        return None
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
+        return [_plain(v) for v in value]
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _key(key: Any) -> str:
+    """A dict key as ``json.dumps`` writes it (it only takes str, int, float, bool, None)."""
+    key = _plain(key)
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    if isinstance(key, int | float):
+        return repr(key) if isinstance(key, float) else str(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")

@@ -23,6 +23,7 @@ through ``Profile.from_columns``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 from dataclasses import dataclass, field
@@ -68,6 +69,19 @@ class Layout:
     @property
     def bins(self) -> int:
         return 0 if self.edges is None else self.edges.shape[1] - 1
+
+    @functools.cached_property
+    def bin_maps(self) -> tuple[tuple[np.ndarray, np.ndarray | None], ...]:
+        """Per numeric feature: its strictly increasing edges and where tied bins go.
+
+        The second item is None when the reference edges have no ties (the histogram is
+        used as it is); see ``_dedupe_bins``. Computed once per layout: a drift check
+        reads every numeric feature's histogram. (``cached_property`` writes the
+        instance's ``__dict__`` directly, which a frozen dataclass allows.)
+        """
+        if self.edges is None:
+            return ()
+        return tuple(_bin_map(row) for row in self.edges)
 
     def counted(self, i: int) -> tuple[str, ...]:
         """The categories of categorical feature ``i`` counted one by one, then ``__other__``."""
@@ -293,7 +307,12 @@ class Profile:
             column = self.sample[:, i]
             edges = counts = None
             if layout.edges is not None:
-                edges, counts = _dedupe_bins(layout.edges[i], self.hist[i])
+                edges, target = layout.bin_maps[i]
+                if target is None:  # a read-only view: the window's sums are shared
+                    counts = self.hist[i].view()
+                    counts.flags.writeable = False
+                else:
+                    counts = _dedupe_bins(self.hist[i], target)
             has = self.count[i] > 0
             return FeatureData(
                 name=name,
@@ -369,21 +388,35 @@ def _histogram(edges: np.ndarray, x: np.ndarray, finite: np.ndarray) -> np.ndarr
     return np.bincount(flat, minlength=f * width).reshape(f, width).astype(np.int64)
 
 
-def _dedupe_bins(edges: np.ndarray, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Strictly increasing reference edges and counts ``[underflow, bins..., overflow]``.
+def _bin_map(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Strictly increasing reference edges, and the bin each tied bin's counts go to.
 
-    ``len(counts) == len(edges) + 1`` (the convention of plugins/drift/base.py). Tied
-    reference quantiles give zero-width bins; their counts (only values equal to the
-    tie land there) go to the bin that starts at the tied value. A value equal to the
-    last edge (the reference maximum) is in the last bin, not in the overflow.
+    Tied reference quantiles give zero-width bins; their counts (only values equal to
+    the tie land there) go to the bin that starts at the tied value. The map is None
+    when there is no tie; an empty one marks a constant reference feature.
+    """
+    unique = np.unique(edges)
+    if len(unique) == len(edges):
+        return edges, None
+    if len(unique) == 1:
+        return unique, np.zeros(0, dtype=np.int64)
+    target = np.clip(np.searchsorted(unique, edges[:-1], side="right") - 1, 0, len(unique) - 2)
+    return unique, target
+
+
+def _dedupe_bins(hist: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Counts ``[underflow, bins..., overflow]`` over the edges of ``_bin_map``.
+
+    ``len(counts) == len(edges) + 1`` (the convention of plugins/drift/base.py). A
+    constant reference feature (``target`` empty) has two: below it, and at or above
+    it. A value equal to the last edge (the reference maximum) is in the last bin, not
+    in the overflow.
     """
     inner = hist[1:-1]
-    unique = np.unique(edges)
-    if len(unique) == 1:  # a constant reference feature: below it, and at or above it
-        return unique, np.array([hist[0], inner.sum() + hist[-1]], dtype=np.int64)
-    target = np.clip(np.searchsorted(unique, edges[:-1], side="right") - 1, 0, len(unique) - 2)
-    counts = np.bincount(target, weights=inner, minlength=len(unique) - 1).astype(np.int64)
-    return unique, np.concatenate([[hist[0]], counts, [hist[-1]]]).astype(np.int64)
+    if not len(target):
+        return np.array([hist[0], inner.sum() + hist[-1]], dtype=np.int64)
+    counts = np.bincount(target, weights=inner, minlength=int(target[-1]) + 1).astype(np.int64)
+    return np.concatenate([[hist[0]], counts, [hist[-1]]]).astype(np.int64)
 
 
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:

@@ -97,3 +97,19 @@ def test_bad_reference_counts(data, message):
 def test_bad_options(options):
     with pytest.raises(ValueError, match=f'drift method "chi2": option "{next(iter(options))}"'):
         ChiSquare(**options)
+
+
+def test_the_direct_computation_is_chi2_contingency_bit_for_bit():
+    from mlwarden.plugins.drift.chi2 import chi2_homogeneity
+
+    rng = np.random.default_rng(17)
+    for _ in range(300):
+        k = int(rng.integers(2, 12))
+        table = rng.integers(1, int(rng.choice([10, 1000, 10**7])), size=(2, k)).astype(float)
+        for correction in (True, False):
+            theirs = stats.chi2_contingency(table, correction=correction)
+            assert chi2_homogeneity(table, correction=correction) == (
+                theirs.statistic,
+                theirs.pvalue,
+                theirs.dof,
+            )

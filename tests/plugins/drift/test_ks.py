@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from mlwarden.plugins.drift.kolmogorov import kolmogorov_sf, ks_statistic, smirnov_sf
+from mlwarden.plugins.drift import kolmogorov
+from mlwarden.plugins.drift.kolmogorov import (
+    SortedReference,
+    kolmogorov_sf,
+    ks_statistic,
+    smirnov_sf,
+)
 from mlwarden.plugins.drift.ks import KolmogorovSmirnov
 from mlwarden.types import FeatureData
 
@@ -82,6 +88,36 @@ def test_statistic_is_bit_identical_on_heavy_ties_and_disjoint_samples():
         (np.ones(10), np.ones(7)),
     ]:
         assert ks_statistic(np.sort(ref), cur) == stats.ks_2samp(ref, cur).statistic
+
+
+@pytest.mark.parametrize("direct_size", [0, 1_000_000])
+@pytest.mark.parametrize("stride", [1, 2, 7, 64, None])
+def test_indexed_statistic_is_scipys_for_every_index_stride(stride, direct_size, monkeypatch):
+    # The per-bin bounds may only skip bins that cannot hold the supremum: on ties,
+    # rounded values, disjoint and shifted samples of every size the statistic must be
+    # bit-identical to scipy's, whatever the spacing of the index edges, with the
+    # bounds (direct_size 0) and with every value looked up.
+    monkeypatch.setattr(kolmogorov, "DIRECT_SIZE", direct_size)
+    rng = np.random.default_rng(2026)
+    for trial in range(150):
+        n1, n2 = int(rng.integers(1, 2500)), int(rng.integers(1, 2500))
+        ref, cur = [
+            (rng.normal(size=n1), rng.normal(rng.uniform(-0.3, 0.3), size=n2)),
+            (rng.integers(0, 20, n1).astype(float), rng.integers(0, 22, n2).astype(float)),
+            (rng.normal(size=n1).round(1), rng.normal(0.1, size=n2).round(2)),
+            (rng.exponential(size=n1), rng.exponential(1.2, size=n2)),
+            (rng.normal(size=n1), rng.normal(size=n2) + rng.choice([-100.0, 100.0])),
+        ][trial % 5]
+        expected = stats.ks_2samp(ref, cur, method="asymp").statistic
+        assert ks_statistic(SortedReference(ref, stride=stride), cur) == expected, trial
+
+
+def test_indexed_statistic_on_large_samples_with_a_small_shift():
+    rng = np.random.default_rng(7)
+    ref, cur = rng.normal(size=200_000), rng.normal(0.01, size=50_000)
+    index = SortedReference(ref)
+    assert index.edges.size < ref.size // 50  # a coarse index, not a copy
+    assert ks_statistic(index, cur) == stats.ks_2samp(ref, cur).statistic
 
 
 @pytest.mark.parametrize(

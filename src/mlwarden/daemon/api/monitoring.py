@@ -15,8 +15,8 @@ async def post_predictions(request: web.Request) -> web.Response:
     ingest = warden.service("ingest")
     name = request.match_info["name"]
     ingest.model_state(name)  # 404 before reading a large body
-    body = await read_json(request)
-    result = await ingest.record_predictions(name, body)
+    # Decoded with the validation in one worker thread: a 1 MB body is ~20 ms of CPU.
+    result = await ingest.record_predictions(name, await request.read())
     return json_response({"model": name, **result}, 201)
 
 

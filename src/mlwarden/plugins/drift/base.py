@@ -207,7 +207,7 @@ class DriftMethod:
 
 
 def numeric_sample(owner: str, data: FeatureData, *, minimum: int = 1) -> np.ndarray:
-    """The finite values of ``data.sample`` as a 1-D float64 array.
+    """The finite values of ``data.sample`` as a 1-D float64 array (a view when possible).
 
     ValueError naming the method and feature when there is no sample or fewer than
     ``minimum`` finite values.
@@ -215,12 +215,14 @@ def numeric_sample(owner: str, data: FeatureData, *, minimum: int = 1) -> np.nda
     if data.sample is None:
         raise ValueError(f'drift method "{owner}" needs a sample of feature "{data.name}"')
     try:
-        values = np.asarray(data.sample, dtype=np.float64).ravel()
+        values = np.ascontiguousarray(data.sample, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError) as exc:
         raise ValueError(
             f'drift method "{owner}": sample of feature "{data.name}" is not numeric: {exc}'
         ) from None
-    values = values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    if not finite.all():  # no copy when every value is finite
+        values = values[finite]
     if values.size < minimum:
         raise ValueError(
             f'drift method "{owner}" needs at least {minimum} finite value(s) of feature '

@@ -1,8 +1,11 @@
 """The two-sample Kolmogorov-Smirnov statistic and p-value, as scipy computes them, faster.
 
-``ks_statistic`` takes a reference sorted once (at ``fit``) and finds the exact
-statistic of ``scipy.stats.ks_2samp`` with two ``np.searchsorted`` passes of the current
-sample, instead of re-sorting and searching both samples every time.
+``ks_statistic`` takes a reference sorted and indexed once (``SortedReference``, at
+``fit``) and finds the exact statistic of ``scipy.stats.ks_2samp``: it sorts the current
+sample, bounds the CDF difference per bin between the reference's index edges and
+searches the reference only for the values in the bins that can hold the supremum
+(at 200k/50k rows 5-10x faster than searching every current value, which was already
+faster than re-sorting and searching both samples as scipy does).
 
 ``kolmogorov_sf`` is ``scipy.stats.kstwo.sf(d, n)``, the p-value of ks_2samp's
 asymptotic method. For the significant statistics (``n d^2 >= 2.2``) scipy evaluates
@@ -31,7 +34,19 @@ from fractions import Fraction
 import numpy as np
 from scipy import special, stats
 
-__all__ = ["MAX_EXACT_SIZE", "kolmogorov_sf", "ks_2samp_sorted", "ks_statistic", "smirnov_sf"]
+try:  # kstwo.sf's own kernel, without the ~0.5 ms of rv_continuous argument handling
+    from scipy.stats._ksstats import _kolmogn
+except ImportError:  # pragma: no cover - a scipy that moved it
+    _kolmogn = None
+
+__all__ = [
+    "MAX_EXACT_SIZE",
+    "SortedReference",
+    "kolmogorov_sf",
+    "ks_2samp_sorted",
+    "ks_statistic",
+    "smirnov_sf",
+]
 
 #: ``method="auto"`` computes exact p-values when both samples are at most this large.
 #: scipy's own "auto" switches at 10,000, but its exact computation then costs 40-100 ms
@@ -40,6 +55,8 @@ __all__ = ["MAX_EXACT_SIZE", "kolmogorov_sf", "ks_2samp_sorted", "ks_statistic",
 MAX_EXACT_SIZE = 500
 #: Above this ``n`` scipy's smirnov switches to an approximation; so do we (by calling it).
 _SMIRNOV_MAX_COMPUTE_N = 1_000_000
+#: Up to this many current values, looking all of them up beats bounding bins first.
+DIRECT_SIZE = 1_024
 _MINLOG = -7.451332191019412076235e2  # log(2**-1075), xsf's MINLOG
 #: Up to this many terms the sum is taken term by term.
 _FULL_SUM_TERMS = 4096
@@ -51,38 +68,111 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _S0, _S1, _S2, _S3, _S4 = 1 / 12, 1 / 360, 1 / 1260, 1 / 1680, 1 / 1188
 
 
-def ks_statistic(reference_sorted: np.ndarray, current: np.ndarray) -> float:
-    """ks_2samp's two-sided statistic of a sorted reference and a current sample.
+class SortedReference:
+    """A reference sample sorted once, with a coarse index for fast KS statistics.
+
+    Every ``stride``-th sorted value (default about sqrt(n)/6) is an *edge*; the exact
+    ranks of the edges in the reference are computed once. A current value between two
+    edges then has its reference rank bracketed without a search, which lets
+    :func:`ks_statistic` bound the CDF difference bin by bin and search the reference
+    only in the few bins that can hold the supremum.
+    """
+
+    __slots__ = ("below_low", "edges", "high", "size", "upto_low", "values")
+
+    def __init__(self, values: np.ndarray, *, stride: int | None = None) -> None:
+        ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
+        self.values = ordered
+        self.size = n = int(ordered.size)
+        if stride is None:
+            # Measured: about sqrt(n)/6 balances the edge search against the values
+            # left to search (200k: 75, 1M: 167; 4-9x faster than searching them all).
+            stride = min(max(4, int(math.sqrt(n) / 6)), 256)
+        self.edges = ordered[::stride].copy()
+        right = np.searchsorted(ordered, self.edges, side="right")
+        left = np.searchsorted(ordered, self.edges, side="left")
+        # Bin k holds the values v with edges[k-1] <= v < edges[k] (k = 0: below the
+        # first edge, k = len(edges): from the last edge up). Within bin k:
+        #   upto(v)  = #reference <= v  lies in [upto_low[k], high[k]]
+        #   below(v) = #reference <  v  lies in [below_low[k], high[k]]
+        zero = np.zeros(1, dtype=np.intp)
+        self.upto_low = np.concatenate((zero, right))
+        self.below_low = np.concatenate((zero, left))
+        self.high = np.concatenate((left, np.full(1, n, dtype=np.intp)))
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held, in bytes."""
+        return sum(int(getattr(self, name).nbytes) for name in self.__slots__ if name != "size")
+
+
+def ks_statistic(reference: SortedReference | np.ndarray, current: np.ndarray) -> float:
+    """ks_2samp's two-sided statistic of a (sorted) reference and a current sample.
 
     The difference of the two empirical CDFs is a step function; its supremum is
-    reached just below a current value (reference ahead) or at a current value
-    (current ahead), so it is enough to look the distinct current values up in the
-    reference. The result is bit-identical to scipy's: the same integer ranks divided
-    the same way.
+    reached just below a distinct current value (reference ahead) or at one (current
+    ahead). The current sample is sorted and cut at the reference's edges; per bin the
+    two expressions are bounded from the edges' exact ranks, the largest lower bound is
+    a floor for the statistic, and only bins whose upper bound reaches that floor are
+    evaluated exactly (a ``searchsorted`` of their few values). The result is
+    bit-identical to scipy's ``method="asymp"`` statistic: the same integer ranks
+    divided the same way, and float division and subtraction are monotone, so the
+    bounds never exclude the bin that holds the maximum.
+
+    A plain sorted array is accepted too (an index is built for the call).
     """
-    n1 = reference_sorted.size
-    cur = np.sort(current)
-    n2 = cur.size
-    first = np.empty(n2, dtype=bool)
-    first[0] = True
-    np.not_equal(cur[1:], cur[:-1], out=first[1:])
-    starts = np.flatnonzero(first)
-    ends = np.append(starts[1:], n2)
-    values = cur[starts]
-    upto = np.searchsorted(reference_sorted, values, side="right")
-    # Only values that also occur in the reference need the left rank too (ties).
-    below = upto.copy()
-    present = upto > 0
-    present[present] = reference_sorted[upto[present] - 1] == values[present]
-    if present.any():
-        below[present] = np.searchsorted(reference_sorted, values[present], side="left")
-    ahead = float(np.max(below / n1 - starts / n2))  # reference CDF above current's
-    behind = float(np.max(ends / n2 - upto / n1))  # current CDF above reference's
+    if not isinstance(reference, SortedReference):
+        reference = SortedReference(reference)
+    n1 = reference.size
+    cur = np.array(current, dtype=np.float64).reshape(-1)  # one contiguous copy
+    cur.sort()
+    n2 = int(cur.size)
+    if n1 == 0 or n2 == 0:
+        raise ValueError("ks_statistic needs two non-empty samples")
+    if n2 <= DIRECT_SIZE:  # a search of every value costs less than the bounds
+        positions = np.arange(n2, dtype=np.intp)
+        values = cur
+    else:
+        positions = _candidates(reference, cur)
+        values = cur[positions]
+    # At sorted position i: ahead = below/n1 - i/n2 is largest at a value's first
+    # occurrence (i = #current < value), behind = (i + 1)/n2 - upto/n1 at its last
+    # (i + 1 = #current <= value); candidate bins hold every occurrence of their values.
+    below = np.searchsorted(reference.values, values, side="left")
+    upto = np.searchsorted(reference.values, values, side="right")
+    ahead = float(np.max(below / n1 - positions / n2))  # reference CDF above current's
+    behind = float(np.max((positions + 1) / n2 - upto / n1))  # current CDF above reference's
     return min(max(ahead, behind, 0.0), 1.0)
 
 
+def _candidates(reference: SortedReference, cur: np.ndarray) -> np.ndarray:
+    """Positions in the sorted ``cur`` of the values in bins that can hold the supremum."""
+    n1, n2 = reference.size, cur.size
+    # bounds[k] .. bounds[k + 1]: the positions in `cur` of bin k's values.
+    bounds = np.empty(reference.edges.size + 2, dtype=np.intp)
+    bounds[0], bounds[-1] = 0, n2
+    bounds[1:-1] = np.searchsorted(cur, reference.edges, side="left")
+    first, stop = bounds[:-1], bounds[1:]
+    filled = stop > first
+    high = reference.high / n1
+    first_n2, stop_n2 = first / n2, stop / n2
+    # Per bin: ahead = below/n1 - starts/n2 is largest at the bin's first value, behind =
+    # ends/n2 - upto/n1 at its last; each is bracketed by the bin's rank bounds.
+    ahead_high = high - first_n2
+    behind_high = stop_n2 - reference.upto_low / n1
+    floor = max(
+        float(np.max(reference.below_low[filled] / n1 - first_n2[filled])),
+        float(np.max(stop_n2[filled] - high[filled])),
+        0.0,
+    )
+    bins = np.flatnonzero(filled & ((ahead_high >= floor) | (behind_high >= floor)))
+    sizes = stop[bins] - first[bins]
+    shift = np.repeat(first[bins] - (np.cumsum(sizes) - sizes), sizes)
+    return np.arange(shift.size, dtype=np.intp) + shift
+
+
 def ks_2samp_sorted(
-    reference_sorted: np.ndarray, current: np.ndarray, method: str = "auto"
+    reference: SortedReference, current: np.ndarray, method: str = "auto"
 ) -> tuple[float, float, str]:
     """``(statistic, p_value, method_used)`` of ks_2samp, two-sided.
 
@@ -91,16 +181,16 @@ def ks_2samp_sorted(
     path calls scipy itself; the asymptotic path uses :func:`ks_statistic` and
     :func:`kolmogorov_sf`.
     """
-    n1, n2 = reference_sorted.size, current.size
+    n1, n2 = reference.size, current.size
     if method == "auto":
         method = "exact" if max(n1, n2) <= MAX_EXACT_SIZE else "asymp"
     if method == "exact":
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
-            result = stats.ks_2samp(reference_sorted, current, method="exact")
+            result = stats.ks_2samp(reference.values, current, method="exact")
         used = "asymp" if any("Switching" in str(w.message) for w in caught) else "exact"
         return float(result.statistic), float(result.pvalue), used
-    d = ks_statistic(reference_sorted, current)
+    d = ks_statistic(reference, current)
     big, small = sorted([float(n1), float(n2)], reverse=True)
     en = big * small / (big + small)
     return d, kolmogorov_sf(d, int(np.round(en))), "asymp"
@@ -114,6 +204,8 @@ def kolmogorov_sf(d: float, n: int) -> float:
         # The branches of scipy's _kolmogn that evaluate 2 * smirnov(n, d).
         if 1.0 < t < n - 1 and (d >= 0.5 or 2.2 <= nx2 < 370.0):
             return min(max(2.0 * smirnov_sf(n, d), 0.0), 1.0)
+    if _kolmogn is not None and n >= 1 and 0.0 < d < 1.0:
+        return float(_kolmogn(int(n), float(d), cdf=False))
     return float(stats.kstwo.sf(d, n))
 
 

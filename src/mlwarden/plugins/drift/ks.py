@@ -4,20 +4,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-
 from ... import hookimpl
 from ...types import DriftScore, FeatureData, FeatureKind
 from .base import DriftMethod, check_choice, check_probability, numeric_sample
-from .kolmogorov import ks_2samp_sorted
+from .kolmogorov import SortedReference, ks_2samp_sorted
 
 
 class KolmogorovSmirnov(DriftMethod):
     """Two-sample Kolmogorov-Smirnov test: the largest gap between two empirical CDFs.
 
-    The reference sample is sorted once at ``fit``; each ``score`` sorts the current
-    sample and looks its distinct values up in the reference with ``np.searchsorted``,
-    which gives exactly ``scipy.stats.ks_2samp``'s statistic. The two-sided p-value is
+    The reference sample is sorted and indexed once at ``fit``; each ``score`` sorts the
+    current sample and looks up in the reference only the values that can hold the
+    largest CDF gap (``kolmogorov.SortedReference``), which gives exactly
+    ``scipy.stats.ks_2samp``'s statistic. The two-sided p-value is
     ks_2samp's too: with ``method="auto"``, exact when both samples have at most 500
     values (scipy computes it), asymptotic (``kstwo.sf`` at the effective size
     ``n m / (n + m)``) otherwise, evaluated vectorised (``kolmogorov.py``) to within
@@ -68,10 +67,10 @@ class KolmogorovSmirnov(DriftMethod):
     def __init__(self, *, threshold: float = 0.05, method: str = "auto") -> None:
         self.threshold = check_probability(self.name, "threshold", threshold)
         self.method = check_choice(self.name, "method", method, ("auto", "exact", "asymp"))
-        self._reference: np.ndarray | None = None
+        self._reference: SortedReference | None = None
 
     def _fit(self, reference: FeatureData) -> None:
-        self._reference = np.sort(numeric_sample(self.name, reference))
+        self._reference = SortedReference(numeric_sample(self.name, reference))
 
     def _score(self, current: FeatureData) -> DriftScore:
         assert self._reference is not None
