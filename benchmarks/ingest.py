@@ -16,8 +16,11 @@
    closes (median of 10). The buckets cycle through 8 profiles of different data,
    each with its own sample keys. Methods: KS + PSI per numeric feature, chi-square
    per categorical (50 + 5 features).
-3. RSS of a daemon watching 20 models of 50 features, each with a 50k-row reference and
-   20k ingested rows, after a drift check of every model.
+3. RSS of a daemon with no model (the baseline: what MLflow, pandas, scipy, aiohttp and
+   SQLAlchemy cost), then of a daemon watching 20 models of 50 features, each with a
+   50k-row Parquet reference (KS + PSI), after the references are loaded, after 20k rows
+   ingested per model and after one drift check of every model; the per-model cost is
+   (final RSS - baseline) / 20. Peak RSS (VmHWM) too.
 
 Goals (issue 3): >= 20,000 records/s (record JSON), >= 200,000 records/s (columnar),
 < 50 ms per drift check on a 10M-row window, < 500 MB RSS for 20 x 50.
@@ -96,9 +99,15 @@ class Daemon:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mb(self) -> float:
+        return self._status_mb("VmRSS:")
+
+    def peak_rss_mb(self) -> float:
+        return self._status_mb("VmHWM:")
+
+    def _status_mb(self, key: str) -> float:
         assert self.proc is not None
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(key):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
@@ -192,26 +201,57 @@ def bench_ingest(root: Path, quick: bool) -> dict[str, float]:
     return out
 
 
-def bench_memory(root: Path, quick: bool) -> float:
+def bench_memory(root: Path, quick: bool) -> dict[str, float]:
+    """RSS of a daemon with no model, then of one watching 20 models, step by step."""
     models = 4 if quick else 20
     config = "[monitoring]\ninterval_seconds = 3600\n"
+    (root / "empty").mkdir()
+    with Daemon(root / "empty", config) as daemon:
+        time.sleep(1)
+        baseline = daemon.rss_mb()
+    print(f"RSS of a daemon with no model: {baseline:.0f} MB", flush=True)
     for m in range(models):
         path = root / f"reference-{m}.parquet"
         reference_frame(50_000, seed=100 + m).to_parquet(path)
         config += (
             f'[[models]]\nname = "m{m}"\nreference = "{path}"\ndrift_methods = ["ks", "psi"]\n'
         )
-    with Daemon(root, config) as daemon:
+    (root / "models").mkdir()
+    with Daemon(root / "models", config) as daemon:
+        for m in range(models):  # /readyz answers before every reference is loaded
+            _wait_ready(daemon.url, f"m{m}")
+        loaded = daemon.rss_mb()
         for m in range(models):
             url = f"{daemon.url}/api/models/m{m}/predictions"
             asyncio.run(send_all(url, column_bodies(20, 1000, seed=1000 + m), senders=2))
+        ingested = daemon.rss_mb()
         for m in range(models):
             req = urllib.request.Request(f"{daemon.url}/api/models/m{m}/drift-check", method="POST")
             with urllib.request.urlopen(req, timeout=120) as r:
                 assert r.status == 200
         rss = daemon.rss_mb()
-    print(f"RSS with {models} models x 50 features: {rss:.0f} MB", flush=True)
-    return rss
+        peak = daemon.peak_rss_mb()
+    per_model = (rss - baseline) / models
+    print(f"RSS with {models} models x 50 features: references loaded {loaded:.0f} MB, "
+          f"20k rows ingested each {ingested:.0f} MB, one check each {rss:.0f} MB "
+          f"(peak {peak:.0f} MB); {per_model:.1f} MB per model over the baseline",
+          flush=True)  # fmt: skip
+    return {"baseline": baseline, "loaded": loaded, "ingested": ingested, "rss": rss,
+            "peak": peak, "per_model": per_model}  # fmt: skip
+
+
+def _wait_ready(url: str, model: str) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url + "/api/system/health", timeout=30) as r:
+            health = json.loads(r.read())
+        status = health["components"]["ingest"]["models"][model]["reference"]
+        if status.startswith("ready"):
+            return
+        if status.startswith("error"):
+            raise RuntimeError(f"model {model}: {status}")
+        time.sleep(0.5)
+    raise RuntimeError(f"model {model}: reference not loaded in time")
 
 
 # -- 2: drift-check latency on big windows -------------------------------------------------

@@ -95,6 +95,9 @@ def _load(args: argparse.Namespace, overrides: dict[str, str] | None = None):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .daemon.memory import tune_malloc
+
+    tune_malloc()  # before any worker thread allocates (daemon/memory.py says why)
     from .daemon.app import Daemon
 
     overrides = {"daemon.listen": args.listen} if args.listen else {}

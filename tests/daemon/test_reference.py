@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from mlwarden.daemon.config import ModelConfig, MonitoringConfig
+from mlwarden.daemon.profiles import Layout
 from mlwarden.daemon.reference import build_reference
-from mlwarden.errors import ConfigError
+from mlwarden.errors import ConfigError, Conflict
 
 
 def reference_frame(n: int = 2000) -> pd.DataFrame:
@@ -109,3 +110,92 @@ async def test_mlflow_artifact_reference(make_config, tmp_path, base_path):
         await state.ready.wait()
         assert state.reference_status == "ready (stored profile)"
         assert state.reference.rows == 2000
+
+
+async def test_reference_sample_is_kept_in_the_store_not_in_memory(make_config, tmp_path):
+    from mlwarden.daemon.reference import reference_table
+    from mlwarden.daemon.warden import Warden
+
+    path = tmp_path / "reference.parquet"
+    frame = reference_frame(5000)
+    frame.to_parquet(path)
+    monitoring = MonitoringConfig(reference_sample_size=1000)
+    built = build_reference(frame, ModelConfig(name="m"), monitoring, "fp")
+    config = make_config(
+        f"[monitoring]\nreference_sample_size = 1000\nmin_window_rows = 100\n"
+        f'[[models]]\nname = "m"\nreference = "{path}"\ndrift_methods = ["ks", "psi"]\n'
+    )
+    for status in ("ready (built)", "ready (stored profile)"):  # built, then after a restart
+        async with Warden(config) as warden:
+            state = warden.service("ingest").model_state("m")
+            await state.ready.wait()
+            assert state.reference_status == status
+            held = state.reference.profile
+            assert held.sample.shape == (0, 3) and held.keys.size == 0  # x, count, prediction
+            assert held.rows == 5000 and held.hist[0].sum() == 5000  # the rest is whole
+            whole = (await state.reference.with_sample()).profile
+            # The same rows as a build in memory (same seed): nothing lost in the store.
+            np.testing.assert_array_equal(whole.sample, built.profile.sample)
+            np.testing.assert_array_equal(whole.keys, built.profile.keys)
+            assert state.reference.profile.sample.shape == (0, 3)  # still not held
+            # A drift check fits the methods on the stored sample: KS sees 1,000 rows.
+            await warden.monitor_model_drift("m", frame.iloc[:500])
+            report = await warden.monitor_model_drift("m", frame.iloc[:500].assign(x=9.0))
+            ks = report["feature_drifts"]["x"]["methods"]["ks"]
+            assert report["status"] == "ok" and ks["drifted"], report
+    async with Warden(config) as warden:
+        state = warden.service("ingest").model_state("m")
+        await state.ready.wait()
+        # A stored row that is no longer this reference's is refused, not used.
+        t = reference_table
+        async with warden.store.begin() as conn:
+            await conn.execute(t.update().values(layout=Layout((), ()).to_bytes()))
+        with pytest.raises(Conflict, match="no longer"):
+            await state.reference.with_sample()
+        async with warden.store.begin() as conn:
+            await conn.execute(t.delete())
+        with pytest.raises(Conflict, match="no longer"):
+            await state.reference.with_sample()
+
+
+def test_reference_profiled_in_chunks_equals_one_piece(monkeypatch):
+    import mlwarden.daemon.reference as reference_module
+
+    frame = reference_frame(5000)
+    frame.loc[::7, "x"] = np.nan
+    frame["city"] = frame["city"].where(frame.index % 11 > 0, None)
+    monitoring = MonitoringConfig(reference_sample_size=800)
+    whole = build_reference(frame, ModelConfig(name="m"), monitoring, "fp").profile
+    monkeypatch.setattr(reference_module, "PROFILE_CHUNK_ROWS", 1000)
+    chunked = build_reference(frame, ModelConfig(name="m"), monitoring, "fp").profile
+    for name in ("count", "nulls", "nans", "infs", "hist", "cat_counts", "cat_nulls"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), name)
+    np.testing.assert_array_equal(chunked.minimum, whole.minimum)
+    np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-12)
+    np.testing.assert_allclose(chunked.m2, whole.m2, rtol=1e-12)
+    assert chunked.rows == whole.rows == 5000
+    # The same keys are drawn, so the bottom-k sample is the same rows.
+    order, expected = np.argsort(chunked.keys), np.argsort(whole.keys)
+    np.testing.assert_array_equal(chunked.keys[order], whole.keys[expected])
+    np.testing.assert_array_equal(chunked.sample[order], whole.sample[expected])
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_only_the_configured_columns_are_read(tmp_path, suffix):
+    from mlwarden.daemon.reference import load_frame, read_reference
+
+    path = tmp_path / f"reference{suffix}"
+    frame = reference_frame().assign(unused=1.0)
+    frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+    read = load_frame(str(path), columns=["x", "city", "prediction", "label", "absent"])
+    assert list(read.columns) == ["x", "city", "prediction", "label"]
+    np.testing.assert_allclose(read["x"], frame["x"])
+    assert list(load_frame(str(path)).columns) == list(frame.columns)
+    model = ModelConfig(name="m", reference=str(path), features=("x", "city"))
+    reference = read_reference(model, MonitoringConfig(), "", "fp")
+    assert reference.layout.numeric == ("x", "prediction")
+    assert reference.layout.categorical == ("city",)
+    assert reference.target is not None  # the label column was read too
+    missing = ModelConfig(name="m", reference=str(path), features=("x", "nope"))
+    with pytest.raises(ConfigError, match="'nope'"):
+        read_reference(missing, MonitoringConfig(), "", "fp")

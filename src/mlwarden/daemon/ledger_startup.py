@@ -97,6 +97,8 @@ async def load_reference(warden: Any, state: ModelState, loading: asyncio.Semaph
             mc.reference,
             reference.rows,
         )
+    # The sample is read back from the row just read or written when methods are fitted.
+    reference = reference.sample_in_store(warden.store, mc.name, monitoring.reference_sample_size)
     state.reference, state.layout, state.open_schema = reference, reference.layout, False
 
 

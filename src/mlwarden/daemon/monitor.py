@@ -190,6 +190,7 @@ class MonitorService(Service):
         cached = self._detectors.get(state.config.name)
         if cached is None or cached[0] != key:
             catalog = self.warden.plugins.classes("drift_method")
+            reference = await reference.with_sample()  # the sample may be kept in the store
             try:
                 detectors = await asyncio.to_thread(fit_detectors, state.config, reference, catalog)
             except ValueError as exc:

@@ -11,15 +11,25 @@ unchanged is not read again; one whose size or mtime changed is hashed and rebui
 if its SHA-256 differs. Artifact URIs are immutable in MLflow, so the URI itself is the
 fingerprint. The profiling parameters (bins, top-K, sample size, feature lists) are part
 of the fingerprint too: changing them rebuilds the profile.
+
+The reference sample (``reference_sample_size`` rows of every numeric feature, 4 MB for
+10,000 x 51) is needed only to fit the drift methods, which keep what they need of it.
+A watched model's ``Reference`` therefore holds its profile without the sample
+(:meth:`Reference.sample_in_store`); fitting reads the profile back from the
+``reference_profiles`` row (:meth:`Reference.with_sample`), at the first check and
+again whenever the methods are refitted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +37,9 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Conflict
 from .config import ModelConfig, MonitoringConfig
+from .memory import release_memory
 from .profiles import Columns, Layout, Profile
 
 __all__ = [
@@ -46,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: At most this many distinct reference categories per feature are remembered.
 MAX_CATEGORIES = 100_000
+#: A reference is profiled this many rows at a time (``profile_frame``).
+PROFILE_CHUNK_ROWS = 65_536
 
 reference_table = sa.Table(
     "reference_profiles",
@@ -66,16 +79,68 @@ reference_table = sa.Table(
 
 @dataclass
 class Reference:
-    """A model's layout, reference profile and (when the reference has labels) target."""
+    """A model's layout, reference profile and (when the reference has labels) target.
+
+    ``stored`` is set when ``profile`` is kept without its sample: it reads the whole
+    profile back from the store (see :meth:`sample_in_store`).
+    """
 
     layout: Layout
     profile: Profile
     rows: int
     target: Profile | None = None  # over ``target_layout``
+    stored: Callable[[], Awaitable[Profile]] | None = None
 
     @property
     def target_layout(self) -> Layout | None:
         return None if self.target is None else self.target.layout
+
+    def sample_in_store(self, store: Any, model: str, sample_size: int) -> Reference:
+        """This reference without its sample in memory; the sample stays in ``store``.
+
+        ``store`` must hold this reference's row in ``reference_profiles`` (the caller
+        has just read or written it). The target profile (one column) stays whole.
+        """
+        profile = dataclasses.replace(
+            self.profile, keys=np.zeros(0), sample=self.profile.sample[:0].copy()
+        )
+        loader = _StoredProfile(store, model, self.layout, sample_size)
+        return dataclasses.replace(self, profile=profile, stored=loader)
+
+    async def with_sample(self) -> Reference:
+        """This reference with its profile's sample, read from the store if not in memory.
+
+        What the drift methods are fitted on. Conflict (409) when the stored profile is
+        no longer this reference's (the reference was rebuilt meanwhile).
+        """
+        if self.stored is None:
+            return self
+        return dataclasses.replace(self, profile=await self.stored(), stored=None)
+
+
+@dataclass(frozen=True)
+class _StoredProfile:
+    """Reads a model's reference profile, sample included, back from the store."""
+
+    store: Any
+    model: str
+    layout: Layout
+    sample_size: int
+
+    async def __call__(self) -> Profile:
+        t = reference_table
+        query = sa.select(t.c.layout, t.c.profile).where(t.c.model == self.model)
+        async with self.store.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return await asyncio.to_thread(self._decode, row)
+
+    def _decode(self, row: Any) -> Profile:
+        if row is None or Layout.from_bytes(row.layout).fingerprint != self.layout.fingerprint:
+            raise Conflict(
+                f"model {self.model!r}: the stored reference profile is no longer the one "
+                "in use (the reference was rebuilt); check again"
+            )
+        return Profile.from_bytes(self.layout, row.profile, self.sample_size)
 
 
 def is_artifact_uri(source: str) -> bool:
@@ -122,8 +187,15 @@ def _local_path(source: str) -> Path:
     return Path(source[len("file://") :] if source.startswith("file://") else source)
 
 
-def load_frame(source: str, tracking_uri: str | None = None) -> Any:
-    """Read a reference into a pandas DataFrame (blocking: call it in a thread)."""
+def load_frame(
+    source: str, tracking_uri: str | None = None, columns: Sequence[str] | None = None
+) -> Any:
+    """Read a reference into a pandas DataFrame (blocking: call it in a thread).
+
+    ``columns``: read only those of them that the file has (None: every column).
+    Parquet columns are converted one block each, not consolidated into one 2-D block
+    (which is one more copy of the data).
+    """
     import pandas as pd
 
     path = _local_path(source)
@@ -145,31 +217,20 @@ def load_frame(source: str, tracking_uri: str | None = None) -> Any:
                     )
                 path = found[0]
         if path.suffix == ".parquet":
-            return pd.read_parquet(path)
+            if columns is not None:
+                import pyarrow.parquet as pq
+
+                present = set(pq.read_schema(path).names)
+                columns = [c for c in columns if c in present]
+            return pd.read_parquet(
+                path,
+                columns=columns,
+                to_pandas_kwargs={"split_blocks": True},
+            )
         if path.suffix == ".csv":
-            return pd.read_csv(path)
+            wanted = None if columns is None else set(columns)
+            return pd.read_csv(path, usecols=None if wanted is None else wanted.__contains__)
         raise ConfigError(f"reference {source!r}: expected a .parquet or .csv file")
-
-
-def release_memory() -> None:
-    """Give memory freed after a reference load back to the OS (blocking).
-
-    Reading Parquet goes through Arrow's memory pool, which keeps freed blocks, and
-    glibc's malloc keeps its arenas; without this a daemon watching many models holds
-    the peak of every reference load, not the small profiles that remain.
-    """
-    try:
-        import pyarrow
-
-        pyarrow.default_memory_pool().release_unused()
-    except Exception:  # pyarrow absent or too old: nothing to release there
-        pass
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 def build_reference(
@@ -287,14 +348,32 @@ def frame_columns(frame: Any, layout: Layout) -> Columns:
 def profile_frame(
     frame: Any, layout: Layout, sample_size: int, rng: np.random.Generator
 ) -> Profile:
-    return Profile.from_columns(layout, frame_columns(frame, layout), sample_size, rng)
+    """The profile of a DataFrame, built ``PROFILE_CHUNK_ROWS`` rows at a time (blocking).
+
+    Profiling copies the rows into a float matrix and makes a few temporaries of its
+    size; in chunks they stay small (1M x 100 references: 0.2 GB instead of ~4 GB).
+    Merging chunk profiles is exact for every count, min and max, equal to rounding
+    for the moments (Chan et al.), and the bottom-k sample is the same rows: the keys
+    are drawn from ``rng`` in the same order as in one piece.
+    """
+    n = len(frame)
+    if n <= PROFILE_CHUNK_ROWS:
+        return Profile.from_columns(layout, frame_columns(frame, layout), sample_size, rng)
+    profile = Profile(layout, sample_size)
+    for start in range(0, n, PROFILE_CHUNK_ROWS):
+        chunk = frame_columns(frame.iloc[start : start + PROFILE_CHUNK_ROWS], layout)
+        profile.merge(Profile.from_columns(layout, chunk, sample_size, rng))
+    return profile
 
 
 def read_reference(
     mc: ModelConfig, monitoring: MonitoringConfig, tracking_uri: str, fingerprint: str
 ) -> Reference:
     """Read and profile ``mc.reference`` (blocking), then give the memory back."""
-    frame = load_frame(mc.reference, tracking_uri)
+    columns = None
+    if mc.features:
+        columns = [*dict.fromkeys((*mc.features, mc.prediction_column, mc.label_column))]
+    frame = load_frame(mc.reference, tracking_uri, columns)
     try:
         return build_reference(frame, mc, monitoring, fingerprint)
     finally:

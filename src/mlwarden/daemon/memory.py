@@ -1,0 +1,93 @@
+"""The daemon process's memory: malloc tuned for big numpy arrays, freed memory handed back.
+
+The daemon's heavy numpy work (reference loads, bucket merges, drift checks) allocates
+arrays of megabytes and frees them soon after. glibc's malloc serves such a block with
+its own ``mmap`` (returned to the OS on free) only while it is above the *mmap
+threshold*, and it raises that threshold to the size of every mmapped block freed, up
+to 32 MB: after the first reference load, blocks of up to that size come from the
+heap, where a few live small blocks pin the pages around them. It also gives each
+thread that allocates (the ``asyncio.to_thread`` workers) an arena of its own, up to
+eight per core, each holding its own freed pages. A daemon watching 20 models held
+hundreds of MB more than its live data that way (docs/benchmarks.md, memory).
+
+``mlwarden run`` therefore fixes the mmap threshold at 256 kB and caps the arenas at
+two (:func:`tune_malloc`) before any worker thread exists, and the reference loader
+gives freed memory back after each load (:func:`release_memory`). Neither is done for
+a Warden embedded in another program: its process, its allocator. An operator's own
+``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` (or ``GLIBC_TUNABLES``) wins. (Giving
+Arrow the system allocator instead of its mimalloc pool was measured too: 15 MB worse
+in the daemon.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import sys
+
+__all__ = ["DAEMON_MALLOC_ARENAS", "DAEMON_MMAP_THRESHOLD", "release_memory", "tune_malloc"]
+
+logger = logging.getLogger(__name__)
+
+#: Arenas for the daemon's process: the event loop's thread and one worker at a time
+#: doing numpy work. More arenas buy little (the GIL serialises most allocations).
+DAEMON_MALLOC_ARENAS = 2
+#: Blocks from this size up get their own mmap, given back to the OS when freed.
+DAEMON_MMAP_THRESHOLD = 256 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc <malloc.h>
+_M_ARENA_MAX = -8
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt  # noqa: B018  # glibc only (musl has no mallopt)
+        libc.malloc_trim  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def tune_malloc(
+    arenas: int = DAEMON_MALLOC_ARENAS, mmap_threshold: int = DAEMON_MMAP_THRESHOLD
+) -> dict[str, int]:
+    """Cap glibc's arenas and fix its mmap threshold; returns the settings made.
+
+    Must run before other threads allocate: glibc fixes its arena limit when the first
+    thread needs an arena of its own. A setting the operator made through the
+    environment is left alone, and so is a C library other than glibc.
+    """
+    libc = _libc()
+    if libc is None:
+        return {}
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    done: dict[str, int] = {}
+    for env, tunable, param, value in (
+        ("MALLOC_ARENA_MAX", "arena_max", _M_ARENA_MAX, arenas),
+        ("MALLOC_MMAP_THRESHOLD_", "mmap_threshold", _M_MMAP_THRESHOLD, mmap_threshold),
+    ):
+        if env in os.environ or tunable in tunables:
+            continue
+        if libc.mallopt(param, value):
+            done[env.rstrip("_").lower()] = value
+        else:
+            logger.debug("mallopt(%s, %d) refused", env, value)
+    return done
+
+
+def release_memory() -> None:
+    """Give memory freed after a big load back to the OS (blocking).
+
+    Reading Parquet goes through Arrow's memory pool, which keeps freed blocks, and
+    glibc's malloc keeps its arenas' free pages; without this a daemon watching many
+    models holds the peak of every reference load, not the small profiles that remain.
+    """
+    pyarrow = sys.modules.get("pyarrow")  # never imported just for this
+    if pyarrow is not None:
+        with contextlib.suppress(Exception):  # too old a pyarrow: nothing to release
+            pyarrow.default_memory_pool().release_unused()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
