@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
 
 from .batches import BatchRejected, LabelBatch, PredictionBatch
 from .config import Config, ModelConfig
