@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from mlwarden.daemon.parallel import default_workers, map_threads
+from mlwarden.daemon.parallel import PARALLEL_MIN_ROWS, default_workers, map_threads, workers_for
 from mlwarden.plugins.drift.ks import KolmogorovSmirnov
 from mlwarden.types import FeatureData
 
@@ -60,3 +60,8 @@ def test_threaded_drift_scores_equal_the_serial_ones():
         pairs.append((method, current))
     serial = [m.score(d).to_dict() for m, d in pairs]
     assert map_threads(lambda p: p[0].score(p[1]).to_dict(), pairs, workers=2) == serial
+
+
+def test_small_samples_stay_on_one_thread():
+    assert workers_for(5_000) == 1
+    assert workers_for(PARALLEL_MIN_ROWS) == default_workers()

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..types import DriftScore, FeatureData
 from .config import ModelConfig, MonitoringConfig
-from .parallel import map_threads
+from .parallel import map_threads, workers_for
 from .profiles import Profile
 from .reference import Reference
 
@@ -145,10 +145,12 @@ def evaluate(
     prediction_drift = None
     names = (*layout.numeric, *layout.categorical)
     features = [current.feature_data(name) for name in names]
-    # Each feature's methods on a worker thread: their numpy work releases the GIL.
+    # Big samples: each feature's methods on a worker thread (numpy releases the GIL).
+    rows = max((len(d.sample) for d in features if d.sample is not None), default=0)
     scored = map_threads(
         lambda item: _score_all(detectors.features.get(item[0], []), item[1], vote),
         zip(names, features, strict=True),
+        workers=workers_for(rows),
     )
     for name, data, (drifted, methods, error) in zip(names, features, scored, strict=True):
         entry: dict[str, Any] = {"kind": data.kind, "drifted": drifted, "methods": methods}

@@ -14,13 +14,18 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["default_workers", "map_threads"]
+__all__ = ["PARALLEL_MIN_ROWS", "default_workers", "map_threads", "workers_for"]
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 #: More threads than this only add contention for the GIL-held parts.
 MAX_WORKERS = 4
+#: Below this many sampled rows per feature a score is mostly Python-level overhead
+#: that holds the GIL, and threads only add contention. Measured on the 2-core VM: a
+#: window check on 5,000-row samples (55 features) took 41 ms on one thread and 64 ms on
+#: two; KS on 50,000-row windows was 1.5x faster on two.
+PARALLEL_MIN_ROWS = 20_000
 
 
 def default_workers() -> int:
@@ -30,6 +35,11 @@ def default_workers() -> int:
     except AttributeError:  # pragma: no cover - not on Linux
         cpus = os.cpu_count() or 1
     return max(1, min(cpus, MAX_WORKERS))
+
+
+def workers_for(rows: int) -> int:
+    """Threads worth using for per-feature scores on samples of ``rows`` rows."""
+    return default_workers() if rows >= PARALLEL_MIN_ROWS else 1
 
 
 def map_threads(fn: Callable[[T], R], items: Iterable[T], *, workers: int | None = None) -> list[R]:
