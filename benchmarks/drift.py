@@ -23,7 +23,7 @@ cores (``mlwarden.daemon.parallel.map_threads``, as the monitor does);
 The first run installs the peers (a few minutes); ``--peers scipy,mlwarden`` skips them.
 
 This file is also the runner each subprocess executes (``--run TOOL --data DIR``), so it
-imports only the standard library and numpy at the top.
+imports only the standard library, numpy and drift_data.py at the top.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from drift_data import frames, load, make_data
 
 HERE = Path(__file__).resolve().parent
 PEERS_DIR = HERE / ".peers"
@@ -63,99 +64,6 @@ SIZES = {
 ALPHA = 0.05
 #: Issue 3's goals: the peer's check time over mlwarden's must be at least this.
 GOALS = {"alibi": 15.0, "evidently": 40.0, "nannyml": 1.0}
-
-
-# --- data ------------------------------------------------------------------------------
-
-
-def make_data(directory: Path, ref_rows: int, cur_rows: int, numeric: int, categorical: int,
-              seed: int = 20261126) -> dict[str, Any]:  # fmt: skip
-    """Write the reference and current windows to ``directory``; return the metadata.
-
-    Numeric feature j has one of five shapes (normal, lognormal, uniform, Student t(5),
-    a two-component mixture); every tenth one (j % 10 == 9) is shifted in the current
-    window, alternately by half a standard deviation in mean and by a factor 1.5 in
-    spread. Categorical feature k has 4 + 2k categories with Zipf-like shares; the last
-    one moves a fifth of the top category's share to the rarest category.
-    """
-    rng = np.random.default_rng(seed)
-    names = [f"num_{j:03d}" for j in range(numeric)]
-    ref = np.empty((ref_rows, numeric))
-    cur = np.empty((cur_rows, numeric))
-    truth: dict[str, bool] = {}
-    for j in range(numeric):
-        draw = _shape(j % 5)
-        ref[:, j] = draw(rng, ref_rows)
-        values = draw(rng, cur_rows)
-        shifted = j % 10 == 9
-        if shifted:
-            sd = float(ref[:, j].std())
-            if (j // 10) % 2 == 0:
-                values = values + 0.5 * sd
-            else:
-                centre = float(np.median(ref[:, j]))
-                values = centre + 1.5 * (values - centre)
-        cur[:, j] = values
-        truth[names[j]] = shifted
-    cat_names = [f"cat_{k}" for k in range(categorical)]
-    categories: dict[str, list[str]] = {}
-    ref_cat = np.empty((ref_rows, categorical), dtype=np.int16)
-    cur_cat = np.empty((cur_rows, categorical), dtype=np.int16)
-    for k, name in enumerate(cat_names):
-        size = 4 + 2 * k
-        shares = 1.0 / np.arange(1, size + 1)
-        shares /= shares.sum()
-        moved = shares.copy()
-        shifted = k == categorical - 1
-        if shifted:
-            moved[0] -= 0.2 * shares[0]
-            moved[-1] += 0.2 * shares[0]
-        categories[name] = [f"{name}_v{i}" for i in range(size)]
-        ref_cat[:, k] = rng.choice(size, ref_rows, p=shares)
-        cur_cat[:, k] = rng.choice(size, cur_rows, p=moved)
-        truth[name] = shifted
-    directory.mkdir(parents=True, exist_ok=True)
-    for label, array in (("ref_num", ref), ("cur_num", cur), ("ref_cat", ref_cat),
-                         ("cur_cat", cur_cat)):  # fmt: skip
-        np.save(directory / f"{label}.npy", array)
-    meta = {"numeric": names, "categorical": cat_names, "categories": categories,
-            "truth": truth, "ref_rows": ref_rows, "cur_rows": cur_rows}  # fmt: skip
-    (directory / "meta.json").write_text(json.dumps(meta))
-    return meta
-
-
-def _shape(kind: int):
-    if kind == 0:
-        return lambda rng, n: rng.normal(5.0, 2.0, n)
-    if kind == 1:
-        return lambda rng, n: rng.lognormal(0.0, 0.75, n)
-    if kind == 2:
-        return lambda rng, n: rng.uniform(-3.0, 3.0, n)
-    if kind == 3:
-        return lambda rng, n: rng.standard_t(5, n)
-    return lambda rng, n: np.where(rng.random(n) < 0.3, rng.normal(-2, 0.5, n), rng.normal(1, 1, n))
-
-
-def load(directory: Path) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    meta = json.loads((directory / "meta.json").read_text())
-    arrays = [np.load(directory / f"{n}.npy") for n in ("ref_num", "cur_num", "ref_cat", "cur_cat")]
-    return (meta, *arrays)
-
-
-def frames(directory: Path):
-    """Reference and current pandas DataFrames (categoricals as strings), for the peers."""
-    import pandas as pd
-
-    meta, ref_num, cur_num, ref_cat, cur_cat = load(directory)
-
-    def frame(num: np.ndarray, cat: np.ndarray):
-        data: dict[str, Any] = {n: num[:, j] for j, n in enumerate(meta["numeric"])}
-        for k, name in enumerate(meta["categorical"]):
-            labels = np.array(meta["categories"][name], dtype=object)
-            data[name] = labels[cat[:, k]]
-        return pd.DataFrame(data)
-
-    return meta, frame(ref_num, ref_cat), frame(cur_num, cur_cat)
 
 
 # --- runners (one per subprocess) ------------------------------------------------------
@@ -194,19 +102,19 @@ def run_scipy(directory: Path) -> dict[str, Any]:
 def run_mlwarden(directory: Path, workers: int | None = None) -> dict[str, Any]:
     """mlwarden's ks and chi2 classes on the full data: fit once, then score the window.
 
-    The features are scored with ``map_threads`` as the monitor does (numpy's sorts and
-    searches release the GIL, so both cores work); ``mlwarden_serial`` is the same on
-    one thread.
+    The features are scored with ``map_threads`` on the threads the monitor would use
+    (``workers_for``: every core from 20,000 rows, numpy's sorts and searches release
+    the GIL); ``mlwarden_serial`` is the same on one thread.
     """
     import mlwarden
-    from mlwarden.daemon.parallel import default_workers, map_threads
+    from mlwarden.daemon.parallel import map_threads, workers_for
     from mlwarden.plugins.drift.chi2 import ChiSquare
     from mlwarden.plugins.drift.ks import KolmogorovSmirnov
     from mlwarden.types import FeatureData
 
     meta, ref_num, cur_num, ref_cat, cur_cat = load(directory)
     loaded = peak_rss_mb()
-    workers = default_workers() if workers is None else workers
+    workers = workers_for(len(cur_num)) if workers is None else workers
     numeric = {n: j for j, n in enumerate(meta["numeric"])}
     categorical = {n: k for k, n in enumerate(meta["categorical"])}
 
