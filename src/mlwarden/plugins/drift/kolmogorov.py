@@ -99,11 +99,6 @@ class SortedReference:
         self.left = np.searchsorted(ordered, self.edges, side="left").astype(rank)
         self.right = np.searchsorted(ordered, self.edges, side="right").astype(rank)
 
-    @property
-    def nbytes(self) -> int:
-        """Memory held, in bytes."""
-        return int(self.values.nbytes + self.left.nbytes + self.right.nbytes)
-
 
 def ks_statistic(reference: SortedReference | np.ndarray, current: np.ndarray) -> float:
     """ks_2samp's two-sided statistic of a (sorted) reference and a current sample.
@@ -116,9 +111,10 @@ def ks_statistic(reference: SortedReference | np.ndarray, current: np.ndarray) -
     evaluated exactly (a ``searchsorted`` of their few values). The result is
     bit-identical to scipy's ``method="asymp"`` statistic: the same integer ranks
     divided the same way, and float division and subtraction are monotone, so the
-    bounds never exclude the bin that holds the maximum.
+    bounds never exclude the bin that holds the maximum. Up to ``DIRECT_SIZE`` current
+    values, every value is looked up instead.
 
-    A plain sorted array is accepted too (an index is built for the call).
+    A plain array is accepted too (an index is built for the call).
     """
     if not isinstance(reference, SortedReference):
         reference = SortedReference(reference)
