@@ -57,6 +57,28 @@ def test_merged_batches_equal_one_pass_over_all_rows():
     assert merged.rows == 3000 and len(merged.keys) == 500
 
 
+def test_histogram_counts_every_value_by_its_definition_on_ties_and_non_finite_values():
+    # Bin k holds the finite values v with exactly k edges <= v (0: below the first
+    # edge, last: above the last), except that v equal to the last edge is in the last
+    # inner bin. Small integers put many values on the edges; the edges repeat.
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        f, n, e = rng.integers(1, 5), rng.integers(1, 200), rng.integers(1, 10)
+        edges = np.sort(rng.integers(-3, 4, size=(f, e)).astype(float), axis=1)
+        x = rng.integers(-5, 6, size=(n, f)).astype(float)
+        for value, rate in ((np.nan, 0.1), (np.inf, 0.05), (-np.inf, 0.05)):
+            x[rng.random((n, f)) < rate] = value
+        lay = layout(edges, categories=())
+        hist = Profile.from_columns(lay, columns(lay, x), 10, np.random.default_rng(0)).hist
+        expected = np.zeros((f, e + 1), dtype=np.int64)
+        for j in range(f):
+            for v in x[:, j]:
+                if np.isfinite(v):
+                    k = int((edges[j] <= v).sum())
+                    expected[j, e - 1 if v == edges[j, -1] else k] += 1
+        np.testing.assert_array_equal(hist, expected)
+
+
 def test_nulls_are_counted_apart_from_nan():
     lay = layout(np.array([[0.0, 1.0, 2.0]]), categories=())
     x = np.array([[np.nan], [np.nan], [1.0]])
@@ -148,6 +170,28 @@ def test_deferred_cut_keeps_the_same_bottom_k_rows():
     np.testing.assert_array_equal(
         eager.sample[np.argsort(eager.keys)], lazy.sample[np.argsort(lazy.keys)]
     )
+
+
+def test_fold_in_place_keeps_what_merge_keeps_and_touches_no_other_profile():
+    lay = layout(np.array([[0.0, 1.0], [0.0, 1.0]]), categories=())
+    rng = np.random.default_rng(11)
+    parts = [
+        Profile.from_columns(lay, columns(lay, rng.normal(size=(n, 2))), 100, rng)
+        for n in (60, 30, 300, 5, 80, 1, 250)
+    ]
+    before = [part.sample.copy() for part in parts]
+    merged, folded = Profile(lay, 100), Profile(lay, 100)
+    for part in parts:
+        merged.merge(part)
+        folded.fold(part)
+    for name in ("rows", "count", "mean", "m2", "minimum", "maximum", "hist"):
+        np.testing.assert_array_equal(getattr(folded, name), getattr(merged, name))
+    assert sorted(folded.keys) == sorted(merged.keys) and len(folded.keys) == 100
+    np.testing.assert_array_equal(
+        folded.sample[np.argsort(folded.keys)], merged.sample[np.argsort(merged.keys)]
+    )
+    for part, sample in zip(parts, before, strict=True):  # the batches folded in: untouched
+        np.testing.assert_array_equal(part.sample, sample)
 
 
 def test_histogram_of_untied_edges_is_handed_out_as_is_and_read_only():

@@ -216,14 +216,19 @@ class Profile:
             if columns.nulls is not None:  # a null is a NaN in ``numeric``: count it apart
                 profile.nulls = columns.nulls.sum(axis=0).astype(np.int64)
                 profile.nans -= profile.nulls
-            safe = np.where(finite, x, 0.0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean = safe.sum(axis=0) / count
-            mean = np.where(count > 0, mean, 0.0)
-            profile.mean = mean
-            profile.m2 = np.where(finite, (x - mean) ** 2, 0.0).sum(axis=0)
-            profile.minimum = np.where(finite, x, np.inf).min(axis=0)
-            profile.maximum = np.where(finite, x, -np.inf).max(axis=0)
+            if count.sum() == x.size:  # the common batch: every value finite
+                profile.mean = mean = x.mean(axis=0)
+                profile.m2 = np.square(x - mean).sum(axis=0)
+                profile.minimum, profile.maximum = x.min(axis=0), x.max(axis=0)
+            else:
+                safe = np.where(finite, x, 0.0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = safe.sum(axis=0) / count
+                mean = np.where(count > 0, mean, 0.0)
+                profile.mean = mean
+                profile.m2 = np.where(finite, (x - mean) ** 2, 0.0).sum(axis=0)
+                profile.minimum = np.where(finite, x, np.inf).min(axis=0)
+                profile.maximum = np.where(finite, x, -np.inf).max(axis=0)
             if layout.edges is not None:
                 profile.hist = _histogram(layout.edges, x, finite)
             keys = rng.random(n)
@@ -277,6 +282,37 @@ class Profile:
         self.sample = np.concatenate([self.sample, other.sample])
         if cut:
             self._cut()
+        return self
+
+    def fold(self, other: Profile) -> Profile:
+        """``merge(other)``, but a full sample is updated in place: for an open bucket.
+
+        ``merge`` builds the sample anew (``sample_size`` rows copied twice per batch,
+        in fresh memory); folding a batch into a full sample only overwrites the rows
+        that the batch's displace. The rows kept are the same as merge's (the bottom
+        ``sample_size`` keys), their order is not. Only for a profile whose arrays no
+        one else holds (the ledger's open buckets); otherwise, or while the sample is
+        not full yet, this is ``merge``.
+        """
+        keys, sample = self.keys, self.sample
+        n = len(keys)
+        if (
+            self.rows == 0
+            or n != self.sample_size
+            or not len(other.keys)
+            or not (keys.flags.writeable and sample.flags.writeable)
+        ):
+            return self.merge(other)
+        self.merge(dataclasses.replace(other, keys=other.keys[:0], sample=other.sample[:0]))
+        self.keys, self.sample = keys, sample  # the statistics merged, the sample as it was
+        keep = np.argpartition(np.concatenate([keys, other.keys]), n)[:n]  # as ``_cut``
+        entering = keep[keep >= n] - n
+        if len(entering):
+            staying = np.zeros(n, dtype=bool)
+            staying[keep[keep < n]] = True
+            leaving = np.flatnonzero(~staying)
+            keys[leaving] = other.keys[entering]
+            sample[leaving] = other.sample[entering]
         return self
 
     def cut_sample(self, limit: int | None = None) -> None:
@@ -376,16 +412,21 @@ def _histogram(edges: np.ndarray, x: np.ndarray, finite: np.ndarray) -> np.ndarr
 
     Column 0 counts values below the first edge, the last column values above the last
     edge; a value equal to the last edge (the reference maximum) is in the last bin.
+    Each column is sorted (non-finite values last, as +inf) and the edges are searched
+    in it: one sort of the block and a search of ~200 edges per feature, rather than a
+    search of every value (3x less time on a 1,000-row batch, more on big frames).
     """
-    f, width = edges.shape[0], edges.shape[1] + 1
-    index = np.empty(x.shape, dtype=np.int64)
-    for j in range(f):  # one searchsorted per feature, vectorised over the rows
-        column = x[:, j]
-        idx = np.searchsorted(edges[j], column, side="right")
-        idx[column == edges[j, -1]] = width - 2
-        index[:, j] = idx + j * width
-    flat = index[finite]
-    return np.bincount(flat, minlength=f * width).reshape(f, width).astype(np.int64)
+    n = x.shape[0]
+    values = np.sort(np.where(finite, x, np.inf).T, axis=1)
+    below = np.empty(edges.shape, dtype=np.int64)  # values < each edge
+    for j in range(edges.shape[0]):
+        below[j] = np.searchsorted(values[j], edges[j], side="left")
+    counts = np.diff(below, axis=1, prepend=0, append=n)
+    counts[:, -1] -= n - finite.sum(axis=0)
+    at_max = (x == edges[:, -1]).sum(axis=0)
+    counts[:, -1] -= at_max
+    counts[:, -2] += at_max
+    return counts
 
 
 def _bin_map(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
