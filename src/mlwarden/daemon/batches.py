@@ -39,6 +39,10 @@ class BatchRejected(InvalidInput):
         super().__init__(message, code=reason, status=status)
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type[BatchRejected], tuple[str, str, int]]:
+        # Raised in ingest worker processes: pickled back with its reason and status.
+        return (type(self), (self.reason, str(self), self.status))
+
 
 @dataclass
 class PredictionBatch:
@@ -73,14 +77,21 @@ def parse_predictions(
     now: float,
     oldest: float,
     max_batch: int,
+    booleans: bool = True,
 ) -> PredictionBatch:
-    """Validate ``payload`` (record or columnar form) into a PredictionBatch."""
+    """Validate ``payload`` (record or columnar form) into a PredictionBatch.
+
+    Feature columns may come as float64 arrays (daemon/batch_decode.py) or as lists of
+    decoded JSON values. ``booleans=False`` says that the body held no JSON boolean
+    (``batch_decode.may_hold_booleans``): numbers are then told from the rest by
+    numpy's dtype discovery alone, without a type check of every value.
+    """
     if not isinstance(payload, dict) or ("records" in payload) == ("columns" in payload):
         raise BatchRejected(
             "malformed", 'expected a JSON object with either "records": [...] or "columns": {...}'
         )
     if "records" in payload:
-        fields = _records_to_columns(payload["records"], layout, max_batch)
+        fields = _records_to_columns(payload["records"], layout, max_batch, booleans)
     else:
         fields = _columnar(payload["columns"], layout, max_batch)
     ids, n = fields["id"], len(fields["id"])
@@ -97,8 +108,10 @@ def parse_predictions(
     if layout is not None:
         features = dict(fields["features"])
         if layout.prediction:  # the prediction is profiled like a feature
-            features[layout.prediction] = prediction.tolist()
-        columns = _feature_columns(features, layout, ids, n)
+            features[layout.prediction] = (
+                prediction if prediction.dtype == np.float64 else prediction.tolist()
+            )
+        columns = _feature_columns(features, layout, ids, n, booleans)
     return PredictionBatch(id_array, ts, versions, prediction, latency, error, columns)
 
 
@@ -141,57 +154,88 @@ def _check_size(n: int, max_batch: int, what: str) -> None:
         )
 
 
-def _records_to_columns(records: Any, layout: Layout | None, max_batch: int) -> dict[str, Any]:
+def _records_to_columns(
+    records: Any, layout: Layout | None, max_batch: int, booleans: bool
+) -> dict[str, Any]:
     if not isinstance(records, list):
         raise BatchRejected("malformed", '"records" must be an array of objects')
     _check_size(len(records), max_batch, "records")
-    for i, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise BatchRejected("malformed", f"records[{i}]: expected an object")
+    if set(map(type, records)) != {dict}:
+        i = next(i for i, r in enumerate(records) if not isinstance(r, dict))
+        raise BatchRejected("malformed", f"records[{i}]: expected an object")
+    # Every check below is on the distinct field orders (senders use one or a few), or a
+    # C-level map over the records; a Python loop runs only to name a bad record.
+    orders = set(map(tuple, records))
+    present = set().union(*orders)
     allowed = {"id", "ts", "version", "features", "prediction", "latency_ms", "error"}
-    extra = {key for record in records for key in record} - allowed
-    if extra:
+    if present - allowed:
         i = next(i for i, r in enumerate(records) if set(r) - allowed)
         raise BatchRejected(
             "unknown_field",
-            f"records[{i}]: unknown field {sorted(extra)[0]!r} "
+            f"records[{i}]: unknown field {sorted(set(records[i]) - allowed)[0]!r} "
             f"(expected: {', '.join(sorted(allowed))})",
         )
     for key in ("id", "features"):
-        missing = [i for i, r in enumerate(records) if key not in r]
-        if missing:
-            raise BatchRejected("missing_field", f"records[{missing[0]}]: missing {key!r}")
-    ids = [r["id"] for r in records]
+        if any(key not in order for order in orders):
+            i = next(i for i, r in enumerate(records) if key not in r)
+            raise BatchRejected("missing_field", f"records[{i}]: missing {key!r}")
+    ids = list(map(operator.itemgetter("id"), records))
     out: dict[str, Any] = {"id": ids}
     for key in ("ts", "version", "latency_ms", "error", "prediction"):
-        if any(key in r for r in records):
+        if key in present:
             out[key] = [r.get(key) for r in records]
     out.setdefault("prediction", [None] * len(records))
-    features = [r["features"] for r in records]
-    for i, f in enumerate(features):
-        if not isinstance(f, dict):
-            raise _at("malformed", ids, i, "features", "expected an object")
+    features = list(map(operator.itemgetter("features"), records))
+    if set(map(type, features)) != {dict}:
+        i = next(i for i, f in enumerate(features) if not isinstance(f, dict))
+        raise _at("malformed", ids, i, "features", "expected an object")
     if layout is None:
         out["features"] = None
         return out
     names = layout.features
-    expected = set(names)
-    # Senders write every record's features in one key order: check each distinct
-    # order once, then gather the values (C-level map and zip) and transpose them.
-    orders = set(map(tuple, features))
-    for order in orders:
-        if len(order) != len(expected) or set(order) != expected:
-            i = next(i for i, f in enumerate(features) if f.keys() != expected)
-            _feature_set_problem(set(features[i]), expected, ids, i)
-    if len(orders) == 1:
-        (names,) = orders
-        rows = list(map(tuple, map(dict.values, features)))
+    rows = _feature_rows(features, names)
+    if rows is None:
+        expected = set(names)
+        i = next(i for i, f in enumerate(features) if f.keys() != expected)
+        _feature_set_problem(set(features[i]), expected, ids, i)
+    numeric = set(layout.numeric)
+    block = _number_rows(rows, booleans) if all(n in numeric for n in names) else None
+    if block is not None:  # typed columns: views of one (n, F) block
+        out["features"] = {name: block[:, j] for j, name in enumerate(names)}
     else:
-        rows = list(map(operator.itemgetter(*names), features))
-        if len(names) == 1:
-            rows = [(value,) for value in rows]
-    out["features"] = dict(zip(names, zip(*rows, strict=True), strict=True))
+        out["features"] = dict(zip(names, zip(*rows, strict=True), strict=True))
     return out
+
+
+def _feature_rows(features: list[dict[str, Any]], names: tuple[str, ...]) -> list[Any] | None:
+    """Each record's feature values in ``names`` order, or None if a record's set differs."""
+    if not names:
+        return None if any(features) else [() for _ in features]
+    if set(map(len, features)) != {len(names)}:
+        return None
+    try:  # with every record of len(names) keys, finding every name proves the set
+        rows = list(map(operator.itemgetter(*names), features))
+    except KeyError:
+        return None
+    return rows if len(names) > 1 else [(value,) for value in rows]
+
+
+def _number_rows(rows: Sequence[Sequence[Any]], booleans: bool) -> np.ndarray | None:
+    """``rows`` as one float64 block if every value is an int or a float, else None.
+
+    numpy's dtype discovery refuses strings, nulls and integers beyond 64 bits (they
+    give another dtype), but it would take booleans as numbers: they are ruled out by
+    the body (``booleans=False``) or by a type check of every value.
+    """
+    if booleans and not set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBER_TYPES:
+        return None
+    try:
+        block = np.array(rows)
+    except (ValueError, OverflowError):  # ragged, or an integer numpy cannot hold
+        return None
+    if block.ndim != 2 or block.dtype.kind not in "fi":
+        return None
+    return block.astype(np.float64, copy=False)
 
 
 def _columnar(columns: Any, layout: Layout | None, max_batch: int) -> dict[str, Any]:
@@ -240,7 +284,7 @@ def _columnar(columns: Any, layout: Layout | None, max_batch: int) -> dict[str, 
             )
         raise BatchRejected("missing_feature", f"columns.features: missing feature {missing[0]!r}")
     for name, values in features.items():
-        if not isinstance(values, list) or len(values) != n:
+        if not isinstance(values, list | np.ndarray) or len(values) != n:
             raise BatchRejected(
                 "length_mismatch",
                 f"columns.features.{name}: expected an array of {n} values (as many as columns.id)",
@@ -427,28 +471,29 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
-def _numeric_block(columns: list[Sequence[Any]], n: int) -> np.ndarray | None:
+def _numeric_block(columns: list[Sequence[Any]], booleans: bool) -> np.ndarray | None:
     """The ``(n, F)`` float64 block of numeric columns holding only numbers, or None.
 
-    The common case costs one type pass over every value and one conversion. None sends
-    the caller to the column-by-column path, which also finds the exact record and field
-    of a wrong value, and handles nulls and integers beyond float64.
+    Columns that arrive typed (float64 arrays) are stacked as they are; lists of JSON
+    values cost one dtype discovery (and a type pass when the body may hold booleans).
+    None sends the caller to the column-by-column path, which also finds the exact
+    record and field of a wrong value, and handles nulls and integers beyond float64.
     """
     if not columns:
         return None
-    kinds = set(map(type, itertools.chain.from_iterable(columns)))
-    if not kinds <= _NUMBER_TYPES:  # bool and None are not in it
+    typed = [isinstance(c, np.ndarray) and c.dtype == np.float64 for c in columns]
+    if all(typed):
+        return np.stack(columns, axis=1)
+    if any(typed):
         return None
-    try:
-        return np.array(columns, dtype=np.float64).T
-    except OverflowError:
-        return None
+    block = _number_rows(columns, booleans)
+    return None if block is None else block.T
 
 
 def _feature_columns(
-    features: dict[str, Sequence[Any]], layout: Layout, ids: list[Any], n: int
+    features: dict[str, Sequence[Any]], layout: Layout, ids: list[Any], n: int, booleans: bool
 ) -> Columns:
-    numeric = _numeric_block([features[name] for name in layout.numeric], n)
+    numeric = _numeric_block([features[name] for name in layout.numeric], booleans)
     nulls: np.ndarray | None = None
     if numeric is None:
         numeric, nulls = _numeric_by_column(features, layout, ids, n)
@@ -467,6 +512,9 @@ def _numeric_by_column(
     nulls: np.ndarray | None = None
     for j, name in enumerate(layout.numeric):
         values = features[name]
+        if isinstance(values, np.ndarray) and values.dtype == np.float64:
+            numeric[:, j] = values  # typed by the decoder
+            continue
         kinds = set(map(type, values))
         if not kinds <= {int, float, type(None)} or bool in kinds:
             i = next(i for i, v in enumerate(values) if type(v) not in (int, float, type(None)))
@@ -481,7 +529,7 @@ def _numeric_by_column(
             numeric[:, j] = np.asarray(values, dtype=np.float64)  # None -> NaN
         except OverflowError:
             numeric[:, j] = [
-                math.copysign(math.inf, v)
+                (math.inf if v > 0 else -math.inf)  # copysign would convert v: overflow
                 if isinstance(v, int) and abs(v) > 1e308
                 else (math.nan if v is None else v)
                 for v in values

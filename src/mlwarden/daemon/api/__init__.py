@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import orjson
 from aiohttp import web
 
 from ...errors import InvalidInput, MlwardenError
+from ..batch_decode import decode_json
 from .auth import ROLE_RANK, Identity, auth_middleware
 
 if TYPE_CHECKING:
@@ -126,34 +126,6 @@ async def read_json(request: web.Request, *, expect: type = dict) -> Any:
     a body over ``daemon.max_body_bytes`` is refused with 413 before it is read.
     """
     return decode_json(await request.read(), expect=expect)
-
-
-def decode_json(body: bytes, *, expect: type = dict) -> Any:
-    """``body`` decoded as JSON (see read_json); blocking, so large bodies go to a thread.
-
-    orjson decodes about three times faster than the standard library; it refuses the
-    ``NaN``/``Infinity`` literals and integers beyond 64 bits, so a body it refuses is
-    decoded again by ``json``, which accepts them and words the error of a real syntax
-    error.
-    """
-    if not body:
-        raise InvalidInput("request body is empty; expected a JSON object", code="empty_body")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidInput(
-                f"request body is not valid JSON: {exc}", code="malformed_json"
-            ) from None
-    if not isinstance(data, expect):
-        raise InvalidInput(
-            f"request body must be a JSON {'object' if expect is dict else 'array'}, "
-            f"got {type(data).__name__}",
-            code="wrong_type",
-        )
-    return data
 
 
 def query_limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int:
