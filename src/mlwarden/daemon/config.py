@@ -88,6 +88,7 @@ class MonitoringConfig:
     reference_sample_size: int = 10000
     min_window_rows: int = 100
     max_batch_records: int = 100000
+    ingest_workers: int = 0  # processes that decode and validate batches (0: threads)
     max_null_rate: float = 0.05
     max_out_of_range_rate: float = 0.05
     max_unseen_rate: float = 0.05

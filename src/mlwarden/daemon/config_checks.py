@@ -30,6 +30,8 @@ def check_config(config: Config) -> list[str]:
     for key in ("window_hours", "interval_seconds", "bucket_seconds", "retention_days"):
         if getattr(m, key) <= 0:
             problems.append(f"key 'monitoring.{key}': expected a positive number")
+    if m.ingest_workers < 0:
+        problems.append("key 'monitoring.ingest_workers': expected an integer >= 0")
     t = config.training
     if t.max_concurrent_jobs < 1:
         problems.append("key 'training.max_concurrent_jobs': expected an integer >= 1")

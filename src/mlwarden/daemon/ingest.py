@@ -1,7 +1,8 @@
 """Ingest: predictions and labels in, profiles and joined outcomes out (service ``ingest``).
 
-Per batch: parse and validate the whole batch off the event loop (daemon/batches.py),
-then hand it to the single writer (daemon/ledger.py), which in one transaction checks
+Per batch: decode, validate and profile the whole batch off the event loop, in a
+thread or a worker process (daemon/ingest_prepare.py, batches.py, workers.py), then
+hand it to the single writer (daemon/ledger.py), which in one transaction checks
 ids against stored ones, stores the batch's predictions (for the label TTL, so labels
 can join by id; one row per batch plus an id index, daemon/ingest_tables.py), and
 journals the batch's feature columns for its open time bucket; only after
@@ -25,12 +26,12 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..errors import NotFound
-from .api import decode_json
-from .batches import BatchRejected, PredictionBatch, parse_labels, parse_predictions
+from .batches import BatchRejected, parse_labels
+from .ingest_prepare import prepare_batch
 from .ingest_tables import INGEST_SCHEMA, count_stored, outcomes_table, profile_table
 from .ledger import Ledger, ModelState
-from .profiles import Layout
 from .service import Service
+from .workers import WorkerPool
 
 __all__ = ["IngestService", "Outcomes"]
 
@@ -69,6 +70,7 @@ class IngestService(Service):
     def __init__(self, warden: Any) -> None:
         super().__init__(warden)
         self.ledger = Ledger(warden)
+        self.workers = WorkerPool(warden.config.monitoring.ingest_workers)
         self.unmatched_labels: dict[str, int] = {}
         #: Refused batches per model and reason since start (the schema violations).
         self.rejections: dict[str, dict[str, int]] = {}
@@ -79,8 +81,10 @@ class IngestService(Service):
 
     async def stop(self) -> None:
         await self.ledger.stop()
+        await self.workers.close()
 
     async def reload(self, config: Any) -> None:
+        await self.workers.resize(config.monitoring.ingest_workers)
         await self.ledger.reload(config)
 
     def routes(self) -> list[Any]:
@@ -121,30 +125,29 @@ class IngestService(Service):
         """Validate and store one batch (as ``POST /api/models/{name}/predictions``).
 
         ``payload`` is the decoded JSON object, or the raw request body (bytes), which
-        is then decoded in the same worker thread as the validation.
+        is then decoded where the batch is validated and profiled: in a worker thread,
+        or in a worker process with ``monitoring.ingest_workers`` (daemon/workers.py).
         """
         state = self.model_state(model)
         await state.ready.wait()
         config = self.warden.config.monitoring
         now = self.warden.clock()
-        oldest = now - config.retention_days * 86400.0
         try:
-            batch = await asyncio.to_thread(
-                _decode_and_parse,
+            prepared = await self.workers.run(
+                prepare_batch,
                 payload,
-                None if state.open_schema else state.layout,
+                state.layout,
+                profiled=not state.open_schema,
+                default_version=await self.default_version(model),
+                bucket_seconds=config.bucket_seconds,
+                sample_size=config.sample_size,
                 task=state.config.task,
                 now=now,
-                oldest=oldest,
+                oldest=now - config.retention_days * 86400.0,
                 max_batch=config.max_batch_records,
             )
-        except BatchRejected as exc:
-            self._rejected(model, exc)
-            raise
-        if (batch.versions == "").any():
-            batch.versions[batch.versions == ""] = await self.default_version(model)
-        try:
-            result = await self.ledger.record_predictions(state, batch)
+            batch = prepared.attach(state.layout).batch
+            result = await self.ledger.record_predictions(state, prepared)
         except BatchRejected as exc:
             self._rejected(model, exc)
             raise
@@ -252,12 +255,6 @@ class IngestService(Service):
     async def window(self, model: str, since: float, until: float) -> Any:
         """The merged profile of ``model`` over [since, until) (see Ledger.window)."""
         return await self.ledger.window(self.model_state(model), since, until)
-
-
-def _decode_and_parse(payload: Any, layout: Layout | None, **options: Any) -> PredictionBatch:
-    if isinstance(payload, bytes | bytearray):
-        payload = decode_json(bytes(payload))
-    return parse_predictions(payload, layout, **options)
 
 
 def _outcomes_from_rows(rows: list[Any], classification: bool) -> Outcomes:

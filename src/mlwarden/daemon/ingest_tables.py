@@ -103,7 +103,7 @@ prediction_batches_table = sa.Table(
     sa.Column("ts_min", sa.Float, nullable=False),
     sa.Column("ts_max", sa.Float, nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),  # see encode_predictions
+    sa.Column("data", sa.LargeBinary, nullable=False),  # ingest_prepare.encode_predictions
     sa.Index("ix_prediction_batches_model_ts", "model", "ts_max"),
 )
 prediction_ids_table = sa.Table(
@@ -185,29 +185,18 @@ async def insert_rows(
         await conn.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
 
 
-def encode_predictions(batch: PredictionBatch) -> bytes:
-    """The blob of a prediction_batches row: JSON columns (NaN written as null)."""
-    return orjson.dumps(
-        {
-            "id": batch.ids.tolist(),
-            "version": batch.versions.tolist(),
-            "ts": batch.ts.tolist(),
-            "prediction": batch.prediction.tolist(),
-            "latency": batch.latency.tolist(),
-            "error": batch.error.tolist(),
-        }
-    )
+async def store_predictions(conn: Any, model: str, batch: PredictionBatch, blob: bytes) -> None:
+    """Insert ``batch`` (one batch row, one id row per record) in ``conn``'s transaction.
 
-
-async def store_predictions(conn: Any, model: str, batch: PredictionBatch) -> None:
-    """Insert ``batch`` (one batch row, one id row per record) in ``conn``'s transaction."""
+    ``blob`` is its columns as ingest_prepare.encode_predictions wrote them.
+    """
     b, i = prediction_batches_table, prediction_ids_table
     values = {
         "model": model,
         "ts_min": float(batch.ts.min()),
         "ts_max": float(batch.ts.max()),
         "rows": len(batch),
-        "data": encode_predictions(batch),
+        "data": blob,
     }
     seq = (await conn.execute(b.insert().values(**values))).inserted_primary_key[0]
     if conn.dialect.name == "sqlite":

@@ -17,10 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from .batches import BatchRejected, LabelBatch, PredictionBatch
+from .batches import BatchRejected, LabelBatch
 from .config import Config, ModelConfig
+from .ingest_prepare import BucketKey, PreparedBatch
 from .ingest_tables import (
     INGEST_SCHEMA,
     check_new_ids,
@@ -33,7 +32,7 @@ from .ingest_tables import (
     stored_predictions,
 )
 from .ledger_startup import load_reference, replay_journal
-from .profiles import Columns, Layout, Profile
+from .profiles import Layout, Profile
 from .reference import Reference, layout_without_reference
 from .window import BucketWindow, closed_buckets
 
@@ -41,7 +40,6 @@ __all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
 
 logger = logging.getLogger(__name__)
 
-BucketKey = tuple[str, float]  # (version, bucket_start)
 _ID_CHUNK = 500
 
 
@@ -55,6 +53,7 @@ class ModelState:
     reference: Reference | None = None
     reference_status: str = "loading"
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Open buckets; their samples change in place as batches fold in (Profile.fold).
     open: dict[BucketKey, Profile] = field(default_factory=dict)
     generation: int = 0  # bumped when closed buckets are written
     # Windows of closed buckets by version filter (daemon/window.py), moved under the lock.
@@ -154,31 +153,25 @@ class Ledger:
 
     # -- predictions and labels ----------------------------------------------------------
 
-    async def record_predictions(self, state: ModelState, batch: PredictionBatch) -> dict[str, Any]:
+    async def record_predictions(
+        self, state: ModelState, prepared: PreparedBatch
+    ) -> dict[str, Any]:
+        """Store a prepared batch (daemon/ingest_prepare.py) and fold it into its buckets."""
         name = state.config.name
-        layout = state.layout
-        bucket_seconds = self.warden.config.monitoring.bucket_seconds
-        groups = await asyncio.to_thread(
-            # A generator per batch: batches are profiled in concurrent threads.
-            _split,
-            batch,
-            layout,
-            bucket_seconds,
-            self.sample_size,
-            np.random.default_rng(),
-        )
+        batch = prepared.batch
+        fingerprint = state.layout.fingerprint
 
         async def write(conn: Any) -> None:
             await check_new_ids(conn, name, batch)
-            await store_predictions(conn, name, batch)
+            await store_predictions(conn, name, batch, prepared.predictions)
             journal = [
-                (name, version, start, layout.fingerprint, columns.to_bytes())
-                for (version, start), columns, _ in groups
+                (name, version, start, fingerprint, blob)
+                for (version, start), blob, _ in prepared.parts
             ]
             await insert_rows(conn, journal_table, journal, skip_first=True)
 
         def after(_: Any) -> None:
-            for key, _, profile in groups:
+            for key, _, profile in prepared.parts:
                 _fold(state, key, profile)
 
         await self.submit(_Work(write, after))
@@ -284,6 +277,9 @@ class Ledger:
         )
         for (v, start), profile in list(state.open.items()):
             if first <= start < last and (version is None or v == version):
+                if not total.rows:  # merge would take over its arrays: open ones change
+                    profile = profile.copy()
+                    profile.keys, profile.sample = profile.keys.copy(), profile.sample.copy()
                 total.merge(profile)
         return total
 
@@ -349,37 +345,6 @@ def _ignore(_: Any) -> None:
     return None
 
 
-def _split(
-    batch: PredictionBatch,
-    layout: Layout,
-    bucket_seconds: int,
-    sample_size: int,
-    rng: np.random.Generator,
-) -> list[tuple[BucketKey, Columns, Profile]]:
-    """The batch cut by (version, time bucket), each part with its columns and profile."""
-    columns = batch.columns or Columns(
-        np.zeros((len(batch), 0)), np.zeros((len(batch), 0), np.int32)
-    )
-    starts = np.floor(batch.ts / bucket_seconds) * bucket_seconds
-    if (starts == starts[0]).all() and (batch.versions == batch.versions[0]).all():
-        # The common batch: one version, one bucket (no string sort of the keys).
-        key = (str(batch.versions[0]), float(starts[0]))
-        return [(key, columns, Profile.from_columns(layout, columns, sample_size, rng))]
-    out = []
-    pairs = np.unique(np.stack([batch.versions.astype(str), starts.astype(str)]), axis=1)
-    for version, start in pairs.T:
-        mask = (batch.versions == version) & (starts == float(start))
-        part = columns if mask.all() else columns.take(np.flatnonzero(mask))
-        out.append(
-            (
-                (str(version), float(start)),
-                part,
-                Profile.from_columns(layout, part, sample_size, rng),
-            )
-        )
-    return out
-
-
 def _fold(state: ModelState, key: BucketKey, profile: Profile) -> None:
     current = state.open.get(key)
-    state.open[key] = profile if current is None else current.merge(profile)
+    state.open[key] = profile if current is None else current.fold(profile)
