@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 FEATURES = [f"f{i}" for i in range(50)]
+SENDERS = int(os.environ.get("BENCH_SENDERS", "4"))
 CATEGORICAL = [f"c{i}" for i in range(5)]
 
 
@@ -92,11 +93,35 @@ class Daemon:
         self.proc.terminate()
         self.proc.wait(60)
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time the daemon process has used so far."""
+    def cpu_seconds(self, *, workers: bool = True) -> float:
+        """User + system CPU time of the daemon (and of its worker processes) so far."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in [self.proc.pid, *(self.children() if workers else ())]:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def children(self) -> list[int]:
+        """The daemon's child processes (ingest workers, when configured)."""
+        assert self.proc is not None
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                out.append(int(stat.parent.name))
+        return out
+
+    def children_rss_mb(self) -> float:
+        total = 0.0
+        for pid in self.children():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        return total
 
     def rss_mb(self) -> float:
         return self._status_mb("VmRSS:")
@@ -169,14 +194,18 @@ async def send_all(url: str, bodies: list[bytes], senders: int) -> tuple[float, 
         return time.perf_counter() - start, time.process_time() - cpu
 
 
-def bench_ingest(root: Path, quick: bool) -> dict[str, float]:
+def bench_ingest(root: Path, quick: bool, workers: int = 0) -> dict[str, float]:
     reference = root / "reference.parquet"
-    reference_frame(50_000, seed=1).to_parquet(reference)
+    if not reference.exists():
+        reference_frame(50_000, seed=1).to_parquet(reference)
     config = (
-        "[monitoring]\ninterval_seconds = 3600\n"
+        f"[monitoring]\ninterval_seconds = 3600\ningest_workers = {workers}\n"
         f'[[models]]\nname = "m"\nreference = "{reference}"\n'
     )
     out = {}
+    root = root / f"workers-{workers}"
+    root.mkdir()
+    print(f"ingest_workers = {workers}", flush=True)
     with Daemon(root, config) as daemon:
         url = daemon.url + "/api/models/m/predictions"
         asyncio.run(send_all(url, record_bodies(2, 1000, seed=0), 2))  # warm-up
@@ -186,17 +215,23 @@ def bench_ingest(root: Path, quick: bool) -> dict[str, float]:
             ("records", record_bodies(n_rec, 1000, seed=1)),
             ("columns", column_bodies(n_col, 1000, seed=2)),
         ):
-            daemon_cpu = daemon.cpu_seconds()
-            seconds, client_cpu = asyncio.run(send_all(url, bodies, senders=4))
+            daemon_cpu, main_cpu = daemon.cpu_seconds(), daemon.cpu_seconds(workers=False)
+            seconds, client_cpu = asyncio.run(send_all(url, bodies, senders=SENDERS))
             daemon_cpu = daemon.cpu_seconds() - daemon_cpu
+            main_cpu = daemon.cpu_seconds(workers=False) - main_cpu
             rows = len(bodies) * 1000
             out[f"ingest_{form}_records_per_s"] = rows / seconds
             out[f"ingest_{form}_values_per_s"] = rows * (len(FEATURES) + 1) / seconds
             out[f"ingest_{form}_mb"] = sum(map(len, bodies)) / 1e6
             print(f"ingest {form:8s}: {rows:7d} records in {seconds:6.2f} s = "
                   f"{rows / seconds:9.0f} records/s, {rows * 51 / seconds:11.0f} values/s; "
-                  f"CPU per batch: daemon {daemon_cpu / len(bodies) * 1000:5.1f} ms, "
+                  f"CPU per batch: daemon {daemon_cpu / len(bodies) * 1000:5.1f} ms "
+                  f"(its main process {main_cpu / len(bodies) * 1000:5.1f}), "
                   f"client {client_cpu / len(bodies) * 1000:5.1f} ms",
+                  flush=True)  # fmt: skip
+        if workers:
+            print(f"  RSS: daemon {daemon.rss_mb():.0f} MB, "
+                  f"{len(daemon.children())} workers {daemon.children_rss_mb():.0f} MB",
                   flush=True)  # fmt: skip
     return out
 
@@ -369,6 +404,9 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("ingest", "window", "memory"), action="append", help="parts to run"
     )
+    parser.add_argument(
+        "--ingest-workers", default="0,2", help="monitoring.ingest_workers values to run (0,2)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
@@ -377,7 +415,8 @@ def main() -> None:
         parts = args.only or ["ingest", "window", "memory"]
         if "ingest" in parts:
             (root / "ingest").mkdir()
-            bench_ingest(root / "ingest", args.quick)
+            for workers in map(int, args.ingest_workers.split(",")):
+                bench_ingest(root / "ingest", args.quick, workers)
         if "window" in parts:
             (root / "window").mkdir()
             asyncio.run(bench_window(root / "window", 1_000_000, 100))
