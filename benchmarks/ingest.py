@@ -327,12 +327,18 @@ async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
         t = time.perf_counter()
         await monitor.check("m")
         rebuild = time.perf_counter() - t
-        closed = []
+        closed, moved = [], []
         for i in range(5):  # a bucket closes and the oldest one expires, as every 5 minutes
             now[0] += bucket_seconds
             key = ("1.0.0", start + (buckets + i) * bucket_seconds)
             state.open[key] = bucket(buckets + i)
             await ingest.ledger.flush()
+            # What the ingest housekeeping does after its flush (base: no such step, the
+            # check moves the window): work moved off the check, timed on its own.
+            if hasattr(ingest.ledger, "move_windows"):
+                t = time.perf_counter()
+                await ingest.ledger.move_windows()
+                moved.append(time.perf_counter() - t)
             t = time.perf_counter()
             report = await monitor.check("m")
             closed.append(time.perf_counter() - t)
@@ -352,6 +358,7 @@ async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
         "closed_median_s": statistics.median(closed),
         "closed_max_s": max(closed),
         "warm_median_s": statistics.median(warm),
+        "moved_median_s": statistics.median(moved) if moved else 0.0,
     }
     print(f"drift check, window of {result['rows']:>9,d} rows in {buckets} buckets: "
           f"first (fit) {first * 1000:7.1f} ms, window re-read {rebuild * 1000:7.1f} ms, "
@@ -360,6 +367,10 @@ async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
           f"steady state median {result['warm_median_s'] * 1000:6.1f} ms; "
           f"drifted: {', '.join(report['drifted_features'])}",
           flush=True)  # fmt: skip
+    if moved:
+        print(f"  window moved after the flush (ingest housekeeping task, off the check): "
+              f"median {result['moved_median_s'] * 1000:6.1f} ms (max {max(moved) * 1000:6.1f})",
+              flush=True)  # fmt: skip
     return result
 
 

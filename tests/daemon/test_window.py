@@ -219,3 +219,40 @@ async def test_concurrent_flushes_write_a_closed_bucket_once(make_config, refere
         query = sa.select(sa.func.count(), sa.func.sum(profile_table.c.rows))
         async with warden.store.connect() as conn:
             assert tuple((await conn.execute(query)).one()) == (1, 40)
+
+
+async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_config, reference):
+    from sqlalchemy import event
+
+    now = [START]
+    config = make_config(settings(reference), **{"monitoring.window_hours": 3 * BUCKET / 3600})
+    async with Warden(config, clock=lambda: now[0]) as warden:
+        ingest = warden.service("ingest")
+        ledger, state = ingest.ledger, ingest.model_state("m")
+        await state.ready.wait()
+        await send(ingest, 0, 40)
+        now[0] = START + BUCKET
+        await ledger.flush()
+        await ledger.window(state, now[0] - 3 * BUCKET, now[0])  # the first check builds it
+        statements: list[str] = []
+        engine = warden.store.engine.sync_engine
+        listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+        for minute in range(1, 7):  # a bucket closes, and from minute 3 on one expires
+            await send(ingest, minute, 40)
+            now[0] = START + (minute + 1) * BUCKET
+            await ledger.flush()
+            assert await ledger.move_windows() == 1
+            kept = state.windows[None]
+            since = now[0] - 3 * BUCKET
+            assert kept.first == since and kept.generation == state.generation
+            assert len(kept.buckets) == min(minute + 1, 3)
+            event.listen(engine, "before_cursor_execute", listener)
+            try:
+                window = await ledger.window(state, since, now[0])
+            finally:
+                event.remove(engine, "before_cursor_execute", listener)
+            assert statements == []  # moved by the housekeeping: the check reads nothing
+            assert state.windows[None] is kept
+            assert_same(window, await stored_window(warden, since, now[0]))
+        # Nothing closed and nothing expired: moving again is a no-op.
+        assert await ledger.move_windows() == 0 and state.windows[None] is kept

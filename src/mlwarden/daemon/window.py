@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from .ingest_tables import profile_table
 from .profiles import Layout, Profile
 
-__all__ = ["BucketWindow", "closed_buckets"]
+__all__ = ["BucketWindow", "closed_buckets", "move_windows"]
 
 #: The additive parts of a profile, summed and subtracted exactly.
 _SUMS = ("count", "nulls", "nans", "infs", "hist", "cat_counts", "cat_nulls", "cat_unseen")
@@ -165,9 +165,13 @@ class BucketWindow:
 
     def profile(self) -> Profile:
         """The merged profile of the counted buckets (cached until the window changes)."""
+        return self.assemble().copy()
+
+    def assemble(self) -> Profile:
+        """The cached merged profile, assembled now if the window changed (blocking)."""
         if self._profile is None:
             self._profile = self._assemble()
-        return self._profile.copy()
+        return self._profile
 
     def _assemble(self) -> Profile:
         profile = Profile(self.layout, self.sample_size)
@@ -217,42 +221,83 @@ async def closed_buckets(
     """
     async with state.window_lock:
         try:
-            layout = state.layout
-            window = state.windows.get(version)
-            fresh = (
-                window is not None
-                and window.layout.fingerprint == layout.fingerprint
-                and window.sample_size == sample_size
-                and first >= window.first
-            )
-            if fresh:
-                assert window is not None
-                generation = state.generation
-                changed = False
-                if first > window.first:
-                    fresh = await _evict(store, state, window, first)
-                    changed = True
-                if fresh and generation != window.generation:
-                    await _catch_up(store, state, window)
-                    changed = True
-                if fresh and changed:
-                    fresh = await _matches_store(store, state, window)
-                window.generation = generation
-                fresh = fresh and window.exact()
-            if not fresh:
-                window = await _build(store, state, layout, first, version, sample_size)
-            assert window is not None
-            state.windows.pop(version, None)
-            state.windows[version] = window
-            while len(state.windows) > _MAX_WINDOWS:
-                del state.windows[next(iter(state.windows))]
+            window = await _moved(store, state, first, version, sample_size)
             if window.beyond(last):  # a bucket past the end (clock skew): merge this one apart
+                layout = window.layout
                 bounded = await _build(store, state, layout, first, version, sample_size, last)
                 return bounded.profile()
             return window.profile()
         except BaseException:
             state.windows.pop(version, None)  # half moved: read it anew next time
             raise
+
+
+async def move_windows(store: Any, state: Any, first: float, sample_size: int) -> int:
+    """Move ``state``'s kept windows to ``first`` now, so that the next check finds them moved.
+
+    Called by the ingest service's housekeeping after its flush (off the check path): a
+    closed bucket is counted in, an expired one evicted, the window's profile assembled.
+    Only windows already kept are moved (the first check after a start builds its
+    own); a window that cannot be moved is rebuilt, as the check would. Returns how many
+    windows were moved.
+    """
+    moved = 0
+    if not state.windows:
+        return moved
+    async with state.window_lock:
+        for version in list(state.windows):
+            window = state.windows.get(version)
+            if window is None or first < window.first or window.sample_size != sample_size:
+                continue  # asked for by a longer window, or to be rebuilt by its check
+            if first == window.first and window.generation == state.generation:
+                continue  # nothing closed or expired since
+            try:
+                window = await _moved(store, state, first, version, sample_size)
+                await asyncio.to_thread(window.assemble)
+            except BaseException:
+                state.windows.pop(version, None)
+                raise
+            moved += 1
+    return moved
+
+
+async def _moved(
+    store: Any, state: Any, first: float, version: str | None, sample_size: int
+) -> BucketWindow:
+    """``state``'s window for ``version`` moved to ``first`` (or rebuilt), kept in ``state``.
+
+    The caller holds ``state.window_lock``.
+    """
+    layout = state.layout
+    window = state.windows.get(version)
+    fresh = (
+        window is not None
+        and window.layout.fingerprint == layout.fingerprint
+        and window.sample_size == sample_size
+        and first >= window.first
+    )
+    if fresh:
+        assert window is not None
+        generation = state.generation
+        changed = False
+        if first > window.first:
+            fresh = await _evict(store, state, window, first)
+            changed = True
+        if fresh and generation != window.generation:
+            await _catch_up(store, state, window)
+            changed = True
+        if fresh and changed:
+            fresh = await _matches_store(store, state, window)
+        window.generation = generation
+        fresh = fresh and window.exact()
+    if not fresh:
+        window = await _build(store, state, layout, first, version, sample_size)
+    assert window is not None
+    state.windows.pop(version, None)
+    state.windows[version] = window
+    while len(state.windows) > _MAX_WINDOWS:
+        del state.windows[next(iter(state.windows))]
+    return window
 
 
 def _query(state: Any, version: str | None, *columns: Any) -> Any:
