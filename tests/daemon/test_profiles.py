@@ -162,3 +162,31 @@ def test_histogram_of_untied_edges_is_handed_out_as_is_and_read_only():
     with pytest.raises(ValueError):
         data.counts[0] = 7
     assert profile.hist[0, 0] == 1
+
+
+def test_features_read_together_are_what_each_read_alone_gives():
+    rng = np.random.default_rng(9)
+    edges = np.sort(rng.normal(size=(3, 6)), axis=1)
+    edges[1, 2] = edges[1, 1]  # a tie: the histogram is re-binned
+    lay = layout(edges)
+    x = rng.normal(size=(40, 3))
+    x[3, 0], x[7, 0], x[5, 2] = np.nan, np.inf, -np.inf  # x1 keeps every sampled value
+    x[:, 1] = np.where(np.arange(40) % 2, x[:, 1], 1.0)
+    profile = Profile.from_columns(
+        lay, columns(lay, x, [list("abcd" * 10)]), 30, np.random.default_rng(0)
+    )
+    names = ["c0", "x2", "x0", "x1"]
+    together = profile.features_data(names)
+    for name, data in zip(names, together, strict=True):
+        alone = profile.feature_data(name)
+        assert data.name == name and data.kind == alone.kind
+        for field in ("count", "mean", "m2", "minimum", "maximum", "categories"):
+            assert getattr(data, field) == getattr(alone, field), (name, field)
+            assert type(getattr(data, field)) is type(getattr(alone, field))
+        for field in ("sample", "bin_edges", "counts"):
+            a, b = getattr(data, field), getattr(alone, field)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+    assert np.isfinite(together[2].sample).all() and len(together[2].sample) < 30
+    assert len(together[3].sample) == 30

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from mlwarden.daemon.ingest_tables import profile_table
 from mlwarden.daemon.profiles import Columns, Layout, Profile
 from mlwarden.daemon.warden import Warden
-from mlwarden.daemon.window import BucketWindow, _npz_views
+from mlwarden.daemon.window import BucketWindow, _npz_views, _zip_members
 
 
 def layout() -> Layout:
@@ -105,6 +105,27 @@ def test_stored_profiles_are_read_as_numpy_writes_them():
     assert set(_npz_views(blob, ("keys", "sample"))) == set(data.files) - {"keys", "sample"}
     empty = Profile(lay, 10).to_bytes(with_sample=False)
     assert _npz_views(empty)["sample"].shape == (0, 3)
+    assert [m[0] for m in _zip_members(blob)] == [f"{n}.npy" for n in data.files]
+
+
+def test_archives_not_laid_out_as_savez_writes_them_are_read_through_zipfile():
+    import zipfile
+
+    lay, rng = layout(), np.random.default_rng(6)
+    profile = bucket(lay, 30, rng, 10)
+    commented = io.BytesIO(profile.to_bytes())
+    with zipfile.ZipFile(commented, "a") as archive:
+        archive.comment = b"a comment moves the end record"
+    compressed = io.BytesIO()
+    np.savez_compressed(compressed, sample=profile.sample, keys=profile.keys)
+    assert _zip_members(commented.getvalue()) is None  # zipfile reads its directory
+    members = _zip_members(compressed.getvalue())  # np.load reads its members
+    assert members and {m[1] for m in members} == {zipfile.ZIP_DEFLATED}
+    for blob in (commented.getvalue(), compressed.getvalue()):
+        views = _npz_views(blob)
+        np.testing.assert_array_equal(views["sample"], profile.sample)
+        np.testing.assert_array_equal(views["keys"], profile.keys)
+    assert _zip_members(b"PK") is None
 
 
 # -- through the ledger, with a clock that moves -----------------------------------------
