@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -13,7 +12,7 @@ import sqlalchemy as sa
 from mlwarden.daemon.ingest_tables import profile_table
 from mlwarden.daemon.profiles import Columns, Layout, Profile
 from mlwarden.daemon.warden import Warden
-from mlwarden.daemon.window import BucketWindow, _npz_views, _zip_members
+from mlwarden.daemon.window import BucketWindow
 
 
 def layout() -> Layout:
@@ -90,42 +89,6 @@ def test_eviction_that_does_not_match_the_store_asks_for_a_rebuild():
         window.add(seq, "1", float(seq), part)
     # The store lost bucket 1 (a purge): nothing comes back for it.
     assert not window.evict(2.0, [], window.expiring(2.0))
-
-
-def test_stored_profiles_are_read_as_numpy_writes_them():
-    lay, rng = layout(), np.random.default_rng(5)
-    profile = bucket(lay, 30, rng, 10)
-    blob = profile.to_bytes()
-    views = _npz_views(blob)
-    with np.load(io.BytesIO(blob)) as data:
-        assert set(views) == set(data.files)
-        for name in data.files:
-            assert views[name].dtype == data[name].dtype
-            np.testing.assert_array_equal(views[name], data[name])
-    assert set(_npz_views(blob, ("keys", "sample"))) == set(data.files) - {"keys", "sample"}
-    empty = Profile(lay, 10).to_bytes(with_sample=False)
-    assert _npz_views(empty)["sample"].shape == (0, 3)
-    assert [m[0] for m in _zip_members(blob)] == [f"{n}.npy" for n in data.files]
-
-
-def test_archives_not_laid_out_as_savez_writes_them_are_read_through_zipfile():
-    import zipfile
-
-    lay, rng = layout(), np.random.default_rng(6)
-    profile = bucket(lay, 30, rng, 10)
-    commented = io.BytesIO(profile.to_bytes())
-    with zipfile.ZipFile(commented, "a") as archive:
-        archive.comment = b"a comment moves the end record"
-    compressed = io.BytesIO()
-    np.savez_compressed(compressed, sample=profile.sample, keys=profile.keys)
-    assert _zip_members(commented.getvalue()) is None  # zipfile reads its directory
-    members = _zip_members(compressed.getvalue())  # np.load reads its members
-    assert members and {m[1] for m in members} == {zipfile.ZIP_DEFLATED}
-    for blob in (commented.getvalue(), compressed.getvalue()):
-        views = _npz_views(blob)
-        np.testing.assert_array_equal(views["sample"], profile.sample)
-        np.testing.assert_array_equal(views["keys"], profile.keys)
-    assert _zip_members(b"PK") is None
 
 
 # -- through the ledger, with a clock that moves -----------------------------------------
