@@ -190,3 +190,18 @@ def test_features_read_together_are_what_each_read_alone_gives():
                 np.testing.assert_array_equal(a, b)
     assert np.isfinite(together[2].sample).all() and len(together[2].sample) < 30
     assert len(together[3].sample) == 30
+
+
+def test_merge_into_a_full_sample_keeps_the_bottom_k_of_the_union():
+    lay = layout(np.array([[0.0, 1.0]]), categories=())
+    rng = np.random.default_rng(11)
+    for rows_a, rows_b in ((500, 300), (500, 40), (60, 500), (500, 500)):
+        a = Profile.from_columns(lay, columns(lay, rng.normal(size=(rows_a, 1))), 50, rng)
+        b = Profile.from_columns(lay, columns(lay, rng.normal(size=(rows_b, 1))), 50, rng)
+        keys = np.concatenate([a.keys, b.keys])
+        sample = np.concatenate([a.sample, b.sample])
+        smallest = np.argsort(keys)[:50]
+        merged = a.copy().merge(b)
+        order = np.argsort(merged.keys)
+        np.testing.assert_array_equal(merged.keys[order], keys[smallest])
+        np.testing.assert_array_equal(merged.sample[order], sample[smallest])

@@ -127,9 +127,15 @@ class MonitorService(Service):
         async with self._lock(model):
             reference = self._reference(state)
             started = time.perf_counter()
-            profile = await self.ingest.ledger.window(state, since, now, version)
-            target = await self._target(state, reference, since, now, version)
-            report = await self._report(state, reference, profile, target, "window")
+            # Unfitted methods (first check, changed configuration) are fitted while the
+            # window is read: both mostly wait on other threads.
+            fitting = self._fitting(state, reference)
+            try:
+                profile = await self.ingest.ledger.window(state, since, now, version)
+                target = await self._target(state, reference, since, now, version)
+                report = await self._report(state, reference, profile, target, "window", fitting)
+            finally:
+                await _settled(fitting)
             report["window"] = {
                 "start": since,
                 "end": now,
@@ -187,6 +193,14 @@ class MonitorService(Service):
             )
         return state.reference
 
+    def _fitting(self, state: Any, reference: Any) -> asyncio.Future[Detectors] | None:
+        """The methods' fit started now when they are not fitted (None when they are)."""
+        key = (reference.layout.fingerprint, repr(state.config))
+        cached = self._detectors.get(state.config.name)
+        if cached is not None and cached[0] == key:
+            return None
+        return asyncio.ensure_future(self._detectors_for(state, reference))
+
     async def _detectors_for(self, state: Any, reference: Any) -> Detectors:
         key = (reference.layout.fingerprint, repr(state.config))
         cached = self._detectors.get(state.config.name)
@@ -226,8 +240,15 @@ class MonitorService(Service):
         )
 
     async def _report(
-        self, state: Any, reference: Any, profile: Profile, target: Profile | None, source: str
+        self,
+        state: Any,
+        reference: Any,
+        profile: Profile,
+        target: Profile | None,
+        source: str,
+        fitting: asyncio.Future[Detectors] | None = None,
     ) -> dict[str, Any]:
+        """The report of ``profile``; ``fitting`` is a fit of the methods already started."""
         monitoring = self.warden.config.monitoring
         model = state.config.name
         violations = self.ingest.rejections.get(model, {})
@@ -255,7 +276,7 @@ class MonitorService(Service):
                 "prediction_drift": None,
                 "target_drift": None,
             }
-        detectors = await self._detectors_for(state, reference)
+        detectors = await (fitting or self._detectors_for(state, reference))
         if target is not None and target.rows < monitoring.min_window_rows:
             target = None
         drift = await asyncio.to_thread(
@@ -365,6 +386,16 @@ class MonitorService(Service):
             report["id"] = row.id
             out.append(report)
         return out
+
+
+async def _settled(fitting: asyncio.Future[Any] | None) -> None:
+    """Wait for a fit started ahead to end, its error retrieved (raised already, or moot)."""
+    if fitting is None:
+        return
+    if not fitting.done():
+        await asyncio.wait([fitting])  # it ends under the model's lock
+    if not fitting.cancelled():
+        fitting.exception()
 
 
 def _profile_frame(frame: Any, layout: Any, sample_size: int) -> Profile:

@@ -274,8 +274,16 @@ class Profile:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.minimum = np.minimum(self.minimum, other.minimum)
         self.maximum = np.maximum(self.maximum, other.maximum)
-        self.keys = np.concatenate([self.keys, other.keys])
-        self.sample = np.concatenate([self.sample, other.sample])
+        keys, sample = other.keys, other.sample
+        if cut and len(self.keys) >= self.sample_size and len(keys):
+            # Rows keyed above all of a full sample cannot enter it: a window's sample
+            # merged with an open bucket takes the few rows of the bucket that do.
+            keep = keys <= self.keys.max()
+            if not keep.all():
+                keys, sample = keys[keep], sample[keep]
+        if len(keys):
+            self.keys = np.concatenate([self.keys, keys])
+            self.sample = np.concatenate([self.sample, sample])
         if cut:
             self._cut()
         return self
