@@ -27,6 +27,10 @@ reused rowid) rebuilds the window from the store. A rebuild streams the stored
 buckets in seq order, a few at a time, so its memory is bounded. The result depends
 only on which buckets are stored, not on the order they arrived: the window after a
 restart is the window before it.
+
+The ingest housekeeping moves every kept window right after it writes the closed
+buckets (:func:`move_windows`), so the check after a bucket closes finds its window
+moved and assembled; a check that comes first moves it itself, under the same lock.
 """
 
 from __future__ import annotations
