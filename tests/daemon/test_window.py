@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -240,3 +241,30 @@ async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_con
             assert_same(window, await stored_window(warden, since, now[0]))
         # Nothing closed and nothing expired: moving again is a no-op.
         assert await ledger.move_windows() == 0 and state.windows[None] is kept
+
+
+async def test_a_window_that_cannot_be_moved_is_dropped_and_reported(make_config, reference):
+    now = [START]
+    config = make_config(settings(reference), **{"monitoring.window_hours": 3 * BUCKET / 3600})
+    async with Warden(config, clock=lambda: now[0]) as warden:
+        ingest = warden.service("ingest")
+        ledger, state = ingest.ledger, ingest.model_state("m")
+        await state.ready.wait()
+        await send(ingest, 0, 40)
+        now[0] = START + BUCKET
+        await ledger.flush()
+        await ledger.window(state, now[0] - 3 * BUCKET, now[0])
+        await send(ingest, 1, 40)
+        now[0] += BUCKET
+        await ledger.flush()
+        async with warden.store.begin() as conn:  # the bucket just written is unreadable
+            await conn.execute(
+                profile_table.update()
+                .where(profile_table.c.bucket_start == START + BUCKET)
+                .values(profile=b"not a profile")
+            )
+        assert await ledger.move_windows() == 0  # the housekeeping goes on
+        assert None not in state.windows
+        assert any(e["where"] == "window m" for e in warden.last_errors)
+        with pytest.raises(zipfile.BadZipFile):  # the check reads it anew and fails itself
+            await ledger.window(state, now[0] - 3 * BUCKET, now[0])

@@ -294,7 +294,11 @@ class Ledger:
         first = math.floor(since / monitoring.bucket_seconds) * monitoring.bucket_seconds
         moved = 0
         for state in list(self.models.values()):
-            moved += await move_windows(self.warden.store, state, first, self.sample_size)
+            try:
+                moved += await move_windows(self.warden.store, state, first, self.sample_size)
+            except Exception as exc:  # dropped: the model's next check reads it anew
+                logger.exception("moving the window of %s failed", state.config.name)
+                self.warden.record_error(f"window {state.config.name}", repr(exc))
         return moved
 
     # -- start-up: references and the journal --------------------------------------------
