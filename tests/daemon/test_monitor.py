@@ -272,3 +272,40 @@ def test_report_is_made_plain_in_one_pass_as_json_gives_it_back():
     assert json.loads(json.dumps(plain, allow_nan=False)) == plain
     with pytest.raises(TypeError):
         _plain({"x": object()})
+
+
+def test_report_text_is_what_plain_and_json_give():
+    import dataclasses
+    import enum
+    import json
+
+    from mlwarden.daemon.monitor import _as_json, _plain
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    grid = np.arange(12.0).reshape(3, 4)
+    grid[1, 1] = np.nan
+    report = {
+        "a": np.float64(1.5),
+        "b": [np.int64(3), (1, 2.0, float("nan"))],
+        "c": np.bool_(True),
+        "d": {"x": np.array([1.0, np.inf]), "y": grid[:, ::2], "z": np.float32(0.1)},
+        "e": float("-inf"),
+        "f": Level.HIGH,
+        "g": 2**63 - 1,
+    }
+    plain, text = _as_json(report)
+    assert plain == _plain(report) and json.loads(text) == plain
+    assert plain["d"]["z"] == float(np.float32(0.1)) != 0.1  # widened, not re-rounded
+    odd = {**report, "k": {2: "two", None: 3, 2.5: 1.0}, "big": 2**70}  # orjson refuses these
+    plain, text = _as_json(odd)
+    assert plain == _plain(odd) and text == json.dumps(plain, allow_nan=False)
+
+    @dataclasses.dataclass
+    class Opaque:
+        x: int
+
+    for bad in (object(), Opaque(1)):
+        with pytest.raises(TypeError):
+            _as_json({"x": bad})

@@ -206,3 +206,46 @@ def test_histogram_of_untied_edges_is_handed_out_as_is_and_read_only():
     with pytest.raises(ValueError):
         data.counts[0] = 7
     assert profile.hist[0, 0] == 1
+
+
+def test_features_read_together_are_what_each_read_alone_gives():
+    rng = np.random.default_rng(9)
+    edges = np.sort(rng.normal(size=(3, 6)), axis=1)
+    edges[1, 2] = edges[1, 1]  # a tie: the histogram is re-binned
+    lay = layout(edges)
+    x = rng.normal(size=(40, 3))
+    x[3, 0], x[7, 0], x[5, 2] = np.nan, np.inf, -np.inf  # x1 keeps every sampled value
+    x[:, 1] = np.where(np.arange(40) % 2, x[:, 1], 1.0)
+    profile = Profile.from_columns(
+        lay, columns(lay, x, [list("abcd" * 10)]), 30, np.random.default_rng(0)
+    )
+    names = ["c0", "x2", "x0", "x1"]
+    together = profile.features_data(names)
+    for name, data in zip(names, together, strict=True):
+        alone = profile.feature_data(name)
+        assert data.name == name and data.kind == alone.kind
+        for field in ("count", "mean", "m2", "minimum", "maximum", "categories"):
+            assert getattr(data, field) == getattr(alone, field), (name, field)
+            assert type(getattr(data, field)) is type(getattr(alone, field))
+        for field in ("sample", "bin_edges", "counts"):
+            a, b = getattr(data, field), getattr(alone, field)
+            assert (a is None) == (b is None)
+            if a is not None:
+                np.testing.assert_array_equal(a, b)
+    assert np.isfinite(together[2].sample).all() and len(together[2].sample) < 30
+    assert len(together[3].sample) == 30
+
+
+def test_merge_into_a_full_sample_keeps_the_bottom_k_of_the_union():
+    lay = layout(np.array([[0.0, 1.0]]), categories=())
+    rng = np.random.default_rng(11)
+    for rows_a, rows_b in ((500, 300), (500, 40), (60, 500), (500, 500)):
+        a = Profile.from_columns(lay, columns(lay, rng.normal(size=(rows_a, 1))), 50, rng)
+        b = Profile.from_columns(lay, columns(lay, rng.normal(size=(rows_b, 1))), 50, rng)
+        keys = np.concatenate([a.keys, b.keys])
+        sample = np.concatenate([a.sample, b.sample])
+        smallest = np.argsort(keys)[:50]
+        merged = a.copy().merge(b)
+        order = np.argsort(merged.keys)
+        np.testing.assert_array_equal(merged.keys[order], keys[smallest])
+        np.testing.assert_array_equal(merged.sample[order], sample[smallest])

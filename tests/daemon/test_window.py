@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import math
+import zipfile
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from mlwarden.daemon.ingest_tables import profile_table
 from mlwarden.daemon.profiles import Columns, Layout, Profile
 from mlwarden.daemon.warden import Warden
-from mlwarden.daemon.window import BucketWindow, _npz_views
+from mlwarden.daemon.window import BucketWindow
 
 
 def layout() -> Layout:
@@ -90,21 +90,6 @@ def test_eviction_that_does_not_match_the_store_asks_for_a_rebuild():
         window.add(seq, "1", float(seq), part)
     # The store lost bucket 1 (a purge): nothing comes back for it.
     assert not window.evict(2.0, [], window.expiring(2.0))
-
-
-def test_stored_profiles_are_read_as_numpy_writes_them():
-    lay, rng = layout(), np.random.default_rng(5)
-    profile = bucket(lay, 30, rng, 10)
-    blob = profile.to_bytes()
-    views = _npz_views(blob)
-    with np.load(io.BytesIO(blob)) as data:
-        assert set(views) == set(data.files)
-        for name in data.files:
-            assert views[name].dtype == data[name].dtype
-            np.testing.assert_array_equal(views[name], data[name])
-    assert set(_npz_views(blob, ("keys", "sample"))) == set(data.files) - {"keys", "sample"}
-    empty = Profile(lay, 10).to_bytes(with_sample=False)
-    assert _npz_views(empty)["sample"].shape == (0, 3)
 
 
 # -- through the ledger, with a clock that moves -----------------------------------------
@@ -219,3 +204,67 @@ async def test_concurrent_flushes_write_a_closed_bucket_once(make_config, refere
         query = sa.select(sa.func.count(), sa.func.sum(profile_table.c.rows))
         async with warden.store.connect() as conn:
             assert tuple((await conn.execute(query)).one()) == (1, 40)
+
+
+async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_config, reference):
+    from sqlalchemy import event
+
+    now = [START]
+    config = make_config(settings(reference), **{"monitoring.window_hours": 3 * BUCKET / 3600})
+    async with Warden(config, clock=lambda: now[0]) as warden:
+        ingest = warden.service("ingest")
+        ledger, state = ingest.ledger, ingest.model_state("m")
+        await state.ready.wait()
+        await send(ingest, 0, 40)
+        now[0] = START + BUCKET
+        await ledger.flush()
+        await ledger.window(state, now[0] - 3 * BUCKET, now[0])  # the first check builds it
+        statements: list[str] = []
+        engine = warden.store.engine.sync_engine
+        listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+        for minute in range(1, 7):  # a bucket closes, and from minute 3 on one expires
+            await send(ingest, minute, 40)
+            now[0] = START + (minute + 1) * BUCKET
+            await ledger.flush()
+            assert await ledger.move_windows() == 1
+            kept = state.windows[None]
+            since = now[0] - 3 * BUCKET
+            assert kept.first == since and kept.generation == state.generation
+            assert len(kept.buckets) == min(minute + 1, 3)
+            event.listen(engine, "before_cursor_execute", listener)
+            try:
+                window = await ledger.window(state, since, now[0])
+            finally:
+                event.remove(engine, "before_cursor_execute", listener)
+            assert statements == []  # moved by the housekeeping: the check reads nothing
+            assert state.windows[None] is kept
+            assert_same(window, await stored_window(warden, since, now[0]))
+        # Nothing closed and nothing expired: moving again is a no-op.
+        assert await ledger.move_windows() == 0 and state.windows[None] is kept
+
+
+async def test_a_window_that_cannot_be_moved_is_dropped_and_reported(make_config, reference):
+    now = [START]
+    config = make_config(settings(reference), **{"monitoring.window_hours": 3 * BUCKET / 3600})
+    async with Warden(config, clock=lambda: now[0]) as warden:
+        ingest = warden.service("ingest")
+        ledger, state = ingest.ledger, ingest.model_state("m")
+        await state.ready.wait()
+        await send(ingest, 0, 40)
+        now[0] = START + BUCKET
+        await ledger.flush()
+        await ledger.window(state, now[0] - 3 * BUCKET, now[0])
+        await send(ingest, 1, 40)
+        now[0] += BUCKET
+        await ledger.flush()
+        async with warden.store.begin() as conn:  # the bucket just written is unreadable
+            await conn.execute(
+                profile_table.update()
+                .where(profile_table.c.bucket_start == START + BUCKET)
+                .values(profile=b"not a profile")
+            )
+        assert await ledger.move_windows() == 0  # the housekeeping goes on
+        assert None not in state.windows
+        assert any(e["where"] == "window m" for e in warden.last_errors)
+        with pytest.raises(zipfile.BadZipFile):  # the check reads it anew and fails itself
+            await ledger.window(state, now[0] - 3 * BUCKET, now[0])

@@ -69,8 +69,8 @@ def fit_detectors(model: ModelConfig, reference: Reference, catalog: dict[str, t
         )
     detectors = Detectors()
     profile, layout = reference.profile, reference.layout
-    for name in (*layout.numeric, *layout.categorical):
-        data = profile.feature_data(name)
+    names = (*layout.numeric, *layout.categorical)
+    for name, data in zip(names, profile.features_data(names), strict=True):
         fitted = []
         for method in method_names(model, data.kind, catalog):
             try:
@@ -144,7 +144,7 @@ def evaluate(
     feature_drifts: dict[str, Any] = {}
     prediction_drift = None
     names = (*layout.numeric, *layout.categorical)
-    features = [current.feature_data(name) for name in names]
+    features = current.features_data(names)
     # Big samples: each feature's methods on a worker thread (numpy releases the GIL).
     rows = max((len(d.sample) for d in features if d.sample is not None), default=0)
     scored = map_threads(

@@ -34,7 +34,7 @@ from .ingest_tables import (
 from .ledger_startup import load_reference, replay_journal
 from .profiles import Layout, Profile
 from .reference import Reference, layout_without_reference
-from .window import BucketWindow, closed_buckets
+from .window import BucketWindow, closed_buckets, move_windows
 
 __all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
 
@@ -283,6 +283,20 @@ class Ledger:
                 total.merge(profile)
         return total
 
+    async def move_windows(self) -> int:
+        """Move the kept windows to the current window now, not on the next drift check."""
+        monitoring = self.warden.config.monitoring
+        since = self.warden.clock() - monitoring.window_hours * 3600.0
+        first = math.floor(since / monitoring.bucket_seconds) * monitoring.bucket_seconds
+        moved = 0
+        for state in list(self.models.values()):
+            try:
+                moved += await move_windows(self.warden.store, state, first, self.sample_size)
+            except Exception as exc:  # dropped: the model's next check reads it anew
+                logger.exception("moving the window of %s failed", state.config.name)
+                self.warden.record_error(f"window {state.config.name}", repr(exc))
+        return moved
+
     # -- start-up: references and the journal --------------------------------------------
 
     async def _prepare(self, state: ModelState) -> None:
@@ -311,6 +325,7 @@ class Ledger:
             await asyncio.sleep(min(1.0, monitoring.bucket_seconds / 10))
             try:
                 await self.flush()
+                await self.move_windows()
                 now = self.warden.clock()
                 if now - last_purge >= 60:
                     last_purge = now

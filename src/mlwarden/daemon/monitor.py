@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 
 from ..errors import Conflict, InvalidInput
@@ -64,6 +65,7 @@ class MonitorService(Service):
         self._detectors: dict[str, tuple[Any, Detectors]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._detected: dict[str, bool] = {}
+        self._gauges: tuple[Any, dict[tuple[str, str, str], tuple[Any, Any]]] = (None, {})
         self.last_check: dict[str, float] = {}
 
     @property
@@ -125,9 +127,15 @@ class MonitorService(Service):
         async with self._lock(model):
             reference = self._reference(state)
             started = time.perf_counter()
-            profile = await self.ingest.ledger.window(state, since, now, version)
-            target = await self._target(state, reference, since, now, version)
-            report = await self._report(state, reference, profile, target, "window")
+            # Unfitted methods (first check, changed configuration) are fitted while the
+            # window is read: both mostly wait on other threads.
+            fitting = self._fitting(state, reference)
+            try:
+                profile = await self.ingest.ledger.window(state, since, now, version)
+                target = await self._target(state, reference, since, now, version)
+                report = await self._report(state, reference, profile, target, "window", fitting)
+            finally:
+                await _settled(fitting)
             report["window"] = {
                 "start": since,
                 "end": now,
@@ -185,6 +193,14 @@ class MonitorService(Service):
             )
         return state.reference
 
+    def _fitting(self, state: Any, reference: Any) -> asyncio.Future[Detectors] | None:
+        """The methods' fit started now when they are not fitted (None when they are)."""
+        key = (reference.layout.fingerprint, repr(state.config))
+        cached = self._detectors.get(state.config.name)
+        if cached is not None and cached[0] == key:
+            return None
+        return asyncio.ensure_future(self._detectors_for(state, reference))
+
     async def _detectors_for(self, state: Any, reference: Any) -> Detectors:
         key = (reference.layout.fingerprint, repr(state.config))
         cached = self._detectors.get(state.config.name)
@@ -224,8 +240,15 @@ class MonitorService(Service):
         )
 
     async def _report(
-        self, state: Any, reference: Any, profile: Profile, target: Profile | None, source: str
+        self,
+        state: Any,
+        reference: Any,
+        profile: Profile,
+        target: Profile | None,
+        source: str,
+        fitting: asyncio.Future[Detectors] | None = None,
     ) -> dict[str, Any]:
+        """The report of ``profile``; ``fitting`` is a fit of the methods already started."""
         monitoring = self.warden.config.monitoring
         model = state.config.name
         violations = self.ingest.rejections.get(model, {})
@@ -253,7 +276,7 @@ class MonitorService(Service):
                 "prediction_drift": None,
                 "target_drift": None,
             }
-        detectors = await self._detectors_for(state, reference)
+        detectors = await (fitting or self._detectors_for(state, reference))
         if target is not None and target.rows < monitoring.min_window_rows:
             target = None
         drift = await asyncio.to_thread(
@@ -264,19 +287,19 @@ class MonitorService(Service):
     async def _finish(self, model: str, report: dict[str, Any], started: float) -> dict[str, Any]:
         duration = time.perf_counter() - started
         report["duration_seconds"] = duration
-        report = _plain(report)  # what JSON keeps of it: the caller sees what is stored
-        text = json.dumps(report, allow_nan=False)
+        report, text = _as_json(report)  # what JSON keeps of it: the caller sees what is stored
         async with self.warden.store.begin() as conn:
             result = await conn.execute(
-                reports_table.insert().values(
-                    model=model,
-                    ts=report["checked_at"],
-                    source=report["source"],
-                    drift_score=report["drift_score"],
-                    drift_detected=report["drift_detected"],
-                    recommendation=report["recommendation"],
-                    report=text,
-                )
+                reports_table.insert(),  # parameters apart: the compiled statement is cached
+                {
+                    "model": model,
+                    "ts": report["checked_at"],
+                    "source": report["source"],
+                    "drift_score": report["drift_score"],
+                    "drift_detected": report["drift_detected"],
+                    "recommendation": report["recommendation"],
+                    "report": text,
+                },
             )
             report["id"] = result.inserted_primary_key[0]
         self.last_check[model] = report["checked_at"]
@@ -289,11 +312,21 @@ class MonitorService(Service):
         m.drift_check_duration.labels(model).observe(duration)
         if report["status"] != "ok":
             return
+        if self._gauges[0] is not m:  # the labelled children, looked up once per registry
+            self._gauges = (m, {})
+        gauges = self._gauges[1]
         for feature, entry in report["feature_drifts"].items():
             for method, result in entry["methods"].items():
-                m.feature_drift_score.labels(model, feature, method).set(result["statistic"])
+                key = (model, feature, method)
+                pair = gauges.get(key)
+                if pair is None:
+                    pair = gauges[key] = (
+                        m.feature_drift_score.labels(model, feature, method),
+                        m.feature_drift_p_value.labels(model, feature, method),
+                    )
+                pair[0].set(result["statistic"])
                 if result["p_value"] is not None:
-                    m.feature_drift_p_value.labels(model, feature, method).set(result["p_value"])
+                    pair[1].set(result["p_value"])
         m.drift_score.labels(model).set(report["drift_score"])
         m.drift_detected.labels(model).set(1 if report["drift_detected"] else 0)
         level = RECOMMENDATIONS.index(report["recommendation"])
@@ -355,10 +388,47 @@ class MonitorService(Service):
         return out
 
 
+async def _settled(fitting: asyncio.Future[Any] | None) -> None:
+    """Wait for a fit started ahead to end, its error retrieved (raised already, or moot)."""
+    if fitting is None:
+        return
+    if not fitting.done():
+        await asyncio.wait([fitting])  # it ends under the model's lock
+    if not fitting.cancelled():
+        fitting.exception()
+
+
 def _profile_frame(frame: Any, layout: Any, sample_size: int) -> Profile:
     return Profile.from_columns(
         layout, frame_columns(frame, layout), sample_size, np.random.default_rng()
     )
+
+
+#: Types orjson would write that ``json.dumps`` refuses: they go to ``_numpy_value``.
+_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _as_json(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``report`` as JSON gives it back (``_plain``'s result), and its JSON text.
+
+    orjson writes and reads a report in a fraction of ``_plain`` and ``json.dumps``
+    (0.5 vs 3 ms for 55 features): numpy values through ``.tolist()`` as ``_plain``
+    does, NaN and infinities as null. What orjson refuses (a key that is not a string,
+    an int past 64 bits, ...) takes ``_plain``'s path, which writes it as ``json`` does
+    or raises TypeError.
+    """
+    try:
+        text = orjson.dumps(report, default=_numpy_value, option=_STRICT)
+    except TypeError:
+        plain = _plain(report)
+        return plain, json.dumps(plain, allow_nan=False)
+    return orjson.loads(text), text.decode()
+
+
+def _numpy_value(value: Any) -> Any:
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _plain(value: Any) -> Any:

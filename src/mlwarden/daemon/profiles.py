@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -278,8 +279,16 @@ class Profile:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.minimum = np.minimum(self.minimum, other.minimum)
         self.maximum = np.maximum(self.maximum, other.maximum)
-        self.keys = np.concatenate([self.keys, other.keys])
-        self.sample = np.concatenate([self.sample, other.sample])
+        keys, sample = other.keys, other.sample
+        if cut and len(self.keys) >= self.sample_size and len(keys):
+            # Rows keyed above all of a full sample cannot enter it: a window's sample
+            # merged with an open bucket takes the few rows of the bucket that do.
+            keep = keys <= self.keys.max()
+            if not keep.all():
+                keys, sample = keys[keep], sample[keep]
+        if len(keys):
+            self.keys = np.concatenate([self.keys, keys])
+            self.sample = np.concatenate([self.sample, sample])
         if cut:
             self._cut()
         return self
@@ -341,29 +350,62 @@ class Profile:
         if name in layout.numeric:
             i = layout.numeric.index(name)
             column = self.sample[:, i]
-            edges = counts = None
-            if layout.edges is not None:
-                edges, target = layout.bin_maps[i]
-                if target is None:  # a read-only view: the window's sums are shared
-                    counts = self.hist[i].view()
-                    counts.flags.writeable = False
-                else:
-                    counts = _dedupe_bins(self.hist[i], target)
-            has = self.count[i] > 0
-            return FeatureData(
-                name=name,
-                kind="numeric",
-                sample=column[np.isfinite(column)],
-                bin_edges=edges,
-                counts=counts,
-                count=int(self.count[i]),
-                mean=float(self.mean[i]) if has else None,
-                m2=float(self.m2[i]) if has else None,
-                minimum=float(self.minimum[i]) if has else None,
-                maximum=float(self.maximum[i]) if has else None,
-            )
-        i = layout.categorical.index(name)
-        counted = layout.counted(i)
+            moments = (self.count, self.mean, self.m2, self.minimum, self.maximum)
+            return self._numeric_data(name, i, column[np.isfinite(column)], *moments)
+        return self._categorical_data(name, layout.categorical.index(name))
+
+    def features_data(self, names: Sequence[str]) -> list[FeatureData]:
+        """``[self.feature_data(name) for name in names]``, the per-feature work batched.
+
+        The sample is transposed once (each feature's values contiguous, a view when all
+        of them are finite) and the moments are read as Python numbers in one pass: a
+        drift check reads every feature.
+        """
+        layout = self.layout
+        numeric = {name: i for i, name in enumerate(layout.numeric)}
+        if not any(name in numeric for name in names):
+            return [self.feature_data(name) for name in names]
+        columns = np.ascontiguousarray(self.sample.T)
+        finite = np.isfinite(columns).all(axis=1).tolist()
+        moments = [a.tolist() for a in (self.count, self.mean, self.m2, self.minimum, self.maximum)]
+        out = []
+        for name in names:
+            i = numeric.get(name)
+            if i is None:
+                out.append(self._categorical_data(name, layout.categorical.index(name)))
+                continue
+            column = columns[i] if finite[i] else columns[i][np.isfinite(columns[i])]
+            out.append(self._numeric_data(name, i, column, *moments))
+        return out
+
+    def _numeric_data(
+        self, name: str, i: int, values: np.ndarray, count: Any, mean: Any, m2: Any, low: Any,
+        high: Any,
+    ) -> FeatureData:  # fmt: skip
+        edges = counts = None
+        if self.layout.edges is not None:
+            edges, target = self.layout.bin_maps[i]
+            if target is None:  # a read-only view: the window's sums are shared
+                counts = self.hist[i].view()
+                counts.flags.writeable = False
+            else:
+                counts = _dedupe_bins(self.hist[i], target)
+        has = count[i] > 0
+        return FeatureData(
+            name=name,
+            kind="numeric",
+            sample=values,
+            bin_edges=edges,
+            counts=counts,
+            count=int(count[i]),
+            mean=float(mean[i]) if has else None,
+            m2=float(m2[i]) if has else None,
+            minimum=float(low[i]) if has else None,
+            maximum=float(high[i]) if has else None,
+        )
+
+    def _categorical_data(self, name: str, i: int) -> FeatureData:
+        counted = self.layout.counted(i)
         row = self.cat_counts[i]
         counts = np.concatenate([row[: len(counted) - 1], row[-1:]])
         return FeatureData(
