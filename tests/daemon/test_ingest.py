@@ -17,6 +17,11 @@ NOW = time.time()
 
 @pytest.fixture
 def reference(tmp_path):
+    return write_reference(tmp_path)
+
+
+def write_reference(tmp_path):
+    """A Parquet reference: numeric x and y, categorical kind, prediction and label."""
     rng = np.random.default_rng(1)
     n = 4000
     frame = pd.DataFrame(

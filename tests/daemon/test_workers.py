@@ -14,9 +14,14 @@ import pytest
 from mlwarden.daemon.batches import BatchRejected
 from mlwarden.daemon.workers import WorkerPool
 
-from .test_ingest import config, ready, records, reference  # noqa: F401 (fixture)
+from .test_ingest import config, ready, records, write_reference
 
 NOW = time.time()
+
+
+@pytest.fixture
+def reference(tmp_path):
+    return write_reference(tmp_path)
 
 
 def pid_and_square(x: int) -> tuple[int, int]:
@@ -66,7 +71,7 @@ async def test_ingest_through_workers_matches_ingest_in_threads(
     make_warden,
     make_client,
     reference,
-    tmp_path,  # noqa: F811
+    tmp_path,
 ):
     batch = records(40)
     columns = {
