@@ -23,7 +23,7 @@ NUMERIC = Layout(("x", "y", "prediction"), (), prediction="prediction")
 MIXED = Layout(("x", "y"), ("kind",), categories=(("a", "b", "3"),), prediction="")
 
 
-def parse(payload, layout, booleans):
+def parse(payload, booleans, layout):
     return parse_predictions(
         payload, layout, task="regression", now=NOW, oldest=NOW - 86400, max_batch=100,
         booleans=booleans,
@@ -33,8 +33,8 @@ def parse(payload, layout, booleans):
 def outcome(body: bytes, layout: Layout, fast: bool):
     try:
         if fast:
-            return parse(decode_batch(body, layout), layout, may_hold_booleans(body))
-        return parse(decode_json(body), layout, True)
+            return parse(*decode_batch(body, layout), layout)
+        return parse(decode_json(body), True, layout)
     except BatchRejected as exc:
         return (exc.reason, str(exc))
 

@@ -153,6 +153,32 @@ def test_serialisation_round_trip():
     assert len(cut.keys) == 5 and set(cut.keys) <= set(profile.keys)
 
 
+def test_journal_columns_round_trip_and_old_npz_blobs_still_read():
+    from mlwarden.daemon.profiles import _pack
+
+    rng = np.random.default_rng(6)
+    numeric = rng.normal(size=(7, 3)).T.copy().T  # not C-contiguous: written in C order
+    nulls = rng.random((7, 3)) < 0.3
+    for cols in (
+        Columns(numeric, rng.integers(-2, 5, size=(7, 2)).astype(np.int32), nulls),
+        Columns(numeric, np.zeros((7, 0), np.int32)),  # no categorical feature
+        Columns(np.zeros((0, 3)), np.zeros((0, 2), np.int32)),  # no row
+    ):
+        old = {"numeric": cols.numeric, "codes": cols.codes}
+        if cols.nulls is not None:
+            old["nulls"] = cols.nulls
+        for blob in (cols.to_bytes(), _pack(old)):
+            back = Columns.from_bytes(blob)
+            np.testing.assert_array_equal(back.numeric, cols.numeric)
+            np.testing.assert_array_equal(back.codes, cols.codes)
+            assert back.codes.dtype == np.int32 and back.numeric.shape == cols.numeric.shape
+            if cols.nulls is None:
+                assert back.nulls is None
+            else:
+                np.testing.assert_array_equal(back.nulls, cols.nulls)
+            back.numeric[:1] = 0.0  # writable, not a view of the blob
+
+
 def test_deferred_cut_keeps_the_same_bottom_k_rows():
     lay = layout(np.array([[0.0, 1.0]]), categories=())
     rng = np.random.default_rng(7)

@@ -105,3 +105,13 @@ async def test_ingest_through_workers_matches_ingest_in_threads(
     np.testing.assert_array_equal(p0.cat_counts, p1.cat_counts)
     np.testing.assert_allclose(p0.mean, p1.mean, rtol=1e-12)
     assert p1.layout is warden.service("ingest").model_state("m").layout
+
+
+async def test_a_reload_changes_the_number_of_workers(make_warden, make_config, reference):
+    warden = await make_warden(config(reference))
+    ingest = await ready(warden)
+    assert ingest.workers.processes == 0
+    await warden.reload(make_config(config(reference, "ingest_workers = 1")))
+    assert ingest.workers.processes == 1
+    result = await ingest.record_predictions("m", {"records": records(3)})
+    assert result["accepted"] == 3

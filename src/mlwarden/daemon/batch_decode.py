@@ -68,14 +68,19 @@ def decode_json(body: bytes, *, expect: type = dict) -> Any:
     return data
 
 
-def decode_batch(body: bytes, layout: Layout | None) -> Any:
-    """The decoded predictions body; numeric feature columns as float64 arrays if it can."""
+def decode_batch(body: bytes, layout: Layout | None) -> tuple[Any, bool]:
+    """The decoded predictions body, and whether its lists of values may hold booleans.
+
+    Numeric feature columns come as float64 arrays when the fast path takes the body;
+    they need no type check, and the lists it leaves are checked value by value, so its
+    answer is True (scanning the body would cost more than it saves).
+    """
     # A record body is left to orjson at once ('"records"' anywhere: even in a string).
     if layout is not None and layout.numeric and b'"records"' not in body:
         payload = _columnar(body, frozenset(layout.numeric))
         if payload is not None:
-            return payload
-    return decode_json(body)
+            return payload, True
+    return decode_json(body), may_hold_booleans(body)
 
 
 def _columnar(body: bytes, numeric: frozenset[str]) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .batch_decode import decode_batch, may_hold_booleans
+from .batch_decode import decode_batch
 from .batches import PredictionBatch, parse_predictions
 from .profiles import Columns, Layout, Profile
 
@@ -60,9 +60,7 @@ def prepare_batch(
     """
     parse_layout = layout if profiled else None
     if isinstance(payload, bytes | bytearray):
-        body = bytes(payload)
-        payload = decode_batch(body, parse_layout)
-        options["booleans"] = may_hold_booleans(body)
+        payload, options["booleans"] = decode_batch(bytes(payload), parse_layout)
     batch = parse_predictions(payload, parse_layout, **options)
     batch.versions[batch.versions == ""] = default_version
     parts = [
