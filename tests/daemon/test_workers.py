@@ -93,6 +93,9 @@ async def test_ingest_through_workers_matches_ingest_in_threads(
         for body in ({"records": batch}, {"columns": columns}):
             resp = await client.post("/api/models/m/predictions", json=body)
             assert resp.status == 201, await resp.text()
+        resp = await client.post("/api/models/m/predictions", data=b'{"records": [')
+        assert resp.status == 400  # decode errors come back from the worker as they are
+        assert (await resp.json())["error"]["code"] == "malformed_json"
         resp = await client.post("/api/models/m/predictions", json={"records": bad})
         assert resp.status == 400
         error = (await resp.json())["error"]
