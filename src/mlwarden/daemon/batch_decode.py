@@ -9,9 +9,10 @@ error -- is decoded by ``decode_json`` instead, and parse_predictions then valid
 value by value, with its exact messages. Both paths accept the same bodies and give the
 same batch.
 
-The decoder also says whether the body can hold a JSON boolean at all: without the
-bytes ``true`` or ``false`` anywhere in it (a scan at memory speed), the validation of
-numeric values needs no per-value type check, only numpy's dtype discovery.
+For a body left to ``decode_json`` (every record body), the decoder also says whether
+it can hold a JSON boolean at all: without the bytes ``true`` or ``false`` anywhere in
+it (a scan at memory speed), the validation of numeric values needs no per-value type
+check, only numpy's dtype discovery.
 """
 
 from __future__ import annotations

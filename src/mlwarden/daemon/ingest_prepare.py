@@ -33,7 +33,7 @@ class PreparedBatch:
     batch: PredictionBatch
     #: Per (version, bucket): the journal blob of its columns and its profile.
     parts: list[tuple[BucketKey, bytes, Profile]]
-    predictions: bytes  # the prediction_batches blob (ingest_tables.encode_predictions)
+    predictions: bytes  # the prediction_batches blob (encode_predictions)
 
     def attach(self, layout: Layout) -> PreparedBatch:
         """Point the profiles at the daemon's own layout (a worker sends back a copy)."""
