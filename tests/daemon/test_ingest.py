@@ -295,8 +295,9 @@ async def test_labels_join_by_id_and_outcomes_filter(make_warden, reference):
     assert warden.metrics.registry.get_sample_value("mlwarden_labels_total", {"model": "m"}) == 4
 
 
-async def test_classification_and_open_schema_models(make_warden, reference):
-    warden = await make_warden(config(reference))
+@pytest.mark.parametrize("workers", [0, 1])  # in threads, and in a worker process
+async def test_classification_and_open_schema_models(make_warden, reference, workers):
+    warden = await make_warden(config(reference, f"ingest_workers = {workers}"))
     ingest = await ready(warden, "cls")
     await ready(warden, "open")
     batch = [
