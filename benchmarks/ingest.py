@@ -1,11 +1,14 @@
 """The streaming path: ingest throughput over HTTP, drift-check latency, memory.
 
-    python benchmarks/ingest.py [--quick]
+    python benchmarks/ingest.py [--quick] [--only ingest|window|memory] [--ingest-workers 0,2]
 
 1. Ingest over HTTP against a real ``mlwarden run`` subprocess on loopback: batches of
-   1,000 records with 50 numeric features, record JSON and columnar JSON, sent by a few
-   concurrent clients (bodies encoded beforehand, so the client costs little); prints
-   records/s and feature values/s. Each answer is a 2xx that was committed to SQLite.
+   1,000 records with 50 numeric features, record JSON and columnar JSON, sent by 4
+   concurrent clients (``BENCH_SENDERS=n`` for another number; bodies encoded
+   beforehand, so the client costs little), once per ``monitoring.ingest_workers``
+   value given; prints records/s, feature values/s and the CPU per batch of the daemon
+   (with its worker processes, and of its own process alone). Each answer is a 2xx
+   that was committed to SQLite.
 2. Drift-check latency on windows of 1M and 10M rows built from bucket profiles (the
    rows themselves are never stored: a window is the sum of its buckets), through
    ``MonitorService.check`` in-process, with the daemon's clock moved by hand: the
