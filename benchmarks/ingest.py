@@ -123,12 +123,7 @@ class Daemon:
         return out
 
     def children_rss_mb(self) -> float:
-        total = 0.0
-        for pid in self.children():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        return total
+        return sum(self._status_mb("VmRSS:", pid) for pid in self.children())
 
     def rss_mb(self) -> float:
         return self._status_mb("VmRSS:")
@@ -136,9 +131,9 @@ class Daemon:
     def peak_rss_mb(self) -> float:
         return self._status_mb("VmHWM:")
 
-    def _status_mb(self, key: str) -> float:
+    def _status_mb(self, key: str, pid: int | None = None) -> float:
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{pid or self.proc.pid}/status").read_text().splitlines():
             if line.startswith(key):
                 return int(line.split()[1]) / 1024
         return float("nan")

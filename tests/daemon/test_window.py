@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zipfile
 
@@ -206,9 +207,9 @@ async def test_concurrent_flushes_write_a_closed_bucket_once(make_config, refere
             assert tuple((await conn.execute(query)).one()) == (1, 40)
 
 
-async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_config, reference):
-    from sqlalchemy import event
-
+@contextlib.asynccontextmanager
+async def kept_window(make_config, reference):
+    """A daemon (its clock moved by hand) keeping a 3-bucket window of one closed bucket."""
     now = [START]
     config = make_config(settings(reference), **{"monitoring.window_hours": 3 * BUCKET / 3600})
     async with Warden(config, clock=lambda: now[0]) as warden:
@@ -219,6 +220,14 @@ async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_con
         now[0] = START + BUCKET
         await ledger.flush()
         await ledger.window(state, now[0] - 3 * BUCKET, now[0])  # the first check builds it
+        yield warden, ingest, state, now
+
+
+async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_config, reference):
+    from sqlalchemy import event
+
+    async with kept_window(make_config, reference) as (warden, ingest, state, now):
+        ledger = ingest.ledger
         statements: list[str] = []
         engine = warden.store.engine.sync_engine
         listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
@@ -244,16 +253,8 @@ async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_con
 
 
 async def test_a_window_that_cannot_be_moved_is_dropped_and_reported(make_config, reference):
-    now = [START]
-    config = make_config(settings(reference), **{"monitoring.window_hours": 3 * BUCKET / 3600})
-    async with Warden(config, clock=lambda: now[0]) as warden:
-        ingest = warden.service("ingest")
-        ledger, state = ingest.ledger, ingest.model_state("m")
-        await state.ready.wait()
-        await send(ingest, 0, 40)
-        now[0] = START + BUCKET
-        await ledger.flush()
-        await ledger.window(state, now[0] - 3 * BUCKET, now[0])
+    async with kept_window(make_config, reference) as (warden, ingest, state, now):
+        ledger = ingest.ledger
         await send(ingest, 1, 40)
         now[0] += BUCKET
         await ledger.flush()
