@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from .sequential import mixture_half_width, mixture_rho2
 
@@ -57,7 +57,7 @@ def srm_check(n_a: int, n_b: int, weight_b: float, threshold: float = 0.001) -> 
     if total == 0:
         return SrmCheck((n_a, n_b), expected, 0.0, 1.0, threshold, False)
     chi2 = (n_a - expected[0]) ** 2 / expected[0] + (n_b - expected[1]) ** 2 / expected[1]
-    p = float(stats.chi2.sf(chi2, 1))
+    p = float(special.chdtrc(1, chi2))
     return SrmCheck((int(n_a), int(n_b)), expected, float(chi2), p, threshold, p < threshold)
 
 
@@ -133,8 +133,8 @@ def power_report(
     if not sigma2 > 0 or not math.isfinite(sigma2):
         return None
     delta = abs(effect)
-    z_alpha = float(stats.norm.ppf(1 - alpha / 2))
-    z_power = float(stats.norm.ppf(target_power))
+    z_alpha = float(special.ndtri(1 - alpha / 2))
+    z_power = float(special.ndtri(target_power))
 
     def se(total: float) -> float:
         return math.sqrt(sigma2 / total)
@@ -144,7 +144,7 @@ def power_report(
 
         def power_at(total: float) -> float:
             half = float(mixture_half_width(sigma2 / total, sigma2 * rho2, alpha))
-            return float(stats.norm.cdf((delta - half) / se(total)))
+            return float(special.ndtr((delta - half) / se(total)))
 
         lo, hi = 2.0, 2.0
         while power_at(hi) < target_power and hi < 1e15:
@@ -158,7 +158,7 @@ def power_report(
         required = math.ceil((z_alpha + z_power) ** 2 * sigma2 / delta**2)
         if n > 0:
             shift = delta / se(n)
-            power = float(stats.norm.cdf(shift - z_alpha) + stats.norm.cdf(-shift - z_alpha))
+            power = float(special.ndtr(shift - z_alpha) + special.ndtr(-shift - z_alpha))
         else:
             power = 0.0
     per_arm = (math.ceil(required * (1 - weight_b)), math.ceil(required * weight_b))

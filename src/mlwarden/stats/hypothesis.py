@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 __all__ = [
     "Comparison",
@@ -92,8 +92,8 @@ def welch_summary(
         se = np.sqrt(se2)
         df = se2**2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1))
         t = diff / se
-        p = 2.0 * stats.t.sf(np.abs(t), df)
-        q = stats.t.ppf(0.5 + confidence / 2.0, df)
+        p = 2.0 * special.stdtr(df, -np.abs(t))
+        q = special.stdtrit(df, 0.5 + confidence / 2.0)
     degenerate = se2 == 0
     p = np.where(degenerate, np.where(diff == 0, 1.0, 0.0), p)
     t = np.where(degenerate, np.where(diff == 0, 0.0, np.copysign(np.inf, diff)), t)
@@ -119,8 +119,8 @@ def z_test_summary(
     with np.errstate(divide="ignore", invalid="ignore"):
         z = diff / se0
     z = np.where(se0 == 0, 0.0, z)
-    p = 2.0 * stats.norm.sf(np.abs(z))
-    half = stats.norm.ppf(0.5 + confidence / 2.0) * se1
+    p = 2.0 * special.ndtr(-np.abs(z))
+    half = special.ndtri(0.5 + confidence / 2.0) * se1
     return z, p, diff - half, diff + half
 
 
@@ -136,7 +136,7 @@ def relative_lift(
     lift = (mean_b - mean_a) / abs(mean_a)
     # ratio r = B / A: Var(r) ~ Var(B)/A^2 + B^2 Var(A)/A^4 (independent arms).
     var_ratio = var_mean_b / mean_a**2 + mean_b**2 * var_mean_a / mean_a**4
-    half = float(stats.norm.ppf(0.5 + confidence / 2.0)) * math.sqrt(max(var_ratio, 0.0))
+    half = float(special.ndtri(0.5 + confidence / 2.0)) * math.sqrt(max(var_ratio, 0.0))
     return lift, (lift - half, lift + half)
 
 
@@ -225,6 +225,8 @@ def mann_whitney(a: Any, b: Any, confidence: float = 0.95) -> Comparison:
     xa, xb = _as_sample(a, "A"), _as_sample(b, "B")
     if xa.size < 2 or xb.size < 2:
         raise ValueError(f"Mann-Whitney needs >= 2 values per arm, got {xa.size} and {xb.size}")
+    from scipy import stats  # ~40 MB: loaded by the first test that needs it
+
     res = stats.mannwhitneyu(xb, xa, alternative="two-sided")
     rng = np.random.default_rng(0)
     sa = (
@@ -239,7 +241,7 @@ def mann_whitney(a: Any, b: Any, confidence: float = 0.95) -> Comparison:
     )
     diffs = np.sort((sb[None, :] - sa[:, None]).ravel())
     m, n = sa.size, sb.size
-    z = stats.norm.ppf(0.5 + confidence / 2.0)
+    z = special.ndtri(0.5 + confidence / 2.0)
     k = math.floor(m * n / 2 - z * math.sqrt(m * n * (m + n + 1) / 12.0))
     k = min(max(k, 0), diffs.size - 1)
     ma, mb = float(xa.mean()), float(xb.mean())

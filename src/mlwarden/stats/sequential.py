@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from .hypothesis import Comparison, compare
 
@@ -173,7 +173,7 @@ def sequential_compare(
     if lift_interval is not None and fixed.lift is not None:
         # Widen the delta-method lift interval by the ratio of the sequence's half-width
         # to the fixed-horizon z half-width (an approximation, documented as such).
-        z_half = float(stats.norm.ppf(0.5 + confidence / 2.0)) * math.sqrt(var_estimate)
+        z_half = float(special.ndtri(0.5 + confidence / 2.0)) * math.sqrt(var_estimate)
         cs_half = (float(hi) - float(lo)) / 2.0
         scale = cs_half / z_half if z_half > 0 and math.isfinite(cs_half) else math.inf
         lift_half = (lift_interval[1] - lift_interval[0]) / 2.0 * scale

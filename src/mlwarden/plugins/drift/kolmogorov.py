@@ -16,7 +16,8 @@ probability (accurate to ~1e-13 relative), and agrees with scipy to better than 
 relative. For the insignificant statistics (``n d^2 < 2.2``) scipy evaluates the
 Pelz-Good series with small numpy arrays (~0.2 ms); ``pelz_good_cdf`` is the same
 series in scalar floats. Every other branch (small ``n``, tiny or extreme statistics)
-is delegated to scipy, which is fast there.
+is delegated to scipy, which is fast there. scipy.stats itself (~40 MB of a daemon's
+memory) is imported only when one of those branches first runs.
 
 References
 ----------
@@ -34,12 +35,7 @@ import warnings
 from fractions import Fraction
 
 import numpy as np
-from scipy import special, stats
-
-try:  # kstwo.sf's own kernel, without the ~0.5 ms of rv_continuous argument handling
-    from scipy.stats._ksstats import _kolmogn
-except ImportError:  # pragma: no cover - a scipy that moved it
-    _kolmogn = None
+from scipy import special
 
 __all__ = [
     "MAX_EXACT_SIZE",
@@ -186,6 +182,8 @@ def ks_2samp_sorted(
     if method == "auto":
         method = "exact" if max(n1, n2) <= MAX_EXACT_SIZE else "asymp"
     if method == "exact":
+        from scipy import stats  # ~40 MB, loaded by the first exact test (samples <= 500)
+
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             result = stats.ks_2samp(reference.values, current, method="exact")
@@ -208,8 +206,19 @@ def kolmogorov_sf(d: float, n: int) -> float:
         # The branch of the insignificant statistics: 1 - Pelz-Good's CDF.
         if 1.0 < t < n - 1 and d < 0.5 and nx2 < 2.2 and not (n <= 100_000 and n * d**1.5 <= 1.4):
             return min(max(1.0 - pelz_good_cdf(n, d), 0.0), 1.0)
+    return _scipy_kolmogorov_sf(d, n)
+
+
+def _scipy_kolmogorov_sf(d: float, n: int) -> float:
+    """scipy's own ``kstwo.sf(d, n)``; scipy.stats (~40 MB) is imported on first use."""
+    try:  # kstwo.sf's own kernel, without the ~0.5 ms of rv_continuous argument handling
+        from scipy.stats._ksstats import _kolmogn
+    except ImportError:  # pragma: no cover - a scipy that moved it
+        _kolmogn = None
     if _kolmogn is not None and n >= 1 and 0.0 < d < 1.0:
         return float(_kolmogn(int(n), float(d), cdf=False))
+    from scipy import stats
+
     return float(stats.kstwo.sf(d, n))
 
 
