@@ -211,7 +211,7 @@ def bench_ingest(root: Path, quick: bool, workers: int = 0) -> dict[str, float]:
     with Daemon(root, config) as daemon:
         url = daemon.url + "/api/models/m/predictions"
         asyncio.run(send_all(url, record_bodies(2, 1000, seed=0), 2))  # warm-up
-        n_rec = 10 if quick else 40
+        n_rec = 10 if quick else 100
         n_col = 20 if quick else 200
         for form, bodies in (
             ("records", record_bodies(n_rec, 1000, seed=1)),

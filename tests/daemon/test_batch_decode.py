@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from mlwarden.daemon.batch_decode import decode_batch, decode_json, may_hold_booleans
-from mlwarden.daemon.batches import BatchRejected, PredictionBatch, parse_predictions
+from mlwarden.daemon.batch_records import decode_records
+from mlwarden.daemon.batches import PredictionBatch, parse_predictions
 from mlwarden.daemon.profiles import Layout
+from mlwarden.errors import InvalidInput
 
 NOW = time.time()
 NUMERIC = Layout(("x", "y", "prediction"), (), prediction="prediction")
@@ -35,8 +37,8 @@ def outcome(body: bytes, layout: Layout, fast: bool):
         if fast:
             return parse(*decode_batch(body, layout), layout)
         return parse(decode_json(body), True, layout)
-    except BatchRejected as exc:
-        return (exc.reason, str(exc))
+    except InvalidInput as exc:  # BatchRejected, or a body that is not JSON
+        return (exc.code, str(exc))
 
 
 def same(a, b) -> None:
@@ -153,3 +155,90 @@ def test_structure_problems_are_worded_by_the_plain_path():
             plain = (type(exc).__name__, str(exc))
         same(fast, plain)
         assert not isinstance(fast, PredictionBatch), body
+
+
+# -- record bodies: the typed decode (msgspec) -------------------------------------------
+
+
+def records(*rows: str, extra: str = "") -> bytes:
+    return ('{"records": [' + ", ".join(rows) + "]" + extra + "}").encode()
+
+
+def taken(body: bytes, layout: Layout) -> bool:
+    return decode_records(body, layout) is not None
+
+
+@pytest.mark.parametrize("layout", [NUMERIC, MIXED], ids=["numeric", "mixed"])
+def test_the_typed_decode_takes_clean_record_bodies(layout):
+    kind = ['"a"', '"b"', "3", "null"] if layout is MIXED else None
+    for x in (CLEAN, ["1", "2", "3", "4"], ["0.5", "null", "1.0", "2.0"]):
+        body = record_body(x, CLEAN, kind=kind, extra=', "ts": 1.5e9, "error": false')
+        assert taken(body, layout), body
+        same(outcome(body, layout, fast=True), outcome(body, layout, fast=False))
+
+
+REC = '"features": {"x": 1.5, "y": 2}'
+EDGES = {
+    # what the typed decode leaves to the plain path
+    "unknown record field": (records(f'{{"id": "a", {REC}, "other": 1}}'), False),
+    "missing id": (records(f"{{{REC}}}"), False),
+    "missing feature": (records('{"id": "a", "features": {"x": 1.5}}'), False),
+    "unknown feature": (records('{"id": "a", "features": {"x": 1, "y": 2, "z": 3}}'), False),
+    "features not an object": (records('{"id": "a", "features": [1, 2]}'), False),
+    "record not an object": (records(f'{{"id": "a", {REC}}}', "[1]"), False),
+    "columns too": (records(f'{{"id": "a", {REC}}}', extra=', "columns": {}'), False),
+    "other top-level key": (records(f'{{"id": "a", {REC}}}', extra=', "model": "m"'), False),
+    "empty batch": (records(), False),
+    "id beyond int64": (records(f'{{"id": {10**30}, {REC}}}'), False),
+    "id below int64": (records(f'{{"id": {-(2**63) - 1}, {REC}}}'), False),
+    "nested id": (records(f'{{"id": ["a"], {REC}}}'), False),
+    "NaN literal": (records('{"id": "a", "features": {"x": NaN, "y": 2}}'), False),
+    "beyond float64": (records('{"id": "a", "features": {"x": 1e400, "y": 2}}'), False),
+    "invalid utf-8": (b'{"records": [{"id": "\xff", "features": {"x": 1, "y": 2}}]}', False),
+    # what it takes, with the plain path's outcome
+    "id up to uint64": (records(f'{{"id": {2**64 - 1}, {REC}}}'), True),
+    "integer feature beyond int64": (
+        records(f'{{"id": "a", "features": {{"x": {10**30}, "y": {-(2**63) - 1}}}}}'),
+        True,
+    ),
+    "duplicate feature key": (records('{"id": "a", "features": {"x": 1, "y": 2, "x": 3}}'), True),
+    "escaped id": (records(f'{{"id": "\\u00e9\\n\\ud83d\\ude00", {REC}}}'), True),
+    "duplicate ids": (records(f'{{"id": "a", {REC}}}', f'{{"id": "a", {REC}}}'), True),
+    "bad timestamp": (records(f'{{"id": "a", {REC}, "ts": "yesterday"}}'), True),
+    "boolean prediction": (records(f'{{"id": "a", {REC}, "prediction": true}}'), True),
+    "null version": (records(f'{{"id": "a", {REC}, "version": null}}'), True),
+    "some records with latency": (
+        records(f'{{"id": "a", {REC}, "latency_ms": 3}}', f'{{"id": "b", {REC}}}'),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGES))
+def test_record_edge_cases_agree_with_the_plain_path(case):
+    body, fast_way = EDGES[case]
+    layout = Layout(("x", "y"), ())
+    assert taken(body, layout) is fast_way
+    same(outcome(body, layout, fast=True), outcome(body, layout, fast=False))
+
+
+def test_record_values_are_read_bit_for_bit():
+    rng = np.random.default_rng(7)
+    values = np.concatenate(
+        [rng.normal(size=300), rng.normal(scale=1e-300, size=50), rng.normal(scale=1e300, size=50)]
+    )
+    texts = [repr(float(v)) for v in values] + ["-0.0", "5e-324", "1E5", "123456789012345678"]
+    texts += [f"{v:.17e}" for v in values[:50]] + [str(int(v * 1e6)) for v in values[:50]]
+    rows = [
+        f'{{"id": "r{i}", "features": {{"x": {t}, "y": 1}}, "prediction": 0}}'
+        for i, t in enumerate(texts)
+    ]
+    body = records(*rows)
+    layout = Layout(("x", "y"), ())
+    assert taken(body, layout)
+    payload, _ = decode_batch(body, layout)
+    fast = parse_predictions(
+        payload, layout, task="regression", now=NOW, oldest=NOW - 86400, max_batch=1000
+    )
+    expected = [float(json.loads(t)) for t in texts]
+    assert fast.columns.numeric[:, 0].tobytes() == np.array(expected).tobytes()

@@ -26,6 +26,7 @@ import orjson
 import simdjson
 
 from ..errors import InvalidInput
+from .batch_records import decode_records
 from .profiles import Layout
 
 __all__ = ["decode_batch", "decode_json", "may_hold_booleans"]
@@ -76,9 +77,12 @@ def decode_batch(body: bytes, layout: Layout | None) -> tuple[Any, bool]:
     they need no type check, and the lists it leaves are checked value by value, so its
     answer is True (scanning the body would cost more than it saves).
     """
-    # A record body is left to orjson at once ('"records"' anywhere: even in a string).
-    if layout is not None and layout.numeric and b'"records"' not in body:
-        payload = _columnar(body, frozenset(layout.numeric))
+    # '"records"' anywhere (even in a string) sends the body to the records' decoder.
+    if layout is not None and layout.numeric:
+        if b'"records"' not in body:
+            payload = _columnar(body, frozenset(layout.numeric))
+        else:
+            payload = decode_records(body, layout)
         if payload is not None:
             return payload, True
     return decode_json(body), may_hold_booleans(body)

@@ -205,6 +205,10 @@ def _feature_rows(features: list[dict[str, Any]], names: tuple[str, ...]) -> lis
         return None if any(features) else [() for _ in features]
     if set(map(len, features)) != {len(names)}:
         return None
+    # The decoder's own key objects: a lookup by the same object skips comparing the
+    # strings (a third of the time at 50 features).
+    keys = {key: key for key in features[0]}
+    names = tuple(keys.get(name, name) for name in names)
     try:  # with every record of len(names) keys, finding every name proves the set
         rows = list(map(operator.itemgetter(*names), features))
     except KeyError:
