@@ -225,7 +225,7 @@ def mann_whitney(a: Any, b: Any, confidence: float = 0.95) -> Comparison:
     xa, xb = _as_sample(a, "A"), _as_sample(b, "B")
     if xa.size < 2 or xb.size < 2:
         raise ValueError(f"Mann-Whitney needs >= 2 values per arm, got {xa.size} and {xb.size}")
-    from scipy import stats  # ~40 MB: loaded by the first test that needs it
+    from scipy import stats  # ~35 MB: imported by the first test that needs it
 
     res = stats.mannwhitneyu(xb, xa, alternative="two-sided")
     rng = np.random.default_rng(0)

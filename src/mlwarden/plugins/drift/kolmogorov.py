@@ -16,7 +16,7 @@ probability (accurate to ~1e-13 relative), and agrees with scipy to better than 
 relative. For the insignificant statistics (``n d^2 < 2.2``) scipy evaluates the
 Pelz-Good series with small numpy arrays (~0.2 ms); ``pelz_good_cdf`` is the same
 series in scalar floats. Every other branch (small ``n``, tiny or extreme statistics)
-is delegated to scipy, which is fast there. scipy.stats itself (~40 MB of a daemon's
+is delegated to scipy, which is fast there. scipy.stats itself (about 35 MB of a daemon's
 memory) is imported only when one of those branches first runs.
 
 References
@@ -182,7 +182,7 @@ def ks_2samp_sorted(
     if method == "auto":
         method = "exact" if max(n1, n2) <= MAX_EXACT_SIZE else "asymp"
     if method == "exact":
-        from scipy import stats  # ~40 MB, loaded by the first exact test (samples <= 500)
+        from scipy import stats  # ~35 MB: imported by the first exact test (samples <= 500)
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
@@ -210,7 +210,7 @@ def kolmogorov_sf(d: float, n: int) -> float:
 
 
 def _scipy_kolmogorov_sf(d: float, n: int) -> float:
-    """scipy's own ``kstwo.sf(d, n)``; scipy.stats (~40 MB) is imported on first use."""
+    """scipy's own ``kstwo.sf(d, n)``; scipy.stats (~35 MB) is imported on first use."""
     try:  # kstwo.sf's own kernel, without the ~0.5 ms of rv_continuous argument handling
         from scipy.stats._ksstats import _kolmogn
     except ImportError:  # pragma: no cover - a scipy that moved it
