@@ -1,0 +1,209 @@
+"""The floor of ingest: what a 1,000-record batch costs before any daemon overhead.
+
+    python benchmarks/ingest_floor.py [--batches 100]
+
+Issue 3 asks for 200,000 records/s of columnar JSON (and 20,000 of record JSON) on a
+2-core machine, in batches of 1,000: 200 batches/s, so at most 10 ms of CPU per batch
+for everything, the client included. This script measures, in one run, the parts no
+ingest design that keeps the present contract can skip, each on its own:
+
+- **HTTP**: a bare aiohttp handler that only reads the body (a subprocess on loopback,
+  the same 4 concurrent senders and bodies as benchmarks/ingest.py); its CPU per
+  request.
+- **prepare**: ``ingest_prepare.prepare_batch`` in-process (decode, validate, cut by
+  bucket, profile, encode), the daemon's own code; median CPU per batch.
+- **store**: the statements every acknowledged batch commits before its 201, in plain
+  ``sqlite3`` with the daemon's pragmas (WAL, synchronous=NORMAL) and no SQLAlchemy:
+  the duplicate-id probe, the batch row, one row per id (what labels join on), the
+  journal row of the batch's columns, the commit. CPU per batch over ``--batches``
+  batches into a growing table.
+
+It then runs a real ``mlwarden run`` (default config) on the same bodies and prints its
+CPU per batch and records/s next to the floor, and the records/s two fully used cores
+would give at the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ingest as bench  # the same bodies, client and daemon harness
+
+from mlwarden.daemon.config import ModelConfig, MonitoringConfig
+from mlwarden.daemon.ingest_prepare import prepare_batch
+from mlwarden.daemon.reference import build_reference
+
+SERVER = """
+import sys
+from aiohttp import web
+
+async def read_only(request):
+    await request.read()
+    return web.json_response({"accepted": 1000}, status=201)
+
+app = web.Application(client_max_size=64 << 20)
+app.router.add_post("/p", read_only)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+"""
+
+
+def _cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bare_http(bodies: list[bytes]) -> float:
+    """Server CPU seconds per request of a handler that only reads the body."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        before = _cpu(proc.pid)
+        asyncio.run(bench.send_all(f"http://127.0.0.1:{port}/p", bodies, bench.SENDERS))
+        return (_cpu(proc.pid) - before) / len(bodies)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def prepare(bodies: list[bytes], layout) -> tuple[float, list]:
+    """Median CPU seconds of prepare_batch per body, and the prepared batches."""
+    now = time.time()
+    times, prepared = [], []
+    for body in bodies:
+        start = time.process_time()
+        prepared.append(
+            prepare_batch(
+                body, layout, profiled=True, default_version="1", bucket_seconds=300,
+                sample_size=5000, task="regression", now=now, oldest=now - 86400,
+                max_batch=10_000,
+            )
+        )  # fmt: skip
+        times.append(time.process_time() - start)
+    return statistics.median(times), prepared
+
+
+def store(prepared: list, path: Path) -> float:
+    """CPU seconds per batch of the statements an acknowledged batch commits."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(
+        "CREATE TABLE batches (seq INTEGER PRIMARY KEY, model TEXT, ts_min REAL, "
+        "ts_max REAL, rows INT, data BLOB)"
+    )
+    db.execute("CREATE TABLE ids (model TEXT, id TEXT, batch INT, PRIMARY KEY (model, id))")
+    db.execute(
+        "CREATE TABLE journal (seq INTEGER PRIMARY KEY, model TEXT, version TEXT, "
+        "start REAL, layout TEXT, data BLOB)"
+    )
+    import orjson
+
+    start = time.process_time()
+    for b, batch in enumerate(prepared):
+        ids = orjson.dumps([f"{b}-{rid}" for rid in batch.batch.ids.tolist()]).decode()
+        db.execute("BEGIN")
+        db.execute(
+            "SELECT i.id FROM json_each(?) AS j CROSS JOIN ids AS i "
+            "ON i.model = 'm' AND i.id = j.value LIMIT 1",
+            (ids,),
+        ).fetchall()
+        seq = db.execute(
+            "INSERT INTO batches (model, ts_min, ts_max, rows, data) VALUES ('m', ?, ?, ?, ?)",
+            (float(batch.batch.ts.min()), float(batch.batch.ts.max()), len(batch.batch),
+             batch.predictions),
+        ).lastrowid  # fmt: skip
+        db.execute(
+            "INSERT INTO ids (model, id, batch) SELECT 'm', value, ? FROM json_each(?)",
+            (seq, ids),
+        )
+        for (version, bucket), blob, _ in batch.parts:
+            db.execute(
+                "INSERT INTO journal (model, version, start, layout, data) "
+                "VALUES ('m', ?, ?, 'fp', ?)",
+                (version, bucket, blob),
+            )
+        db.execute("COMMIT")
+    seconds = (time.process_time() - start) / len(prepared)
+    db.close()
+    return seconds
+
+
+def daemon_run(root: Path, reference: Path, forms: dict[str, list[bytes]]) -> dict:
+    config = (
+        "[monitoring]\ninterval_seconds = 3600\n"
+        f'[[models]]\nname = "m"\nreference = "{reference}"\n'
+    )
+    out = {}
+    with bench.Daemon(root, config) as daemon:
+        url = daemon.url + "/api/models/m/predictions"
+        asyncio.run(bench.send_all(url, bench.record_bodies(2, 1000, seed=0), 2))  # warm-up
+        for form, bodies in forms.items():
+            cpu = daemon.cpu_seconds()
+            seconds, _ = asyncio.run(bench.send_all(url, bodies, bench.SENDERS))
+            out[form] = ((daemon.cpu_seconds() - cpu) / len(bodies), len(bodies) * 1000 / seconds)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batches", type=int, default=100, help="batches per form (100)")
+    args = parser.parse_args()
+    print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    forms = {
+        "records": bench.record_bodies(args.batches, 1000, seed=1),
+        "columns": bench.column_bodies(args.batches, 1000, seed=2),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        frame = bench.reference_frame(50_000, seed=1)
+        reference = root / "reference.parquet"
+        frame.to_parquet(reference)
+        layout = build_reference(frame, ModelConfig(name="m"), MonitoringConfig(), "fp").layout
+        floors = {}
+        for form, bodies in forms.items():
+            http = bare_http(bodies)
+            prep, prepared = prepare(bodies, layout)
+            db = store(prepared, root / f"floor-{form}.db")
+            floors[form] = (http, prep, db)
+        (root / "daemon").mkdir()
+        measured = daemon_run(root / "daemon", reference, forms)
+    print("CPU per 1,000-record batch (50 features), ms; records/s on 2 cores:")
+    for form, (http, prep, db) in floors.items():
+        floor = http + prep + db
+        cpu, rate = measured[form]
+        print(
+            f"  {form:8s}: HTTP read {http * 1e3:5.1f} + prepare {prep * 1e3:5.1f} + store "
+            f"{db * 1e3:5.1f} = floor {floor * 1e3:5.1f} ms -> at most {2 / floor * 1000:8.0f} "
+            f"records/s with both cores busy; the daemon: {cpu * 1e3:5.1f} ms "
+            f"({cpu / floor:.2f}x the floor), {rate:7.0f} records/s"
+        )
+    print("Goals: 200,000 records/s columnar (10 ms per batch on 2 cores), 20,000 record JSON.")
+
+
+if __name__ == "__main__":
+    main()
