@@ -269,3 +269,40 @@ async def test_a_window_that_cannot_be_moved_is_dropped_and_reported(make_config
         assert any(e["where"] == "window m" for e in warden.last_errors)
         with pytest.raises(zipfile.BadZipFile):  # the check reads it anew and fails itself
             await ledger.window(state, now[0] - 3 * BUCKET, now[0])
+
+
+async def test_a_clock_stepped_back_merges_the_window_apart_once(make_config, reference):
+    from sqlalchemy import event
+
+    async with kept_window(make_config, reference) as (warden, ingest, state, now):
+        ledger = ingest.ledger
+        now[0] = START + 4 * BUCKET
+        for minute in (1, 2, 3):
+            await send(ingest, minute, 40)
+        await ledger.flush()
+        now[0] = START + 3 * BUCKET  # the clock steps back: bucket 3 is past the window's end
+        expected = await stored_window(warden, START, now[0])
+        window = await ledger.window(state, START, now[0])
+        assert window.rows == 120 and state.windows[None].beyond(now[0])
+        assert_same(window, expected)
+        statements: list[str] = []
+        engine = warden.store.engine.sync_engine
+        listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            again = await ledger.window(state, START, now[0])
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert statements == []  # merged apart once, not at every check
+        assert_same(again, expected)
+        # An open bucket merged into one check's result leaves the next one's alone.
+        late = [
+            {"id": f"late-{i}", "ts": START + 2 * BUCKET + i, "features": {"x": 0.5, "kind": "a"},
+             "prediction": 1.0}
+            for i in range(10)
+        ]  # fmt: skip
+        await ingest.record_predictions("m", {"records": late})
+        assert (await ledger.window(state, START, now[0])).rows == 130
+        assert (await ledger.window(state, START, now[0])).rows == 130
+        now[0] = START + 4 * BUCKET + 1  # the clock catches up: the kept window again
+        assert (await ledger.window(state, START + BUCKET, now[0])).rows == 130

@@ -31,6 +31,11 @@ restart is the window before it.
 The ingest housekeeping moves every kept window right after it writes the closed
 buckets (:func:`move_windows`), so the check after a bucket closes finds its window
 moved and assembled; a check that comes first moves it itself, under the same lock.
+
+A stored bucket that starts past the end of the checked window (the clock stepped
+back after it was written) is counted by the kept window but is not in the check's:
+the check then merges the buckets up to the end from the store, once, and reuses that
+profile until the window changes (a bucket closes or expires).
 """
 
 from __future__ import annotations
@@ -96,6 +101,10 @@ class BucketWindow:
         self._pending = 0
         self._sorted = True
         self._profile: Profile | None = None
+        #: ((first, last, generation), profile) of the buckets before ``last`` when some
+        #: counted bucket starts at or after it (clock skew): merged apart, kept until
+        #: the window changes.
+        self.bounded: tuple[tuple[float, float, int], Profile] | None = None
 
     @property
     def held_limit(self) -> int:
@@ -246,11 +255,16 @@ async def closed_buckets(
     async with state.window_lock:
         try:
             window = await _moved(store, state, first, version, sample_size)
-            if window.beyond(last):  # a bucket past the end (clock skew): merge this one apart
+            if not window.beyond(last):
+                return window.profile()
+            # A bucket past the end (a clock stepped back): the window up to ``last`` is
+            # merged apart, once per change of the window, not at every check.
+            key = (first, last, window.generation)
+            if window.bounded is None or window.bounded[0] != key:
                 layout = window.layout
                 bounded = await _build(store, state, layout, first, version, sample_size, last)
-                return bounded.profile()
-            return window.profile()
+                window.bounded = (key, bounded.profile())
+            return window.bounded[1].copy()  # merged into by the caller, as profile() is
         except BaseException:
             state.windows.pop(version, None)  # half moved: read it anew next time
             raise
