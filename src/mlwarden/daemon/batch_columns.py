@@ -111,12 +111,8 @@ def number_column(
 ) -> np.ndarray:
     if values is None:
         return np.full(n, np.nan)
-    kinds = set(map(type, values))
     allowed = _NUMBER_TYPES | ({type(None)} if nullable else set())
-    if not kinds <= allowed:
-        i = next(i for i, v in enumerate(values) if type(v) not in allowed)
-        what = "a number or null" if nullable else "a number"
-        raise record_error("wrong_type", ids, i, field, f"expected {what}, got {values[i]!r}")
+    _check_types(values, allowed, ids, field, "a number or null" if nullable else "a number")
     try:
         return np.asarray(values, dtype=np.float64)
     except OverflowError:  # an integer beyond float64
@@ -124,13 +120,21 @@ def number_column(
         raise record_error("wrong_type", ids, i, field, "number out of range") from None
 
 
+def _check_types(
+    values: Sequence[Any], allowed: set[type], ids: list[Any], field: str, expected: str
+) -> set[type]:
+    """The types of ``values``; BatchRejected naming the first value of another type."""
+    kinds = set(map(type, values))
+    if not kinds <= allowed:
+        i = next(i for i, v in enumerate(values) if type(v) not in allowed)
+        raise record_error("wrong_type", ids, i, field, f"expected {expected}, got {values[i]!r}")
+    return kinds
+
+
 def string_column(values: list[Any] | None, n: int, ids: list[Any], field: str) -> np.ndarray:
     if values is None:
         return np.full(n, "", dtype=object)
-    kinds = set(map(type, values))
-    if not kinds <= {str, type(None)}:
-        i = next(i for i, v in enumerate(values) if v is not None and not isinstance(v, str))
-        raise record_error("wrong_type", ids, i, field, f"expected a string, got {values[i]!r}")
+    _check_types(values, {str, type(None)}, ids, field, "a string")
     out = np.array(values, dtype=object)
     out[out == None] = ""  # noqa: E711 (element-wise)
     return out
@@ -139,12 +143,7 @@ def string_column(values: list[Any] | None, n: int, ids: list[Any], field: str) 
 def bool_column(values: list[Any] | None, n: int, ids: list[Any], field: str) -> np.ndarray:
     if values is None:
         return np.zeros(n, dtype=bool)
-    kinds = set(map(type, values))
-    if not kinds <= {bool, type(None)}:
-        i = next(i for i, v in enumerate(values) if v is not None and not isinstance(v, bool))
-        raise record_error(
-            "wrong_type", ids, i, field, f"expected true or false, got {values[i]!r}"
-        )
+    kinds = _check_types(values, {bool, type(None)}, ids, field, "true or false")
     return (
         np.array([bool(v) for v in values], dtype=bool)
         if type(None) in kinds
@@ -155,12 +154,9 @@ def bool_column(values: list[Any] | None, n: int, ids: list[Any], field: str) ->
 def category_column(
     values: Sequence[Any], ids: list[Any], field: str, *, nullable: bool
 ) -> np.ndarray:
-    kinds = set(map(type, values))
     allowed = _CATEGORY_TYPES | ({type(None)} if nullable else set())
-    if not kinds <= allowed:
-        i = next(i for i, v in enumerate(values) if type(v) not in allowed)
-        what = "a string, an integer or null" if nullable else "a string or an integer"
-        raise record_error("wrong_type", ids, i, field, f"expected {what}, got {values[i]!r}")
+    what = "a string, an integer or null" if nullable else "a string or an integer"
+    kinds = _check_types(values, allowed, ids, field, what)
     if kinds <= {str, type(None)}:
         return np.array(values, dtype=object)
     return np.array(
