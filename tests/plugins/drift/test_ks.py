@@ -9,6 +9,7 @@ from scipy import special, stats
 from mlwarden.plugins.drift import kolmogorov
 from mlwarden.plugins.drift.kolmogorov import (
     SortedReference,
+    durbin_cdf,
     kolmogorov_sf,
     ks_statistic,
     pelz_good_cdf,
@@ -177,6 +178,40 @@ def test_pelz_good_branch_matches_scipy():
         n = int(rng.integers(141, 1_000_000))
         d = float(rng.uniform(0.3, 1.48) / np.sqrt(n))
         if n <= 100_000 and n * d**1.5 <= 1.4:
-            continue  # scipy's DMTW branch, delegated to scipy
+            continue  # scipy's Durbin-matrix branch: test_durbin_branch_matches_scipy
         assert close(kolmogorov_sf(d, n), float(stats.kstwo.sf(d, n))), (n, d)
         assert pelz_good_cdf(n, d) == pytest.approx(1.0 - float(stats.kstwo.sf(d, n)), rel=1e-12)
+
+
+def test_durbin_branch_matches_scipy():
+    # The smallest statistics (n <= 100,000 and n d^1.5 <= 1.4): the exact CDF by
+    # Durbin's matrix, down to CDFs of 1e-200 and below, and the p-value 1 - CDF.
+    rng = np.random.default_rng(43)
+    checked = 0
+    for _ in range(300):
+        n = int(np.exp(rng.uniform(np.log(141), np.log(100_000))))
+        d = float(rng.uniform(1.0 / n, (1.4 / n) ** (2 / 3)))
+        if n * d <= 1.0:
+            continue  # Ruben-Gambino: test_every_branch_above_140_matches_scipy
+        assert close(durbin_cdf(n, d), float(stats.kstwo.cdf(d, n))), (n, d)
+        assert close(kolmogorov_sf(d, n), float(stats.kstwo.sf(d, n))), (n, d)
+        checked += 1
+    assert checked > 200
+
+
+@pytest.mark.parametrize(
+    ("n", "d"),
+    [
+        (141, 0.0), (5_000, -0.1), (5_000, 1.0), (5_000, 1.5),  # outside (0, 1)
+        (5_000, 0.4 / 5_000), (5_000, 0.5 / 5_000),  # n d <= 1/2: P = 1
+        (5_000, 0.75 / 5_000), (150, 0.999 / 150), (99_999, 1.0 / 99_999),  # n d <= 1
+        (200, 199.2 / 200), (3_000, 2_999.5 / 3_000),  # n d >= n - 1
+        (2_000, 0.45), (2_000, 0.6), (400, 0.5),  # d >= 0.5: Smirnov
+        (4_000, np.sqrt(370.0 / 4_000)), (4_000, np.sqrt(400.0 / 4_000)),  # p = 0
+        (4_000, np.sqrt(2.2 / 4_000)), (4_000, np.sqrt(2.19 / 4_000)),  # either side of 2.2
+        (100_000, (1.4 / 100_000) ** (2 / 3)), (100_001, (1.4 / 100_001) ** (2 / 3)),
+        (2_000_000, 0.0005), (2_000_000, 0.003),  # beyond Smirnov's exact sum
+    ],
+)  # fmt: skip
+def test_every_branch_above_140_matches_scipy(n, d):
+    assert close(kolmogorov_sf(d, n), float(stats.kstwo.sf(d, n)))

@@ -15,9 +15,12 @@ sum vectorised, each term in log space with Loader's saddle-point form of the bi
 probability (accurate to ~1e-13 relative), and agrees with scipy to better than 1e-9
 relative. For the insignificant statistics (``n d^2 < 2.2``) scipy evaluates the
 Pelz-Good series with small numpy arrays (~0.2 ms); ``pelz_good_cdf`` is the same
-series in scalar floats. Every other branch (small ``n``, tiny or extreme statistics)
-is delegated to scipy, which is fast there. scipy.stats itself (about 35 MB of a daemon's
-memory) is imported only when one of those branches first runs.
+series in scalar floats. The smallest statistics (``n d^1.5 <= 1.4``) get scipy's
+exact CDF by Durbin's matrix (``durbin_cdf``), and the extreme ones its closed forms.
+Only ``n <= 140`` (a window of at most ~140 values) is delegated to scipy, whose
+scipy.stats (about 35 MB of a daemon's memory) is then imported: before, the rare tiny
+statistic of a large check brought it too, and the same daemon's memory differed by
+that much from one run to the next.
 
 References
 ----------
@@ -26,6 +29,8 @@ References
 - Loader, C. (2000). Fast and accurate computation of binomial probabilities.
 - Simard, R. & L'Ecuyer, P. (2011). Computing the two-sided Kolmogorov-Smirnov
   distribution. Journal of Statistical Software 39(11).
+- Marsaglia, G., Tsang, W. W. & Wang, J. (2003). Evaluating Kolmogorov's distribution.
+  Journal of Statistical Software 8(18).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from scipy import special
 __all__ = [
     "MAX_EXACT_SIZE",
     "SortedReference",
+    "durbin_cdf",
     "kolmogorov_sf",
     "ks_2samp_sorted",
     "ks_statistic",
@@ -196,17 +202,89 @@ def ks_2samp_sorted(
 
 
 def kolmogorov_sf(d: float, n: int) -> float:
-    """``scipy.stats.kstwo.sf(d, n)``: P(D_n >= d) of the two-sided one-sample KS test."""
-    if 140 < n <= _SMIRNOV_MAX_COMPUTE_N and 0.0 < d < 1.0:
-        t = n * d
-        nx2 = t * d
-        # The branches of scipy's _kolmogn that evaluate 2 * smirnov(n, d).
-        if 1.0 < t < n - 1 and (d >= 0.5 or 2.2 <= nx2 < 370.0):
-            return min(max(2.0 * smirnov_sf(n, d), 0.0), 1.0)
-        # The branch of the insignificant statistics: 1 - Pelz-Good's CDF.
-        if 1.0 < t < n - 1 and d < 0.5 and nx2 < 2.2 and not (n <= 100_000 and n * d**1.5 <= 1.4):
-            return min(max(1.0 - pelz_good_cdf(n, d), 0.0), 1.0)
-    return _scipy_kolmogorov_sf(d, n)
+    """``scipy.stats.kstwo.sf(d, n)``: P(D_n >= d) of the two-sided one-sample KS test.
+
+    For ``n > 140`` every branch of scipy's ``_kolmogn`` is evaluated here, in its order;
+    smaller ``n`` (a window of at most ~140 values against its reference) goes to scipy.
+    """
+    if n <= 140:
+        return _scipy_kolmogorov_sf(d, n)
+    if d >= 1.0:
+        return 0.0
+    if d <= 0.0:
+        return 1.0
+    t = n * d
+    if t <= 1.0:  # Ruben & Gambino: P(D_n < d) = n!/n^n (2t - 1)^n, for 1/2n < d <= 1/n
+        if t <= 0.5:
+            return 1.0
+        log_cdf = math.lgamma(n + 1) - n * math.log(n) + n * math.log(2 * t - 1)
+        return _clip(1.0 - math.exp(log_cdf))
+    if t >= n - 1:  # Ruben & Gambino, the other end
+        return _clip(2.0 * (1.0 - d) ** n)
+    nx2 = t * d
+    if d < 0.5 and nx2 >= 370.0:
+        return 0.0
+    if d >= 0.5 or nx2 >= 2.2:  # twice Smirnov's one-sided probability
+        return _clip(2.0 * smirnov_sf(n, d))
+    if n <= 100_000 and n * d**1.5 <= 1.4:  # the smallest statistics: exact
+        return _clip(1.0 - durbin_cdf(n, d))
+    return _clip(1.0 - pelz_good_cdf(n, d))  # the other insignificant statistics
+
+
+def _clip(p: float) -> float:
+    return min(max(p, 0.0), 1.0)
+
+
+def durbin_cdf(n: int, d: float) -> float:
+    """P(D_n < d), exactly, by Durbin's matrix (Marsaglia, Tsang & Wang 2003).
+
+    With ``k = floor(n d) + 1``, ``m = 2k - 1`` and ``h = k - n d``, the probability is
+    ``n!/n^n`` times the centre element of ``H^n`` for an ``m x m`` matrix ``H`` of
+    powers of ``h`` over factorials. ``H^n`` is taken by repeated squaring, its scale
+    kept apart as a power of two so that nothing overflows; scipy's kstwo uses the same
+    method for the statistics where ``n <= 100,000`` and ``n d^1.5 <= 1.4``.
+    """
+    k = math.floor(n * d) + 1
+    m = 2 * k - 1
+    h = k - n * d
+    lag = np.subtract.outer(np.arange(m), np.arange(m)) + 1  # i - j + 1
+    matrix = (lag >= 0).astype(np.float64)
+    powers = h ** np.arange(1, m + 1, dtype=np.float64)  # h^1 .. h^m
+    matrix[:, 0] -= powers
+    matrix[m - 1, :] -= powers[::-1]
+    if 2 * h - 1 > 0:
+        matrix[m - 1, 0] += (2 * h - 1) ** m
+    with np.errstate(over="ignore"):  # 1/(i-j+1)! underflows to 0 for lags past 170
+        matrix /= np.exp(special.gammaln(np.maximum(lag, 0) + 1.0))
+    result, result_exp = np.eye(m), 0
+    base, base_exp = matrix, 0
+    power = n
+    while power:
+        if power & 1:
+            result, result_exp = _rescaled(result @ base, result_exp + base_exp)
+        power >>= 1
+        if power:
+            base, base_exp = _rescaled(base @ base, 2 * base_exp)
+    centre = float(result[k - 1, k - 1])
+    if centre <= 0.0:
+        return 0.0
+    # n!/n^n as the product of i/n, in chunks of mantissas: no logarithm of a number of
+    # size n log n (that alone would cost ~1e-10 relative at n = 100,000).
+    mantissas, exponents = np.frexp(np.arange(1, n + 1, dtype=np.float64) / n)
+    scale = result_exp + int(exponents.sum())
+    for chunk in np.array_split(mantissas, -(-n // 512)):  # each product >= 2^-512
+        centre, shift = math.frexp(centre * float(np.prod(chunk)))
+        scale += shift
+    return min(math.ldexp(centre, scale), 1.0)
+
+
+def _rescaled(matrix: np.ndarray, exponent: int) -> tuple[np.ndarray, int]:
+    """``matrix`` scaled by a power of two into [0.5, 1) at its largest, and the exponent."""
+    largest = float(np.abs(matrix).max())
+    if largest == 0.0:
+        return matrix, exponent
+    shift = math.frexp(largest)[1]
+    return np.ldexp(matrix, -shift), exponent + shift
 
 
 def _scipy_kolmogorov_sf(d: float, n: int) -> float:
