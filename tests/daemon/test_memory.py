@@ -17,8 +17,8 @@ pytestmark = pytest.mark.skipif(
     reason="needs glibc >= 2.33 (mallopt, mallinfo2)",
 )
 
-# After a 16 MB block is freed, is a 1 MB block still given its own mmap? glibc's
-# dynamic threshold says no (it rose to 32 MB); the daemon's fixed threshold says yes.
+# After a 16 MB block is freed, is a 4 MB block still given its own mmap? glibc's
+# dynamic threshold says no (it rose to 16 MB); the daemon's fixed threshold says yes.
 PROBE = textwrap.dedent(
     """
     import ctypes, json, sys
@@ -36,7 +36,7 @@ PROBE = textwrap.dedent(
     done = tune_malloc() if sys.argv[1] == "tune" else {}
     libc.free(libc.malloc(16 << 20))
     before = libc.mallinfo2().hblks
-    block = libc.malloc(1 << 20)
+    block = libc.malloc(4 << 20)
     print(json.dumps({"done": done, "mmapped": libc.mallinfo2().hblks - before}))
     libc.free(block)
     """
@@ -62,11 +62,11 @@ def test_tuned_malloc_gives_big_blocks_their_own_mmap():
     tuned = run_probe("tune")
     assert untouched["mmapped"] == 0  # glibc's default: the threshold followed the 16 MB
     assert tuned["mmapped"] == 1
-    assert tuned["done"] == {"malloc_arena_max": 2, "malloc_mmap_threshold": 256 * 1024}
+    assert tuned["done"] == {"malloc_arena_max": 2, "malloc_mmap_threshold": 1024 * 1024}
 
 
 def test_the_operators_settings_win():
     out = run_probe("tune", MALLOC_MMAP_THRESHOLD_=str(64 << 20), MALLOC_ARENA_MAX="4")
     assert out["done"] == {} and out["mmapped"] == 0
     out = run_probe("tune", GLIBC_TUNABLES="glibc.malloc.arena_max=4")
-    assert out["done"] == {"malloc_mmap_threshold": 256 * 1024}
+    assert out["done"] == {"malloc_mmap_threshold": 1024 * 1024}
