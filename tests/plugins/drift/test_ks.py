@@ -188,7 +188,7 @@ def test_durbin_branch_matches_scipy():
     # Durbin's matrix, down to CDFs of 1e-200 and below, and the p-value 1 - CDF.
     rng = np.random.default_rng(43)
     checked = 0
-    for _ in range(300):
+    for _ in range(100):
         n = int(np.exp(rng.uniform(np.log(141), np.log(100_000))))
         d = float(rng.uniform(1.0 / n, (1.4 / n) ** (2 / 3)))
         if n * d <= 1.0:
@@ -196,7 +196,7 @@ def test_durbin_branch_matches_scipy():
         assert close(durbin_cdf(n, d), float(stats.kstwo.cdf(d, n))), (n, d)
         assert close(kolmogorov_sf(d, n), float(stats.kstwo.sf(d, n))), (n, d)
         checked += 1
-    assert checked > 200
+    assert checked > 60
 
 
 @pytest.mark.parametrize(
