@@ -13,7 +13,7 @@ features / check seconds), peak RSS, the check-time ratio to mlwarden, the verdi
 agreement with the known truth, for mlwarden the largest deviation of its KS
 statistics and p-values from the scipy loop's, and each peer's check time over
 mlwarden's against issue 3's goals. ``mlwarden`` scores the features on the machine's
-cores (``mlwarden.daemon.parallel.map_threads``, as the monitor does);
+cores (``mlwarden.daemon.core.parallel.map_threads``, as the monitor does);
 ``mlwarden_serial`` is the same on one thread.
 
     python benchmarks/drift.py --size small       # 200k x 55 reference, 50k current
@@ -107,7 +107,7 @@ def run_mlwarden(directory: Path, workers: int | None = None) -> dict[str, Any]:
     the GIL); ``mlwarden_serial`` is the same on one thread.
     """
     import mlwarden
-    from mlwarden.daemon.parallel import map_threads, workers_for
+    from mlwarden.daemon.core.parallel import map_threads, workers_for
     from mlwarden.plugins.drift.chi2 import ChiSquare
     from mlwarden.plugins.drift.ks import KolmogorovSmirnov
     from mlwarden.types import FeatureData
@@ -162,7 +162,7 @@ def run_mlwarden_daemon(directory: Path) -> dict[str, Any]:
     import asyncio
 
     import mlwarden
-    from mlwarden.daemon.config import load_config
+    from mlwarden.daemon.core.config import load_config
     from mlwarden.daemon.warden import Warden
 
     meta, ref, cur = frames(directory)

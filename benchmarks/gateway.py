@@ -75,7 +75,7 @@ async def run(requests: int) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
     from mlwarden.daemon.api import build_app
-    from mlwarden.daemon.config import load_config
+    from mlwarden.daemon.core.config import load_config
     from mlwarden.daemon.warden import Warden
 
     with tempfile.TemporaryDirectory() as tmp_dir:

@@ -296,10 +296,10 @@ def _wait_ready(url: str, model: str) -> None:
 
 async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
     """Drift-check latency on a window of ``rows`` rows in ``buckets`` stored buckets."""
-    from mlwarden.daemon.config import load_config
-    from mlwarden.daemon.ingest_tables import profile_table
-    from mlwarden.daemon.profiles import Profile
-    from mlwarden.daemon.reference import frame_columns
+    from mlwarden.daemon.core.config import load_config
+    from mlwarden.daemon.ingest.tables import profile_table
+    from mlwarden.daemon.profiles.profile import Profile
+    from mlwarden.daemon.profiles.reference import frame_columns
     from mlwarden.daemon.warden import Warden
 
     reference = root / "reference.parquet"

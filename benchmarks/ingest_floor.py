@@ -50,11 +50,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ingest as bench  # the same bodies, client and daemon harness
 
-from mlwarden.daemon.columns import Columns
-from mlwarden.daemon.config import ModelConfig, MonitoringConfig
-from mlwarden.daemon.ingest_prepare import prepare_batch
-from mlwarden.daemon.profiles import Profile
-from mlwarden.daemon.reference import build_reference
+from mlwarden.daemon.core.config import ModelConfig, MonitoringConfig
+from mlwarden.daemon.ingest.prepare import prepare_batch
+from mlwarden.daemon.profiles.columns import Columns
+from mlwarden.daemon.profiles.profile import Profile
+from mlwarden.daemon.profiles.reference import build_reference
 
 SERVER = """
 import sys

@@ -5,7 +5,7 @@
 An open bucket keeps ``sample_size`` (5,000) sampled rows of 51 numeric features; each
 ingest batch of 1,000 rows is added to it. ``Profile.merge`` builds the sample anew
 (the rows joined, then cut to the smallest keys); ``Profile.fold`` overwrites the rows a
-batch displaces. Run under the daemon's malloc settings (daemon/memory.py: arrays from
+batch displaces. Run under the daemon's malloc settings (daemon/core/memory.py: arrays from
 256 kB get fresh pages), or with ``--glibc-defaults``. Prints ms per batch and the ratio.
 """
 
@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from mlwarden.daemon.memory import tune_malloc
-from mlwarden.daemon.profiles import Columns, Layout, Profile
+from mlwarden.daemon.core.memory import tune_malloc
+from mlwarden.daemon.profiles.profile import Columns, Layout, Profile
 
 FEATURES = 51
 SAMPLE = 5000

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlwarden.daemon.regime import VolatilityCusum
+from mlwarden.stats.cusum import VolatilityCusum
 
 CHANGES = (2000, 4000, 6000, 8000)
 SIGMAS = (1.0, np.sqrt(2.0), 1.0, np.sqrt(0.5), 1.0)

@@ -15,7 +15,7 @@ for _var in ("MLOPS_BASE_PATH", "MLFLOW_TRACKING_URI"):
     os.environ.pop(_var, None)
 
 from mlwarden.daemon.api import build_app  # noqa: E402
-from mlwarden.daemon.config import load_config  # noqa: E402
+from mlwarden.daemon.core.config import load_config  # noqa: E402
 from mlwarden.daemon.warden import Warden  # noqa: E402
 
 from .helpers import DaemonProcess  # noqa: E402
@@ -28,7 +28,7 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Creating the schema runs every alembic migration (seconds); copying is instant and
     the daemon's start-up upgrade then finds it current.
     """
-    from mlwarden.daemon.tracking import upgrade_schema
+    from mlwarden.daemon.core.tracking import upgrade_schema
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     upgrade_schema(f"sqlite:///{path}")

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import yaml
 
-from mlwarden.daemon.config import load_config
-from mlwarden.daemon.metrics import Metrics
-from mlwarden.daemon.notify import build_notifiers
+from mlwarden.daemon.alerts.notifiers import build_notifiers
+from mlwarden.daemon.core.config import load_config
+from mlwarden.daemon.core.metrics import Metrics
 from mlwarden.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.plugins.notifiers.apprise import AppriseNotifier
 from tests.helpers import require_binary

@@ -12,7 +12,7 @@ import pytest
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from mlwarden.daemon.metrics import Metrics
+from mlwarden.daemon.core.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

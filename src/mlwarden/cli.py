@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .daemon.tracking import disable_telemetry
+    from .daemon.core.tracking import disable_telemetry
 
     disable_telemetry()
     try:
@@ -89,15 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, str] | None = None):
-    from .daemon.config import load_config
+    from .daemon.core.config import load_config
 
     return load_config(args.config, overrides=overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .daemon.memory import tune_malloc
+    from .daemon.core.memory import tune_malloc
 
-    tune_malloc()  # before any worker thread allocates (daemon/memory.py says why)
+    tune_malloc()  # before any worker thread allocates (daemon/core/memory.py says why)
     from .daemon.app import Daemon
 
     overrides = {"daemon.listen": args.listen} if args.listen else {}
@@ -124,7 +124,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from .daemon.config import redacted
+    from .daemon.core.config import redacted
 
     config = _load(args)
     print(json.dumps(redacted(config), indent=2, sort_keys=True))
@@ -160,8 +160,8 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .daemon.audit import AUDIT_SCHEMA, AuditLog
-    from .daemon.store import Store
+    from .daemon.core.audit import AUDIT_SCHEMA, AuditLog
+    from .daemon.core.store import Store
 
     config = _load(args)
 

@@ -44,7 +44,7 @@ def test_ks_p_values_above_n_140_need_no_scipy_stats():
     # never brings scipy.stats (a daemon's memory stays the same from check to check).
     probe = (
         "import sys\n"
-        "from mlwarden.plugins.drift.kolmogorov import kolmogorov_sf\n"
+        "from mlwarden.stats.kolmogorov import kolmogorov_sf\n"
         "for n, d in [(5000, 0.0), (5000, 1.0), (5000, 1e-4), (5000, 1.5e-4), (200, 0.996),\n"
         "             (5000, 0.003),\n"
         "             (5000, 0.005), (5000, 0.015), (5000, 0.05), (5000, 0.3), (5000, 0.6),\n"

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from mlwarden import hookimpl
 from mlwarden.daemon.api import Route, json_response, read_json
-from mlwarden.daemon.service import Service
+from mlwarden.daemon.core.service import Service
 from mlwarden.errors import Conflict
 
 

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from ..errors import ConfigError
 from .api import IN_FLIGHT, build_app
-from .config import Config, load_config
-from .systemd import SystemdNotifier
+from .core.config import Config, load_config
+from .core.systemd import SystemdNotifier
 from .warden import Warden
 
 __all__ = ["Daemon", "check_listen_address", "is_loopback"]

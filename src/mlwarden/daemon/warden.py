@@ -21,21 +21,21 @@ from prometheus_client import CollectorRegistry
 from .. import __version__
 from ..plugins import PluginCatalog, make_plugin_manager
 from ..types import Event
-from .alerts import AlertService
-from .audit import AUDIT_SCHEMA, AuditLog
-from .config import Config, load_config
-from .experiments import ExperimentService
-from .ingest import IngestService
-from .jobs import JobService
-from .metrics import Metrics
-from .monitor import MonitorService
-from .performance import PerformanceService
-from .registry import RegistryService
-from .rollout import RolloutService
-from .scheduler import SchedulerService
-from .service import Service
-from .store import Store
-from .tracking import Tracking, disable_telemetry
+from .alerts.service import AlertService
+from .core.audit import AUDIT_SCHEMA, AuditLog
+from .core.config import Config, load_config
+from .core.metrics import Metrics
+from .core.service import Service
+from .core.store import Store
+from .core.tracking import Tracking, disable_telemetry
+from .experiments.service import ExperimentService
+from .ingest.service import IngestService
+from .monitoring.drift import MonitorService
+from .monitoring.performance import PerformanceService
+from .registry.service import RegistryService
+from .rollouts.service import RolloutService
+from .training.jobs import JobService
+from .training.scheduler import SchedulerService
 
 __all__ = ["SERVICE_CLASSES", "Warden", "await_me_maybe"]
 
@@ -229,7 +229,7 @@ class Warden:
         self, model: str, version: str, *, strategy: str | None = None, actor: str = "api"
     ) -> dict[str, Any]:
         """Put ``version`` of ``model`` in production (the champion)."""
-        from .registry_ops import promote
+        from .registry.ops import promote
 
         return await promote(self, model, version, strategy=strategy, actor=actor)
 
@@ -237,13 +237,13 @@ class Warden:
         self, model: str, version: str | None = None, *, actor: str = "api"
     ) -> dict[str, Any]:
         """Restore the previous production version of ``model`` (or ``version``)."""
-        from .registry_ops import rollback
+        from .registry.ops import rollback
 
         return await rollback(self, model, version, actor=actor)
 
     async def compare_models(self, a: str, b: str, *, hours: float | None = None) -> dict[str, Any]:
         """Compare ``NAME@VERSION`` ``a`` and ``b``: metrics, params, performance, drift."""
-        from .registry_ops import compare_versions, parse_ref
+        from .registry.ops import compare_versions, parse_ref
 
         return await compare_versions(self, parse_ref(a, "a"), parse_ref(b, "b"), hours=hours)
 
@@ -256,7 +256,7 @@ class Warden:
         actor: str = "api",
     ) -> dict[str, Any]:
         """Remove deprecated/archived/failed versions older than ``older_than_days``."""
-        from .cleanup import cleanup
+        from .registry.cleanup import cleanup
 
         return await cleanup(
             self, older_than_days=older_than_days, dry_run=dry_run, model=model, actor=actor

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from mlwarden.plugins.drift import kolmogorov
-from mlwarden.plugins.drift.kolmogorov import (
+from mlwarden.plugins.drift.ks import KolmogorovSmirnov
+from mlwarden.stats import kolmogorov
+from mlwarden.stats.kolmogorov import (
     SortedReference,
     durbin_cdf,
     kolmogorov_sf,
@@ -15,7 +16,6 @@ from mlwarden.plugins.drift.kolmogorov import (
     pelz_good_cdf,
     smirnov_sf,
 )
-from mlwarden.plugins.drift.ks import KolmogorovSmirnov
 from mlwarden.types import FeatureData
 
 RTOL = 1e-9

@@ -19,7 +19,7 @@ import requests.adapters
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from mlwarden.daemon.alert_rules import fingerprint
+from mlwarden.daemon.alerts.rules import fingerprint
 from mlwarden.daemon.warden import Warden
 from mlwarden.errors import PluginError
 from mlwarden.plugins.notifiers.apprise import AppriseNotifier, DeliveryFailed

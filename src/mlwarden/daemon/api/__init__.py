@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiohttp import web
 
 from ...errors import InvalidInput, MlwardenError
-from ..batch_decode import decode_json
+from ..ingest.decode import decode_json
 from .auth import ROLE_RANK, Identity, auth_middleware
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...errors import InvalidInput
-from ..silences import parse_silence
+from ..alerts.silences import parse_silence
 from . import WARDEN, Route, identity, json_response, query_limit, read_json
 
 __all__ = ["alert_routes"]

@@ -19,7 +19,7 @@ from aiohttp import web
 from ...errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
-    from ..config import AuthConfig
+    from ..core.config import AuthConfig
 
 __all__ = ["ROLE_RANK", "Identity", "auth_middleware", "authenticate", "mint_token"]
 

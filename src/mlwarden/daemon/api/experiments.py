@@ -165,7 +165,7 @@ async def stop_experiment(request: web.Request) -> web.Response:
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
-    from ..experiment_records import public
+    from ..experiments.records import public
 
     return public(record)
 

@@ -7,9 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
-from ..cleanup import cleanup
-from ..registry_input import check_model_name
-from ..registry_ops import compare_versions, parse_ref, promote, rollback
+from ..registry.cleanup import cleanup
+from ..registry.input import check_model_name
+from ..registry.ops import compare_versions, parse_ref, promote, rollback
 from . import IDENTITY, WARDEN, Route, json_response, query_float, read_json
 
 __all__ = ["registry_routes"]

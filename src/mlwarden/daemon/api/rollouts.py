@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
-from ..traffic import Router, key_point
+from ..rollouts.traffic import Router, key_point
 from . import WARDEN, Route, identity, json_response, read_json
 
 __all__ = ["rollout_routes"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from ... import hookimpl
+from ...stats.kolmogorov import SortedReference, ks_2samp_sorted
 from ...types import DriftScore, FeatureData, FeatureKind
 from .base import DriftMethod, check_choice, check_probability, numeric_sample
-from .kolmogorov import SortedReference, ks_2samp_sorted
 
 
 class KolmogorovSmirnov(DriftMethod):

@@ -1,7 +1,7 @@
 """Deployment strategies: the contract every strategy plugin implements, and its base class.
 
 A strategy is a small, pure object: it never talks to MLflow, the store or the network.
-The rollout controller (``mlwarden.daemon.rollout``) shows it a :class:`RolloutView` (the
+The rollout controller (``mlwarden.daemon.rollouts.service``) shows it a :class:`RolloutView` (the
 rollout's persisted state and the clock) and, when the strategy's interval has elapsed,
 an :class:`Analysis` of the candidate against the baseline over the same interval. The
 strategy answers with a :class:`Step`: set the candidate's traffic share (optionally

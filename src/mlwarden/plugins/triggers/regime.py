@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ... import hookimpl
-from ...daemon.regime import VolatilityCusum, returns_from
+from ...stats.cusum import VolatilityCusum, returns_from
 from ...types import Decision, Severity, TriggerContext
 
 __all__ = ["RegimeTrigger"]
@@ -27,7 +27,7 @@ class RegimeTrigger:
     joined outcomes of the last ``lookback_hours`` through
     ``warden.service("ingest").outcomes(model, since=...)``, orders them by
     prediction time, turns the chosen series into returns, runs
-    :class:`mlwarden.daemon.regime.VolatilityCusum` over them (in a worker thread), and
+    :class:`mlwarden.stats.cusum.VolatilityCusum` over them (in a worker thread), and
     fires for an alarm raised at a point later than the trigger's last firing.
 
     Parameters

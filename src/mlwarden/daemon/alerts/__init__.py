@@ -1,0 +1,1 @@
+"""Alerts: rules, dedup, repeat and resolve, silences, the durable outbox, notifiers."""

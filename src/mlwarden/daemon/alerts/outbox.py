@@ -1,0 +1,281 @@
+"""The durable outbox: every notification is written to the store before it is sent.
+
+A row per (notification, notifier, target) is inserted in the same transaction as the
+alert state change that calls for it, so a notification is never lost between deciding
+and sending: after a crash the pending rows are sent at the next start. Rows of one
+target are sent in the order they were written (a resolve never overtakes its firing).
+A failed send puts the target into exponential backoff with jitter; its rows are
+retried, in order, when the backoff ends, and each row is marked sent the moment it
+is delivered, so a notifier that was down for an hour gets everything, each once.
+Rows older than ``alerts.outbox_max_age_seconds`` are dropped, counted and logged.
+
+A crash between a successful send and the commit that marks the row sent re-sends that
+one row at the next start (at-least-once); PagerDuty's dedup key makes that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from ...types import Notification, Severity
+
+__all__ = ["Outbox", "notification_from_json", "notification_to_json", "outbox_table"]
+
+logger = logging.getLogger(__name__)
+
+_meta = sa.MetaData()
+outbox_table = sa.Table(
+    "notification_outbox",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("notifier", sa.String(128), nullable=False),
+    sa.Column("target", sa.String(64), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending | sent | dropped
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False),
+    sa.Column("sent_at", sa.Float, nullable=True),
+    sa.Column("notification", sa.Text, nullable=False),
+    sa.Index("ix_notification_outbox_status", "status", "id"),
+)
+
+#: How many pending rows one delivery pass looks at.
+_BATCH = 500
+
+
+def notification_to_json(n: Notification) -> str:
+    return json.dumps(dataclasses.asdict(n), default=str, sort_keys=True)
+
+
+def notification_from_json(text: str) -> Notification:
+    raw = json.loads(text)
+    raw["severity"] = Severity(raw["severity"])
+    return Notification(**raw)
+
+
+class Outbox:
+    """Writes, sends, retries and drops notifications.
+
+    ``notifiers`` is a callable returning the notifier instances by name (they change
+    on reload); ``settings`` returns the current ``AlertsConfig``.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        clock: Callable[[], float],
+        metrics: Any,
+        notifiers: Callable[[], dict[str, Any]],
+        settings: Callable[[], Any],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.metrics = metrics
+        self.notifiers = notifiers
+        self.settings = settings
+        self.rng = rng or random.Random()
+        self._lock = asyncio.Lock()
+        #: (notifier, target) -> (consecutive failures, time of the next attempt)
+        self.backoff: dict[tuple[str, str], tuple[int, float]] = {}
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def enqueue(
+        self, conn: Any, notification: Notification, notifier: str, targets: list[str]
+    ) -> None:
+        """Insert one pending row per target, inside the caller's transaction ``conn``."""
+        now = self.clock()
+        payload = notification_to_json(notification)
+        await conn.execute(
+            outbox_table.insert(),
+            [
+                {
+                    "created_at": now,
+                    "notifier": notifier,
+                    "target": target,
+                    "fingerprint": notification.fingerprint,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "last_error": "",
+                    "sent_at": None,
+                    "notification": payload,
+                }
+                for target in targets
+            ],
+        )
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def deliver(self) -> int:
+        """One delivery pass over the due rows; returns how many were sent."""
+        async with self._lock:
+            await self.drop_expired()
+            async with self.store.connect() as conn:
+                rows = (
+                    (
+                        await conn.execute(
+                            sa.select(outbox_table)
+                            .where(outbox_table.c.status == "pending")
+                            .order_by(outbox_table.c.id)
+                            .limit(_BATCH)
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+            queues: dict[tuple[str, str], list[Any]] = {}
+            for row in rows:
+                queues.setdefault((row["notifier"], row["target"]), []).append(row)
+            sent = await asyncio.gather(*(self._send_queue(k, q) for k, q in queues.items()))
+            return sum(sent)
+
+    async def _send_queue(self, key: tuple[str, str], rows: list[Any]) -> int:
+        name, target = key
+        failures, retry_at = self.backoff.get(key, (0, 0.0))
+        if self.clock() < retry_at:
+            return 0
+        notifier = self.notifiers().get(name)
+        if notifier is None:
+            for row in rows:
+                await self._drop(row, f"notifier {name!r} is no longer configured")
+            return 0
+        if target and target not in notifier.targets():
+            for row in rows:
+                await self._drop(row, f"destination {target} of {name!r} is no longer configured")
+            return 0
+        sent = 0
+        timeout = self.settings().send_timeout_seconds
+        for row in rows:
+            notification = notification_from_json(row["notification"])
+            try:
+                call = (
+                    notifier.send(notification, target=target)
+                    if target
+                    else notifier.send(notification)
+                )
+                await asyncio.wait_for(call, timeout)
+            except Exception as exc:
+                error = "timed out" if isinstance(exc, TimeoutError) else f"{exc}" or repr(exc)
+                failures += 1
+                retry_at = self.clock() + self._delay(failures)
+                self.backoff[key] = (failures, retry_at)
+                self.metrics.notifications.labels(name, "failed").inc()
+                logger.warning(
+                    "notifier %s%s failed (attempt %d of outbox row %d, retry in %.1fs): %s",
+                    name,
+                    f" target {target}" if target else "",
+                    row["attempts"] + 1,
+                    row["id"],
+                    retry_at - self.clock(),
+                    error,
+                )
+                await self._update(
+                    row["id"],
+                    attempts=row["attempts"] + 1,
+                    next_attempt_at=retry_at,
+                    last_error=error[:2000],
+                )
+                return sent
+            self.backoff.pop(key, None)
+            failures = 0
+            await self._update(
+                row["id"], status="sent", attempts=row["attempts"] + 1, sent_at=self.clock()
+            )
+            self.metrics.notifications.labels(name, "sent").inc()
+            sent += 1
+        return sent
+
+    def _delay(self, failures: int) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random."""
+        s = self.settings()
+        delay = min(s.retry_max_seconds, s.retry_initial_seconds * 2 ** (failures - 1))
+        return delay / 2 + self.rng.uniform(0, delay / 2)
+
+    async def _update(self, row_id: int, **values: Any) -> None:
+        async with self.store.begin() as conn:
+            await conn.execute(
+                outbox_table.update().where(outbox_table.c.id == row_id).values(**values)
+            )
+
+    async def _drop(self, row: Any, reason: str) -> None:
+        logger.error(
+            "dropping notification %d for notifier %s (%s, %d attempts, last error: %s): %s",
+            row["id"],
+            row["notifier"],
+            reason,
+            row["attempts"],
+            row["last_error"] or "none",
+            json.loads(row["notification"]).get("title", ""),
+        )
+        await self._update(row["id"], status="dropped", last_error=reason)
+        self.metrics.notifications.labels(row["notifier"], "dropped").inc()
+
+    async def drop_expired(self) -> set[str]:
+        """Drop (count, log) the pending rows older than ``alerts.outbox_max_age_seconds``.
+
+        Returns the fingerprints of the alerts whose notifications were dropped.
+        """
+        max_age = self.settings().outbox_max_age_seconds
+        if max_age <= 0:
+            return set()
+        cutoff = self.clock() - max_age
+        async with self.store.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        sa.select(outbox_table).where(
+                            outbox_table.c.status == "pending",
+                            outbox_table.c.created_at < cutoff,
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        for row in rows:
+            await self._drop(row, f"older than alerts.outbox_max_age_seconds ({max_age:g}s)")
+        return {row["fingerprint"] for row in rows}
+
+    # -- reading and housekeeping ----------------------------------------------------
+
+    async def entries(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        query = sa.select(outbox_table).order_by(outbox_table.c.id.desc()).limit(limit)
+        if status:
+            query = query.where(outbox_table.c.status == status)
+        async with self.store.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        out = []
+        for row in rows:
+            entry = dict(row)
+            entry["notification"] = json.loads(entry["notification"])
+            out.append(entry)
+        return out
+
+    async def counts(self) -> dict[str, int]:
+        async with self.store.connect() as conn:
+            rows = await conn.execute(
+                sa.select(outbox_table.c.status, sa.func.count()).group_by(outbox_table.c.status)
+            )
+            return {status: n for status, n in rows.all()}
+
+    async def prune(self, older_than: float) -> int:
+        """Delete sent and dropped rows written before ``older_than``."""
+        async with self.store.begin() as conn:
+            result = await conn.execute(
+                outbox_table.delete().where(
+                    outbox_table.c.status != "pending", outbox_table.c.created_at < older_than
+                )
+            )
+            return result.rowcount or 0

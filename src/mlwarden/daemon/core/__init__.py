@@ -1,0 +1,1 @@
+"""What every service gets: configuration, store, metrics, audit, tracking, plugins."""

@@ -1,0 +1,454 @@
+"""Configuration: one TOML file plus environment overrides, validated into frozen dataclasses.
+
+Every error names the file, the key and what was expected; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ...errors import ConfigError
+from .config_checks import check_config
+
+__all__ = [
+    "ENV_OVERRIDES",
+    "AbTestingConfig",
+    "AlertRuleConfig",
+    "AlertsConfig",
+    "AuthConfig",
+    "Config",
+    "DaemonConfig",
+    "DeploymentConfig",
+    "MlflowConfig",
+    "ModelConfig",
+    "MonitoringConfig",
+    "NotifierConfig",
+    "TokenConfig",
+    "TrainingConfig",
+    "load_config",
+    "redacted",
+]
+
+Role = Literal["viewer", "operator", "admin"]
+SeverityName = Literal["info", "warning", "critical"]
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    base_path: str = "./mlwarden-data"
+    database_url: str = ""  # default: sqlite under base_path (WAL mode)
+    listen: str = "127.0.0.1:9741"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    plugins: tuple[str, ...] = ()
+    disable_plugins: tuple[str, ...] = ()
+    max_body_bytes: int = 32 * 1024 * 1024
+    shutdown_timeout_seconds: float = 10.0
+    plugin_timeout_seconds: float = 10.0
+    public_url: str = ""
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str = ""  # default: sqlite:///<base_path>/mlflow.db
+    artifact_location: str = ""  # default: <base_path>/mlartifacts
+    experiment: str = "mlwarden"
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    drift_threshold: float = 0.1
+    performance_threshold: float = 0.15
+    window_hours: float = 24.0
+    interval_seconds: float = 60.0
+    bucket_seconds: int = 300
+    retention_days: float = 30.0
+    histogram_bins: int = 200
+    sample_size: int = 5000
+    top_k_categories: int = 50
+    label_ttl_hours: float = 24.0
+    min_performance_samples: int = 30  # fewer outcomes in a window: recorded, not judged
+    # Monitoring engine (daemon/ingest/service.py, monitor.py; see docs/monitoring.md).
+    reference_sample_size: int = 10000
+    min_window_rows: int = 100
+    max_batch_records: int = 100000
+    ingest_workers: int = 0  # processes that decode and validate batches (0: threads)
+    max_null_rate: float = 0.05
+    max_out_of_range_rate: float = 0.05
+    max_unseen_rate: float = 0.05
+    drift_vote: Literal["all", "any", "majority"] = "all"
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    max_concurrent_jobs: int = 3
+    job_timeout_hours: float = 6.0
+    min_training_data_points: int = 1000
+    max_retries: int = 2
+    retry_backoff_seconds: float = 30.0
+    timezone: str = "UTC"
+    requeue_interrupted: bool = True
+    scheduler_interval_seconds: float = 30.0
+    kill_grace_seconds: float = 10.0
+    log_tail_lines: int = 50
+
+
+@dataclass(frozen=True)
+class AbTestingConfig:
+    min_duration_hours: float = 24.0
+    confidence_level: float = 0.95
+    significance_threshold: float = 0.05
+    min_samples: int = 100
+    sequential: bool = True
+    auto_promote: bool = False
+    # Experiments (daemon/experiments/service.py, mlwarden/stats; see docs/experiments.md).
+    metric: Literal["", "squared_error", "absolute_error", "accuracy", "strategy_return"] = ""
+    test: Literal["auto", "welch", "ztest", "mann_whitney"] = "auto"
+    guardrails: tuple[str, ...] = ("latency", "error_rate")
+    srm_threshold: float = 0.001
+    minimum_detectable_effect: float = 0.05  # relative to arm A's mean
+    power: float = 0.8
+    sequential_tuning_samples: int = 10000
+    evaluation_interval_seconds: float = 300.0
+    promote_strategy: str = ""  # "": the model's or deployment's default strategy
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    default_strategy: str = "canary"
+    gateway: bool = True
+    max_loaded_models: int = 8
+    traffic_backends: tuple[str, ...] = ("mlflow_alias",)
+    strategies: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Rollouts (daemon/rollouts/service.py; see docs/rollouts.md).
+    tick_seconds: float = 5.0
+    traffic_backend_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    name: str
+    sha256: str
+    role: Role = "viewer"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    tokens: tuple[TokenConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    task: Literal["regression", "classification"] = "regression"
+    reference: str = ""
+    features: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    drift_methods: tuple[str, ...] = ()
+    drift_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    prediction_column: str = "prediction"  # in the reference: enables prediction drift
+    label_column: str = "label"  # in the reference: enables target drift
+    schedule: str = ""
+    triggers: tuple[str, ...] = ()
+    trigger_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    strategy: str = ""
+    gates: dict[str, Any] = field(default_factory=dict)
+    trading: dict[str, Any] = field(default_factory=dict)
+    # Performance monitoring: the metric watched for degradation (default mse for
+    # regression, accuracy for classification, sharpe with [models.trading]) and the
+    # positive class of binary precision/recall/F1 (default "1" / "true" when present).
+    performance_metric: str = ""
+    positive_label: str = ""
+
+
+@dataclass(frozen=True)
+class NotifierConfig:
+    name: str
+    plugin: str = "log"
+    urls: tuple[str, ...] = ()
+    config_file: str = ""
+    min_severity: SeverityName = "info"
+    models: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    send_resolved: bool = True
+
+
+@dataclass(frozen=True)
+class AlertRuleConfig:
+    """One alert rule: events of ``fire_on`` kinds fire it, ``resolve_on`` kinds resolve it."""
+
+    name: str
+    fire_on: tuple[str, ...] = ()
+    resolve_on: tuple[str, ...] = ()
+    severity: Literal["", "info", "warning", "critical"] = ""  # "": the event's severity
+    summary: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    match: dict[str, str] = field(default_factory=dict)
+    group_by: tuple[str, ...] = ()
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    """The alert engine (DESIGN section 7, Alertmanager's lessons) and its durable outbox."""
+
+    builtin_rules: bool = True
+    rules: tuple[AlertRuleConfig, ...] = ()
+    group_wait_seconds: float = 30.0
+    repeat_interval_seconds: float = 4 * 3600.0
+    tick_seconds: float = 1.0
+    retry_initial_seconds: float = 5.0
+    retry_max_seconds: float = 300.0
+    send_timeout_seconds: float = 30.0
+    outbox_max_age_seconds: float = 24 * 3600.0
+    retention_days: float = 30.0
+    grafana_url: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    ab_testing: AbTestingConfig = field(default_factory=AbTestingConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    models: tuple[ModelConfig, ...] = ()
+    notifiers: tuple[NotifierConfig, ...] = ()
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    source: str = "<defaults>"
+
+    @property
+    def base_path(self) -> Path:
+        return Path(self.daemon.base_path).resolve()
+
+    @property
+    def database_url(self) -> str:
+        return self.daemon.database_url or f"sqlite+aiosqlite:///{self.base_path / 'mlwarden.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.base_path / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return self.mlflow.artifact_location or str(self.base_path / "mlartifacts")
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+#: Environment variable -> (section, key). Names kept from the original specification.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
+    "MLOPS_BASE_PATH": ("daemon", "base_path"),
+    "MAX_CONCURRENT_TRAINING_JOBS": ("training", "max_concurrent_jobs"),
+    "TRAINING_JOB_TIMEOUT_HOURS": ("training", "job_timeout_hours"),
+    "MIN_TRAINING_DATA_POINTS": ("training", "min_training_data_points"),
+    "DRIFT_THRESHOLD": ("monitoring", "drift_threshold"),
+    "PERFORMANCE_THRESHOLD": ("monitoring", "performance_threshold"),
+    "MONITORING_WINDOW_HOURS": ("monitoring", "window_hours"),
+    "AB_TEST_MIN_DURATION_HOURS": ("ab_testing", "min_duration_hours"),
+    "AB_TEST_CONFIDENCE_LEVEL": ("ab_testing", "confidence_level"),
+    "AB_TEST_SIGNIFICANCE_THRESHOLD": ("ab_testing", "significance_threshold"),
+}
+
+_SECRET_KEYS = ("sha256", "urls", "password", "token", "secret", "database_url")
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read ``path`` (or embedded defaults), apply environment and explicit overrides.
+
+    ``overrides`` maps ``"section.key"`` to a value (the CLI's ``--listen`` uses it).
+    Raises ConfigError listing every problem found, each naming the file and key.
+    """
+    env = os.environ if env is None else env
+    source = str(path) if path else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("file not found", source) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", source) from None
+    problems: list[str] = []
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if env.get(var, "") != "":
+            raw.setdefault(section, {})
+            if isinstance(raw[section], dict):
+                raw[section][key] = _EnvValue(var, env[var])
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        raw.setdefault(section, {})[key] = value
+    config = _build(Config, raw, "", problems)
+    if not problems:
+        problems.extend(check_config(config))
+    if problems:
+        raise ConfigError(problems, source)
+    return dataclasses.replace(config, source=source)
+
+
+@dataclass(frozen=True)
+class _EnvValue:
+    """A value that came from an environment variable (a string to be parsed)."""
+
+    var: str
+    text: str
+
+
+def _build(cls: type, raw: Any, where: str, problems: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(f"key '{where}': expected a table, got {_kind(raw)}")
+        return None
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in fields:
+            expected = ", ".join(sorted(fields))
+            problems.append(f"key '{dotted}': unknown key (expected one of: {expected})")
+            continue
+        kwargs[key] = _coerce(hints[key], value, dotted, problems)
+    for name, f in fields.items():
+        if (
+            name not in kwargs
+            and f.default is dataclasses.MISSING
+            and (f.default_factory is dataclasses.MISSING)
+        ):
+            problems.append(f"key '{where}.{name}': required")
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None
+
+
+def _coerce(hint: Any, value: Any, where: str, problems: list[str]) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if isinstance(value, _EnvValue):
+        value = _parse_env(hint, value, where, problems)
+        if value is None:
+            return None
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, problems)
+    if origin is Literal:
+        if value not in args:
+            choices = " | ".join(repr(a) for a in args)
+            problems.append(f"key '{where}': expected one of {choices}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            problems.append(f"key '{where}': expected an array, got {_kind(value)}")
+            return ()
+        return tuple(_coerce(args[0], v, f"{where}[{i}]", problems) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"key '{where}': expected a table, got {_kind(value)}")
+            return {}
+        return {k: _coerce(args[1], v, f"{where}.{k}", problems) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is Any:
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            problems.append(f"key '{where}': expected true or false, got {_kind(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"key '{where}': expected an integer, got {_kind(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            problems.append(f"key '{where}': expected a number, got {_kind(value)}")
+            return value
+        if not math.isfinite(value):
+            problems.append(f"key '{where}': expected a finite number, got {value}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            problems.append(f"key '{where}': expected a string, got {_kind(value)}")
+        return value
+    return value
+
+
+def _parse_env(hint: Any, value: _EnvValue, where: str, problems: list[str]) -> Any:
+    text = value.text.strip()
+    try:
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError:
+        kind = "an integer" if hint is int else "a number"
+        problems.append(f"environment {value.var} (key '{where}'): expected {kind}, got {text!r}")
+        return None
+    return text
+
+
+def _kind(value: Any) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__) + f" ({value!r})"
+
+
+def redacted(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, with secrets replaced by ``***``."""
+
+    def walk(value: Any, key: str = "") -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: walk(getattr(value, f.name), f.name) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {k: walk(v, k) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            if key in _SECRET_KEYS:
+                return ["***" for _ in value]
+            return [walk(v, key) for v in value]
+        if key in _SECRET_KEYS and value:
+            return "***"
+        return value
+
+    out = walk(config)
+    out["mlflow"]["tracking_uri"] = _redact_uri(config.tracking_uri)
+    out["daemon"]["base_path"] = str(config.base_path)
+    return out
+
+
+def _redact_uri(uri: str) -> str:
+    # user:password@host in a database URI is a secret.
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        creds, _, host = rest.partition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return uri

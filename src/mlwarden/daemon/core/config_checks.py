@@ -1,0 +1,137 @@
+"""Checks across configuration keys and value ranges that types alone cannot express.
+
+Each returns a list of problems, each naming the key and what was expected; the loader
+(daemon/core/config.py) prefixes the file.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import AlertsConfig, Config
+
+__all__ = ["check_config"]
+
+
+def check_config(config: Config) -> list[str]:
+    """Checks across keys and value ranges that types alone cannot express."""
+    problems = []
+    d = config.daemon
+    host, sep, port = d.listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        problems.append(f"key 'daemon.listen': expected HOST:PORT, got {d.listen!r}")
+    if d.max_body_bytes <= 0:
+        problems.append("key 'daemon.max_body_bytes': expected a positive integer")
+    m = config.monitoring
+    for key in ("drift_threshold", "performance_threshold"):
+        if not 0 < getattr(m, key) < 1:
+            problems.append(f"key 'monitoring.{key}': expected a number in (0, 1)")
+    for key in ("window_hours", "interval_seconds", "bucket_seconds", "retention_days"):
+        if getattr(m, key) <= 0:
+            problems.append(f"key 'monitoring.{key}': expected a positive number")
+    if m.ingest_workers < 0:
+        problems.append("key 'monitoring.ingest_workers': expected an integer >= 0")
+    t = config.training
+    if t.max_concurrent_jobs < 1:
+        problems.append("key 'training.max_concurrent_jobs': expected an integer >= 1")
+    if t.job_timeout_hours <= 0:
+        problems.append("key 'training.job_timeout_hours': expected a positive number")
+    problems.extend(_check_training(config))
+    ab = config.ab_testing
+    for key in ("confidence_level", "significance_threshold", "srm_threshold", "power"):
+        if not 0 < getattr(ab, key) < 1:
+            problems.append(f"key 'ab_testing.{key}': expected a number in (0, 1)")
+    for key in ("minimum_detectable_effect", "evaluation_interval_seconds"):
+        if getattr(ab, key) <= 0:
+            problems.append(f"key 'ab_testing.{key}': expected a positive number")
+    for key in ("min_samples", "sequential_tuning_samples"):
+        if getattr(ab, key) < 2:
+            problems.append(f"key 'ab_testing.{key}': expected an integer >= 2")
+    if ab.min_duration_hours < 0:
+        problems.append("key 'ab_testing.min_duration_hours': expected a number >= 0")
+    for i, name in enumerate(ab.guardrails):
+        if name not in ("latency", "error_rate"):
+            problems.append(
+                f"key 'ab_testing.guardrails[{i}]': expected 'latency' or 'error_rate', "
+                f"got {name!r}"
+            )
+    for i, tok in enumerate(config.auth.tokens):
+        if len(tok.sha256) != 64 or any(c not in "0123456789abcdef" for c in tok.sha256):
+            problems.append(
+                f"key 'auth.tokens[{i}].sha256': expected 64 lowercase hex digits "
+                "(run `mlwarden token` to mint a token and its hash)"
+            )
+    names = [t.name for t in config.auth.tokens]
+    if len(set(names)) != len(names):
+        problems.append("key 'auth.tokens': token names must be unique")
+    seen: set[str] = set()
+    for i, model in enumerate(config.models):
+        if not model.name:
+            problems.append(f"key 'models[{i}].name': expected a non-empty string")
+        if model.name in seen:
+            problems.append(f"key 'models[{i}].name': duplicate model {model.name!r}")
+        seen.add(model.name)
+        from ...stats.metrics import trading_problems
+        from ..registry.gates import gate_problems
+
+        problems.extend(gate_problems(model.gates, f"models[{i}].gates"))
+        problems.extend(trading_problems(model.trading, f"models[{i}].trading"))
+    seen = set()
+    for i, notifier in enumerate(config.notifiers):
+        if notifier.name in seen:
+            problems.append(f"key 'notifiers[{i}].name': duplicate notifier {notifier.name!r}")
+        seen.add(notifier.name)
+    problems.extend(_check_alerts(config.alerts))
+    return problems
+
+
+def _check_alerts(alerts: AlertsConfig) -> list[str]:
+    problems = []
+    for key in ("tick_seconds", "retry_initial_seconds", "send_timeout_seconds"):
+        if getattr(alerts, key) <= 0:
+            problems.append(f"key 'alerts.{key}': expected a positive number")
+    for key in ("group_wait_seconds", "repeat_interval_seconds", "outbox_max_age_seconds"):
+        if getattr(alerts, key) < 0:
+            problems.append(f"key 'alerts.{key}': expected a number >= 0")
+    if alerts.retry_max_seconds < alerts.retry_initial_seconds:
+        problems.append("key 'alerts.retry_max_seconds': expected >= alerts.retry_initial_seconds")
+    seen: set[str] = set()
+    for i, rule in enumerate(alerts.rules):
+        if not rule.name:
+            problems.append(f"key 'alerts.rules[{i}].name': expected a non-empty string")
+        if rule.name in seen:
+            problems.append(f"key 'alerts.rules[{i}].name': duplicate rule {rule.name!r}")
+        seen.add(rule.name)
+        if rule.enabled and not rule.fire_on and rule.name not in _BUILTIN_RULE_NAMES:
+            problems.append(f"key 'alerts.rules[{i}].fire_on': expected at least one event kind")
+    return problems
+
+
+#: Names of the alert engine's built-in rules (daemon/alerts/rules.py); a rule in the
+#: config with one of these names overrides the built-in one key by key.
+_BUILTIN_RULE_NAMES = frozenset(
+    {"ModelPerformanceDegraded", "ModelDataDrift", "ModelTrainingFailed", "ModelRolloutFailed"}
+)
+
+
+def _check_training(config: Config) -> list[str]:
+    """Training keys: counts, durations, the time zone and each model's schedule."""
+    from ...plugins.triggers.schedule import cron_problem, timezone_problem
+
+    t = config.training
+    problems = []
+    for key in ("max_retries", "min_training_data_points", "log_tail_lines"):
+        if getattr(t, key) < 0:
+            problems.append(f"key 'training.{key}': expected an integer >= 0")
+    for key in ("retry_backoff_seconds", "kill_grace_seconds"):
+        if getattr(t, key) < 0:
+            problems.append(f"key 'training.{key}': expected a number >= 0")
+    if t.scheduler_interval_seconds <= 0:
+        problems.append("key 'training.scheduler_interval_seconds': expected a positive number")
+    if problem := timezone_problem(t.timezone):
+        problems.append(f"key 'training.timezone': {problem}")
+    for i, model in enumerate(config.models):
+        if model.schedule and (problem := cron_problem(model.schedule)):
+            problems.append(f"key 'models[{i}].schedule': {problem}")
+    return problems

@@ -1,0 +1,252 @@
+"""Every Prometheus metric mlwarden exports, built against an injected registry.
+
+Names: prefix ``mlwarden_``, base units, ``_total`` for counters; labels from a small
+closed set (model, version, feature, method, strategy, trigger, notifier, outcome,
+severity, plus reason, state, metric, variant, plugin, hook, route).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from ... import __version__
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+_JOB_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
+
+
+class Metrics:
+    """The daemon's metrics. One instance per Warden; tests pass a fresh registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry = registry if registry is not None else CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+
+        self.build_info = Gauge(
+            "mlwarden_build_info",
+            "mlwarden build information; always 1.",
+            ["version", "python"],
+            registry=registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.up_since = Gauge(
+            "mlwarden_start_time_seconds",
+            "Unix time the daemon started.",
+            registry=registry,
+        )
+        self.http_request_duration = Histogram(
+            "mlwarden_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status.",
+            ["method", "route", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.plugin_errors = Counter(
+            "mlwarden_plugin_errors_total",
+            "Exceptions and timeouts raised by plugins, by plugin and hook.",
+            ["plugin", "hook"],
+            registry=registry,
+        )
+        self.events = Counter(
+            "mlwarden_events_total",
+            "Events emitted, by kind.",
+            ["kind"],
+            registry=registry,
+        )
+
+        # Registry and lifecycle.
+        self.model_info = Gauge(
+            "mlwarden_model_info",
+            "Registered model versions; 1 for each (model, version, status).",
+            ["model", "version", "status"],
+            registry=registry,
+        )
+        self.model_metric = Gauge(
+            "mlwarden_model_metric",
+            "Latest performance metric of a model version.",
+            ["model", "version", "metric"],
+            registry=registry,
+        )
+
+        # Ingest and drift.
+        self.predictions = Counter(
+            "mlwarden_predictions_total",
+            "Prediction records accepted.",
+            ["model"],
+            registry=registry,
+        )
+        self.labels = Counter(
+            "mlwarden_labels_total",
+            "Ground-truth labels accepted.",
+            ["model"],
+            registry=registry,
+        )
+        self.ingest_rejected = Counter(
+            "mlwarden_ingest_rejected_total",
+            "Ingest batches rejected, by reason.",
+            ["model", "reason"],
+            registry=registry,
+        )
+        self.feature_drift_score = Gauge(
+            "mlwarden_feature_drift_score",
+            "Latest drift statistic of a feature by method.",
+            ["model", "feature", "method"],
+            registry=registry,
+        )
+        self.feature_drift_p_value = Gauge(
+            "mlwarden_feature_drift_p_value",
+            "Latest drift p-value of a feature by method (methods with a test only).",
+            ["model", "feature", "method"],
+            registry=registry,
+        )
+        self.drift_score = Gauge(
+            "mlwarden_drift_score",
+            "Latest overall drift score of a model (share of drifted features).",
+            ["model"],
+            registry=registry,
+        )
+        self.drift_detected = Gauge(
+            "mlwarden_drift_detected",
+            "1 when the latest drift check of a model found drift.",
+            ["model"],
+            registry=registry,
+        )
+        self.drift_check_duration = Histogram(
+            "mlwarden_drift_check_duration_seconds",
+            "Duration of a drift check.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retrain_recommendation = Gauge(
+            "mlwarden_retrain_recommendation",
+            "Latest recommendation: 0 NO_ACTION_NEEDED, 1 RETRAIN_SOON, 2 RETRAIN_IMMEDIATELY.",
+            ["model"],
+            registry=registry,
+        )
+
+        # Serving and rollouts.
+        self.prediction_latency = Histogram(
+            "mlwarden_prediction_latency_seconds",
+            "Latency of predictions served through the gateway or reported by clients.",
+            ["model", "version"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.traffic_weight = Gauge(
+            "mlwarden_traffic_weight",
+            "Share of a model's traffic routed to a version (0..1).",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.rollouts = Counter(
+            "mlwarden_rollouts_total",
+            "Finished rollouts by strategy and outcome.",
+            ["model", "strategy", "outcome"],
+            registry=registry,
+        )
+
+        # Training.
+        # Not `mlwarden_training_jobs`: a counter named `..._jobs_total` owns that family
+        # name in the Prometheus data model, so a gauge of the same name cannot coexist.
+        self.training_jobs = Gauge(
+            "mlwarden_training_jobs_current",
+            "Training jobs in each state now (queued, running, ...).",
+            ["state"],
+            registry=registry,
+        )
+        self.training_jobs_total = Counter(
+            "mlwarden_training_jobs_total",
+            "Finished training jobs by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.training_job_duration = Histogram(
+            "mlwarden_training_job_duration_seconds",
+            "Duration of finished training jobs.",
+            buckets=_JOB_BUCKETS,
+            registry=registry,
+        )
+        self.triggers_fired = Counter(
+            "mlwarden_triggers_fired_total",
+            "Retraining triggers that fired, by trigger.",
+            ["model", "trigger"],
+            registry=registry,
+        )
+
+        # Experiments.
+        self.experiment_p_value = Gauge(
+            "mlwarden_experiment_p_value",
+            "p-value of the latest evaluation of a model's running experiment.",
+            ["model"],
+            registry=registry,
+        )
+        self.experiment_samples = Gauge(
+            "mlwarden_experiment_samples",
+            "Samples per arm of a model's running experiment.",
+            ["model", "variant"],
+            registry=registry,
+        )
+
+        self.experiment_lift = Gauge(
+            "mlwarden_experiment_lift",
+            "Relative lift of arm B over arm A in a model's running experiment.",
+            ["model"],
+            registry=registry,
+        )
+        self.experiment_srm_detected = Gauge(
+            "mlwarden_experiment_srm_detected",
+            "1 when the latest evaluation of a model's experiment found a sample-ratio mismatch.",
+            ["model"],
+            registry=registry,
+        )
+
+        # Alerts.
+        self.alerts_firing = Gauge(
+            "mlwarden_alerts_firing",
+            "Alerts firing now, by severity.",
+            ["severity"],
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "mlwarden_notifications_total",
+            "Notification delivery attempts by notifier and outcome.",
+            ["notifier", "outcome"],
+            registry=registry,
+        )
+        for severity in ("info", "warning", "critical"):
+            self.alerts_firing.labels(severity).set(0)
+
+    def zero_known_series(self, config: Any, pm: Any) -> None:
+        """Create the series whose label values are known up front, at 0.
+
+        A counter series that appears only at its first increment makes ``rate()`` and
+        ``increase()`` blind to that increment and leaves alert rules and dashboard
+        panels without data until something goes wrong; Prometheus' own advice is to
+        initialise the label values you know.
+        """
+        for outcome in ("succeeded", "failed", "timed_out", "cancelled", "interrupted"):
+            self.training_jobs_total.labels(outcome)
+        for notifier in [n.name for n in config.notifiers] or ["log"]:
+            for outcome in ("sent", "failed", "dropped"):
+                self.notifications.labels(notifier, outcome)
+        for model in config.models:
+            strategy = model.strategy or config.deployment.default_strategy
+            for outcome in ("promoted", "rolled_back", "failed"):
+                self.rollouts.labels(model.name, strategy, outcome)
+        for name, plugin in pm.list_name_plugin():
+            for caller in pm.get_hookcallers(plugin) or ():
+                self.plugin_errors.labels(name, caller.name)

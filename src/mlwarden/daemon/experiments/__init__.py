@@ -1,0 +1,1 @@
+"""A/B tests between two versions of a model."""

@@ -1,0 +1,124 @@
+"""The experiments service's tables, its records, and the arms it feeds the statistics."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from ...stats import Arm, metric_values
+from ..core.store import Schema, create_tables
+
+__all__ = [
+    "EXPERIMENTS_SCHEMA",
+    "arm_from_outcomes",
+    "default_metric",
+    "evaluations_table",
+    "experiments_table",
+    "public",
+    "record_from_row",
+]
+
+_meta = sa.MetaData()
+experiments_table = sa.Table(
+    "experiments",
+    _meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("version_a", sa.String(128), nullable=False),
+    sa.Column("version_b", sa.String(128), nullable=False),
+    sa.Column("weight_b", sa.Float, nullable=False),
+    sa.Column("duration_hours", sa.Float, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # running | concluded | stopped
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("ends_at", sa.Float, nullable=False),
+    sa.Column("concluded_at", sa.Float),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("settings", sa.Text, nullable=False),
+    sa.Column("auto_promote", sa.Boolean, nullable=False),
+    sa.Column("previous_traffic", sa.Text, nullable=False),
+    sa.Column("sequential_state", sa.Text, nullable=False, default="{}"),
+    sa.Column("evaluations", sa.Integer, nullable=False, default=0),
+    sa.Column("result", sa.Text),
+    sa.Column("recommendation", sa.String(32)),
+    sa.Column("winner", sa.String(128)),
+    sa.Column("promotion", sa.Text),
+    sa.Column("mlflow_run_id", sa.String(64)),
+    # At most one running experiment per model, enforced by the database.
+    sa.Index(
+        "ux_experiments_running",
+        "model",
+        unique=True,
+        sqlite_where=sa.text("status = 'running'"),
+        postgresql_where=sa.text("status = 'running'"),
+    ),
+    sa.Index("ix_experiments_started", "started_at"),
+)
+evaluations_table = sa.Table(
+    "experiment_evaluations",
+    _meta,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("experiment_id", sa.String(32), nullable=False, index=True),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("recommendation", sa.String(32), nullable=False),
+    sa.Column("p_value", sa.Float),
+    sa.Column("samples_a", sa.Integer, nullable=False),
+    sa.Column("samples_b", sa.Integer, nullable=False),
+    sa.Column("result", sa.Text, nullable=False),
+)
+EXPERIMENTS_SCHEMA = Schema("experiments", [create_tables(experiments_table, evaluations_table)])
+
+
+def record_from_row(row: Any) -> dict[str, Any]:
+    r = dict(row._mapping)
+    out = {k: v for k, v in r.items() if k not in ("settings", "sequential_state")}
+    out["settings"] = json.loads(r["settings"])
+    out["_state"] = json.loads(r["sequential_state"] or "{}")
+    out["traffic_split"] = r["weight_b"]
+    out["weights"] = {r["version_a"]: 1.0 - r["weight_b"], r["version_b"]: r["weight_b"]}
+    for key in ("previous_traffic", "result", "promotion"):
+        out[key] = json.loads(r[key]) if r[key] else None
+    out["auto_promote"] = bool(r["auto_promote"])
+    return out
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as the API shows it (internal sequential state left out)."""
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def default_metric(model_config: Any) -> str:
+    if model_config is None:
+        return "squared_error"
+    if model_config.task == "classification":
+        return "accuracy"
+    return "strategy_return" if model_config.trading else "squared_error"
+
+
+def arm_from_outcomes(metric: str, outcomes: Any) -> Arm:
+    """The arm's per-request metric (successful calls with a usable label) and guardrails.
+
+    Guardrails count serving *calls*: the gateway times a batch once and gives every
+    record in it the batch's latency (and error flag), so rows sharing a timestamp and a
+    latency are one observation; counting them as many would fake precision
+    (pseudo-replication). Rows without a latency stay one observation each.
+    """
+    error = np.asarray(outcomes.error, bool)
+    ok = ~error
+    values = metric_values(metric, outcomes.prediction[ok], outcomes.label[ok])
+    values = values[np.isfinite(values)]
+    latency = np.asarray(outcomes.latency, float)
+    timed = np.isfinite(latency)
+    calls = np.unique(
+        np.column_stack([np.asarray(outcomes.ts, float)[timed], latency[timed], error[timed]]),
+        axis=0,
+    )
+    return Arm(
+        values=values,
+        latency=calls[:, 1],
+        error=np.concatenate([calls[:, 2].astype(bool), error[~timed]]),
+        assigned=int(error.size),
+    )

@@ -1,0 +1,430 @@
+"""A/B tests between two versions of one model (service ``experiments``).
+
+An experiment splits the model's traffic between version A and version B through the
+rollout service's traffic table (sticky hashing), reads each arm's joined outcomes from
+ingest, and judges B against A with ``mlwarden.stats.analyse``: primary metric,
+guardrails, Holm, SRM, gates and — by default — the always-valid sequential test, so
+the background loop and anyone calling ``evaluate`` may look as often as they like.
+A final recommendation (PROMOTE_B, KEEP_A, STOP_NO_DIFFERENCE) concludes it: the
+traffic table in force before the experiment is restored and, with auto-promotion on,
+a PROMOTE_B starts a rollout of B. Each experiment is persisted (history) and logged
+as an MLflow run. See docs/experiments.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from ... import hookimpl
+from ...errors import Conflict, InvalidInput, NotFound
+from ...stats import Evaluation, is_final
+from ...types import Event, Severity
+from ..core.service import Service
+from .analysis import analysis_settings, evaluate_arms
+from .records import (
+    EXPERIMENTS_SCHEMA,
+    evaluations_table,
+    experiments_table,
+    public,
+    record_from_row,
+)
+from .tracking import (
+    clear_gauges,
+    export_gauges,
+    log_conclusion,
+    log_evaluation,
+    log_start,
+)
+
+__all__ = ["EXPERIMENTS_SCHEMA", "ExperimentService", "public"]
+
+logger = logging.getLogger(__name__)
+
+
+class ExperimentService(Service):
+    """A/B tests: start, evaluate (on demand and in the background), stop, history."""
+
+    name = "experiments"
+    schema = EXPERIMENTS_SCHEMA
+
+    def __init__(self, warden: Any) -> None:
+        super().__init__(warden)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loop_errors = 0
+
+    async def start(self) -> None:
+        self.warden.spawn(self._loop(), name="experiments-evaluate")
+
+    def routes(self) -> list[Any]:
+        from ..api.experiments import experiment_routes
+
+        return experiment_routes()
+
+    async def health(self) -> dict[str, Any]:
+        async with self.warden.store.connect() as conn:
+            running = (
+                await conn.execute(
+                    sa.select(sa.func.count()).where(experiments_table.c.status == "running")
+                )
+            ).scalar()
+        return {"status": "ok", "running": int(running or 0), "loop_errors": self._loop_errors}
+
+    # -- start -----------------------------------------------------------------------
+
+    async def start_experiment(
+        self,
+        model: str,
+        version_a: str,
+        version_b: str,
+        *,
+        name: str,
+        weight_b: float = 0.5,
+        duration_hours: float | None = None,
+        actor: str = "mlwarden",
+        metric: str | None = None,
+        test: str | None = None,
+        sequential: bool | None = None,
+        auto_promote: bool | None = None,
+    ) -> dict[str, Any]:
+        """Start an A/B test of ``version_b`` against ``version_a``; returns the record.
+
+        Conflict (409) when the model already has a running experiment; NotFound (404)
+        for an unknown model or version; InvalidInput (400) for a bad split, duration,
+        metric or test. Nothing is left behind when any step fails.
+        """
+        ab = self.warden.config.ab_testing
+        duration = ab.min_duration_hours if duration_hours is None else float(duration_hours)
+        settings = analysis_settings(
+            self.warden.config, model, weight_b, duration, metric, test, sequential
+        )
+        if version_a == version_b:
+            raise InvalidInput(f"model {model!r}: arms A and B are both version {version_a!r}")
+        if duration < ab.min_duration_hours:
+            raise InvalidInput(
+                f"duration_hours ({duration:g}) is shorter than ab_testing.min_duration_hours "
+                f"({ab.min_duration_hours:g}): the experiment could never name a winner"
+            )
+        ingest = self.warden.service("ingest")
+        await ingest.outcomes(model, since=self.warden.clock())  # NotFound for unknown models
+        registry: Any = self.warden.services.get("registry")
+        if registry is not None:
+            for version in (version_a, version_b):
+                await registry.get(model, version)
+        rollouts = self.warden.service("rollouts")
+        active = getattr(rollouts, "active", {}).get(model)
+        if active is not None:
+            raise Conflict(
+                f"model {model!r} has an active rollout of version {active.get('candidate')} "
+                f"(id {active.get('id')}); an experiment needs the traffic table to itself"
+            )
+        previous = await _current_traffic(rollouts, model)
+        now = self.warden.clock()
+        experiment_id = uuid.uuid4().hex[:12]
+        promote = ab.auto_promote if auto_promote is None else bool(auto_promote)
+        row = {
+            "id": experiment_id,
+            "name": name,
+            "model": model,
+            "version_a": version_a,
+            "version_b": version_b,
+            "weight_b": float(weight_b),
+            "duration_hours": duration,
+            "status": "running",
+            "started_at": now,
+            "ends_at": now + duration * 3600.0,
+            "actor": actor,
+            "settings": json.dumps(asdict(settings)),
+            "auto_promote": promote,
+            "previous_traffic": json.dumps(previous),
+            "sequential_state": "{}",
+            "evaluations": 0,
+        }
+        try:
+            async with self.warden.store.begin() as conn:
+                await conn.execute(experiments_table.insert().values(**row))
+        except sa.exc.IntegrityError:
+            running = await self._running_for(model)
+            raise Conflict(
+                f"model {model!r} already has a running experiment"
+                + (f" ({running['id']}, {running['name']!r})" if running else "")
+                + "; stop it first"
+            ) from None
+        try:
+            await rollouts.set_traffic(
+                model,
+                {version_a: 1.0 - weight_b, version_b: weight_b},
+                reason=f"experiment {experiment_id} ({name})",
+                actor=actor,
+            )
+        except BaseException:
+            async with self.warden.store.begin() as conn:
+                await conn.execute(
+                    experiments_table.delete().where(experiments_table.c.id == experiment_id)
+                )
+            raise
+        record = await self.get(experiment_id)
+        run_id = await self._tracking(log_start, record)
+        if run_id:
+            await self._update(experiment_id, mlflow_run_id=run_id)
+            record["mlflow_run_id"] = run_id
+        await self.warden.emit(
+            Event(
+                kind="experiment_started",
+                model=model,
+                version=version_b,
+                message=f"experiment {name!r}: {version_b} against {version_a}",
+                data={
+                    "experiment_id": experiment_id,
+                    "version_a": version_a,
+                    "version_b": version_b,
+                    "traffic_split": weight_b,
+                    "duration_hours": duration,
+                },
+            )
+        )
+        return record
+
+    # -- evaluate --------------------------------------------------------------------
+
+    async def evaluate(self, experiment_id: str, *, actor: str = "mlwarden") -> dict[str, Any]:
+        """Evaluate now; a final recommendation concludes the experiment. Returns the record."""
+        lock = self._locks.setdefault(experiment_id, asyncio.Lock())
+        async with lock:
+            record = await self.get(experiment_id)
+            if record["status"] != "running":
+                return record
+            evaluation, data = await evaluate_arms(self.warden, record)
+            await self._store_evaluation(record, evaluation, data)
+            if is_final(evaluation.recommendation):
+                await self._conclude(record, data, status="concluded", actor=actor)
+            return await self.get(experiment_id)
+
+    async def _store_evaluation(
+        self, record: dict[str, Any], evaluation: Evaluation, data: dict[str, Any]
+    ) -> None:
+        now = data["evaluated_at"]
+        states = {k: s.to_dict() for k, s in evaluation.states.items()}
+        async with self.warden.store.begin() as conn:
+            await conn.execute(
+                evaluations_table.insert().values(
+                    experiment_id=record["id"],
+                    ts=now,
+                    recommendation=str(evaluation.recommendation),
+                    p_value=data["p_value"],
+                    samples_a=data["samples"]["A"],
+                    samples_b=data["samples"]["B"],
+                    result=json.dumps(data),
+                )
+            )
+            await conn.execute(
+                experiments_table.update()
+                .where(experiments_table.c.id == record["id"])
+                .values(
+                    result=json.dumps(data),
+                    recommendation=str(evaluation.recommendation),
+                    sequential_state=json.dumps(states),
+                    evaluations=experiments_table.c.evaluations + 1,
+                )
+            )
+        export_gauges(self.warden.metrics, record["model"], data)
+        await self._tracking(log_evaluation, record, data)
+
+    # -- stop and conclude -----------------------------------------------------------
+
+    async def stop_experiment(
+        self, experiment_id: str, *, actor: str, reason: str = "", restore_traffic: bool = True
+    ) -> dict[str, Any]:
+        """Stop a running experiment without a winner; its traffic table is restored
+        (unless ``restore_traffic`` is false: a rollout has taken the table over)."""
+        lock = self._locks.setdefault(experiment_id, asyncio.Lock())
+        async with lock:
+            record = await self.get(experiment_id)
+            if record["status"] != "running":
+                raise Conflict(
+                    f"experiment {experiment_id} is already {record['status']}; "
+                    "only a running experiment can be stopped"
+                )
+            data = dict(record["result"] or {})
+            data["stopped_reason"] = reason or f"stopped by {actor}"
+            data["winner"] = None
+            await self._conclude(
+                record, data, status="stopped", actor=actor, restore_traffic=restore_traffic
+            )
+            return await self.get(experiment_id)
+
+    async def _conclude(
+        self,
+        record: dict[str, Any],
+        data: dict[str, Any],
+        *,
+        status: str,
+        actor: str,
+        restore_traffic: bool = True,
+    ) -> None:
+        model, now = record["model"], self.warden.clock()
+        rollouts = self.warden.service("rollouts")
+        if restore_traffic:
+            previous = record["previous_traffic"] or {record["version_a"]: 1.0}
+            await rollouts.set_traffic(
+                model, previous, reason=f"experiment {record['id']} {status}", actor=actor
+            )
+        winner = data.get("winner") if status == "concluded" else None
+        promotion: dict[str, Any] | None = None
+        if status == "concluded" and data.get("recommendation") == "PROMOTE_B":
+            promotion = {"status": "pending" if record["auto_promote"] else "not_started"}
+            if not record["auto_promote"]:
+                promotion["reason"] = "auto-promotion is off"
+        # Concluded before promoting: the rollout's start event must not find it running.
+        await self._update(
+            record["id"],
+            status=status,
+            concluded_at=now,
+            winner=winner,
+            result=json.dumps(data) if data else None,
+            promotion=json.dumps(promotion) if promotion else None,
+        )
+        if promotion and promotion["status"] == "pending":
+            promotion = await self._promote(record, actor)
+            await self._update(record["id"], promotion=json.dumps(promotion))
+        self._locks.pop(record["id"], None)
+        clear_gauges(self.warden.metrics, model)
+        concluded = {**record, "status": status, "winner": winner, "promotion": promotion}
+        await self._tracking(log_conclusion, concluded, data)
+        await self.warden.audit.record(
+            actor=actor,
+            action=f"experiment {status}",
+            target=f"model={model},experiment={record['id']}",
+            outcome=str(data.get("recommendation") or status),
+            detail={"winner": winner, "p_value": data.get("p_value"), "promotion": promotion},
+        )
+        await self.warden.emit(
+            Event(
+                kind="experiment_concluded",
+                model=model,
+                version=winner,
+                severity=Severity.INFO,
+                message=f"experiment {record['name']!r} {status}: "
+                + (f"winner {winner}" if winner else "no winner"),
+                data={
+                    "experiment_id": record["id"],
+                    "status": status,
+                    "winner": winner,
+                    "recommendation": data.get("recommendation"),
+                    "p_value": data.get("p_value"),
+                    "lift": data.get("lift"),
+                    "promotion": (promotion or {}).get("status"),
+                },
+            )
+        )
+
+    async def _promote(self, record: dict[str, Any], actor: str) -> dict[str, Any]:
+        strategy = self.warden.config.ab_testing.promote_strategy or None
+        try:
+            rollout = await self.warden.service("rollouts").start(
+                record["model"], record["version_b"], strategy=strategy, actor=actor
+            )
+        except Exception as exc:
+            logger.warning("experiment %s: promoting %s failed: %s", record["id"],
+                           record["version_b"], exc)  # fmt: skip
+            return {"status": "failed", "error": str(exc)}
+        return {"status": "started", "rollout": rollout}
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment's record; NotFound (404) when there is none with that id."""
+        row = await self.warden.store.row_by_id(
+            experiments_table, experiment_id, missing=f"no experiment with id {experiment_id!r}"
+        )
+        return record_from_row(row)
+
+    async def evaluations(self, experiment_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        t = evaluations_table
+        query = (
+            sa.select(t.c.ts, t.c.recommendation, t.c.p_value, t.c.samples_a, t.c.samples_b)
+            .where(t.c.experiment_id == experiment_id)
+            .order_by(t.c.id.desc())
+            .limit(limit)
+        )
+        async with self.warden.store.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [dict(r._mapping) for r in rows]
+
+    async def history(
+        self, *, model: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """Experiments, newest first, optionally of one model and/or one status."""
+        query = sa.select(experiments_table).order_by(experiments_table.c.started_at.desc())
+        if model:
+            query = query.where(experiments_table.c.model == model)
+        if status:
+            query = query.where(experiments_table.c.status == status)
+        async with self.warden.store.connect() as conn:
+            rows = (await conn.execute(query.limit(limit))).all()
+        return [record_from_row(r) for r in rows]
+
+    async def _running_for(self, model: str) -> dict[str, Any] | None:
+        running = await self.history(model=model, status="running", limit=1)
+        return running[0] if running else None
+
+    async def _update(self, experiment_id: str, **values: Any) -> None:
+        async with self.warden.store.begin() as conn:
+            await conn.execute(
+                experiments_table.update()
+                .where(experiments_table.c.id == experiment_id)
+                .values(**values)
+            )
+
+    async def _tracking(self, function: Any, *args: Any) -> Any:
+        """Run an MLflow logging call off the loop; a failure is logged, never fatal."""
+        try:
+            return await asyncio.to_thread(function, self.warden.tracking, *args)
+        except Exception as exc:
+            logger.warning("experiment MLflow logging (%s) failed: %s", function.__name__, exc)
+            self.warden.record_error("experiments: MLflow", repr(exc))
+            return None
+
+    # -- background ------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        """Evaluate running experiments periodically (fixed-horizon ones only at the end)."""
+        while True:
+            await asyncio.sleep(self.warden.config.ab_testing.evaluation_interval_seconds)
+            for record in await self.history(status="running", limit=1000):
+                fixed = not record["settings"]["sequential"]
+                if fixed and self.warden.clock() < record["ends_at"]:
+                    continue
+                try:
+                    await self.evaluate(record["id"])
+                except Exception as exc:
+                    self._loop_errors += 1
+                    logger.exception("evaluating experiment %s failed", record["id"])
+                    self.warden.record_error(f"experiment {record['id']}", repr(exc))
+
+    @hookimpl
+    async def mlwarden_event(self, event: Event) -> None:
+        """A rollout that starts on a model under experiment takes its traffic: stop it."""
+        if event.kind != "rollout_started" or not event.model:
+            return
+        running = await self._running_for(event.model)
+        if running is not None:
+            await self.stop_experiment(
+                running["id"],
+                actor="mlwarden",
+                reason=f"a rollout of {event.version} took over the traffic table",
+                restore_traffic=False,
+            )
+
+
+async def _current_traffic(rollouts: Any, model: str) -> dict[str, float]:
+    try:
+        return dict(await rollouts.traffic(model) or {})
+    except NotFound:
+        return {}

@@ -1,0 +1,1 @@
+"""Ingest: predictions and labels in, validated and folded into profiles and outcomes."""

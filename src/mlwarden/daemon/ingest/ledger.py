@@ -1,0 +1,365 @@
+"""The ingest service's storage: tables, the single writer, open buckets, windows.
+
+Every write goes through one writer task. Consecutive batches queued while a commit is
+in progress share the next transaction (group commit), which is what keeps ingest fast
+with many concurrent senders while each answer still waits for its own commit.
+Flushing closed buckets and purging old rows run as exclusive writer items, so a flush
+never deletes the journal rows of a batch that is committed but not yet folded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.config import Config, ModelConfig
+from ..profiles.profile import Layout, Profile
+from ..profiles.reference import Reference, layout_without_reference
+from .batches import BatchRejected, LabelBatch
+from .prepare import BucketKey, PreparedBatch
+from .startup import load_reference, replay_journal
+from .tables import (
+    INGEST_SCHEMA,
+    check_new_ids,
+    insert_rows,
+    journal_table,
+    outcomes_table,
+    profile_table,
+    purge_predictions,
+    store_predictions,
+    stored_predictions,
+)
+from .window import BucketWindow, closed_buckets, move_windows
+
+__all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
+
+logger = logging.getLogger(__name__)
+
+_ID_CHUNK = 500
+
+
+@dataclass
+class ModelState:
+    """What the ingest service holds of one watched model."""
+
+    config: ModelConfig
+    layout: Layout = field(default_factory=lambda: Layout((), (), fingerprint="open"))
+    open_schema: bool = True
+    reference: Reference | None = None
+    reference_status: str = "loading"
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Open buckets; their samples change in place as batches fold in (Profile.fold).
+    open: dict[BucketKey, Profile] = field(default_factory=dict)
+    generation: int = 0  # bumped when closed buckets are written
+    # Windows of closed buckets by version filter (daemon/ingest/window.py), moved under the lock.
+    windows: dict[str | None, BucketWindow] = field(default_factory=dict)
+    window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class _Work:
+    write: Callable[[Any], Awaitable[Any]]
+    after: Callable[[Any], None]
+    exclusive: bool = False
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Ledger:
+    """Tables, the writer task, open buckets and windows of the ingest service."""
+
+    def __init__(self, warden: Any) -> None:
+        self.warden = warden
+        self.models: dict[str, ModelState] = {}
+        self._queue: deque[_Work] = deque()
+        self._wake = asyncio.Event()
+        # One reference is read at a time: the peak memory is that of one load.
+        self._loading = asyncio.Semaphore(1)
+
+    @property
+    def sample_size(self) -> int:
+        return self.warden.config.monitoring.sample_size
+
+    async def start(self) -> None:
+        self.warden.spawn(self._writer(), name="ingest-writer")
+        await self.reload(self.warden.config)
+        self.warden.spawn(self._housekeeping(), name="ingest-housekeeping")
+
+    async def stop(self) -> None:
+        # Open buckets need no flush: their journal rows are replayed at the next start.
+        await self.submit(_Work(_noop, _ignore, exclusive=True))
+
+    async def reload(self, config: Config) -> None:
+        """Watch the configured models; a changed model reloads its reference."""
+        wanted = {m.name: m for m in config.models}
+        for name in list(self.models):
+            if name not in wanted:
+                del self.models[name]
+        for name, mc in wanted.items():
+            state = self.models.get(name)
+            if state is not None and state.config == mc:
+                continue
+            state = ModelState(config=mc)
+            self.models[name] = state
+            self.warden.spawn(self._prepare(state), name=f"ingest-reference-{name}")
+
+    # -- the writer --------------------------------------------------------------------
+
+    async def submit(self, work: _Work) -> Any:
+        self._queue.append(work)
+        self._wake.set()
+        return await work.future
+
+    async def _writer(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            group = [self._queue.popleft()]
+            while not group[0].exclusive and self._queue and not self._queue[0].exclusive:
+                group.append(self._queue.popleft())
+            try:
+                results: list[tuple[bool, Any]] = []
+                async with self.warden.store.begin() as conn:
+                    for work in group:
+                        try:
+                            results.append((True, await work.write(conn)))
+                        except BatchRejected as exc:  # checked before anything is written
+                            results.append((False, exc))
+            except Exception as exc:
+                logger.exception("ingest commit failed")
+                for work in group:
+                    if not work.future.done():
+                        work.future.set_exception(exc)
+                continue
+            for work, (ok, value) in zip(group, results, strict=True):
+                if work.future.done():
+                    continue
+                if not ok:
+                    work.future.set_exception(value)
+                    continue
+                try:
+                    work.after(value)
+                    work.future.set_result(value)
+                except Exception as exc:  # never leave a caller hanging
+                    logger.exception("ingest fold failed after commit")
+                    work.future.set_exception(exc)
+
+    # -- predictions and labels ----------------------------------------------------------
+
+    async def record_predictions(
+        self, state: ModelState, prepared: PreparedBatch
+    ) -> dict[str, Any]:
+        """Store a prepared batch (daemon/ingest/prepare.py) and fold it into its buckets."""
+        name = state.config.name
+        batch = prepared.batch
+        fingerprint = state.layout.fingerprint
+
+        async def write(conn: Any) -> None:
+            await check_new_ids(conn, name, batch)
+            await store_predictions(conn, name, batch, prepared.predictions)
+            journal = [
+                (name, version, start, fingerprint, blob)
+                for (version, start), blob, _ in prepared.parts
+            ]
+            await insert_rows(conn, journal_table, journal, skip_first=True)
+
+        def after(_: Any) -> None:
+            for key, _, profile in prepared.parts:
+                _fold(state, key, profile)
+
+        await self.submit(_Work(write, after))
+        return {"accepted": len(batch), "profiled": not state.open_schema}
+
+    async def record_labels(self, state: ModelState, batch: LabelBatch) -> dict[str, Any]:
+        name = state.config.name
+        classification = state.config.task == "classification"
+        now = self.warden.clock()
+        labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
+        o = outcomes_table
+
+        async def write(conn: Any) -> int:
+            matched = await stored_predictions(conn, name, list(labels))
+            if not matched:
+                return 0
+            matched_ids = [r["id"] for r in matched]
+            for i in range(0, len(matched_ids), _ID_CHUNK):
+                chunk = matched_ids[i : i + _ID_CHUNK]
+                await conn.execute(o.delete().where(o.c.model == name, o.c.id.in_(chunk)))
+            await conn.execute(
+                o.insert(),
+                [
+                    {
+                        **r,
+                        "model": name,
+                        "label_num": None if classification else labels[r["id"]],
+                        "label_cls": labels[r["id"]] if classification else None,
+                        "labeled_at": now,
+                    }
+                    for r in matched
+                ],
+            )
+            return len(matched)
+
+        matched = await self.submit(_Work(write, _ignore))
+        return {"accepted": len(batch), "matched": matched, "unmatched": len(batch) - matched}
+
+    # -- buckets and windows -------------------------------------------------------------
+
+    async def flush(self, *, everything: bool = False) -> int:
+        """Write every closed open bucket (all of them with ``everything``); return how many."""
+        now = self.warden.clock()
+        bucket_seconds = self.warden.config.monitoring.bucket_seconds
+        due = [
+            (state, key, profile)
+            for state in self.models.values()
+            for key, profile in state.open.items()
+            if everything or key[1] + bucket_seconds <= now
+        ]
+        if not due:
+            return 0
+
+        async def write(conn: Any) -> None:
+            # A concurrent flush may have written some of them meanwhile (the writer runs
+            # its items one by one): each open bucket is written once.
+            due[:] = [(s, key, p) for s, key, p in due if s.open.get(key) is p]
+            if not due:
+                return
+            rows = [
+                {
+                    "model": s.config.name,
+                    "version": key[0],
+                    "bucket_start": key[1],
+                    "layout": s.layout.fingerprint,
+                    "rows": profile.rows,
+                    "has_sample": True,
+                    "profile": profile.to_bytes(),
+                    "created_at": now,
+                }
+                for s, key, profile in due
+            ]
+            await conn.execute(profile_table.insert(), rows)
+            j = journal_table
+            for s, (version, start), _ in due:
+                await conn.execute(
+                    j.delete().where(
+                        j.c.model == s.config.name,
+                        j.c.version == version,
+                        j.c.bucket_start == start,
+                    )
+                )
+
+        def after(_: Any) -> None:
+            for s, key, profile in due:
+                if s.open.get(key) is profile:
+                    del s.open[key]
+                s.generation += 1
+
+        await self.submit(_Work(write, after, exclusive=True))
+        return len(due)  # as written
+
+    async def window(
+        self, state: ModelState, since: float, until: float, version: str | None = None
+    ) -> Profile:
+        """The merged profile of ``state``'s buckets starting in [since, until)."""
+        await state.ready.wait()
+        bucket_seconds = self.warden.config.monitoring.bucket_seconds
+        first = math.floor(since / bucket_seconds) * bucket_seconds
+        last = math.ceil(until / bucket_seconds) * bucket_seconds  # buckets starting < until
+        total = await closed_buckets(
+            self.warden.store, state, first, last, version, self.sample_size
+        )
+        for (v, start), profile in list(state.open.items()):
+            if first <= start < last and (version is None or v == version):
+                if not total.rows:  # merge would take over its arrays: open ones change
+                    profile = profile.copy()
+                    profile.keys, profile.sample = profile.keys.copy(), profile.sample.copy()
+                total.merge(profile)
+        return total
+
+    async def move_windows(self) -> int:
+        """Move the kept windows to the current window now, not on the next drift check."""
+        monitoring = self.warden.config.monitoring
+        since = self.warden.clock() - monitoring.window_hours * 3600.0
+        first = math.floor(since / monitoring.bucket_seconds) * monitoring.bucket_seconds
+        moved = 0
+        for state in list(self.models.values()):
+            try:
+                moved += await move_windows(self.warden.store, state, first, self.sample_size)
+            except Exception as exc:  # dropped: the model's next check reads it anew
+                logger.exception("moving the window of %s failed", state.config.name)
+                self.warden.record_error(f"window {state.config.name}", repr(exc))
+        return moved
+
+    # -- start-up: references and the journal --------------------------------------------
+
+    async def _prepare(self, state: ModelState) -> None:
+        try:
+            await load_reference(self.warden, state, self._loading)
+        except Exception as exc:
+            logger.error("model %s: reference not loaded: %s", state.config.name, exc)
+            self.warden.record_error(f"reference {state.config.name}", str(exc))
+            state.reference_status = f"error: {exc}"
+            fallback = layout_without_reference(state.config, self.warden.config.monitoring)
+            if fallback is not None:
+                state.layout, state.open_schema = fallback, False
+        try:
+            profiles = await replay_journal(self.warden, state, self.sample_size)
+            for key, profile in profiles:
+                _fold(state, key, profile)
+        finally:
+            state.ready.set()
+
+    # -- housekeeping --------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_purge = 0.0
+        while True:
+            monitoring = self.warden.config.monitoring
+            await asyncio.sleep(min(1.0, monitoring.bucket_seconds / 10))
+            try:
+                await self.flush()
+                await self.move_windows()
+                now = self.warden.clock()
+                if now - last_purge >= 60:
+                    last_purge = now
+                    await self.purge(now)
+            except Exception as exc:
+                logger.exception("ingest housekeeping failed")
+                self.warden.record_error("ingest housekeeping", repr(exc))
+
+    async def purge(self, now: float) -> None:
+        """Delete what is past its time: predictions (label TTL), outcomes and buckets."""
+        monitoring = self.warden.config.monitoring
+        ttl = now - monitoring.label_ttl_hours * 3600
+        retention = now - monitoring.retention_days * 86400
+        o, b = outcomes_table, profile_table
+
+        async def write(conn: Any) -> None:
+            await purge_predictions(conn, ttl)
+            await conn.execute(o.delete().where(o.c.ts < retention))
+            await conn.execute(b.delete().where(b.c.bucket_start < retention))
+
+        await self.submit(_Work(write, _ignore, exclusive=True))
+
+
+# -- helpers (pure; the blocking ones run in threads) --------------------------------------
+
+
+async def _noop(conn: Any) -> None:
+    return None
+
+
+def _ignore(_: Any) -> None:
+    return None
+
+
+def _fold(state: ModelState, key: BucketKey, profile: Profile) -> None:
+    current = state.open.get(key)
+    state.open[key] = profile if current is None else current.fold(profile)

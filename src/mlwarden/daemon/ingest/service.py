@@ -1,0 +1,284 @@
+"""Ingest: predictions and labels in, profiles and joined outcomes out (service ``ingest``).
+
+Per batch: decode, validate and profile the whole batch off the event loop, in a
+thread or a worker process (daemon/ingest/prepare.py, batches.py, workers.py), then
+hand it to the single writer (daemon/ingest/ledger.py), which in one transaction checks
+ids against stored ones, stores the batch's predictions (for the label TTL, so labels
+can join by id; one row per batch plus an id index, daemon/ingest/tables.py), and
+journals the batch's feature columns for its open time bucket; only after
+the commit is the batch folded into the in-memory open profile and the call answered.
+What a 2xx acknowledged is therefore on disk: at start the journal is replayed into the
+open buckets. A bucket that has closed is written as one profile row and its journal
+rows are deleted in the same transaction. Concurrent batches share one commit.
+
+Contract (docs/architecture.md): ``record_predictions``, ``record_labels``,
+``outcomes``, ``count_predictions``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from ...errors import NotFound
+from ..core.service import Service
+from ..core.workers import WorkerPool
+from .batches import BatchRejected, parse_labels
+from .ledger import Ledger, ModelState
+from .prepare import prepare_batch
+from .tables import INGEST_SCHEMA, count_stored, outcomes_table, profile_table
+
+__all__ = ["IngestService", "Outcomes"]
+
+logger = logging.getLogger(__name__)
+
+_VERSION_TTL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Joined (prediction, label) pairs of a model, oldest first, as numpy arrays.
+
+    ``version`` (str), ``ts`` (prediction time, unix seconds), ``prediction`` and
+    ``label`` (float64 for regression, str objects for classification), ``latency``
+    (seconds, NaN when not reported), ``error`` (bool: the serving call failed), ``id``.
+    """
+
+    id: np.ndarray
+    version: np.ndarray
+    ts: np.ndarray
+    prediction: np.ndarray
+    label: np.ndarray
+    latency: np.ndarray
+    error: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+
+class IngestService(Service):
+    """Accepts predictions and labels, keeps profiles and outcomes (see the module doc)."""
+
+    name = "ingest"
+    schema = INGEST_SCHEMA
+
+    def __init__(self, warden: Any) -> None:
+        super().__init__(warden)
+        self.ledger = Ledger(warden)
+        self.workers = WorkerPool(warden.config.monitoring.ingest_workers)
+        self.unmatched_labels: dict[str, int] = {}
+        #: Refused batches per model and reason since start (the schema violations).
+        self.rejections: dict[str, dict[str, int]] = {}
+        self._versions: dict[str, tuple[float, str]] = {}
+
+    async def start(self) -> None:
+        await self.ledger.start()
+
+    async def stop(self) -> None:
+        await self.ledger.stop()
+        await self.workers.close()
+
+    async def reload(self, config: Any) -> None:
+        await self.workers.resize(config.monitoring.ingest_workers)
+        await self.ledger.reload(config)
+
+    def routes(self) -> list[Any]:
+        from ..api.monitoring import ingest_routes
+
+        return ingest_routes()
+
+    async def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "models": {
+                name: {
+                    "profiled": state.layout is not None,
+                    "reference": state.reference_status,
+                    "open_buckets": len(state.open),
+                }
+                for name, state in self.ledger.models.items()
+            },
+            "unmatched_labels": dict(self.unmatched_labels),
+        }
+
+    def _rejected(self, model: str, exc: BatchRejected) -> None:
+        self.warden.metrics.ingest_rejected.labels(model, exc.reason).inc()
+        reasons = self.rejections.setdefault(model, {})
+        reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
+
+    # -- the contract --------------------------------------------------------------------
+
+    def model_state(self, model: str) -> ModelState:
+        """The state of a watched model; NotFound (404) names the known models."""
+        state = self.ledger.models.get(model)
+        if state is None:
+            known = ", ".join(sorted(self.ledger.models)) or "none"
+            raise NotFound(f"unknown model {model!r} (watched models: {known})")
+        return state
+
+    async def record_predictions(self, model: str, payload: Any) -> dict[str, Any]:
+        """Validate and store one batch (as ``POST /api/models/{name}/predictions``).
+
+        ``payload`` is the decoded JSON object, or the raw request body (bytes), which
+        is then decoded where the batch is validated and profiled: in a worker thread,
+        or in a worker process with ``monitoring.ingest_workers`` (daemon/core/workers.py).
+        """
+        state = self.model_state(model)
+        await state.ready.wait()
+        config = self.warden.config.monitoring
+        now = self.warden.clock()
+        try:
+            prepared = await self.workers.run(
+                prepare_batch,
+                payload,
+                state.layout,
+                profiled=not state.open_schema,
+                default_version=await self.default_version(model),
+                bucket_seconds=config.bucket_seconds,
+                sample_size=config.sample_size,
+                task=state.config.task,
+                now=now,
+                oldest=now - config.retention_days * 86400.0,
+                max_batch=config.max_batch_records,
+            )
+            batch = prepared.attach(state.layout).batch
+            result = await self.ledger.record_predictions(state, prepared)
+        except BatchRejected as exc:
+            self._rejected(model, exc)
+            raise
+        self.warden.metrics.predictions.labels(model).inc(len(batch))
+        finite = batch.latency[np.isfinite(batch.latency)]
+        if len(finite):
+            for version in np.unique(batch.versions[np.isfinite(batch.latency)]):
+                histogram = self.warden.metrics.prediction_latency.labels(model, version)
+                mask = batch.versions[np.isfinite(batch.latency)] == version
+                for value in finite[mask][:1000]:  # bounded: a metric, not a profile
+                    histogram.observe(float(value))
+        return result
+
+    async def record_labels(self, model: str, payload: Any) -> dict[str, Any]:
+        """Join ground truth to stored predictions by id (as ``POST .../labels``)."""
+        state = self.model_state(model)
+        try:
+            batch = parse_labels(
+                payload,
+                task=state.config.task,
+                max_batch=self.warden.config.monitoring.max_batch_records,
+            )
+        except BatchRejected as exc:
+            self._rejected(model, exc)
+            raise
+        result = await self.ledger.record_labels(state, batch)
+        self.warden.metrics.labels.labels(model).inc(len(batch))
+        if result["unmatched"]:
+            self.unmatched_labels[model] = self.unmatched_labels.get(model, 0) + result["unmatched"]
+        return result
+
+    async def outcomes(
+        self,
+        model: str,
+        *,
+        version: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Outcomes:
+        """Joined pairs of ``model`` (optionally one version, prediction time in [since, until))."""
+        state = self.model_state(model)
+        t = outcomes_table
+        query = sa.select(
+            t.c.id, t.c.version, t.c.ts, t.c.prediction_num, t.c.prediction_cls,
+            t.c.label_num, t.c.label_cls, t.c.latency, t.c.error,
+        ).where(t.c.model == model)  # fmt: skip
+        if version is not None:
+            query = query.where(t.c.version == version)
+        if since is not None:
+            query = query.where(t.c.ts >= since)
+        if until is not None:
+            query = query.where(t.c.ts < until)
+        async with self.warden.store.connect() as conn:
+            rows = (await conn.execute(query.order_by(t.c.ts, t.c.id))).all()
+        classification = state.config.task == "classification"
+        return await asyncio.to_thread(_outcomes_from_rows, rows, classification)
+
+    async def count_predictions(self, model: str, *, since: float | None = None) -> int:
+        """Predictions accepted for ``model`` (with ``ts >= since``, when given).
+
+        Exact within the label TTL (the stored predictions); older than that, counted
+        from the profile buckets (at bucket granularity).
+        """
+        state = self.model_state(model)
+        now = self.warden.clock()
+        ttl_start = now - self.warden.config.monitoring.label_ttl_hours * 3600.0
+        if since is not None and since >= ttl_start:
+            async with self.warden.store.connect() as conn:
+                return await count_stored(conn, model, since)
+        b = profile_table
+        query = sa.select(sa.func.coalesce(sa.func.sum(b.c.rows), 0)).where(b.c.model == model)
+        if since is not None:
+            query = query.where(b.c.bucket_start >= since)
+        async with self.warden.store.connect() as conn:
+            stored = int((await conn.execute(query)).scalar() or 0)
+        opened = sum(
+            p.rows for (_, start), p in state.open.items() if since is None or start >= since
+        )
+        return stored + opened
+
+    async def default_version(self, model: str) -> str:
+        """The version of records that name none: the registry's production version.
+
+        Looked up at most every few seconds per model (a promotion shows up that fast).
+        """
+        now = self.warden.clock()
+        cached = self._versions.get(model)
+        if cached is not None and now - cached[0] < _VERSION_TTL_SECONDS:
+            return cached[1]
+        version = await self._production_version(model)
+        self._versions[model] = (now, version)
+        return version
+
+    async def _production_version(self, model: str) -> str:
+        registry = self.warden.services.get("registry")
+        if registry is not None and hasattr(registry, "production"):
+            try:
+                record = await registry.production(model)
+            except Exception:  # the registry may not know the model: not an ingest error
+                record = None
+            if record:
+                return str(record.get("version", "")) or "unversioned"
+        return "unversioned"
+
+    async def window(self, model: str, since: float, until: float) -> Any:
+        """The merged profile of ``model`` over [since, until) (see Ledger.window)."""
+        return await self.ledger.window(self.model_state(model), since, until)
+
+
+def _outcomes_from_rows(rows: list[Any], classification: bool) -> Outcomes:
+    n = len(rows)
+    if not n:
+        kind = object if classification else np.float64
+        return Outcomes(
+            np.empty(0, object), np.empty(0, object), np.empty(0), np.empty(0, kind),
+            np.empty(0, kind), np.empty(0), np.empty(0, bool),
+        )  # fmt: skip
+    cols = list(zip(*rows, strict=True))
+    if classification:
+        prediction = np.array(cols[4], dtype=object)
+        label = np.array(cols[6], dtype=object)
+    else:
+        prediction = np.array(cols[3], dtype=np.float64)
+        label = np.array(cols[5], dtype=np.float64)
+    latency = np.array([np.nan if v is None else v for v in cols[7]], dtype=np.float64)
+    return Outcomes(
+        id=np.array(cols[0], dtype=object),
+        version=np.array(cols[1], dtype=object),
+        ts=np.array(cols[2], dtype=np.float64),
+        prediction=prediction,
+        label=label,
+        latency=latency,
+        error=np.array(cols[8], dtype=bool),
+    )

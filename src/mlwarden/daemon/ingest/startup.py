@@ -1,0 +1,144 @@
+"""Preparing a watched model for ingest: its reference profile and the journal replay.
+
+At start (and when a model's configuration changes) the ingest service's
+:class:`~mlwarden.daemon.ingest.ledger.Ledger` loads the model's reference profile, reusing the
+stored one while the source file is unchanged, then rebuilds the open buckets from the
+journal of batches committed but not yet flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from ..profiles.profile import Columns, Layout, Profile
+from ..profiles.reference import (
+    decode_reference,
+    encode_target,
+    layout_without_reference,
+    params_fingerprint,
+    read_reference,
+    reference_table,
+    source_sha256,
+    source_stat,
+)
+from .tables import journal_table
+
+if TYPE_CHECKING:
+    from .ledger import BucketKey, ModelState
+
+__all__ = ["load_reference", "replay_journal"]
+
+logger = logging.getLogger(__name__)
+
+
+async def load_reference(warden: Any, state: ModelState, loading: asyncio.Semaphore) -> None:
+    """Give ``state`` its reference profile and the layout that follows from it.
+
+    The stored profile is reused while its source is unchanged; otherwise the source is
+    read (one read at a time, under ``loading``) and its profile stored.
+    """
+    mc, monitoring = state.config, warden.config.monitoring
+    if not mc.reference:
+        layout = layout_without_reference(mc, monitoring)
+        state.reference_status = "none"
+        if layout is not None:
+            state.layout, state.open_schema = layout, False
+        return
+    params = params_fingerprint(mc, monitoring)
+    t = reference_table
+    async with warden.store.connect() as conn:
+        row = (await conn.execute(sa.select(t).where(t.c.model == mc.name))).first()
+    size, mtime = await asyncio.to_thread(source_stat, mc.reference)
+    sha = row.sha256 if row is not None else ""
+    reuse = row is not None and row.params == params and row.source == mc.reference
+    if reuse and (row.size, row.mtime_ns) != (size, mtime):
+        sha = await asyncio.to_thread(source_sha256, mc.reference)
+        reuse = sha == row.sha256
+    if reuse:
+        reference = await asyncio.to_thread(decode_reference, row, monitoring.reference_sample_size)
+        state.reference_status = "ready (stored profile)"
+        if (row.size, row.mtime_ns) != (size, mtime):
+            async with warden.store.begin() as conn:
+                await conn.execute(
+                    t.update().where(t.c.model == mc.name).values(size=size, mtime_ns=mtime)
+                )
+    else:
+        sha = await asyncio.to_thread(source_sha256, mc.reference)
+        fingerprint = f"{params[:16]}{sha[:16]}"
+        async with loading:
+            reference = await asyncio.to_thread(
+                read_reference, mc, monitoring, warden.config.tracking_uri, fingerprint
+            )
+        values = {
+            "model": mc.name,
+            "source": mc.reference,
+            "params": params,
+            "size": size,
+            "mtime_ns": mtime,
+            "sha256": sha,
+            "rows": reference.rows,
+            "layout": reference.layout.to_bytes(),
+            "profile": reference.profile.to_bytes(),
+            "target": None if reference.target is None else encode_target(reference.target),
+            "created_at": warden.clock(),
+        }
+        async with warden.store.begin() as conn:
+            await conn.execute(t.delete().where(t.c.model == mc.name))
+            await conn.execute(t.insert(), values)
+        state.reference_status = "ready (built)"
+        logger.info(
+            "model %s: reference profile built from %s (%d rows)",
+            mc.name,
+            mc.reference,
+            reference.rows,
+        )
+    # The sample is read back from the row just read or written when methods are fitted.
+    reference = reference.sample_in_store(warden.store, mc.name, monitoring.reference_sample_size)
+    state.reference, state.layout, state.open_schema = reference, reference.layout, False
+
+
+async def replay_journal(
+    warden: Any, state: ModelState, sample_size: int
+) -> list[tuple[BucketKey, Profile]]:
+    """The open buckets' profiles rebuilt from the journal of committed batches.
+
+    Journal rows of another reference layout are deleted.
+    """
+    j = journal_table
+    name, fingerprint = state.config.name, state.layout.fingerprint
+    async with warden.store.connect() as conn:
+        rows = (await conn.execute(sa.select(j).where(j.c.model == name).order_by(j.c.seq))).all()
+    stale = [r.seq for r in rows if r.layout != fingerprint]
+    if stale:
+        logger.warning(
+            "model %s: %d journal batches belong to another reference; dropped",
+            name,
+            len(stale),
+        )
+        async with warden.store.begin() as conn:
+            await conn.execute(j.delete().where(j.c.seq.in_(stale)))
+    good = [r for r in rows if r.layout == fingerprint]
+    if not good:
+        return []
+    profiles = await asyncio.to_thread(
+        _replay_rows, good, state.layout, sample_size, np.random.default_rng()
+    )
+    logger.info("model %s: %d journalled batches folded back into open buckets", name, len(good))
+    return profiles
+
+
+def _replay_rows(
+    rows: list[Any], layout: Layout, sample_size: int, rng: np.random.Generator
+) -> list[tuple[BucketKey, Profile]]:
+    return [
+        (
+            (r.version, r.bucket_start),
+            Profile.from_columns(layout, Columns.from_bytes(r.columns), sample_size, rng),
+        )
+        for r in rows
+    ]

@@ -1,0 +1,307 @@
+"""The ingest service's tables and the statements that write them fast.
+
+Predictions are kept (for the label TTL) so that labels can join them by id. They are
+stored column-wise, one ``prediction_batches`` row per accepted batch (its ids,
+versions, times, predictions, latencies and errors as one JSON blob), plus one narrow
+``prediction_ids`` row per record, keyed by (model, id), naming its batch: that index
+is what finds a label's prediction and refuses an id already stored. On SQLite the
+per-record rows are written and looked up with one statement per batch (``json_each``
+over a JSON array of the ids), which keeps the per-record cost inside SQLite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+
+from ..core.store import Schema, create_tables
+from ..profiles.reference import reference_table
+from .batches import BatchRejected, PredictionBatch
+
+__all__ = [
+    "INGEST_SCHEMA",
+    "check_new_ids",
+    "count_stored",
+    "insert_rows",
+    "journal_table",
+    "outcomes_table",
+    "prediction_batches_table",
+    "prediction_ids_table",
+    "profile_table",
+    "purge_predictions",
+    "store_predictions",
+    "stored_predictions",
+]
+
+_ID_CHUNK = 500
+
+_meta = sa.MetaData()
+#: The first layout (one row per prediction); migration step 2 moves its rows out.
+_legacy_predictions_table = sa.Table(
+    "predictions",
+    _meta,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("prediction_num", sa.Float, nullable=True),
+    sa.Column("prediction_cls", sa.Text, nullable=True),
+    sa.Column("latency", sa.Float, nullable=True),
+    sa.Column("error", sa.Boolean, nullable=False),
+    sa.Index("ix_predictions_model_ts", "model", "ts"),
+)
+outcomes_table = sa.Table(
+    "outcomes",
+    _meta,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("prediction_num", sa.Float, nullable=True),
+    sa.Column("prediction_cls", sa.Text, nullable=True),
+    sa.Column("label_num", sa.Float, nullable=True),
+    sa.Column("label_cls", sa.Text, nullable=True),
+    sa.Column("latency", sa.Float, nullable=True),
+    sa.Column("error", sa.Boolean, nullable=False),
+    sa.Column("labeled_at", sa.Float, nullable=False),
+    sa.Index("ix_outcomes_model_version_ts", "model", "version", "ts"),
+)
+profile_table = sa.Table(
+    "profile_buckets",
+    _meta,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("bucket_start", sa.Float, nullable=False),
+    sa.Column("layout", sa.String(64), nullable=False),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("has_sample", sa.Boolean, nullable=False),
+    sa.Column("profile", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_profile_buckets_model_start", "model", "bucket_start"),
+)
+journal_table = sa.Table(
+    "ingest_journal",
+    _meta,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("version", sa.String(64), nullable=False),
+    sa.Column("bucket_start", sa.Float, nullable=False),
+    sa.Column("layout", sa.String(64), nullable=False),
+    sa.Column("columns", sa.LargeBinary, nullable=False),
+    sa.Index("ix_ingest_journal_bucket", "model", "version", "bucket_start"),
+)
+
+prediction_batches_table = sa.Table(
+    "prediction_batches",
+    _meta,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("ts_min", sa.Float, nullable=False),
+    sa.Column("ts_max", sa.Float, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),  # ingest_prepare.encode_predictions
+    sa.Index("ix_prediction_batches_model_ts", "model", "ts_max"),
+)
+prediction_ids_table = sa.Table(
+    "prediction_ids",
+    _meta,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("batch", sa.Integer, nullable=False),
+    sa.Index("ix_prediction_ids_batch", "batch"),
+    sqlite_with_rowid=False,
+)
+
+
+def _columnar_predictions(conn: sa.Connection) -> None:
+    """Store predictions per batch (prediction_batches + prediction_ids)."""
+    prediction_batches_table.create(conn)
+    prediction_ids_table.create(conn)
+    p = _legacy_predictions_table
+    rows = conn.execute(sa.select(p).order_by(p.c.model, p.c.ts, p.c.id)).all()
+    for start in range(0, len(rows), 1000):
+        chunk = rows[start : start + 1000]
+        for model in dict.fromkeys(r.model for r in chunk):
+            part = [r for r in chunk if r.model == model]
+            batch = {
+                "id": [r.id for r in part],
+                "version": [r.version for r in part],
+                "ts": [r.ts for r in part],
+                "prediction": [
+                    r.prediction_cls if r.prediction_num is None else r.prediction_num for r in part
+                ],
+                "latency": [r.latency for r in part],
+                "error": [bool(r.error) for r in part],
+            }
+            inserted = conn.execute(
+                prediction_batches_table.insert().values(
+                    model=model,
+                    ts_min=min(batch["ts"]),
+                    ts_max=max(batch["ts"]),
+                    rows=len(part),
+                    data=orjson.dumps(batch),
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            seq = inserted[0]
+            conn.execute(
+                prediction_ids_table.insert(),
+                [{"model": model, "id": r.id, "batch": seq} for r in part],
+            )
+    p.drop(conn)
+
+
+INGEST_SCHEMA = Schema(
+    "ingest",
+    [
+        create_tables(
+            _legacy_predictions_table,
+            outcomes_table,
+            profile_table,
+            journal_table,
+            reference_table,
+        ),
+        _columnar_predictions,
+    ],
+)
+
+
+async def insert_rows(
+    conn: Any, table: sa.Table, rows: list[tuple[Any, ...]], skip_first: bool = False
+) -> None:
+    """Insert positional rows fast (one executemany at the driver level)."""
+    if not rows:
+        return
+    columns = [c.name for c in table.columns][1 if skip_first else 0 :]
+    if conn.dialect.name == "sqlite":
+        marks = ", ".join("?" * len(columns))
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+        await conn.exec_driver_sql(sql, rows)
+    else:
+        await conn.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
+
+
+async def store_predictions(conn: Any, model: str, batch: PredictionBatch, blob: bytes) -> None:
+    """Insert ``batch`` (one batch row, one id row per record) in ``conn``'s transaction.
+
+    ``blob`` is its columns as ingest_prepare.encode_predictions wrote them.
+    """
+    b, i = prediction_batches_table, prediction_ids_table
+    values = {
+        "model": model,
+        "ts_min": float(batch.ts.min()),
+        "ts_max": float(batch.ts.max()),
+        "rows": len(batch),
+        "data": blob,
+    }
+    seq = (await conn.execute(b.insert().values(**values))).inserted_primary_key[0]
+    if conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql(
+            "INSERT INTO prediction_ids (model, id, batch) SELECT ?, value, ? FROM json_each(?)",
+            (model, seq, orjson.dumps(batch.ids.tolist()).decode()),
+        )
+    else:
+        await conn.execute(
+            i.insert(), [{"model": model, "id": rid, "batch": seq} for rid in batch.ids.tolist()]
+        )
+
+
+async def _batches_of(conn: Any, model: str, ids: list[str], limit: int | None) -> list[Any]:
+    """(id, batch) of the stored ``ids`` of ``model``, at most ``limit`` of them."""
+    if conn.dialect.name == "sqlite":
+        # json_each drives the loop: one primary-key probe per id, one statement.
+        sql = (
+            "SELECT i.id, i.batch FROM json_each(?) AS j CROSS JOIN prediction_ids AS i"
+            " ON i.model = ? AND i.id = j.value"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        result = await conn.exec_driver_sql(sql, (orjson.dumps(ids).decode(), model))
+        return list(result.all())
+    i = prediction_ids_table
+    found: list[Any] = []
+    for start in range(0, len(ids), _ID_CHUNK):
+        query = sa.select(i.c.id, i.c.batch).where(
+            i.c.model == model, i.c.id.in_(ids[start : start + _ID_CHUNK])
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        found.extend((await conn.execute(query)).all())
+        if limit is not None and len(found) >= limit:
+            break
+    return found
+
+
+async def check_new_ids(conn: Any, model: str, batch: PredictionBatch) -> None:
+    """BatchRejected (409) naming the first record whose id is stored already."""
+    ids = batch.ids.tolist()
+    found = await _batches_of(conn, model, ids, limit=1)
+    if found:
+        rid = found[0][0]
+        raise BatchRejected(
+            "duplicate_id",
+            f"record {ids.index(rid)} (id {rid!r}), field 'id': a prediction with this id is "
+            f"already stored for model {model!r}",
+            status=409,
+        )
+
+
+async def stored_predictions(conn: Any, model: str, ids: list[str]) -> list[dict[str, Any]]:
+    """The stored predictions of ``model`` with these ids, as outcome-ready dicts."""
+    found = await _batches_of(conn, model, ids, limit=None)
+    if not found:
+        return []
+    wanted: dict[int, set[str]] = {}
+    for rid, seq in found:
+        wanted.setdefault(seq, set()).add(rid)
+    b = prediction_batches_table
+    out = []
+    seqs = list(wanted)
+    for start in range(0, len(seqs), _ID_CHUNK):
+        query = sa.select(b.c.seq, b.c.data).where(b.c.seq.in_(seqs[start : start + _ID_CHUNK]))
+        for seq, data in (await conn.execute(query)).all():
+            columns = orjson.loads(data)
+            keep = wanted[seq]
+            for k, rid in enumerate(columns["id"]):
+                if rid in keep:
+                    prediction = columns["prediction"][k]
+                    classification = isinstance(prediction, str)
+                    out.append(
+                        {
+                            "id": rid,
+                            "version": columns["version"][k],
+                            "ts": columns["ts"][k],
+                            "prediction_num": None if classification else prediction,
+                            "prediction_cls": prediction if classification else None,
+                            "latency": columns["latency"][k],
+                            "error": columns["error"][k],
+                        }
+                    )
+    return out
+
+
+async def count_stored(conn: Any, model: str, since: float) -> int:
+    """Stored predictions of ``model`` with ``ts >= since``."""
+    b = prediction_batches_table
+    query = sa.select(sa.func.coalesce(sa.func.sum(b.c.rows), 0)).where(
+        b.c.model == model, b.c.ts_min >= since
+    )
+    total = int((await conn.execute(query)).scalar() or 0)
+    straddling = sa.select(b.c.data).where(
+        b.c.model == model, b.c.ts_min < since, b.c.ts_max >= since
+    )
+    for (data,) in (await conn.execute(straddling)).all():
+        total += int((np.asarray(orjson.loads(data)["ts"]) >= since).sum())
+    return total
+
+
+async def purge_predictions(conn: Any, older_than: float) -> None:
+    """Delete the batches whose every prediction is older than ``older_than``."""
+    b, i = prediction_batches_table, prediction_ids_table
+    expired = sa.select(b.c.seq).where(b.c.ts_max < older_than)
+    await conn.execute(i.delete().where(i.c.batch.in_(expired)))
+    await conn.execute(b.delete().where(b.c.ts_max < older_than))

@@ -1,0 +1,1 @@
+"""Monitoring: drift checks, data quality and performance of every watched model."""

@@ -1,0 +1,471 @@
+"""The monitor (service ``monitor``): drift checks of every model, history, signals.
+
+Every ``monitoring.interval_seconds`` the loop checks each model that has a reference:
+it asks the ingest service for the window profile (the last ``window_hours``, summed
+from the buckets), runs the drift methods and the data-quality checks on it in a
+thread (daemon/monitoring/report.py, daemon/monitoring/quality.py), stores the report in
+``drift_reports``, updates the metrics and emits ``drift_detected`` /
+``drift_resolved`` when the verdict changes. ``POST /api/models/{name}/drift-check``
+and ``Warden.monitor_model_drift(model, dataframe)`` run the same check now; the
+latter profiles the DataFrame with the same code as the ingest path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+
+from ...errors import Conflict, InvalidInput
+from ...types import Event, Severity
+from ..core.service import Service
+from ..core.store import Schema, create_tables
+from ..profiles.profile import Columns, Profile
+from ..profiles.reference import frame_columns
+from .quality import data_quality
+from .report import RECOMMENDATIONS, Detectors, evaluate, fit_detectors
+
+__all__ = ["MonitorService", "reports_table"]
+
+logger = logging.getLogger(__name__)
+
+reports_table = sa.Table(
+    "drift_reports",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("ts", sa.Float, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("drift_score", sa.Float, nullable=False),
+    sa.Column("drift_detected", sa.Boolean, nullable=False),
+    sa.Column("recommendation", sa.String(32), nullable=False),
+    sa.Column("report", sa.Text, nullable=False),
+    sa.Index("ix_drift_reports_model_ts", "model", "ts"),
+)
+
+#: At most this many reports are returned by one history call (the newest ones).
+MAX_HISTORY = 5000
+
+
+class MonitorService(Service):
+    """Runs drift checks (loop and on demand), keeps their history, emits signals."""
+
+    name = "monitor"
+    schema = Schema("monitor", [create_tables(reports_table)])
+
+    def __init__(self, warden: Any) -> None:
+        super().__init__(warden)
+        self._detectors: dict[str, tuple[Any, Detectors]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._detected: dict[str, bool] = {}
+        self._gauges: tuple[Any, dict[tuple[str, str, str], tuple[Any, Any]]] = (None, {})
+        self.last_check: dict[str, float] = {}
+
+    @property
+    def ingest(self) -> Any:
+        return self.warden.service("ingest")
+
+    async def start(self) -> None:
+        r = reports_table
+        latest = sa.select(r.c.model, r.c.drift_detected).where(
+            r.c.id.in_(sa.select(sa.func.max(r.c.id)).group_by(r.c.model))
+        )
+        async with self.warden.store.connect() as conn:
+            for model, detected in (await conn.execute(latest)).all():
+                self._detected[model] = bool(detected)
+        self.warden.spawn(self._loop(), name="monitor-loop")
+
+    def routes(self) -> list[Any]:
+        from ..api.monitoring import monitor_routes
+
+        return monitor_routes()
+
+    async def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "last_check": dict(self.last_check),
+            "drift_detected": {m: d for m, d in self._detected.items()},
+        }
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        last_purge = 0.0
+        while True:
+            await asyncio.sleep(self.warden.config.monitoring.interval_seconds)
+            for name, state in list(self.ingest.ledger.models.items()):
+                if state.reference is None:
+                    continue
+                try:
+                    await self.check(name)
+                except Exception as exc:
+                    logger.exception("drift check of %s failed", name)
+                    self.warden.record_error(f"drift check {name}", repr(exc))
+            now = self.warden.clock()
+            if now - last_purge > 3600:
+                last_purge = now
+                cutoff = now - self.warden.config.monitoring.retention_days * 86400
+                async with self.warden.store.begin() as conn:
+                    await conn.execute(reports_table.delete().where(reports_table.c.ts < cutoff))
+
+    # -- checks --------------------------------------------------------------------------
+
+    async def check(self, model: str, *, version: str | None = None) -> dict[str, Any]:
+        """Check the model's current window now; the report is stored and returned."""
+        state = self.ingest.model_state(model)
+        await state.ready.wait()
+        monitoring = self.warden.config.monitoring
+        now = self.warden.clock()
+        since = now - monitoring.window_hours * 3600.0
+        async with self._lock(model):
+            reference = self._reference(state)
+            started = time.perf_counter()
+            # Unfitted methods (first check, changed configuration) are fitted while the
+            # window is read: both mostly wait on other threads.
+            fitting = self._fitting(state, reference)
+            try:
+                profile = await self.ingest.ledger.window(state, since, now, version)
+                target = await self._target(state, reference, since, now, version)
+                report = await self._report(state, reference, profile, target, "window", fitting)
+            finally:
+                await _settled(fitting)
+            report["window"] = {
+                "start": since,
+                "end": now,
+                "hours": monitoring.window_hours,
+                "version": version,
+            }
+            return await self._finish(model, report, started)
+
+    async def check_frame(self, model: str, frame: Any) -> dict[str, Any]:
+        """Check a DataFrame against the reference (``Warden.monitor_model_drift``)."""
+        state = self.ingest.model_state(model)
+        await state.ready.wait()
+        reference = self._reference(state)
+        layout = reference.layout
+        needed = list(layout.features)
+        columns = getattr(frame, "columns", None)
+        if columns is None:
+            raise InvalidInput("recent_data: expected a pandas DataFrame")
+        missing = [c for c in needed if c not in columns]
+        if missing:
+            raise InvalidInput(
+                f"recent_data: missing column {missing[0]!r} of model {model!r} "
+                f"(features: {', '.join(needed)})"
+            )
+        prediction = layout.prediction
+        without_prediction = bool(prediction) and prediction not in columns
+        if without_prediction:
+            frame = frame.assign(**{prediction: np.nan})
+        async with self._lock(model):
+            started = time.perf_counter()
+            profile = await asyncio.to_thread(
+                _profile_frame, frame, layout, self.warden.config.monitoring.sample_size
+            )
+            target = None
+            label = state.config.label_column
+            if reference.target is not None and label in columns:
+                target = await asyncio.to_thread(
+                    _profile_frame, frame, reference.target.layout, len(frame)
+                )
+            report = await self._report(state, reference, profile, target, "dataframe")
+            if without_prediction:
+                report["prediction_drift"] = None
+            report["window"] = None
+            return await self._finish(model, report, started)
+
+    def _lock(self, model: str) -> asyncio.Lock:
+        return self._locks.setdefault(model, asyncio.Lock())
+
+    def _reference(self, state: Any) -> Any:
+        if state.reference is None:
+            raise Conflict(
+                f"model {state.config.name!r} has no reference profile "
+                f"({state.reference_status}); set models.reference to a Parquet or CSV file "
+                "or an MLflow artifact URI"
+            )
+        return state.reference
+
+    def _fitting(self, state: Any, reference: Any) -> asyncio.Future[Detectors] | None:
+        """The methods' fit started now when they are not fitted (None when they are)."""
+        key = (reference.layout.fingerprint, repr(state.config))
+        cached = self._detectors.get(state.config.name)
+        if cached is not None and cached[0] == key:
+            return None
+        return asyncio.ensure_future(self._detectors_for(state, reference))
+
+    async def _detectors_for(self, state: Any, reference: Any) -> Detectors:
+        key = (reference.layout.fingerprint, repr(state.config))
+        cached = self._detectors.get(state.config.name)
+        if cached is None or cached[0] != key:
+            catalog = self.warden.plugins.classes("drift_method")
+            reference = await reference.with_sample()  # the sample may be kept in the store
+            try:
+                detectors = await asyncio.to_thread(fit_detectors, state.config, reference, catalog)
+            except ValueError as exc:
+                raise Conflict(str(exc)) from None
+            self._detectors[state.config.name] = (key, detectors)
+            cached = self._detectors[state.config.name]
+        return cached[1]
+
+    async def _target(
+        self, state: Any, reference: Any, since: float, until: float, version: str | None
+    ) -> Profile | None:
+        if reference.target is None:
+            return None
+        outcomes = await self.ingest.outcomes(
+            state.config.name, version=version, since=since, until=until
+        )
+        if not len(outcomes):
+            return None
+        layout = reference.target.layout
+        labels = outcomes.label
+        if layout.numeric:
+            columns = Columns(
+                np.asarray(labels, dtype=np.float64)[:, None], np.zeros((len(labels), 0), np.int32)
+            )
+        else:
+            codes = layout.encode(0, labels)[:, None]
+            columns = Columns(np.zeros((len(labels), 0)), codes)
+        size = self.warden.config.monitoring.sample_size
+        return await asyncio.to_thread(
+            Profile.from_columns, layout, columns, size, np.random.default_rng()
+        )
+
+    async def _report(
+        self,
+        state: Any,
+        reference: Any,
+        profile: Profile,
+        target: Profile | None,
+        source: str,
+        fitting: asyncio.Future[Detectors] | None = None,
+    ) -> dict[str, Any]:
+        """The report of ``profile``; ``fitting`` is a fit of the methods already started."""
+        monitoring = self.warden.config.monitoring
+        model = state.config.name
+        violations = self.ingest.rejections.get(model, {})
+        quality = data_quality(profile, monitoring, violations)
+        base: dict[str, Any] = {
+            "model": model,
+            "checked_at": self.warden.clock(),
+            "source": source,
+            "rows": {"current": int(profile.rows), "reference": int(reference.rows)},
+            "data_quality": quality,
+        }
+        if profile.rows < monitoring.min_window_rows:
+            return {
+                **base,
+                "status": "insufficient_data",
+                "message": f"{profile.rows} rows in the window; at least "
+                f"{monitoring.min_window_rows} needed (monitoring.min_window_rows)",
+                "drift_detected": False,
+                "drift_score": 0.0,
+                "threshold": monitoring.drift_threshold,
+                "recommendation": "NO_ACTION_NEEDED",
+                "drifted_features": [],
+                "feature_drifts": {},
+                "multivariate_drift": None,
+                "prediction_drift": None,
+                "target_drift": None,
+            }
+        detectors = await (fitting or self._detectors_for(state, reference))
+        if target is not None and target.rows < monitoring.min_window_rows:
+            target = None
+        drift = await asyncio.to_thread(
+            evaluate, state.config, monitoring, reference, detectors, profile, target
+        )
+        return {**base, "status": "ok", **drift}
+
+    async def _finish(self, model: str, report: dict[str, Any], started: float) -> dict[str, Any]:
+        duration = time.perf_counter() - started
+        report["duration_seconds"] = duration
+        report, text = _as_json(report)  # what JSON keeps of it: the caller sees what is stored
+        async with self.warden.store.begin() as conn:
+            result = await conn.execute(
+                reports_table.insert(),  # parameters apart: the compiled statement is cached
+                {
+                    "model": model,
+                    "ts": report["checked_at"],
+                    "source": report["source"],
+                    "drift_score": report["drift_score"],
+                    "drift_detected": report["drift_detected"],
+                    "recommendation": report["recommendation"],
+                    "report": text,
+                },
+            )
+            report["id"] = result.inserted_primary_key[0]
+        self.last_check[model] = report["checked_at"]
+        self._signal(model, report, duration)
+        await self._events(model, report)
+        return report
+
+    def _signal(self, model: str, report: dict[str, Any], duration: float) -> None:
+        m = self.warden.metrics
+        m.drift_check_duration.labels(model).observe(duration)
+        if report["status"] != "ok":
+            return
+        if self._gauges[0] is not m:  # the labelled children, looked up once per registry
+            self._gauges = (m, {})
+        gauges = self._gauges[1]
+        for feature, entry in report["feature_drifts"].items():
+            for method, result in entry["methods"].items():
+                key = (model, feature, method)
+                pair = gauges.get(key)
+                if pair is None:
+                    pair = gauges[key] = (
+                        m.feature_drift_score.labels(model, feature, method),
+                        m.feature_drift_p_value.labels(model, feature, method),
+                    )
+                pair[0].set(result["statistic"])
+                if result["p_value"] is not None:
+                    pair[1].set(result["p_value"])
+        m.drift_score.labels(model).set(report["drift_score"])
+        m.drift_detected.labels(model).set(1 if report["drift_detected"] else 0)
+        level = RECOMMENDATIONS.index(report["recommendation"])
+        m.retrain_recommendation.labels(model).set(level)
+
+    async def _events(self, model: str, report: dict[str, Any]) -> None:
+        if report["status"] != "ok":
+            return
+        detected, before = report["drift_detected"], self._detected.get(model, False)
+        self._detected[model] = detected
+        if detected == before:
+            return
+        data = {
+            "drift_score": report["drift_score"],
+            "threshold": report["threshold"],
+            "drifted_features": report["drifted_features"],
+            "recommendation": report["recommendation"],
+            "report_id": report["id"],
+        }
+        if detected:
+            event = Event(
+                kind="drift_detected",
+                model=model,
+                severity=Severity.WARNING,
+                message=f"data drift in {len(report['drifted_features'])} feature(s): "
+                + ", ".join(report["drifted_features"][:10]),
+                data=data,
+                ts=report["checked_at"],
+            )
+        else:
+            event = Event(
+                kind="drift_resolved",
+                model=model,
+                severity=Severity.INFO,
+                message="no data drift any more",
+                data=data,
+                ts=report["checked_at"],
+            )
+        await self.warden.emit(event)
+
+    async def history(self, model: str, *, days: float = 7.0) -> list[dict[str, Any]]:
+        """Stored reports of the last ``days``, oldest first (at most MAX_HISTORY)."""
+        self.ingest.model_state(model)
+        since = self.warden.clock() - days * 86400.0
+        r = reports_table
+        query = (
+            sa.select(r.c.id, r.c.report)
+            .where(r.c.model == model, r.c.ts >= since)
+            .order_by(r.c.id.desc())
+            .limit(MAX_HISTORY)
+        )
+        async with self.warden.store.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        out = []
+        for row in reversed(rows):
+            report = json.loads(row.report)
+            report["id"] = row.id
+            out.append(report)
+        return out
+
+
+async def _settled(fitting: asyncio.Future[Any] | None) -> None:
+    """Wait for a fit started ahead to end, its error retrieved (raised already, or moot)."""
+    if fitting is None:
+        return
+    if not fitting.done():
+        await asyncio.wait([fitting])  # it ends under the model's lock
+    if not fitting.cancelled():
+        fitting.exception()
+
+
+def _profile_frame(frame: Any, layout: Any, sample_size: int) -> Profile:
+    return Profile.from_columns(
+        layout, frame_columns(frame, layout), sample_size, np.random.default_rng()
+    )
+
+
+#: Types orjson would write that ``json.dumps`` refuses: they go to ``_numpy_value``.
+_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+
+
+def _as_json(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """``report`` as JSON gives it back (``_plain``'s result), and its JSON text.
+
+    orjson writes and reads a report in a fraction of ``_plain`` and ``json.dumps``
+    (0.5 vs 3 ms for 55 features): numpy values through ``.tolist()`` as ``_plain``
+    does, NaN and infinities as null. What orjson refuses (a key that is not a string,
+    an int past 64 bits, ...) takes ``_plain``'s path, which writes it as ``json`` does
+    or raises TypeError.
+    """
+    try:
+        text = orjson.dumps(report, default=_numpy_value, option=_STRICT)
+    except TypeError:
+        plain = _plain(report)
+        return plain, json.dumps(plain, allow_nan=False)
+    return orjson.loads(text), text.decode()
+
+
+def _numpy_value(value: Any) -> Any:
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON gives it back: numpy scalars and arrays as Python values, tuples
+    as lists, dict keys as strings, NaN and infinite floats as None (JSON has neither).
+
+    One pass instead of dumping with a ``default`` hook and loading the text again.
+    """
+    kind = type(value)
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {k if type(k) is str else _key(k): _plain(v) for k, v in value.items()}
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is list or kind is tuple:
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic | np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, bool | int | str):  # subclasses (an IntEnum, a StrEnum)
+        return json.loads(json.dumps(value))
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return _plain(dict(value))
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _key(key: Any) -> str:
+    """A dict key as ``json.dumps`` writes it (it only takes str, int, float, bool, None)."""
+    key = _plain(key)
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    if isinstance(key, int | float):
+        return repr(key) if isinstance(key, float) else str(key)
+    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")

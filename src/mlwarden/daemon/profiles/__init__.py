@@ -1,0 +1,1 @@
+"""Mergeable profiles of observations, their stored form, and reference profiles."""

@@ -1,0 +1,487 @@
+"""Mergeable profiles: what mlwarden keeps of a model's observations instead of raw rows.
+
+A ``Layout`` fixes the columns of a model (numeric features with their histogram
+edges taken from the reference quantiles, categorical features with their reference
+categories). A ``Profile`` summarises any number of rows under that layout and is
+mergeable by addition (``a.merge(b)``):
+
+- numeric: counts over ``[-inf, e0, ..., eB, +inf]`` (underflow, B bins, overflow) of the
+  finite values; count / null / NaN / inf; mean and M2 merged exactly (Chan et al.);
+  min and max;
+- categorical: counts of the reference's top-K categories plus ``__other__``, nulls and
+  unseen-category counts (values the reference never had);
+- a bounded uniform sample of the numeric rows, kept by *bottom-k* sampling: every row
+  draws a random key and a profile keeps the ``sample_size`` rows with the smallest keys.
+  The union of two such samples cut to the smallest keys is again a uniform sample of
+  the union, so samples merge exactly like the counts do.
+
+Batches are folded in with numpy only (``searchsorted``/``bincount``), no per-value
+Python loops; the ingest path, the reference and ``Warden.monitor_model_drift`` all go
+through ``Profile.from_columns``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...types import FeatureData
+from .columns import Columns
+
+__all__ = ["OTHER", "Columns", "Layout", "Profile"]
+
+#: The bucket that holds every category outside the reference's top K.
+OTHER = "__other__"
+
+#: Codes of categorical values: >= 0 index into ``Layout.categories``; these are not.
+UNSEEN = -1
+NULL = -2
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns a model's profiles are built over, fixed by its reference.
+
+    ``edges`` has one row of ``B + 1`` ascending edges per numeric feature (None when
+    there is no reference: moments and the sample are still kept). ``categories[i]``
+    lists every reference category of categorical feature ``i`` (most frequent first,
+    at most ``max_categories``); the first ``top_k`` of them are counted one by one.
+    """
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    edges: np.ndarray | None = None
+    categories: tuple[tuple[str, ...], ...] = ()
+    top_k: int = 50
+    fingerprint: str = ""
+    #: The column (numeric or categorical) that holds the model's prediction, if profiled.
+    prediction: str = ""
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The input features (every column except the prediction)."""
+        return tuple(c for c in (*self.numeric, *self.categorical) if c != self.prediction)
+
+    @property
+    def bins(self) -> int:
+        return 0 if self.edges is None else self.edges.shape[1] - 1
+
+    @functools.cached_property
+    def bin_maps(self) -> tuple[tuple[np.ndarray, np.ndarray | None], ...]:
+        """Per numeric feature: its strictly increasing edges and where tied bins go.
+
+        The second item is None when the reference edges have no ties (the histogram is
+        used as it is); see ``_dedupe_bins``. Computed once per layout: a drift check
+        reads every numeric feature's histogram. (``cached_property`` writes the
+        instance's ``__dict__`` directly, which a frozen dataclass allows.)
+        """
+        if self.edges is None:
+            return ()
+        return tuple(_bin_map(row) for row in self.edges)
+
+    def counted(self, i: int) -> tuple[str, ...]:
+        """The categories of categorical feature ``i`` counted one by one, then ``__other__``."""
+        return (*self.categories[i][: self.top_k], OTHER)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "numeric": list(self.numeric),
+            "categorical": list(self.categorical),
+            "categories": [list(c) for c in self.categories],
+            "top_k": self.top_k,
+            "fingerprint": self.fingerprint,
+            "prediction": self.prediction,
+        }
+
+    def to_bytes(self) -> bytes:
+        arrays = {"meta": np.frombuffer(json.dumps(self.to_dict()).encode(), dtype=np.uint8)}
+        if self.edges is not None:
+            arrays["edges"] = self.edges
+        return _pack(arrays)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Layout:
+        arrays = _unpack(blob)
+        meta = json.loads(arrays["meta"].tobytes())
+        return cls(
+            numeric=tuple(meta["numeric"]),
+            categorical=tuple(meta["categorical"]),
+            edges=arrays.get("edges"),
+            categories=tuple(tuple(c) for c in meta["categories"]),
+            top_k=meta["top_k"],
+            fingerprint=meta["fingerprint"],
+            prediction=meta.get("prediction", ""),
+        )
+
+    def encode(self, i: int, values: np.ndarray | list[Any]) -> np.ndarray:
+        """Codes of raw categorical values of feature ``i`` (vectorised through pandas)."""
+        import pandas as pd
+
+        series = pd.Series(values, dtype=object)
+        nulls = series.isna().to_numpy()
+        index = pd.Index(self.categories[i] if self.categories else (), dtype=object)
+        codes = index.get_indexer(series.astype(str)).astype(np.int32)
+        codes[nulls] = NULL
+        return codes
+
+
+@dataclass
+class Profile:
+    """A mergeable summary of rows under one Layout (see the module docstring)."""
+
+    layout: Layout
+    sample_size: int
+    rows: int = 0
+    count: np.ndarray = field(default=None)  # type: ignore[assignment]
+    nulls: np.ndarray = field(default=None)  # type: ignore[assignment]
+    nans: np.ndarray = field(default=None)  # type: ignore[assignment]
+    infs: np.ndarray = field(default=None)  # type: ignore[assignment]
+    mean: np.ndarray = field(default=None)  # type: ignore[assignment]
+    m2: np.ndarray = field(default=None)  # type: ignore[assignment]
+    minimum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    maximum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    hist: np.ndarray = field(default=None)  # type: ignore[assignment]  # (F, B + 2)
+    cat_counts: np.ndarray = field(default=None)  # type: ignore[assignment]  # (C, K + 1)
+    cat_nulls: np.ndarray = field(default=None)  # type: ignore[assignment]
+    cat_unseen: np.ndarray = field(default=None)  # type: ignore[assignment]
+    keys: np.ndarray = field(default=None)  # type: ignore[assignment]
+    sample: np.ndarray = field(default=None)  # type: ignore[assignment]  # (S, F)
+
+    def __post_init__(self) -> None:
+        f, c = len(self.layout.numeric), len(self.layout.categorical)
+        zeros = lambda *shape: np.zeros(shape, dtype=np.int64)  # noqa: E731
+        if self.count is None:
+            self.count, self.nulls, self.nans, self.infs = zeros(f), zeros(f), zeros(f), zeros(f)
+            self.mean, self.m2 = np.zeros(f), np.zeros(f)
+            self.minimum, self.maximum = np.full(f, np.inf), np.full(f, -np.inf)
+            self.hist = zeros(f, self.layout.bins + 2)
+            self.cat_counts = zeros(c, self.layout.top_k + 1)
+            self.cat_nulls, self.cat_unseen = zeros(c), zeros(c)
+            self.keys = np.zeros(0)
+            self.sample = np.zeros((0, f))
+
+    # -- building ----------------------------------------------------------------------
+
+    @classmethod
+    def from_columns(
+        cls, layout: Layout, columns: Columns, sample_size: int, rng: np.random.Generator
+    ) -> Profile:
+        """The profile of one batch (vectorised: one pass of numpy per block)."""
+        profile = cls(layout, sample_size)
+        x = np.asarray(columns.numeric, dtype=np.float64)
+        n = x.shape[0]
+        profile.rows = n
+        if n == 0:
+            return profile
+        if x.shape[1]:
+            nan = np.isnan(x)
+            inf = np.isinf(x)
+            finite = ~(nan | inf)
+            count = finite.sum(axis=0)
+            profile.count = count.astype(np.int64)
+            profile.infs = inf.sum(axis=0).astype(np.int64)
+            profile.nans = nan.sum(axis=0).astype(np.int64)
+            if columns.nulls is not None:  # a null is a NaN in ``numeric``: count it apart
+                profile.nulls = columns.nulls.sum(axis=0).astype(np.int64)
+                profile.nans -= profile.nulls
+            if count.sum() == x.size:  # the common batch: every value finite
+                profile.mean = mean = x.mean(axis=0)
+                profile.m2 = np.square(x - mean).sum(axis=0)
+                profile.minimum, profile.maximum = x.min(axis=0), x.max(axis=0)
+            else:
+                safe = np.where(finite, x, 0.0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    mean = safe.sum(axis=0) / count
+                mean = np.where(count > 0, mean, 0.0)
+                profile.mean = mean
+                profile.m2 = np.where(finite, (x - mean) ** 2, 0.0).sum(axis=0)
+                profile.minimum = np.where(finite, x, np.inf).min(axis=0)
+                profile.maximum = np.where(finite, x, -np.inf).max(axis=0)
+            if layout.edges is not None:
+                profile.hist = _histogram(layout.edges, x, finite)
+            keys = rng.random(n)
+            if n > sample_size:
+                keep = np.argpartition(keys, sample_size)[:sample_size]
+                profile.keys, profile.sample = keys[keep], x[keep]
+            else:
+                profile.keys, profile.sample = keys, x.copy()
+        codes = np.asarray(columns.codes)
+        width = layout.top_k + 1
+        for i in range(codes.shape[1] if codes.ndim == 2 else 0):
+            col = codes[:, i]
+            profile.cat_nulls[i] = int((col == NULL).sum())
+            profile.cat_unseen[i] = int((col == UNSEEN).sum())
+            known = col[col >= 0]
+            profile.cat_counts[i] = np.bincount(np.minimum(known, layout.top_k), minlength=width)
+            profile.cat_counts[i, layout.top_k] += profile.cat_unseen[i]
+        return profile
+
+    # -- merging -----------------------------------------------------------------------
+
+    def merge(self, other: Profile, *, cut: bool = True) -> Profile:
+        """Add ``other`` into this profile and return it.
+
+        The profile's attributes are rebound to new arrays, never written in place, so
+        arrays shared with a copy or with ``other`` are left alone. ``cut=False`` lets
+        the sample grow past ``sample_size`` (merging many profiles, cut once at the end
+        with ``cut_sample``).
+        """
+        if other.rows == 0:
+            return self
+        if self.rows == 0:
+            self.__dict__.update({k: v for k, v in other.__dict__.items() if k != "sample_size"})
+            if cut:
+                self._cut()
+            return self
+        n_a, n_b = self.count, other.count
+        n = n_a + n_b
+        delta = other.mean - self.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self.mean + delta * np.where(n > 0, n_b / n, 0.0)
+            m2 = self.m2 + other.m2 + delta**2 * np.where(n > 0, n_a * n_b / n, 0.0)
+        self.mean, self.m2 = np.where(n > 0, mean, 0.0), np.where(n > 0, m2, 0.0)
+        self.rows += other.rows
+        self.count = n
+        for name in ("nulls", "nans", "infs", "hist", "cat_counts", "cat_nulls", "cat_unseen"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.minimum = np.minimum(self.minimum, other.minimum)
+        self.maximum = np.maximum(self.maximum, other.maximum)
+        keys, sample = other.keys, other.sample
+        if cut and len(self.keys) >= self.sample_size and len(keys):
+            # Rows keyed above all of a full sample cannot enter it: a window's sample
+            # merged with an open bucket takes the few rows of the bucket that do.
+            keep = keys <= self.keys.max()
+            if not keep.all():
+                keys, sample = keys[keep], sample[keep]
+        if len(keys):
+            self.keys = np.concatenate([self.keys, keys])
+            self.sample = np.concatenate([self.sample, sample])
+        if cut:
+            self._cut()
+        return self
+
+    def fold(self, other: Profile) -> Profile:
+        """``merge(other)``, but a full sample is updated in place: for an open bucket.
+
+        ``merge`` builds the sample anew (``sample_size`` rows copied twice per batch,
+        in fresh memory); folding a batch into a full sample only overwrites the rows
+        that the batch's displace. The rows kept are the same as merge's (the bottom
+        ``sample_size`` keys), their order is not. Only for a profile whose arrays no
+        one else holds (the ledger's open buckets); otherwise, or while the sample is
+        not full yet, this is ``merge``.
+        """
+        keys, sample = self.keys, self.sample
+        n = len(keys)
+        if (
+            self.rows == 0
+            or n != self.sample_size
+            or not len(other.keys)
+            or not (keys.flags.writeable and sample.flags.writeable)
+        ):
+            return self.merge(other)
+        self.merge(dataclasses.replace(other, keys=other.keys[:0], sample=other.sample[:0]))
+        self.keys, self.sample = keys, sample  # the statistics merged, the sample as it was
+        keep = np.argpartition(np.concatenate([keys, other.keys]), n)[:n]  # as ``_cut``
+        entering = keep[keep >= n] - n
+        if len(entering):
+            staying = np.zeros(n, dtype=bool)
+            staying[keep[keep < n]] = True
+            leaving = np.flatnonzero(~staying)
+            keys[leaving] = other.keys[entering]
+            sample[leaving] = other.sample[entering]
+        return self
+
+    def cut_sample(self, limit: int | None = None) -> None:
+        """Keep the ``sample_size`` rows with the smallest keys (when over ``limit``)."""
+        if len(self.keys) > (self.sample_size if limit is None else limit):
+            self._cut()
+
+    def _cut(self) -> None:
+        if len(self.keys) > self.sample_size:
+            keep = np.argpartition(self.keys, self.sample_size)[: self.sample_size]
+            self.keys, self.sample = self.keys[keep], self.sample[keep]
+
+    def copy(self) -> Profile:
+        """A shallow copy: merging never changes an array in place, so sharing is safe."""
+        return dataclasses.replace(self)
+
+    # -- views -------------------------------------------------------------------------
+
+    def variance(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(self.count > 1, self.m2 / np.maximum(self.count - 1, 1), np.nan)
+
+    def feature_data(self, name: str) -> FeatureData:
+        """What a drift method sees of feature ``name`` in this profile."""
+        layout = self.layout
+        if name in layout.numeric:
+            i = layout.numeric.index(name)
+            column = self.sample[:, i]
+            moments = (self.count, self.mean, self.m2, self.minimum, self.maximum)
+            return self._numeric_data(name, i, column[np.isfinite(column)], *moments)
+        return self._categorical_data(name, layout.categorical.index(name))
+
+    def features_data(self, names: Sequence[str]) -> list[FeatureData]:
+        """``[self.feature_data(name) for name in names]``, the per-feature work batched.
+
+        The sample is transposed once (each feature's values contiguous, a view when all
+        of them are finite) and the moments are read as Python numbers in one pass: a
+        drift check reads every feature.
+        """
+        layout = self.layout
+        numeric = {name: i for i, name in enumerate(layout.numeric)}
+        if not any(name in numeric for name in names):
+            return [self.feature_data(name) for name in names]
+        columns = np.ascontiguousarray(self.sample.T)
+        finite = np.isfinite(columns).all(axis=1).tolist()
+        moments = [a.tolist() for a in (self.count, self.mean, self.m2, self.minimum, self.maximum)]
+        out = []
+        for name in names:
+            i = numeric.get(name)
+            if i is None:
+                out.append(self._categorical_data(name, layout.categorical.index(name)))
+                continue
+            column = columns[i] if finite[i] else columns[i][np.isfinite(columns[i])]
+            out.append(self._numeric_data(name, i, column, *moments))
+        return out
+
+    def _numeric_data(
+        self, name: str, i: int, values: np.ndarray, count: Any, mean: Any, m2: Any, low: Any,
+        high: Any,
+    ) -> FeatureData:  # fmt: skip
+        edges = counts = None
+        if self.layout.edges is not None:
+            edges, target = self.layout.bin_maps[i]
+            if target is None:  # a read-only view: the window's sums are shared
+                counts = self.hist[i].view()
+                counts.flags.writeable = False
+            else:
+                counts = _dedupe_bins(self.hist[i], target)
+        has = count[i] > 0
+        return FeatureData(
+            name=name,
+            kind="numeric",
+            sample=values,
+            bin_edges=edges,
+            counts=counts,
+            count=int(count[i]),
+            mean=float(mean[i]) if has else None,
+            m2=float(m2[i]) if has else None,
+            minimum=float(low[i]) if has else None,
+            maximum=float(high[i]) if has else None,
+        )
+
+    def _categorical_data(self, name: str, i: int) -> FeatureData:
+        counted = self.layout.counted(i)
+        row = self.cat_counts[i]
+        counts = np.concatenate([row[: len(counted) - 1], row[-1:]])
+        return FeatureData(
+            name=name,
+            kind="categorical",
+            categories=counted,
+            counts=counts,
+            count=int(counts.sum()),
+        )
+
+    def multivariate_data(self) -> FeatureData:
+        """The sampled numeric rows without a non-finite value, for multivariate methods."""
+        rows = self.sample[np.isfinite(self.sample).all(axis=1)] if self.sample.size else None
+        return FeatureData(
+            name="__multivariate__",
+            kind="multivariate",
+            sample=rows if rows is not None else np.zeros((0, len(self.layout.numeric))),
+            count=self.rows,
+            columns=self.layout.numeric,
+        )
+
+    # -- persistence -------------------------------------------------------------------
+
+    _ARRAYS = (
+        "count", "nulls", "nans", "infs", "mean", "m2", "minimum", "maximum", "hist",
+        "cat_counts", "cat_nulls", "cat_unseen", "keys", "sample",
+    )  # fmt: skip
+
+    def to_bytes(self, *, with_sample: bool = True) -> bytes:
+        arrays = {name: getattr(self, name) for name in self._ARRAYS}
+        if not with_sample:
+            arrays["keys"], arrays["sample"] = np.zeros(0), self.sample[:0]
+        arrays["rows"] = np.array([self.rows], dtype=np.int64)
+        return _pack(arrays)
+
+    @classmethod
+    def from_bytes(cls, layout: Layout, blob: bytes, sample_size: int) -> Profile:
+        arrays = _unpack(blob)
+        profile = cls(layout, sample_size, rows=int(arrays.pop("rows")[0]), **arrays)
+        profile._cut()
+        return profile
+
+
+def _histogram(edges: np.ndarray, x: np.ndarray, finite: np.ndarray) -> np.ndarray:
+    """Counts of the finite values of each column of ``x`` over its row of ``edges``.
+
+    Column 0 counts values below the first edge, the last column values above the last
+    edge; a value equal to the last edge (the reference maximum) is in the last bin.
+    Each column is sorted (non-finite values last, as +inf) and the edges are searched
+    in it: one sort of the block and a search of ~200 edges per feature, rather than a
+    search of every value (3x less time on a 1,000-row batch, more on big frames).
+    """
+    n = x.shape[0]
+    values = np.sort((x if finite.all() else np.where(finite, x, np.inf)).T, axis=1)
+    below = np.empty(edges.shape, dtype=np.int64)  # values < each edge
+    for j in range(edges.shape[0]):
+        below[j] = np.searchsorted(values[j], edges[j], side="left")
+    counts = np.diff(below, axis=1, prepend=0, append=n)
+    counts[:, -1] -= n - finite.sum(axis=0)
+    at_max = (x == edges[:, -1]).sum(axis=0)
+    counts[:, -1] -= at_max
+    counts[:, -2] += at_max
+    return counts
+
+
+def _bin_map(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Strictly increasing reference edges, and the bin each tied bin's counts go to.
+
+    Tied reference quantiles give zero-width bins; their counts (only values equal to
+    the tie land there) go to the bin that starts at the tied value. The map is None
+    when there is no tie; an empty one marks a constant reference feature.
+    """
+    unique = np.unique(edges)
+    if len(unique) == len(edges):
+        return edges, None
+    if len(unique) == 1:
+        return unique, np.zeros(0, dtype=np.int64)
+    target = np.clip(np.searchsorted(unique, edges[:-1], side="right") - 1, 0, len(unique) - 2)
+    return unique, target
+
+
+def _dedupe_bins(hist: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Counts ``[underflow, bins..., overflow]`` over the edges of ``_bin_map``.
+
+    ``len(counts) == len(edges) + 1`` (the convention of plugins/drift/base.py). A
+    constant reference feature (``target`` empty) has two: below it, and at or above
+    it. A value equal to the last edge (the reference maximum) is in the last bin, not
+    in the overflow.
+    """
+    inner = hist[1:-1]
+    if not len(target):
+        return np.array([hist[0], inner.sum() + hist[-1]], dtype=np.int64)
+    counts = np.bincount(target, weights=inner, minlength=int(target[-1]) + 1).astype(np.int64)
+    return np.concatenate([[hist[0]], counts, [hist[-1]]]).astype(np.int64)
+
+
+def _pack(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _unpack(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}

@@ -1,0 +1,1 @@
+"""The model registry: versions on MLflow, semantic versions, statuses, gates, cleanup."""

@@ -1,0 +1,153 @@
+"""Cleanup of old model versions: their artifacts and registry entries.
+
+A version is removed when it has been ``deprecated``, ``archived`` or ``failed`` for
+more than ``older_than_days`` (counted from its last status change): its MLflow
+artifacts (and logged-model entry), its MLflow model version and its registry entry go;
+the removal is kept in the transition history and the audit log. Never removed: a
+version in production or staging, the rollback target (the latest former production
+version that is still deprecated), a version that holds an alias, and artifacts still
+used by another remaining version. ``dry_run`` reports the plan without touching
+anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from ...errors import InvalidInput
+from . import mlflow as mlf
+from .status import Status
+from .tables import aliases_table, transitions_table, versions_table
+
+if TYPE_CHECKING:
+    from ..warden import Warden
+
+__all__ = ["REMOVABLE", "cleanup", "plan_cleanup"]
+
+logger = logging.getLogger(__name__)
+
+REMOVABLE = (Status.DEPRECATED, Status.ARCHIVED, Status.FAILED)
+
+
+def plan_cleanup(
+    records: list[dict[str, Any]],
+    rollback_target: str | None,
+    aliased: set[str],
+    now: float,
+    older_than_days: float,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(removals, kept-with-reason) for one model's version records."""
+    cutoff = now - older_than_days * 86400
+    remove, kept = [], []
+    for record in records:
+        status = record["status"]
+        version = record["version"]
+        if status not in REMOVABLE:
+            continue
+        reason = None
+        if version == rollback_target:
+            reason = "rollback target"
+        elif version in aliased:
+            reason = "has an alias"
+        elif record["status_changed_at"] > cutoff:
+            reason = f"{status} for less than {older_than_days:g} days"
+        entry = {"model": record["model"], "version": version, "status": status}
+        if reason:
+            kept.append({**entry, "reason": reason})
+        else:
+            remove.append({**entry, "mlflow_version": record["mlflow_version"]})
+    return remove, kept
+
+
+async def cleanup(
+    warden: Warden,
+    *,
+    older_than_days: float = 30.0,
+    dry_run: bool = False,
+    model: str | None = None,
+    actor: str = "mlwarden",
+) -> dict[str, Any]:
+    """Remove old deprecated/archived/failed versions; returns what was (or would be) done."""
+    if (
+        isinstance(older_than_days, bool)
+        or not isinstance(older_than_days, int | float)
+        or not math.isfinite(older_than_days)
+        or older_than_days < 0
+    ):
+        raise InvalidInput(f"older_than_days: expected a number >= 0, got {older_than_days!r}")
+    if not isinstance(dry_run, bool):
+        raise InvalidInput(f"dry_run: expected true or false, got {dry_run!r}")
+    registry = warden.service("registry")
+    models = [model] if model is not None else await registry.model_names()
+    now = warden.clock()
+    removed: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    for name in models:
+        records = await registry.versions(name)
+        aliased = {v for r in records for v in ([r["version"]] if r["aliases"] else [])}
+        target = await registry.rollback_target(name)
+        remove, keep = plan_cleanup(records, target, aliased, now, float(older_than_days))
+        kept.extend(keep)
+        removing = {r["version"] for r in remove}
+        remaining_sources = {r["artifact_uri"] for r in records if r["version"] not in removing}
+        by_version = {r["version"]: r for r in records}
+        for entry in remove:
+            record = by_version[entry["version"]]
+            shared = record["artifact_uri"] in remaining_sources
+            entry["artifacts"] = "kept (used by another version)" if shared else "removed"
+            entry["artifact_uri"] = record["artifact_uri"]
+            if not dry_run:
+                await _remove(warden, record, delete_artifacts=not shared)
+            removed.append(entry)
+    result = {
+        "dry_run": dry_run,
+        "older_than_days": older_than_days,
+        "removed" if not dry_run else "would_remove": removed,
+        "kept": kept,
+    }
+    if not dry_run and removed:
+        await warden.audit.record(
+            actor=actor,
+            action="cleanup",
+            target=",".join(f"{r['model']}@{r['version']}" for r in removed),
+            outcome="ok",
+            detail={"older_than_days": older_than_days, "removed": len(removed)},
+        )
+    return result
+
+
+async def _remove(warden: Warden, record: dict[str, Any], *, delete_artifacts: bool) -> None:
+    client = warden.tracking.client
+    model, version = record["model"], record["version"]
+    if delete_artifacts:
+        await asyncio.to_thread(
+            mlf.delete_artifacts, client, record["artifact_uri"], record.get("model_id")
+        )
+    await asyncio.to_thread(mlf.delete_version, client, model, record["mlflow_version"])
+    async with warden.store.begin() as conn:
+        where = (versions_table.c.model == model, versions_table.c.version == version)
+        await conn.execute(versions_table.delete().where(*where))
+        await conn.execute(
+            aliases_table.delete().where(
+                aliases_table.c.model == model, aliases_table.c.version == version
+            )
+        )
+        await conn.execute(
+            transitions_table.insert(),
+            {
+                "model": model,
+                "version": version,
+                "from_status": record["status"],
+                "to_status": "removed",
+                "actor": "cleanup",
+                "reason": "cleanup",
+                "ts": warden.clock(),
+            },
+        )
+    warden.metrics.model_info.remove(model, version, record["status"])
+    logger.info(
+        "cleanup removed %s %s (MLflow version %s)", model, version, record["mlflow_version"]
+    )

@@ -1,0 +1,160 @@
+"""Validation of what a registration carries (the body of ``POST .../versions``).
+
+Every problem raises InvalidInput naming the field and what was expected, before
+anything is written to MLflow or the store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ...errors import InvalidInput
+from .semver import BUMPS, parse_semver
+
+__all__ = [
+    "REGISTRATION_FIELDS",
+    "check_model_name",
+    "clean_registration",
+]
+
+#: Fields a registration body may carry.
+REGISTRATION_FIELDS = (
+    "model_uri",
+    "run_id",
+    "artifact_path",
+    "version",
+    "bump",
+    "metrics",
+    "params",
+    "tags",
+    "parent",
+    "lineage",
+    "author",
+    "data_window",
+    "description",
+)
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def check_model_name(name: Any) -> str:
+    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+        raise InvalidInput(
+            "model name: expected 1-128 letters, digits, '_', '-' or '.', starting with a "
+            f"letter or digit, got {name!r}"
+        )
+    return name
+
+
+def clean_registration(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated, normalised copy of a registration body."""
+    unknown = sorted(set(body) - set(REGISTRATION_FIELDS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown field(s) {', '.join(unknown)}; expected some of: "
+            + ", ".join(REGISTRATION_FIELDS)
+        )
+    out: dict[str, Any] = {}
+    model_uri, run_id = body.get("model_uri"), body.get("run_id")
+    if (model_uri is None) == (run_id is None):
+        raise InvalidInput("give exactly one of 'model_uri' and 'run_id'")
+    if run_id is not None:
+        _string(run_id, "run_id")
+        path = body.get("artifact_path", "model")
+        _string(path, "artifact_path")
+        model_uri = f"runs:/{run_id}/{path.strip('/')}"
+    elif "artifact_path" in body:
+        raise InvalidInput("'artifact_path' goes with 'run_id', not with 'model_uri'")
+    out["model_uri"] = _string(model_uri, "model_uri")
+    if body.get("version") is not None:
+        out["version"] = str(parse_semver(body["version"], "version"))
+    if body.get("bump") is not None:
+        if body["bump"] not in BUMPS:
+            raise InvalidInput(f"bump: expected one of {', '.join(BUMPS)}, got {body['bump']!r}")
+        if "version" in out:
+            raise InvalidInput("give 'version' or 'bump', not both")
+        out["bump"] = body["bump"]
+    if body.get("parent") is not None:
+        out["parent"] = str(parse_semver(body["parent"], "parent"))
+    out["metrics"] = _metrics(body.get("metrics"))
+    out["params"] = _flat(body.get("params"), "params", structured=True)
+    out["tags"] = _flat(body.get("tags"), "tags")
+    out["lineage"] = _flat(body.get("lineage"), "lineage")
+    if body.get("author") is not None:
+        out["author"] = _string(body["author"], "author")
+    out["description"] = body.get("description") or ""
+    if not isinstance(out["description"], str):
+        raise InvalidInput("description: expected a string")
+    out["data_window"] = _data_window(body.get("data_window"))
+    return out
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{where}: expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _metrics(value: Any) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"metrics: expected an object of name -> number, got {value!r}")
+    out = {}
+    for key, number in value.items():
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or not math.isfinite(number)
+        ):
+            raise InvalidInput(f"metrics.{key}: expected a finite number, got {number!r}")
+        out[str(key)] = float(number)
+    return out
+
+
+def _flat(value: Any, where: str, *, structured: bool = False) -> dict[str, str]:
+    """An object of name -> scalar, values kept as text (as MLflow stores them).
+
+    With ``structured`` (params), arrays and objects are accepted and kept as JSON text
+    (``hidden_layers = [64, 32]`` is a legitimate hyperparameter).
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{where}: expected an object of name -> value, got {value!r}")
+    out = {}
+    for key, item in value.items():
+        if structured and isinstance(item, list | tuple | dict):
+            try:
+                out[str(key)] = json.dumps(item, sort_keys=True, allow_nan=False)
+            except (TypeError, ValueError):
+                raise InvalidInput(
+                    f"{where}.{key}: expected JSON-serialisable finite values, got {item!r}"
+                ) from None
+            continue
+        if not isinstance(item, str | int | float | bool) or (
+            isinstance(item, float) and not math.isfinite(item)
+        ):
+            raise InvalidInput(f"{where}.{key}: expected a string, number or boolean, got {item!r}")
+        if not str(key):
+            raise InvalidInput(f"{where}: empty key")
+        out[str(key)] = str(item).lower() if isinstance(item, bool) else str(item)
+    return out
+
+
+def _data_window(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) - {"start", "end"}:
+        raise InvalidInput(
+            'data_window: expected {"start": ..., "end": ...} (ISO dates or Unix times)'
+        )
+    for key in ("start", "end"):
+        item = value.get(key)
+        if item is not None and (isinstance(item, bool) or not isinstance(item, str | int | float)):
+            raise InvalidInput(f"data_window.{key}: expected an ISO date or a Unix time")
+    return dict(value)

@@ -1,0 +1,140 @@
+"""Registering a model version: resolve the model in MLflow, pick the semantic version,
+hold it to the gates, record params and metrics on its run, create the MLflow version,
+and keep the registry's row. Nothing is left behind when a step fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ...errors import Conflict, InvalidInput
+from ...types import Event
+from . import mlflow as mlf
+from .semver import choose_bump, next_version
+from .status import Status
+from .tables import log_transition, row_values, versions_table
+
+if TYPE_CHECKING:
+    from .service import RegistryService
+
+__all__ = ["choose_version", "register_version"]
+
+
+async def register_version(
+    registry: RegistryService, model: str, given: dict[str, Any]
+) -> dict[str, Any]:
+    """Register a validated registration (see ``registry_input``); the new record."""
+    existing = await registry.versions(model)
+    by_version = {r["version"]: r for r in existing}
+    if given.get("version") in by_version:
+        error = Conflict(f"model {model!r} already has version {given['version']}")
+        error.code = "version_exists"
+        raise error
+    parent = given.get("parent")
+    if parent is not None and parent not in by_version:
+        raise InvalidInput(f"parent: model {model!r} has no version {parent!r}")
+    found = await asyncio.to_thread(mlf.resolve_source, registry.client, given["model_uri"])
+    now = registry.warden.clock()
+    lineage = dict(given["lineage"])
+    if parent:
+        lineage.setdefault("parent", parent)
+    record: dict[str, Any] = {
+        "model": model,
+        "status": Status.VALIDATION.value,
+        "model_uri": given["model_uri"],
+        "source": found.source,
+        "artifact_uri": found.artifact_uri,
+        "run_id": found.run_id,
+        "model_id": found.model_id,
+        "framework": found.framework,
+        "inputs": found.inputs,
+        "metrics": {**found.run_metrics, **given["metrics"]},
+        "params": {**found.run_params, **given["params"]},
+        "tags": given["tags"],
+        "lineage": lineage,
+        "data_window": given["data_window"],
+        "parent": parent,
+        "author": given.get("author", ""),
+        "description": given["description"],
+        "created_at": now,
+        "status_changed_at": now,
+    }
+    record["version"], record["version_reason"] = choose_version(existing, record, given)
+    production = next((r for r in existing if r["status"] == Status.PRODUCTION), None)
+    report = registry._gates(model, record, production)
+    record["gate_report"] = report.to_dict()
+    record["run_id"] = await asyncio.to_thread(
+        mlf.record_on_run,
+        registry.client,
+        found.run_id,
+        str(registry.warden.tracking.experiment_id),
+        model,
+        record["params"],
+        given["metrics"],  # the run's own metrics are already on it
+        found.run_params,
+    )
+    mlflow_tags = {**record["tags"], **mlf.status_tags(record)}
+    record["mlflow_version"] = await asyncio.to_thread(
+        mlf.create_version,
+        registry.client,
+        model,
+        found,
+        record["run_id"],
+        mlflow_tags,
+        record["description"],
+    )
+    try:
+        async with registry.warden.store.begin() as conn:
+            await conn.execute(versions_table.insert(), row_values(record))
+            await log_transition(
+                conn, model, record["version"], None, Status.VALIDATION,
+                record["author"] or "mlwarden", record["version_reason"], now,
+            )  # fmt: skip
+    except Exception:
+        # No partial state: the MLflow version goes when the registry row cannot be kept.
+        await asyncio.to_thread(
+            mlf.delete_version, registry.client, model, record["mlflow_version"]
+        )
+        raise
+    registry.warden.metrics.model_info.labels(model, record["version"], record["status"]).set(1)
+    await registry.warden.audit.record(
+        actor=record["author"] or "mlwarden",
+        action="register version",
+        target=f"model={model},version={record['version']}",
+        outcome="ok",
+        detail={"mlflow_version": record["mlflow_version"], "gates_passed": report.passed},
+    )
+    await registry.warden.emit(
+        Event(
+            kind="version_registered",
+            model=model,
+            version=record["version"],
+            message=f"registered {model} {record['version']} ({record['version_reason']})",
+            data={
+                "version": record["version"],
+                "mlflow_version": record["mlflow_version"],
+                "model_uri": record["model_uri"],
+                "gates_passed": report.passed,
+                "to": Status.VALIDATION.value,
+            },
+        )
+    )
+    return await registry.get(model, record["version"])
+
+
+def choose_version(
+    existing: list[dict[str, Any]], record: dict[str, Any], given: dict[str, Any]
+) -> tuple[str, str]:
+    if given.get("version"):
+        return given["version"], "explicit version"
+    if not existing:
+        return "1.0.0", "first version"
+    by_version = {r["version"]: r for r in existing}
+    base = by_version[given["parent"]] if given.get("parent") else existing[-1]
+    if given.get("bump"):
+        bump, why = given["bump"], f"{given['bump']} bump requested"
+    else:
+        bump, why = choose_bump(base, record)
+    new = next_version(by_version, base["version"], bump)
+    return str(new), f"{bump} bump from {base['version']}: {why}"

@@ -1,0 +1,407 @@
+"""The model registry: versions on MLflow 3 with semantic versions, a lifecycle and gates.
+
+MLflow holds the models, runs and artifacts; every version is an MLflow model version
+carrying ``mlwarden.*`` tags (status, semantic version, lineage), its params and
+metrics are on its run, and the aliases ``champion`` (the production version) and
+``challenger`` (a rollout's candidate) mirror the lifecycle. The registry's own tables
+hold the lifecycle, so it survives restarts and answers fast; at start the MLflow
+mirror (aliases and status tags) is reconciled with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from ...errors import Conflict, InvalidInput, NotFound
+from ...types import Event, Severity
+from ..core.service import Service
+from . import mlflow as mlf
+from .gates import GateReport, evaluate_gates
+from .input import check_model_name, clean_registration
+from .registration import register_version
+from .semver import parse_semver
+from .status import Status, check_transition, parse_status
+from .tables import (
+    REGISTRY_SCHEMA,
+    aliases_table,
+    log_transition,
+    record_from_row,
+    transitions_table,
+    versions_table,
+)
+
+__all__ = ["CHALLENGER", "CHAMPION", "RegistryService"]
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+_ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
+
+
+class RegistryService(Service):
+    """Model versions: register, look up, move through the lifecycle, mirror to MLflow."""
+
+    name = "registry"
+    schema = REGISTRY_SCHEMA
+
+    def __init__(self, warden: Any) -> None:
+        super().__init__(warden)
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: Models whose MLflow mirror failed last time (repaired at the next change or start).
+        self.mirror_failing: set[str] = set()
+
+    async def start(self) -> None:
+        for model in await self.model_names():
+            for record in await self.versions(model):
+                self.warden.metrics.model_info.labels(
+                    model, record["version"], record["status"]
+                ).set(1)
+            try:
+                await self._mirror(model)
+            except Exception as exc:
+                self._mirror_failed(model, exc)
+
+    def routes(self) -> list[Any]:
+        from ..api.registry import registry_routes
+
+        return registry_routes()
+
+    async def health(self) -> dict[str, Any]:
+        status = "degraded" if self.mirror_failing else "ok"
+        out: dict[str, Any] = {"status": status, "models": len(await self.model_names())}
+        if self.mirror_failing:
+            out["mlflow_mirror_failing"] = sorted(self.mirror_failing)
+        return out
+
+    @property
+    def client(self) -> Any:
+        return self.warden.tracking.client
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def model_names(self) -> list[str]:
+        """Every model with a registered version or a ``[[models]]`` entry."""
+        async with self.warden.store.connect() as conn:
+            rows = await conn.execute(sa.select(versions_table.c.model).distinct())
+            names = {r[0] for r in rows}
+        names.update(m.name for m in self.warden.config.models)
+        return sorted(names)
+
+    async def get(self, model: str, version: str) -> dict[str, Any]:
+        """The record of one version; NotFound names the model and version."""
+        async with self.warden.store.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        sa.select(versions_table).where(
+                            versions_table.c.model == model, versions_table.c.version == version
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound(f"model {model!r} has no version {version!r}")
+            aliases = await self._aliases(conn, model)
+        return self._with_aliases(record_from_row(row), aliases)
+
+    async def versions(self, model: str) -> list[dict[str, Any]]:
+        """Every version of ``model``, oldest semantic version first."""
+        async with self.warden.store.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        sa.select(versions_table).where(versions_table.c.model == model)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            aliases = await self._aliases(conn, model)
+        records = [self._with_aliases(record_from_row(r), aliases) for r in rows]
+        return sorted(records, key=lambda r: parse_semver(r["version"]))
+
+    async def production(self, model: str) -> dict[str, Any] | None:
+        """The version in ``production``, or None."""
+        return next(
+            (r for r in await self.versions(model) if r["status"] == Status.PRODUCTION), None
+        )
+
+    async def history(self, model: str, version: str | None = None) -> list[dict[str, Any]]:
+        """Status transitions of ``model`` (of one version when given), oldest first."""
+        query = sa.select(transitions_table).where(transitions_table.c.model == model)
+        if version is not None:
+            query = query.where(transitions_table.c.version == version)
+        async with self.warden.store.connect() as conn:
+            rows = (await conn.execute(query.order_by(transitions_table.c.id))).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def model(self, model: str) -> dict[str, Any]:
+        """A model's summary: config, production version, latest version, aliases."""
+        records = await self.versions(model)
+        config = self.warden.config.model(model)
+        if not records and config is None:
+            raise NotFound(f"model {model!r} is neither configured nor registered")
+        production = next((r for r in records if r["status"] == Status.PRODUCTION), None)
+        async with self.warden.store.connect() as conn:
+            aliases = await self._aliases(conn, model)
+        counts: dict[str, int] = defaultdict(int)
+        for r in records:
+            counts[r["status"]] += 1
+        return {
+            "name": model,
+            "configured": config is not None,
+            "task": config.task if config else None,
+            "gates": dict(config.gates) if config else {},
+            "production_version": production["version"] if production else None,
+            "latest_version": records[-1]["version"] if records else None,
+            "versions": len(records),
+            "by_status": dict(counts),
+            "aliases": aliases,
+            "rollback_target": await self.rollback_target(model),
+        }
+
+    async def rollback_target(self, model: str) -> str | None:
+        """The previous production version: the latest to leave production, still deprecated."""
+        current = await self.production(model)
+        for entry in reversed(await self.history(model)):
+            if entry["from_status"] != Status.PRODUCTION:
+                continue
+            if current and entry["version"] == current["version"]:
+                continue
+            try:
+                record = await self.get(model, entry["version"])
+            except NotFound:
+                continue
+            if record["status"] == Status.DEPRECATED:
+                return record["version"]
+        return None
+
+    # -- registration ----------------------------------------------------------------
+
+    async def register(
+        self,
+        model: str,
+        *,
+        model_uri: str | None = None,
+        version: str | None = None,
+        metrics: dict[str, float] | None = None,
+        params: dict[str, Any] | None = None,
+        tags: dict[str, Any] | None = None,
+        parent: str | None = None,
+        lineage: dict[str, Any] | None = None,
+        author: str | None = None,
+        run_id: str | None = None,
+        artifact_path: str | None = None,
+        bump: str | None = None,
+        data_window: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """Register ``model_uri`` (or a run's model) as a new version in ``validation``."""
+        body = {
+            "model_uri": model_uri, "version": version, "metrics": metrics, "params": params,
+            "tags": tags, "parent": parent, "lineage": lineage, "author": author,
+            "run_id": run_id, "artifact_path": artifact_path, "bump": bump,
+            "data_window": data_window, "description": description,
+        }  # fmt: skip
+        return await self.register_body(model, {k: v for k, v in body.items() if v is not None})
+
+    async def register_body(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Register from a request body (the fields of ``POST .../versions``)."""
+        check_model_name(model)
+        given = clean_registration(body)
+        async with self._locks[model]:
+            return await register_version(self, model, given)
+
+    def _gates(
+        self, model: str, record: dict[str, Any], production: dict[str, Any] | None
+    ) -> GateReport:
+        config = self.warden.config.model(model)
+        gates = dict(config.gates) if config else {}
+        return evaluate_gates(gates, record, production, now=self.warden.clock())
+
+    async def evaluate(self, model: str, version: str) -> dict[str, Any]:
+        """Re-run the gates on a version against today's production; store the report."""
+        record = await self.get(model, version)
+        production = await self.production(model)
+        if production and production["version"] == version:
+            production = None
+        report = self._gates(model, record, production)
+        async with self.warden.store.begin() as conn:
+            await conn.execute(
+                versions_table.update()
+                .where(versions_table.c.model == model, versions_table.c.version == version)
+                .values(gate_report=json.dumps(report.to_dict(), sort_keys=True))
+            )
+        return report.to_dict()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def transition(
+        self, model: str, version: str, status: str, *, actor: str, reason: str = ""
+    ) -> dict[str, Any]:
+        """Move a version to ``status``; Conflict (409) when the lifecycle forbids it.
+
+        Leaving ``validation`` for ``staging`` re-runs the gates and needs them to pass.
+        Entering ``production`` deprecates the version that held it. Each change is an
+        event, an audit entry, and mirrored to MLflow (status tag, ``champion`` alias).
+        """
+        target = parse_status(status)
+        async with self._locks[model]:
+            return await self._transition(model, version, target, actor=actor, reason=reason)
+
+    async def _transition(
+        self, model: str, version: str, target: Status, *, actor: str, reason: str
+    ) -> dict[str, Any]:
+        record = await self.get(model, version)
+        current = Status(record["status"])
+        check_transition(model, version, current, target)
+        if current == Status.VALIDATION and target == Status.STAGING:
+            report = await self.evaluate(model, version)
+            if not report["passed"]:
+                failed = [c for c in report["checks"] if not c["passed"]]
+                error = Conflict(
+                    f"model {model!r} version {version} failed its validation gates: "
+                    + "; ".join(_describe(c) for c in failed)
+                )
+                error.code = "gates_failed"
+                raise error
+        changes = [(record, current, target, reason)]
+        if target == Status.PRODUCTION:
+            previous = await self.production(model)
+            if previous is not None:
+                changes.insert(
+                    0,
+                    (previous, Status.PRODUCTION, Status.DEPRECATED, f"replaced by {version}"),
+                )
+        now = self.warden.clock()
+        async with self.warden.store.begin() as conn:
+            for rec, old, new, why in changes:
+                await conn.execute(
+                    versions_table.update()
+                    .where(
+                        versions_table.c.model == model,
+                        versions_table.c.version == rec["version"],
+                    )
+                    .values(status=new.value, status_changed_at=now)
+                )
+                await log_transition(conn, model, rec["version"], old, new, actor, why, now)
+            if target == Status.PRODUCTION:
+                await _put_alias(conn, model, CHAMPION, version)
+                await conn.execute(
+                    aliases_table.delete().where(
+                        aliases_table.c.model == model,
+                        aliases_table.c.alias == CHALLENGER,
+                        aliases_table.c.version == version,
+                    )
+                )
+            elif current == Status.PRODUCTION:
+                await conn.execute(
+                    aliases_table.delete().where(
+                        aliases_table.c.model == model, aliases_table.c.alias == CHAMPION
+                    )
+                )
+        for rec, old, new, why in changes:
+            self.warden.metrics.model_info.remove(model, rec["version"], old.value)
+            self.warden.metrics.model_info.labels(model, rec["version"], new.value).set(1)
+            await self.warden.audit.record(
+                actor=actor,
+                action="version status change",
+                target=f"model={model},version={rec['version']}",
+                outcome="ok",
+                detail={"from": old.value, "to": new.value, "reason": why},
+            )
+        try:
+            await self._mirror(model)
+        except Exception as exc:
+            self._mirror_failed(model, exc)
+        for rec, old, new, why in changes:
+            await self.warden.emit(
+                Event(
+                    kind="version_status_changed",
+                    model=model,
+                    version=rec["version"],
+                    severity=Severity.INFO,
+                    message=f"{model} {rec['version']}: {old.value} -> {new.value}",
+                    data={
+                        "version": rec["version"],
+                        "from": old.value,
+                        "to": new.value,
+                        "reason": why,
+                        "actor": actor,
+                    },
+                )
+            )
+        return await self.get(model, version)
+
+    async def set_alias(self, model: str, alias: str, version: str | None) -> None:
+        """Point an alias at a version (or remove it with ``None``), here and in MLflow."""
+        if not _ALIAS.match(alias):
+            raise InvalidInput(f"alias: expected letters, digits, '_' or '-', got {alias!r}")
+        async with self._locks[model]:
+            async with self.warden.store.begin() as conn:
+                if version is None:
+                    await conn.execute(
+                        aliases_table.delete().where(
+                            aliases_table.c.model == model, aliases_table.c.alias == alias
+                        )
+                    )
+                else:
+                    await self.get(model, version)
+                    await _put_alias(conn, model, alias, version)
+            try:
+                await self._mirror(model)
+            except Exception as exc:
+                self._mirror_failed(model, exc)
+
+    # -- the MLflow mirror -------------------------------------------------------------
+
+    async def _mirror(self, model: str) -> None:
+        """Make MLflow's aliases and status tags of ``model`` match the registry's state."""
+        records = await self.versions(model)
+        if not records:
+            return
+        async with self.warden.store.connect() as conn:
+            wanted = await self._aliases(conn, model)
+        await asyncio.to_thread(mlf.mirror_model, self.client, model, records, wanted)
+        self.mirror_failing.discard(model)
+
+    def _mirror_failed(self, model: str, exc: Exception) -> None:
+        self.mirror_failing.add(model)
+        logger.error("could not mirror model %s to MLflow: %s", model, exc, exc_info=exc)
+        self.warden.record_error(f"registry mirror {model}", repr(exc))
+
+    async def _aliases(self, conn: Any, model: str) -> dict[str, str]:
+        rows = await conn.execute(
+            sa.select(aliases_table.c.alias, aliases_table.c.version).where(
+                aliases_table.c.model == model
+            )
+        )
+        return dict(rows.all())
+
+    @staticmethod
+    def _with_aliases(record: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+        record["aliases"] = sorted(a for a, v in aliases.items() if v == record["version"])
+        return record
+
+
+async def _put_alias(conn: Any, model: str, alias: str, version: str) -> None:
+    await conn.execute(
+        aliases_table.delete().where(aliases_table.c.model == model, aliases_table.c.alias == alias)
+    )
+    await conn.execute(aliases_table.insert(), {"model": model, "alias": alias, "version": version})
+
+
+def _describe(check: dict[str, Any]) -> str:
+    name = check["name"] if not check.get("metric") else f"{check['name']}({check['metric']})"
+    text = f"{name}: measured {check['measured']!r}, threshold {check['threshold']!r}"
+    return text + (f" ({check['detail']})" if check.get("detail") else "")

@@ -1,0 +1,1 @@
+"""Rollouts: the rollout controller, strategies driven, traffic tables, the gateway."""

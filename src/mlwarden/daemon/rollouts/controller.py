@@ -1,0 +1,423 @@
+"""The rollout controller: drives each active rollout's strategy one tick at a time.
+
+Owned by the ``rollouts`` service (daemon/rollouts/service.py), which holds the traffic tables,
+the gateway and the active rollouts; this module holds the state machine's steps: it
+gathers the evidence (the pre-flight load check, the fast path on gateway errors, the
+analysis of the candidate against the baseline: daemon/rollouts/evidence.py), asks the
+strategy, runs the confirm-promotion hook, and promotes or rolls back with the events,
+audit entries and ``mlwarden_rollouts_total``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ...errors import Conflict, InvalidInput, PluginError
+from ...plugins.strategies import Analysis, RolloutView, Step, Strategy
+from ...types import Event, Severity
+from .evidence import analyze, gateway_errors, preflight
+from .records import analyses_table, rollouts_table, shadow_table
+
+if TYPE_CHECKING:
+    from .service import RolloutService
+
+__all__ = ["RolloutController", "columns"]
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutController:
+    """The steps of the rollout state machine, for one ``rollouts`` service."""
+
+    def __init__(self, service: RolloutService) -> None:
+        self.service = service
+        self.warden = service.warden
+        self.traffic_tables = service.traffic_tables
+        self.gateway = service.gateway
+
+    @property
+    def active(self) -> dict[str, dict[str, Any]]:
+        return self.service.active
+
+    @property
+    def _locks(self) -> Any:
+        return self.service._locks
+
+    def _public(self, rollout: dict[str, Any]) -> dict[str, Any]:
+        return self.service._public(rollout)
+
+    # -- the controller --------------------------------------------------------------
+
+    async def tick(self) -> list[dict[str, Any]]:
+        """Advance every active rollout once; returns the rollouts after the tick."""
+        out = []
+        for model in list(self.active):
+            async with self._locks[model]:
+                rollout = self.active.get(model)
+                if rollout is None:
+                    continue
+                try:
+                    await self.advance(rollout)
+                except Exception as exc:
+                    logger.exception("rollout %s of %s: tick failed", rollout["id"], model)
+                    self.warden.record_error(f"rollout {model}", repr(exc))
+                out.append(self._public(dict(rollout)))
+        return out
+
+    async def advance(self, rollout: dict[str, Any]) -> None:
+        try:
+            strategy = self.strategy_for(rollout["strategy"], rollout["options"])
+        except (PluginError, InvalidInput) as exc:
+            await self.finish_rollback(
+                rollout,
+                f"strategy unavailable: {exc}",
+                actor="mlwarden",
+                automatic=True,
+                state="failed",
+            )
+            return
+        view = self._view(rollout)
+        if rollout["state"] == "pending":
+            if rollout["baseline"] is None:
+                await self._apply(
+                    rollout,
+                    Step("promote", reason="first version of the model: nothing to compare with"),
+                    None,
+                )
+                return
+            failed = await preflight(self.warden, self.gateway, rollout)
+            if failed is not None:
+                await self._apply(rollout, Step("rollback", reason=failed.reason), failed)
+                return
+            await self._apply(rollout, strategy.first(view), None)
+            return
+        if rollout["state"] == "paused":
+            held = Step(**rollout["held"]) if rollout["held"] else None
+            if held is not None:
+                await self._apply(rollout, held, None)
+            return
+        fast = gateway_errors(self.warden, self.gateway, rollout, strategy)
+        if fast is not None:
+            await self._apply(rollout, Step("rollback", reason=fast.reason), fast)
+            return
+        if view.now < rollout["next_analysis_at"] or not strategy.due(view):
+            return
+        analysis = await analyze(self.warden, self.gateway, rollout, strategy, view)
+        step = strategy.decide(view, analysis)
+        await self._apply(rollout, step, analysis)
+
+    def _view(self, rollout: dict[str, Any]) -> RolloutView:
+        return RolloutView(
+            model=rollout["model"], candidate=rollout["candidate"],
+            baseline=rollout["baseline"], step=rollout["step"],
+            step_started_at=rollout["step_started_at"], now=self.warden.clock(),
+            weight=rollout["weight"], mirror=rollout["mirror"],
+            failures=rollout["failures"], memo=dict(rollout["memo"]),
+        )  # fmt: skip
+
+    async def _apply(self, rollout: dict[str, Any], step: Step, analysis: Analysis | None) -> None:
+        now = self.warden.clock()
+        if analysis is not None:
+            await self._store_analysis(rollout, analysis, step)
+        if step.action == "wait":
+            rollout["next_analysis_at"] = now + min(
+                float(rollout["options"].get("interval_seconds", 60)), 60.0
+            )
+            rollout["reason"] = step.reason
+            await self._save(rollout)
+            return
+        if step.action == "retry":
+            rollout.update(
+                failures=rollout["failures"] + 1,
+                step_started_at=now,
+                next_analysis_at=now,
+                reason=step.reason,
+            )
+            await self._save(rollout)
+            await self.emit("rollout_step", rollout, Severity.WARNING, step.reason, analysis)
+            return
+        if step.action == "rollback":
+            await self.finish_rollback(rollout, step.reason, actor="mlwarden", automatic=True)
+            return
+        needs_confirm = step.confirm if step.confirm is not None else step.action == "promote"
+        if needs_confirm and step.action in ("traffic", "promote"):
+            if not await self._confirmed(rollout, step):
+                if rollout["state"] != "paused":
+                    rollout.update(
+                        state="paused",
+                        held=_step_dict(step),
+                        reason="held by the confirm-promotion hook",
+                    )
+                    await self._save(rollout)
+                    await self.emit(
+                        "rollout_step", rollout, Severity.INFO, "held by the confirm-promotion hook"
+                    )
+                return
+            rollout["held"] = None
+        if step.action == "traffic":
+            await self._set_step_traffic(rollout, step)
+        elif step.action == "promote":
+            await self._finish_promote(rollout, step.reason)
+        elif step.action == "complete":
+            await self._finish(
+                rollout,
+                "completed",
+                step.reason,
+                {rollout["baseline"]: 1.0},
+                "rollout_promoted",
+                Severity.INFO,
+                actor="mlwarden",
+            )
+
+    async def _confirmed(self, rollout: dict[str, Any], step: Step) -> bool:
+        hook = self.warden.pm.hook.mlwarden_confirm_promotion
+        impls = hook.get_hookimpls()
+        if not impls:
+            return True
+        view = self._public(dict(rollout)) | {"next_step": _step_dict(step)}
+        answers = await self.warden.call_hook(
+            "mlwarden_confirm_promotion",
+            model=rollout["model"],
+            version=rollout["candidate"],
+            rollout=view,
+        )
+        # call_hook leaves out implementations that raised or timed out: they hold.
+        return len(answers) == len(impls) and all(a is not False for a in answers)
+
+    async def _set_step_traffic(self, rollout: dict[str, Any], step: Step) -> None:
+        now = self.warden.clock()
+        weight = float(step.weight or 0.0)
+        weights = {rollout["candidate"]: weight, rollout["baseline"]: 1.0 - weight}
+        rollout.update(
+            state="progressing", step=step.index if step.index is not None else rollout["step"],
+            weight=weight, mirror=step.mirror, step_started_at=now, next_analysis_at=now,
+            reason=step.reason, memo={**rollout["memo"], **(step.memo or {})}, held=None,
+        )  # fmt: skip
+        await self._save(rollout)
+        await self.traffic_tables.set(
+            rollout["model"],
+            {v: w for v, w in weights.items() if w > 0},
+            reason=f"rollout {rollout['id']}: {step.reason}",
+            actor="mlwarden",
+        )
+        await self.emit("rollout_step", rollout, Severity.INFO, step.reason)
+
+    async def _finish_promote(self, rollout: dict[str, Any], reason: str) -> None:
+        model, version = rollout["model"], rollout["candidate"]
+        registry = self.warden.service("registry")
+        record = await registry.get(model, version)
+        if record["status"] != "production":
+            try:
+                await registry.transition(
+                    model,
+                    version,
+                    "production",
+                    actor="mlwarden",
+                    reason=f"rollout {rollout['id']}: {reason}",
+                )
+            except Conflict as exc:
+                await self.finish_rollback(
+                    rollout,
+                    f"promotion refused by the registry: {exc}",
+                    actor="mlwarden",
+                    automatic=True,
+                    state="failed",
+                )
+                return
+        await self._finish(
+            rollout,
+            "promoted",
+            reason,
+            {version: 1.0},
+            "rollout_promoted",
+            Severity.INFO,
+            actor="mlwarden",
+        )
+
+    async def finish_rollback(
+        self,
+        rollout: dict[str, Any],
+        reason: str,
+        *,
+        actor: str,
+        automatic: bool,
+        state: str = "rolled_back",
+    ) -> None:
+        baseline = rollout["baseline"]
+        if automatic and state == "rolled_back":
+            registry = self.warden.service("registry")
+            record = await registry.get(rollout["model"], rollout["candidate"])
+            if record["status"] == "staging":
+                await registry.transition(
+                    rollout["model"],
+                    rollout["candidate"],
+                    "failed",
+                    actor="mlwarden",
+                    reason=f"rolled back: {reason}",
+                )
+        await self._finish(
+            rollout,
+            state,
+            reason,
+            {baseline: 1.0} if baseline else None,
+            "rollout_rolled_back",
+            Severity.CRITICAL,
+            actor=actor,
+        )
+
+    async def _finish(
+        self,
+        rollout: dict[str, Any],
+        state: str,
+        reason: str,
+        weights: dict[str, float] | None,
+        kind: str,
+        severity: Severity,
+        *,
+        actor: str,
+    ) -> None:
+        now = self.warden.clock()
+        rollout.update(
+            state=state,
+            finished_at=now,
+            reason=reason,
+            mirror=False,
+            held=None,
+            weight=1.0 if state == "promoted" else 0.0,
+        )
+        await self._save(rollout)
+        self.active.pop(rollout["model"], None)
+        # The mirrored answers served their analysis (stored with its values): drop them.
+        async with self.warden.store.begin() as conn:
+            await conn.execute(
+                shadow_table.delete().where(
+                    shadow_table.c.model == rollout["model"],
+                    shadow_table.c.version == rollout["candidate"],
+                )
+            )
+        if weights:
+            await self.traffic_tables.set(
+                rollout["model"],
+                weights,
+                actor=actor,
+                reason=f"rollout {rollout['id']} {state}: {reason}",
+            )
+        self.warden.metrics.rollouts.labels(rollout["model"], rollout["strategy"], state).inc()
+        await self.warden.audit.record(
+            actor=actor,
+            action=f"rollout {state}",
+            target=f"model={rollout['model']},version={rollout['candidate']}",
+            outcome=state,
+            detail={"rollout": rollout["id"], "reason": reason},
+        )
+        await self.emit(kind, rollout, severity, reason)
+
+    async def _store_analysis(
+        self, rollout: dict[str, Any], analysis: Analysis, step: Step
+    ) -> None:
+        async with self.warden.store.begin() as conn:
+            await conn.execute(
+                analyses_table.insert().values(
+                    rollout_id=rollout["id"],
+                    step=rollout["step"],
+                    ts=self.warden.clock(),
+                    verdict=analysis.verdict,
+                    action=step.action,
+                    detail=json.dumps(
+                        {**analysis.to_dict(), "decision": step.reason},
+                        allow_nan=False,
+                        default=float,
+                    ),
+                )
+            )
+        rollout["last_analysis"] = analysis.to_dict()
+
+    async def _save(self, rollout: dict[str, Any]) -> None:
+        rollout["updated_at"] = self.warden.clock()
+        async with self.warden.store.begin() as conn:
+            await conn.execute(
+                rollouts_table.update()
+                .where(rollouts_table.c.id == rollout["id"])
+                .values(**columns(rollout))
+            )
+
+    async def emit(
+        self,
+        kind: str,
+        rollout: dict[str, Any],
+        severity: Severity,
+        message: str,
+        analysis: Analysis | None = None,
+    ) -> None:
+        data: dict[str, Any] = {
+            "rollout": rollout["id"], "strategy": rollout["strategy"],
+            "state": rollout["state"], "step": rollout["step"], "baseline": rollout["baseline"],
+            "weights": self.traffic_tables.get(rollout["model"]) or {},
+        }  # fmt: skip
+        last = analysis.to_dict() if analysis else rollout.get("last_analysis")
+        if last:
+            data["analysis"] = last
+        await self.warden.emit(
+            Event(
+                kind=kind,
+                model=rollout["model"],
+                version=rollout["candidate"],
+                severity=severity,
+                message=message,
+                data=data,
+                ts=self.warden.clock(),
+            )
+        )
+
+    # -- strategies ------------------------------------------------------------------
+
+    def default_strategy(self, model: str) -> str:
+        config = self.warden.config.model(model)
+        return (
+            config.strategy
+            if config and config.strategy
+            else self.warden.config.deployment.default_strategy
+        )
+
+    def strategy_for(self, name: str, stored: dict[str, Any] | None) -> Strategy:
+        """The strategy ``name`` with its stored options (a resumed rollout keeps them)."""
+        options = (
+            stored if stored is not None else self.warden.config.deployment.strategies.get(name, {})
+        )
+        return self.instantiate(name, options)
+
+    def instantiate(self, name: str, options: dict[str, Any]) -> Strategy:
+        try:
+            cls = self.warden.plugins.get("strategy", name)
+        except PluginError as exc:
+            raise InvalidInput(str(exc), code="unknown_strategy") from None
+        try:
+            return cls(**options)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"strategy {name!r} ([deployment.strategies.{name}]): {exc}",
+                code="invalid_strategy_options",
+            ) from None
+
+
+def columns(rollout: dict[str, Any]) -> dict[str, Any]:
+    names = {c.name for c in rollouts_table.columns}
+    out = {k: v for k, v in rollout.items() if k in names}
+    out["options"] = json.dumps(rollout["options"])
+    out["memo"] = json.dumps(rollout["memo"])
+    out["held"] = json.dumps(rollout["held"]) if rollout.get("held") else None
+    return out
+
+
+def _step_dict(step: Step) -> dict[str, Any]:
+    return {
+        "action": step.action,
+        "weight": step.weight,
+        "index": step.index,
+        "mirror": step.mirror,
+        "confirm": step.confirm,
+        "reason": step.reason,
+        "memo": step.memo,
+    }

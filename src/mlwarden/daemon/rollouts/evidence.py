@@ -1,0 +1,145 @@
+"""The evidence a rollout step is decided on: load check, gateway errors, analysis.
+
+Used by :class:`~mlwarden.daemon.rollouts.controller.RolloutController`. The pre-flight
+check loads the candidate in the gateway before it gets traffic; the fast path fails a
+candidate whose gateway calls error too often within a step; the analysis compares the
+candidate against the baseline from the gateway serving stats plus the ingest path's
+labelled outcomes, or, for a shadow candidate, its mirrored answers joined to the same
+requests' labels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...plugins.strategies import Analysis, Check, RolloutView, Strategy
+from .analysis import VersionSample, compare, sample_from_outcomes
+
+__all__ = ["analyze", "gateway_errors", "preflight"]
+
+#: A candidate failing more than ``max_error_rate`` of its gateway calls in a step (over
+#: at least this many calls, or ``min_samples`` when smaller) is rolled back at once.
+_FAST_FAIL_MIN_CALLS = 20
+
+
+async def preflight(warden: Any, gateway: Any, rollout: dict[str, Any]) -> Analysis | None:
+    """With the gateway on, the candidate must load before it gets any traffic."""
+    if not warden.config.deployment.gateway:
+        return None
+    now = warden.clock()
+    try:
+        await gateway.load(rollout["model"], rollout["candidate"])
+    except Exception as exc:
+        return Analysis(
+            "fail",
+            (Check("model_load", 0.0, None, 1.0, False, "the candidate's pyfunc model loads"),),
+            since=now,
+            until=now,
+            reason=f"candidate failed to load: {type(exc).__name__}: {exc}",
+        )
+    return None
+
+
+def gateway_errors(
+    warden: Any, gateway: Any, rollout: dict[str, Any], strategy: Strategy
+) -> Analysis | None:
+    """The fast path: gateway errors of the candidate over the threshold in this step."""
+    now = warden.clock()
+    stats = gateway.stats.get((rollout["model"], rollout["candidate"]))
+    if stats is None:
+        return None
+    calls, errors, _ = stats.window(rollout["step_started_at"], now)
+    limit = strategy.thresholds.max_error_rate
+    if calls < min(_FAST_FAIL_MIN_CALLS, strategy.thresholds.min_samples):
+        return None
+    rate = errors / calls
+    if rate <= limit:
+        return None
+    return Analysis(
+        "fail",
+        (
+            Check(
+                "gateway_error_rate",
+                rate,
+                None,
+                limit,
+                False,
+                "candidate's gateway error rate <= max_error_rate",
+            ),
+        ),
+        samples={"candidate_requests": calls, "candidate_errors": errors},
+        since=rollout["step_started_at"],
+        until=now,
+        reason=f"gateway errors over the threshold: {errors} of {calls} calls failed "
+        f"({rate:.1%} > {limit:.1%})",
+    )
+
+
+async def analyze(
+    warden: Any, gateway: Any, rollout: dict[str, Any], strategy: Strategy, view: RolloutView
+) -> Analysis:
+    """Compare the candidate with the baseline over the strategy's windows."""
+    (cs, cu), (bs, bu) = strategy.windows(view)
+    model = rollout["model"]
+    baseline = await _sample(warden, gateway, model, rollout["baseline"], bs, bu)
+    if rollout["mirror"]:
+        candidate = await _shadow_sample(warden, gateway, rollout, cs, cu)
+    else:
+        candidate = await _sample(warden, gateway, model, rollout["candidate"], cs, cu)
+    config = warden.config.model(model)
+    analysis = compare(
+        candidate,
+        baseline,
+        strategy.thresholds,
+        task=config.task if config else "regression",
+        since=cs,
+        until=cu,
+    )
+    if bs != cs or bu != cu:
+        analysis.samples["baseline_since"] = bs
+        analysis.samples["baseline_until"] = bu
+    return analysis
+
+
+async def _sample(
+    warden: Any, gateway: Any, model: str, version: str, since: float, until: float
+) -> VersionSample:
+    ingest = warden.services.get("ingest")
+    if ingest is not None:
+        outcomes = await ingest.outcomes(model, version=version, since=since, until=until)
+        sample = sample_from_outcomes(outcomes)
+    else:
+        sample = VersionSample()
+    stats = gateway.stats.get((model, version))
+    if stats is not None:
+        calls, errors, latency = stats.window(since, until)
+        if calls:  # the gateway saw every call, labelled or not
+            sample.requests, sample.errors, sample.latency = calls, errors, latency
+    return sample
+
+
+async def _shadow_sample(
+    warden: Any, gateway: Any, rollout: dict[str, Any], since: float, until: float
+) -> VersionSample:
+    """The shadow candidate's mirrored answers joined to the labels of the same requests."""
+    model, version = rollout["model"], rollout["candidate"]
+    sample = VersionSample()
+    ingest = warden.services.get("ingest")
+    if ingest is not None:
+        outcomes = await ingest.outcomes(
+            model, version=rollout["baseline"], since=since, until=until
+        )
+        mirrored = await gateway.shadow_sample(model, version, outcomes.id, since, until)
+        pairs = [
+            (mirrored[str(i)][0], label)
+            for i, label in zip(outcomes.id.tolist(), outcomes.label.tolist(), strict=True)
+            if str(i) in mirrored and not mirrored[str(i)][2]
+        ]
+        sample.prediction = np.array([p for p, _ in pairs])
+        sample.label = np.array([y for _, y in pairs])
+    stats = gateway.stats.get((model, version))
+    if stats is not None:
+        sample.requests, sample.errors, sample.latency = stats.window(since, until)
+    return sample

@@ -1,0 +1,373 @@
+"""The rollout controller (service ``rollouts``): traffic, the gateway, and strategies driven.
+
+At most one active rollout per model. A rollout is a persisted state machine::
+
+    pending -> progressing (step i) <-> paused (held by the confirm-promotion hook)
+            -> promoted | rolled_back | failed | completed
+
+Every change is written before it takes effect on traffic, so a restarted daemon
+resumes each active rollout at the same step, with the same step start time. The
+controller is ticked by a background loop (``deployment.tick_seconds``) and by
+``tick()`` in tests, which drive it with an injected clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from ... import hookimpl
+from ...errors import ConfigError, Conflict, InvalidInput, NotFound
+from ...types import Event, Severity
+from ..core.service import Service
+from .controller import RolloutController, columns
+from .gateway import Gateway, parse_predict_body
+from .records import (
+    ACTIVE,
+    ROLLOUTS_SCHEMA,
+    analyses_table,
+    rollout_from_row,
+    rollouts_table,
+)
+from .traffic import TrafficTables
+
+__all__ = ["RolloutService"]
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutService(Service):
+    """Owns traffic tables, sticky routing, the gateway and the rollout controller."""
+
+    name = "rollouts"
+    schema = ROLLOUTS_SCHEMA
+
+    def __init__(self, warden: Any) -> None:
+        super().__init__(warden)
+        self.traffic_tables = TrafficTables(warden)
+        self.gateway = Gateway(warden)
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.active: dict[str, dict[str, Any]] = {}  # model -> active rollout
+        self.controller = RolloutController(self)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(  # type: ignore[override]
+        self,
+        model: str | None = None,
+        version: str | None = None,
+        *,
+        strategy: str | None = None,
+        actor: str = "mlwarden",
+    ) -> Any:
+        """Without arguments, start the service; with ``model`` and ``version``, a rollout.
+
+        The contract between services names the rollout call ``rollouts.start(model,
+        version, *, strategy=None, actor)``, the lifecycle calls ``start()``: both meet
+        here. Starting a rollout returns it; Conflict (409) when one is active.
+        """
+        if model is None:
+            return await self._start_service()
+        if version is None:
+            raise InvalidInput(f"rollout of model {model!r}: the version to roll out is required")
+        return await self._start_rollout(model, version, strategy=strategy, actor=actor)
+
+    def check_config(self, config: Any) -> None:
+        """ConfigError naming the key when a strategy named or configured is unusable."""
+        problems = []
+        for name, options in config.deployment.strategies.items():
+            try:
+                self.controller.instantiate(name, options)
+            except InvalidInput as exc:
+                problems.append(f"key 'deployment.strategies.{name}': {exc}")
+        known = self.warden.plugins.names("strategy")
+        named = [("deployment.default_strategy", config.deployment.default_strategy)]
+        named += [(f"models[{i}].strategy", m.strategy) for i, m in enumerate(config.models)]
+        for key, name in named:
+            if name and name != "direct" and name not in known:
+                problems.append(
+                    f"key '{key}': unknown strategy {name!r} (available: "
+                    f"{', '.join(known)}, or 'direct' for models)"
+                )
+        if problems:
+            raise ConfigError(problems, config.source)
+
+    async def _start_service(self) -> None:
+        self.check_config(self.warden.config)
+        self.traffic_tables.build_backends()
+        await self.traffic_tables.load()
+        async with self.warden.store.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(rollouts_table).where(rollouts_table.c.state.in_(ACTIVE))
+                )
+            ).all()
+        self.active = {r.model: rollout_from_row(r) for r in rows}
+        for rollout in self.active.values():
+            logger.info(
+                "resuming rollout %s of %s %s at step %d (%s)",
+                rollout["id"],
+                rollout["model"],
+                rollout["candidate"],
+                rollout["step"],
+                rollout["state"],
+            )
+        self.warden.spawn(self._loop(), name="rollouts-tick")
+
+    async def stop(self) -> None:
+        await self.gateway.close()
+
+    async def reload(self, config: Any) -> None:
+        self.check_config(config)
+        self.traffic_tables.build_backends()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.warden.config.deployment.tick_seconds)
+            try:
+                await self.tick()
+            except Exception as exc:  # a bad tick must not end the loop
+                logger.exception("rollout tick failed")
+                self.warden.record_error("rollouts tick", repr(exc))
+
+    def routes(self) -> list[Any]:
+        from ..api.rollouts import rollout_routes
+
+        return rollout_routes()
+
+    async def health(self) -> dict[str, Any]:
+        errors = dict(self.traffic_tables.backend_errors)
+        return {
+            "status": "degraded" if errors else "ok",
+            "active_rollouts": {
+                m: f"{r['candidate']} {r['state']} step {r['step']}" for m, r in self.active.items()
+            },
+            "gateway": self.warden.config.deployment.gateway,
+            "loaded_models": self.gateway.loaded,
+            "backend_errors": errors,
+        }
+
+    # -- the contract: traffic ---------------------------------------------------------
+
+    async def traffic(self, model: str) -> dict[str, float]:
+        """The table in force; the production version alone when none was ever set."""
+        table = self.traffic_tables.get(model)
+        if table:
+            return table
+        registry = self.warden.services.get("registry")
+        production = await registry.production(model) if registry else None
+        if production is None:
+            raise NotFound(f"model {model!r} has no traffic table and no production version")
+        return {production["version"]: 1.0}
+
+    async def set_traffic(
+        self, model: str, weights: dict[str, float], *, reason: str, actor: str = "mlwarden"
+    ) -> dict[str, float]:
+        """Persist ``weights``, apply them through the backends, update the metric."""
+        registry = self.warden.services.get("registry")
+        if registry is not None:
+            for version in weights:
+                await registry.get(model, version)  # NotFound names an unknown version
+        return await self.traffic_tables.set(model, weights, reason=reason, actor=actor)
+
+    def route(self, model: str, key: str) -> str:
+        """The version serving ``key`` (sticky hashing proportional to the weights)."""
+        return self.traffic_tables.route(model, key)
+
+    # -- the contract: rollouts ------------------------------------------------------
+
+    async def _start_rollout(
+        self, model: str, version: str, *, strategy: str | None, actor: str
+    ) -> dict[str, Any]:
+        registry = self.warden.service("registry")
+        record = await registry.get(model, version)
+        name = strategy or self.controller.default_strategy(model)
+        instance = self.controller.strategy_for(name, None)
+        async with self._locks[model]:
+            if model in self.active:
+                current = self.active[model]
+                raise Conflict(
+                    f"model {model!r} already has an active rollout of version "
+                    f"{current['candidate']} ({current['state']}, id "
+                    f"{current['id']}); roll it back or wait for it to finish"
+                )
+            table = self.traffic_tables.get(model)
+            production = await registry.production(model)
+            current = production["version"] if production else None
+            if table and current not in table:
+                baseline = max(sorted(table), key=lambda v: table[v])
+            else:
+                baseline = current
+            if baseline == version and (not table or table.get(version) == 1.0):
+                raise Conflict(f"model {model!r} version {version} already serves all traffic")
+            if record["status"] == "validation":
+                await registry.transition(
+                    model,
+                    version,
+                    "staging",
+                    actor=actor,
+                    reason=f"rollout ({name}) started by {actor}",
+                )
+            elif record["status"] not in ("staging", "deprecated"):
+                raise Conflict(
+                    f"model {model!r} version {version} is {record['status']}: a "
+                    "rollout needs a version in validation, staging or deprecated"
+                )
+            now = self.warden.clock()
+            rollout = {
+                "id": uuid.uuid4().hex, "model": model, "candidate": version,
+                "baseline": baseline, "strategy": name, "options": instance.options(),
+                "state": "pending", "step": -1, "weight": 0.0, "mirror": False,
+                "failures": 0, "memo": {}, "held": None, "step_started_at": now,
+                "next_analysis_at": now, "started_at": now, "updated_at": now,
+                "finished_at": None, "actor": actor, "reason": f"started by {actor}",
+            }  # fmt: skip
+            async with self.warden.store.begin() as conn:
+                await conn.execute(rollouts_table.insert().values(**columns(rollout)))
+            rollout["active"] = True
+            self.active[model] = rollout
+            await self.controller.emit(
+                "rollout_started", rollout, Severity.INFO, f"rollout of {version} started ({name})"
+            )
+            await self.controller.advance(rollout)
+            return self._public(self.active.get(model) or await self.get(rollout["id"]))
+
+    async def rollback(
+        self, model: str, *, version: str | None = None, actor: str
+    ) -> dict[str, Any]:
+        """Fast path, no analysis: end the active rollout, or restore a former version."""
+        async with self._locks[model]:
+            rollout = self.active.get(model)
+            if rollout is not None:
+                if version is not None and version != rollout["baseline"]:
+                    raise Conflict(
+                        f"model {model!r}: the active rollout of "
+                        f"{rollout['candidate']} can only roll back to its baseline "
+                        f"{rollout['baseline']}, not {version}"
+                    )
+                await self.controller.finish_rollback(
+                    rollout, f"manual rollback by {actor}", actor=actor, automatic=False
+                )
+                return self._public(await self.get(rollout["id"]))
+            from ..registry.ops import rollback as registry_rollback
+
+            result = await registry_rollback(self.warden, model, version, actor=actor)
+            await self.traffic_tables.set(
+                model,
+                {result["version"]: 1.0},
+                actor=actor,
+                reason=f"rollback to {result['version']} by {actor}",
+            )
+            return {**result, "traffic": {result["version"]: 1.0}}
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def get(self, rollout_id: str) -> dict[str, Any]:
+        row = await self.warden.store.row_by_id(
+            rollouts_table, rollout_id, missing=f"no rollout with id {rollout_id!r}"
+        )
+        return rollout_from_row(row)
+
+    async def history(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
+        async with self.warden.store.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(rollouts_table)
+                    .where(rollouts_table.c.model == model)
+                    .order_by(rollouts_table.c.started_at.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [self._public(rollout_from_row(r)) for r in rows]
+
+    async def analyses(self, rollout_id: str) -> list[dict[str, Any]]:
+        async with self.warden.store.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(analyses_table)
+                    .where(analyses_table.c.rollout_id == rollout_id)
+                    .order_by(analyses_table.c.id)
+                )
+            ).all()
+        return [
+            {
+                "step": r.step,
+                "ts": r.ts,
+                "verdict": r.verdict,
+                "action": r.action,
+                **json.loads(r.detail),
+            }
+            for r in rows
+        ]
+
+    async def deployment(self, model: str) -> dict[str, Any]:
+        """The active (or latest) rollout with its analyses, and the traffic table."""
+        try:
+            table = await self.traffic(model)
+        except NotFound:
+            table = {}
+        history = await self.history(model, limit=1)
+        rollout = history[0] if history else None
+        if rollout is not None:
+            rollout["analyses"] = await self.analyses(rollout["id"])
+        return {
+            "model": model,
+            "traffic": table,
+            "rollout": rollout,
+            "mirror": self.mirror_target(model),
+            "gateway": self.warden.config.deployment.gateway,
+        }
+
+    def mirror_target(self, model: str) -> str | None:
+        rollout = self.active.get(model)
+        return rollout["candidate"] if rollout and rollout["mirror"] else None
+
+    # -- the gateway ---------------------------------------------------------------
+
+    async def predict(self, model: str, body: Any) -> dict[str, Any]:
+        if not self.warden.config.deployment.gateway:
+            raise NotFound(
+                "the gateway is switched off (deployment.gateway = false); ask "
+                f"GET /api/models/{model}/route?key= and serve elsewhere"
+            )
+        records = parse_predict_body(model, body)
+        table = await self.traffic(model)
+        answers = await self.gateway.predict(model, records, table, self.mirror_target(model))
+        return {"model": model, "predictions": answers}
+
+    async def tick(self) -> list[dict[str, Any]]:
+        """Advance every active rollout once; returns the rollouts after the tick."""
+        return await self.controller.tick()
+
+    # -- events ----------------------------------------------------------------------
+
+    @hookimpl
+    async def mlwarden_event(self, event: Event) -> None:
+        """Follow production changes made outside a rollout (a direct registry promote)."""
+        if event.kind != "version_status_changed" or event.data.get("to") != "production":
+            return
+        model, version = event.model, event.data.get("version")
+        if not model or not version or model in self.active:
+            return
+        if self.traffic_tables.get(model) == {version: 1.0}:
+            return
+        # Spawned: the registry emits this while holding its per-model lock, which the
+        # traffic backends need again (registry.set_alias).
+        self.warden.spawn(self._follow(model, version), name=f"rollouts-follow-{model}")
+
+    async def _follow(self, model: str, version: str) -> None:
+        async with self._locks[model]:
+            if model in self.active or self.traffic_tables.get(model) == {version: 1.0}:
+                return
+            await self.traffic_tables.set(
+                model, {version: 1.0}, actor="registry", reason=f"{version} entered production"
+            )
+
+    def _public(self, rollout: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in rollout.items() if k != "last_analysis"}

@@ -1,0 +1,1 @@
+"""Training: schedules and triggers, the training-job queue and its runner."""

@@ -1,0 +1,236 @@
+"""Retraining triggers per model: cron schedules, drift, performance, market regime.
+
+Each configured model gets instances of its trigger plugins (``triggers`` in its
+``[[models]]`` entry, options from ``trigger_options``; a ``schedule`` key adds the
+``schedule`` trigger). Triggers are evaluated on every event about the model (the
+scheduler hears events through ``mlwarden_event``) and on a periodic tick
+(``training.scheduler_interval_seconds``). A trigger that decides to fire is held to
+its ``cooldown_seconds``; when it passes, the scheduler submits a training job (one
+per model at a time), counts ``mlwarden_triggers_fired_total``, emits
+``trigger_fired`` and writes the audit log. When each trigger last fired is
+persisted, so cooldowns and schedules survive restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+
+from ... import hookimpl
+from ...errors import Conflict, NotFound, PluginError
+from ...types import Decision, Event, TriggerContext
+from ..core.config import Config, ModelConfig
+from ..core.service import Service
+from ..core.store import Schema, create_tables
+
+__all__ = ["SchedulerService"]
+
+logger = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+trigger_state = sa.Table(
+    "trigger_state",
+    metadata,
+    sa.Column("model", sa.String(255), primary_key=True),
+    sa.Column("trigger", sa.String(64), primary_key=True),
+    sa.Column("armed_at", sa.Float, nullable=False),
+    sa.Column("last_fired", sa.Float),
+    sa.Column("last_reason", sa.Text),
+)
+
+#: Events the scheduler itself causes; triggers never react to them.
+_OWN_EVENTS = frozenset(
+    {"trigger_fired", "training_started", "training_succeeded", "training_failed"}
+)
+
+
+def build_triggers(warden: Any, config: Config, model: ModelConfig) -> dict[str, Any]:
+    """The trigger instances of ``model``; PluginError names the model and trigger."""
+    names = list(model.triggers)
+    if model.schedule and "schedule" not in names:
+        names.insert(0, "schedule")
+    out: dict[str, Any] = {}
+    for name in names:
+        cls = warden.plugins.get("trigger", name)
+        options = dict(model.trigger_options.get(name, {}))
+        if name == "schedule":
+            if not model.schedule and "cron" not in options:
+                raise PluginError(
+                    f"model {model.name!r}: trigger 'schedule' needs the model's 'schedule' key"
+                )
+            options.setdefault("cron", model.schedule)
+            options.setdefault("timezone", config.training.timezone)
+        try:
+            out[name] = cls(**options)
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"model {model.name!r}: trigger {name!r}: {exc}") from exc
+    return out
+
+
+class SchedulerService(Service):
+    """Evaluates each model's triggers and turns firing decisions into training jobs."""
+
+    name = "scheduler"
+    schema = Schema("scheduler", [create_tables(trigger_state)])
+
+    def __init__(self, warden: Any) -> None:
+        super().__init__(warden)
+        self.triggers: dict[str, dict[str, Any]] = self._build(warden.config)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._state: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def _build(self, config: Config) -> dict[str, dict[str, Any]]:
+        return {m.name: build_triggers(self.warden, config, m) for m in config.models}
+
+    async def start(self) -> None:
+        await self._arm()
+        self.warden.spawn(self._ticker(), name="scheduler-tick")
+
+    async def reload(self, config: Config) -> None:
+        self.triggers = self._build(config)
+        await self._arm()
+
+    async def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "triggers": {model: sorted(t) for model, t in self.triggers.items()},
+        }
+
+    async def _arm(self) -> None:
+        """Load persisted trigger state; record first sight of new (model, trigger) pairs."""
+        async with self.warden.store.connect() as conn:
+            rows = (await conn.execute(sa.select(trigger_state))).mappings().all()
+        self._state = {(r["model"], r["trigger"]): dict(r) for r in rows}
+        now = self.warden.clock()
+        new = [
+            {"model": m, "trigger": t, "armed_at": now, "last_fired": None, "last_reason": None}
+            for m, triggers in self.triggers.items()
+            for t in triggers
+            if (m, t) not in self._state
+        ]
+        if new:
+            async with self.warden.store.begin() as conn:
+                await conn.execute(trigger_state.insert(), new)
+            for row in new:
+                self._state[(row["model"], row["trigger"])] = row
+
+    def next_runs(self) -> dict[str, float]:
+        """When each scheduled model runs next (Unix time)."""
+        out = {}
+        for model, triggers in self.triggers.items():
+            schedule = triggers.get("schedule")
+            state = self._state.get((model, "schedule"))
+            if schedule is not None and state is not None:
+                out[model] = schedule.next_run(state["last_fired"] or state["armed_at"])
+        return out
+
+    async def _ticker(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("scheduler tick failed")
+            await asyncio.sleep(self.warden.config.training.scheduler_interval_seconds)
+
+    async def tick(self) -> list[dict[str, Any]]:
+        """Evaluate every model's triggers without an event; return the jobs submitted."""
+        jobs = []
+        for model in list(self.triggers):
+            jobs.extend(await self.evaluate(model, None))
+        return jobs
+
+    @hookimpl
+    async def mlwarden_event(self, event: Event) -> None:
+        if event.kind in _OWN_EVENTS or event.model not in self.triggers:
+            return
+        await self.evaluate(event.model, event)
+
+    async def evaluate(self, model: str, event: Event | None) -> list[dict[str, Any]]:
+        """Evaluate ``model``'s triggers for ``event`` (None: a tick); submit what fires."""
+        fired: list[tuple[str, Decision]] = []
+        lock = self._locks.setdefault(model, asyncio.Lock())
+        async with lock:  # cooldown check and record are atomic per model
+            for name, trigger in self.triggers.get(model, {}).items():
+                state = self._state.get((model, name))
+                if state is None:
+                    continue
+                now = self.warden.clock()
+                last = state["last_fired"]
+                cooldown = float(getattr(trigger, "cooldown_seconds", 0.0))
+                if last is not None and now - last < cooldown:
+                    continue
+                context = TriggerContext(
+                    model=model,
+                    now=now,
+                    event=event,
+                    last_fired=last,
+                    armed_at=state["armed_at"],
+                    warden=self.warden,
+                )
+                try:
+                    decision = trigger.evaluate(context)
+                    if inspect.isawaitable(decision):
+                        decision = await decision
+                except Exception as exc:
+                    self.warden.plugin_failed(f"trigger {name}", "evaluate", exc)
+                    continue
+                if not isinstance(decision, Decision) or not decision.fire:
+                    continue
+                await self._record_fired(model, name, now, decision.reason)
+                fired.append((name, decision))
+        jobs = []
+        for name, decision in fired:
+            job = await self._fire(model, name, decision)
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    async def _record_fired(self, model: str, name: str, now: float, reason: str) -> None:
+        async with self.warden.store.begin() as conn:
+            await conn.execute(
+                trigger_state.update()
+                .where(trigger_state.c.model == model, trigger_state.c.trigger == name)
+                .values(last_fired=now, last_reason=reason)
+            )
+        self._state[(model, name)].update(last_fired=now, last_reason=reason)
+
+    async def _fire(self, model: str, name: str, decision: Decision) -> dict[str, Any] | None:
+        self.warden.metrics.triggers_fired.labels(model, name).inc()
+        logger.info("trigger %s fired for %s: %s", name, model, decision.reason)
+        job: dict[str, Any] | None = None
+        created = False
+        try:
+            job, created = await self.warden.service("jobs").submit_job(
+                model, reason=decision.reason, trigger=name
+            )
+        except (NotFound, Conflict) as exc:
+            logger.warning("trigger %s fired for %s but no job can run: %s", name, model, exc)
+        data = {
+            "trigger": name,
+            "reason": decision.reason,
+            "job_id": job["id"] if job else None,
+            "new_job": created,
+            **decision.data,
+        }
+        await self.warden.audit.record(
+            actor="mlwarden",
+            action="trigger fired",
+            target=f"model={model},trigger={name}",
+            outcome="job queued" if created else "job already active" if job else "no job",
+            detail=data,
+        )
+        await self.warden.emit(
+            Event(
+                kind="trigger_fired",
+                model=model,
+                severity=decision.severity,
+                message=f"trigger {name} fired: {decision.reason}",
+                data=data,
+            )
+        )
+        return job

@@ -1,0 +1,128 @@
+"""The steps of a training attempt around the trainer: data checks, registration, outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...errors import PluginError
+from ...types import Event, Severity, TrainingJob, TrainingResult
+
+__all__ = [
+    "NotRetryable",
+    "check_reported_data",
+    "check_training_data",
+    "make_trainer",
+    "outcome_event",
+    "register_result",
+    "training_request",
+]
+
+
+class NotRetryable(Exception):
+    """A failure that another attempt cannot fix (no data, bad config, registry)."""
+
+
+def make_trainer(plugins: Any, model: str, options: dict[str, Any]) -> Any:
+    """The model's trainer plugin built from its ``[models.trainer]`` options."""
+    opts = dict(options)
+    plugin = opts.pop("plugin", "command")
+    cls = plugins.get("trainer", plugin)
+    try:
+        return cls(**opts)
+    except (TypeError, ValueError) as exc:
+        raise PluginError(f"model {model!r}: trainer {plugin!r}: {exc}") from exc
+
+
+def training_request(config: Any, job: dict[str, Any], job_dir: Path) -> TrainingJob:
+    """The trainer's request for this attempt of ``job``; opens its log with a banner."""
+    training = config.training
+    job_id, model, attempt = job["id"], job["model"], job["attempt"]
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job["log_path"], "a", encoding="utf-8") as log:
+        log.write(f"=== mlwarden: attempt {attempt} of job {job_id} ({model}) ===\n")
+    return TrainingJob(
+        id=job_id,
+        model=model,
+        reason=job["reason"],
+        tracking_uri=config.tracking_uri,
+        output_path=str(job_dir / "output.json"),
+        log_path=job["log_path"],
+        timeout_seconds=training.job_timeout_hours * 3600.0,
+        options={
+            "kill_grace_seconds": training.kill_grace_seconds,
+            "experiment": config.mlflow.experiment,
+        },
+        attempt=attempt,
+    )
+
+
+async def check_training_data(warden: Any, model: str) -> None:
+    """Refuse to train below ``training.min_training_data_points`` recorded predictions."""
+    minimum = warden.config.training.min_training_data_points
+    ingest = warden.services.get("ingest")
+    if minimum <= 0 or ingest is None:
+        return
+    count = await ingest.count_predictions(model)
+    if count < minimum:
+        raise NotRetryable(
+            f"model {model!r} has {count} recorded predictions; "
+            f"training.min_training_data_points is {minimum}"
+        )
+
+
+def check_reported_data(warden: Any, result: TrainingResult) -> None:
+    """Refuse a result the trainer says was trained on too few data points."""
+    minimum = warden.config.training.min_training_data_points
+    points = result.params.get("data_points")
+    if isinstance(points, int) and points < minimum:
+        raise NotRetryable(
+            f"trainer reports {points} training data points; "
+            f"training.min_training_data_points is {minimum}"
+        )
+
+
+async def register_result(
+    warden: Any, job_id: str, model: str, result: TrainingResult
+) -> str | None:
+    """Register the trained model as a new version in validation; return the version."""
+    registry = warden.services.get("registry")
+    if registry is None:
+        raise NotRetryable(
+            f"no registry service to register {result.model_uri}; the model stays in MLflow"
+        )
+    params = {k: v for k, v in result.params.items() if k != "data_points"} or None
+    lineage = {"training_job": job_id}
+    if result.run_id:
+        lineage["run_id"] = result.run_id
+    try:
+        record = await registry.register(
+            model,
+            model_uri=result.model_uri,
+            metrics=result.metrics or None,
+            params=params,
+            lineage=lineage,
+            author="mlwarden",
+        )
+    except Exception as exc:
+        raise NotRetryable(f"registering {result.model_uri} failed: {exc}") from exc
+    return str(record.get("version")) if record.get("version") is not None else None
+
+
+def outcome_event(job: dict[str, Any], state: str, tail: str) -> Event:
+    """The event announcing that ``job`` ended in ``state`` (``tail``: its log's end)."""
+    job_id = job["id"]
+    data = {"job_id": job_id, "reason": job["reason"], "attempt": job["attempt"]}
+    if state == "succeeded":
+        data.update(version=job["version"], model_uri=job["model_uri"], metrics=job["metrics"])
+        kind, severity = "training_succeeded", Severity.INFO
+        message = f"training job {job_id} succeeded: version {job['version']} in validation"
+    elif state == "cancelled":
+        data.update(state=state, error=job["error"])
+        kind, severity = "training_cancelled", Severity.INFO
+        message = f"training job {job_id} cancelled"
+    else:
+        data.update(state=state, error=job["error"], log_tail=tail)
+        kind, severity = "training_failed", Severity.CRITICAL
+        message = f"training job {job_id} {state.replace('_', ' ')}: {job['error']}"
+    return Event(kind=kind, model=job["model"], severity=severity, message=message, data=data)

@@ -1,0 +1,122 @@
+"""A real ``mlwarden run`` process: a notification survives kill -9 and is sent once.
+
+The event comes from tests/fake_plugins/startup_event.py (loaded through
+``[daemon] plugins``), which emits ``fake_plugin_started`` at every start; a configured
+rule turns it into an alert. The receiver is a real HTTP server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+class Receiver:
+    """A threaded HTTP server recording JSON posts; started and stopped by the test."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.posts: list[dict] = []
+        self.server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        posts = self.posts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                posts.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver(free_port())
+    yield r
+    r.stop()
+
+
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_pending_notification_survives_kill_9_and_is_sent_once(daemon_factory, receiver):
+    config = f"""
+[daemon]
+plugins = ["tests.fake_plugins.startup_event"]
+[alerts]
+group_wait_seconds = 0
+tick_seconds = 0.2
+retry_initial_seconds = 0.3
+retry_max_seconds = 0.6
+[[alerts.rules]]
+name = "FakeStarted"
+fire_on = ["fake_plugin_started"]
+severity = "critical"
+summary = "{{model}} v{{version}} started ({{source}})"
+[[notifiers]]
+name = "hook"
+plugin = "apprise"
+urls = ["json://127.0.0.1:{receiver.port}/hook"]
+"""
+    daemon = daemon_factory(config, env={"PYTHONPATH": str(REPO)})
+    daemon.start()
+
+    def attempted():
+        status, body = daemon.call("GET", "/api/notifications?status=pending")
+        assert status == 200, body
+        return [n for n in body["notifications"] if n["attempts"] >= 1]
+
+    [row] = wait_for(attempted, what="a failed delivery attempt")
+    assert row["notifier"] == "hook" and row["notification"]["status"] == "firing"
+    daemon.kill()  # written, not delivered: kill -9
+
+    receiver.start()
+    daemon.start()
+    wait_for(lambda: receiver.posts, what="the notification after the restart")
+    time.sleep(2.0)  # ten more ticks: nothing is sent twice
+    assert len(receiver.posts) == 1
+    post = receiver.posts[0]
+    assert post["title"] == "[FIRING] FakeStarted on demo-model v1.0.0 (critical)"
+    assert post["message"].startswith(
+        "demo-model v1.0.0 started (tests.fake_plugins.startup_event)"
+    )
+    status, body = daemon.call("GET", "/api/notifications")
+    assert status == 200
+    assert [(n["id"], n["status"]) for n in body["notifications"]] == [(row["id"], "sent")]
+    status, body = daemon.call("GET", "/api/alerts")
+    assert status == 200
+    [alert] = body["alerts"]
+    assert alert["rule"] == "FakeStarted" and alert["events"] == 2  # one per start, deduped
+    status, metrics = daemon.call("GET", "/metrics")
+    assert status == 200
+    assert 'mlwarden_alerts_firing{severity="critical"} 1.0' in metrics
+    assert 'mlwarden_notifications_total{notifier="hook",outcome="sent"} 1.0' in metrics
+    assert daemon.stop() == 0
