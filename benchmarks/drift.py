@@ -162,7 +162,7 @@ def run_mlwarden_daemon(directory: Path) -> dict[str, Any]:
     import asyncio
 
     import mlwarden
-    from mlwarden.daemon.core.config import load_config
+    from mlwarden.daemon.core.config_loader import load_config
     from mlwarden.daemon.warden import Warden
 
     meta, ref, cur = frames(directory)

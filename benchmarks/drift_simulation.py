@@ -22,7 +22,7 @@ from functools import partial
 
 import numpy as np
 
-from mlwarden.plugins import PluginCatalog, make_plugin_manager
+from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.types import FeatureData
 
 REFERENCE_ROWS = 2_000

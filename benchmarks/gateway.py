@@ -75,7 +75,7 @@ async def run(requests: int) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
     from mlwarden.daemon.api import build_app
-    from mlwarden.daemon.core.config import load_config
+    from mlwarden.daemon.core.config_loader import load_config
     from mlwarden.daemon.warden import Warden
 
     with tempfile.TemporaryDirectory() as tmp_dir:
@@ -86,11 +86,11 @@ async def run(requests: int) -> None:
         )
         async with Warden(config) as warden:
             uri, local = await asyncio.to_thread(_log_model, warden, tmp)
-            registry = warden.service("registry")
+            registry = warden.registry
             record = await registry.register("bench", model_uri=uri)
             await registry.transition("bench", record["version"], "staging", actor="bench")
             await registry.transition("bench", record["version"], "production", actor="bench")
-            rollouts = warden.service("rollouts")
+            rollouts = warden.rollouts
             await rollouts.set_traffic("bench", {record["version"]: 1.0}, reason="bench")
 
             rng = np.random.default_rng(1)

@@ -296,7 +296,7 @@ def _wait_ready(url: str, model: str) -> None:
 
 async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
     """Drift-check latency on a window of ``rows`` rows in ``buckets`` stored buckets."""
-    from mlwarden.daemon.core.config import load_config
+    from mlwarden.daemon.core.config_loader import load_config
     from mlwarden.daemon.ingest.tables import profile_table
     from mlwarden.daemon.profiles.profile import Profile
     from mlwarden.daemon.profiles.reference import frame_columns
@@ -318,7 +318,7 @@ async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
     cfg = load_config(config, env={}, overrides={"daemon.base_path": str(state_dir)})
     now = [time.time()]
     async with Warden(cfg, clock=lambda: now[0]) as warden:
-        ingest, monitor = warden.service("ingest"), warden.service("monitor")
+        ingest, monitor = warden.ingest, warden.monitor
         state = ingest.model_state("m")
         await state.ready.wait()
         per_bucket = rows // buckets

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,8 @@ os.environ["MLWARDEN_DISABLE_PLUGIN_AUTOLOAD"] = os.environ.get("MLWARDEN_TEST_A
 for _var in ("MLOPS_BASE_PATH", "MLFLOW_TRACKING_URI"):
     os.environ.pop(_var, None)
 
-from mlwarden.daemon.api import build_app  # noqa: E402
-from mlwarden.daemon.core.config import load_config  # noqa: E402
+from mlwarden.daemon.api import Route, build_app  # noqa: E402
+from mlwarden.daemon.core.config_loader import load_config  # noqa: E402
 from mlwarden.daemon.warden import Warden  # noqa: E402
 
 from .helpers import DaemonProcess  # noqa: E402
@@ -90,8 +91,8 @@ async def api_client(warden):
 async def make_client():
     clients: list[TestClient] = []
 
-    async def make(w: Warden) -> TestClient:
-        client = TestClient(TestServer(build_app(w)))
+    async def make(w: Warden, *, extra_routes: Iterable[Route] = ()) -> TestClient:
+        client = TestClient(TestServer(build_app(w, extra_routes=extra_routes)))
         await client.start_server()
         clients.append(client)
         return client

@@ -10,14 +10,13 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import yaml
 
 from mlwarden.daemon.alerts.notifiers import build_notifiers
-from mlwarden.daemon.core.config import load_config
+from mlwarden.daemon.core.config_loader import load_config
 from mlwarden.daemon.core.metrics import Metrics
-from mlwarden.plugins import PluginCatalog, make_plugin_manager
+from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.plugins.notifiers.apprise import AppriseNotifier
 from tests.helpers import require_binary
 
@@ -127,6 +126,6 @@ def test_notifiers_toml_example_is_a_valid_config(tmp_path):
     path.write_text(text)
     config = load_config(path, env={})
     pm = make_plugin_manager(autoload=False)
-    notifiers = build_notifiers(SimpleNamespace(plugins=PluginCatalog(pm)), config)
+    notifiers = build_notifiers(PluginCatalog(pm), config)
     assert {n: len(x.targets()) for n, x in notifiers.items()} == {"oncall": 2, "team": 2, "log": 1}
     assert config.alerts.repeat_interval_seconds == 14400

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlwarden import __version__
 from mlwarden.cli import main
-from mlwarden.daemon.core.config import load_config
+from mlwarden.daemon.core.config_loader import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

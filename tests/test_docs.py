@@ -6,7 +6,7 @@ import inspect
 import re
 from pathlib import Path
 
-from mlwarden.plugins import make_plugin_manager
+from mlwarden.daemon.core.plugins import make_plugin_manager
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

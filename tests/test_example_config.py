@@ -7,7 +7,8 @@ import re
 import typing
 from pathlib import Path
 
-from mlwarden.daemon.core.config import Config, load_config
+from mlwarden.daemon.core.config import Config
+from mlwarden.daemon.core.config_loader import load_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mlwarden.toml"
 #: Keys the example sets to something other than the default, on purpose.

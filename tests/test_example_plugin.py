@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mlwarden.plugins import PluginCatalog, make_plugin_manager
+from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.types import FeatureData
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.errors import PluginError
-from mlwarden.plugins import DEFAULT_PLUGINS, PluginCatalog, make_plugin_manager
+from mlwarden.plugins import DEFAULT_PLUGINS
 
 COLLECTOR = "tests.fake_plugins.collector"
 

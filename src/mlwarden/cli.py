@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, str] | None = None):
-    from .daemon.core.config import load_config
+    from .daemon.core.config_loader import load_config
 
     return load_config(args.config, overrides=overrides)
 
@@ -132,7 +132,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from .plugins import PluginCatalog, make_plugin_manager
+    from .daemon.core.plugins import PluginCatalog, make_plugin_manager
 
     config = _load(args)
     pm = make_plugin_manager(config.daemon.plugins, config.daemon.disable_plugins)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 __all__ = [
+    "AliasRegistry",
     "Analysis",
     "Check",
     "Decision",
@@ -18,6 +19,8 @@ __all__ = [
     "FeatureData",
     "FeatureKind",
     "Notification",
+    "OutcomeSource",
+    "Outcomes",
     "RolloutView",
     "Severity",
     "Step",
@@ -180,8 +183,8 @@ class TriggerContext:
     ``event`` is the event being dispatched (``None`` on a periodic tick);
     ``last_fired`` is when this trigger last fired for this model (Unix time, persisted
     across restarts; ``None`` if never); ``armed_at`` is when the scheduler first
-    watched this (model, trigger) pair (persisted); ``warden`` gives access to services such as
-    ``warden.service("ingest")`` for triggers that read data.
+    watched this (model, trigger) pair (persisted); ``outcomes`` reads the model's joined
+    (prediction, label) outcomes, for triggers that read data.
     """
 
     model: str
@@ -189,7 +192,63 @@ class TriggerContext:
     event: Event | None = None
     last_fired: float | None = None
     armed_at: float | None = None
-    warden: Any = None
+    outcomes: OutcomeSource | None = None
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Joined (prediction, label) pairs of a model, oldest first, as numpy arrays.
+
+    ``version`` (str), ``ts`` (prediction time, unix seconds), ``prediction`` and
+    ``label`` (float64 for regression, str objects for classification), ``latency``
+    (seconds, NaN when not reported), ``error`` (bool: the serving call failed), ``id``.
+    """
+
+    id: np.ndarray
+    version: np.ndarray
+    ts: np.ndarray
+    prediction: np.ndarray
+    label: np.ndarray
+    latency: np.ndarray
+    error: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+
+class OutcomeSource(Protocol):
+    """Where a model's joined (prediction, label) outcomes are read (the ingest service)."""
+
+    async def outcomes(
+        self,
+        model: str,
+        *,
+        version: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Outcomes:
+        """Joined pairs of ``model`` (one version; prediction time in [since, until))."""
+        ...
+
+
+class AliasRegistry(Protocol):
+    """The model registry as a traffic backend sees it (``registry=`` at instantiation).
+
+    Versions are the semantic version strings; a record is the dict of
+    ``GET /api/models/{name}/versions/{version}`` (``mlflow_version`` among its keys).
+    """
+
+    async def production(self, model: str) -> dict[str, Any] | None:
+        """The record of the version in production, or None."""
+        ...
+
+    async def set_alias(self, model: str, alias: str, version: str | None) -> None:
+        """Point ``alias`` at ``version`` (None removes it), in mlwarden and in MLflow."""
+        ...
+
+    async def set_version_tag(self, model: str, version: str, key: str, value: str) -> None:
+        """Set a tag on the version's MLflow model version."""
+        ...
 
 
 # The deployment-strategy contract, defined next to the strategies' base class and

@@ -11,19 +11,17 @@ import sys
 import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from mlwarden.daemon.api.auth import mint_token
 from mlwarden.daemon.app import check_listen_address
-from mlwarden.daemon.core.config import load_config
+from mlwarden.daemon.core.config_loader import load_config
 from mlwarden.daemon.core.systemd import SystemdNotifier
 from mlwarden.errors import ConfigError
 
 from ..helpers import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 SHUTDOWN_TIMEOUT = 3.0
 
 
@@ -169,7 +167,7 @@ def test_abstract_socket_reload_changes_tokens_and_bad_reload_keeps_running(
 def _start_request(port: int, token: str, body: bytes, sent: int) -> socket.socket:
     conn = socket.create_connection(("127.0.0.1", port), timeout=30)
     head = (
-        f"POST /api/fake/items/item-{uuid.uuid4().hex[:6]} HTTP/1.1\r\n"
+        f"POST /api/models/m/labels HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
@@ -183,13 +181,13 @@ def test_sigterm_drains_in_flight_requests_and_exits_0_within_the_bound(
     sock = notify_socket()
     token, digest = mint_token()
     daemon = daemon_factory(
-        f'[daemon]\nplugins = ["tests.fake_plugins.fake_routes"]\n'
-        f"shutdown_timeout_seconds = {SHUTDOWN_TIMEOUT}\n"
-        f'[[auth.tokens]]\nname = "op"\nsha256 = "{digest}"\nrole = "operator"\n',
-        env={"NOTIFY_SOCKET": sock.env_value, "PYTHONPATH": str(ROOT)},
+        f"[daemon]\nshutdown_timeout_seconds = {SHUTDOWN_TIMEOUT}\n"
+        f'[[auth.tokens]]\nname = "op"\nsha256 = "{digest}"\nrole = "operator"\n'
+        '[[models]]\nname = "m"\n',
+        env={"NOTIFY_SOCKET": sock.env_value},
     ).start(wait=False)
     sock.wait_for("READY=1")
-    body = b'{"payload": "' + b"x" * 200 + b'"}'
+    body = b'{"labels": [{"id": "' + b"x" * 150 + b'", "label": 1.0}]}'
     trickling = _start_request(daemon.port, token, body, 10)
     stalled = _start_request(daemon.port, token, body, 10)
     time.sleep(0.5)  # both handlers are now waiting for their bodies
@@ -212,7 +210,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0_within_the_bound(
         time.sleep(0.1)
     response = trickling.recv(65536).decode()
     assert response.startswith("HTTP/1.1 201"), response
-    assert '"payload"' in response
+    assert '"unmatched": 1' in response
 
     # The stalled request is cut off after the graceful timeout; the exit is clean.
     code = daemon.proc.wait(SHUTDOWN_TIMEOUT + 15)
@@ -230,13 +228,13 @@ def test_second_sigterm_cuts_the_drain_short(daemon_factory, notify_socket):
     sock = notify_socket()
     token, digest = mint_token()
     daemon = daemon_factory(
-        '[daemon]\nplugins = ["tests.fake_plugins.fake_routes"]\n'
-        "shutdown_timeout_seconds = 60\n"
-        f'[[auth.tokens]]\nname = "op"\nsha256 = "{digest}"\nrole = "operator"\n',
-        env={"NOTIFY_SOCKET": sock.env_value, "PYTHONPATH": str(ROOT)},
+        "[daemon]\nshutdown_timeout_seconds = 60\n"
+        f'[[auth.tokens]]\nname = "op"\nsha256 = "{digest}"\nrole = "operator"\n'
+        '[[models]]\nname = "m"\n',
+        env={"NOTIFY_SOCKET": sock.env_value},
     ).start(wait=False)
     sock.wait_for("READY=1")
-    stalled = _start_request(daemon.port, token, b'{"never": "finished"}', 5)
+    stalled = _start_request(daemon.port, token, b'{"labels": [{"id": "never"}]}', 5)
     time.sleep(0.5)
     started = time.monotonic()
     daemon.signal(signal.SIGTERM)

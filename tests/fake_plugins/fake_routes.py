@@ -1,8 +1,8 @@
-"""A plugin that mounts a small service with one route per role class (for API tests).
+"""A small set of routes, one per role class, for the API tests (auth, audit, errors).
 
-Its ``mlwarden_startup`` adds ``FakeItemsService`` to the running Warden; the daemon
-builds its HTTP app after start-up, so the routes are live in a real ``mlwarden run``.
-In-process tests add the service directly with ``install(warden)``.
+Tests mount them next to the daemon's own with ``make_client(warden,
+extra_routes=fake_routes.routes())``: the route table, the auth and audit middlewares
+and the OpenAPI document treat them like every other route.
 """
 
 from __future__ import annotations
@@ -11,19 +11,14 @@ from typing import Any
 
 from aiohttp import web
 
-from mlwarden import hookimpl
-from mlwarden.daemon.api import Route, json_response, read_json
-from mlwarden.daemon.core.service import Service
+from mlwarden.daemon.api.http import Route, json_response, read_json
 from mlwarden.errors import Conflict
 
 
-class FakeItemsService(Service):
+class FakeItems:
     """Items in memory: GET (viewer), POST (operator), DELETE (admin)."""
 
-    name = "fake_items"
-
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
+    def __init__(self) -> None:
         self.items: dict[str, Any] = {}
 
     def routes(self) -> list[Route]:
@@ -49,12 +44,6 @@ class FakeItemsService(Service):
         return json_response({"dropped": request.match_info["name"]})
 
 
-def install(warden: Any) -> FakeItemsService:
-    service = FakeItemsService(warden)
-    warden.services[service.name] = service
-    return service
-
-
-@hookimpl
-def mlwarden_startup(warden: Any) -> None:
-    install(warden)
+def routes() -> list[Route]:
+    """The routes of a fresh, empty set of items."""
+    return FakeItems().routes()

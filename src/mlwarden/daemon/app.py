@@ -21,7 +21,8 @@ from aiohttp import web
 
 from ..errors import ConfigError
 from .api import IN_FLIGHT, build_app
-from .core.config import Config, load_config
+from .core.config import Config
+from .core.config_loader import load_config
 from .core.systemd import SystemdNotifier
 from .warden import Warden
 

@@ -1,94 +1,111 @@
-"""The Warden: the in-process API and the owner of the daemon's services.
+"""The Warden: the composition root of the daemon and its in-process API.
 
-``Warden`` holds the configuration, the plugin manager, the store, MLflow and the
-metrics, starts and stops the services, dispatches events to the ``mlwarden_event``
-hook, and offers the original specification's calls (``monitor_model_drift``,
-``get_model_performance_history``, ``get_system_health``, ...) as async methods. The
-HTTP API and the CLI are thin layers over it.
+``Warden`` builds the core context (configuration, plugin manager, store, MLflow,
+metrics, audit log) and every service, and wires the services together: what one
+service needs of another is handed to its constructor here, typed by the Protocols of
+the provider's ``interfaces.py``. It is the only place that knows every service. It
+starts and stops them, reloads the configuration, and offers the original
+specification's calls (``monitor_model_drift``, ``get_model_performance_history``,
+``get_system_health``, ...) as async methods. The HTTP API (``daemon/api/``) and the
+CLI are thin layers over it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+import warnings
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from .. import __version__
-from ..plugins import PluginCatalog, make_plugin_manager
-from ..types import Event
 from .alerts.service import AlertService
 from .core.audit import AUDIT_SCHEMA, AuditLog
-from .core.config import Config, load_config
+from .core.config import Config
+from .core.config_loader import load_config
+from .core.context import Clock, Context
 from .core.metrics import Metrics
+from .core.plugins import PluginCatalog, make_plugin_manager
 from .core.service import Service
 from .core.store import Store
 from .core.tracking import Tracking, disable_telemetry
+from .experiments.records import parse_arms
 from .experiments.service import ExperimentService
 from .ingest.service import IngestService
+from .monitoring.compare import compare_versions
 from .monitoring.drift import MonitorService
 from .monitoring.performance import PerformanceService
+from .registry.input import parse_ref
 from .registry.service import RegistryService
 from .rollouts.service import RolloutService
 from .training.jobs import JobService
 from .training.scheduler import SchedulerService
 
-__all__ = ["SERVICE_CLASSES", "Warden", "await_me_maybe"]
+__all__ = ["Warden"]
 
 logger = logging.getLogger(__name__)
 
-#: The daemon's services, started in this order and stopped in reverse.
-SERVICE_CLASSES: tuple[type[Service], ...] = (
-    AlertService,
-    IngestService,
-    MonitorService,
-    RegistryService,
-    PerformanceService,
-    RolloutService,
-    ExperimentService,
-    JobService,
-    SchedulerService,
-)
 
+class Warden(Context):
+    """mlwarden in-process: ``async with Warden(config) as warden: ...``.
 
-async def await_me_maybe(value: Any) -> Any:
-    """Await ``value`` if it is awaitable (a hook may return either)."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-class Warden:
-    """mlwarden in-process: ``async with Warden(config) as warden: ...``."""
+    Its services are typed attributes (``warden.ingest``, ``warden.registry``, ...),
+    started in the order of ``services`` and stopped in reverse.
+    """
 
     def __init__(
         self,
         config: Config | None = None,
         *,
         registry: CollectorRegistry | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock = time.time,
     ) -> None:
         disable_telemetry()
-        self.config = config if config is not None else load_config()
-        self.clock = clock
-        self.metrics = Metrics(registry)
-        daemon = self.config.daemon
-        self.pm = make_plugin_manager(daemon.plugins, daemon.disable_plugins)
-        self.plugins = PluginCatalog(self.pm, daemon.disable_plugins)
-        self.store = Store(self.config.database_url)
-        self.audit = AuditLog(self.store, clock)
-        self.tracking = Tracking(self.config)
-        self.services: dict[str, Service] = {}
-        for cls in SERVICE_CLASSES:
-            self.services[cls.name] = cls(self)
+        config = config if config is not None else load_config()
+        daemon = config.daemon
+        pm = make_plugin_manager(daemon.plugins, daemon.disable_plugins)
+        self.plugin_catalog = PluginCatalog(pm, daemon.disable_plugins)
+        store = Store(config.database_url)
+        super().__init__(
+            config,
+            clock=clock,
+            metrics=Metrics(registry),
+            pm=pm,
+            plugins=self.plugin_catalog,
+            store=store,
+            audit=AuditLog(store, clock),
+            tracking=Tracking(config),
+        )
+        self.alerts = AlertService(self)
+        self.registry = RegistryService(self)
+        self.ingest = IngestService(self, registry=self.registry)
+        self.monitor = MonitorService(self, windows=self.ingest)
+        self.performance = PerformanceService(self, outcomes=self.ingest, registry=self.registry)
+        self.rollouts = RolloutService(self, registry=self.registry, ingest=self.ingest)
+        self.experiments = ExperimentService(
+            self, outcomes=self.ingest, registry=self.registry, traffic=self.rollouts
+        )
+        self.jobs = JobService(self, predictions=self.ingest, registry=self.registry)
+        self.scheduler = SchedulerService(self, jobs=self.jobs, outcomes=self.ingest)
+        #: Every service by name, in start order.
+        self.services: dict[str, Service] = {
+            s.name: s
+            for s in (
+                self.alerts,
+                self.ingest,
+                self.monitor,
+                self.registry,
+                self.performance,
+                self.rollouts,
+                self.experiments,
+                self.jobs,
+                self.scheduler,
+            )
+        }
         self.started_at: float | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._started: list[Service] = []
-        self.last_errors: list[dict[str, Any]] = []
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -153,99 +170,45 @@ class Warden:
                 await service.reload(old)
             raise
 
-    # -- background tasks ------------------------------------------------------------
-
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """Run ``coro`` as an owned task: logged if it fails, cancelled at stop."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
-            self.record_error(task.get_name(), repr(task.exception()))
-
-    async def cancel_tasks(self, timeout: float) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout)
-            for task in pending:
-                logger.warning("task %s did not finish within %.1fs", task.get_name(), timeout)
-
-    def record_error(self, where: str, message: str) -> None:
-        self.last_errors.append({"ts": self.clock(), "where": where, "message": message})
-        del self.last_errors[:-20]
-
-    # -- plugins and events ----------------------------------------------------------
-
-    async def call_hook(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call every implementation of a hook, each isolated and timed out.
-
-        An implementation that raises or exceeds ``daemon.plugin_timeout_seconds`` is
-        logged with its plugin's name and counted in ``mlwarden_plugin_errors_total``;
-        its result is left out and the others still run.
-        """
-        hook = getattr(self.pm.hook, hook_name)
-        timeout = self.config.daemon.plugin_timeout_seconds
-
-        async def call(impl: Any) -> Any:
-            args = {name: kwargs[name] for name in impl.argnames}
-            try:
-                return await asyncio.wait_for(await_me_maybe_sync(impl.function, args), timeout)
-            except Exception as exc:
-                self.plugin_failed(impl.plugin_name, hook_name, exc)
-                return _FAILED
-
-        results = await asyncio.gather(*(call(impl) for impl in reversed(hook.get_hookimpls())))
-        return [r for r in results if r is not _FAILED]
-
-    def plugin_failed(self, plugin: str, hook: str, exc: BaseException) -> None:
-        kind = "timed out" if isinstance(exc, TimeoutError) else f"raised {exc!r}"
-        logger.error("plugin %s %s in %s", plugin, kind, hook, exc_info=exc)
-        self.metrics.plugin_errors.labels(plugin, hook).inc()
-        self.record_error(f"plugin {plugin} ({hook})", kind)
-
-    async def emit(self, event: Event) -> None:
-        """Dispatch ``event`` to every ``mlwarden_event`` implementation."""
-        self.metrics.events.labels(event.kind).inc()
-        logger.debug("event %s model=%s version=%s", event.kind, event.model, event.version)
-        await self.call_hook("mlwarden_event", event=event)
-
-    # -- public API ------------------------------------------------------------------
-
-    def service(self, name: str) -> Any:
+    def service(self, name: str) -> Service:
+        """The service called ``name``. Deprecated: use the attribute (``warden.ingest``)."""
+        warnings.warn(
+            f"Warden.service({name!r}) is deprecated; use the typed attribute warden.{name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.services[name]
+
+    # -- the in-process API ----------------------------------------------------------
 
     async def register_model(self, model: str, **registration: Any) -> dict[str, Any]:
         """Register a model version (``POST /api/models/{name}/versions``); its record."""
-        return await self.service("registry").register(model, **registration)
+        return await self.registry.register(model, **registration)
 
     async def promote(
         self, model: str, version: str, *, strategy: str | None = None, actor: str = "api"
     ) -> dict[str, Any]:
-        """Put ``version`` of ``model`` in production (the champion)."""
-        from .registry.ops import promote
-
-        return await promote(self, model, version, strategy=strategy, actor=actor)
+        """Put ``version`` of ``model`` in production: through a rollout when a strategy
+        applies (asked for, or the model's), else directly."""
+        return await self.rollouts.promote(model, version, strategy=strategy, actor=actor)
 
     async def rollback(
         self, model: str, version: str | None = None, *, actor: str = "api"
     ) -> dict[str, Any]:
         """Restore the previous production version of ``model`` (or ``version``)."""
-        from .registry.ops import rollback
-
-        return await rollback(self, model, version, actor=actor)
+        return await self.rollouts.rollback(model, version=version, actor=actor)
 
     async def compare_models(self, a: str, b: str, *, hours: float | None = None) -> dict[str, Any]:
         """Compare ``NAME@VERSION`` ``a`` and ``b``: metrics, params, performance, drift."""
-        from .registry.ops import compare_versions, parse_ref
-
-        return await compare_versions(self, parse_ref(a, "a"), parse_ref(b, "b"), hours=hours)
+        return await compare_versions(
+            self.registry,
+            self.performance,
+            self.monitor,
+            parse_ref(a, "a"),
+            parse_ref(b, "b"),
+            hours=self.config.monitoring.window_hours if hours is None else hours,
+            now=self.clock(),
+        )
 
     async def cleanup(
         self,
@@ -256,15 +219,13 @@ class Warden:
         actor: str = "api",
     ) -> dict[str, Any]:
         """Remove deprecated/archived/failed versions older than ``older_than_days``."""
-        from .registry.cleanup import cleanup
-
-        return await cleanup(
-            self, older_than_days=older_than_days, dry_run=dry_run, model=model, actor=actor
+        return await self.registry.cleanup(
+            older_than_days=older_than_days, dry_run=dry_run, model=model, actor=actor
         )
 
     async def get_model_performance_history(self, model: str, days: float = 30) -> dict[str, Any]:
         """Performance metrics of each version of ``model`` over the last ``days``."""
-        return await self.service("performance").history(model, days)
+        return await self.performance.history(model, days)
 
     async def start_ab_test(
         self,
@@ -283,10 +244,8 @@ class Warden:
         ``options``: ``metric``, ``test``, ``sequential``, ``auto_promote`` (see
         docs/experiments.md). Conflict when the model already runs an experiment.
         """
-        from .api.experiments import parse_arms
-
         model, version_a, version_b = parse_arms(model_a, model_b)
-        record = await self.service("experiments").start_experiment(
+        record = await self.experiments.start_experiment(
             model, version_a, version_b, name=test_name, weight_b=traffic_split,
             duration_hours=duration_hours, actor=actor, **options,
         )  # fmt: skip
@@ -295,7 +254,7 @@ class Warden:
     async def evaluate_ab_test(self, experiment_id: str, *, actor: str = "api") -> dict[str, Any]:
         """Evaluate experiment ``experiment_id`` now; its result (winner, p-value, interval,
         lift, samples per arm, SRM, power, recommendation) with its id and status."""
-        record = await self.service("experiments").evaluate(experiment_id, actor=actor)
+        record = await self.experiments.evaluate(experiment_id, actor=actor)
         return {
             "experiment_id": record["id"],
             "status": record["status"],
@@ -309,15 +268,15 @@ class Warden:
         The DataFrame is profiled by the same code as the ingest path; the DriftReport is
         stored in the drift history and returned (DESIGN §5 shape).
         """
-        return await self.service("monitor").check_frame(model, recent_data)
+        return await self.monitor.check_frame(model, recent_data)
 
     async def check_drift(self, model: str) -> dict[str, Any]:
         """Run a drift check of ``model``'s current window now (``POST .../drift-check``)."""
-        return await self.service("monitor").check(model)
+        return await self.monitor.check(model)
 
     async def get_drift_history(self, model: str, days: float = 7.0) -> list[dict[str, Any]]:
         """Stored drift reports of the last ``days``, oldest first."""
-        return await self.service("monitor").history(model, days=days)
+        return await self.monitor.history(model, days=days)
 
     async def get_system_health(self) -> dict[str, Any]:
         """Components, plugins, uptime and recent errors, as ``/api/system/health``."""
@@ -347,19 +306,7 @@ class Warden:
             "base_path": str(self.config.base_path),
             "config_source": self.config.source,
             "components": components,
-            "plugins": [info.to_dict() for info in self.plugins.infos()],
-            "plugin_modules": sorted(self.pm.origins) if hasattr(self.pm, "origins") else [],
+            "plugins": [info.to_dict() for info in self.plugin_catalog.infos()],
+            "plugin_modules": sorted(getattr(self.pm, "origins", {})),
             "last_errors": list(self.last_errors),
         }
-
-
-_FAILED = object()
-
-
-def await_me_maybe_sync(function: Callable[..., Any], args: dict[str, Any]) -> Awaitable[Any]:
-    """Call a hook implementation; wrap its result so it can be awaited with a timeout."""
-
-    async def run() -> Any:
-        return await await_me_maybe(function(**args))
-
-    return run()

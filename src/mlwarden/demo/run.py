@@ -27,7 +27,7 @@ def run_demo(
 ) -> int:
     """Run the demo until Ctrl-C (or for ``duration`` seconds); return the exit code."""
     from ..daemon.app import Daemon
-    from ..daemon.core.config import load_config
+    from ..daemon.core.config_loader import load_config
 
     base = Path(base_path).resolve()
     base.mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,7 @@ def inbox(name: str = "ops") -> list[tuple[str, str]]:
 
 async def test_drift_fires_after_group_wait_and_dedups(alerting, clock):
     warden = await alerting()
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await warden.emit(drift())
     await alerts.tick()
     assert inbox() == []  # group wait: not yet
@@ -105,7 +105,7 @@ async def test_drift_fires_after_group_wait_and_dedups(alerting, clock):
 
 async def test_repeats_at_the_repeat_interval_and_no_more_often(alerting, clock):
     warden = await alerting()
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await warden.emit(drift())
     clock.advance(30)
     await alerts.tick()
@@ -124,7 +124,7 @@ async def test_repeats_at_the_repeat_interval_and_no_more_often(alerting, clock)
 
 async def test_resolve_notifies_once_and_a_new_episode_fires_again(alerting, clock):
     warden = await alerting()
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await warden.emit(drift())
     clock.advance(30)
     await alerts.tick()
@@ -154,7 +154,7 @@ async def test_resolve_notifies_once_and_a_new_episode_fires_again(alerting, clo
 
 async def test_alert_resolved_within_group_wait_notifies_nobody(alerting, clock):
     warden = await alerting()
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await warden.emit(drift())
     clock.advance(5)
     await warden.emit(drift(kind="drift_resolved"))
@@ -165,7 +165,7 @@ async def test_alert_resolved_within_group_wait_notifies_nobody(alerting, clock)
 
 async def test_builtin_rules_resolve_their_own_alerts(alerting, clock):
     warden = await alerting()
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     events = [
         Event("performance_degraded", "m", data={"metric": "mse", "value": 0.3, "threshold": 0.2}),
         Event(
@@ -218,7 +218,7 @@ send_resolved = false
 options = { inbox = "quant" }
 """
     warden = await alerting(extra)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await warden.emit(drift("btc"))
     await warden.emit(drift("eth"))
     await warden.emit(Event("training_failed", "eth", data={"reason": "oom"}))
@@ -249,7 +249,7 @@ name = "ModelDataDrift"
 enabled = false
 """
     warden = await alerting(extra)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await warden.emit(drift(recommendation="RETRAIN_SOON", feature="a"))
     await warden.emit(drift(recommendation="RETRAIN_IMMEDIATELY", feature="a"))
     await warden.emit(drift(recommendation="RETRAIN_IMMEDIATELY", feature="b"))
@@ -265,7 +265,7 @@ enabled = false
 async def test_silence_suppresses_until_it_expires(alerting, clock, make_client):
     warden = await alerting()
     client = await make_client(warden)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     resp = await client.post(
         "/api/silences",
         json={
@@ -297,7 +297,7 @@ async def test_silence_suppresses_until_it_expires(alerting, clock, make_client)
 async def test_silence_expires_by_itself(alerting, clock, make_client):
     warden = await alerting()
     client = await make_client(warden)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     resp = await client.post(
         "/api/silences",
         json={
@@ -319,14 +319,14 @@ async def test_alerts_survive_a_restart(alerting, clock):
     warden = await alerting()
     await warden.emit(drift())
     clock.advance(30)
-    await warden.service("alerts").tick()
+    await warden.alerts.tick()
     await warden.stop()
     again = await alerting()
     await again.emit(drift())  # still the same alert: no new notification
     clock.advance(60)
-    await again.service("alerts").tick()
+    await again.alerts.tick()
     assert inbox() == [("firing", "btc")]
     assert again.metrics.alerts_firing.labels("warning")._value.get() == 1
     await again.emit(drift(kind="drift_resolved"))
-    await again.service("alerts").tick()
+    await again.alerts.tick()
     assert inbox() == [("firing", "btc"), ("resolved", "btc")]

@@ -38,7 +38,7 @@ def test_backoff_is_exponential_with_jitter_and_capped():
 
 async def test_notifier_down_for_an_hour_gets_everything_once_in_order(alerting, clock):
     warden = await alerting()
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     DOWN.add("ops")
     models = ["m1", "m2", "m3"]
     for model in models:
@@ -74,7 +74,7 @@ async def test_notifier_down_for_an_hour_gets_everything_once_in_order(alerting,
 
 async def test_a_failing_destination_never_repeats_the_others(alerting, clock):
     warden = await alerting(TWO_DESTINATIONS)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     DOWN.add("multi:chat")
     await warden.emit(drift())
     clock.advance(30)
@@ -93,7 +93,7 @@ async def test_a_failing_destination_never_repeats_the_others(alerting, clock):
 
 async def test_past_max_age_a_notification_is_dropped_counted_and_logged(alerting, clock, caplog):
     warden = await alerting()
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     DOWN.add("ops")
     await warden.emit(drift())
     clock.advance(30)
@@ -120,20 +120,20 @@ async def test_pending_notifications_are_sent_after_a_restart(alerting, clock):
     DOWN.add("ops")
     await warden.emit(Event("training_failed", "m", severity=Severity.CRITICAL))
     clock.advance(30)
-    await warden.service("alerts").tick()
+    await warden.alerts.tick()
     await warden.stop()  # the flush fails too: still pending
     DOWN.clear()
     again = await alerting()
     clock.advance(600)
-    await again.service("alerts").tick()
+    await again.alerts.tick()
     assert inbox() == [("firing", "m")]
-    await again.service("alerts").tick()
+    await again.alerts.tick()
     assert inbox() == [("firing", "m")]
 
 
 async def test_notifier_removed_by_reload_drops_its_rows(alerting, clock, make_config):
     warden = await alerting(TWO_DESTINATIONS)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     DOWN.add("multi")
     await warden.emit(drift())
     clock.advance(30)
@@ -148,7 +148,7 @@ async def test_notifier_removed_by_reload_drops_its_rows(alerting, clock, make_c
 
 async def test_destination_removed_by_reload_drops_only_its_rows(alerting, clock, make_config):
     warden = await alerting(TWO_DESTINATIONS)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     DOWN.add("multi")
     await warden.emit(drift())
     clock.advance(30)
@@ -165,7 +165,7 @@ async def test_destination_removed_by_reload_drops_only_its_rows(alerting, clock
 
 async def test_sent_rows_and_resolved_alerts_are_pruned_after_retention(alerting, clock):
     warden = await alerting()
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await warden.emit(drift())
     clock.advance(30)
     await alerts.tick()
@@ -187,5 +187,5 @@ async def test_a_bad_reload_keeps_the_working_notifiers(alerting, clock, make_co
         await warden.reload(make_config(CONFIG + bad))
     await warden.emit(drift())
     clock.advance(30)
-    await warden.service("alerts").tick()
+    await warden.alerts.tick()
     assert inbox() == [("firing", "btc")]

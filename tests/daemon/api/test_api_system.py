@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlwarden.daemon.api import ROUTES
+from mlwarden.daemon.api.http import ROUTES
 from mlwarden.types import Event
 from tests.fake_plugins import fake_routes
 from tests.helpers import require_binary
@@ -21,8 +21,7 @@ RAISING = "tests.fake_plugins.raising_event"
 @pytest.fixture
 async def client(make_warden, make_client):
     warden = await make_warden("[daemon]\nmax_body_bytes = 1024\n")
-    fake_routes.install(warden)
-    return await make_client(warden)
+    return await make_client(warden, extra_routes=fake_routes.routes())
 
 
 async def error_of(resp, status: int) -> dict:

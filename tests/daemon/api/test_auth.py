@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlwarden.daemon.api import ROUTES, build_app
+from mlwarden.daemon.api import build_app
+from mlwarden.daemon.api.http import ROUTES
 from mlwarden.daemon.api.auth import ROLE_RANK, authenticate, mint_token
 from mlwarden.daemon.core.config import AuthConfig, TokenConfig
 from tests.fake_plugins import fake_routes
@@ -40,8 +41,7 @@ def tokens_toml() -> str:
 @pytest.fixture
 async def secured_client(make_warden, make_client):
     warden = await make_warden(tokens_toml())
-    fake_routes.install(warden)
-    return await make_client(warden)
+    return await make_client(warden, extra_routes=fake_routes.routes())
 
 
 def headers_for(caller: str) -> dict[str, str]:
@@ -99,8 +99,7 @@ async def test_open_routes_need_no_token(secured_client):
 
 async def test_no_tokens_means_anonymous_admin_on_loopback(make_warden, make_client):
     warden = await make_warden()
-    fake_routes.install(warden)
-    client = await make_client(warden)
+    client = await make_client(warden, extra_routes=fake_routes.routes())
     assert (await client.delete("/api/fake/items/x")).status == 200
     assert (await client.get("/api/audit")).status == 200
     entries = (await (await client.get("/api/audit")).json())["entries"]
@@ -117,8 +116,7 @@ def test_authenticate_hashes_and_compares():
 
 
 async def test_every_route_in_the_built_app_has_a_role(warden):
-    fake_routes.install(warden)
-    app = build_app(warden)
+    app = build_app(warden, extra_routes=fake_routes.routes())
     table = app[ROUTES]
     served = set()
     for route in app.router.routes():

@@ -29,8 +29,7 @@ def auth(role: str) -> dict[str, str]:
 @pytest.fixture
 async def client(make_warden, make_client):
     warden = await make_warden(TOKENS_TOML)
-    fake_routes.install(warden)
-    return await make_client(warden)
+    return await make_client(warden, extra_routes=fake_routes.routes())
 
 
 async def audit_entries(client) -> list[dict]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mlwarden.cli import main
-from mlwarden.daemon.core.config import ENV_OVERRIDES, load_config
+from mlwarden.daemon.core.config_loader import ENV_OVERRIDES, load_config
 from mlwarden.errors import ConfigError
 
 # DESIGN section 4: variable -> (config key, default, a value to set, its parsed form).

@@ -13,7 +13,6 @@ import pytest
 
 from mlwarden.daemon.core.workers import WorkerPool
 from mlwarden.daemon.ingest.batches import BatchRejected
-
 from tests.daemon.ingest.test_ingest import config, ready, records, write_reference
 
 NOW = time.time()
@@ -88,7 +87,7 @@ async def test_ingest_through_workers_matches_ingest_in_threads(
             **{"daemon.base_path": str(tmp_path / f"state-{workers}")},
         )
         await ready(warden)
-        assert warden.service("ingest").workers.processes == workers
+        assert warden.ingest.workers.processes == workers
         client = await make_client(warden)
         for body in ({"records": batch}, {"columns": columns}):
             resp = await client.post("/api/models/m/predictions", json=body)
@@ -99,7 +98,7 @@ async def test_ingest_through_workers_matches_ingest_in_threads(
         resp = await client.post("/api/models/m/predictions", json={"records": bad})
         assert resp.status == 400
         error = (await resp.json())["error"]
-        profile = await warden.service("ingest").window("m", NOW - 3600, NOW + 3600)
+        profile = await warden.ingest.window("m", NOW - 3600, NOW + 3600)
         seen.append((error, profile))
     (error0, p0), (error1, p1) = seen
     assert error0 == error1 and "record 3" in error0["message"]
@@ -107,7 +106,7 @@ async def test_ingest_through_workers_matches_ingest_in_threads(
     np.testing.assert_array_equal(p0.hist, p1.hist)
     np.testing.assert_array_equal(p0.cat_counts, p1.cat_counts)
     np.testing.assert_allclose(p0.mean, p1.mean, rtol=1e-12)
-    assert p1.layout is warden.service("ingest").model_state("m").layout
+    assert p1.layout is warden.ingest.model_state("m").layout
 
 
 async def test_a_reload_changes_the_number_of_workers(make_warden, make_config, reference):

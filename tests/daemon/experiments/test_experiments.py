@@ -64,7 +64,7 @@ async def lab(make_config, make_client):
         await warden.start()
         events = Events()
         warden.pm.register(events, name="test-events")
-        registry = warden.service("registry")
+        registry = warden.registry
         for alpha, version in ((1.0, "1.0.0"), (0.1, "1.1.0")):
             if real_models:  # loadable by the gateway (a rollout's preflight loads them)
                 _, model_id, _ = await asyncio.to_thread(log_sklearn_model, warden, alpha=alpha)
@@ -73,10 +73,8 @@ async def lab(make_config, make_client):
                 run_id = await asyncio.to_thread(log_model_files, warden, inputs=("x",))
                 uri = f"runs:/{run_id}/model"
             await registry.register("m", model_uri=uri, version=version)
-        await warden.service("rollouts").set_traffic(
-            "m", {"1.0.0": 1.0}, reason="baseline", actor="test"
-        )
-        await warden.service("ingest").model_state("m").ready.wait()
+        await warden.rollouts.set_traffic("m", {"1.0.0": 1.0}, reason="baseline", actor="test")
+        await warden.ingest.model_state("m").ready.wait()
         made.append(warden)
         return warden, clock, events, await make_client(warden)
 
@@ -89,7 +87,7 @@ async def lab(make_config, make_client):
 async def serve(warden, n, *, start=0, error_b=0.5, error_a=1.0, versions=None, seed=0):
     """Route ``n`` requests by key, ingest predictions and labels; B's errors are smaller."""
     rng = np.random.default_rng(seed)
-    rollouts, ingest = warden.service("rollouts"), warden.service("ingest")
+    rollouts, ingest = warden.rollouts, warden.ingest
     records, labels = [], []
     for i in range(start, start + n):
         key = f"user-{i}"
@@ -116,7 +114,7 @@ async def test_experiment_runs_decides_and_is_recorded(lab):
     assert resp.status == 201, record
     exp_id = record["id"]
     assert record["status"] == "running" and record["traffic_split"] == 0.5
-    assert await warden.service("rollouts").traffic("m") == {"1.0.0": 0.5, "1.1.0": 0.5}
+    assert await warden.rollouts.traffic("m") == {"1.0.0": 0.5, "1.1.0": 0.5}
     assert "experiment_started" in events.kinds()
 
     again = await client.post("/api/experiments", json={**START, "name": "second"})
@@ -146,7 +144,7 @@ async def test_experiment_runs_decides_and_is_recorded(lab):
     assert result["p_value"] <= 0.05 and result["interval"][1] < 0 and result["lift"] < 0
     assert result["power"]["required_samples"] > 0 and result["test"] == "welch+msprt"
     assert done["promotion"] == {"status": "not_started", "reason": "auto-promotion is off"}
-    assert await warden.service("rollouts").traffic("m") == {"1.0.0": 1.0}
+    assert await warden.rollouts.traffic("m") == {"1.0.0": 1.0}
     concluded = [e for e in events.seen if e.kind == "experiment_concluded"]
     assert concluded and concluded[0].data["winner"] == "1.1.0"
     assert registry.get_sample_value("mlwarden_experiment_p_value", {"model": "m"}) is None
@@ -185,13 +183,13 @@ async def test_winner_is_promoted_when_auto_promotion_is_on(lab):
     assert rollout["state"] != "rolled_back", rollout
     assert "rollout_started" in events.kinds()
     # The rollout's start event did not stop the (already concluded) experiment.
-    record = await warden.service("experiments").get(exp_id)
+    record = await warden.experiments.get(exp_id)
     assert record["status"] == "concluded"
 
 
 async def test_background_loop_concludes_sequential_and_waits_for_fixed_horizon(lab):
     warden, clock, _, _ = await lab("", interval=0.2)
-    service = warden.service("experiments")
+    service = warden.experiments
     seq_id = await warden.start_ab_test("m@1.0.0", "m@1.1.0", "loop", 0.5, 2)
     await serve(warden, 600)
     clock.offset = 1.5 * 3600
@@ -227,8 +225,8 @@ async def test_a_running_experiment_and_its_sequential_state_survive_a_restart(l
     assert first["sequential_state"]["primary"]["looks"] == 1
     await warden.stop()
     async with Warden(make_config(CONFIG)) as again:
-        await again.service("ingest").model_state("m").ready.wait()
-        record = await again.service("experiments").get(exp_id)
+        await again.ingest.model_state("m").ready.wait()
+        record = await again.experiments.get(exp_id)
         assert record["status"] == "running" and record["evaluations"] == 1
         second = await again.evaluate_ab_test(exp_id)
         state = second["sequential_state"]["primary"]
@@ -255,12 +253,12 @@ async def test_sample_ratio_mismatch_blocks_the_winner(lab):
 async def test_stop_restores_traffic_and_names_no_winner(lab):
     warden, _, events, client = await lab()
     exp_id = await warden.start_ab_test("m@1.0.0", "m@1.1.0", "stop me", 0.2, 2)
-    assert await warden.service("rollouts").traffic("m") == {"1.0.0": 0.8, "1.1.0": 0.2}
+    assert await warden.rollouts.traffic("m") == {"1.0.0": 0.8, "1.1.0": 0.2}
     resp = await client.post(f"/api/experiments/{exp_id}/stop", json={"reason": "bad idea"})
     body = await resp.json()
     assert resp.status == 200 and body["status"] == "stopped" and body["winner"] is None
     assert body["result"]["stopped_reason"] == "bad idea"
-    assert await warden.service("rollouts").traffic("m") == {"1.0.0": 1.0}
+    assert await warden.rollouts.traffic("m") == {"1.0.0": 1.0}
     assert events.seen[-1].kind == "experiment_concluded"
     # Now the model is free for another experiment.
     assert await warden.start_ab_test("m@1.0.0", "m@1.1.0", "again", 0.5, 2)
@@ -269,10 +267,10 @@ async def test_stop_restores_traffic_and_names_no_winner(lab):
 async def test_a_rollout_taking_the_table_stops_the_experiment(lab):
     warden, _, _, _ = await lab(real_models=True)
     exp_id = await warden.start_ab_test("m@1.0.0", "m@1.1.0", "preempted", 0.5, 2)
-    rollouts = warden.service("rollouts")
-    rollout = await rollouts.start("m", "1.1.0", strategy="canary", actor="test")
+    rollouts = warden.rollouts
+    rollout = await rollouts.start_rollout("m", "1.1.0", strategy="canary", actor="test")
     assert rollout["active"], rollout
-    record = await warden.service("experiments").get(exp_id)
+    record = await warden.experiments.get(exp_id)
     assert record["status"] == "stopped" and "rollout" in record["result"]["stopped_reason"]
     # The rollout's table was left alone, and no experiment starts while it is active.
     assert (await rollouts.traffic("m")).get("1.1.0", 0.0) < 0.5
@@ -304,8 +302,8 @@ async def test_bad_starts_are_refused_and_leave_nothing(lab):
         answer = await resp.json()
         assert resp.status == status, (body, answer)
         assert message in answer["error"]["message"], (body, answer)
-        assert await warden.service("experiments").history() == []
-        assert await warden.service("rollouts").traffic("m") == {"1.0.0": 1.0}
+        assert await warden.experiments.history() == []
+        assert await warden.rollouts.traffic("m") == {"1.0.0": 1.0}
         assert "experiment_started" not in events.kinds()
 
 

@@ -63,7 +63,7 @@ def records(n: int, start: int = 0, **overrides):
 
 
 async def ready(warden: Warden, model: str = "m"):
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     await ingest.model_state(model).ready.wait()
     return ingest
 
@@ -76,7 +76,7 @@ def rejected(warden: Warden, reason: str, model: str = "m") -> float:
 
 
 async def stored(warden: Warden, model: str = "m") -> int:
-    return await warden.service("ingest").count_predictions(model)
+    return await warden.ingest.count_predictions(model)
 
 
 def _bad(recs, index, path, value):
@@ -370,7 +370,7 @@ async def test_changed_reference_is_rebuilt(make_config, reference):
     config_obj = make_config(config(reference))
     async with Warden(config_obj) as first:
         await ready(first)
-        assert first.service("ingest").model_state("m").reference_status == "ready (built)"
+        assert first.ingest.model_state("m").reference_status == "ready (built)"
     frame = pd.read_parquet(reference)
     frame["x"] = frame["x"] + 10
     frame.to_parquet(reference)
@@ -413,7 +413,7 @@ async def test_nan_and_infinity_literals_over_http(make_warden, make_client, ref
         "/api/models/m/predictions", data=body, headers={"Content-Type": "application/json"}
     )
     assert resp.status == 201, await resp.text()
-    profile = await warden.service("ingest").window("m", NOW - 3600, NOW + 3600)
+    profile = await warden.ingest.window("m", NOW - 3600, NOW + 3600)
     x, y = profile.layout.numeric.index("x"), profile.layout.numeric.index("y")
     assert (profile.nans[x], profile.infs[x], profile.infs[y], profile.count[y]) == (1, 1, 1, 1)
 

@@ -138,7 +138,7 @@ async def send(ingest, minute: int, n: int) -> None:
 
 async def stored_window(warden: Warden, since: float, until: float) -> Profile:
     """Every stored bucket in the window merged anew (the reference result)."""
-    state = warden.service("ingest").model_state("m")
+    state = warden.ingest.model_state("m")
     b = profile_table
     query = sa.select(b.c.profile).where(
         b.c.model == "m", b.c.bucket_start >= since, b.c.bucket_start < until
@@ -152,7 +152,7 @@ async def test_window_moves_with_the_clock_and_survives_a_restart(make_config, r
     now = [START]
     config = make_config(settings(reference), **{"monitoring.window_hours": 5 * BUCKET / 3600})
     async with Warden(config, clock=lambda: now[0]) as warden:
-        ingest = warden.service("ingest")
+        ingest = warden.ingest
         state = ingest.model_state("m")
         await state.ready.wait()
         for minute in range(12):  # one bucket closes and, after 5, one expires per minute
@@ -181,7 +181,7 @@ async def test_window_moves_with_the_clock_and_survives_a_restart(make_config, r
         assert after.rows == 40 * 4
         assert_same(after, await stored_window(warden, since, now[0]))
     async with Warden(config, clock=lambda: now[0]) as again:
-        ingest = again.service("ingest")
+        ingest = again.ingest
         state = ingest.model_state("m")
         await state.ready.wait()
         restarted = await ingest.ledger.window(state, since, now[0])
@@ -196,7 +196,7 @@ async def test_concurrent_flushes_write_a_closed_bucket_once(make_config, refere
 
     now = [START]
     async with Warden(make_config(settings(reference)), clock=lambda: now[0]) as warden:
-        ingest = warden.service("ingest")
+        ingest = warden.ingest
         await ingest.model_state("m").ready.wait()
         await send(ingest, 0, 40)
         now[0] = START + BUCKET
@@ -213,7 +213,7 @@ async def kept_window(make_config, reference):
     now = [START]
     config = make_config(settings(reference), **{"monitoring.window_hours": 3 * BUCKET / 3600})
     async with Warden(config, clock=lambda: now[0]) as warden:
-        ingest = warden.service("ingest")
+        ingest = warden.ingest
         ledger, state = ingest.ledger, ingest.model_state("m")
         await state.ready.wait()
         await send(ingest, 0, 40)

@@ -43,7 +43,7 @@ def config(reference) -> str:
 
 
 async def send(warden, data: pd.DataFrame, prefix: str) -> None:
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     columns = {
         "id": [f"{prefix}{i}" for i in range(len(data))],
         "features": {name: data[name].tolist() for name in (*FEATURES, "kind")},
@@ -64,7 +64,7 @@ class EventLog:
 @pytest.fixture
 async def watched(make_warden, reference):
     warden = await make_warden(config(reference))
-    await warden.service("ingest").model_state("m").ready.wait()
+    await warden.ingest.model_state("m").ready.wait()
     log = EventLog()
     warden.pm.register(log, name="test-event-log")
     return warden, log
@@ -125,7 +125,7 @@ async def test_dataframe_and_ingest_paths_build_the_same_profile(watched):
     warden, _ = watched
     data = frame(1000, seed=4)
     await send(warden, data, "p")
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     state = ingest.model_state("m")
     now = warden.clock()
     window = await ingest.ledger.window(state, now - 3600, now)
@@ -164,7 +164,7 @@ async def test_data_quality_section(watched):
     data.loc[:199, "x3"] = 50.0  # 20% outside the reference range
     data.loc[:79, "kind"] = "new"  # 8% unseen
     await send(warden, data, "q")
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     with pytest.raises(InvalidInput):
         await ingest.record_predictions("m", {"records": []})
     report = await warden.check_drift("m")
@@ -185,7 +185,7 @@ async def test_target_drift_from_joined_labels(watched):
     data = frame(1000, seed=7, label_shift=2.0)
     await send(warden, data, "t")
     labels = [{"id": f"t{i}", "label": float(v)} for i, v in enumerate(data["label"])]
-    await warden.service("ingest").record_labels("m", {"labels": labels})
+    await warden.ingest.record_labels("m", {"labels": labels})
     report = await warden.check_drift("m")
     assert report["drifted_features"] == []
     assert report["target_drift"]["drifted"] is True
@@ -234,7 +234,7 @@ async def test_monitor_loop_checks_every_interval(make_warden, reference):
 
     text = config(reference).replace("interval_seconds = 3600", "interval_seconds = 0.2")
     warden = await make_warden(text)
-    await warden.service("ingest").model_state("m").ready.wait()
+    await warden.ingest.model_state("m").ready.wait()
     await send(warden, frame(300, seed=11), "loop")
     for _ in range(200):
         history = await warden.get_drift_history("m", days=1)

@@ -58,7 +58,7 @@ async def perf(make_config, make_client):
 
 
 async def send(warden, model, start, predictions, labels, ts, version="1.0.0", latency=None):
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     records = []
     for i, (p, t) in enumerate(zip(predictions, ts, strict=True)):
         rec = {"id": f"{model}-{start + i}", "ts": float(t), "version": version,
@@ -73,7 +73,7 @@ async def send(warden, model, start, predictions, labels, ts, version="1.0.0", l
 
 async def test_degradation_raises_once_and_recovery_once(perf):
     warden, clock, events, client = perf
-    service = warden.service("performance")
+    service = warden.performance
     rng = np.random.default_rng(7)
     n = 200
 
@@ -128,7 +128,7 @@ async def test_degradation_raises_once_and_recovery_once(perf):
 
 async def test_hovering_at_the_threshold_does_not_flap(perf):
     warden, clock, events, _ = perf
-    service = warden.service("performance")
+    service = warden.performance
     # baseline mse 1.0 (errors of exactly +-1), then falls of 20 %, 10 %, 20 %, 10 %:
     # degraded once; 10 % is above half the threshold, so no recovery in between.
     start = 0
@@ -145,7 +145,7 @@ async def test_hovering_at_the_threshold_does_not_flap(perf):
 
 async def test_classification_and_trading_metrics_from_outcomes(perf):
     warden, clock, _, _ = perf
-    service = warden.service("performance")
+    service = warden.performance
     rng = np.random.default_rng(3)
     y = rng.choice(["0", "1"], size=100).tolist()
     p = [v if rng.uniform() < 0.8 else str(rng.choice(["0", "1"])) for v in y]
@@ -181,6 +181,6 @@ async def test_registered_metric_is_the_baseline(perf):
     await send(
         warden, "m", 0, p.tolist(), y.tolist(), np.linspace(clock.now - 3000, clock.now - 1, 60)
     )
-    [result] = await warden.service("performance").evaluate("m")
+    [result] = await warden.performance.evaluate("m")
     assert (result["baseline_source"], result["baseline"]) == ("registered", 0.01)
     assert events.kinds() == ["performance_degraded"]

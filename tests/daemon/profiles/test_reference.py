@@ -65,7 +65,7 @@ async def test_csv_reference_and_bad_reference_fallback(make_warden, tmp_path):
         'features = ["x", "city"]\ncategorical = ["city"]\n'
         f'[[models]]\nname = "text"\nreference = "{tmp_path / "ref.txt"}"\n'
     )
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     for name in ("csv", "gone", "text"):
         await ingest.model_state(name).ready.wait()
     assert ".parquet or .csv" in ingest.model_state("text").reference_status
@@ -101,12 +101,12 @@ async def test_mlflow_artifact_reference(make_config, tmp_path, base_path):
     uri = f"runs:/{run_id}/data/reference.parquet"
     config = make_config(f'[[models]]\nname = "m"\nreference = "{uri}"\n')
     async with Warden(config) as warden:
-        state = warden.service("ingest").model_state("m")
+        state = warden.ingest.model_state("m")
         await state.ready.wait()
         assert state.reference_status == "ready (built)", state.reference_status
         assert state.layout.numeric == ("x", "count", "prediction")
     async with Warden(config) as warden:  # the artifact is not downloaded again
-        state = warden.service("ingest").model_state("m")
+        state = warden.ingest.model_state("m")
         await state.ready.wait()
         assert state.reference_status == "ready (stored profile)"
         assert state.reference.rows == 2000
@@ -127,7 +127,7 @@ async def test_reference_sample_is_kept_in_the_store_not_in_memory(make_config, 
     )
     for status in ("ready (built)", "ready (stored profile)"):  # built, then after a restart
         async with Warden(config) as warden:
-            state = warden.service("ingest").model_state("m")
+            state = warden.ingest.model_state("m")
             await state.ready.wait()
             assert state.reference_status == status
             held = state.reference.profile
@@ -144,7 +144,7 @@ async def test_reference_sample_is_kept_in_the_store_not_in_memory(make_config, 
             ks = report["feature_drifts"]["x"]["methods"]["ks"]
             assert report["status"] == "ok" and ks["drifted"], report
     async with Warden(config) as warden:
-        state = warden.service("ingest").model_state("m")
+        state = warden.ingest.model_state("m")
         await state.ready.wait()
         # A stored row that is no longer this reference's is refused, not used.
         t = reference_table

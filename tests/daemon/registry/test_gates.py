@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlwarden.daemon.core.config import load_config
-from mlwarden.daemon.registry.gates import evaluate_gates, gate_problems, relative_worsening
+from mlwarden.daemon.core.config_checks import gate_problems
+from mlwarden.daemon.core.config_loader import load_config
+from mlwarden.daemon.registry.gates import evaluate_gates, relative_worsening
 from mlwarden.errors import ConfigError
 
 

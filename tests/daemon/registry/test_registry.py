@@ -159,7 +159,7 @@ async def test_lifecycle_gates_aliases_rollback_and_restart(lab):
     )
 
     # all of it survives a restart: a new Warden on the same base path
-    before = await warden.service("registry").versions("btc")
+    before = await warden.registry.versions("btc")
     # MLflow drifting from the registry (a crash between the two, a hand edit) is repaired
     # at start: the registry's tables are the lifecycle's source of truth.
     mlflow = warden.tracking.client
@@ -169,7 +169,7 @@ async def test_lifecycle_gates_aliases_rollback_and_restart(lab):
     )
     await warden.stop()
     again, client2 = await start()
-    after = await again.service("registry").versions("btc")
+    after = await again.registry.versions("btc")
     assert after == before
     assert_mirrored(again, after)
     detail = await (await client2.get("/api/models/btc/versions/1.0.0")).json()
@@ -239,7 +239,7 @@ async def test_bad_registrations_are_400_and_leave_nothing(lab):
         data = await resp.json()
         assert resp.status == 400, (body, data)
         assert message.replace("RUN", run_id) in data["error"]["message"], (body, data)
-    assert await warden.service("registry").versions("btc") == []
+    assert await warden.registry.versions("btc") == []
     assert warden.tracking.client.search_model_versions("name = 'btc'") == []
 
 
@@ -279,7 +279,7 @@ async def test_bad_requests_on_lifecycle_routes(lab):
         assert message in (await resp.json())["error"]["message"]
     resp = await client.get("/api/models/unknown")
     assert resp.status == 404
-    assert (await warden.service("registry").get("btc", "1.0.0"))["status"] == "validation"
+    assert (await warden.registry.get("btc", "1.0.0"))["status"] == "validation"
 
 
 async def test_compare_side_by_side(lab):
@@ -299,7 +299,7 @@ async def test_compare_side_by_side(lab):
     assert body["window"]["hours"] == 2
     assert set(body["drift"]) == {"a", "b"}
     # live performance of both versions over the same window, from the ingest path
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     truth = {"1.0.0": ([1.0, 2.0, 3.0], [1.5, 2.0, 2.0]), "1.1.0": ([1.0, 2.0], [1.0, 2.5])}
     now = warden.clock()
     for version, (labels, predictions) in truth.items():
@@ -327,7 +327,7 @@ def artifact_dir(record: dict):
 async def test_cleanup_removes_only_what_it_may(lab):
     start, clock, _ = lab
     warden, client = await start('[[models]]\nname = "btc"\n')
-    registry = warden.service("registry")
+    registry = warden.registry
     runs = [await asyncio.to_thread(log_model_files, warden) for _ in range(5)]
     for run_id in runs[:4]:
         await register(client, run_id)

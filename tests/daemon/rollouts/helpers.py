@@ -95,7 +95,7 @@ def _log_linear(warden: Warden, coef: np.ndarray, seed: int) -> str:
 
 async def register_models(warden: Warden) -> tuple[str, str, str]:
     """1.0.0 (good, in production), 1.1.0 (good candidate), 2.0.0 (bad candidate)."""
-    registry = warden.service("registry")
+    registry = warden.registry
     out = []
     for coef, seed in ((TRUE_COEF, 1), (TRUE_COEF, 2), (TRUE_COEF * -1.0, 3)):
         uri = await asyncio.to_thread(_log_linear, warden, coef, seed)
@@ -174,5 +174,5 @@ async def register_broken(warden: Warden, kind: str) -> str:
     """Register a candidate that fails to predict (``failing``) or to load (``unloadable``)."""
     log = _log_failing if kind == "failing" else _log_unloadable
     uri = await asyncio.to_thread(log, warden)
-    record = await warden.service("registry").register("price", model_uri=uri)
+    record = await warden.registry.register("price", model_uri=uri)
     return record["version"]

@@ -35,7 +35,7 @@ async def test_predictions_are_served_recorded_and_cached(make_config, make_clie
         make_config, make_client, clock, "max_loaded_models = 1\n"
     )
     try:
-        rollouts = warden.service("rollouts")
+        rollouts = warden.rollouts
         await rollouts.set_traffic("price", {stable: 0.5, good: 0.5}, reason="test")
         served = await send_traffic(client, 200, "a", seed=1)
         assert set(shares(served)) == {stable, good}
@@ -44,7 +44,7 @@ async def test_predictions_are_served_recorded_and_cached(make_config, make_clie
         assert all(isinstance(p["prediction"], float) for p in served)
         assert len(by_version) == 2
         # Recorded on the ingest path with version and latency; labels joined.
-        outcomes = await warden.service("ingest").outcomes("price", version=good)
+        outcomes = await warden.ingest.outcomes("price", version=good)
         assert len(outcomes) == sum(p["version"] == good for p in served)
         assert np.isfinite(outcomes.latency).all() and not outcomes.error.any()
         count = warden.metrics.prediction_latency.labels("price", good)._sum.get()
@@ -67,9 +67,9 @@ async def test_a_candidate_that_errors_is_served_around_and_rolled_back(
 ):
     warden, client, (stable, _good, _bad) = await _start(make_config, make_client, clock)
     try:
-        rollouts = warden.service("rollouts")
+        rollouts = warden.rollouts
         failing = await register_broken(warden, "failing")
-        await rollouts.start("price", failing, strategy="canary", actor="alice")
+        await rollouts.start_rollout("price", failing, strategy="canary", actor="alice")
         clock.advance(1)
         served = await send_traffic(client, 600, "a", seed=2)
         # Users never see the failure: the baseline answers for the candidate.
@@ -94,9 +94,9 @@ async def test_a_candidate_that_errors_is_served_around_and_rolled_back(
 async def test_a_candidate_that_fails_to_load_fails_its_analysis(make_config, make_client, clock):
     warden, _client, (stable, _good, _bad) = await _start(make_config, make_client, clock)
     try:
-        rollouts = warden.service("rollouts")
+        rollouts = warden.rollouts
         broken = await register_broken(warden, "unloadable")
-        rollout = await rollouts.start("price", broken, strategy="canary", actor="alice")
+        rollout = await rollouts.start_rollout("price", broken, strategy="canary", actor="alice")
         assert rollout["state"] == "rolled_back"
         [analysis] = await rollouts.analyses(rollout["id"])
         assert analysis["checks"][0]["metric"] == "model_load"

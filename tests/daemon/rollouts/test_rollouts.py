@@ -37,13 +37,13 @@ def _champion(warden: Warden) -> str:
 
 async def test_good_candidate_walks_the_canary_steps_and_is_promoted(setup, clock):
     warden, client, (stable, good, _bad) = setup
-    rollouts = warden.service("rollouts")
-    registry = warden.service("registry")
-    rollout = await rollouts.start("price", good, strategy="canary", actor="alice")
+    rollouts = warden.rollouts
+    registry = warden.registry
+    rollout = await rollouts.start_rollout("price", good, strategy="canary", actor="alice")
     assert (rollout["state"], rollout["step"], rollout["weight"]) == ("progressing", 0, 0.1)
     assert await rollouts.traffic("price") == {stable: 0.9, good: pytest.approx(0.1)}
     with pytest.raises(Conflict, match="already has an active rollout"):
-        await rollouts.start("price", good, actor="alice")
+        await rollouts.start_rollout("price", good, actor="alice")
 
     clock.advance(1)
     served = await send_traffic(client, 600, "a", seed=1)
@@ -78,7 +78,7 @@ async def test_good_candidate_walks_the_canary_steps_and_is_promoted(setup, cloc
 
 async def test_bad_candidate_is_rolled_back_at_its_first_analysis(setup, clock):
     warden, client, (stable, _good, bad) = setup
-    rollouts = warden.service("rollouts")
+    rollouts = warden.rollouts
     events = []
 
     class Listener:
@@ -87,7 +87,7 @@ async def test_bad_candidate_is_rolled_back_at_its_first_analysis(setup, clock):
             events.append(event)
 
     warden.pm.register(Listener(), name="listener")
-    await rollouts.start("price", bad, strategy="canary", actor="alice")
+    await rollouts.start_rollout("price", bad, strategy="canary", actor="alice")
     clock.advance(1)
     await send_traffic(client, 600, "a", seed=3)
     clock.advance(60)
@@ -99,22 +99,22 @@ async def test_bad_candidate_is_rolled_back_at_its_first_analysis(setup, clock):
     mse = next(c for c in analysis["checks"] if c["metric"] == "mse")
     assert mse["passed"] is False and mse["candidate"] > mse["threshold"] > mse["baseline"]
     assert analysis["samples"]["candidate_outcomes"] >= 30
-    assert (await warden.service("registry").get("price", bad))["status"] == "failed"
+    assert (await warden.registry.get("price", bad))["status"] == "failed"
     kinds = [e.kind for e in events]
     assert kinds[:2] == ["rollout_started", "rollout_step"] or "rollout_started" in kinds
     rolled = next(e for e in events if e.kind == "rollout_rolled_back")
     assert rolled.severity == "critical" and rolled.data["analysis"]["verdict"] == "fail"
     # A deployment failure raises an alert.
-    firing = await warden.service("alerts").alerts(model="price")
+    firing = await warden.alerts.alerts(model="price")
     assert [a["rule"] for a in firing] == ["ModelRolloutFailed"], firing
 
 
 async def test_blue_green_switches_and_switches_back(setup, clock):
     warden, client, (stable, _good, bad) = setup
-    rollouts = warden.service("rollouts")
+    rollouts = warden.rollouts
     await send_traffic(client, 300, "before", seed=4)  # the baseline's window
     clock.advance(30)
-    rollout = await rollouts.start("price", bad, strategy="blue_green", actor="alice")
+    rollout = await rollouts.start_rollout("price", bad, strategy="blue_green", actor="alice")
     assert rollout["weight"] == 1.0
     assert await rollouts.traffic("price") == {bad: 1.0}  # switched
     clock.advance(1)
@@ -133,8 +133,8 @@ async def test_a_restart_mid_canary_resumes_at_the_same_step(make_config, make_c
     async with Warden(config, clock=clock) as warden:
         stable, good, _bad = await register_models(warden)
         client = await make_client(warden)
-        rollouts = warden.service("rollouts")
-        await rollouts.start("price", good, strategy="canary", actor="alice")
+        rollouts = warden.rollouts
+        await rollouts.start_rollout("price", good, strategy="canary", actor="alice")
         clock.advance(1)
         await send_traffic(client, 600, "a", seed=1)
         clock.advance(60)
@@ -142,7 +142,7 @@ async def test_a_restart_mid_canary_resumes_at_the_same_step(make_config, make_c
         assert before["step"] == 1
         await client.close()
     async with Warden(config, clock=clock) as warden:
-        rollouts = warden.service("rollouts")
+        rollouts = warden.rollouts
         resumed = rollouts.active["price"]
         assert (resumed["id"], resumed["step"], resumed["weight"], resumed["state"]) == (
             before["id"],
@@ -162,7 +162,7 @@ async def test_a_restart_mid_canary_resumes_at_the_same_step(make_config, make_c
 
 async def test_confirm_promotion_hook_holds_then_allows(setup, clock):
     warden, client, (_stable, good, _bad) = setup
-    rollouts = warden.service("rollouts")
+    rollouts = warden.rollouts
     answers = {"allow": False}
 
     class Gate:
@@ -171,7 +171,7 @@ async def test_confirm_promotion_hook_holds_then_allows(setup, clock):
             return answers["allow"]
 
     warden.pm.register(Gate(), name="gate")
-    await rollouts.start("price", good, strategy="shadow", actor="alice")
+    await rollouts.start_rollout("price", good, strategy="shadow", actor="alice")
     clock.advance(1)
     await send_traffic(client, 300, "a", seed=7)
     await rollouts.gateway.drain()
@@ -187,8 +187,8 @@ async def test_confirm_promotion_hook_holds_then_allows(setup, clock):
 
 async def test_shadow_mirrors_without_user_impact(setup, clock):
     warden, client, (stable, _good, bad) = setup
-    rollouts = warden.service("rollouts")
-    await rollouts.start("price", bad, strategy="shadow", actor="alice")
+    rollouts = warden.rollouts
+    await rollouts.start_rollout("price", bad, strategy="shadow", actor="alice")
     clock.advance(1)
     served = await send_traffic(client, 300, "a", seed=8)
     assert shares(served) == {stable: 1.0}  # users only see the baseline
@@ -205,9 +205,9 @@ async def test_shadow_mirrors_without_user_impact(setup, clock):
 
 async def test_bad_input_is_refused_without_partial_state(setup):
     warden, client, (_stable, good, _bad) = setup
-    rollouts = warden.service("rollouts")
+    rollouts = warden.rollouts
     with pytest.raises(InvalidInput, match="unknown strategy plugin 'nope'"):
-        await rollouts.start("price", good, strategy="nope", actor="alice")
+        await rollouts.start_rollout("price", good, strategy="nope", actor="alice")
     assert rollouts.active == {}
     for path, body, status, needle in [
         ("/api/models/price/predict", {"records": []}, 400, "non-empty array"),
@@ -241,7 +241,7 @@ async def test_route_endpoint_is_sticky(setup):
 
 async def test_promote_and_rollback_routes_hand_over_to_the_controller(setup, clock):
     warden, client, (stable, good, _bad) = setup
-    rollouts = warden.service("rollouts")
+    rollouts = warden.rollouts
     resp = await client.post(
         "/api/models/price/promote", json={"version": good, "strategy": "canary"}
     )
@@ -253,7 +253,7 @@ async def test_promote_and_rollback_routes_hand_over_to_the_controller(setup, cl
     assert resp.status == 200 and body["state"] == "rolled_back", body
     assert await rollouts.traffic("price") == {stable: 1.0}
     # The manual fast path does not fail the candidate: it may be rolled out again.
-    assert (await warden.service("registry").get("price", good))["status"] == "staging"
+    assert (await warden.registry.get("price", good))["status"] == "staging"
     # Without a strategy (none asked, none configured for the model): a direct switch,
     # and the traffic table follows the new production version.
     resp = await client.post("/api/models/price/promote", json={"version": good})

@@ -28,8 +28,8 @@ async def test_example_plugin_strategy_is_chosen_by_name(
         assert (info.kind, info.plugin) == ("strategy", "example")
         _stable, good, _bad = await register_models(warden)
         client = await make_client(warden)
-        rollouts = warden.service("rollouts")
-        rollout = await rollouts.start("price", good, strategy="halfway", actor="alice")
+        rollouts = warden.rollouts
+        rollout = await rollouts.start_rollout("price", good, strategy="halfway", actor="alice")
         assert (rollout["strategy"], rollout["weight"]) == ("halfway", 0.4)
         assert rollout["options"]["percent"] == 40
         clock.advance(1)

@@ -101,7 +101,7 @@ async def test_tables_persist_and_reach_every_backend(make_warden):
     from tests.fake_plugins.recording_backend import RecordingBackend
 
     warden = await make_warden(BACKENDS)
-    registry, rollouts = warden.service("registry"), warden.service("rollouts")
+    registry, rollouts = warden.registry, warden.rollouts
     for _ in range(2):
         run_id = await asyncio.to_thread(log_model_files, warden)
         await registry.register("m", model_uri=f"runs:/{run_id}/model")
@@ -145,14 +145,14 @@ async def test_a_restarted_daemon_routes_the_same(make_warden, make_config):
 
     text = "[deployment]\ntraffic_backends = []\n"
     warden = await make_warden(text)
-    tables = warden.service("rollouts").traffic_tables
+    tables = warden.rollouts.traffic_tables
     await tables.set("m", {"1.0.0": 0.6, "2.0.0": 0.4}, reason="t", actor="t")
     before = [tables.route("m", f"k{i}") for i in range(500)]
     await warden.stop()
     async with Warden(make_config(text)) as again:
-        after = [again.service("rollouts").route("m", f"k{i}") for i in range(500)]
+        after = [again.rollouts.route("m", f"k{i}") for i in range(500)]
         assert after == before
-        history = await again.service("rollouts").traffic_tables.history("m")
+        history = await again.rollouts.traffic_tables.history("m")
         assert history[0]["weights"] == {"1.0.0": 0.6, "2.0.0": 0.4}
 
 

@@ -81,7 +81,7 @@ async def test_five_jobs_with_a_limit_of_two_never_run_more_than_two(make_warden
         "[training]\nmax_concurrent_jobs = 2\nmax_retries = 0\nmin_training_data_points = 0\n"
         + models
     )
-    jobs = w.service("jobs")
+    jobs = w.jobs
     submitted = [await jobs.submit(f"m{i}", reason="test") for i in range(5)]
     for job in submitted:
         await wait_state(jobs, job["id"], ("succeeded", "failed"))
@@ -103,7 +103,7 @@ async def test_timeout_kills_the_child_and_its_grandchild(make_warden, tmp_path)
         + command_model("sleepy", [PY, str(FAKE / "sleep_tree.py"), str(pid_file)])
     )
     events = listen(w)
-    jobs = w.service("jobs")
+    jobs = w.jobs
     job = await jobs.submit("sleepy", reason="timeout test")
     await wait_for(lambda: asyncio.sleep(0, pid_file.exists()), 30)
     child, grandchild = map(int, pid_file.read_text().split())
@@ -124,7 +124,7 @@ async def test_failing_trainer_is_retried_then_fails_with_its_log_tail(make_ward
         + command_model("broken", [PY, str(FAKE / "failing.py"), str(attempts)])
     )
     events = listen(w)
-    jobs = w.service("jobs")
+    jobs = w.jobs
     job = await jobs.submit("broken", reason="retry test")
     done = await wait_state(jobs, job["id"], ("failed",), 60)
     assert attempts.read_text().split() == ["1", "2", "3"]
@@ -150,7 +150,7 @@ async def test_one_active_job_per_model_and_cancel_kills_the_running_one(make_wa
         "[training]\nmin_training_data_points = 0\n"
         + command_model("sleepy", [PY, str(FAKE / "sleep_tree.py"), str(pid_file)])
     )
-    jobs = w.service("jobs")
+    jobs = w.jobs
     first = await jobs.submit("sleepy", reason="one")
     second = await jobs.submit("sleepy", reason="two")
     assert second["id"] == first["id"]
@@ -171,7 +171,7 @@ async def test_min_training_data_points_uses_ingest_count(make_warden, tmp_path)
     )
     if "ingest" not in w.services:
         pytest.skip("the ingest service has not landed")
-    jobs = w.service("jobs")
+    jobs = w.jobs
     job = await jobs.submit("thin", reason="no data")
     done = await wait_state(jobs, job["id"], ("failed",), 30)
     assert "0 recorded predictions" in done["error"]
@@ -189,13 +189,13 @@ async def test_successful_job_registers_a_version_in_validation(make_warden, mon
     # tracking URI, which the daemon does not set yet (reported; daemon/core/tracking.py).
     monkeypatch.setenv("MLFLOW_TRACKING_URI", w.config.tracking_uri)
     events = listen(w)
-    jobs = w.service("jobs")
+    jobs = w.jobs
     job = await jobs.submit("tiny", reason="success test")
     done = await wait_state(jobs, job["id"], ("succeeded", "failed"), 280)
     assert done["state"] == "succeeded", (done["error"], done["log_tail"])
     assert done["model_uri"].startswith("models:/m-")
     assert done["metrics"]["mse"] < 0.05
-    record = await w.service("registry").get("tiny", done["version"])
+    record = await w.registry.get("tiny", done["version"])
     assert record["status"] == "validation"
     assert record["lineage"]["training_job"] == job["id"]
     succeeded = await wait_for(lambda: asyncio.sleep(0, events.kinds("training_succeeded")), 5)
@@ -213,7 +213,7 @@ async def test_python_trainer_calls_the_function_in_a_child(make_warden):
         ]
     )
     w = await make_warden("[training]\nmin_training_data_points = 0\nmax_retries = 0\n" + models)
-    jobs = w.service("jobs")
+    jobs = w.jobs
     reported = await jobs.submit("reporter", reason="python trainer")
     exploded = await jobs.submit("exploder", reason="python trainer")
     done = await wait_state(jobs, reported["id"], ("succeeded", "failed"), 60)
@@ -275,7 +275,7 @@ async def test_graceful_stop_interrupts_and_requeues(make_config, tmp_path):
     )
     w = Warden(config)
     await w.start()
-    job = await w.service("jobs").submit("sleepy", reason="stop test")
+    job = await w.jobs.submit("sleepy", reason="stop test")
     await wait_for(lambda: asyncio.sleep(0, pid_file.exists()), 30)
     child, grandchild = map(int, pid_file.read_text().split())
     await w.stop()
@@ -284,11 +284,11 @@ async def test_graceful_stop_interrupts_and_requeues(make_config, tmp_path):
     w2 = Warden(config)
     await w2.start()
     try:
-        old = await w2.service("jobs").get(job["id"])
+        old = await w2.jobs.get(job["id"])
         assert old["state"] == "interrupted" and old["requeued_as"]
-        new = await w2.service("jobs").get(old["requeued_as"])
+        new = await w2.jobs.get(old["requeued_as"])
         assert new["state"] in ("queued", "running")
-        assert len(await w2.service("jobs").list(model="sleepy")) == 2
+        assert len(await w2.jobs.list(model="sleepy")) == 2
     finally:
         await w2.stop()
     assert os.path.exists(config.base_path / "jobs" / job["id"] / "train.log")
@@ -304,10 +304,10 @@ async def test_a_second_warden_on_the_same_base_path_runs_no_jobs(make_config, t
         + command_model("m", [PY, str(FAKE / "record.py"), str(records), "0.1"])
     )
     async with Warden(config) as first, Warden(config) as second:
-        health = await second.service("jobs").health()
+        health = await second.jobs.health()
         assert health["status"] == "degraded" and "runner.lock" in health["standby"]
-        job = await second.service("jobs").submit("m", reason="queued by the standby")
-        done = await wait_state(first.service("jobs"), job["id"], ("succeeded", "failed"), 60)
+        job = await second.jobs.submit("m", reason="queued by the standby")
+        done = await wait_state(first.jobs, job["id"], ("succeeded", "failed"), 60)
         assert done["state"] == "failed"  # record.py writes no output file
         assert len(list(records.glob("*.json"))) == 1  # ran once, by the lock holder
-        assert second.service("jobs")._running == {}
+        assert second.jobs._running == {}

@@ -41,7 +41,7 @@ async def test_a_storm_of_50_drift_events_makes_one_job(make_warden):
     w = await make_warden(TRAINING + model("btc", 'triggers = ["drift"]\n'))
     events = listen(w)
     await asyncio.gather(*(w.emit(drift_event("btc")) for _ in range(50)))
-    jobs = await w.service("jobs").list(model="btc")
+    jobs = await w.jobs.list(model="btc")
     assert len(jobs) == 1
     assert jobs[0]["trigger"] == "drift" and "RETRAIN_SOON" in jobs[0]["reason"]
     fired = w.metrics.registry.get_sample_value(
@@ -49,7 +49,7 @@ async def test_a_storm_of_50_drift_events_makes_one_job(make_warden):
     )
     assert fired == 1
     assert len(events.kinds("trigger_fired")) == 1
-    await w.service("jobs").cancel(jobs[0]["id"])
+    await w.jobs.cancel(jobs[0]["id"])
 
 
 async def test_drift_thresholds_and_other_models(make_warden):
@@ -64,17 +64,17 @@ async def test_drift_thresholds_and_other_models(make_warden):
     )
     await w.emit(drift_event("btc", "RETRAIN_SOON"))
     await w.emit(drift_event("eth", "RETRAIN_IMMEDIATELY"))  # eth has no drift trigger
-    assert await w.service("jobs").list() == []
+    assert await w.jobs.list() == []
     await w.emit(drift_event("btc", "RETRAIN_IMMEDIATELY"))
-    (job,) = await w.service("jobs").list()
+    (job,) = await w.jobs.list()
     assert job["model"] == "btc"
-    await w.service("jobs").cancel(job["id"])
+    await w.jobs.cancel(job["id"])
 
 
 async def test_performance_trigger_fires_on_degradation(make_warden):
     w = await make_warden(TRAINING + model("btc", 'triggers = ["performance"]\n'))
     await w.emit(Event(kind="drift_detected", model="btc", data={"recommendation": "RETRAIN_SOON"}))
-    assert await w.service("jobs").list() == []
+    assert await w.jobs.list() == []
     await w.emit(
         Event(
             kind="performance_degraded",
@@ -82,9 +82,9 @@ async def test_performance_trigger_fires_on_degradation(make_warden):
             data={"metric": "mse", "value": 0.3, "baseline": 0.1, "threshold": 0.15},
         )
     )
-    (job,) = await w.service("jobs").list()
+    (job,) = await w.jobs.list()
     assert job["trigger"] == "performance" and "mse" in job["reason"]
-    await w.service("jobs").cancel(job["id"])
+    await w.jobs.cancel(job["id"])
 
 
 async def test_cooldown_survives_a_restart(make_config):
@@ -96,11 +96,11 @@ async def test_cooldown_survives_a_restart(make_config):
     )
     async with Warden(config) as w:
         await w.emit(drift_event("btc"))
-        (job,) = await w.service("jobs").list()
-        await w.service("jobs").cancel(job["id"])
+        (job,) = await w.jobs.list()
+        await w.jobs.cancel(job["id"])
     async with Warden(config) as w:
         await w.emit(drift_event("btc"))
-        assert len(await w.service("jobs").list()) == 1  # still in cooldown
+        assert len(await w.jobs.list()) == 1  # still in cooldown
 
 
 async def test_schedule_runs_missed_slots_once_and_remembers_across_restarts(make_config):
@@ -110,24 +110,21 @@ async def test_schedule_runs_missed_slots_once_and_remembers_across_restarts(mak
     )
 
     async def scheduled(w) -> list[dict]:
-        return [j for j in await w.service("jobs").list() if j["trigger"] == "schedule"]
+        return [j for j in await w.jobs.list() if j["trigger"] == "schedule"]
 
     async with Warden(config, clock=lambda: now[0]) as w:
-        assert await w.service("scheduler").tick() == []  # armed now; first slot tomorrow
-        assert (
-            w.service("scheduler").next_runs()["btc"]
-            == datetime(2026, 1, 2, tzinfo=UTC).timestamp()
-        )
+        assert await w.scheduler.tick() == []  # armed now; first slot tomorrow
+        assert w.scheduler.next_runs()["btc"] == datetime(2026, 1, 2, tzinfo=UTC).timestamp()
     # Down for three and a half days: Jan 2, 3, 4 and 5 at midnight were missed.
     now[0] = datetime(2026, 1, 5, 0, 30, tzinfo=UTC).timestamp()
     async with Warden(config, clock=lambda: now[0]) as w:
         await wait_for(lambda: scheduled(w), 10)  # the start-up tick runs it
-        await w.service("scheduler").tick()
+        await w.scheduler.tick()
         (job,) = await scheduled(w)
         assert "3 more slot(s) missed" in job["reason"]
-        await w.service("jobs").cancel(job["id"])
+        await w.jobs.cancel(job["id"])
         now[0] += 3600
-        assert await w.service("scheduler").tick() == []
+        assert await w.scheduler.tick() == []
     now[0] = datetime(2026, 1, 6, 0, 0, 1, tzinfo=UTC).timestamp()
     async with Warden(config, clock=lambda: now[0]) as w:
 
@@ -137,7 +134,7 @@ async def test_schedule_runs_missed_slots_once_and_remembers_across_restarts(mak
         await wait_for(two, 10)
         jobs = await scheduled(w)
         assert len(jobs) == 2 and "missed" not in jobs[0]["reason"]
-        await w.service("jobs").cancel(jobs[0]["id"])
+        await w.jobs.cancel(jobs[0]["id"])
 
 
 async def test_unknown_trigger_or_bad_options_stop_start_naming_the_model(make_config):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlwarden.plugins import PluginCatalog, make_plugin_manager
+from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.plugins.drift import DEFAULT_METHODS, MODULES
 from mlwarden.plugins.drift.base import FEATURE_KINDS
 from mlwarden.types import DriftScore, FeatureData

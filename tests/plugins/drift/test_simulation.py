@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from mlwarden.plugins import PluginCatalog, make_plugin_manager
+from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.plugins.drift import DEFAULT_METHODS
 from mlwarden.types import FeatureData
 

@@ -180,7 +180,7 @@ async def test_drift_email_and_json_repeat_resolve_and_silence(
 ):
     clock = Clock()
     warden = await alerting(mail_and_json(smtp, receiver), clock)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await warden.emit(drift())
     clock.now += 30
     await alerts.tick()
@@ -233,7 +233,7 @@ async def test_receiver_down_everything_delivered_once_after_it_returns(
 ):
     clock = Clock()
     warden = await alerting(mail_and_json(smtp, receiver), clock)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     await receiver.down()
     for model in ("m1", "m2"):
         await warden.emit(drift(model=model))
@@ -283,7 +283,7 @@ plugin = "apprise"
 urls = ["slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7/#ml-alerts"]
 """
     warden = await alerting(notifiers, clock)
-    alerts = warden.service("alerts")
+    alerts = warden.alerts
     failed = Event(
         "training_failed",
         "btc-usdt",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlwarden.plugins import PluginCatalog, make_plugin_manager
+from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.plugins.strategies import Analysis, Check, RolloutView, Step, Strategy
 from mlwarden.plugins.strategies.blue_green import BlueGreenStrategy
 from mlwarden.plugins.strategies.canary import CanaryStrategy

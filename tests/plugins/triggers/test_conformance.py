@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden.plugins import PluginCatalog, make_plugin_manager
+from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
 from mlwarden.types import Decision, Event, TriggerContext
 
 CATALOG = PluginCatalog(make_plugin_manager(autoload=False))

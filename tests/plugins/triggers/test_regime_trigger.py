@@ -25,7 +25,7 @@ async def test_regime_change_in_realised_returns_queues_one_job(make_config):
     rng = np.random.default_rng(11)
     returns = np.concatenate([rng.normal(0, 0.01, 2000), rng.normal(0, 0.02, 1000)])
     async with Warden(config, clock=lambda: now[0]) as w:
-        ingest, scheduler = w.service("ingest"), w.service("scheduler")
+        ingest, scheduler = w.ingest, w.scheduler
         ts = start + 60.0 * np.arange(1, len(returns) + 1)
         now[0] = float(ts[1999]) + 1  # first: the calm regime only
         for lo in range(0, 3000, 500):
@@ -41,7 +41,7 @@ async def test_regime_change_in_realised_returns_queues_one_job(make_config):
             jobs = await scheduler.tick()
             if hi <= 2000:
                 assert jobs == [], hi  # no alarm in the calm regime
-        (job,) = await w.service("jobs").list(model="btc")
+        (job,) = await w.jobs.list(model="btc")
         assert job["trigger"] == "regime" and "(up," in job["reason"]
         assert await scheduler.tick() == []  # the same change does not fire twice
-        await w.service("jobs").cancel(job["id"])
+        await w.jobs.cancel(job["id"])

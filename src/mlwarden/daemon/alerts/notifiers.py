@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 from ...errors import PluginError
 from ...types import Notification, Severity
 from ..core.config import Config, NotifierConfig
+from ..core.context import PluginClasses
 
 __all__ = [
     "DEFAULT_NOTIFIERS",
@@ -72,11 +73,11 @@ class Notifier:
             await self.instance.send(notification)
 
 
-def build_notifiers(warden: Any, config: Config) -> dict[str, Notifier]:
+def build_notifiers(plugins: PluginClasses, config: Config) -> dict[str, Notifier]:
     """Instantiate every configured notifier; PluginError names the one that is wrong."""
     out: dict[str, Notifier] = {}
     for nc in config.notifiers or DEFAULT_NOTIFIERS:
-        cls = warden.plugins.get("notifier", nc.plugin)
+        cls = plugins.get("notifier", nc.plugin)
         options = dict(nc.options)
         if nc.urls:
             options["urls"] = list(nc.urls)

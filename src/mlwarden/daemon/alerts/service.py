@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from ... import hookimpl
 from ...types import Event, Severity
 from ..core.config import Config
+from ..core.context import Context
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from .notifiers import Notifier, build_notifiers, format_notification, routes_to
@@ -79,17 +80,17 @@ class AlertService(Service):
     name = "alerts"
     schema = ALERTS_SCHEMA
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
-        self.notifiers: dict[str, Notifier] = build_notifiers(warden, warden.config)
-        self.rules: list[AlertRule] = build_rules(warden.config.alerts)
-        self.silences = Silences(warden.store)
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
+        self.notifiers: dict[str, Notifier] = build_notifiers(context.plugins, context.config)
+        self.rules: list[AlertRule] = build_rules(context.config.alerts)
+        self.silences = Silences(context.store)
         self.outbox = Outbox(
-            warden.store,
-            warden.clock,
-            warden.metrics,
+            context.store,
+            context.clock,
+            context.metrics,
             notifiers=lambda: self.notifiers,
-            settings=lambda: self.warden.config.alerts,
+            settings=lambda: self.context.config.alerts,
         )
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -100,7 +101,7 @@ class AlertService(Service):
     async def start(self) -> None:
         await self.silences.load()
         await self._update_gauge()
-        self.warden.spawn(self._loop(), name="alerts")
+        self.context.spawn(self._loop(), name="alerts")
 
     async def stop(self) -> None:
         # Flush: one last delivery pass over what is due.
@@ -110,7 +111,7 @@ class AlertService(Service):
             logger.exception("flushing the notification outbox failed")
 
     async def reload(self, config: Config) -> None:
-        notifiers = build_notifiers(self.warden, config)
+        notifiers = build_notifiers(self.context.plugins, config)
         self.rules = build_rules(config.alerts)
         self.notifiers = notifiers
         self._wake.set()
@@ -122,13 +123,13 @@ class AlertService(Service):
     async def _loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.warden.config.alerts.tick_seconds)
+                await asyncio.wait_for(self._wake.wait(), self.context.config.alerts.tick_seconds)
             self._wake.clear()
             try:
                 await self.tick()
             except Exception as exc:
                 logger.exception("alert tick failed")
-                self.warden.record_error("alerts", repr(exc))
+                self.context.record_error("alerts", repr(exc))
 
     # -- events ----------------------------------------------------------------------
 
@@ -162,7 +163,7 @@ class AlertService(Service):
     async def _fire(self, rule: AlertRule, event: Event) -> None:
         labels = rule.alert_labels(event)
         fp = fingerprint(labels)
-        now = self.warden.clock()
+        now = self.context.clock()
         values = {
             "severity": str(rule.severity_for(event)),
             "summary": rule.summary_for(event),
@@ -170,7 +171,7 @@ class AlertService(Service):
             "version": event.version or "",
             "updated_at": now,
         }
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             row = await self._active(conn, fp)
             if row is not None:
                 await conn.execute(
@@ -200,8 +201,8 @@ class AlertService(Service):
 
     async def _resolve(self, rule: AlertRule, event: Event) -> bool:
         fp = fingerprint(rule.alert_labels(event))
-        now = self.warden.clock()
-        async with self.warden.store.begin() as conn:
+        now = self.context.clock()
+        async with self.context.store.begin() as conn:
             row = await self._active(conn, fp)
             if row is None:
                 return False
@@ -226,7 +227,7 @@ class AlertService(Service):
         async with self._lock:
             if dropped:
                 # What was dropped is re-sent with the alert's current state if it still fires.
-                async with self.warden.store.begin() as conn:
+                async with self.context.store.begin() as conn:
                     await conn.execute(
                         alerts_table.update()
                         .where(
@@ -237,15 +238,15 @@ class AlertService(Service):
                     )
             await self._queue_due()
         await self.outbox.deliver()
-        now = self.warden.clock()
+        now = self.context.clock()
         if now - self._pruned_at >= _PRUNE_EVERY:
             self._pruned_at = now
             await self._prune(now)
 
     async def _queue_due(self) -> None:
-        settings = self.warden.config.alerts
-        now = self.warden.clock()
-        async with self.warden.store.connect() as conn:
+        settings = self.context.config.alerts
+        now = self.context.clock()
+        async with self.context.store.connect() as conn:
             rows = (
                 (
                     await conn.execute(
@@ -278,9 +279,9 @@ class AlertService(Service):
             for n in self.notifiers.values()
             if routes_to(n.config, severity, alert["labels"])
         ]
-        notification = format_notification(alert, "firing", self.warden.config)
+        notification = format_notification(alert, "firing", self.context.config)
         notified = sorted(set(alert["notified"]) | set(names))
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             for name in names:
                 if await self._still_pending(conn, alert["fingerprint"], name):
                     # A repeat of a message the notifier has not received yet adds nothing.
@@ -306,8 +307,8 @@ class AlertService(Service):
         return row.first() is not None
 
     async def _queue_resolved(self, alert: dict[str, Any]) -> None:
-        notification = format_notification(alert, "resolved", self.warden.config)
-        async with self.warden.store.begin() as conn:
+        notification = format_notification(alert, "resolved", self.context.config)
+        async with self.context.store.begin() as conn:
             for name in alert["notified"]:
                 notifier = self.notifiers.get(name)
                 if notifier is not None and notifier.config.send_resolved:
@@ -319,7 +320,7 @@ class AlertService(Service):
             )
 
     async def _update_gauge(self) -> None:
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = await conn.execute(
                 sa.select(alerts_table.c.severity, sa.func.count())
                 .where(alerts_table.c.status == "firing")
@@ -327,14 +328,14 @@ class AlertService(Service):
             )
             counts = dict(rows.all())
         for severity in Severity:
-            self.warden.metrics.alerts_firing.labels(str(severity)).set(
+            self.context.metrics.alerts_firing.labels(str(severity)).set(
                 counts.get(str(severity), 0)
             )
 
     async def _prune(self, now: float) -> None:
-        cutoff = now - self.warden.config.alerts.retention_days * 86400
+        cutoff = now - self.context.config.alerts.retention_days * 86400
         pruned = await self.outbox.prune(cutoff)
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             result = await conn.execute(
                 alerts_table.delete().where(
                     alerts_table.c.status == "resolved",
@@ -356,9 +357,9 @@ class AlertService(Service):
             query = query.where(alerts_table.c.status == state)
         if model:
             query = query.where(alerts_table.c.model == model)
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        now = self.warden.clock()
+        now = self.context.clock()
         out = []
         for alert in map(_decode, rows):
             alert["silenced_by"] = (
@@ -368,11 +369,6 @@ class AlertService(Service):
             )
             out.append(alert)
         return out
-
-    def routes(self) -> list[Any]:
-        from ..api.alerts import alert_routes
-
-        return alert_routes()
 
     async def health(self) -> dict[str, Any]:
         counts = await self.outbox.counts()

@@ -6,7 +6,8 @@ from aiohttp import web
 
 from ...errors import InvalidInput
 from ..alerts.silences import parse_silence
-from . import WARDEN, Route, identity, json_response, query_limit, read_json
+from .auth import identity
+from .http import WARDEN, Route, json_response, query_limit, read_json
 
 __all__ = ["alert_routes"]
 
@@ -21,7 +22,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         raise InvalidInput(
             f"query parameter 'state' must be one of {', '.join(_STATES)}, got {state!r}"
         )
-    service = request.app[WARDEN].service("alerts")
+    service = request.app[WARDEN].alerts
     alerts = await service.alerts(
         state=state, model=request.query.get("model") or None, limit=query_limit(request)
     )
@@ -32,7 +33,7 @@ async def list_silences(request: web.Request) -> web.Response:
     """Every silence (pending, active and expired), newest first."""
     warden = request.app[WARDEN]
     now = warden.clock()
-    silences = warden.service("alerts").silences.all()
+    silences = warden.alerts.silences.all()
     return json_response({"silences": [s.to_dict(now) for s in silences]})
 
 
@@ -42,7 +43,7 @@ async def create_silence(request: web.Request) -> web.Response:
     body = await read_json(request)
     now = warden.clock()
     silence = parse_silence(body, now=now, created_by=identity(request).name)
-    await warden.service("alerts").silences.add(silence)
+    await warden.alerts.silences.add(silence)
     return json_response(silence.to_dict(now), status=201)
 
 
@@ -50,7 +51,7 @@ async def expire_silence(request: web.Request) -> web.Response:
     """Expire a silence now; its alerts notify again at their next due time."""
     warden = request.app[WARDEN]
     now = warden.clock()
-    service = warden.service("alerts")
+    service = warden.alerts
     silence = await service.silences.expire(request.match_info["id"], now)
     service.wake()
     return json_response(silence.to_dict(now))
@@ -63,7 +64,7 @@ async def list_notifications(request: web.Request) -> web.Response:
         raise InvalidInput(
             f"query parameter 'status' must be one of {', '.join(_OUTBOX_STATES)}, got {status!r}"
         )
-    outbox = request.app[WARDEN].service("alerts").outbox
+    outbox = request.app[WARDEN].alerts.outbox
     return json_response({"notifications": await outbox.entries(status, query_limit(request))})
 
 

@@ -17,19 +17,45 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ...errors import Forbidden, Unauthorized
+from .http import ROUTES, WARDEN, Handler
 
 if TYPE_CHECKING:
     from ..core.config import AuthConfig
 
-__all__ = ["ROLE_RANK", "Identity", "auth_middleware", "authenticate", "mint_token"]
+__all__ = [
+    "IDENTITY",
+    "ROLE_RANK",
+    "Identity",
+    "actor",
+    "auth_middleware",
+    "authenticate",
+    "identity",
+    "mint_token",
+]
 
 ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
 
 @dataclass(frozen=True)
 class Identity:
+    """Who made a request: the token's name and role."""
+
     name: str
     role: str
+
+
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+
+
+def identity(request: web.Request) -> Identity:
+    """The authenticated caller of ``request`` (set by the auth middleware)."""
+    return request[IDENTITY]
+
+
+def actor(request: web.Request) -> str:
+    """The caller's name as the audit log and the registry record it."""
+    who = request.get(IDENTITY)
+    return who.name if who else "anonymous"
 
 
 def mint_token() -> tuple[str, str]:
@@ -57,9 +83,8 @@ def authenticate(auth: AuthConfig, header: str | None) -> Identity | None:
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler):
-    from . import IDENTITY, ROUTES, WARDEN
-
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a route to a caller without a valid token (401) or the role it needs (403)."""
     resource = request.match_info.route.resource
     if resource is None:  # no such route: let the router answer 404/405
         return await handler(request)

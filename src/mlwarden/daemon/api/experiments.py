@@ -8,9 +8,11 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
-from . import WARDEN, Route, identity, json_response, query_limit, read_json
+from ..experiments.records import parse_arms
+from .auth import identity
+from .http import WARDEN, Route, json_response, query_limit, read_json
 
-__all__ = ["experiment_routes", "parse_arms", "parse_start"]
+__all__ = ["experiment_routes", "parse_start"]
 
 _START_KEYS = {
     "model",
@@ -26,37 +28,6 @@ _START_KEYS = {
     "auto_promote",
 }
 _STATUSES = ("running", "concluded", "stopped")
-
-
-def parse_arms(model_a: Any, model_b: Any, model: Any = None) -> tuple[str, str, str]:
-    """``(model, version_a, version_b)`` from ``"name@version"`` arms, or from ``model``
-    plus plain versions. Both arms must be versions of one model (one traffic table)."""
-    if model is not None and (not isinstance(model, str) or not model):
-        raise InvalidInput(f"'model' must be a non-empty string, got {model!r}")
-    names, versions = [], []
-    for key, arm in (("model_a", model_a), ("model_b", model_b)):
-        if not isinstance(arm, str) or not arm.strip():
-            raise InvalidInput(
-                f"{key!r} is required: expected 'name@version' (or a version with 'model'), "
-                f"got {arm!r}"
-            )
-        name, sep, version = arm.rpartition("@")
-        if not sep:
-            if model is None:
-                raise InvalidInput(
-                    f"{key!r} must be 'name@version' when 'model' is not given, got {arm!r}"
-                )
-            name, version = model, arm
-        if not name or not version:
-            raise InvalidInput(f"{key!r} must be 'name@version', got {arm!r}")
-        names.append(name)
-        versions.append(version)
-    if names[0] != names[1] or (model is not None and names[0] != model):
-        raise InvalidInput(
-            f"both arms must be versions of one model (they share its traffic table), got "
-            f"{names[0]!r} and {names[1]!r}" + (f" with model {model!r}" if model else "")
-        )
-    return names[0], versions[0], versions[1]
 
 
 def _number(body: dict[str, Any], key: str, default: float | None) -> float | None:
@@ -107,7 +78,7 @@ def parse_start(body: dict[str, Any]) -> dict[str, Any]:
 async def start_experiment(request: web.Request) -> web.Response:
     """Start an A/B test; 201 with the experiment, 409 when the model already runs one."""
     kwargs = parse_start(await read_json(request))
-    service = request.app[WARDEN].service("experiments")
+    service = request.app[WARDEN].experiments
     model, version_a, version_b = (
         kwargs.pop("model"),
         kwargs.pop("version_a"),
@@ -125,14 +96,14 @@ async def experiment_history(request: web.Request) -> web.Response:
     if status is not None and status not in _STATUSES:
         raise InvalidInput(f"query parameter 'status' must be one of {', '.join(_STATUSES)}")
     limit = query_limit(request)
-    service = request.app[WARDEN].service("experiments")
+    service = request.app[WARDEN].experiments
     records = await service.history(model=request.query.get("model"), status=status, limit=limit)
     return json_response({"experiments": [_public(r) for r in records]})
 
 
 async def get_experiment(request: web.Request) -> web.Response:
     """One experiment with its latest result and its evaluations (newest first)."""
-    service = request.app[WARDEN].service("experiments")
+    service = request.app[WARDEN].experiments
     experiment_id = request.match_info["id"]
     record = _public(await service.get(experiment_id))
     record["evaluation_history"] = await service.evaluations(experiment_id)
@@ -141,7 +112,7 @@ async def get_experiment(request: web.Request) -> web.Response:
 
 async def evaluate_experiment(request: web.Request) -> web.Response:
     """Evaluate now; a final recommendation concludes the experiment."""
-    service = request.app[WARDEN].service("experiments")
+    service = request.app[WARDEN].experiments
     record = await service.evaluate(request.match_info["id"], actor=identity(request).name)
     return json_response(_public(record))
 
@@ -157,7 +128,7 @@ async def stop_experiment(request: web.Request) -> web.Response:
         reason = body.get("reason", "")
         if not isinstance(reason, str):
             raise InvalidInput(f"'reason' must be a string, got {reason!r}")
-    service = request.app[WARDEN].service("experiments")
+    service = request.app[WARDEN].experiments
     record = await service.stop_experiment(
         request.match_info["id"], actor=identity(request).name, reason=reason
     )

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
-from . import WARDEN, Route, json_response, query_limit, read_json
+from .http import WARDEN, Route, json_response, query_limit, read_json
 
 __all__ = ["job_routes"]
 
@@ -27,29 +27,27 @@ async def retrain(request: web.Request) -> web.Response:
     reason = body.get("reason", "manual retrain requested through the API")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > _MAX_REASON:
         raise InvalidInput(f"'reason' must be a non-empty string of at most {_MAX_REASON} chars")
-    job, created = await warden.service("jobs").submit_job(name, reason=reason, trigger="manual")
+    job, created = await warden.jobs.submit_job(name, reason=reason, trigger="manual")
     return json_response(job, 202 if created else 200)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     """Jobs, newest first; ``?model=``, ``?state=``, ``?limit=`` (1..1000, default 100)."""
     limit = query_limit(request)
-    jobs = (
-        await request.app[WARDEN]
-        .service("jobs")
-        .list(model=request.query.get("model"), state=request.query.get("state"), limit=limit)
+    jobs = await request.app[WARDEN].jobs.list(
+        model=request.query.get("model"), state=request.query.get("state"), limit=limit
     )
     return json_response({"jobs": jobs})
 
 
 async def get_job(request: web.Request) -> web.Response:
     """One job with its state, attempts, result and log tail."""
-    return json_response(await request.app[WARDEN].service("jobs").get(request.match_info["id"]))
+    return json_response(await request.app[WARDEN].jobs.get(request.match_info["id"]))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     """Cancel a queued or running job; its process tree is killed."""
-    job = await request.app[WARDEN].service("jobs").cancel(request.match_info["id"])
+    job = await request.app[WARDEN].jobs.cancel(request.match_info["id"])
     return json_response(job)
 
 

@@ -1,18 +1,18 @@
-"""Monitoring routes: predictions and labels in, drift checks and drift history out."""
+"""Monitoring routes: predictions and labels in; drift checks, drift and performance history."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from . import WARDEN, Route, json_response, query_float, read_json
+from .http import WARDEN, Route, json_response, query_float, read_json
 
-__all__ = ["ingest_routes", "monitor_routes"]
+__all__ = ["ingest_routes", "monitor_routes", "performance_routes"]
 
 
 async def post_predictions(request: web.Request) -> web.Response:
     """Ingest a batch of predictions (records or columnar); all or nothing."""
     warden = request.app[WARDEN]
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     name = request.match_info["name"]
     ingest.model_state(name)  # 404 before reading a large body
     # Decoded with the validation in one worker thread: a 1 MB body is ~20 ms of CPU.
@@ -23,7 +23,7 @@ async def post_predictions(request: web.Request) -> web.Response:
 async def post_labels(request: web.Request) -> web.Response:
     """Ingest ground-truth labels; they join stored predictions by id."""
     warden = request.app[WARDEN]
-    ingest = warden.service("ingest")
+    ingest = warden.ingest
     name = request.match_info["name"]
     ingest.model_state(name)
     body = await read_json(request)
@@ -34,7 +34,7 @@ async def post_labels(request: web.Request) -> web.Response:
 async def post_drift_check(request: web.Request) -> web.Response:
     """Run a drift check of the model's current window now and return the DriftReport."""
     warden = request.app[WARDEN]
-    report = await warden.service("monitor").check(request.match_info["name"])
+    report = await warden.monitor.check(request.match_info["name"])
     return json_response(report)
 
 
@@ -43,8 +43,17 @@ async def get_drift_history(request: web.Request) -> web.Response:
     warden = request.app[WARDEN]
     days = query_float(request, "days", 7.0)
     name = request.match_info["name"]
-    reports = await warden.service("monitor").history(name, days=days)
+    reports = await warden.monitor.history(name, days=days)
     return json_response({"model": name, "days": days, "reports": reports})
+
+
+async def get_performance_history(request: web.Request) -> web.Response:
+    """Measured windows of every version of a model over the last ``days``."""
+    days = query_float(request, "days", 30.0, minimum=0.0)
+    warden = request.app[WARDEN]
+    return json_response(
+        await warden.get_model_performance_history(request.match_info["name"], days=days)
+    )
 
 
 def ingest_routes() -> list[Route]:
@@ -76,4 +85,16 @@ def monitor_routes() -> list[Route]:
             "viewer",
             "Drift reports of the last days",
         ),
+    ]
+
+
+def performance_routes() -> list[Route]:
+    return [
+        Route(
+            "GET",
+            "/api/models/{name}/performance-history",
+            get_performance_history,
+            "viewer",
+            "Performance metrics of each version over time",
+        )
     ]

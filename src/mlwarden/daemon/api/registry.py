@@ -7,21 +7,16 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
-from ..registry.cleanup import cleanup
-from ..registry.input import check_model_name
-from ..registry.ops import compare_versions, parse_ref, promote, rollback
-from . import IDENTITY, WARDEN, Route, json_response, query_float, read_json
+from ..registry.input import check_model_name, parse_ref
+from ..registry.service import RegistryService
+from .auth import actor
+from .http import WARDEN, Route, json_response, query_float, read_json
 
 __all__ = ["registry_routes"]
 
 
-def _registry(request: web.Request) -> Any:
-    return request.app[WARDEN].service("registry")
-
-
-def _actor(request: web.Request) -> str:
-    who = request.get(IDENTITY)
-    return who.name if who else "anonymous"
+def _registry(request: web.Request) -> RegistryService:
+    return request.app[WARDEN].registry
 
 
 def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -56,7 +51,7 @@ async def register_version(request: web.Request) -> web.Response:
     name = check_model_name(request.match_info["name"])
     body = await read_json(request)
     if "author" not in body:
-        body["author"] = _actor(request)
+        body["author"] = actor(request)
     record = await _registry(request).register_body(name, body)
     return json_response(record, status=201)
 
@@ -82,7 +77,7 @@ async def change_status(request: web.Request) -> web.Response:
         request.match_info["name"],
         request.match_info["version"],
         body["status"],
-        actor=_actor(request),
+        actor=actor(request),
         reason=reason,
     )
     return json_response(record)
@@ -101,12 +96,11 @@ async def promote_version(request: web.Request) -> web.Response:
     _only(body, ("version", "strategy"))
     if not isinstance(body.get("version"), str):
         raise InvalidInput("version: required, the semantic version to promote")
-    result = await promote(
-        request.app[WARDEN],
+    result = await request.app[WARDEN].promote(
         request.match_info["name"],
         body["version"],
         strategy=body.get("strategy"),
-        actor=_actor(request),
+        actor=actor(request),
     )
     return json_response(result)
 
@@ -117,8 +111,8 @@ async def rollback_version(request: web.Request) -> web.Response:
     version = body.get("version")
     if version is not None and not isinstance(version, str):
         raise InvalidInput("version: expected a semantic version string")
-    result = await rollback(
-        request.app[WARDEN], request.match_info["name"], version, actor=_actor(request)
+    result = await request.app[WARDEN].rollback(
+        request.match_info["name"], version, actor=actor(request)
     )
     return json_response(result)
 
@@ -128,11 +122,13 @@ async def compare(request: web.Request) -> web.Response:
     for key in ("a", "b"):
         if key not in request.query:
             raise InvalidInput(f"query parameter {key!r} is required (NAME@VERSION)")
-    a = parse_ref(request.query["a"], "a")
-    b = parse_ref(request.query["b"], "b")
+    parse_ref(request.query["a"], "a")
+    parse_ref(request.query["b"], "b")
     warden = request.app[WARDEN]
     hours = query_float(request, "hours", warden.config.monitoring.window_hours, minimum=0.001)
-    return json_response(await compare_versions(warden, a, b, hours=hours))
+    return json_response(
+        await warden.compare_models(request.query["a"], request.query["b"], hours=hours)
+    )
 
 
 async def system_cleanup(request: web.Request) -> web.Response:
@@ -142,12 +138,11 @@ async def system_cleanup(request: web.Request) -> web.Response:
     model = body.get("model")
     if model is not None:
         check_model_name(model)
-    result = await cleanup(
-        request.app[WARDEN],
+    result = await request.app[WARDEN].cleanup(
         older_than_days=body.get("older_than_days", 30.0),
         dry_run=body.get("dry_run", False),
         model=model,
-        actor=_actor(request),
+        actor=actor(request),
     )
     return json_response(result)
 

@@ -8,13 +8,14 @@ from aiohttp import web
 
 from ...errors import InvalidInput
 from ..rollouts.traffic import Router, key_point
-from . import WARDEN, Route, identity, json_response, read_json
+from .auth import identity
+from .http import WARDEN, Route, json_response, read_json
 
 __all__ = ["rollout_routes"]
 
 
 def _rollouts(request: web.Request) -> Any:
-    return request.app[WARDEN].service("rollouts")
+    return request.app[WARDEN].rollouts
 
 
 async def deployment(request: web.Request) -> web.Response:

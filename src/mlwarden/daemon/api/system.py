@@ -11,7 +11,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from ... import __version__
 from ...errors import InvalidInput
-from . import ROUTES, WARDEN, Route, json_response, query_limit
+from .http import ROUTES, WARDEN, Route, json_response, query_limit
 
 __all__ = ["system_routes"]
 

@@ -1,17 +1,20 @@
 """Checks across configuration keys and value ranges that types alone cannot express.
 
 Each returns a list of problems, each naming the key and what was expected; the loader
-(daemon/core/config.py) prefixes the file.
+(:mod:`.config_loader`) prefixes the file.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from collections.abc import Mapping
+from typing import Any
 
-if TYPE_CHECKING:
-    from .config import AlertsConfig, Config
+from ...plugins.triggers.schedule import cron_problem, timezone_problem
+from ...stats.metrics import trading_problems
+from .config import AlertsConfig, Config
 
-__all__ = ["check_config"]
+__all__ = ["check_config", "gate_problems"]
 
 
 def check_config(config: Config) -> list[str]:
@@ -72,9 +75,6 @@ def check_config(config: Config) -> list[str]:
         if model.name in seen:
             problems.append(f"key 'models[{i}].name': duplicate model {model.name!r}")
         seen.add(model.name)
-        from ...stats.metrics import trading_problems
-        from ..registry.gates import gate_problems
-
         problems.extend(gate_problems(model.gates, f"models[{i}].gates"))
         problems.extend(trading_problems(model.trading, f"models[{i}].trading"))
     seen = set()
@@ -117,8 +117,6 @@ _BUILTIN_RULE_NAMES = frozenset(
 
 def _check_training(config: Config) -> list[str]:
     """Training keys: counts, durations, the time zone and each model's schedule."""
-    from ...plugins.triggers.schedule import cron_problem, timezone_problem
-
     t = config.training
     problems = []
     for key in ("max_retries", "min_training_data_points", "log_tail_lines"):
@@ -135,3 +133,36 @@ def _check_training(config: Config) -> list[str]:
         if model.schedule and (problem := cron_problem(model.schedule)):
             problems.append(f"key 'models[{i}].schedule': {problem}")
     return problems
+
+
+#: Keys of ``[models.gates]`` holding arrays of strings (daemon/registry/gates.py).
+_GATE_LIST_KEYS = ("compare_metrics", "required_tags", "higher_is_better")
+
+
+def gate_problems(gates: Mapping[str, Any], where: str) -> list[str]:
+    """Configuration problems of one model's gates, each naming its key.
+
+    The gates themselves are evaluated by :mod:`mlwarden.daemon.registry.gates`.
+    """
+    problems = []
+    for key, value in gates.items():
+        dotted = f"{where}.{key}"
+        if key in _GATE_LIST_KEYS:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                problems.append(f"key '{dotted}': expected an array of strings")
+        elif key == "max_worse_than_production":
+            if not _is_number(value) or not 0 <= value < 10:
+                problems.append(f"key '{dotted}': expected a fraction >= 0 such as 0.05")
+        elif key.startswith(("max_", "min_")) and len(key) > 4:
+            if not _is_number(value):
+                problems.append(f"key '{dotted}': expected a finite number, got {value!r}")
+        else:
+            problems.append(
+                f"key '{dotted}': unknown gate (expected max_<metric>, min_<metric>, "
+                "max_worse_than_production, compare_metrics, required_tags, higher_is_better)"
+            )
+    return problems
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

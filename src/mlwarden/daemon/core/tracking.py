@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .config import Config, redact_uri
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -79,7 +81,7 @@ class Tracking:
         self.client.get_experiment(self.experiment_id)
 
     def health(self) -> dict[str, Any]:
-        return {"tracking_uri": _safe_uri(self.uri), "experiment_id": self.experiment_id}
+        return {"tracking_uri": redact_uri(self.uri), "experiment_id": self.experiment_id}
 
 
 def upgrade_schema(uri: str) -> None:
@@ -96,13 +98,7 @@ def upgrade_schema(uri: str) -> None:
         if sa.inspect(engine).has_table("alembic_version"):
             _upgrade_db(engine)
         else:
-            logger.info("creating the MLflow tracking schema at %s", _safe_uri(uri))
+            logger.info("creating the MLflow tracking schema at %s", redact_uri(uri))
             _initialize_tables(engine)
     finally:
         engine.dispose()
-
-
-def _safe_uri(uri: str) -> str:
-    from .config import _redact_uri
-
-    return _redact_uri(uri)

@@ -13,13 +13,16 @@ from typing import Any
 
 from ...errors import InvalidInput
 from ...stats import METRICS, AnalysisSettings, Evaluation, SequentialState, analyse
+from ...types import OutcomeSource
+from ..core.config import Config
+from ..core.context import Clock
 from .records import arm_from_outcomes, default_metric
 
 __all__ = ["analysis_settings", "evaluate_arms"]
 
 
 def analysis_settings(
-    config: Any,
+    config: Config,
     model: str,
     weight_b: float,
     duration: float,
@@ -65,20 +68,21 @@ def analysis_settings(
     )
 
 
-async def evaluate_arms(warden: Any, record: dict[str, Any]) -> tuple[Evaluation, dict[str, Any]]:
+async def evaluate_arms(
+    outcomes: OutcomeSource, record: dict[str, Any], clock: Clock
+) -> tuple[Evaluation, dict[str, Any]]:
     """Judge arm B against arm A on their outcomes since the start (off the loop).
 
     Returns the evaluation and its dict form with the winning arm's version.
     """
-    ingest = warden.service("ingest")
     model, since = record["model"], record["started_at"]
-    out_a = await ingest.outcomes(model, version=record["version_a"], since=since)
-    out_b = await ingest.outcomes(model, version=record["version_b"], since=since)
+    out_a = await outcomes.outcomes(model, version=record["version_a"], since=since)
+    out_b = await outcomes.outcomes(model, version=record["version_b"], since=since)
     settings = AnalysisSettings(**{
         **record["settings"], "guardrails": tuple(record["settings"]["guardrails"]),
     })  # fmt: skip
     states = {k: SequentialState.from_dict(v) for k, v in record["_state"].items()}
-    elapsed = (warden.clock() - since) / 3600.0
+    elapsed = (clock() - since) / 3600.0
 
     def run() -> Evaluation:
         return analyse(
@@ -95,5 +99,5 @@ async def evaluate_arms(warden: Any, record: dict[str, Any]) -> tuple[Evaluation
     data["winner_arm"] = evaluation.winner
     data["winner"] = arm_version.get(evaluation.winner or "")
     data["versions"] = arm_version
-    data["evaluated_at"] = warden.clock()
+    data["evaluated_at"] = clock()
     return evaluation, data

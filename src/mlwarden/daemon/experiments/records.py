@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from ...errors import InvalidInput
 from ...stats import Arm, metric_values
 from ..core.store import Schema, create_tables
 
@@ -17,6 +18,7 @@ __all__ = [
     "default_metric",
     "evaluations_table",
     "experiments_table",
+    "parse_arms",
     "public",
     "record_from_row",
 ]
@@ -122,3 +124,34 @@ def arm_from_outcomes(metric: str, outcomes: Any) -> Arm:
         error=np.concatenate([calls[:, 2].astype(bool), error[~timed]]),
         assigned=int(error.size),
     )
+
+
+def parse_arms(model_a: Any, model_b: Any, model: Any = None) -> tuple[str, str, str]:
+    """``(model, version_a, version_b)`` from ``"name@version"`` arms, or from ``model``
+    plus plain versions. Both arms must be versions of one model (one traffic table)."""
+    if model is not None and (not isinstance(model, str) or not model):
+        raise InvalidInput(f"'model' must be a non-empty string, got {model!r}")
+    names, versions = [], []
+    for key, arm in (("model_a", model_a), ("model_b", model_b)):
+        if not isinstance(arm, str) or not arm.strip():
+            raise InvalidInput(
+                f"{key!r} is required: expected 'name@version' (or a version with 'model'), "
+                f"got {arm!r}"
+            )
+        name, sep, version = arm.rpartition("@")
+        if not sep:
+            if model is None:
+                raise InvalidInput(
+                    f"{key!r} must be 'name@version' when 'model' is not given, got {arm!r}"
+                )
+            name, version = model, arm
+        if not name or not version:
+            raise InvalidInput(f"{key!r} must be 'name@version', got {arm!r}")
+        names.append(name)
+        versions.append(version)
+    if names[0] != names[1] or (model is not None and names[0] != model):
+        raise InvalidInput(
+            f"both arms must be versions of one model (they share its traffic table), got "
+            f"{names[0]!r} and {names[1]!r}" + (f" with model {model!r}" if model else "")
+        )
+    return names[0], versions[0], versions[1]

@@ -25,8 +25,11 @@ import sqlalchemy as sa
 from ... import hookimpl
 from ...errors import Conflict, InvalidInput, NotFound
 from ...stats import Evaluation, is_final
-from ...types import Event, Severity
+from ...types import Event, OutcomeSource, Severity
+from ..core.context import Context
 from ..core.service import Service
+from ..registry.interfaces import VersionRecords
+from ..rollouts.interfaces import TrafficControl
 from .analysis import analysis_settings, evaluate_arms
 from .records import (
     EXPERIMENTS_SCHEMA,
@@ -54,21 +57,26 @@ class ExperimentService(Service):
     name = "experiments"
     schema = EXPERIMENTS_SCHEMA
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
+    def __init__(
+        self,
+        context: Context,
+        *,
+        outcomes: OutcomeSource,
+        registry: VersionRecords,
+        traffic: TrafficControl,
+    ) -> None:
+        super().__init__(context)
+        self.outcomes = outcomes
+        self.registry = registry
+        self.traffic = traffic
         self._locks: dict[str, asyncio.Lock] = {}
         self._loop_errors = 0
 
     async def start(self) -> None:
-        self.warden.spawn(self._loop(), name="experiments-evaluate")
-
-    def routes(self) -> list[Any]:
-        from ..api.experiments import experiment_routes
-
-        return experiment_routes()
+        self.context.spawn(self._loop(), name="experiments-evaluate")
 
     async def health(self) -> dict[str, Any]:
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             running = (
                 await conn.execute(
                     sa.select(sa.func.count()).where(experiments_table.c.status == "running")
@@ -99,10 +107,10 @@ class ExperimentService(Service):
         for an unknown model or version; InvalidInput (400) for a bad split, duration,
         metric or test. Nothing is left behind when any step fails.
         """
-        ab = self.warden.config.ab_testing
+        ab = self.context.config.ab_testing
         duration = ab.min_duration_hours if duration_hours is None else float(duration_hours)
         settings = analysis_settings(
-            self.warden.config, model, weight_b, duration, metric, test, sequential
+            self.context.config, model, weight_b, duration, metric, test, sequential
         )
         if version_a == version_b:
             raise InvalidInput(f"model {model!r}: arms A and B are both version {version_a!r}")
@@ -111,21 +119,18 @@ class ExperimentService(Service):
                 f"duration_hours ({duration:g}) is shorter than ab_testing.min_duration_hours "
                 f"({ab.min_duration_hours:g}): the experiment could never name a winner"
             )
-        ingest = self.warden.service("ingest")
-        await ingest.outcomes(model, since=self.warden.clock())  # NotFound for unknown models
-        registry: Any = self.warden.services.get("registry")
-        if registry is not None:
-            for version in (version_a, version_b):
-                await registry.get(model, version)
-        rollouts = self.warden.service("rollouts")
-        active = getattr(rollouts, "active", {}).get(model)
+        # NotFound for unknown models and versions.
+        await self.outcomes.outcomes(model, since=self.context.clock())
+        for version in (version_a, version_b):
+            await self.registry.get(model, version)
+        active = self.traffic.active_rollout(model)
         if active is not None:
             raise Conflict(
                 f"model {model!r} has an active rollout of version {active.get('candidate')} "
                 f"(id {active.get('id')}); an experiment needs the traffic table to itself"
             )
-        previous = await _current_traffic(rollouts, model)
-        now = self.warden.clock()
+        previous = await _current_traffic(self.traffic, model)
+        now = self.context.clock()
         experiment_id = uuid.uuid4().hex[:12]
         promote = ab.auto_promote if auto_promote is None else bool(auto_promote)
         row = {
@@ -147,7 +152,7 @@ class ExperimentService(Service):
             "evaluations": 0,
         }
         try:
-            async with self.warden.store.begin() as conn:
+            async with self.context.store.begin() as conn:
                 await conn.execute(experiments_table.insert().values(**row))
         except sa.exc.IntegrityError:
             running = await self._running_for(model)
@@ -157,14 +162,14 @@ class ExperimentService(Service):
                 + "; stop it first"
             ) from None
         try:
-            await rollouts.set_traffic(
+            await self.traffic.set_traffic(
                 model,
                 {version_a: 1.0 - weight_b, version_b: weight_b},
                 reason=f"experiment {experiment_id} ({name})",
                 actor=actor,
             )
         except BaseException:
-            async with self.warden.store.begin() as conn:
+            async with self.context.store.begin() as conn:
                 await conn.execute(
                     experiments_table.delete().where(experiments_table.c.id == experiment_id)
                 )
@@ -174,7 +179,7 @@ class ExperimentService(Service):
         if run_id:
             await self._update(experiment_id, mlflow_run_id=run_id)
             record["mlflow_run_id"] = run_id
-        await self.warden.emit(
+        await self.context.emit(
             Event(
                 kind="experiment_started",
                 model=model,
@@ -200,7 +205,7 @@ class ExperimentService(Service):
             record = await self.get(experiment_id)
             if record["status"] != "running":
                 return record
-            evaluation, data = await evaluate_arms(self.warden, record)
+            evaluation, data = await evaluate_arms(self.outcomes, record, self.context.clock)
             await self._store_evaluation(record, evaluation, data)
             if is_final(evaluation.recommendation):
                 await self._conclude(record, data, status="concluded", actor=actor)
@@ -211,7 +216,7 @@ class ExperimentService(Service):
     ) -> None:
         now = data["evaluated_at"]
         states = {k: s.to_dict() for k, s in evaluation.states.items()}
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 evaluations_table.insert().values(
                     experiment_id=record["id"],
@@ -233,7 +238,7 @@ class ExperimentService(Service):
                     evaluations=experiments_table.c.evaluations + 1,
                 )
             )
-        export_gauges(self.warden.metrics, record["model"], data)
+        export_gauges(self.context.metrics, record["model"], data)
         await self._tracking(log_evaluation, record, data)
 
     # -- stop and conclude -----------------------------------------------------------
@@ -268,11 +273,10 @@ class ExperimentService(Service):
         actor: str,
         restore_traffic: bool = True,
     ) -> None:
-        model, now = record["model"], self.warden.clock()
-        rollouts = self.warden.service("rollouts")
+        model, now = record["model"], self.context.clock()
         if restore_traffic:
             previous = record["previous_traffic"] or {record["version_a"]: 1.0}
-            await rollouts.set_traffic(
+            await self.traffic.set_traffic(
                 model, previous, reason=f"experiment {record['id']} {status}", actor=actor
             )
         winner = data.get("winner") if status == "concluded" else None
@@ -294,17 +298,17 @@ class ExperimentService(Service):
             promotion = await self._promote(record, actor)
             await self._update(record["id"], promotion=json.dumps(promotion))
         self._locks.pop(record["id"], None)
-        clear_gauges(self.warden.metrics, model)
+        clear_gauges(self.context.metrics, model)
         concluded = {**record, "status": status, "winner": winner, "promotion": promotion}
         await self._tracking(log_conclusion, concluded, data)
-        await self.warden.audit.record(
+        await self.context.audit.record(
             actor=actor,
             action=f"experiment {status}",
             target=f"model={model},experiment={record['id']}",
             outcome=str(data.get("recommendation") or status),
             detail={"winner": winner, "p_value": data.get("p_value"), "promotion": promotion},
         )
-        await self.warden.emit(
+        await self.context.emit(
             Event(
                 kind="experiment_concluded",
                 model=model,
@@ -325,9 +329,9 @@ class ExperimentService(Service):
         )
 
     async def _promote(self, record: dict[str, Any], actor: str) -> dict[str, Any]:
-        strategy = self.warden.config.ab_testing.promote_strategy or None
+        strategy = self.context.config.ab_testing.promote_strategy or None
         try:
-            rollout = await self.warden.service("rollouts").start(
+            rollout = await self.traffic.start_rollout(
                 record["model"], record["version_b"], strategy=strategy, actor=actor
             )
         except Exception as exc:
@@ -340,7 +344,7 @@ class ExperimentService(Service):
 
     async def get(self, experiment_id: str) -> dict[str, Any]:
         """The experiment's record; NotFound (404) when there is none with that id."""
-        row = await self.warden.store.row_by_id(
+        row = await self.context.store.row_by_id(
             experiments_table, experiment_id, missing=f"no experiment with id {experiment_id!r}"
         )
         return record_from_row(row)
@@ -353,7 +357,7 @@ class ExperimentService(Service):
             .order_by(t.c.id.desc())
             .limit(limit)
         )
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [dict(r._mapping) for r in rows]
 
@@ -366,7 +370,7 @@ class ExperimentService(Service):
             query = query.where(experiments_table.c.model == model)
         if status:
             query = query.where(experiments_table.c.status == status)
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(query.limit(limit))).all()
         return [record_from_row(r) for r in rows]
 
@@ -375,7 +379,7 @@ class ExperimentService(Service):
         return running[0] if running else None
 
     async def _update(self, experiment_id: str, **values: Any) -> None:
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 experiments_table.update()
                 .where(experiments_table.c.id == experiment_id)
@@ -385,10 +389,10 @@ class ExperimentService(Service):
     async def _tracking(self, function: Any, *args: Any) -> Any:
         """Run an MLflow logging call off the loop; a failure is logged, never fatal."""
         try:
-            return await asyncio.to_thread(function, self.warden.tracking, *args)
+            return await asyncio.to_thread(function, self.context.tracking, *args)
         except Exception as exc:
             logger.warning("experiment MLflow logging (%s) failed: %s", function.__name__, exc)
-            self.warden.record_error("experiments: MLflow", repr(exc))
+            self.context.record_error("experiments: MLflow", repr(exc))
             return None
 
     # -- background ------------------------------------------------------------------
@@ -396,17 +400,17 @@ class ExperimentService(Service):
     async def _loop(self) -> None:
         """Evaluate running experiments periodically (fixed-horizon ones only at the end)."""
         while True:
-            await asyncio.sleep(self.warden.config.ab_testing.evaluation_interval_seconds)
+            await asyncio.sleep(self.context.config.ab_testing.evaluation_interval_seconds)
             for record in await self.history(status="running", limit=1000):
                 fixed = not record["settings"]["sequential"]
-                if fixed and self.warden.clock() < record["ends_at"]:
+                if fixed and self.context.clock() < record["ends_at"]:
                     continue
                 try:
                     await self.evaluate(record["id"])
                 except Exception as exc:
                     self._loop_errors += 1
                     logger.exception("evaluating experiment %s failed", record["id"])
-                    self.warden.record_error(f"experiment {record['id']}", repr(exc))
+                    self.context.record_error(f"experiment {record['id']}", repr(exc))
 
     @hookimpl
     async def mlwarden_event(self, event: Event) -> None:
@@ -423,8 +427,8 @@ class ExperimentService(Service):
             )
 
 
-async def _current_traffic(rollouts: Any, model: str) -> dict[str, float]:
+async def _current_traffic(traffic: TrafficControl, model: str) -> dict[str, float]:
     try:
-        return dict(await rollouts.traffic(model) or {})
+        return dict(await traffic.traffic(model) or {})
     except NotFound:
         return {}

@@ -17,12 +17,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.config import Config, ModelConfig
-from ..profiles.profile import Layout, Profile
-from ..profiles.reference import Reference, layout_without_reference
+from ..core.config import Config
+from ..core.context import Context
+from ..profiles.profile import Profile
+from ..profiles.reference import layout_without_reference
 from .batches import BatchRejected, LabelBatch
 from .prepare import BucketKey, PreparedBatch
 from .startup import load_reference, replay_journal
+from .state import ModelState
 from .tables import (
     INGEST_SCHEMA,
     check_new_ids,
@@ -34,31 +36,13 @@ from .tables import (
     store_predictions,
     stored_predictions,
 )
-from .window import BucketWindow, closed_buckets, move_windows
+from .window import closed_buckets, move_windows
 
-__all__ = ["INGEST_SCHEMA", "Ledger", "ModelState"]
+__all__ = ["INGEST_SCHEMA", "Ledger"]
 
 logger = logging.getLogger(__name__)
 
 _ID_CHUNK = 500
-
-
-@dataclass
-class ModelState:
-    """What the ingest service holds of one watched model."""
-
-    config: ModelConfig
-    layout: Layout = field(default_factory=lambda: Layout((), (), fingerprint="open"))
-    open_schema: bool = True
-    reference: Reference | None = None
-    reference_status: str = "loading"
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    # Open buckets; their samples change in place as batches fold in (Profile.fold).
-    open: dict[BucketKey, Profile] = field(default_factory=dict)
-    generation: int = 0  # bumped when closed buckets are written
-    # Windows of closed buckets by version filter (daemon/ingest/window.py), moved under the lock.
-    windows: dict[str | None, BucketWindow] = field(default_factory=dict)
-    window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -74,8 +58,8 @@ class _Work:
 class Ledger:
     """Tables, the writer task, open buckets and windows of the ingest service."""
 
-    def __init__(self, warden: Any) -> None:
-        self.warden = warden
+    def __init__(self, context: Context) -> None:
+        self.context = context
         self.models: dict[str, ModelState] = {}
         self._queue: deque[_Work] = deque()
         self._wake = asyncio.Event()
@@ -84,12 +68,12 @@ class Ledger:
 
     @property
     def sample_size(self) -> int:
-        return self.warden.config.monitoring.sample_size
+        return self.context.config.monitoring.sample_size
 
     async def start(self) -> None:
-        self.warden.spawn(self._writer(), name="ingest-writer")
-        await self.reload(self.warden.config)
-        self.warden.spawn(self._housekeeping(), name="ingest-housekeeping")
+        self.context.spawn(self._writer(), name="ingest-writer")
+        await self.reload(self.context.config)
+        self.context.spawn(self._housekeeping(), name="ingest-housekeeping")
 
     async def stop(self) -> None:
         # Open buckets need no flush: their journal rows are replayed at the next start.
@@ -107,7 +91,7 @@ class Ledger:
                 continue
             state = ModelState(config=mc)
             self.models[name] = state
-            self.warden.spawn(self._prepare(state), name=f"ingest-reference-{name}")
+            self.context.spawn(self._prepare(state), name=f"ingest-reference-{name}")
 
     # -- the writer --------------------------------------------------------------------
 
@@ -126,7 +110,7 @@ class Ledger:
                 group.append(self._queue.popleft())
             try:
                 results: list[tuple[bool, Any]] = []
-                async with self.warden.store.begin() as conn:
+                async with self.context.store.begin() as conn:
                     for work in group:
                         try:
                             results.append((True, await work.write(conn)))
@@ -180,7 +164,7 @@ class Ledger:
     async def record_labels(self, state: ModelState, batch: LabelBatch) -> dict[str, Any]:
         name = state.config.name
         classification = state.config.task == "classification"
-        now = self.warden.clock()
+        now = self.context.clock()
         labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
         o = outcomes_table
 
@@ -214,8 +198,8 @@ class Ledger:
 
     async def flush(self, *, everything: bool = False) -> int:
         """Write every closed open bucket (all of them with ``everything``); return how many."""
-        now = self.warden.clock()
-        bucket_seconds = self.warden.config.monitoring.bucket_seconds
+        now = self.context.clock()
+        bucket_seconds = self.context.config.monitoring.bucket_seconds
         due = [
             (state, key, profile)
             for state in self.models.values()
@@ -269,11 +253,11 @@ class Ledger:
     ) -> Profile:
         """The merged profile of ``state``'s buckets starting in [since, until)."""
         await state.ready.wait()
-        bucket_seconds = self.warden.config.monitoring.bucket_seconds
+        bucket_seconds = self.context.config.monitoring.bucket_seconds
         first = math.floor(since / bucket_seconds) * bucket_seconds
         last = math.ceil(until / bucket_seconds) * bucket_seconds  # buckets starting < until
         total = await closed_buckets(
-            self.warden.store, state, first, last, version, self.sample_size
+            self.context.store, state, first, last, version, self.sample_size
         )
         for (v, start), profile in list(state.open.items()):
             if first <= start < last and (version is None or v == version):
@@ -285,32 +269,32 @@ class Ledger:
 
     async def move_windows(self) -> int:
         """Move the kept windows to the current window now, not on the next drift check."""
-        monitoring = self.warden.config.monitoring
-        since = self.warden.clock() - monitoring.window_hours * 3600.0
+        monitoring = self.context.config.monitoring
+        since = self.context.clock() - monitoring.window_hours * 3600.0
         first = math.floor(since / monitoring.bucket_seconds) * monitoring.bucket_seconds
         moved = 0
         for state in list(self.models.values()):
             try:
-                moved += await move_windows(self.warden.store, state, first, self.sample_size)
+                moved += await move_windows(self.context.store, state, first, self.sample_size)
             except Exception as exc:  # dropped: the model's next check reads it anew
                 logger.exception("moving the window of %s failed", state.config.name)
-                self.warden.record_error(f"window {state.config.name}", repr(exc))
+                self.context.record_error(f"window {state.config.name}", repr(exc))
         return moved
 
     # -- start-up: references and the journal --------------------------------------------
 
     async def _prepare(self, state: ModelState) -> None:
         try:
-            await load_reference(self.warden, state, self._loading)
+            await load_reference(self.context, state, self._loading)
         except Exception as exc:
             logger.error("model %s: reference not loaded: %s", state.config.name, exc)
-            self.warden.record_error(f"reference {state.config.name}", str(exc))
+            self.context.record_error(f"reference {state.config.name}", str(exc))
             state.reference_status = f"error: {exc}"
-            fallback = layout_without_reference(state.config, self.warden.config.monitoring)
+            fallback = layout_without_reference(state.config, self.context.config.monitoring)
             if fallback is not None:
                 state.layout, state.open_schema = fallback, False
         try:
-            profiles = await replay_journal(self.warden, state, self.sample_size)
+            profiles = await replay_journal(self.context, state, self.sample_size)
             for key, profile in profiles:
                 _fold(state, key, profile)
         finally:
@@ -321,22 +305,22 @@ class Ledger:
     async def _housekeeping(self) -> None:
         last_purge = 0.0
         while True:
-            monitoring = self.warden.config.monitoring
+            monitoring = self.context.config.monitoring
             await asyncio.sleep(min(1.0, monitoring.bucket_seconds / 10))
             try:
                 await self.flush()
                 await self.move_windows()
-                now = self.warden.clock()
+                now = self.context.clock()
                 if now - last_purge >= 60:
                     last_purge = now
                     await self.purge(now)
             except Exception as exc:
                 logger.exception("ingest housekeeping failed")
-                self.warden.record_error("ingest housekeeping", repr(exc))
+                self.context.record_error("ingest housekeeping", repr(exc))
 
     async def purge(self, now: float) -> None:
         """Delete what is past its time: predictions (label TTL), outcomes and buckets."""
-        monitoring = self.warden.config.monitoring
+        monitoring = self.context.config.monitoring
         ttl = now - monitoring.label_ttl_hours * 3600
         retention = now - monitoring.retention_days * 86400
         o, b = outcomes_table, profile_table

@@ -11,26 +11,34 @@ What a 2xx acknowledged is therefore on disk: at start the journal is replayed i
 open buckets. A bucket that has closed is written as one profile row and its journal
 rows are deleted in the same transaction. Concurrent batches share one commit.
 
-Contract (docs/architecture.md): ``record_predictions``, ``record_labels``,
-``outcomes``, ``count_predictions``.
+What other services may call is in ingest/interfaces.py (``WindowSource``,
+``PredictionSink``, ``PredictionCounter``); the service needs the registry's production
+version (``VersionRecords``) for records that name no version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from ...errors import NotFound
+from ...types import Outcomes
+from ..core.config import Config
+from ..core.context import Context
 from ..core.service import Service
 from ..core.workers import WorkerPool
+from ..profiles.profile import Profile
+from ..registry.interfaces import VersionRecords
 from .batches import BatchRejected, parse_labels
-from .ledger import Ledger, ModelState
+from .interfaces import WatchedModel
+from .ledger import Ledger
 from .prepare import prepare_batch
+from .state import ModelState
 from .tables import INGEST_SCHEMA, count_stored, outcomes_table, profile_table
 
 __all__ = ["IngestService", "Outcomes"]
@@ -40,40 +48,20 @@ logger = logging.getLogger(__name__)
 _VERSION_TTL_SECONDS = 2.0
 
 
-@dataclass(frozen=True)
-class Outcomes:
-    """Joined (prediction, label) pairs of a model, oldest first, as numpy arrays.
-
-    ``version`` (str), ``ts`` (prediction time, unix seconds), ``prediction`` and
-    ``label`` (float64 for regression, str objects for classification), ``latency``
-    (seconds, NaN when not reported), ``error`` (bool: the serving call failed), ``id``.
-    """
-
-    id: np.ndarray
-    version: np.ndarray
-    ts: np.ndarray
-    prediction: np.ndarray
-    label: np.ndarray
-    latency: np.ndarray
-    error: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.id)
-
-
 class IngestService(Service):
     """Accepts predictions and labels, keeps profiles and outcomes (see the module doc)."""
 
     name = "ingest"
     schema = INGEST_SCHEMA
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
-        self.ledger = Ledger(warden)
-        self.workers = WorkerPool(warden.config.monitoring.ingest_workers)
+    def __init__(self, context: Context, *, registry: VersionRecords) -> None:
+        super().__init__(context)
+        self.registry = registry
+        self.ledger = Ledger(context)
+        self.workers = WorkerPool(context.config.monitoring.ingest_workers)
         self.unmatched_labels: dict[str, int] = {}
         #: Refused batches per model and reason since start (the schema violations).
-        self.rejections: dict[str, dict[str, int]] = {}
+        self._rejections: dict[str, dict[str, int]] = {}
         self._versions: dict[str, tuple[float, str]] = {}
 
     async def start(self) -> None:
@@ -83,14 +71,9 @@ class IngestService(Service):
         await self.ledger.stop()
         await self.workers.close()
 
-    async def reload(self, config: Any) -> None:
+    async def reload(self, config: Config) -> None:
         await self.workers.resize(config.monitoring.ingest_workers)
         await self.ledger.reload(config)
-
-    def routes(self) -> list[Any]:
-        from ..api.monitoring import ingest_routes
-
-        return ingest_routes()
 
     async def health(self) -> dict[str, Any]:
         return {
@@ -107,11 +90,25 @@ class IngestService(Service):
         }
 
     def _rejected(self, model: str, exc: BatchRejected) -> None:
-        self.warden.metrics.ingest_rejected.labels(model, exc.reason).inc()
-        reasons = self.rejections.setdefault(model, {})
+        self.context.metrics.ingest_rejected.labels(model, exc.reason).inc()
+        reasons = self._rejections.setdefault(model, {})
         reasons[exc.reason] = reasons.get(exc.reason, 0) + 1
 
-    # -- the contract --------------------------------------------------------------------
+    # -- the contract (ingest/interfaces.py) ----------------------------------------------
+
+    def watched(self) -> list[str]:
+        """The models whose reference profile is loaded (the ones the monitor checks)."""
+        return [name for name, state in self.ledger.models.items() if state.reference is not None]
+
+    async def watched_model(self, model: str) -> WatchedModel:
+        """``model`` once its reference is loaded; NotFound (404) names the known models."""
+        state = self.model_state(model)
+        await state.ready.wait()
+        return WatchedModel(state.config, state.reference, state.reference_status)
+
+    def rejections(self, model: str) -> Mapping[str, int]:
+        """Batches of ``model`` refused since start, by reason."""
+        return dict(self._rejections.get(model, {}))
 
     def model_state(self, model: str) -> ModelState:
         """The state of a watched model; NotFound (404) names the known models."""
@@ -130,8 +127,8 @@ class IngestService(Service):
         """
         state = self.model_state(model)
         await state.ready.wait()
-        config = self.warden.config.monitoring
-        now = self.warden.clock()
+        config = self.context.config.monitoring
+        now = self.context.clock()
         try:
             prepared = await self.workers.run(
                 prepare_batch,
@@ -151,11 +148,11 @@ class IngestService(Service):
         except BatchRejected as exc:
             self._rejected(model, exc)
             raise
-        self.warden.metrics.predictions.labels(model).inc(len(batch))
+        self.context.metrics.predictions.labels(model).inc(len(batch))
         finite = batch.latency[np.isfinite(batch.latency)]
         if len(finite):
             for version in np.unique(batch.versions[np.isfinite(batch.latency)]):
-                histogram = self.warden.metrics.prediction_latency.labels(model, version)
+                histogram = self.context.metrics.prediction_latency.labels(model, version)
                 mask = batch.versions[np.isfinite(batch.latency)] == version
                 for value in finite[mask][:1000]:  # bounded: a metric, not a profile
                     histogram.observe(float(value))
@@ -168,13 +165,13 @@ class IngestService(Service):
             batch = parse_labels(
                 payload,
                 task=state.config.task,
-                max_batch=self.warden.config.monitoring.max_batch_records,
+                max_batch=self.context.config.monitoring.max_batch_records,
             )
         except BatchRejected as exc:
             self._rejected(model, exc)
             raise
         result = await self.ledger.record_labels(state, batch)
-        self.warden.metrics.labels.labels(model).inc(len(batch))
+        self.context.metrics.labels.labels(model).inc(len(batch))
         if result["unmatched"]:
             self.unmatched_labels[model] = self.unmatched_labels.get(model, 0) + result["unmatched"]
         return result
@@ -200,7 +197,7 @@ class IngestService(Service):
             query = query.where(t.c.ts >= since)
         if until is not None:
             query = query.where(t.c.ts < until)
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(query.order_by(t.c.ts, t.c.id))).all()
         classification = state.config.task == "classification"
         return await asyncio.to_thread(_outcomes_from_rows, rows, classification)
@@ -212,16 +209,16 @@ class IngestService(Service):
         from the profile buckets (at bucket granularity).
         """
         state = self.model_state(model)
-        now = self.warden.clock()
-        ttl_start = now - self.warden.config.monitoring.label_ttl_hours * 3600.0
+        now = self.context.clock()
+        ttl_start = now - self.context.config.monitoring.label_ttl_hours * 3600.0
         if since is not None and since >= ttl_start:
-            async with self.warden.store.connect() as conn:
+            async with self.context.store.connect() as conn:
                 return await count_stored(conn, model, since)
         b = profile_table
         query = sa.select(sa.func.coalesce(sa.func.sum(b.c.rows), 0)).where(b.c.model == model)
         if since is not None:
             query = query.where(b.c.bucket_start >= since)
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             stored = int((await conn.execute(query)).scalar() or 0)
         opened = sum(
             p.rows for (_, start), p in state.open.items() if since is None or start >= since
@@ -233,7 +230,7 @@ class IngestService(Service):
 
         Looked up at most every few seconds per model (a promotion shows up that fast).
         """
-        now = self.warden.clock()
+        now = self.context.clock()
         cached = self._versions.get(model)
         if cached is not None and now - cached[0] < _VERSION_TTL_SECONDS:
             return cached[1]
@@ -242,19 +239,19 @@ class IngestService(Service):
         return version
 
     async def _production_version(self, model: str) -> str:
-        registry = self.warden.services.get("registry")
-        if registry is not None and hasattr(registry, "production"):
-            try:
-                record = await registry.production(model)
-            except Exception:  # the registry may not know the model: not an ingest error
-                record = None
-            if record:
-                return str(record.get("version", "")) or "unversioned"
+        try:
+            record = await self.registry.production(model)
+        except Exception:  # the registry may not know the model: not an ingest error
+            record = None
+        if record:
+            return str(record.get("version", "")) or "unversioned"
         return "unversioned"
 
-    async def window(self, model: str, since: float, until: float) -> Any:
+    async def window(
+        self, model: str, since: float, until: float, version: str | None = None
+    ) -> Profile:
         """The merged profile of ``model`` over [since, until) (see Ledger.window)."""
-        return await self.ledger.window(self.model_state(model), since, until)
+        return await self.ledger.window(self.model_state(model), since, until, version)
 
 
 def _outcomes_from_rows(rows: list[Any], classification: bool) -> Outcomes:

@@ -1,7 +1,7 @@
 """Preparing a watched model for ingest: its reference profile and the journal replay.
 
 At start (and when a model's configuration changes) the ingest service's
-:class:`~mlwarden.daemon.ingest.ledger.Ledger` loads the model's reference profile, reusing the
+:class:`~mlcontext.daemon.ingest.ledger.Ledger` loads the model's reference profile, reusing the
 stored one while the source file is unchanged, then rebuilds the open buckets from the
 journal of batches committed but not yet flushed.
 """
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
+from ..core.context import Context
 from ..profiles.profile import Columns, Layout, Profile
 from ..profiles.reference import (
     decode_reference,
@@ -26,23 +27,22 @@ from ..profiles.reference import (
     source_sha256,
     source_stat,
 )
+from .prepare import BucketKey
+from .state import ModelState
 from .tables import journal_table
-
-if TYPE_CHECKING:
-    from .ledger import BucketKey, ModelState
 
 __all__ = ["load_reference", "replay_journal"]
 
 logger = logging.getLogger(__name__)
 
 
-async def load_reference(warden: Any, state: ModelState, loading: asyncio.Semaphore) -> None:
+async def load_reference(context: Context, state: ModelState, loading: asyncio.Semaphore) -> None:
     """Give ``state`` its reference profile and the layout that follows from it.
 
     The stored profile is reused while its source is unchanged; otherwise the source is
     read (one read at a time, under ``loading``) and its profile stored.
     """
-    mc, monitoring = state.config, warden.config.monitoring
+    mc, monitoring = state.config, context.config.monitoring
     if not mc.reference:
         layout = layout_without_reference(mc, monitoring)
         state.reference_status = "none"
@@ -51,7 +51,7 @@ async def load_reference(warden: Any, state: ModelState, loading: asyncio.Semaph
         return
     params = params_fingerprint(mc, monitoring)
     t = reference_table
-    async with warden.store.connect() as conn:
+    async with context.store.connect() as conn:
         row = (await conn.execute(sa.select(t).where(t.c.model == mc.name))).first()
     size, mtime = await asyncio.to_thread(source_stat, mc.reference)
     sha = row.sha256 if row is not None else ""
@@ -63,7 +63,7 @@ async def load_reference(warden: Any, state: ModelState, loading: asyncio.Semaph
         reference = await asyncio.to_thread(decode_reference, row, monitoring.reference_sample_size)
         state.reference_status = "ready (stored profile)"
         if (row.size, row.mtime_ns) != (size, mtime):
-            async with warden.store.begin() as conn:
+            async with context.store.begin() as conn:
                 await conn.execute(
                     t.update().where(t.c.model == mc.name).values(size=size, mtime_ns=mtime)
                 )
@@ -72,7 +72,7 @@ async def load_reference(warden: Any, state: ModelState, loading: asyncio.Semaph
         fingerprint = f"{params[:16]}{sha[:16]}"
         async with loading:
             reference = await asyncio.to_thread(
-                read_reference, mc, monitoring, warden.config.tracking_uri, fingerprint
+                read_reference, mc, monitoring, context.config.tracking_uri, fingerprint
             )
         values = {
             "model": mc.name,
@@ -85,9 +85,9 @@ async def load_reference(warden: Any, state: ModelState, loading: asyncio.Semaph
             "layout": reference.layout.to_bytes(),
             "profile": reference.profile.to_bytes(),
             "target": None if reference.target is None else encode_target(reference.target),
-            "created_at": warden.clock(),
+            "created_at": context.clock(),
         }
-        async with warden.store.begin() as conn:
+        async with context.store.begin() as conn:
             await conn.execute(t.delete().where(t.c.model == mc.name))
             await conn.execute(t.insert(), values)
         state.reference_status = "ready (built)"
@@ -98,12 +98,12 @@ async def load_reference(warden: Any, state: ModelState, loading: asyncio.Semaph
             reference.rows,
         )
     # The sample is read back from the row just read or written when methods are fitted.
-    reference = reference.sample_in_store(warden.store, mc.name, monitoring.reference_sample_size)
+    reference = reference.sample_in_store(context.store, mc.name, monitoring.reference_sample_size)
     state.reference, state.layout, state.open_schema = reference, reference.layout, False
 
 
 async def replay_journal(
-    warden: Any, state: ModelState, sample_size: int
+    context: Context, state: ModelState, sample_size: int
 ) -> list[tuple[BucketKey, Profile]]:
     """The open buckets' profiles rebuilt from the journal of committed batches.
 
@@ -111,7 +111,7 @@ async def replay_journal(
     """
     j = journal_table
     name, fingerprint = state.config.name, state.layout.fingerprint
-    async with warden.store.connect() as conn:
+    async with context.store.connect() as conn:
         rows = (await conn.execute(sa.select(j).where(j.c.model == name).order_by(j.c.seq))).all()
     stale = [r.seq for r in rows if r.layout != fingerprint]
     if stale:
@@ -120,7 +120,7 @@ async def replay_journal(
             name,
             len(stale),
         )
-        async with warden.store.begin() as conn:
+        async with context.store.begin() as conn:
             await conn.execute(j.delete().where(j.c.seq.in_(stale)))
     good = [r for r in rows if r.layout == fingerprint]
     if not good:

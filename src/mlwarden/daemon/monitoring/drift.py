@@ -25,10 +25,12 @@ import sqlalchemy as sa
 
 from ...errors import Conflict, InvalidInput
 from ...types import Event, Severity
+from ..core.context import Context
 from ..core.service import Service
 from ..core.store import Schema, create_tables
+from ..ingest.interfaces import WatchedModel, WindowSource
 from ..profiles.profile import Columns, Profile
-from ..profiles.reference import frame_columns
+from ..profiles.reference import Reference, frame_columns
 from .quality import data_quality
 from .report import RECOMMENDATIONS, Detectors, evaluate, fit_detectors
 
@@ -60,32 +62,24 @@ class MonitorService(Service):
     name = "monitor"
     schema = Schema("monitor", [create_tables(reports_table)])
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
+    def __init__(self, context: Context, *, windows: WindowSource) -> None:
+        super().__init__(context)
+        self.windows = windows
         self._detectors: dict[str, tuple[Any, Detectors]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._detected: dict[str, bool] = {}
         self._gauges: tuple[Any, dict[tuple[str, str, str], tuple[Any, Any]]] = (None, {})
         self.last_check: dict[str, float] = {}
 
-    @property
-    def ingest(self) -> Any:
-        return self.warden.service("ingest")
-
     async def start(self) -> None:
         r = reports_table
         latest = sa.select(r.c.model, r.c.drift_detected).where(
             r.c.id.in_(sa.select(sa.func.max(r.c.id)).group_by(r.c.model))
         )
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             for model, detected in (await conn.execute(latest)).all():
                 self._detected[model] = bool(detected)
-        self.warden.spawn(self._loop(), name="monitor-loop")
-
-    def routes(self) -> list[Any]:
-        from ..api.monitoring import monitor_routes
-
-        return monitor_routes()
+        self.context.spawn(self._loop(), name="monitor-loop")
 
     async def health(self) -> dict[str, Any]:
         return {
@@ -99,30 +93,27 @@ class MonitorService(Service):
     async def _loop(self) -> None:
         last_purge = 0.0
         while True:
-            await asyncio.sleep(self.warden.config.monitoring.interval_seconds)
-            for name, state in list(self.ingest.ledger.models.items()):
-                if state.reference is None:
-                    continue
+            await asyncio.sleep(self.context.config.monitoring.interval_seconds)
+            for name in self.windows.watched():
                 try:
                     await self.check(name)
                 except Exception as exc:
                     logger.exception("drift check of %s failed", name)
-                    self.warden.record_error(f"drift check {name}", repr(exc))
-            now = self.warden.clock()
+                    self.context.record_error(f"drift check {name}", repr(exc))
+            now = self.context.clock()
             if now - last_purge > 3600:
                 last_purge = now
-                cutoff = now - self.warden.config.monitoring.retention_days * 86400
-                async with self.warden.store.begin() as conn:
+                cutoff = now - self.context.config.monitoring.retention_days * 86400
+                async with self.context.store.begin() as conn:
                     await conn.execute(reports_table.delete().where(reports_table.c.ts < cutoff))
 
     # -- checks --------------------------------------------------------------------------
 
     async def check(self, model: str, *, version: str | None = None) -> dict[str, Any]:
         """Check the model's current window now; the report is stored and returned."""
-        state = self.ingest.model_state(model)
-        await state.ready.wait()
-        monitoring = self.warden.config.monitoring
-        now = self.warden.clock()
+        state = await self.windows.watched_model(model)
+        monitoring = self.context.config.monitoring
+        now = self.context.clock()
         since = now - monitoring.window_hours * 3600.0
         async with self._lock(model):
             reference = self._reference(state)
@@ -131,7 +122,7 @@ class MonitorService(Service):
             # window is read: both mostly wait on other threads.
             fitting = self._fitting(state, reference)
             try:
-                profile = await self.ingest.ledger.window(state, since, now, version)
+                profile = await self.windows.window(model, since, now, version)
                 target = await self._target(state, reference, since, now, version)
                 report = await self._report(state, reference, profile, target, "window", fitting)
             finally:
@@ -146,8 +137,7 @@ class MonitorService(Service):
 
     async def check_frame(self, model: str, frame: Any) -> dict[str, Any]:
         """Check a DataFrame against the reference (``Warden.monitor_model_drift``)."""
-        state = self.ingest.model_state(model)
-        await state.ready.wait()
+        state = await self.windows.watched_model(model)
         reference = self._reference(state)
         layout = reference.layout
         needed = list(layout.features)
@@ -167,7 +157,7 @@ class MonitorService(Service):
         async with self._lock(model):
             started = time.perf_counter()
             profile = await asyncio.to_thread(
-                _profile_frame, frame, layout, self.warden.config.monitoring.sample_size
+                _profile_frame, frame, layout, self.context.config.monitoring.sample_size
             )
             target = None
             label = state.config.label_column
@@ -184,7 +174,7 @@ class MonitorService(Service):
     def _lock(self, model: str) -> asyncio.Lock:
         return self._locks.setdefault(model, asyncio.Lock())
 
-    def _reference(self, state: Any) -> Any:
+    def _reference(self, state: WatchedModel) -> Reference:
         if state.reference is None:
             raise Conflict(
                 f"model {state.config.name!r} has no reference profile "
@@ -193,7 +183,9 @@ class MonitorService(Service):
             )
         return state.reference
 
-    def _fitting(self, state: Any, reference: Any) -> asyncio.Future[Detectors] | None:
+    def _fitting(
+        self, state: WatchedModel, reference: Reference
+    ) -> asyncio.Future[Detectors] | None:
         """The methods' fit started now when they are not fitted (None when they are)."""
         key = (reference.layout.fingerprint, repr(state.config))
         cached = self._detectors.get(state.config.name)
@@ -201,11 +193,11 @@ class MonitorService(Service):
             return None
         return asyncio.ensure_future(self._detectors_for(state, reference))
 
-    async def _detectors_for(self, state: Any, reference: Any) -> Detectors:
+    async def _detectors_for(self, state: WatchedModel, reference: Reference) -> Detectors:
         key = (reference.layout.fingerprint, repr(state.config))
         cached = self._detectors.get(state.config.name)
         if cached is None or cached[0] != key:
-            catalog = self.warden.plugins.classes("drift_method")
+            catalog = self.context.plugins.classes("drift_method")
             reference = await reference.with_sample()  # the sample may be kept in the store
             try:
                 detectors = await asyncio.to_thread(fit_detectors, state.config, reference, catalog)
@@ -216,11 +208,16 @@ class MonitorService(Service):
         return cached[1]
 
     async def _target(
-        self, state: Any, reference: Any, since: float, until: float, version: str | None
+        self,
+        state: WatchedModel,
+        reference: Reference,
+        since: float,
+        until: float,
+        version: str | None,
     ) -> Profile | None:
         if reference.target is None:
             return None
-        outcomes = await self.ingest.outcomes(
+        outcomes = await self.windows.outcomes(
             state.config.name, version=version, since=since, until=until
         )
         if not len(outcomes):
@@ -234,28 +231,28 @@ class MonitorService(Service):
         else:
             codes = layout.encode(0, labels)[:, None]
             columns = Columns(np.zeros((len(labels), 0)), codes)
-        size = self.warden.config.monitoring.sample_size
+        size = self.context.config.monitoring.sample_size
         return await asyncio.to_thread(
             Profile.from_columns, layout, columns, size, np.random.default_rng()
         )
 
     async def _report(
         self,
-        state: Any,
-        reference: Any,
+        state: WatchedModel,
+        reference: Reference,
         profile: Profile,
         target: Profile | None,
         source: str,
         fitting: asyncio.Future[Detectors] | None = None,
     ) -> dict[str, Any]:
         """The report of ``profile``; ``fitting`` is a fit of the methods already started."""
-        monitoring = self.warden.config.monitoring
+        monitoring = self.context.config.monitoring
         model = state.config.name
-        violations = self.ingest.rejections.get(model, {})
+        violations = self.windows.rejections(model)
         quality = data_quality(profile, monitoring, violations)
         base: dict[str, Any] = {
             "model": model,
-            "checked_at": self.warden.clock(),
+            "checked_at": self.context.clock(),
             "source": source,
             "rows": {"current": int(profile.rows), "reference": int(reference.rows)},
             "data_quality": quality,
@@ -288,7 +285,7 @@ class MonitorService(Service):
         duration = time.perf_counter() - started
         report["duration_seconds"] = duration
         report, text = _as_json(report)  # what JSON keeps of it: the caller sees what is stored
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             result = await conn.execute(
                 reports_table.insert(),  # parameters apart: the compiled statement is cached
                 {
@@ -308,7 +305,7 @@ class MonitorService(Service):
         return report
 
     def _signal(self, model: str, report: dict[str, Any], duration: float) -> None:
-        m = self.warden.metrics
+        m = self.context.metrics
         m.drift_check_duration.labels(model).observe(duration)
         if report["status"] != "ok":
             return
@@ -365,12 +362,12 @@ class MonitorService(Service):
                 data=data,
                 ts=report["checked_at"],
             )
-        await self.warden.emit(event)
+        await self.context.emit(event)
 
     async def history(self, model: str, *, days: float = 7.0) -> list[dict[str, Any]]:
         """Stored reports of the last ``days``, oldest first (at most MAX_HISTORY)."""
-        self.ingest.model_state(model)
-        since = self.warden.clock() - days * 86400.0
+        await self.windows.watched_model(model)
+        since = self.context.clock() - days * 86400.0
         r = reports_table
         query = (
             sa.select(r.c.id, r.c.report)
@@ -378,7 +375,7 @@ class MonitorService(Service):
             .order_by(r.c.id.desc())
             .limit(MAX_HISTORY)
         )
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(query)).all()
         out = []
         for row in reversed(rows):

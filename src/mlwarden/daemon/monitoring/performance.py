@@ -33,10 +33,12 @@ import sqlalchemy as sa
 
 from ...errors import InvalidInput, NotFound
 from ...stats.metrics import compute_metrics
-from ...types import Event, Severity
+from ...types import Event, OutcomeSource, Severity
+from ..core.context import Context
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..registry.gates import higher_is_better, relative_worsening
+from ..registry.interfaces import VersionRecords
 
 __all__ = ["PerformanceService", "history_table", "watched_metric"]
 
@@ -87,55 +89,36 @@ class PerformanceService(Service):
     name = "performance"
     schema = PERFORMANCE_SCHEMA
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
+    def __init__(
+        self, context: Context, *, outcomes: OutcomeSource, registry: VersionRecords
+    ) -> None:
+        super().__init__(context)
+        self.outcomes = outcomes
+        self.registry = registry
         self._lock = asyncio.Lock()
         self.last_run: float | None = None
 
     async def start(self) -> None:
-        self.warden.spawn(self._loop(), name="performance-loop")
+        self.context.spawn(self._loop(), name="performance-loop")
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.warden.config.monitoring.interval_seconds)
+            await asyncio.sleep(self.context.config.monitoring.interval_seconds)
             await self.purge()
-            for model in self.warden.config.models:
+            for model in self.context.config.models:
                 try:
                     await self.evaluate(model.name)
                 except NotFound as exc:
                     logger.debug("performance of %s not evaluated: %s", model.name, exc)
                 except Exception as exc:
                     logger.exception("performance evaluation of %s failed", model.name)
-                    self.warden.record_error(f"performance {model.name}", repr(exc))
-
-    def routes(self) -> list[Any]:
-        from aiohttp import web
-
-        from ..api import WARDEN, Route, json_response, query_float
-
-        async def performance_history(request: web.Request) -> web.Response:
-            """Measured windows of every version of a model over the last ``days``."""
-            days = query_float(request, "days", 30.0, minimum=0.0)
-            warden = request.app[WARDEN]
-            return json_response(
-                await warden.get_model_performance_history(request.match_info["name"], days=days)
-            )
-
-        return [
-            Route(
-                "GET",
-                "/api/models/{name}/performance-history",
-                performance_history,
-                "viewer",
-                "Performance metrics of each version over time",
-            )
-        ]
+                    self.context.record_error(f"performance {model.name}", repr(exc))
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "last_run": self.last_run}
 
     def _model_config(self, model: str) -> Any:
-        config = self.warden.config.model(model)
+        config = self.context.config.model(model)
         if config is None:
             raise NotFound(f"model {model!r} is not configured ([[models]])")
         return config
@@ -147,9 +130,7 @@ class PerformanceService(Service):
     ) -> dict[str, Any]:
         """Every metric of one version over ``[since, until)`` (nothing persisted)."""
         config = self._model_config(model)
-        outcomes = await self.warden.service("ingest").outcomes(
-            model, version=version, since=since, until=until
-        )
+        outcomes = await self.outcomes.outcomes(model, version=version, since=since, until=until)
         return await asyncio.to_thread(self._compute, config, outcomes, until - since)
 
     def _compute(self, config: Any, outcomes: Any, seconds: float) -> dict[str, Any]:
@@ -164,9 +145,9 @@ class PerformanceService(Service):
     async def evaluate(self, model: str, *, now: float | None = None) -> list[dict[str, Any]]:
         """Measure every version of ``model`` over the window ending ``now``; judge each."""
         config = self._model_config(model)
-        until = self.warden.clock() if now is None else now
-        since = until - self.warden.config.monitoring.window_hours * 3600
-        outcomes = await self.warden.service("ingest").outcomes(model, since=since, until=until)
+        until = self.context.clock() if now is None else now
+        since = until - self.context.config.monitoring.window_hours * 3600
+        outcomes = await self.outcomes.outcomes(model, since=since, until=until)
         results = []
         async with self._lock:
             for version in sorted(set(np.asarray(outcomes.version).tolist())):
@@ -189,7 +170,7 @@ class PerformanceService(Service):
         until: float,
     ) -> dict[str, Any]:
         clean = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 history_table.insert(),
                 {
@@ -204,7 +185,7 @@ class PerformanceService(Service):
             )
         for key, value in clean.items():
             if key != "samples":
-                self.warden.metrics.model_metric.labels(model, version, key).set(value)
+                self.context.metrics.model_metric.labels(model, version, key).set(value)
         judgement = await self._judge(model, version, config, clean, until)
         return {
             "model": model,
@@ -219,7 +200,7 @@ class PerformanceService(Service):
         self, model: str, version: str, config: Any, metrics: dict[str, Any], now: float
     ) -> dict[str, Any]:
         metric = watched_metric(config)
-        minimum = self.warden.config.monitoring.min_performance_samples
+        minimum = self.context.config.monitoring.min_performance_samples
         value = metrics.get(metric)
         if value is None or metrics.get("samples", 0) < minimum:
             return {"judged": False, "metric": metric}
@@ -237,9 +218,9 @@ class PerformanceService(Service):
                 "degraded": False,
                 "changed_at": now,
             }
-            async with self.warden.store.begin() as conn:
+            async with self.context.store.begin() as conn:
                 await conn.execute(state_table.insert(), state)
-        threshold = self.warden.config.monitoring.performance_threshold
+        threshold = self.context.config.monitoring.performance_threshold
         extra = set(config.gates.get("higher_is_better", ())) if config.gates else set()
         fall = relative_worsening(value, state["baseline"], higher_is_better(metric, extra))
         degraded = bool(state["degraded"])
@@ -251,7 +232,7 @@ class PerformanceService(Service):
         values = {"last_value": value, "last_fall": fall, "degraded": degraded}
         if kind:
             values["changed_at"] = now
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 state_table.update()
                 .where(state_table.c.model == model, state_table.c.version == version)
@@ -267,7 +248,7 @@ class PerformanceService(Service):
             "samples": metrics.get("samples"),
         }
         if kind:
-            await self.warden.emit(
+            await self.context.emit(
                 Event(
                     kind=kind,
                     model=model,
@@ -286,18 +267,15 @@ class PerformanceService(Service):
     async def _registered_baseline(
         self, model: str, version: str, metric: str
     ) -> tuple[float | None, str]:
-        registry: Any = self.warden.services.get("registry")
-        if registry is None:
-            return None, ""
         try:
-            record = await registry.get(model, version)
+            record = await self.registry.get(model, version)
         except NotFound:
             return None, ""
         value = (record.get("metrics") or {}).get(metric)
         return (float(value), "registered") if value is not None else (None, "")
 
     async def _state(self, model: str, version: str) -> dict[str, Any] | None:
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             row = (
                 (
                     await conn.execute(
@@ -315,8 +293,8 @@ class PerformanceService(Service):
 
     async def purge(self) -> int:
         """Drop history older than ``monitoring.retention_days``; the number of rows."""
-        cutoff = self.warden.clock() - self.warden.config.monitoring.retention_days * 86400
-        async with self.warden.store.begin() as conn:
+        cutoff = self.context.clock() - self.context.config.monitoring.retention_days * 86400
+        async with self.context.store.begin() as conn:
             result = await conn.execute(history_table.delete().where(history_table.c.ts < cutoff))
         return int(result.rowcount or 0)
 
@@ -324,12 +302,10 @@ class PerformanceService(Service):
         """Measured windows of ``model`` over the last ``days``, oldest first, and state."""
         if isinstance(days, bool) or not isinstance(days, int | float) or not days >= 0:
             raise InvalidInput(f"days: expected a number >= 0, got {days!r}")
-        if self.warden.config.model(model) is None:
-            registry: Any = self.warden.services.get("registry")
-            if registry is None or not await registry.versions(model):
-                raise NotFound(f"model {model!r} is neither configured nor registered")
-        since = self.warden.clock() - days * 86400
-        async with self.warden.store.connect() as conn:
+        if self.context.config.model(model) is None and not await self.registry.versions(model):
+            raise NotFound(f"model {model!r} is neither configured nor registered")
+        since = self.context.clock() - days * 86400
+        async with self.context.store.connect() as conn:
             rows = (
                 (
                     await conn.execute(

@@ -15,15 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import InvalidInput
+from ..core.context import Context
 from . import mlflow as mlf
+from .interfaces import VersionRecords
 from .status import Status
 from .tables import aliases_table, transitions_table, versions_table
-
-if TYPE_CHECKING:
-    from ..warden import Warden
 
 __all__ = ["REMOVABLE", "cleanup", "plan_cleanup"]
 
@@ -63,7 +62,8 @@ def plan_cleanup(
 
 
 async def cleanup(
-    warden: Warden,
+    context: Context,
+    registry: VersionRecords,
     *,
     older_than_days: float = 30.0,
     dry_run: bool = False,
@@ -80,9 +80,8 @@ async def cleanup(
         raise InvalidInput(f"older_than_days: expected a number >= 0, got {older_than_days!r}")
     if not isinstance(dry_run, bool):
         raise InvalidInput(f"dry_run: expected true or false, got {dry_run!r}")
-    registry = warden.service("registry")
     models = [model] if model is not None else await registry.model_names()
-    now = warden.clock()
+    now = context.clock()
     removed: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
     for name in models:
@@ -100,7 +99,7 @@ async def cleanup(
             entry["artifacts"] = "kept (used by another version)" if shared else "removed"
             entry["artifact_uri"] = record["artifact_uri"]
             if not dry_run:
-                await _remove(warden, record, delete_artifacts=not shared)
+                await _remove(context, record, delete_artifacts=not shared)
             removed.append(entry)
     result = {
         "dry_run": dry_run,
@@ -109,7 +108,7 @@ async def cleanup(
         "kept": kept,
     }
     if not dry_run and removed:
-        await warden.audit.record(
+        await context.audit.record(
             actor=actor,
             action="cleanup",
             target=",".join(f"{r['model']}@{r['version']}" for r in removed),
@@ -119,15 +118,15 @@ async def cleanup(
     return result
 
 
-async def _remove(warden: Warden, record: dict[str, Any], *, delete_artifacts: bool) -> None:
-    client = warden.tracking.client
+async def _remove(context: Context, record: dict[str, Any], *, delete_artifacts: bool) -> None:
+    client = context.tracking.client
     model, version = record["model"], record["version"]
     if delete_artifacts:
         await asyncio.to_thread(
             mlf.delete_artifacts, client, record["artifact_uri"], record.get("model_id")
         )
     await asyncio.to_thread(mlf.delete_version, client, model, record["mlflow_version"])
-    async with warden.store.begin() as conn:
+    async with context.store.begin() as conn:
         where = (versions_table.c.model == model, versions_table.c.version == version)
         await conn.execute(versions_table.delete().where(*where))
         await conn.execute(
@@ -144,10 +143,10 @@ async def _remove(warden: Warden, record: dict[str, Any], *, delete_artifacts: b
                 "to_status": "removed",
                 "actor": "cleanup",
                 "reason": "cleanup",
-                "ts": warden.clock(),
+                "ts": context.clock(),
             },
         )
-    warden.metrics.model_info.remove(model, version, record["status"])
+    context.metrics.model_info.remove(model, version, record["status"])
     logger.info(
         "cleanup removed %s %s (MLflow version %s)", model, version, record["mlflow_version"]
     )

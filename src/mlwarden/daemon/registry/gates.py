@@ -20,7 +20,6 @@ it was held to, and whether it passed.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,7 +29,6 @@ __all__ = [
     "GateCheck",
     "GateReport",
     "evaluate_gates",
-    "gate_problems",
     "higher_is_better",
 ]
 
@@ -42,8 +40,6 @@ HIGHER_IS_BETTER = frozenset(
         "win_rate", "throughput",
     }
 )  # fmt: skip
-
-_LIST_KEYS = ("compare_metrics", "required_tags", "higher_is_better")
 
 
 def higher_is_better(metric: str, extra: frozenset[str] | set[str] = frozenset()) -> bool:
@@ -82,32 +78,6 @@ class GateReport:
             "production_version": self.production_version,
             "checks": [asdict(c) for c in self.checks],
         }
-
-
-def gate_problems(gates: Mapping[str, Any], where: str) -> list[str]:
-    """Configuration problems of one model's gates, each naming its key."""
-    problems = []
-    for key, value in gates.items():
-        dotted = f"{where}.{key}"
-        if key in _LIST_KEYS:
-            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                problems.append(f"key '{dotted}': expected an array of strings")
-        elif key == "max_worse_than_production":
-            if not _is_number(value) or not 0 <= value < 10:
-                problems.append(f"key '{dotted}': expected a fraction >= 0 such as 0.05")
-        elif key.startswith(("max_", "min_")) and len(key) > 4:
-            if not _is_number(value):
-                problems.append(f"key '{dotted}': expected a finite number, got {value!r}")
-        else:
-            problems.append(
-                f"key '{dotted}': unknown gate (expected max_<metric>, min_<metric>, "
-                "max_worse_than_production, compare_metrics, required_tags, higher_is_better)"
-            )
-    return problems
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def evaluate_gates(

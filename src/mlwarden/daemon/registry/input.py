@@ -158,3 +158,14 @@ def _data_window(value: Any) -> dict[str, Any] | None:
         if item is not None and (isinstance(item, bool) or not isinstance(item, str | int | float)):
             raise InvalidInput(f"data_window.{key}: expected an ISO date or a Unix time")
     return dict(value)
+
+
+def parse_ref(text: Any, where: str) -> tuple[str, str]:
+    """``name@version`` -> (name, version); InvalidInput names the query parameter."""
+    if not isinstance(text, str) or "@" not in text:
+        raise InvalidInput(f"{where}: expected NAME@VERSION such as 'btc@1.2.0', got {text!r}")
+    name, _, version = text.rpartition("@")
+    if not name:
+        raise InvalidInput(f"{where}: expected NAME@VERSION, the name is empty")
+    parse_semver(version, where)
+    return name, version

@@ -6,26 +6,35 @@ and keep the registry's row. Nothing is left behind when a step fails.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from ...errors import Conflict, InvalidInput
 from ...types import Event
+from ..core.context import Context
 from . import mlflow as mlf
+from .gates import GateReport
 from .semver import choose_bump, next_version
 from .status import Status
 from .tables import log_transition, row_values, versions_table
 
-if TYPE_CHECKING:
-    from .service import RegistryService
-
 __all__ = ["choose_version", "register_version"]
 
 
+#: The gate report of a new version's record against the production record (or None).
+Gates = Callable[[dict[str, Any], dict[str, Any] | None], GateReport]
+
+
 async def register_version(
-    registry: RegistryService, model: str, given: dict[str, Any]
+    context: Context,
+    client: Any,
+    model: str,
+    given: dict[str, Any],
+    existing: list[dict[str, Any]],
+    gates: Gates,
 ) -> dict[str, Any]:
-    """Register a validated registration (see ``registry_input``); the new record."""
-    existing = await registry.versions(model)
+    """Register a validated registration (see ``registry/input.py``) of a model whose
+    versions are ``existing``; returns the new version's record as stored."""
     by_version = {r["version"]: r for r in existing}
     if given.get("version") in by_version:
         error = Conflict(f"model {model!r} already has version {given['version']}")
@@ -34,8 +43,8 @@ async def register_version(
     parent = given.get("parent")
     if parent is not None and parent not in by_version:
         raise InvalidInput(f"parent: model {model!r} has no version {parent!r}")
-    found = await asyncio.to_thread(mlf.resolve_source, registry.client, given["model_uri"])
-    now = registry.warden.clock()
+    found = await asyncio.to_thread(mlf.resolve_source, client, given["model_uri"])
+    now = context.clock()
     lineage = dict(given["lineage"])
     if parent:
         lineage.setdefault("parent", parent)
@@ -62,13 +71,13 @@ async def register_version(
     }
     record["version"], record["version_reason"] = choose_version(existing, record, given)
     production = next((r for r in existing if r["status"] == Status.PRODUCTION), None)
-    report = registry._gates(model, record, production)
+    report = gates(record, production)
     record["gate_report"] = report.to_dict()
     record["run_id"] = await asyncio.to_thread(
         mlf.record_on_run,
-        registry.client,
+        client,
         found.run_id,
-        str(registry.warden.tracking.experiment_id),
+        str(context.tracking.experiment_id),
         model,
         record["params"],
         given["metrics"],  # the run's own metrics are already on it
@@ -77,7 +86,7 @@ async def register_version(
     mlflow_tags = {**record["tags"], **mlf.status_tags(record)}
     record["mlflow_version"] = await asyncio.to_thread(
         mlf.create_version,
-        registry.client,
+        client,
         model,
         found,
         record["run_id"],
@@ -85,7 +94,7 @@ async def register_version(
         record["description"],
     )
     try:
-        async with registry.warden.store.begin() as conn:
+        async with context.store.begin() as conn:
             await conn.execute(versions_table.insert(), row_values(record))
             await log_transition(
                 conn, model, record["version"], None, Status.VALIDATION,
@@ -93,19 +102,17 @@ async def register_version(
             )  # fmt: skip
     except Exception:
         # No partial state: the MLflow version goes when the registry row cannot be kept.
-        await asyncio.to_thread(
-            mlf.delete_version, registry.client, model, record["mlflow_version"]
-        )
+        await asyncio.to_thread(mlf.delete_version, client, model, record["mlflow_version"])
         raise
-    registry.warden.metrics.model_info.labels(model, record["version"], record["status"]).set(1)
-    await registry.warden.audit.record(
+    context.metrics.model_info.labels(model, record["version"], record["status"]).set(1)
+    await context.audit.record(
         actor=record["author"] or "mlwarden",
         action="register version",
         target=f"model={model},version={record['version']}",
         outcome="ok",
         detail={"mlflow_version": record["mlflow_version"], "gates_passed": report.passed},
     )
-    await registry.warden.emit(
+    await context.emit(
         Event(
             kind="version_registered",
             model=model,
@@ -120,7 +127,7 @@ async def register_version(
             },
         )
     )
-    return await registry.get(model, record["version"])
+    return record
 
 
 def choose_version(

@@ -11,6 +11,7 @@ mirror (aliases and status tags) is reconciled with them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -21,8 +22,11 @@ import sqlalchemy as sa
 
 from ...errors import Conflict, InvalidInput, NotFound
 from ...types import Event, Severity
+from ..core.context import Context
 from ..core.service import Service
 from . import mlflow as mlf
+from . import promotion
+from .cleanup import cleanup
 from .gates import GateReport, evaluate_gates
 from .input import check_model_name, clean_registration
 from .registration import register_version
@@ -52,8 +56,8 @@ class RegistryService(Service):
     name = "registry"
     schema = REGISTRY_SCHEMA
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
+    def __init__(self, context: Context) -> None:
+        super().__init__(context)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         #: Models whose MLflow mirror failed last time (repaired at the next change or start).
         self.mirror_failing: set[str] = set()
@@ -61,18 +65,13 @@ class RegistryService(Service):
     async def start(self) -> None:
         for model in await self.model_names():
             for record in await self.versions(model):
-                self.warden.metrics.model_info.labels(
+                self.context.metrics.model_info.labels(
                     model, record["version"], record["status"]
                 ).set(1)
             try:
                 await self._mirror(model)
             except Exception as exc:
                 self._mirror_failed(model, exc)
-
-    def routes(self) -> list[Any]:
-        from ..api.registry import registry_routes
-
-        return registry_routes()
 
     async def health(self) -> dict[str, Any]:
         status = "degraded" if self.mirror_failing else "ok"
@@ -83,21 +82,21 @@ class RegistryService(Service):
 
     @property
     def client(self) -> Any:
-        return self.warden.tracking.client
+        return self.context.tracking.client
 
     # -- reads ---------------------------------------------------------------------
 
     async def model_names(self) -> list[str]:
         """Every model with a registered version or a ``[[models]]`` entry."""
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = await conn.execute(sa.select(versions_table.c.model).distinct())
             names = {r[0] for r in rows}
-        names.update(m.name for m in self.warden.config.models)
+        names.update(m.name for m in self.context.config.models)
         return sorted(names)
 
     async def get(self, model: str, version: str) -> dict[str, Any]:
         """The record of one version; NotFound names the model and version."""
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             row = (
                 (
                     await conn.execute(
@@ -116,7 +115,7 @@ class RegistryService(Service):
 
     async def versions(self, model: str) -> list[dict[str, Any]]:
         """Every version of ``model``, oldest semantic version first."""
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (
                 (
                     await conn.execute(
@@ -141,18 +140,18 @@ class RegistryService(Service):
         query = sa.select(transitions_table).where(transitions_table.c.model == model)
         if version is not None:
             query = query.where(transitions_table.c.version == version)
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(query.order_by(transitions_table.c.id))).mappings().all()
         return [dict(r) for r in rows]
 
     async def model(self, model: str) -> dict[str, Any]:
         """A model's summary: config, production version, latest version, aliases."""
         records = await self.versions(model)
-        config = self.warden.config.model(model)
+        config = self.context.config.model(model)
         if not records and config is None:
             raise NotFound(f"model {model!r} is neither configured nor registered")
         production = next((r for r in records if r["status"] == Status.PRODUCTION), None)
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             aliases = await self._aliases(conn, model)
         counts: dict[str, int] = defaultdict(int)
         for r in records:
@@ -220,14 +219,23 @@ class RegistryService(Service):
         check_model_name(model)
         given = clean_registration(body)
         async with self._locks[model]:
-            return await register_version(self, model, given)
+            record = await register_version(
+                self.context,
+                self.client,
+                model,
+                given,
+                await self.versions(model),
+                functools.partial(self.gate_report, model),
+            )
+        return await self.get(model, record["version"])
 
-    def _gates(
+    def gate_report(
         self, model: str, record: dict[str, Any], production: dict[str, Any] | None
     ) -> GateReport:
-        config = self.warden.config.model(model)
+        """``record`` held to the model's gates against ``production`` (nothing stored)."""
+        config = self.context.config.model(model)
         gates = dict(config.gates) if config else {}
-        return evaluate_gates(gates, record, production, now=self.warden.clock())
+        return evaluate_gates(gates, record, production, now=self.context.clock())
 
     async def evaluate(self, model: str, version: str) -> dict[str, Any]:
         """Re-run the gates on a version against today's production; store the report."""
@@ -235,8 +243,8 @@ class RegistryService(Service):
         production = await self.production(model)
         if production and production["version"] == version:
             production = None
-        report = self._gates(model, record, production)
-        async with self.warden.store.begin() as conn:
+        report = self.gate_report(model, record, production)
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 versions_table.update()
                 .where(versions_table.c.model == model, versions_table.c.version == version)
@@ -283,8 +291,8 @@ class RegistryService(Service):
                     0,
                     (previous, Status.PRODUCTION, Status.DEPRECATED, f"replaced by {version}"),
                 )
-        now = self.warden.clock()
-        async with self.warden.store.begin() as conn:
+        now = self.context.clock()
+        async with self.context.store.begin() as conn:
             for rec, old, new, why in changes:
                 await conn.execute(
                     versions_table.update()
@@ -311,9 +319,9 @@ class RegistryService(Service):
                     )
                 )
         for rec, old, new, why in changes:
-            self.warden.metrics.model_info.remove(model, rec["version"], old.value)
-            self.warden.metrics.model_info.labels(model, rec["version"], new.value).set(1)
-            await self.warden.audit.record(
+            self.context.metrics.model_info.remove(model, rec["version"], old.value)
+            self.context.metrics.model_info.labels(model, rec["version"], new.value).set(1)
+            await self.context.audit.record(
                 actor=actor,
                 action="version status change",
                 target=f"model={model},version={rec['version']}",
@@ -325,7 +333,7 @@ class RegistryService(Service):
         except Exception as exc:
             self._mirror_failed(model, exc)
         for rec, old, new, why in changes:
-            await self.warden.emit(
+            await self.context.emit(
                 Event(
                     kind="version_status_changed",
                     model=model,
@@ -343,12 +351,38 @@ class RegistryService(Service):
             )
         return await self.get(model, version)
 
+    async def promote(
+        self, model: str, version: str, *, actor: str, strategy: str | None = None
+    ) -> dict[str, Any]:
+        """Switch production to ``version`` directly (no rollout; registry/promotion.py)."""
+        return await promotion.promote(self, model, version, actor=actor, strategy=strategy)
+
+    async def rollback(
+        self, model: str, version: str | None = None, *, actor: str
+    ) -> dict[str, Any]:
+        """Switch production back to the previous (or a given) deprecated version."""
+        return await promotion.rollback(self, model, version, actor=actor)
+
+    async def cleanup(
+        self,
+        *,
+        older_than_days: float = 30.0,
+        dry_run: bool = False,
+        model: str | None = None,
+        actor: str = "mlwarden",
+    ) -> dict[str, Any]:
+        """Remove old deprecated/archived/failed versions (registry/cleanup.py)."""
+        return await cleanup(
+            self.context, self, older_than_days=older_than_days, dry_run=dry_run, model=model,
+            actor=actor,
+        )  # fmt: skip
+
     async def set_alias(self, model: str, alias: str, version: str | None) -> None:
         """Point an alias at a version (or remove it with ``None``), here and in MLflow."""
         if not _ALIAS.match(alias):
             raise InvalidInput(f"alias: expected letters, digits, '_' or '-', got {alias!r}")
         async with self._locks[model]:
-            async with self.warden.store.begin() as conn:
+            async with self.context.store.begin() as conn:
                 if version is None:
                     await conn.execute(
                         aliases_table.delete().where(
@@ -363,6 +397,13 @@ class RegistryService(Service):
             except Exception as exc:
                 self._mirror_failed(model, exc)
 
+    async def set_version_tag(self, model: str, version: str, key: str, value: str) -> None:
+        """Set a tag on the version's MLflow model version (NotFound for an unknown one)."""
+        record = await self.get(model, version)
+        await asyncio.to_thread(
+            self.client.set_model_version_tag, model, str(record["mlflow_version"]), key, value
+        )
+
     # -- the MLflow mirror -------------------------------------------------------------
 
     async def _mirror(self, model: str) -> None:
@@ -370,7 +411,7 @@ class RegistryService(Service):
         records = await self.versions(model)
         if not records:
             return
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             wanted = await self._aliases(conn, model)
         await asyncio.to_thread(mlf.mirror_model, self.client, model, records, wanted)
         self.mirror_failing.discard(model)
@@ -378,7 +419,7 @@ class RegistryService(Service):
     def _mirror_failed(self, model: str, exc: Exception) -> None:
         self.mirror_failing.add(model)
         logger.error("could not mirror model %s to MLflow: %s", model, exc, exc_info=exc)
-        self.warden.record_error(f"registry mirror {model}", repr(exc))
+        self.context.record_error(f"registry mirror {model}", repr(exc))
 
     async def _aliases(self, conn: Any, model: str) -> dict[str, str]:
         rows = await conn.execute(

@@ -1,7 +1,7 @@
 """The rollout controller: drives each active rollout's strategy one tick at a time.
 
-Owned by the ``rollouts`` service (daemon/rollouts/service.py), which holds the traffic tables,
-the gateway and the active rollouts; this module holds the state machine's steps: it
+Owned by the ``rollouts`` service (daemon/rollouts/service.py); the controller holds the
+active rollouts and their locks, and the state machine's steps: it
 gathers the evidence (the pre-flight load check, the fast path on gateway errors, the
 analysis of the candidate against the baseline: daemon/rollouts/evidence.py), asks the
 strategy, runs the confirm-promotion hook, and promotes or rolls back with the events,
@@ -10,18 +10,22 @@ audit entries and ``mlwarden_rollouts_total``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections import defaultdict
+from typing import Any
 
 from ...errors import Conflict, InvalidInput, PluginError
 from ...plugins.strategies import Analysis, RolloutView, Step, Strategy
 from ...types import Event, Severity
+from ..core.context import Context
+from ..ingest.interfaces import PredictionSink
+from ..registry.interfaces import VersionLifecycle
 from .evidence import analyze, gateway_errors, preflight
-from .records import analyses_table, rollouts_table, shadow_table
-
-if TYPE_CHECKING:
-    from .service import RolloutService
+from .gateway import Gateway
+from .records import analyses_table, public, rollouts_table, shadow_table
+from .traffic import TrafficTables
 
 __all__ = ["RolloutController", "columns"]
 
@@ -31,22 +35,24 @@ logger = logging.getLogger(__name__)
 class RolloutController:
     """The steps of the rollout state machine, for one ``rollouts`` service."""
 
-    def __init__(self, service: RolloutService) -> None:
-        self.service = service
-        self.warden = service.warden
-        self.traffic_tables = service.traffic_tables
-        self.gateway = service.gateway
-
-    @property
-    def active(self) -> dict[str, dict[str, Any]]:
-        return self.service.active
-
-    @property
-    def _locks(self) -> Any:
-        return self.service._locks
-
-    def _public(self, rollout: dict[str, Any]) -> dict[str, Any]:
-        return self.service._public(rollout)
+    def __init__(
+        self,
+        context: Context,
+        *,
+        registry: VersionLifecycle,
+        ingest: PredictionSink,
+        traffic_tables: TrafficTables,
+        gateway: Gateway,
+    ) -> None:
+        self.context = context
+        self.registry = registry
+        self.ingest = ingest
+        self.traffic_tables = traffic_tables
+        self.gateway = gateway
+        #: The active rollout of each model (at most one), as persisted.
+        self.active: dict[str, dict[str, Any]] = {}
+        #: Held while a model's rollout changes (a tick, a start, a rollback).
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- the controller --------------------------------------------------------------
 
@@ -54,7 +60,7 @@ class RolloutController:
         """Advance every active rollout once; returns the rollouts after the tick."""
         out = []
         for model in list(self.active):
-            async with self._locks[model]:
+            async with self.locks[model]:
                 rollout = self.active.get(model)
                 if rollout is None:
                     continue
@@ -62,8 +68,8 @@ class RolloutController:
                     await self.advance(rollout)
                 except Exception as exc:
                     logger.exception("rollout %s of %s: tick failed", rollout["id"], model)
-                    self.warden.record_error(f"rollout {model}", repr(exc))
-                out.append(self._public(dict(rollout)))
+                    self.context.record_error(f"rollout {model}", repr(exc))
+                out.append(public(dict(rollout)))
         return out
 
     async def advance(self, rollout: dict[str, Any]) -> None:
@@ -87,7 +93,7 @@ class RolloutController:
                     None,
                 )
                 return
-            failed = await preflight(self.warden, self.gateway, rollout)
+            failed = await preflight(self.context, self.gateway, rollout)
             if failed is not None:
                 await self._apply(rollout, Step("rollback", reason=failed.reason), failed)
                 return
@@ -98,13 +104,13 @@ class RolloutController:
             if held is not None:
                 await self._apply(rollout, held, None)
             return
-        fast = gateway_errors(self.warden, self.gateway, rollout, strategy)
+        fast = gateway_errors(self.context, self.gateway, rollout, strategy)
         if fast is not None:
             await self._apply(rollout, Step("rollback", reason=fast.reason), fast)
             return
         if view.now < rollout["next_analysis_at"] or not strategy.due(view):
             return
-        analysis = await analyze(self.warden, self.gateway, rollout, strategy, view)
+        analysis = await analyze(self.context, self.ingest, self.gateway, rollout, strategy, view)
         step = strategy.decide(view, analysis)
         await self._apply(rollout, step, analysis)
 
@@ -112,13 +118,13 @@ class RolloutController:
         return RolloutView(
             model=rollout["model"], candidate=rollout["candidate"],
             baseline=rollout["baseline"], step=rollout["step"],
-            step_started_at=rollout["step_started_at"], now=self.warden.clock(),
+            step_started_at=rollout["step_started_at"], now=self.context.clock(),
             weight=rollout["weight"], mirror=rollout["mirror"],
             failures=rollout["failures"], memo=dict(rollout["memo"]),
         )  # fmt: skip
 
     async def _apply(self, rollout: dict[str, Any], step: Step, analysis: Analysis | None) -> None:
-        now = self.warden.clock()
+        now = self.context.clock()
         if analysis is not None:
             await self._store_analysis(rollout, analysis, step)
         if step.action == "wait":
@@ -172,12 +178,12 @@ class RolloutController:
             )
 
     async def _confirmed(self, rollout: dict[str, Any], step: Step) -> bool:
-        hook = self.warden.pm.hook.mlwarden_confirm_promotion
+        hook = self.context.pm.hook.mlwarden_confirm_promotion
         impls = hook.get_hookimpls()
         if not impls:
             return True
-        view = self._public(dict(rollout)) | {"next_step": _step_dict(step)}
-        answers = await self.warden.call_hook(
+        view = public(dict(rollout)) | {"next_step": _step_dict(step)}
+        answers = await self.context.call_hook(
             "mlwarden_confirm_promotion",
             model=rollout["model"],
             version=rollout["candidate"],
@@ -187,7 +193,7 @@ class RolloutController:
         return len(answers) == len(impls) and all(a is not False for a in answers)
 
     async def _set_step_traffic(self, rollout: dict[str, Any], step: Step) -> None:
-        now = self.warden.clock()
+        now = self.context.clock()
         weight = float(step.weight or 0.0)
         weights = {rollout["candidate"]: weight, rollout["baseline"]: 1.0 - weight}
         rollout.update(
@@ -206,7 +212,7 @@ class RolloutController:
 
     async def _finish_promote(self, rollout: dict[str, Any], reason: str) -> None:
         model, version = rollout["model"], rollout["candidate"]
-        registry = self.warden.service("registry")
+        registry = self.registry
         record = await registry.get(model, version)
         if record["status"] != "production":
             try:
@@ -247,7 +253,7 @@ class RolloutController:
     ) -> None:
         baseline = rollout["baseline"]
         if automatic and state == "rolled_back":
-            registry = self.warden.service("registry")
+            registry = self.registry
             record = await registry.get(rollout["model"], rollout["candidate"])
             if record["status"] == "staging":
                 await registry.transition(
@@ -278,7 +284,7 @@ class RolloutController:
         *,
         actor: str,
     ) -> None:
-        now = self.warden.clock()
+        now = self.context.clock()
         rollout.update(
             state=state,
             finished_at=now,
@@ -290,7 +296,7 @@ class RolloutController:
         await self._save(rollout)
         self.active.pop(rollout["model"], None)
         # The mirrored answers served their analysis (stored with its values): drop them.
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 shadow_table.delete().where(
                     shadow_table.c.model == rollout["model"],
@@ -304,8 +310,8 @@ class RolloutController:
                 actor=actor,
                 reason=f"rollout {rollout['id']} {state}: {reason}",
             )
-        self.warden.metrics.rollouts.labels(rollout["model"], rollout["strategy"], state).inc()
-        await self.warden.audit.record(
+        self.context.metrics.rollouts.labels(rollout["model"], rollout["strategy"], state).inc()
+        await self.context.audit.record(
             actor=actor,
             action=f"rollout {state}",
             target=f"model={rollout['model']},version={rollout['candidate']}",
@@ -317,12 +323,12 @@ class RolloutController:
     async def _store_analysis(
         self, rollout: dict[str, Any], analysis: Analysis, step: Step
     ) -> None:
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 analyses_table.insert().values(
                     rollout_id=rollout["id"],
                     step=rollout["step"],
-                    ts=self.warden.clock(),
+                    ts=self.context.clock(),
                     verdict=analysis.verdict,
                     action=step.action,
                     detail=json.dumps(
@@ -335,8 +341,8 @@ class RolloutController:
         rollout["last_analysis"] = analysis.to_dict()
 
     async def _save(self, rollout: dict[str, Any]) -> None:
-        rollout["updated_at"] = self.warden.clock()
-        async with self.warden.store.begin() as conn:
+        rollout["updated_at"] = self.context.clock()
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 rollouts_table.update()
                 .where(rollouts_table.c.id == rollout["id"])
@@ -359,7 +365,7 @@ class RolloutController:
         last = analysis.to_dict() if analysis else rollout.get("last_analysis")
         if last:
             data["analysis"] = last
-        await self.warden.emit(
+        await self.context.emit(
             Event(
                 kind=kind,
                 model=rollout["model"],
@@ -367,30 +373,32 @@ class RolloutController:
                 severity=severity,
                 message=message,
                 data=data,
-                ts=self.warden.clock(),
+                ts=self.context.clock(),
             )
         )
 
     # -- strategies ------------------------------------------------------------------
 
     def default_strategy(self, model: str) -> str:
-        config = self.warden.config.model(model)
+        config = self.context.config.model(model)
         return (
             config.strategy
             if config and config.strategy
-            else self.warden.config.deployment.default_strategy
+            else self.context.config.deployment.default_strategy
         )
 
     def strategy_for(self, name: str, stored: dict[str, Any] | None) -> Strategy:
         """The strategy ``name`` with its stored options (a resumed rollout keeps them)."""
         options = (
-            stored if stored is not None else self.warden.config.deployment.strategies.get(name, {})
+            stored
+            if stored is not None
+            else self.context.config.deployment.strategies.get(name, {})
         )
         return self.instantiate(name, options)
 
     def instantiate(self, name: str, options: dict[str, Any]) -> Strategy:
         try:
-            cls = self.warden.plugins.get("strategy", name)
+            cls = self.context.plugins.get("strategy", name)
         except PluginError as exc:
             raise InvalidInput(str(exc), code="unknown_strategy") from None
         try:

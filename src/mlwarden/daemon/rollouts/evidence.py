@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 
 from ...plugins.strategies import Analysis, Check, RolloutView, Strategy
+from ...types import OutcomeSource
+from ..core.context import Context
 from .analysis import VersionSample, compare, sample_from_outcomes
+from .gateway import Gateway
 
 __all__ = ["analyze", "gateway_errors", "preflight"]
 
@@ -24,11 +27,11 @@ __all__ = ["analyze", "gateway_errors", "preflight"]
 _FAST_FAIL_MIN_CALLS = 20
 
 
-async def preflight(warden: Any, gateway: Any, rollout: dict[str, Any]) -> Analysis | None:
+async def preflight(context: Context, gateway: Gateway, rollout: dict[str, Any]) -> Analysis | None:
     """With the gateway on, the candidate must load before it gets any traffic."""
-    if not warden.config.deployment.gateway:
+    if not context.config.deployment.gateway:
         return None
-    now = warden.clock()
+    now = context.clock()
     try:
         await gateway.load(rollout["model"], rollout["candidate"])
     except Exception as exc:
@@ -43,10 +46,10 @@ async def preflight(warden: Any, gateway: Any, rollout: dict[str, Any]) -> Analy
 
 
 def gateway_errors(
-    warden: Any, gateway: Any, rollout: dict[str, Any], strategy: Strategy
+    context: Context, gateway: Gateway, rollout: dict[str, Any], strategy: Strategy
 ) -> Analysis | None:
     """The fast path: gateway errors of the candidate over the threshold in this step."""
-    now = warden.clock()
+    now = context.clock()
     stats = gateway.stats.get((rollout["model"], rollout["candidate"]))
     if stats is None:
         return None
@@ -78,17 +81,22 @@ def gateway_errors(
 
 
 async def analyze(
-    warden: Any, gateway: Any, rollout: dict[str, Any], strategy: Strategy, view: RolloutView
+    context: Context,
+    outcomes: OutcomeSource,
+    gateway: Gateway,
+    rollout: dict[str, Any],
+    strategy: Strategy,
+    view: RolloutView,
 ) -> Analysis:
     """Compare the candidate with the baseline over the strategy's windows."""
     (cs, cu), (bs, bu) = strategy.windows(view)
     model = rollout["model"]
-    baseline = await _sample(warden, gateway, model, rollout["baseline"], bs, bu)
+    baseline = await _sample(outcomes, gateway, model, rollout["baseline"], bs, bu)
     if rollout["mirror"]:
-        candidate = await _shadow_sample(warden, gateway, rollout, cs, cu)
+        candidate = await _shadow_sample(outcomes, gateway, rollout, cs, cu)
     else:
-        candidate = await _sample(warden, gateway, model, rollout["candidate"], cs, cu)
-    config = warden.config.model(model)
+        candidate = await _sample(outcomes, gateway, model, rollout["candidate"], cs, cu)
+    config = context.config.model(model)
     analysis = compare(
         candidate,
         baseline,
@@ -104,14 +112,16 @@ async def analyze(
 
 
 async def _sample(
-    warden: Any, gateway: Any, model: str, version: str, since: float, until: float
+    outcomes: OutcomeSource,
+    gateway: Gateway,
+    model: str,
+    version: str,
+    since: float,
+    until: float,
 ) -> VersionSample:
-    ingest = warden.services.get("ingest")
-    if ingest is not None:
-        outcomes = await ingest.outcomes(model, version=version, since=since, until=until)
-        sample = sample_from_outcomes(outcomes)
-    else:
-        sample = VersionSample()
+    sample = sample_from_outcomes(
+        await outcomes.outcomes(model, version=version, since=since, until=until)
+    )
     stats = gateway.stats.get((model, version))
     if stats is not None:
         calls, errors, latency = stats.window(since, until)
@@ -121,24 +131,24 @@ async def _sample(
 
 
 async def _shadow_sample(
-    warden: Any, gateway: Any, rollout: dict[str, Any], since: float, until: float
+    outcomes: OutcomeSource,
+    gateway: Gateway,
+    rollout: dict[str, Any],
+    since: float,
+    until: float,
 ) -> VersionSample:
     """The shadow candidate's mirrored answers joined to the labels of the same requests."""
     model, version = rollout["model"], rollout["candidate"]
     sample = VersionSample()
-    ingest = warden.services.get("ingest")
-    if ingest is not None:
-        outcomes = await ingest.outcomes(
-            model, version=rollout["baseline"], since=since, until=until
-        )
-        mirrored = await gateway.shadow_sample(model, version, outcomes.id, since, until)
-        pairs = [
-            (mirrored[str(i)][0], label)
-            for i, label in zip(outcomes.id.tolist(), outcomes.label.tolist(), strict=True)
-            if str(i) in mirrored and not mirrored[str(i)][2]
-        ]
-        sample.prediction = np.array([p for p, _ in pairs])
-        sample.label = np.array([y for _, y in pairs])
+    baseline = await outcomes.outcomes(model, version=rollout["baseline"], since=since, until=until)
+    mirrored = await gateway.shadow_sample(model, version, baseline.id, since, until)
+    pairs = [
+        (mirrored[str(i)][0], label)
+        for i, label in zip(baseline.id.tolist(), baseline.label.tolist(), strict=True)
+        if str(i) in mirrored and not mirrored[str(i)][2]
+    ]
+    sample.prediction = np.array([p for p, _ in pairs])
+    sample.label = np.array([y for _, y in pairs])
     stats = gateway.stats.get((model, version))
     if stats is not None:
         sample.requests, sample.errors, sample.latency = stats.window(since, until)

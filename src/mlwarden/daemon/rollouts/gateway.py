@@ -21,17 +21,17 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from ...errors import InvalidInput, MlwardenError
+from ..core.context import Context
+from ..ingest.interfaces import PredictionSink
+from ..registry.interfaces import VersionRecords
 from .records import shadow_table
 from .traffic import Router, key_point
-
-if TYPE_CHECKING:
-    from ..warden import Warden
 
 __all__ = ["Gateway", "ModelUnavailable", "ServingStats", "parse_predict_body"]
 
@@ -103,10 +103,14 @@ def parse_predict_body(model: str, body: Any) -> list[PredictRecord]:
 
 
 class Gateway:
-    """Serves predictions for the rollouts service; one per Warden."""
+    """Serves predictions for the rollouts service."""
 
-    def __init__(self, warden: Warden) -> None:
-        self.warden = warden
+    def __init__(
+        self, context: Context, *, registry: VersionRecords, ingest: PredictionSink
+    ) -> None:
+        self.context = context
+        self.registry = registry
+        self.ingest = ingest
         self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
         self.stats: dict[tuple[str, str], ServingStats] = {}
@@ -130,7 +134,7 @@ class Gateway:
         async with lock:
             if key in self._models:
                 return self._models[key]
-            record = await self.warden.service("registry").get(model, version)
+            record = await self.registry.get(model, version)
             try:
                 loaded = await asyncio.to_thread(self._load_sync, model, record)
             except Exception as exc:
@@ -138,7 +142,7 @@ class Gateway:
                 raise
             self.load_errors.pop(key, None)
             self._models[key] = loaded
-            limit = max(1, self.warden.config.deployment.max_loaded_models)
+            limit = max(1, self.context.config.deployment.max_loaded_models)
             while len(self._models) > limit:
                 evicted, _ = self._models.popitem(last=False)
                 logger.info("gateway evicted %s@%s (max_loaded_models = %d)", *evicted, limit)
@@ -153,10 +157,10 @@ class Gateway:
         import mlflow.artifacts
         import mlflow.pyfunc
 
-        tracking = self.warden.tracking.uri
+        tracking = self.context.tracking.uri
         uri = record.get("artifact_uri") or record.get("source") or ""
         if not uri or uri.startswith("models:/"):
-            uri = self.warden.tracking.client.get_model_version_download_uri(
+            uri = self.context.tracking.client.get_model_version_download_uri(
                 model, str(record["mlflow_version"])
             )
         with _LOAD_LOCK:
@@ -248,10 +252,10 @@ class Gateway:
         except Exception as exc:
             logger.warning("gateway: shadow %s@%s failed: %r", model, version, exc)
             values, latency, error = None, 0.0, True
-        now = self.warden.clock()
-        async with self.warden.store.begin() as conn:
+        now = self.context.clock()
+        async with self.context.store.begin() as conn:
             await conn.execute(shadow_table.insert().prefix_with("OR REPLACE")
-                               if self.warden.store.is_sqlite else shadow_table.insert(), [
+                               if self.context.store.is_sqlite else shadow_table.insert(), [
                 {"model": model, "version": version, "id": rec.id, "ts": now,
                  "prediction": None if values is None else json.dumps(values[i]),
                  "latency": None if error else latency, "error": error}
@@ -266,7 +270,7 @@ class Gateway:
         """Mirrored predictions of ``version`` for request ``ids``: {id: (pred, latency, error)}."""
         t = shadow_table
         wanted = {str(i) for i in ids.tolist()}
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(
                 sa.select(t.c.id, t.c.prediction, t.c.latency, t.c.error).where(
                     t.c.model == model, t.c.version == version, t.c.ts >= since,
@@ -294,15 +298,8 @@ class Gateway:
         *,
         error: bool,
     ) -> None:
-        now = self.warden.clock()
+        now = self.context.clock()
         self.serving(model, version).add(now, latency, error, len(records))
-        ingest = self.warden.services.get("ingest")
-        if ingest is None:
-            if not error:  # the ingest path observes the latency histogram itself
-                hist = self.warden.metrics.prediction_latency.labels(model, version)
-                for _ in records:
-                    hist.observe(latency)
-            return
         payload = {
             "records": [
                 {
@@ -318,7 +315,7 @@ class Gateway:
             ]
         }
         try:
-            await ingest.record_predictions(model, payload)
+            await self.ingest.record_predictions(model, payload)
         except Exception as exc:
             logger.error(
                 "gateway: recording %d predictions of %s@%s failed: %r",
@@ -327,7 +324,7 @@ class Gateway:
                 version,
                 exc,
             )
-            self.warden.record_error(f"gateway {model}@{version}", repr(exc))
+            self.context.record_error(f"gateway {model}@{version}", repr(exc))
 
     async def close(self) -> None:
         for task in list(self._mirrors):

@@ -15,6 +15,7 @@ __all__ = [
     "ROLLOUTS_SCHEMA",
     "TERMINAL",
     "analyses_table",
+    "public",
     "rollout_from_row",
     "rollouts_table",
     "shadow_table",
@@ -94,3 +95,8 @@ def rollout_from_row(row: Any) -> dict[str, Any]:
     out["mirror"] = bool(out["mirror"])
     out["active"] = out["state"] in ACTIVE
     return out
+
+
+def public(rollout: dict[str, Any]) -> dict[str, Any]:
+    """A rollout as the API shows it (the controller's cached last analysis left out)."""
+    return {k: v for k, v in rollout.items() if k != "last_analysis"}

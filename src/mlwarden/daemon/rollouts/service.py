@@ -1,4 +1,4 @@
-"""The rollout controller (service ``rollouts``): traffic, the gateway, and strategies driven.
+"""The rollouts service: promotions, rollouts driven by strategies, traffic, the gateway.
 
 At most one active rollout per model. A rollout is a persisted state machine::
 
@@ -7,8 +7,9 @@ At most one active rollout per model. A rollout is a persisted state machine::
 
 Every change is written before it takes effect on traffic, so a restarted daemon
 resumes each active rollout at the same step, with the same step start time. The
-controller is ticked by a background loop (``deployment.tick_seconds``) and by
-``tick()`` in tests, which drive it with an injected clock instead of sleeping.
+controller (daemon/rollouts/controller.py) is ticked by a background loop
+(``deployment.tick_seconds``) and by ``tick()`` in tests, which drive it with an
+injected clock instead of sleeping.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import asyncio
 import json
 import logging
 import uuid
-from collections import defaultdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,13 +25,18 @@ import sqlalchemy as sa
 from ... import hookimpl
 from ...errors import ConfigError, Conflict, InvalidInput, NotFound
 from ...types import Event, Severity
+from ..core.config import Config
+from ..core.context import Context
 from ..core.service import Service
+from ..ingest.interfaces import PredictionSink
+from ..registry.interfaces import VersionLifecycle
 from .controller import RolloutController, columns
 from .gateway import Gateway, parse_predict_body
 from .records import (
     ACTIVE,
     ROLLOUTS_SCHEMA,
     analyses_table,
+    public,
     rollout_from_row,
     rollouts_table,
 )
@@ -48,37 +53,56 @@ class RolloutService(Service):
     name = "rollouts"
     schema = ROLLOUTS_SCHEMA
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
-        self.traffic_tables = TrafficTables(warden)
-        self.gateway = Gateway(warden)
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.active: dict[str, dict[str, Any]] = {}  # model -> active rollout
-        self.controller = RolloutController(self)
+    def __init__(
+        self, context: Context, *, registry: VersionLifecycle, ingest: PredictionSink
+    ) -> None:
+        super().__init__(context)
+        self.registry = registry
+        self.traffic_tables = TrafficTables(context, registry=registry)
+        self.gateway = Gateway(context, registry=registry, ingest=ingest)
+        self.controller = RolloutController(
+            context,
+            registry=registry,
+            ingest=ingest,
+            traffic_tables=self.traffic_tables,
+            gateway=self.gateway,
+        )
+
+    @property
+    def active(self) -> dict[str, dict[str, Any]]:
+        """The active rollout of each model (held by the controller)."""
+        return self.controller.active
+
+    def active_rollout(self, model: str) -> dict[str, Any] | None:
+        """The model's active rollout, or None."""
+        return self.controller.active.get(model)
 
     # -- lifecycle -------------------------------------------------------------------
 
-    async def start(  # type: ignore[override]
-        self,
-        model: str | None = None,
-        version: str | None = None,
-        *,
-        strategy: str | None = None,
-        actor: str = "mlwarden",
-    ) -> Any:
-        """Without arguments, start the service; with ``model`` and ``version``, a rollout.
+    async def start(self) -> None:
+        """Load the traffic tables and resume the active rollouts, then tick them."""
+        self.check_config(self.context.config)
+        self.traffic_tables.build_backends()
+        await self.traffic_tables.load()
+        async with self.context.store.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(rollouts_table).where(rollouts_table.c.state.in_(ACTIVE))
+                )
+            ).all()
+        self.controller.active.update({r.model: rollout_from_row(r) for r in rows})
+        for rollout in self.active.values():
+            logger.info(
+                "resuming rollout %s of %s %s at step %d (%s)",
+                rollout["id"],
+                rollout["model"],
+                rollout["candidate"],
+                rollout["step"],
+                rollout["state"],
+            )
+        self.context.spawn(self._loop(), name="rollouts-tick")
 
-        The contract between services names the rollout call ``rollouts.start(model,
-        version, *, strategy=None, actor)``, the lifecycle calls ``start()``: both meet
-        here. Starting a rollout returns it; Conflict (409) when one is active.
-        """
-        if model is None:
-            return await self._start_service()
-        if version is None:
-            raise InvalidInput(f"rollout of model {model!r}: the version to roll out is required")
-        return await self._start_rollout(model, version, strategy=strategy, actor=actor)
-
-    def check_config(self, config: Any) -> None:
+    def check_config(self, config: Config) -> None:
         """ConfigError naming the key when a strategy named or configured is unusable."""
         problems = []
         for name, options in config.deployment.strategies.items():
@@ -86,7 +110,7 @@ class RolloutService(Service):
                 self.controller.instantiate(name, options)
             except InvalidInput as exc:
                 problems.append(f"key 'deployment.strategies.{name}': {exc}")
-        known = self.warden.plugins.names("strategy")
+        known = self.context.plugins.names("strategy")
         named = [("deployment.default_strategy", config.deployment.default_strategy)]
         named += [(f"models[{i}].strategy", m.strategy) for i, m in enumerate(config.models)]
         for key, name in named:
@@ -98,48 +122,21 @@ class RolloutService(Service):
         if problems:
             raise ConfigError(problems, config.source)
 
-    async def _start_service(self) -> None:
-        self.check_config(self.warden.config)
-        self.traffic_tables.build_backends()
-        await self.traffic_tables.load()
-        async with self.warden.store.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(rollouts_table).where(rollouts_table.c.state.in_(ACTIVE))
-                )
-            ).all()
-        self.active = {r.model: rollout_from_row(r) for r in rows}
-        for rollout in self.active.values():
-            logger.info(
-                "resuming rollout %s of %s %s at step %d (%s)",
-                rollout["id"],
-                rollout["model"],
-                rollout["candidate"],
-                rollout["step"],
-                rollout["state"],
-            )
-        self.warden.spawn(self._loop(), name="rollouts-tick")
-
     async def stop(self) -> None:
         await self.gateway.close()
 
-    async def reload(self, config: Any) -> None:
+    async def reload(self, config: Config) -> None:
         self.check_config(config)
         self.traffic_tables.build_backends()
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self.warden.config.deployment.tick_seconds)
+            await asyncio.sleep(self.context.config.deployment.tick_seconds)
             try:
                 await self.tick()
             except Exception as exc:  # a bad tick must not end the loop
                 logger.exception("rollout tick failed")
-                self.warden.record_error("rollouts tick", repr(exc))
-
-    def routes(self) -> list[Any]:
-        from ..api.rollouts import rollout_routes
-
-        return rollout_routes()
+                self.context.record_error("rollouts tick", repr(exc))
 
     async def health(self) -> dict[str, Any]:
         errors = dict(self.traffic_tables.backend_errors)
@@ -148,7 +145,7 @@ class RolloutService(Service):
             "active_rollouts": {
                 m: f"{r['candidate']} {r['state']} step {r['step']}" for m, r in self.active.items()
             },
-            "gateway": self.warden.config.deployment.gateway,
+            "gateway": self.context.config.deployment.gateway,
             "loaded_models": self.gateway.loaded,
             "backend_errors": errors,
         }
@@ -160,8 +157,7 @@ class RolloutService(Service):
         table = self.traffic_tables.get(model)
         if table:
             return table
-        registry = self.warden.services.get("registry")
-        production = await registry.production(model) if registry else None
+        production = await self.registry.production(model)
         if production is None:
             raise NotFound(f"model {model!r} has no traffic table and no production version")
         return {production["version"]: 1.0}
@@ -170,26 +166,40 @@ class RolloutService(Service):
         self, model: str, weights: dict[str, float], *, reason: str, actor: str = "mlwarden"
     ) -> dict[str, float]:
         """Persist ``weights``, apply them through the backends, update the metric."""
-        registry = self.warden.services.get("registry")
-        if registry is not None:
-            for version in weights:
-                await registry.get(model, version)  # NotFound names an unknown version
+        for version in weights:
+            await self.registry.get(model, version)  # NotFound names an unknown version
         return await self.traffic_tables.set(model, weights, reason=reason, actor=actor)
 
     def route(self, model: str, key: str) -> str:
         """The version serving ``key`` (sticky hashing proportional to the weights)."""
         return self.traffic_tables.route(model, key)
 
-    # -- the contract: rollouts ------------------------------------------------------
+    # -- the contract: promotion, rollouts, rollback -----------------------------------
 
-    async def _start_rollout(
-        self, model: str, version: str, *, strategy: str | None, actor: str
+    async def promote(
+        self, model: str, version: str, *, strategy: str | None = None, actor: str
     ) -> dict[str, Any]:
-        registry = self.warden.service("registry")
+        """Put ``version`` in production: a rollout when a strategy applies (``strategy``,
+        else the model's), a direct switch in the registry otherwise (or ``direct``)."""
+        if strategy is not None and (not isinstance(strategy, str) or not strategy):
+            raise InvalidInput(f"strategy: expected a strategy name, got {strategy!r}")
+        await self.registry.get(model, version)  # NotFound before anything else
+        config = self.context.config.model(model)
+        chosen = strategy or (config.strategy if config else "")
+        if chosen and chosen != "direct":
+            return await self.start_rollout(model, version, strategy=chosen, actor=actor)
+        return await self.registry.promote(model, version, actor=actor, strategy=strategy)
+
+    async def start_rollout(
+        self, model: str, version: str, *, strategy: str | None = None, actor: str = "mlwarden"
+    ) -> dict[str, Any]:
+        """Start rolling ``version`` out with ``strategy`` (default: the model's, else
+        ``deployment.default_strategy``); the rollout. Conflict (409) when one is active."""
+        registry = self.registry
         record = await registry.get(model, version)
         name = strategy or self.controller.default_strategy(model)
         instance = self.controller.strategy_for(name, None)
-        async with self._locks[model]:
+        async with self.controller.locks[model]:
             if model in self.active:
                 current = self.active[model]
                 raise Conflict(
@@ -219,7 +229,7 @@ class RolloutService(Service):
                     f"model {model!r} version {version} is {record['status']}: a "
                     "rollout needs a version in validation, staging or deprecated"
                 )
-            now = self.warden.clock()
+            now = self.context.clock()
             rollout = {
                 "id": uuid.uuid4().hex, "model": model, "candidate": version,
                 "baseline": baseline, "strategy": name, "options": instance.options(),
@@ -228,7 +238,7 @@ class RolloutService(Service):
                 "next_analysis_at": now, "started_at": now, "updated_at": now,
                 "finished_at": None, "actor": actor, "reason": f"started by {actor}",
             }  # fmt: skip
-            async with self.warden.store.begin() as conn:
+            async with self.context.store.begin() as conn:
                 await conn.execute(rollouts_table.insert().values(**columns(rollout)))
             rollout["active"] = True
             self.active[model] = rollout
@@ -236,13 +246,14 @@ class RolloutService(Service):
                 "rollout_started", rollout, Severity.INFO, f"rollout of {version} started ({name})"
             )
             await self.controller.advance(rollout)
-            return self._public(self.active.get(model) or await self.get(rollout["id"]))
+            return public(self.active.get(model) or await self.get(rollout["id"]))
 
     async def rollback(
         self, model: str, *, version: str | None = None, actor: str
     ) -> dict[str, Any]:
-        """Fast path, no analysis: end the active rollout, or restore a former version."""
-        async with self._locks[model]:
+        """Fast path, no analysis: end the active rollout (back to its baseline), or
+        switch production back in the registry (the traffic table follows its event)."""
+        async with self.controller.locks[model]:
             rollout = self.active.get(model)
             if rollout is not None:
                 if version is not None and version != rollout["baseline"]:
@@ -254,28 +265,19 @@ class RolloutService(Service):
                 await self.controller.finish_rollback(
                     rollout, f"manual rollback by {actor}", actor=actor, automatic=False
                 )
-                return self._public(await self.get(rollout["id"]))
-            from ..registry.ops import rollback as registry_rollback
-
-            result = await registry_rollback(self.warden, model, version, actor=actor)
-            await self.traffic_tables.set(
-                model,
-                {result["version"]: 1.0},
-                actor=actor,
-                reason=f"rollback to {result['version']} by {actor}",
-            )
-            return {**result, "traffic": {result["version"]: 1.0}}
+                return public(await self.get(rollout["id"]))
+            return await self.registry.rollback(model, version, actor=actor)
 
     # -- reads ---------------------------------------------------------------------
 
     async def get(self, rollout_id: str) -> dict[str, Any]:
-        row = await self.warden.store.row_by_id(
+        row = await self.context.store.row_by_id(
             rollouts_table, rollout_id, missing=f"no rollout with id {rollout_id!r}"
         )
         return rollout_from_row(row)
 
     async def history(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (
                 await conn.execute(
                     sa.select(rollouts_table)
@@ -284,10 +286,10 @@ class RolloutService(Service):
                     .limit(limit)
                 )
             ).all()
-        return [self._public(rollout_from_row(r)) for r in rows]
+        return [public(rollout_from_row(r)) for r in rows]
 
     async def analyses(self, rollout_id: str) -> list[dict[str, Any]]:
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (
                 await conn.execute(
                     sa.select(analyses_table)
@@ -321,7 +323,7 @@ class RolloutService(Service):
             "traffic": table,
             "rollout": rollout,
             "mirror": self.mirror_target(model),
-            "gateway": self.warden.config.deployment.gateway,
+            "gateway": self.context.config.deployment.gateway,
         }
 
     def mirror_target(self, model: str) -> str | None:
@@ -331,7 +333,7 @@ class RolloutService(Service):
     # -- the gateway ---------------------------------------------------------------
 
     async def predict(self, model: str, body: Any) -> dict[str, Any]:
-        if not self.warden.config.deployment.gateway:
+        if not self.context.config.deployment.gateway:
             raise NotFound(
                 "the gateway is switched off (deployment.gateway = false); ask "
                 f"GET /api/models/{model}/route?key= and serve elsewhere"
@@ -359,15 +361,12 @@ class RolloutService(Service):
             return
         # Spawned: the registry emits this while holding its per-model lock, which the
         # traffic backends need again (registry.set_alias).
-        self.warden.spawn(self._follow(model, version), name=f"rollouts-follow-{model}")
+        self.context.spawn(self._follow(model, version), name=f"rollouts-follow-{model}")
 
     async def _follow(self, model: str, version: str) -> None:
-        async with self._locks[model]:
+        async with self.controller.locks[model]:
             if model in self.active or self.traffic_tables.get(model) == {version: 1.0}:
                 return
             await self.traffic_tables.set(
                 model, {version: 1.0}, actor="registry", reason=f"{version} entered production"
             )
-
-    def _public(self, rollout: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in rollout.items() if k != "last_analysis"}

@@ -16,16 +16,16 @@ import json
 import logging
 import math
 import re
+import warnings
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from ...errors import InvalidInput, NotFound, PluginError
+from ...types import AliasRegistry
+from ..core.context import Context
 from ..core.store import create_tables
-
-if TYPE_CHECKING:
-    from ..warden import Warden
 
 __all__ = [
     "TRAFFIC_SCHEMA",
@@ -141,8 +141,9 @@ def validate_weights(model: str, weights: Any) -> dict[str, float]:
 class TrafficTables:
     """Every model's table: persisted, cached in memory for routing, applied to backends."""
 
-    def __init__(self, warden: Warden) -> None:
-        self.warden = warden
+    def __init__(self, context: Context, *, registry: AliasRegistry) -> None:
+        self.context = context
+        self.registry = registry
         self.tables: dict[str, dict[str, float]] = {}
         self.routers: dict[str, Router] = {}
         self.backends: dict[str, Any] = {}
@@ -152,16 +153,27 @@ class TrafficTables:
         """Instantiate the backends named in ``deployment.traffic_backends``.
 
         A backend class is called with its options from
-        ``[deployment.traffic_backend_options.<name>]``, plus ``warden=`` when its
-        ``__init__`` takes that keyword (the built-in ``mlflow_alias`` does).
+        ``[deployment.traffic_backend_options.<name>]``, plus ``registry=`` (the model
+        registry, ``mlwarden.types.AliasRegistry``) when its ``__init__`` takes that
+        keyword (the built-in ``mlflow_alias`` does). ``warden=`` is still given to a
+        backend that asks for it, with a DeprecationWarning, for one release.
         """
-        deployment = self.warden.config.deployment
+        deployment = self.context.config.deployment
         backends = {}
         for name in deployment.traffic_backends:
-            cls = self.warden.plugins.get("traffic_backend", name)
+            cls = self.context.plugins.get("traffic_backend", name)
             options = dict(deployment.traffic_backend_options.get(name, {}))
-            if "warden" in inspect.signature(cls).parameters:
-                options["warden"] = self.warden
+            parameters = inspect.signature(cls).parameters
+            if "registry" in parameters:
+                options["registry"] = self.registry
+            if "warden" in parameters:
+                warnings.warn(
+                    f"traffic backend {name!r} takes warden=; take registry= instead "
+                    "(docs/plugin_hooks.md, mlwarden_traffic_backends)",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                options["warden"] = self.context
             try:
                 backends[name] = cls(**options)
             except (TypeError, ValueError) as exc:
@@ -171,7 +183,7 @@ class TrafficTables:
         self.backends = backends
 
     async def load(self) -> None:
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(sa.select(traffic_table))).all()
         tables: dict[str, dict[str, float]] = {}
         for row in rows:
@@ -198,8 +210,8 @@ class TrafficTables:
     ) -> dict[str, float]:
         """Persist ``weights`` (validated), update routing and metrics, apply backends."""
         weights = validate_weights(model, weights)
-        now = self.warden.clock()
-        async with self.warden.store.begin() as conn:
+        now = self.context.clock()
+        async with self.context.store.begin() as conn:
             await conn.execute(traffic_table.delete().where(traffic_table.c.model == model))
             await conn.execute(
                 traffic_table.insert(),
@@ -233,10 +245,10 @@ class TrafficTables:
                 self.backend_errors.pop(name, None)
             except Exception as exc:
                 self.backend_errors[name] = f"{model}: {exc!r}"
-                self.warden.plugin_failed(name, "traffic_backend.apply", exc)
+                self.context.plugin_failed(name, "traffic_backend.apply", exc)
 
     async def history(self, model: str, limit: int = 50) -> list[dict[str, Any]]:
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (
                 await conn.execute(
                     sa.select(traffic_changes)
@@ -253,7 +265,7 @@ class TrafficTables:
     def _export(
         self, model: str, weights: Mapping[str, float], previous: Mapping[str, float]
     ) -> None:
-        gauge = self.warden.metrics.traffic_weight
+        gauge = self.context.metrics.traffic_weight
         for version in previous:
             if version not in weights:
                 gauge.labels(model, version).set(0)

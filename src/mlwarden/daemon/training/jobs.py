@@ -31,8 +31,11 @@ from ...errors import Conflict, InvalidInput, NotFound, PluginError
 from ...plugins.trainers.process import TrainingFailed, TrainingTimedOut
 from ...types import Event, TrainingResult
 from ..core.config import Config
+from ..core.context import Context
 from ..core.service import Service
 from ..core.store import Schema, create_tables
+from ..ingest.interfaces import PredictionCounter
+from ..registry.interfaces import VersionRegistrar
 from .queue import (
     active_job,
     fetch_job,
@@ -73,26 +76,30 @@ class JobService(Service):
     name = "jobs"
     schema = Schema("jobs", [create_tables(jobs_table)])
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
+    def __init__(
+        self, context: Context, *, predictions: PredictionCounter, registry: VersionRegistrar
+    ) -> None:
+        super().__init__(context)
+        self.predictions = predictions
+        self.registry = registry
         self._running: dict[str, asyncio.Task[None]] = {}
         self._cancel_requested: set[str] = set()
         self._wake = asyncio.Event()
         self._submit_lock = asyncio.Lock()
         self._lock_file: IO[str] | None = None
         self._stopping = False
-        self.jobs_dir = Path(warden.config.base_path) / "jobs"
+        self.jobs_dir = Path(context.config.base_path) / "jobs"
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._check_trainers(self.warden.config)
+        self._check_trainers(self.context.config)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._stopping = False
         if self._take_runner_lock():
             await self._recover()
         await self._refresh_gauge()
-        self.warden.spawn(self._runner(), name="jobs-runner")
+        self.context.spawn(self._runner(), name="jobs-runner")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -110,7 +117,7 @@ class JobService(Service):
         self._wake.set()
 
     async def health(self) -> dict[str, Any]:
-        counts = await state_counts(self.warden.store)
+        counts = await state_counts(self.context.store)
         status = "ok" if self._lock_file is not None else "degraded"
         out: dict[str, Any] = {"status": status, "jobs": counts, "running": sorted(self._running)}
         if self._lock_file is None:
@@ -120,15 +127,10 @@ class JobService(Service):
             )
         return out
 
-    def routes(self) -> list[Any]:
-        from ..api.jobs import job_routes
-
-        return job_routes()
-
     def _check_trainers(self, config: Config) -> None:
         for model in config.models:
             if model.trainer:
-                make_trainer(self.warden.plugins, model.name, model.trainer)
+                make_trainer(self.context.plugins, model.name, model.trainer)
 
     def _take_runner_lock(self) -> bool:
         if self._lock_file is None:
@@ -137,7 +139,7 @@ class JobService(Service):
 
     async def _recover(self) -> None:
         """Jobs left ``running`` by a daemon that died: kill leftovers, interrupt, requeue."""
-        for row in await running_jobs(self.warden.store):
+        for row in await running_jobs(self.context.store):
             killed = await asyncio.to_thread(kill_job_processes, row["id"])
             why = f"the daemon (pid {row['owner_pid']}) stopped while the job was running"
             if killed:
@@ -155,16 +157,16 @@ class JobService(Service):
         self, model: str, *, reason: str, trigger: str = "manual"
     ) -> tuple[dict[str, Any], bool]:
         """As ``submit``, also saying whether a new job was created."""
-        config = self.warden.config.model(model)
+        config = self.context.config.model(model)
         if config is None:
             raise NotFound(f"model {model!r} is not configured (no [[models]] entry)")
         if not config.trainer:
             raise Conflict(f"model {model!r} has no trainer configured ([models.trainer])")
         async with self._submit_lock:
-            existing = await active_job(self.warden.store, model)
+            existing = await active_job(self.context.store, model)
             if existing is not None:
                 return existing, False
-            now = self.warden.clock()
+            now = self.context.clock()
             job_id = uuid.uuid4().hex
             values = new_job(
                 job_id,
@@ -172,16 +174,16 @@ class JobService(Service):
                 reason=reason,
                 trigger=trigger,
                 attempt=0,
-                max_attempts=self.warden.config.training.max_retries + 1,
+                max_attempts=self.context.config.training.max_retries + 1,
                 now=now,
                 jobs_dir=self.jobs_dir,
             )
             try:
-                async with self.warden.store.begin() as conn:
+                async with self.context.store.begin() as conn:
                     await conn.execute(jobs_table.insert(), values)
             except sa.exc.IntegrityError:
                 # Another process queued one between our check and insert.
-                existing = await active_job(self.warden.store, model)
+                existing = await active_job(self.context.store, model)
                 if existing is not None:
                     return existing, False
                 raise
@@ -192,7 +194,7 @@ class JobService(Service):
 
     async def get(self, job_id: str) -> dict[str, Any]:
         """One job; NotFound if there is none with this id."""
-        return await fetch_job(self.warden.store, job_id)
+        return await fetch_job(self.context.store, job_id)
 
     async def list(
         self, *, model: str | None = None, state: str | None = None, limit: int = 100
@@ -200,7 +202,7 @@ class JobService(Service):
         """Jobs, newest first, optionally of one model and/or in one state."""
         if state is not None and state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}, got {state!r}")
-        return await list_jobs(self.warden.store, model=model, state=state, limit=limit)
+        return await list_jobs(self.context.store, model=model, state=state, limit=limit)
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job (a running one's process tree is killed)."""
@@ -215,12 +217,12 @@ class JobService(Service):
             return await self.get(job_id)
         updated = await self._update(
             job_id,
-            {"state": "cancelled", "finished_at": self.warden.clock(), "error": "cancelled"},
+            {"state": "cancelled", "finished_at": self.context.clock(), "error": "cancelled"},
             expect="queued",
         )
         if not updated:  # it started meanwhile
             return await self.cancel(job_id)
-        self.warden.metrics.training_jobs_total.labels("cancelled").inc()
+        self.context.metrics.training_jobs_total.labels("cancelled").inc()
         await self._refresh_gauge()
         return await self.get(job_id)
 
@@ -244,10 +246,10 @@ class JobService(Service):
                 return POLL_SECONDS
             logger.info("took over the training job runner lock")
             await self._recover()
-        slots = self.warden.config.training.max_concurrent_jobs - len(self._running)
-        now = self.warden.clock()
+        slots = self.context.config.training.max_concurrent_jobs - len(self._running)
+        now = self.context.clock()
         wait = POLL_SECONDS
-        for row in await queued_jobs(self.warden.store):
+        for row in await queued_jobs(self.context.store):
             if row["not_before"] > now:
                 wait = min(wait, row["not_before"] - now)
                 continue
@@ -268,7 +270,7 @@ class JobService(Service):
             if not started:
                 continue
             slots -= 1
-            task = self.warden.spawn(self._run(row["id"]), name=f"training-job-{row['id']}")
+            task = self.context.spawn(self._run(row["id"]), name=f"training-job-{row['id']}")
             self._running[row["id"]] = task
         await self._refresh_gauge()
         return max(wait, 0.01)
@@ -288,10 +290,10 @@ class JobService(Service):
     async def _attempt(self, job_id: str, begun: float) -> None:
         job = await self.get(job_id)
         model, attempt = job["model"], job["attempt"]
-        training = self.warden.config.training
+        training = self.context.config.training
         timeout = training.job_timeout_hours * 3600.0
         try:
-            await self.warden.emit(
+            await self.context.emit(
                 Event(
                     kind="training_started",
                     model=model,
@@ -299,15 +301,15 @@ class JobService(Service):
                     data={"job_id": job_id, "reason": job["reason"], "attempt": attempt},
                 )
             )
-            model_config = self.warden.config.model(model)
+            model_config = self.context.config.model(model)
             if model_config is None or not model_config.trainer:
                 raise NotRetryable(f"model {model!r} has no trainer configured any more")
             try:
-                trainer = make_trainer(self.warden.plugins, model, model_config.trainer)
+                trainer = make_trainer(self.context.plugins, model, model_config.trainer)
             except PluginError as exc:
                 raise NotRetryable(str(exc)) from exc
-            await check_training_data(self.warden, model)
-            request = training_request(self.warden.config, job, self.jobs_dir / job_id)
+            await check_training_data(self.predictions, self.context.config, model)
+            request = training_request(self.context.config, job, self.jobs_dir / job_id)
             try:
                 async with asyncio.timeout(
                     timeout + training.kill_grace_seconds + BACKSTOP_SECONDS
@@ -319,8 +321,8 @@ class JobService(Service):
                 ) from exc
             if not isinstance(result, TrainingResult):
                 raise NotRetryable(f"trainer returned {type(result).__name__}, not TrainingResult")
-            check_reported_data(self.warden, result)
-            version = await register_result(self.warden, job_id, model, result)
+            check_reported_data(self.context.config, result)
+            version = await register_result(self.registry, job_id, model, result)
         except TrainingTimedOut as exc:
             await self._finish(job_id, "timed_out", begun, error=str(exc))
         except Exception as exc:
@@ -347,15 +349,15 @@ class JobService(Service):
 
     async def _update(self, job_id: str, values: dict[str, Any], *, expect: str) -> bool:
         return await update_job(
-            self.warden.store, job_id, values, expect=expect, now=self.warden.clock()
+            self.context.store, job_id, values, expect=expect, now=self.context.clock()
         )
 
     async def _tail(self, job_id: str) -> str:
         path = self.jobs_dir / job_id / "train.log"
-        return await asyncio.to_thread(log_tail, path, self.warden.config.training.log_tail_lines)
+        return await asyncio.to_thread(log_tail, path, self.context.config.training.log_tail_lines)
 
     async def _finish(self, job_id: str, state: str, begun: float, **values: Any) -> None:
-        now = self.warden.clock()
+        now = self.context.clock()
         tail = await self._tail(job_id)
         updated = await self._update(
             job_id,
@@ -364,35 +366,35 @@ class JobService(Service):
         )
         if not updated:  # already ended elsewhere (a cancel raced a finish)
             return
-        self.warden.metrics.training_jobs_total.labels(state).inc()
-        self.warden.metrics.training_job_duration.observe(time.monotonic() - begun)
+        self.context.metrics.training_jobs_total.labels(state).inc()
+        self.context.metrics.training_job_duration.observe(time.monotonic() - begun)
         await self._refresh_gauge()
         job = await self.get(job_id)
         event = outcome_event(job, state, tail)
-        await self.warden.audit.record(
+        await self.context.audit.record(
             actor="mlwarden",
             action=f"training job {state}",
             target=f"model={job['model']},job={job_id}",
             outcome=state,
             detail={k: v for k, v in event.data.items() if k != "log_tail"},
         )
-        await self.warden.emit(event)
+        await self.context.emit(event)
 
     async def _retry(self, job_id: str, attempt: int, begun: float, error: str) -> None:
-        training = self.warden.config.training
+        training = self.context.config.training
         delay = training.retry_backoff_seconds * 2 ** (attempt - 1)
         tail = await self._tail(job_id)
         await self._update(
             job_id,
             {
                 "state": "queued",
-                "not_before": self.warden.clock() + delay,
+                "not_before": self.context.clock() + delay,
                 "error": error,
                 "log_tail": tail,
             },
             expect="running",
         )
-        self.warden.metrics.training_job_duration.observe(time.monotonic() - begun)
+        self.context.metrics.training_job_duration.observe(time.monotonic() - begun)
         logger.warning(
             "training job %s attempt %d failed (%s); retrying in %.1fs",
             job_id,
@@ -411,12 +413,12 @@ class JobService(Service):
 
     async def _interrupt(self, row: dict[str, Any], why: str) -> None:
         """Mark a running job interrupted and, by policy, queue its continuation."""
-        now = self.warden.clock()
-        requeue = self.warden.config.training.requeue_interrupted
+        now = self.context.clock()
+        requeue = self.context.config.training.requeue_interrupted
         new_id = uuid.uuid4().hex if requeue else None
         tail = await self._tail(row["id"])
         interrupted = await interrupt_job(
-            self.warden.store,
+            self.context.store,
             row,
             why=why,
             tail=tail,
@@ -426,14 +428,14 @@ class JobService(Service):
         )
         if not interrupted:
             return
-        self.warden.metrics.training_jobs_total.labels("interrupted").inc()
+        self.context.metrics.training_jobs_total.labels("interrupted").inc()
         logger.warning(
             "training job %s interrupted (%s)%s",
             row["id"],
             why,
             f"; requeued as {new_id}" if new_id else "",
         )
-        await self.warden.audit.record(
+        await self.context.audit.record(
             actor="mlwarden",
             action="training job interrupted",
             target=f"model={row['model']},job={row['id']}",
@@ -443,5 +445,5 @@ class JobService(Service):
         await self._refresh_gauge()
 
     async def _refresh_gauge(self) -> None:
-        for state, count in (await state_counts(self.warden.store)).items():
-            self.warden.metrics.training_jobs.labels(state).set(count)
+        for state, count in (await state_counts(self.context.store)).items():
+            self.context.metrics.training_jobs.labels(state).set(count)

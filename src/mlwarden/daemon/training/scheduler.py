@@ -22,10 +22,12 @@ import sqlalchemy as sa
 
 from ... import hookimpl
 from ...errors import Conflict, NotFound, PluginError
-from ...types import Decision, Event, TriggerContext
+from ...types import Decision, Event, OutcomeSource, TriggerContext
 from ..core.config import Config, ModelConfig
+from ..core.context import Context, PluginClasses
 from ..core.service import Service
 from ..core.store import Schema, create_tables
+from .jobs import JobService
 
 __all__ = ["SchedulerService"]
 
@@ -49,14 +51,14 @@ _OWN_EVENTS = frozenset(
 )
 
 
-def build_triggers(warden: Any, config: Config, model: ModelConfig) -> dict[str, Any]:
+def build_triggers(plugins: PluginClasses, config: Config, model: ModelConfig) -> dict[str, Any]:
     """The trigger instances of ``model``; PluginError names the model and trigger."""
     names = list(model.triggers)
     if model.schedule and "schedule" not in names:
         names.insert(0, "schedule")
     out: dict[str, Any] = {}
     for name in names:
-        cls = warden.plugins.get("trigger", name)
+        cls = plugins.get("trigger", name)
         options = dict(model.trigger_options.get(name, {}))
         if name == "schedule":
             if not model.schedule and "cron" not in options:
@@ -78,18 +80,20 @@ class SchedulerService(Service):
     name = "scheduler"
     schema = Schema("scheduler", [create_tables(trigger_state)])
 
-    def __init__(self, warden: Any) -> None:
-        super().__init__(warden)
-        self.triggers: dict[str, dict[str, Any]] = self._build(warden.config)
+    def __init__(self, context: Context, *, jobs: JobService, outcomes: OutcomeSource) -> None:
+        super().__init__(context)
+        self.jobs = jobs
+        self.outcomes = outcomes
+        self.triggers: dict[str, dict[str, Any]] = self._build(context.config)
         self._locks: dict[str, asyncio.Lock] = {}
         self._state: dict[tuple[str, str], dict[str, Any]] = {}
 
     def _build(self, config: Config) -> dict[str, dict[str, Any]]:
-        return {m.name: build_triggers(self.warden, config, m) for m in config.models}
+        return {m.name: build_triggers(self.context.plugins, config, m) for m in config.models}
 
     async def start(self) -> None:
         await self._arm()
-        self.warden.spawn(self._ticker(), name="scheduler-tick")
+        self.context.spawn(self._ticker(), name="scheduler-tick")
 
     async def reload(self, config: Config) -> None:
         self.triggers = self._build(config)
@@ -103,10 +107,10 @@ class SchedulerService(Service):
 
     async def _arm(self) -> None:
         """Load persisted trigger state; record first sight of new (model, trigger) pairs."""
-        async with self.warden.store.connect() as conn:
+        async with self.context.store.connect() as conn:
             rows = (await conn.execute(sa.select(trigger_state))).mappings().all()
         self._state = {(r["model"], r["trigger"]): dict(r) for r in rows}
-        now = self.warden.clock()
+        now = self.context.clock()
         new = [
             {"model": m, "trigger": t, "armed_at": now, "last_fired": None, "last_reason": None}
             for m, triggers in self.triggers.items()
@@ -114,7 +118,7 @@ class SchedulerService(Service):
             if (m, t) not in self._state
         ]
         if new:
-            async with self.warden.store.begin() as conn:
+            async with self.context.store.begin() as conn:
                 await conn.execute(trigger_state.insert(), new)
             for row in new:
                 self._state[(row["model"], row["trigger"])] = row
@@ -135,7 +139,7 @@ class SchedulerService(Service):
                 await self.tick()
             except Exception:
                 logger.exception("scheduler tick failed")
-            await asyncio.sleep(self.warden.config.training.scheduler_interval_seconds)
+            await asyncio.sleep(self.context.config.training.scheduler_interval_seconds)
 
     async def tick(self) -> list[dict[str, Any]]:
         """Evaluate every model's triggers without an event; return the jobs submitted."""
@@ -159,7 +163,7 @@ class SchedulerService(Service):
                 state = self._state.get((model, name))
                 if state is None:
                     continue
-                now = self.warden.clock()
+                now = self.context.clock()
                 last = state["last_fired"]
                 cooldown = float(getattr(trigger, "cooldown_seconds", 0.0))
                 if last is not None and now - last < cooldown:
@@ -170,14 +174,14 @@ class SchedulerService(Service):
                     event=event,
                     last_fired=last,
                     armed_at=state["armed_at"],
-                    warden=self.warden,
+                    outcomes=self.outcomes,
                 )
                 try:
                     decision = trigger.evaluate(context)
                     if inspect.isawaitable(decision):
                         decision = await decision
                 except Exception as exc:
-                    self.warden.plugin_failed(f"trigger {name}", "evaluate", exc)
+                    self.context.plugin_failed(f"trigger {name}", "evaluate", exc)
                     continue
                 if not isinstance(decision, Decision) or not decision.fire:
                     continue
@@ -191,7 +195,7 @@ class SchedulerService(Service):
         return jobs
 
     async def _record_fired(self, model: str, name: str, now: float, reason: str) -> None:
-        async with self.warden.store.begin() as conn:
+        async with self.context.store.begin() as conn:
             await conn.execute(
                 trigger_state.update()
                 .where(trigger_state.c.model == model, trigger_state.c.trigger == name)
@@ -200,14 +204,12 @@ class SchedulerService(Service):
         self._state[(model, name)].update(last_fired=now, last_reason=reason)
 
     async def _fire(self, model: str, name: str, decision: Decision) -> dict[str, Any] | None:
-        self.warden.metrics.triggers_fired.labels(model, name).inc()
+        self.context.metrics.triggers_fired.labels(model, name).inc()
         logger.info("trigger %s fired for %s: %s", name, model, decision.reason)
         job: dict[str, Any] | None = None
         created = False
         try:
-            job, created = await self.warden.service("jobs").submit_job(
-                model, reason=decision.reason, trigger=name
-            )
+            job, created = await self.jobs.submit_job(model, reason=decision.reason, trigger=name)
         except (NotFound, Conflict) as exc:
             logger.warning("trigger %s fired for %s but no job can run: %s", name, model, exc)
         data = {
@@ -217,14 +219,14 @@ class SchedulerService(Service):
             "new_job": created,
             **decision.data,
         }
-        await self.warden.audit.record(
+        await self.context.audit.record(
             actor="mlwarden",
             action="trigger fired",
             target=f"model={model},trigger={name}",
             outcome="job queued" if created else "job already active" if job else "no job",
             detail=data,
         )
-        await self.warden.emit(
+        await self.context.emit(
             Event(
                 kind="trigger_fired",
                 model=model,

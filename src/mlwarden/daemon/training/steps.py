@@ -7,6 +7,10 @@ from typing import Any
 
 from ...errors import PluginError
 from ...types import Event, Severity, TrainingJob, TrainingResult
+from ..core.config import Config
+from ..core.context import PluginClasses
+from ..ingest.interfaces import PredictionCounter
+from ..registry.interfaces import VersionRegistrar
 
 __all__ = [
     "NotRetryable",
@@ -23,7 +27,7 @@ class NotRetryable(Exception):
     """A failure that another attempt cannot fix (no data, bad config, registry)."""
 
 
-def make_trainer(plugins: Any, model: str, options: dict[str, Any]) -> Any:
+def make_trainer(plugins: PluginClasses, model: str, options: dict[str, Any]) -> Any:
     """The model's trainer plugin built from its ``[models.trainer]`` options."""
     opts = dict(options)
     plugin = opts.pop("plugin", "command")
@@ -34,7 +38,7 @@ def make_trainer(plugins: Any, model: str, options: dict[str, Any]) -> Any:
         raise PluginError(f"model {model!r}: trainer {plugin!r}: {exc}") from exc
 
 
-def training_request(config: Any, job: dict[str, Any], job_dir: Path) -> TrainingJob:
+def training_request(config: Config, job: dict[str, Any], job_dir: Path) -> TrainingJob:
     """The trainer's request for this attempt of ``job``; opens its log with a banner."""
     training = config.training
     job_id, model, attempt = job["id"], job["model"], job["attempt"]
@@ -57,13 +61,12 @@ def training_request(config: Any, job: dict[str, Any], job_dir: Path) -> Trainin
     )
 
 
-async def check_training_data(warden: Any, model: str) -> None:
+async def check_training_data(predictions: PredictionCounter, config: Config, model: str) -> None:
     """Refuse to train below ``training.min_training_data_points`` recorded predictions."""
-    minimum = warden.config.training.min_training_data_points
-    ingest = warden.services.get("ingest")
-    if minimum <= 0 or ingest is None:
+    minimum = config.training.min_training_data_points
+    if minimum <= 0:
         return
-    count = await ingest.count_predictions(model)
+    count = await predictions.count_predictions(model)
     if count < minimum:
         raise NotRetryable(
             f"model {model!r} has {count} recorded predictions; "
@@ -71,9 +74,9 @@ async def check_training_data(warden: Any, model: str) -> None:
         )
 
 
-def check_reported_data(warden: Any, result: TrainingResult) -> None:
+def check_reported_data(config: Config, result: TrainingResult) -> None:
     """Refuse a result the trainer says was trained on too few data points."""
-    minimum = warden.config.training.min_training_data_points
+    minimum = config.training.min_training_data_points
     points = result.params.get("data_points")
     if isinstance(points, int) and points < minimum:
         raise NotRetryable(
@@ -83,14 +86,9 @@ def check_reported_data(warden: Any, result: TrainingResult) -> None:
 
 
 async def register_result(
-    warden: Any, job_id: str, model: str, result: TrainingResult
+    registry: VersionRegistrar, job_id: str, model: str, result: TrainingResult
 ) -> str | None:
     """Register the trained model as a new version in validation; return the version."""
-    registry = warden.services.get("registry")
-    if registry is None:
-        raise NotRetryable(
-            f"no registry service to register {result.model_uri}; the model stays in MLflow"
-        )
     params = {k: v for k, v in result.params.items() if k != "data_points"} or None
     lineage = {"training_job": job_id}
     if result.run_id:

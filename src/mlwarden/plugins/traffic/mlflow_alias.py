@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
 
 from ... import hookimpl
+from ...types import AliasRegistry
 
 __all__ = ["MlflowAliasBackend"]
 
@@ -23,8 +22,8 @@ class MlflowAliasBackend:
     - tag ``mlwarden.traffic_weight`` on every version in the table, and ``0`` on the
       versions that leave it.
 
-    Aliases go through the registry service (``registry.set_alias``, which maps the
-    semantic version to MLflow's); tags through the MLflow client in a thread.
+    Aliases and tags go through the registry it is given (``registry=``, an
+    :class:`~mlwarden.types.AliasRegistry`), which maps the semantic version to MLflow's.
     Serving systems that read ``models:/NAME@champion`` and ``@challenger`` and split
     by the tag need nothing else from mlwarden.
     """
@@ -33,7 +32,11 @@ class MlflowAliasBackend:
     tag = "mlwarden.traffic_weight"
 
     def __init__(
-        self, *, warden: Any, champion_alias: str = "champion", challenger_alias: str = "challenger"
+        self,
+        *,
+        registry: AliasRegistry,
+        champion_alias: str = "champion",
+        challenger_alias: str = "challenger",
     ) -> None:
         for key, value in (
             ("champion_alias", champion_alias),
@@ -41,13 +44,13 @@ class MlflowAliasBackend:
         ):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"option {key!r}: expected a non-empty string, got {value!r}")
-        self.warden = warden
+        self.registry = registry
         self.champion_alias = champion_alias
         self.challenger_alias = challenger_alias
         self._tagged: dict[str, set[str]] = {}
 
     async def apply(self, model: str, weights: dict[str, float]) -> None:
-        registry = self.warden.service("registry")
+        registry = self.registry
         production = await registry.production(model)
         current = production["version"] if production else None
         ranked = sorted(weights, key=lambda v: (-weights[v], v != current, v))
@@ -57,16 +60,8 @@ class MlflowAliasBackend:
         await registry.set_alias(model, self.challenger_alias, challenger)
         previous = self._tagged.get(model, set())
         tags = {v: weights.get(v, 0.0) for v in set(weights) | previous}
-        client = self.warden.tracking.client
         for version, weight in tags.items():
-            record = await registry.get(model, version)
-            await asyncio.to_thread(
-                client.set_model_version_tag,
-                model,
-                str(record["mlflow_version"]),
-                self.tag,
-                f"{weight:g}",
-            )
+            await registry.set_version_tag(model, version, self.tag, f"{weight:g}")
         self._tagged[model] = set(weights)
         logger.debug(
             "mlflow aliases of %s: %s=%s %s=%s",

@@ -1,0 +1,163 @@
+"""The core context: what every service of the daemon gets, typed.
+
+A service is built with a :class:`Context` and, for what it needs of another service,
+constructor arguments typed by small Protocols (each provider's ``interfaces.py``); the
+composition root (``daemon/warden.py``) wires both. The context holds the
+configuration in force, the store, the metrics, the audit log, MLflow tracking, the
+clock and the plugins, and offers the daemon-wide actions: ``spawn`` an owned
+background task, ``emit`` an event, ``call_hook`` on every plugin with isolation and a
+timeout, and ``record_error`` for ``/api/system/health``.
+
+The running ``Warden`` is a Context; a service typed against Context cannot reach the
+other services through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+import pluggy
+
+from ...types import Event
+from .audit import AuditLog
+from .config import Config
+from .metrics import Metrics
+from .store import Store
+from .tracking import Tracking
+
+__all__ = ["Clock", "Context", "PluginClasses", "await_me_maybe"]
+
+logger = logging.getLogger(__name__)
+
+#: Unix time now; tests inject a clock they move by hand.
+Clock = Callable[[], float]
+
+
+class PluginClasses(Protocol):
+    """The plugin classes of every kind by name (``core.plugins.PluginCatalog``)."""
+
+    def get(self, kind: str, name: str) -> type:
+        """The class of ``kind`` called ``name``; PluginError names the known ones."""
+        ...
+
+    def names(self, kind: str) -> list[str]:
+        """The names of every class of ``kind``, sorted."""
+        ...
+
+    def classes(self, kind: str) -> dict[str, type]:
+        """Every class of ``kind`` by name."""
+        ...
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """Await ``value`` if it is awaitable (a hook may return either)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+_FAILED = object()
+
+
+class Context:
+    """Configuration, store, metrics, audit, tracking, clock, plugins; spawn, emit, hooks."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock,
+        metrics: Metrics,
+        pm: pluggy.PluginManager,
+        plugins: PluginClasses,
+        store: Store,
+        audit: AuditLog,
+        tracking: Tracking,
+    ) -> None:
+        #: The configuration in force; a reload replaces it.
+        self.config = config
+        self.clock = clock
+        self.metrics = metrics
+        self.pm = pm
+        self.plugins = plugins
+        self.store = store
+        self.audit = audit
+        self.tracking = tracking
+        #: The most recent errors of background work, newest last (at most 20).
+        self.last_errors: list[dict[str, Any]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- background tasks ------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Run ``coro`` as an owned task: logged if it fails, cancelled at stop."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
+            self.record_error(task.get_name(), repr(task.exception()))
+
+    async def cancel_tasks(self, timeout: float) -> None:
+        """Cancel every owned task and wait up to ``timeout`` for them to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                logger.warning("task %s did not finish within %.1fs", task.get_name(), timeout)
+
+    def record_error(self, where: str, message: str) -> None:
+        """Keep ``message`` among the last errors that ``/api/system/health`` shows."""
+        self.last_errors.append({"ts": self.clock(), "where": where, "message": message})
+        del self.last_errors[:-20]
+
+    # -- plugins and events ----------------------------------------------------------
+
+    async def call_hook(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call every implementation of a hook, each isolated and timed out.
+
+        An implementation that raises or exceeds ``daemon.plugin_timeout_seconds`` is
+        logged with its plugin's name and counted in ``mlwarden_plugin_errors_total``;
+        its result is left out and the others still run.
+        """
+        hook = getattr(self.pm.hook, hook_name)
+        timeout = self.config.daemon.plugin_timeout_seconds
+
+        async def call(impl: pluggy.HookImpl) -> Any:
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                return await asyncio.wait_for(_call(impl.function, args), timeout)
+            except Exception as exc:
+                self.plugin_failed(impl.plugin_name, hook_name, exc)
+                return _FAILED
+
+        results = await asyncio.gather(*(call(impl) for impl in reversed(hook.get_hookimpls())))
+        return [r for r in results if r is not _FAILED]
+
+    def plugin_failed(self, plugin: str, hook: str, exc: BaseException) -> None:
+        """Log and count a plugin that raised or timed out; the daemon goes on."""
+        kind = "timed out" if isinstance(exc, TimeoutError) else f"raised {exc!r}"
+        logger.error("plugin %s %s in %s", plugin, kind, hook, exc_info=exc)
+        self.metrics.plugin_errors.labels(plugin, hook).inc()
+        self.record_error(f"plugin {plugin} ({hook})", kind)
+
+    async def emit(self, event: Event) -> None:
+        """Dispatch ``event`` to every ``mlwarden_event`` implementation."""
+        self.metrics.events.labels(event.kind).inc()
+        logger.debug("event %s model=%s version=%s", event.kind, event.model, event.version)
+        await self.call_hook("mlwarden_event", event=event)
+
+
+async def _call(function: Callable[..., Any], args: dict[str, Any]) -> Any:
+    """Call a hook implementation; a coroutine, so it can be awaited with a timeout."""
+    return await await_me_maybe(function(**args))

@@ -1,0 +1,69 @@
+"""What the ingest service offers other services, as Protocols (wired in daemon/warden.py).
+
+Another service never imports the ingest service's modules: it is handed the ingest
+service as one of these, and may import only this module from ``ingest/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ...types import OutcomeSource
+from ..core.config import ModelConfig
+from ..profiles.profile import Profile
+from ..profiles.reference import Reference
+
+__all__ = ["PredictionCounter", "PredictionSink", "WatchedModel", "WindowSource"]
+
+
+@dataclass(frozen=True)
+class WatchedModel:
+    """A watched model once its reference is loaded: its configuration and reference.
+
+    ``reference`` is None when the model has none (``reference_status`` says why:
+    ``none``, or ``error: ...`` when it could not be loaded).
+    """
+
+    config: ModelConfig
+    reference: Reference | None
+    reference_status: str
+
+
+class WindowSource(OutcomeSource, Protocol):
+    """Window profiles and outcomes of the watched models (what drift checks read)."""
+
+    def watched(self) -> list[str]:
+        """The models whose reference profile is loaded (the ones a loop checks)."""
+        ...
+
+    async def watched_model(self, model: str) -> WatchedModel:
+        """``model`` once ready; NotFound (404) names the watched models."""
+        ...
+
+    async def window(
+        self, model: str, since: float, until: float, version: str | None = None
+    ) -> Profile:
+        """The merged profile of ``model``'s buckets starting in [since, until)."""
+        ...
+
+    def rejections(self, model: str) -> Mapping[str, int]:
+        """Batches of ``model`` refused since start, by reason (schema violations)."""
+        ...
+
+
+class PredictionCounter(Protocol):
+    """How many predictions a model has (the training-data check)."""
+
+    async def count_predictions(self, model: str, *, since: float | None = None) -> int:
+        """Predictions accepted for ``model`` (with ``ts >= since``, when given)."""
+        ...
+
+
+class PredictionSink(OutcomeSource, Protocol):
+    """Where served predictions are recorded (the gateway) and outcomes read (analysis)."""
+
+    async def record_predictions(self, model: str, payload: Any) -> dict[str, Any]:
+        """Validate and store one batch, as ``POST /api/models/{name}/predictions``."""
+        ...

@@ -1,0 +1,32 @@
+"""What the ingest service holds of one watched model: its layout, reference, open buckets."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from ..core.config import ModelConfig
+from ..profiles.profile import Layout, Profile
+from ..profiles.reference import Reference
+from .prepare import BucketKey
+from .window import BucketWindow
+
+__all__ = ["ModelState"]
+
+
+@dataclass
+class ModelState:
+    """What the ingest service holds of one watched model."""
+
+    config: ModelConfig
+    layout: Layout = field(default_factory=lambda: Layout((), (), fingerprint="open"))
+    open_schema: bool = True
+    reference: Reference | None = None
+    reference_status: str = "loading"
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Open buckets; their samples change in place as batches fold in (Profile.fold).
+    open: dict[BucketKey, Profile] = field(default_factory=dict)
+    generation: int = 0  # bumped when closed buckets are written
+    # Windows of closed buckets by version filter (daemon/ingest/window.py), moved under the lock.
+    windows: dict[str | None, BucketWindow] = field(default_factory=dict)
+    window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -1,0 +1,76 @@
+"""What the registry offers other services, as Protocols (wired in daemon/warden.py).
+
+Another service never imports the registry's modules: it is handed the registry
+service as one of these, and may import only this module from ``registry/``. A version
+record is the dict ``GET /api/models/{name}/versions/{version}`` answers
+(docs/registry.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+__all__ = ["VersionLifecycle", "VersionRecords", "VersionRegistrar"]
+
+
+class VersionRecords(Protocol):
+    """Reading model versions."""
+
+    async def get(self, model: str, version: str) -> dict[str, Any]:
+        """The record of one version; NotFound (404) names the model and version."""
+        ...
+
+    async def versions(self, model: str) -> list[dict[str, Any]]:
+        """Every version of ``model``, oldest semantic version first."""
+        ...
+
+    async def production(self, model: str) -> dict[str, Any] | None:
+        """The version in ``production``, or None."""
+        ...
+
+    async def model_names(self) -> list[str]:
+        """Every model with a registered version or a ``[[models]]`` entry."""
+        ...
+
+    async def rollback_target(self, model: str) -> str | None:
+        """The previous production version (the latest to leave it, still deprecated)."""
+        ...
+
+
+class VersionLifecycle(VersionRecords, Protocol):
+    """Reading versions and moving them through their statuses (the rollouts service)."""
+
+    async def transition(
+        self, model: str, version: str, status: str, *, actor: str, reason: str = ""
+    ) -> dict[str, Any]:
+        """Move a version to ``status``; Conflict (409) when the lifecycle forbids it."""
+        ...
+
+    async def promote(
+        self, model: str, version: str, *, actor: str, strategy: str | None = None
+    ) -> dict[str, Any]:
+        """Switch production to ``version`` directly (no rollout)."""
+        ...
+
+    async def rollback(
+        self, model: str, version: str | None = None, *, actor: str
+    ) -> dict[str, Any]:
+        """Switch production back to the previous (or a given) deprecated version."""
+        ...
+
+
+class VersionRegistrar(Protocol):
+    """Registering a trained model as a new version (the training jobs)."""
+
+    async def register(
+        self,
+        model: str,
+        *,
+        model_uri: str | None = None,
+        metrics: dict[str, float] | None = None,
+        params: dict[str, Any] | None = None,
+        lineage: dict[str, Any] | None = None,
+        author: str | None = None,
+    ) -> dict[str, Any]:
+        """Register ``model_uri`` as a new version in ``validation``; its record."""
+        ...

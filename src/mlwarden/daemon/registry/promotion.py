@@ -1,0 +1,70 @@
+"""Direct switches of production: promote a version, roll back to the previous one.
+
+The version enters ``production`` (the ``champion`` alias follows) and the version
+that held production is deprecated. A promotion through a deployment strategy, and
+the rollback of an active rollout, are the rollouts service's (daemon/rollouts/);
+it calls these for the direct path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import Conflict
+from .interfaces import VersionLifecycle
+from .status import Status
+
+__all__ = ["promote", "rollback"]
+
+
+async def promote(
+    registry: VersionLifecycle, model: str, version: str, *, actor: str, strategy: str | None
+) -> dict[str, Any]:
+    """Put ``version`` in production (from validation through passing gates, or staging).
+
+    ``strategy`` is what the caller asked for (``direct`` or none), reported back.
+    """
+    record = await registry.get(model, version)
+    previous = await registry.production(model)
+    if record["status"] == Status.PRODUCTION:
+        raise Conflict(f"model {model!r} version {version} is already in production")
+    reason = f"promoted by {actor}" + (f" (strategy {strategy})" if strategy else "")
+    if record["status"] == Status.VALIDATION:
+        await registry.transition(model, version, Status.STAGING, actor=actor, reason=reason)
+    record = await registry.transition(
+        model, version, Status.PRODUCTION, actor=actor, reason=reason
+    )
+    return {
+        "model": model,
+        "version": version,
+        "strategy": "direct",
+        "requested_strategy": strategy,
+        "previous_version": previous["version"] if previous else None,
+        "record": record,
+    }
+
+
+async def rollback(
+    registry: VersionLifecycle, model: str, version: str | None, *, actor: str
+) -> dict[str, Any]:
+    """Restore the previous production version (or ``version``); the current one is deprecated."""
+    current = await registry.production(model)
+    target = version if version is not None else await registry.rollback_target(model)
+    if target is None:
+        raise Conflict(f"model {model!r} has no previous production version to roll back to")
+    record = await registry.get(model, target)
+    if current is not None and current["version"] == target:
+        raise Conflict(f"model {model!r} version {target} is already in production")
+    if record["status"] != Status.DEPRECATED:
+        raise Conflict(
+            f"model {model!r} version {target} is {record['status']}: only a deprecated former "
+            "production version can be rolled back to"
+        )
+    reason = f"rolled back by {actor}" + (f" from {current['version']}" if current else "")
+    record = await registry.transition(model, target, Status.PRODUCTION, actor=actor, reason=reason)
+    return {
+        "model": model,
+        "version": target,
+        "previous_version": current["version"] if current else None,
+        "record": record,
+    }
