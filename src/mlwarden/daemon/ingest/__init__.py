@@ -1,1 +1,19 @@
-"""Ingest: predictions and labels in, validated and folded into profiles and outcomes."""
+"""Ingest (service ``ingest``): predictions and labels in, profiles and outcomes out.
+
+Owns: the decoding and validation of batches (``decode.py``, ``records.py``,
+``validate.py``, ``batches.py``, ``prepare.py``), the single writer and its open
+buckets (``ledger.py``, ``state.py``, ``startup.py``: the reference load and the
+journal replay), the windows of closed buckets (``window.py``); tables
+``prediction_batches``, ``prediction_ids``, ``outcomes``, ``profile_buckets``,
+``ingest_journal`` (``tables.py``) and ``reference_profiles``; metrics
+``mlwarden_predictions_total``, ``mlwarden_labels_total``,
+``mlwarden_ingest_rejected_total``, ``mlwarden_prediction_latency_seconds``; background
+tasks ``ingest-writer``, ``ingest-housekeeping`` and ``ingest-reference-<model>``.
+
+Exposes (``interfaces.py``): ``WindowSource`` (window profiles, outcomes, refused
+batches; for the monitor), ``PredictionSink`` (the gateway records its answers),
+``PredictionCounter`` (the training-data check).
+
+May import: ``profiles``, ``core``, the contract, and ``registry.interfaces`` (records
+that name no version take the production version).
+"""

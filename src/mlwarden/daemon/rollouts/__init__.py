@@ -1,1 +1,20 @@
-"""Rollouts: the rollout controller, strategies driven, traffic tables, the gateway."""
+"""Rollouts (service ``rollouts``): promotions, strategies driven, traffic, the gateway.
+
+Owns: the rollout controller (``controller.py``: the state machine that drives a
+strategy plugin step by step, the confirm-promotion hook, promotion and rollback), the
+evidence a step is decided on (``evidence.py``) and the canary analysis itself
+(``analysis.py``: candidate against baseline over the same interval), the traffic
+tables with sticky routing and the traffic backends (``traffic.py``), the serving
+gateway (``gateway.py``); tables ``rollouts``, ``rollout_analyses``,
+``shadow_predictions`` (``records.py``), ``traffic_weights`` and ``traffic_changes``;
+metrics ``mlwarden_rollouts_total`` and ``mlwarden_traffic_weight``; events
+``rollout_started``, ``rollout_step``, ``rollout_promoted``, ``rollout_rolled_back``;
+tasks ``rollouts-tick`` and ``rollouts-follow-<model>``.
+
+Exposes (``interfaces.py``): ``TrafficControl`` (a model's traffic table and rollouts;
+for the experiments).
+
+May import: ``core``, the contract, ``mlwarden.plugins.strategies`` (the strategy base
+class the controller types against), ``ingest.interfaces`` (outcomes, recording served
+predictions) and ``registry.interfaces`` (moving versions through their statuses).
+"""
