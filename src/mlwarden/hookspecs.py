@@ -18,9 +18,12 @@ if TYPE_CHECKING:
     from .daemon.warden import Warden
     from .types import Event
 
-__all__ = ["hookspec"]
+__all__ = ["hookimpl", "hookspec"]
 
+#: Marker for hook specifications (this module's functions).
 hookspec = pluggy.HookspecMarker("mlwarden")
+#: Marker for plugin hook implementations: ``@hookimpl``, also ``mlwarden.hookimpl``.
+hookimpl = pluggy.HookimplMarker("mlwarden")
 
 
 @hookspec

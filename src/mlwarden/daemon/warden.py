@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from .. import __version__
+from .._version import __version__
 from ..plugins import PluginCatalog, make_plugin_manager
 from ..types import Event
 from .alerts.service import AlertService

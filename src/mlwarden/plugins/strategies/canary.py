@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, ClassVar
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from . import Analysis, RolloutView, Step, Strategy
 
 __all__ = ["CanaryStrategy"]

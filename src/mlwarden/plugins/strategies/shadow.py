@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from . import Analysis, RolloutView, Step, Strategy
 
 __all__ = ["ShadowStrategy"]

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 
 __all__ = ["MlflowAliasBackend"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import Decision, Severity, TriggerContext
 
 __all__ = ["RECOMMENDATIONS", "DriftTrigger"]

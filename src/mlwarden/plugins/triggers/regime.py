@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...stats.cusum import VolatilityCusum, returns_from
 from ...types import Decision, Severity, TriggerContext
 
