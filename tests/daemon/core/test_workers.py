@@ -13,7 +13,6 @@ import pytest
 
 from mlwarden.daemon.core.workers import WorkerPool
 from mlwarden.daemon.ingest.batches import BatchRejected
-
 from tests.daemon.ingest.test_ingest import config, ready, records, write_reference
 
 NOW = time.time()
