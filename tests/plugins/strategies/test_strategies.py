@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from mlwarden.plugins import PluginCatalog, make_plugin_manager
-from mlwarden.plugins.strategies import Analysis, Check, RolloutView, Step, Strategy
+from mlwarden.plugins.strategies import Strategy
 from mlwarden.plugins.strategies.blue_green import BlueGreenStrategy
 from mlwarden.plugins.strategies.canary import CanaryStrategy
 from mlwarden.plugins.strategies.rolling import RollingStrategy
 from mlwarden.plugins.strategies.shadow import ShadowStrategy
+from mlwarden.types import Analysis, Check, RolloutView, Step
 
 PASS = Analysis("pass", (Check("mse", 1.0, 1.0, 1.1, True),))
 FAIL = Analysis("fail", (Check("mse", 2.0, 1.0, 1.1, False),))

@@ -15,8 +15,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ...errors import Conflict, InvalidInput, PluginError
-from ...plugins.strategies import Analysis, RolloutView, Step, Strategy
-from ...types import Event, Severity
+from ...plugins.strategies import Strategy
+from ...types import Analysis, Event, RolloutView, Severity, Step
 from .evidence import analyze, gateway_errors, preflight
 from .records import analyses_table, rollouts_table, shadow_table
 

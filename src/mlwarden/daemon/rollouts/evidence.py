@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ...plugins.strategies import Analysis, Check, RolloutView, Strategy
+from ...plugins.strategies import Strategy
+from ...types import Analysis, Check, RolloutView
 from .analysis import VersionSample, compare, sample_from_outcomes
 
 __all__ = ["analyze", "gateway_errors", "preflight"]
