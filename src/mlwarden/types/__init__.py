@@ -10,7 +10,9 @@ would import it; the modules split it along the data:
 - ``rollouts``: :class:`RolloutView`, :class:`Analysis`, :class:`Check`,
   :class:`Step`, :class:`Thresholds`, ``Verdict``, ``Action`` (the deployment-strategy
   contract);
-- ``training``: :class:`TrainingJob`, :class:`TrainingResult` (the trainer contract).
+- ``training``: :class:`TrainingJob`, :class:`TrainingResult` (the trainer contract);
+- ``outcomes``: :class:`Outcomes` (a model's joined prediction/label pairs) and
+  :class:`OutcomeSource`, the protocol of what serves them (``TriggerContext.outcomes``).
 
 This package imports nothing of ``mlwarden.plugins`` or ``mlwarden.daemon``.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from .drift import RECOMMENDATIONS, DriftScore, FeatureData, FeatureKind
 from .events import Decision, Event, Notification, Severity, TriggerContext
+from .outcomes import Outcomes, OutcomeSource
 from .rollouts import Action, Analysis, Check, RolloutView, Step, Thresholds, Verdict
 from .training import TrainingJob, TrainingResult
 
@@ -33,6 +36,8 @@ __all__ = [
     "FeatureData",
     "FeatureKind",
     "Notification",
+    "OutcomeSource",
+    "Outcomes",
     "RolloutView",
     "Severity",
     "Step",

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from .outcomes import OutcomeSource
+
 __all__ = ["Decision", "Event", "Notification", "Severity", "TriggerContext"]
 
 
@@ -92,8 +94,9 @@ class TriggerContext:
     ``event`` is the event being dispatched (``None`` on a periodic tick);
     ``last_fired`` is when this trigger last fired for this model (Unix time, persisted
     across restarts; ``None`` if never); ``armed_at`` is when the scheduler first
-    watched this (model, trigger) pair (persisted); ``warden`` gives access to services such as
-    ``warden.service("ingest")`` for triggers that read data.
+    watched this (model, trigger) pair (persisted); ``outcomes`` is the model's joined
+    outcomes, for triggers that read data: ``await context.outcomes.outcomes(model,
+    since=...)`` (``None`` where no outcome source is available).
     """
 
     model: str
@@ -101,4 +104,4 @@ class TriggerContext:
     event: Event | None = None
     last_fired: float | None = None
     armed_at: float | None = None
-    warden: Any = None
+    outcomes: OutcomeSource | None = None

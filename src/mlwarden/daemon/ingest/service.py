@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from ...errors import NotFound
+from ...types import Outcomes
 from ..core.service import Service
 from ..core.workers import WorkerPool
 from .batches import BatchRejected, parse_labels
@@ -38,27 +38,6 @@ __all__ = ["IngestService", "Outcomes"]
 logger = logging.getLogger(__name__)
 
 _VERSION_TTL_SECONDS = 2.0
-
-
-@dataclass(frozen=True)
-class Outcomes:
-    """Joined (prediction, label) pairs of a model, oldest first, as numpy arrays.
-
-    ``version`` (str), ``ts`` (prediction time, unix seconds), ``prediction`` and
-    ``label`` (float64 for regression, str objects for classification), ``latency``
-    (seconds, NaN when not reported), ``error`` (bool: the serving call failed), ``id``.
-    """
-
-    id: np.ndarray
-    version: np.ndarray
-    ts: np.ndarray
-    prediction: np.ndarray
-    label: np.ndarray
-    latency: np.ndarray
-    error: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.id)
 
 
 class IngestService(Service):

@@ -170,7 +170,7 @@ class SchedulerService(Service):
                     event=event,
                     last_fired=last,
                     armed_at=state["armed_at"],
-                    warden=self.warden,
+                    outcomes=self.warden.service("ingest"),
                 )
                 try:
                     decision = trigger.evaluate(context)
