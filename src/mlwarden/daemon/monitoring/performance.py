@@ -32,11 +32,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from ...errors import InvalidInput, NotFound
-from ...stats.metrics import compute_metrics
+from ...stats.metrics import compute_metrics, higher_is_better, relative_worsening
 from ...types import Event, Severity
 from ..core.service import Service
 from ..core.store import Schema, create_tables
-from ..registry.gates import higher_is_better, relative_worsening
 
 __all__ = ["PerformanceService", "history_table", "watched_metric"]
 
