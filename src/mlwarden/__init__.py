@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import pluggy
-
-__version__ = "0.1.0"
-
-#: Marker for plugin hook implementations: ``@mlwarden.hookimpl``.
-hookimpl = pluggy.HookimplMarker("mlwarden")
+from ._version import __version__
+from .hookspecs import hookimpl
 
 __all__ = ["Warden", "__version__", "hookimpl"]
 

@@ -10,6 +10,8 @@ __all__ = [
     "MlwardenError",
     "NotFound",
     "PluginError",
+    "TrainingFailed",
+    "TrainingTimedOut",
     "Unauthorized",
 ]
 
@@ -40,6 +42,22 @@ class PluginError(MlwardenError):
     """A plugin could not be loaded, is duplicated, or is misconfigured."""
 
     code = "plugin_error"
+
+
+class TrainingFailed(MlwardenError):
+    """The trainer ran but produced no usable model (exit code, missing output, ...).
+
+    A trainer plugin raises it (or any exception) from ``train``; the job queue retries
+    the job up to ``training.max_retries`` and records the message as the job's error.
+    """
+
+    code = "training_failed"
+
+
+class TrainingTimedOut(TrainingFailed):
+    """The trainer exceeded the job's timeout; its process group was killed."""
+
+    code = "training_timed_out"
 
 
 class InvalidInput(MlwardenError):

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from .daemon.warden import Warden
+    from .daemon.core.context import Context
     from .types import Event
 
-__all__ = ["hookspec"]
+__all__ = ["hookimpl", "hookspec"]
 
+#: Marker for hook specifications (this module's functions).
 hookspec = pluggy.HookspecMarker("mlwarden")
+#: Marker for plugin hook implementations: ``@hookimpl``, also ``mlwarden.hookimpl``.
+hookimpl = pluggy.HookimplMarker("mlwarden")
 
 
 @hookspec
@@ -84,13 +87,19 @@ def mlwarden_traffic_backends() -> list[type]:
 
     Called once when the plugin manager is built. A backend has
     ``async apply(model: str, weights: dict[str, float]) -> None`` and is called every
-    time a model's traffic table changes. Names are unique.
+    time a model's traffic table changes. A backend whose ``__init__`` takes
+    ``registry`` is given the model registry (:class:`mlwarden.types.AliasRegistry`).
+    Names are unique.
     """
 
 
 @hookspec
-def mlwarden_startup(warden: Warden) -> Awaitable[None] | None:
+def mlwarden_startup(warden: Context) -> Awaitable[None] | None:
     """Called once the daemon's services have started, before it reports READY.
+
+    ``warden`` is the running :class:`mlwarden.Warden`, typed as the core context it
+    extends (configuration, store, metrics, ``spawn`` for a background task the daemon
+    owns, ``emit``); its in-process API (``monitor_model_drift``, ...) is there too.
 
     May return an awaitable, which is awaited. An exception is logged and counted; it
     does not stop start-up.
@@ -98,8 +107,9 @@ def mlwarden_startup(warden: Warden) -> Awaitable[None] | None:
 
 
 @hookspec
-def mlwarden_shutdown(warden: Warden) -> Awaitable[None] | None:
-    """Called when the daemon stops, before its services are stopped.
+def mlwarden_shutdown(warden: Context) -> Awaitable[None] | None:
+    """Called when the daemon stops, before its services are stopped (``warden`` as in
+    ``mlwarden_startup``).
 
     May return an awaitable, which is awaited with the shutdown timeout.
     """

@@ -12,8 +12,10 @@ from sklearn import metrics as skm
 from mlwarden.stats.metrics import (
     classification_metrics,
     compute_metrics,
+    higher_is_better,
     max_drawdown,
     regression_metrics,
+    relative_worsening,
     sharpe_ratio,
     strategy_returns,
     system_metrics,
@@ -126,3 +128,26 @@ def test_trading_options_are_validated():
     assert trading_problems({"periods_per_year": 8760, "position": "sign"}, "t") == []
     problems = trading_problems({"periods_per_year": 0, "position": "short", "threshold": -1}, "t")
     assert len(problems) == 3 and "t.position" in problems[1]
+
+
+@pytest.mark.parametrize(
+    ("metric", "extra", "expected"),
+    [
+        ("accuracy", (), True),
+        ("test_accuracy", (), True),
+        ("Sharpe", (), True),
+        ("mse", (), False),
+        ("max_drawdown", (), False),
+        ("my_score", (), False),
+        ("my_score", ("my_score",), True),
+    ],
+)
+def test_metric_direction(metric, extra, expected):
+    assert higher_is_better(metric, set(extra)) is expected
+
+
+def test_relative_worsening_is_signed_by_direction():
+    assert relative_worsening(0.12, 0.10, higher_better=False) == pytest.approx(0.2)
+    assert relative_worsening(0.72, 0.80, higher_better=True) == pytest.approx(0.1)
+    assert relative_worsening(0.88, 0.80, higher_better=True) == pytest.approx(-0.1)
+    assert relative_worsening(0.5, 0.0, higher_better=False) == 0.5  # zero baseline: absolute

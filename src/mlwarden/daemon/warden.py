@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from .. import __version__
+from .._version import __version__
 from .alerts.service import AlertService
 from .core.audit import AUDIT_SCHEMA, AuditLog
 from .core.config import Config

@@ -1,10 +1,22 @@
-"""Statistics for A/B tests between model versions (pure numpy/scipy, no daemon imports).
+"""Numerics with no daemon in them (pure numpy/scipy; imports nothing else of mlwarden).
+
+For A/B tests between model versions (re-exported here):
 
 - ``hypothesis``: Welch's t-test, the two-proportion z-test, Mann-Whitney U, each with
   the interval of the difference and the relative lift;
 - ``sequential``: the always-valid mSPRT p-value and normal-mixture confidence sequence;
 - ``design``: sample-ratio mismatch, Holm's correction, power and sample size, CUPED;
 - ``decision``: per-request metrics, guardrails, gates and the recommendation.
+
+For monitoring and plugins (imported from their modules):
+
+- ``kolmogorov``: the two-sample Kolmogorov-Smirnov statistic and p-value, as scipy
+  computes them, faster (the ``ks`` drift method);
+- ``cusum``: the variance CUSUM that detects a volatility regime change (the
+  ``regime`` trigger);
+- ``metrics``: a model version's regression, classification, trading and system
+  metrics from joined outcomes, and whether a metric is higher-is-better
+  (``higher_is_better``, ``relative_worsening``: the gates and the performance monitor).
 """
 
 from __future__ import annotations

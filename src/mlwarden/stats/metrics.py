@@ -31,6 +31,12 @@ return and the label is the realised simple return of that period):
 over the outcomes that reported a latency), ``throughput`` (outcomes per second over the
 window), ``error_rate`` (share of serving calls that failed; failed calls are left out of
 the quality metrics above).
+
+**Direction**: ``higher_is_better(metric)`` says whether a larger value is better
+(accuracy, r2, sharpe, win_rate, throughput, ...; ``test_accuracy`` counts as accuracy;
+every other metric is lower-is-better), and ``relative_worsening`` how much worse a
+value is than a baseline, as a fraction; the validation gates and the performance
+monitor both judge metrics by them.
 """
 
 from __future__ import annotations
@@ -42,11 +48,14 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "HIGHER_IS_BETTER",
     "POSITIONS",
     "classification_metrics",
     "compute_metrics",
+    "higher_is_better",
     "max_drawdown",
     "regression_metrics",
+    "relative_worsening",
     "sharpe_ratio",
     "strategy_returns",
     "system_metrics",
@@ -57,6 +66,33 @@ __all__ = [
 
 POSITIONS = ("sign", "long_only")
 DEFAULT_PERIODS_PER_YEAR = 365.0
+
+#: Metrics where a larger value is better; every other metric is lower-is-better.
+HIGHER_IS_BETTER = frozenset(
+    {
+        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro",
+        "precision_macro", "recall_macro", "r2", "auc", "roc_auc", "sharpe", "sortino",
+        "win_rate", "throughput",
+    }
+)  # fmt: skip
+
+
+def higher_is_better(metric: str, extra: frozenset[str] | set[str] = frozenset()) -> bool:
+    """Whether a larger ``metric`` is better (``test_accuracy`` counts as accuracy)."""
+    name = metric.lower()
+    if name in extra or name in HIGHER_IS_BETTER:
+        return True
+    return any(name.endswith("_" + known) for known in HIGHER_IS_BETTER)
+
+
+def relative_worsening(value: float, baseline: float, higher_better: bool) -> float:
+    """How much worse ``value`` is than ``baseline``, as a fraction of ``|baseline|``.
+
+    Negative when ``value`` is better. With a zero baseline the absolute difference is
+    used (a relative change of zero is undefined).
+    """
+    diff = (baseline - value) if higher_better else (value - baseline)
+    return diff / abs(baseline) if baseline != 0 else diff
 
 
 def trading_problems(trading: Mapping[str, Any], where: str) -> list[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlwarden.daemon.api import build_app
-from mlwarden.daemon.api.http import ROUTES
 from mlwarden.daemon.api.auth import ROLE_RANK, authenticate, mint_token
+from mlwarden.daemon.api.http import ROUTES
 from mlwarden.daemon.core.config import AuthConfig, TokenConfig
 from tests.fake_plugins import fake_routes
 

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import accuracy_score, mean_squared_error
 
 from mlwarden.daemon.rollouts.analysis import VersionSample, compare, model_metric
-from mlwarden.plugins.strategies import Thresholds
+from mlwarden.types import Thresholds
 
 rng = np.random.default_rng(7)
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import doctest
+import sys
+import warnings
+
 import pytest
 
+import mlwarden.plugins.strategies as strategies
+import mlwarden.types
 from mlwarden.daemon.core.plugins import PluginCatalog, make_plugin_manager
-from mlwarden.plugins.strategies import Analysis, Check, RolloutView, Step, Strategy
+from mlwarden.plugins.strategies import Strategy
 from mlwarden.plugins.strategies.blue_green import BlueGreenStrategy
 from mlwarden.plugins.strategies.canary import CanaryStrategy
 from mlwarden.plugins.strategies.rolling import RollingStrategy
 from mlwarden.plugins.strategies.shadow import ShadowStrategy
+from mlwarden.types import Analysis, Check, RolloutView, Step
 
 PASS = Analysis("pass", (Check("mse", 1.0, 1.0, 1.1, True),))
 FAIL = Analysis("fail", (Check("mse", 2.0, 1.0, 1.1, False),))
@@ -179,3 +186,37 @@ def test_bad_options_name_the_option(cls, options, message):
     with pytest.raises(ValueError) as info:
         cls(**options)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["Analysis", "Check", "RolloutView", "Step", "Thresholds"])
+def test_contract_names_from_plugins_strategies_warn_and_are_the_types(name):
+    with pytest.warns(DeprecationWarning, match=r"import it from mlwarden\.types") as record:
+        moved = getattr(strategies, name)
+    assert moved is getattr(mlwarden.types, name)
+    assert record[0].filename == __file__  # the warning points at the importer
+
+
+def test_from_import_of_a_moved_name_warns():
+    with pytest.warns(DeprecationWarning, match=r"mlwarden\.plugins\.strategies\.Analysis"):
+        from mlwarden.plugins.strategies import Analysis as Old
+    assert Old is Analysis
+
+
+def test_strategy_stays_importable_from_plugins_strategies_without_a_warning():
+    from mlwarden.plugins.strategies.base import Strategy as Base
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from mlwarden.plugins.strategies import Strategy as Same
+    assert Same is Base is Strategy
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = strategies.Nope
+
+
+@pytest.mark.parametrize(
+    "cls", [BlueGreenStrategy, CanaryStrategy, RollingStrategy, ShadowStrategy]
+)
+def test_docstring_examples_run(cls):
+    module = sys.modules[cls.__module__]
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

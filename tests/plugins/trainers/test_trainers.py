@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mlwarden.errors import TrainingFailed
 from mlwarden.plugins.trainers.command import CommandTrainer
-from mlwarden.plugins.trainers.process import TrainingFailed, read_training_output
+from mlwarden.plugins.trainers.process import read_training_output
 from mlwarden.plugins.trainers.python import PythonTrainer
 from mlwarden.types import TrainingJob
 
@@ -76,6 +77,17 @@ async def test_nonzero_exit_and_signal_are_failures(tmp_path):
         await CommandTrainer(command=[sys.executable, "-c", kill_self]).train(job(tmp_path))
     with pytest.raises(TrainingFailed, match="cannot start trainer command"):
         await CommandTrainer(command=["/nonexistent/trainer"]).train(job(tmp_path))
+
+
+def test_training_errors_live_in_errors_and_stay_importable_from_process():
+    from mlwarden import errors
+    from mlwarden.plugins.trainers import process
+
+    assert process.TrainingFailed is errors.TrainingFailed
+    assert process.TrainingTimedOut is errors.TrainingTimedOut
+    assert {"TrainingFailed", "TrainingTimedOut"} <= set(process.__all__)
+    assert issubclass(errors.TrainingTimedOut, errors.TrainingFailed)
+    assert issubclass(errors.TrainingFailed, errors.MlwardenError)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The regime trigger on real outcomes recorded through the ingest service."""
+"""The regime trigger on an outcome source of its own, and on outcomes the daemon recorded."""
 
 from __future__ import annotations
 
@@ -8,12 +8,65 @@ import sys
 import numpy as np
 
 from mlwarden.daemon.warden import Warden
+from mlwarden.plugins.triggers.regime import RegimeTrigger
+from mlwarden.types import Outcomes, TriggerContext
 
 PY = sys.executable
+START = 1_790_000_000.0
+
+
+class RecordedOutcomes:
+    """An OutcomeSource over fixed labels, one a minute: all a trigger needs of ingest."""
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.ts = START + 60.0 * np.arange(1, len(labels) + 1)
+        self.labels = labels
+        self.calls: list[tuple[str, float | None]] = []
+
+    async def outcomes(
+        self,
+        model: str,
+        *,
+        version: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Outcomes:
+        self.calls.append((model, since))
+        keep = (self.ts >= (since or -np.inf)) & (self.ts < (until or np.inf))
+        n = int(keep.sum())
+        return Outcomes(
+            id=np.array([f"p{i}" for i in range(n)], dtype=object),
+            version=np.full(n, "1.0.0", dtype=object),
+            ts=self.ts[keep],
+            prediction=np.zeros(n),
+            label=self.labels[keep],
+            latency=np.full(n, np.nan),
+            error=np.zeros(n, dtype=bool),
+        )
+
+
+async def test_fires_on_a_volatility_change_read_from_context_outcomes():
+    rng = np.random.default_rng(11)
+    source = RecordedOutcomes(
+        np.concatenate([rng.normal(0, 0.01, 2000), rng.normal(0, 0.02, 1000)])
+    )
+    trigger = RegimeTrigger(interval_seconds=0, lookback_hours=100)
+    now = float(source.ts[-1]) + 1
+    decision = await trigger.evaluate(TriggerContext(model="btc", now=now, outcomes=source))
+    assert decision.fire and "(up," in decision.reason, decision.reason
+    assert source.calls == [("btc", now - 100 * 3600.0)]
+    assert decision.data["change_started_at"] > source.ts[1500]
+    again = TriggerContext(model="btc", now=now, outcomes=source, last_fired=now)
+    assert not (await trigger.evaluate(again)).fire  # the same change does not fire twice
+
+
+async def test_without_an_outcome_source_it_does_not_fire_and_says_why():
+    decision = await RegimeTrigger().evaluate(TriggerContext(model="btc", now=START))
+    assert not decision.fire and "no outcome source" in decision.reason
 
 
 async def test_regime_change_in_realised_returns_queues_one_job(make_config):
-    start = 1_790_000_000.0
+    start = START
     now = [start]
     config = make_config(
         "[training]\nmin_training_data_points = 0\nscheduler_interval_seconds = 3600\n"

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import Event, Severity
 from ..core.config import Config
 from ..core.context import Context

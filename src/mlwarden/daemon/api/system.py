@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from ... import __version__
+from ..._version import __version__
 from ...errors import InvalidInput
 from .http import ROUTES, WARDEN, Route, json_response, query_limit
 

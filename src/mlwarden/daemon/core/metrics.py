@@ -19,7 +19,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from ... import __version__
+from ..._version import __version__
 
 __all__ = ["Metrics"]
 

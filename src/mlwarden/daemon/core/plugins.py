@@ -19,7 +19,8 @@ from typing import Any
 
 import pluggy
 
-from ... import __version__, hookspecs
+from ... import hookspecs
+from ..._version import __version__
 from ...errors import PluginError
 from ...plugins import DEFAULT_PLUGINS
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from ...errors import NotFound
 
@@ -80,11 +81,13 @@ class Store:
             await self.engine.dispose()
             self.engine = None
 
-    def begin(self) -> Any:
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection in a transaction, committed when the block ends without error."""
         assert self.engine is not None, "store is not open"
         return self.engine.begin()
 
-    def connect(self) -> Any:
+    def connect(self) -> AsyncConnection:
+        """A connection (use ``async with``); reads see what was committed."""
         assert self.engine is not None, "store is not open"
         return self.engine.connect()
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ... import hookimpl
 from ...errors import Conflict, InvalidInput, NotFound
+from ...hookspecs import hookimpl
 from ...stats import Evaluation, is_final
 from ...types import Event, OutcomeSource, Severity
 from ..core.context import Context

@@ -32,12 +32,11 @@ import numpy as np
 import sqlalchemy as sa
 
 from ...errors import InvalidInput, NotFound
-from ...stats.metrics import compute_metrics
+from ...stats.metrics import compute_metrics, higher_is_better, relative_worsening
 from ...types import Event, OutcomeSource, Severity
 from ..core.context import Context
 from ..core.service import Service
 from ..core.store import Schema, create_tables
-from ..registry.gates import higher_is_better, relative_worsening
 from ..registry.interfaces import VersionRecords
 
 __all__ = ["PerformanceService", "history_table", "watched_metric"]

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...types import DriftScore, FeatureData
+from ...types import RECOMMENDATIONS, DriftScore, FeatureData
 from ..core.config import ModelConfig, MonitoringConfig
 from ..core.parallel import map_threads, workers_for
 from ..profiles.profile import Profile
@@ -32,8 +32,6 @@ from ..profiles.reference import Reference
 __all__ = ["RECOMMENDATIONS", "Detectors", "evaluate", "fit_detectors", "recommend"]
 
 logger = logging.getLogger(__name__)
-
-RECOMMENDATIONS = ("NO_ACTION_NEEDED", "RETRAIN_SOON", "RETRAIN_IMMEDIATELY")
 
 
 @dataclass

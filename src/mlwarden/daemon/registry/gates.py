@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ...stats.metrics import HIGHER_IS_BETTER, higher_is_better, relative_worsening
+
 __all__ = [
     "HIGHER_IS_BETTER",
     "GateCheck",
@@ -31,23 +33,6 @@ __all__ = [
     "evaluate_gates",
     "higher_is_better",
 ]
-
-#: Metrics where a larger value is better; every other metric is lower-is-better.
-HIGHER_IS_BETTER = frozenset(
-    {
-        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro",
-        "precision_macro", "recall_macro", "r2", "auc", "roc_auc", "sharpe", "sortino",
-        "win_rate", "throughput",
-    }
-)  # fmt: skip
-
-
-def higher_is_better(metric: str, extra: frozenset[str] | set[str] = frozenset()) -> bool:
-    """Whether a larger ``metric`` is better (``test_accuracy`` counts as accuracy)."""
-    name = metric.lower()
-    if name in extra or name in HIGHER_IS_BETTER:
-        return True
-    return any(name.endswith("_" + known) for known in HIGHER_IS_BETTER)
 
 
 @dataclass(frozen=True)
@@ -177,13 +162,3 @@ def _against_production(
     if not checks:
         checks.append(GateCheck(name, None, None, tolerance, True, "no common metric to compare"))
     return checks
-
-
-def relative_worsening(value: float, baseline: float, higher_better: bool) -> float:
-    """How much worse ``value`` is than ``baseline``, as a fraction of ``|baseline|``.
-
-    Negative when ``value`` is better. With a zero baseline the absolute difference is
-    used (a relative change of zero is undefined).
-    """
-    diff = (baseline - value) if higher_better else (value - baseline)
-    return diff / abs(baseline) if baseline != 0 else diff

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ...types import AliasRegistry
+
 __all__ = ["VersionLifecycle", "VersionRecords", "VersionRegistrar"]
 
 
@@ -37,8 +39,9 @@ class VersionRecords(Protocol):
         ...
 
 
-class VersionLifecycle(VersionRecords, Protocol):
-    """Reading versions and moving them through their statuses (the rollouts service)."""
+class VersionLifecycle(VersionRecords, AliasRegistry, Protocol):
+    """Reading versions, moving them through their statuses, pointing aliases at them
+    (the rollouts service and its traffic backends)."""
 
     async def transition(
         self, model: str, version: str, status: str, *, actor: str, reason: str = ""

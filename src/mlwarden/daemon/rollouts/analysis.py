@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ...plugins.strategies import Analysis, Check, Thresholds
+from ...types import Analysis, Check, Thresholds
 
 __all__ = ["VersionSample", "compare", "model_metric", "sample_from_outcomes"]
 

@@ -17,8 +17,8 @@ from collections import defaultdict
 from typing import Any
 
 from ...errors import Conflict, InvalidInput, PluginError
-from ...plugins.strategies import Analysis, RolloutView, Step, Strategy
-from ...types import Event, Severity
+from ...plugins.strategies import Strategy
+from ...types import Analysis, Event, RolloutView, Severity, Step
 from ..core.context import Context
 from ..ingest.interfaces import PredictionSink
 from ..registry.interfaces import VersionLifecycle

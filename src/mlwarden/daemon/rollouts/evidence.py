@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ...plugins.strategies import Analysis, Check, RolloutView, Strategy
-from ...types import OutcomeSource
+from ...plugins.strategies import Strategy
+from ...types import Analysis, Check, OutcomeSource, RolloutView
 from ..core.context import Context
 from .analysis import VersionSample, compare, sample_from_outcomes
 from .gateway import Gateway

@@ -22,8 +22,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ... import hookimpl
 from ...errors import ConfigError, Conflict, InvalidInput, NotFound
+from ...hookspecs import hookimpl
 from ...types import Event, Severity
 from ..core.config import Config
 from ..core.context import Context

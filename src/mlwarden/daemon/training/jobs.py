@@ -27,8 +27,14 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from ...errors import Conflict, InvalidInput, NotFound, PluginError
-from ...plugins.trainers.process import TrainingFailed, TrainingTimedOut
+from ...errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    PluginError,
+    TrainingFailed,
+    TrainingTimedOut,
+)
 from ...types import Event, TrainingResult
 from ..core.config import Config
 from ..core.context import Context

@@ -20,8 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ... import hookimpl
 from ...errors import Conflict, NotFound, PluginError
+from ...hookspecs import hookimpl
 from ...types import Decision, Event, OutcomeSource, TriggerContext
 from ..core.config import Config, ModelConfig
 from ..core.context import Context, PluginClasses

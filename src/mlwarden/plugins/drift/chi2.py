@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy import special
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import DriftScore, FeatureData, FeatureKind
 from .base import (
     DriftMethod,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...stats.kolmogorov import SortedReference, ks_2samp_sorted
 from ...types import DriftScore, FeatureData, FeatureKind
 from .base import DriftMethod, check_choice, check_probability, numeric_sample

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.spatial import distance
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import DriftScore, FeatureData, FeatureKind
 from .base import DriftMethod, check_int, check_probability, multivariate_sample
 

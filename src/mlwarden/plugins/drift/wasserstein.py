@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import DriftScore, FeatureData, FeatureKind
 from .base import DriftMethod, check_choice, check_number, numeric_sample
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import apprise
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import Notification, Severity
 
 __all__ = ["AppriseNotifier", "DeliveryFailed"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import Notification, Severity
 
 logger = logging.getLogger("mlwarden.notifications")

@@ -1,292 +1,35 @@
-"""Deployment strategies: the contract every strategy plugin implements, and its base class.
+"""Built-in deployment strategies (blue_green, canary, rolling, shadow) and their base.
 
-A strategy is a small, pure object: it never talks to MLflow, the store or the network.
-The rollout controller (``mlwarden.daemon.rollouts.service``) shows it a :class:`RolloutView` (the
-rollout's persisted state and the clock) and, when the strategy's interval has elapsed,
-an :class:`Analysis` of the candidate against the baseline over the same interval. The
-strategy answers with a :class:`Step`: set the candidate's traffic share (optionally
-mirrored), wait, retry the step (a failed check within the failure budget), promote, or
-roll back. Because it is pure, a strategy is tested without a daemon, and the controller
-can resume it after a restart from the persisted view alone.
+The contract every strategy implements lives in :mod:`mlwarden.types.rollouts`
+(importable from ``mlwarden.types``); the built-ins' shared base class is
+:class:`~mlwarden.plugins.strategies.base.Strategy`, also importable from here.
+
+``Analysis``, ``Check``, ``RolloutView``, ``Step`` and ``Thresholds`` were defined here
+before; importing them from this package still works for one release and warns with a
+``DeprecationWarning`` naming ``mlwarden.types``.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal
+import warnings
+from typing import Any
 
-__all__ = [
-    "Analysis",
-    "Check",
-    "RolloutView",
-    "Step",
-    "Strategy",
-    "Thresholds",
-]
+from ...types import rollouts as _rollouts
+from .base import Strategy
 
-Verdict = Literal["pass", "fail", "inconclusive"]
-Action = Literal["traffic", "wait", "retry", "promote", "complete", "rollback"]
+__all__ = ["Strategy"]
+
+_MOVED = frozenset({"Action", "Analysis", "Check", "RolloutView", "Step", "Thresholds", "Verdict"})
 
 
-@dataclass(frozen=True)
-class RolloutView:
-    """What a strategy sees of a rollout: persisted state plus the current time.
-
-    ``step`` is the index of the step in force (-1 before the first one); ``weight`` is
-    the candidate's traffic share now (0..1); ``mirror`` says whether the candidate
-    receives a mirrored copy of the traffic; ``failures`` counts failed analyses so far;
-    ``memo`` is the strategy's own JSON-serialisable scratch space, persisted with the
-    rollout.
-    """
-
-    model: str
-    candidate: str
-    baseline: str | None
-    step: int
-    step_started_at: float
-    now: float
-    weight: float = 0.0
-    mirror: bool = False
-    failures: int = 0
-    memo: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds since the step in force began."""
-        return self.now - self.step_started_at
-
-
-@dataclass(frozen=True)
-class Check:
-    """One measured value held to one threshold."""
-
-    metric: str
-    candidate: float | None
-    baseline: float | None
-    threshold: float
-    passed: bool
-    rule: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _finite(v) for k, v in asdict(self).items()}
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """The verdict on one interval: each check with its measured values and threshold.
-
-    ``inconclusive`` means too few samples on either side: the rollout waits, it does
-    not fail.
-    """
-
-    verdict: Verdict
-    checks: tuple[Check, ...] = ()
-    samples: dict[str, int] = field(default_factory=dict)
-    since: float = 0.0
-    until: float = 0.0
-    reason: str = ""
-
-    @property
-    def failed_checks(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "reason": self.reason,
-            "since": self.since,
-            "until": self.until,
-            "samples": dict(self.samples),
-            "checks": [c.to_dict() for c in self.checks],
-        }
-
-
-@dataclass(frozen=True)
-class Step:
-    """A strategy's answer.
-
-    - ``traffic``: give the candidate ``weight`` (0..1) of the traffic as step ``index``;
-      ``mirror`` also sends it a copy of the baseline's traffic (answers discarded);
-      ``confirm`` asks the confirm-promotion hook first (blue-green's switch does).
-    - ``wait``: nothing to do yet (interval not elapsed, or too few samples).
-    - ``retry``: a failed analysis within the failure budget; the step's interval
-      starts again.
-    - ``promote``: the candidate takes all traffic and becomes production (the
-      confirm-promotion hook is asked unless ``confirm`` is False).
-    - ``complete``: end the rollout without promoting (a shadow comparison that was
-      only meant to be recorded); traffic goes back to the baseline alone.
-    - ``rollback``: all traffic back to the baseline.
-    """
-
-    action: Action
-    weight: float | None = None
-    index: int | None = None
-    mirror: bool = False
-    confirm: bool | None = None
-    reason: str = ""
-    memo: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """What an analysis holds the candidate to (canary vs. stable, same interval).
-
-    - ``min_samples``: fewer requests (or labelled outcomes, for the model metric) on
-      either side make the analysis inconclusive;
-    - ``max_error_rate``: absolute ceiling on the candidate's serving error rate, and
-      ``max_error_rate_increase``: how far above the baseline's it may be;
-    - ``max_latency_ratio`` and ``latency_slack_seconds``: the candidate's p95 latency
-      may be at most ``ratio x baseline p95 + slack``;
-    - ``max_metric_increase``: relative increase of the model metric allowed (MSE for
-      regression, error rate for classification; lower is better), ``None`` to skip;
-    - ``latency_quantile``: which latency quantile is compared.
-    """
-
-    min_samples: int = 100
-    max_error_rate: float = 0.05
-    max_error_rate_increase: float = 0.01
-    max_latency_ratio: float = 1.5
-    latency_slack_seconds: float = 0.025
-    max_metric_increase: float | None = 0.1
-    latency_quantile: float = 0.95
-
-    def __post_init__(self) -> None:
-        _check(self.min_samples >= 1, "min_samples", "an integer >= 1", self.min_samples)
-        for key in ("max_error_rate", "max_error_rate_increase"):
-            value = getattr(self, key)
-            _check(0 <= value <= 1, key, "a number in [0, 1]", value)
-        _check(
-            self.max_latency_ratio >= 1,
-            "max_latency_ratio",
-            "a number >= 1",
-            self.max_latency_ratio,
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"mlwarden.plugins.strategies.{name} is deprecated and will be removed in the "
+            f"next release; import it from mlwarden.types ({name} is defined in "
+            "mlwarden.types.rollouts)",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        _check(
-            self.latency_slack_seconds >= 0,
-            "latency_slack_seconds",
-            "a number >= 0",
-            self.latency_slack_seconds,
-        )
-        if self.max_metric_increase is not None:
-            _check(
-                self.max_metric_increase >= 0,
-                "max_metric_increase",
-                "a number >= 0",
-                self.max_metric_increase,
-            )
-        _check(
-            0 < self.latency_quantile < 1,
-            "latency_quantile",
-            "a number in (0, 1)",
-            self.latency_quantile,
-        )
-
-
-class Strategy:
-    """Base of every deployment strategy: validated common options and the protocol.
-
-    Subclasses set ``name`` and implement :meth:`first` and :meth:`decide`. Options are
-    keyword-only; a bad value raises ``ValueError`` naming the option. Common options:
-    ``interval_seconds`` (analysis interval per step), ``failure_budget`` (failed
-    analyses tolerated before rolling back) and the :class:`Thresholds` fields.
-    """
-
-    name: ClassVar[str] = ""
-    #: Parameter sets the conformance tests instantiate the class with.
-    test_params: ClassVar[tuple[dict[str, Any], ...]] = ({},)
-
-    def __init__(
-        self,
-        *,
-        interval_seconds: float = 300.0,
-        failure_budget: int = 0,
-        **thresholds: Any,
-    ) -> None:
-        _check(
-            isinstance(interval_seconds, int | float) and interval_seconds > 0,
-            "interval_seconds",
-            "a positive number",
-            interval_seconds,
-        )
-        _check(
-            isinstance(failure_budget, int) and failure_budget >= 0,
-            "failure_budget",
-            "an integer >= 0",
-            failure_budget,
-        )
-        known = set(Thresholds.__dataclass_fields__)
-        unknown = sorted(set(thresholds) - known)
-        if unknown:
-            raise ValueError(
-                f"strategy {self.name!r}: unknown option(s) {', '.join(unknown)} "
-                f"(known: interval_seconds, failure_budget, {', '.join(sorted(known))}"
-                f"{self._extra_options()})"
-            )
-        self.interval_seconds = float(interval_seconds)
-        self.failure_budget = failure_budget
-        self.thresholds = Thresholds(**thresholds)
-
-    def _extra_options(self) -> str:
-        return ""
-
-    def options(self) -> dict[str, Any]:
-        """The options in force, as stored with each rollout."""
-        return {
-            "interval_seconds": self.interval_seconds,
-            "failure_budget": self.failure_budget,
-            **asdict(self.thresholds),
-        }
-
-    # -- the protocol ---------------------------------------------------------------
-
-    def first(self, view: RolloutView) -> Step:
-        """The first step of a rollout that has just started."""
-        raise NotImplementedError
-
-    def due(self, view: RolloutView) -> bool:
-        """Whether the step in force has run long enough to be analysed."""
-        return view.elapsed >= self.interval_seconds
-
-    def windows(self, view: RolloutView) -> tuple[tuple[float, float], tuple[float, float]]:
-        """The (since, until) windows of the candidate and of the baseline to compare.
-
-        By default both are the step's own interval, so the comparison is made over
-        the same time; blue-green overrides it after its switch.
-        """
-        window = (view.step_started_at, view.now)
-        return window, window
-
-    def decide(self, view: RolloutView, analysis: Analysis) -> Step:
-        """The next step given the analysis of the interval that just elapsed."""
-        raise NotImplementedError
-
-    def judge(self, view: RolloutView, analysis: Analysis, on_pass: Step) -> Step:
-        """Common handling: inconclusive waits, a failure retries within the budget."""
-        if analysis.verdict == "inconclusive":
-            return Step("wait", reason=analysis.reason or "too few samples; waiting")
-        if analysis.verdict == "fail":
-            failed = ", ".join(c.metric for c in analysis.failed_checks) or analysis.reason
-            if view.failures + 1 > self.failure_budget:
-                return Step(
-                    "rollback",
-                    reason=f"analysis failed ({failed}); failure budget "
-                    f"{self.failure_budget} exhausted",
-                )
-            return Step(
-                "retry",
-                reason=f"analysis failed ({failed}); {view.failures + 1} of "
-                f"{self.failure_budget} failures allowed",
-            )
-        return on_pass
-
-
-def _check(ok: bool, key: str, expected: str, value: Any) -> None:
-    if not ok:
-        raise ValueError(f"option {key!r}: expected {expected}, got {value!r}")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+        return getattr(_rollouts, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ... import hookimpl
-from . import Analysis, RolloutView, Step, Strategy
+from ...hookspecs import hookimpl
+from ...types import Analysis, RolloutView, Step
+from .base import Strategy
 
 __all__ = ["BlueGreenStrategy"]
 
@@ -32,7 +33,7 @@ class BlueGreenStrategy(Strategy):
 
     Example
     -------
-    >>> from mlwarden.plugins.strategies import RolloutView
+    >>> from mlwarden.types import RolloutView
     >>> step = BlueGreenStrategy().first(RolloutView("m", "2.0.0", "1.0.0", -1, 0.0, 0.0))
     >>> (step.action, step.weight, step.confirm)
     ('traffic', 1.0, True)

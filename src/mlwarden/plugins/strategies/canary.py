@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 from typing import Any, ClassVar
 
-from ... import hookimpl
-from . import Analysis, RolloutView, Step, Strategy
+from ...hookspecs import hookimpl
+from ...types import Analysis, RolloutView, Step
+from .base import Strategy
 
 __all__ = ["CanaryStrategy"]
 
@@ -21,7 +22,7 @@ class CanaryStrategy(Strategy):
         5, 25, 50, 100). A step of 100 is the promotion itself: after the last step
         below 100 passes its analysis, the candidate is promoted.
     interval_seconds, failure_budget, min_samples, max_error_rate, ...:
-        See :class:`~mlwarden.plugins.strategies.Strategy` and ``Thresholds``.
+        See :class:`~mlwarden.plugins.strategies.base.Strategy` and ``Thresholds``.
 
     Each step runs for ``interval_seconds``; then canary and stable are compared over
     that same interval. Too few samples means wait (the window grows); a failed
@@ -29,7 +30,7 @@ class CanaryStrategy(Strategy):
 
     Example
     -------
-    >>> from mlwarden.plugins.strategies import RolloutView
+    >>> from mlwarden.types import RolloutView
     >>> canary = CanaryStrategy(steps=[10, 50, 100], interval_seconds=60)
     >>> canary.first(RolloutView("m", "2.0.0", "1.0.0", -1, 0.0, 0.0)).weight
     0.1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from ... import hookimpl
-from . import Analysis, RolloutView, Step, Strategy
+from ...hookspecs import hookimpl
+from ...types import Analysis, RolloutView, Step
+from .base import Strategy
 
 __all__ = ["RollingStrategy"]
 
@@ -32,7 +33,7 @@ class RollingStrategy(Strategy):
 
     Example
     -------
-    >>> from mlwarden.plugins.strategies import RolloutView
+    >>> from mlwarden.types import RolloutView
     >>> rolling = RollingStrategy(replicas=4, batch_size=2)
     >>> rolling.first(RolloutView("m", "2.0.0", "1.0.0", -1, 0.0, 0.0)).weight
     0.5

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ... import hookimpl
-from . import Analysis, RolloutView, Step, Strategy
+from ...hookspecs import hookimpl
+from ...types import Analysis, RolloutView, Step
+from .base import Strategy
 
 __all__ = ["ShadowStrategy"]
 
@@ -23,7 +24,7 @@ class ShadowStrategy(Strategy):
 
     Example
     -------
-    >>> from mlwarden.plugins.strategies import RolloutView
+    >>> from mlwarden.types import RolloutView
     >>> step = ShadowStrategy().first(RolloutView("m", "2.0.0", "1.0.0", -1, 0.0, 0.0))
     >>> (step.weight, step.mirror)
     (0.0, True)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import TrainingJob, TrainingResult
 from .process import (
     TrainingFailed,

@@ -5,6 +5,9 @@ everything it starts (a shell's children, a data loader's workers) stays in that
 unless it deliberately leaves. Killing the job kills the group: SIGTERM, a grace
 period, then SIGKILL. The group is also swept when the trainer exits normally, so no
 stray child outlives its job.
+
+``TrainingFailed`` and ``TrainingTimedOut`` are defined in ``mlwarden.errors``; they stay
+importable from here for trainers written against earlier releases.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ...errors import TrainingFailed, TrainingTimedOut
 from ...types import TrainingJob, TrainingResult
 
 __all__ = [
@@ -34,14 +38,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingFailed(Exception):
-    """The trainer ran but produced no usable model (exit code, missing output, ...)."""
-
-
-class TrainingTimedOut(TrainingFailed):
-    """The trainer exceeded the job's timeout; its process group was killed."""
 
 
 def job_environment(job: TrainingJob, extra: Mapping[str, str] | None = None) -> dict[str, str]:

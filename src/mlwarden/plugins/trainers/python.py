@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import TrainingJob
 from .command import CommandTrainer
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ... import hookimpl
-from ...types import Decision, Severity, TriggerContext
+from ...hookspecs import hookimpl
+from ...types import RECOMMENDATIONS, Decision, Severity, TriggerContext
 
 __all__ = ["RECOMMENDATIONS", "DriftTrigger"]
-
-#: The drift report's recommendations, mildest first.
-RECOMMENDATIONS = ("NO_ACTION_NEEDED", "RETRAIN_SOON", "RETRAIN_IMMEDIATELY")
 
 
 class DriftTrigger:

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import Decision, Severity, TriggerContext
 
 __all__ = ["PerformanceTrigger"]

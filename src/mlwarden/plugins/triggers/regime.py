@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...stats.cusum import VolatilityCusum, returns_from
-from ...types import Decision, Severity, TriggerContext
+from ...types import Decision, Outcomes, Severity, TriggerContext
 
 __all__ = ["RegimeTrigger"]
 
@@ -86,7 +86,7 @@ class RegimeTrigger:
         self.cooldown_seconds = float(cooldown_seconds)
         self._last_evaluated: dict[str, float] = {}
 
-    def _values(self, outcomes: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _values(self, outcomes: Outcomes) -> tuple[np.ndarray, np.ndarray]:
         ts = np.asarray(outcomes.ts, dtype=float)
         label = np.asarray(outcomes.label, dtype=float)
         if self.series == "label":
@@ -102,15 +102,16 @@ class RegimeTrigger:
 
     async def evaluate(self, context: TriggerContext) -> Decision:
         """On a tick: read the outcomes, run the detector, fire on a new alarm."""
-        if context.event is not None or context.outcomes is None:
+        if context.event is not None:
             return Decision(False)
+        if context.outcomes is None:
+            return Decision(False, "no outcome source: no outcomes to watch")
         last = self._last_evaluated.get(context.model)
         if last is not None and context.now - last < self.interval_seconds:
             return Decision(False)
         self._last_evaluated[context.model] = context.now
-        outcomes = await context.outcomes.outcomes(
-            context.model, since=context.now - self.lookback_seconds
-        )
+        since = context.now - self.lookback_seconds
+        outcomes = await context.outcomes.outcomes(context.model, since=since)
         try:
             ts, series = self._values(outcomes)
         except (TypeError, ValueError) as exc:

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from ... import hookimpl
+from ...hookspecs import hookimpl
 from ...types import Decision, TriggerContext
 
 __all__ = ["ALIASES", "ScheduleTrigger", "cron_problem", "next_run", "timezone_problem"]
