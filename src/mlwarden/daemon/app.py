@@ -14,7 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -77,7 +77,9 @@ class Daemon:
         self._reload_requested = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
 
-    async def serve(self, companion: Callable[[Daemon], Awaitable[Any]] | None = None) -> int:
+    async def serve(
+        self, companion: Callable[[Daemon], Coroutine[Any, Any, Any]] | None = None
+    ) -> int:
         """Run until SIGTERM/SIGINT; ``companion(daemon)`` runs alongside once ready.
 
         The companion (the demo's market driver) is cancelled before shutdown; if it

@@ -145,9 +145,9 @@ class AuditLog:
         count = 0
         async with self.store.connect() as conn:
             result = await conn.stream(sa.select(audit_table).order_by(audit_table.c.id))
-            async for row in result.mappings():
+            async for mapping in result.mappings():
                 count += 1
-                row = dict(row)
+                row = dict(mapping)
                 if row["id"] != expected_id:
                     return VerifyResult(
                         False, count, row["id"], f"expected row {expected_id} (a row is missing)"

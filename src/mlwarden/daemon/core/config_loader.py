@@ -117,7 +117,7 @@ def _coerce(hint: Any, value: Any, where: str, problems: list[str]) -> Any:
         value = _parse_env(hint, value, where, problems)
         if value is None:
             return None
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where, problems)
     if origin is Literal:
         if value not in args:

@@ -78,6 +78,8 @@ class Tracking:
 
     def ping(self) -> None:
         """Raise when the tracking store cannot be read."""
+        if self.experiment_id is None:
+            raise RuntimeError("MLflow tracking is not set up yet (Tracking.setup)")
         self.client.get_experiment(self.experiment_id)
 
     def health(self) -> dict[str, Any]:
