@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from ...errors import InvalidInput
+from ..rollouts.service import RolloutService
 from ..rollouts.traffic import Router, key_point
 from .auth import identity
 from .http import WARDEN, Route, json_response, read_json
@@ -14,7 +13,7 @@ from .http import WARDEN, Route, json_response, read_json
 __all__ = ["rollout_routes"]
 
 
-def _rollouts(request: web.Request) -> Any:
+def _rollouts(request: web.Request) -> RolloutService:
     return request.app[WARDEN].rollouts
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -68,7 +69,7 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(request.app[ROUTES].values()))
 
 
-def openapi_document(routes: Any) -> dict[str, Any]:
+def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in sorted(routes, key=lambda r: (r.path, r.method)):
         params = [

@@ -8,8 +8,8 @@ severity, plus reason, state, metric, variant, plugin, hook, route).
 from __future__ import annotations
 
 import platform
-from typing import Any
 
+import pluggy
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from ..._version import __version__
+from .config import Config
 
 __all__ = ["Metrics"]
 
@@ -230,7 +231,7 @@ class Metrics:
         for severity in ("info", "warning", "critical"):
             self.alerts_firing.labels(severity).set(0)
 
-    def zero_known_series(self, config: Any, pm: Any) -> None:
+    def zero_known_series(self, config: Config, pm: pluggy.PluginManager) -> None:
         """Create the series whose label values are known up front, at 0.
 
         A counter series that appears only at its first increment makes ``rate()`` and

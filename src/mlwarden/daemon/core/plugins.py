@@ -15,7 +15,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
 
 import pluggy
 
@@ -130,7 +129,9 @@ def _module_version(dotted: str) -> str:
         return ""
 
 
-def _register(pm: pluggy.PluginManager, module: Any, name: str, origin: str, version: str):
+def _register(
+    pm: pluggy.PluginManager, module: ModuleType, name: str, origin: str, version: str
+) -> None:
     try:
         pm.register(module, name=name)
     except (ValueError, pluggy.PluginValidationError) as exc:

@@ -91,7 +91,7 @@ class Store:
         assert self.engine is not None, "store is not open"
         return self.engine.connect()
 
-    async def row_by_id(self, table: sa.Table, row_id: Any, *, missing: str) -> sa.Row[Any]:
+    async def row_by_id(self, table: sa.Table, row_id: str | int, *, missing: str) -> sa.Row[Any]:
         """The row of ``table`` whose ``id`` is ``row_id``; NotFound(``missing``) if none."""
         async with self.connect() as conn:
             row = (await conn.execute(sa.select(table).where(table.c.id == row_id))).first()
