@@ -7,20 +7,18 @@ threshold*, and it raises that threshold to the size of every mmapped block free
 to 32 MB: after the first reference load, blocks of up to that size come from the
 heap, where a few live small blocks pin the pages around them. It also gives each
 thread that allocates (the ``asyncio.to_thread`` workers) an arena of its own, up to
-eight per core, each holding its own freed pages. A daemon watching 20 models held
-hundreds of MB more than its live data that way (docs/benchmarks.md, memory).
+eight per core, each holding its own freed pages: a daemon watching 20 models would
+hold hundreds of MB more than its live data.
 
 ``mlwarden run`` therefore fixes the mmap threshold at 1 MB and caps the arenas at two
 (:func:`tune_malloc`) before any worker thread exists, and the reference loader gives
 freed memory back after each load (:func:`release_memory`). 1 MB rather than lower: the
 body and blocks of an ingest batch (0.4-0.9 MB for 1,000 records of 50 features) then
 come from the heap and are reused instead of costing fresh pages (page faults) at every
-batch. At 256 kB that was about 4 ms of system CPU per batch, 8-12% of the ingest rate,
-for 3 MB less RSS in the 20-model benchmark (docs/benchmarks.md). Neither is done for
-a Warden embedded in another program: its process, its allocator. An operator's own
-``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` (or ``GLIBC_TUNABLES``) wins. (Giving
-Arrow the system allocator instead of its mimalloc pool was measured too: 15 MB worse
-in the daemon.)
+batch (at 256 kB, about 4 ms of system CPU per batch, 8-12% of the ingest rate, for
+3 MB less RSS; docs/benchmarks.md). Neither is done for a Warden embedded in another
+program: its process, its allocator. An operator's own ``MALLOC_ARENA_MAX`` /
+``MALLOC_MMAP_THRESHOLD_`` (or ``GLIBC_TUNABLES``) wins.
 """
 
 from __future__ import annotations
