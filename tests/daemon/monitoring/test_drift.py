@@ -152,6 +152,23 @@ async def test_bad_dataframe_and_missing_reference(watched):
         await warden.check_drift("bare")
 
 
+async def test_a_dataframe_without_predictions_is_checked_for_multivariate_drift(
+    make_warden, reference
+):
+    # The prediction column, NaN when the DataFrame has none, took every sampled row
+    # out of the multivariate check although that check does not read it.
+    text = config(reference).replace('drift_methods = ["ks", "psi", "chi2"]\n', "")
+    warden = await make_warden(text)  # the default methods: mmd on the numeric features
+    await warden.ingest.model_state("m").ready.wait()
+    recent = frame(1000, seed=9).drop(columns=["prediction"])
+    report = await warden.monitor_model_drift("m", recent)
+    multivariate = report["multivariate_drift"]
+    assert multivariate["columns"] == list(FEATURES)
+    assert "error" not in multivariate and set(multivariate["methods"]) == {"mmd"}
+    assert multivariate["methods"]["mmd"]["details"]["rows"][1] > 0
+    assert report["prediction_drift"] is None
+
+
 async def test_small_window_is_insufficient_data(watched):
     warden, log = watched
     await send(warden, frame(50, seed=5, shift=3.0), "few")

@@ -94,16 +94,6 @@ def _multivariate_columns(layout: Layout) -> tuple[str, ...]:
     return tuple(n for n in layout.numeric if n != layout.prediction)
 
 
-def _multivariate_data(profile: Profile, columns: tuple[str, ...]) -> FeatureData:
-    """What the multivariate methods see: the sampled rows of ``columns``."""
-    rows = profile.multivariate_data()
-    keep = [profile.layout.numeric.index(n) for n in columns]
-    return FeatureData(
-        name="__multivariate__", kind="multivariate", sample=rows.sample[:, keep],
-        count=rows.count, columns=columns,
-    )  # fmt: skip
-
-
 def fit_detectors(model: ModelConfig, reference: Reference, catalog: dict[str, type]) -> Detectors:
     """Instantiate and fit every method on the reference profile (blocking)."""
     unknown = [n for n in model.drift_methods if n not in catalog]
@@ -127,7 +117,7 @@ def fit_detectors(model: ModelConfig, reference: Reference, catalog: dict[str, t
         detectors.features[name] = fitted
     numeric = _multivariate_columns(layout)
     if len(numeric) >= 2:
-        rows = _multivariate_data(profile, numeric)
+        rows = profile.multivariate_data(numeric)
         for method in method_names(model, "multivariate", catalog):
             try:
                 detectors.multivariate.append(
@@ -220,7 +210,7 @@ def evaluate(
     multivariate: MultivariateDrift | None = None
     if detectors.multivariate:
         numeric = _multivariate_columns(layout)
-        rows = _multivariate_data(current, numeric)
+        rows = current.multivariate_data(numeric)
         drifted, methods, error = _score_all(detectors.multivariate, rows, vote)
         multivariate = MultivariateDrift(
             columns=numeric, drifted=drifted, methods=methods, error=error

@@ -390,15 +390,20 @@ class Profile:
             count=int(counts.sum()),
         )
 
-    def multivariate_data(self) -> FeatureData:
-        """The sampled numeric rows without a non-finite value, for multivariate methods."""
-        rows = self.sample[np.isfinite(self.sample).all(axis=1)] if self.sample.size else None
+    def multivariate_data(self, columns: Sequence[str] | None = None) -> FeatureData:
+        """The sampled rows of numeric ``columns`` (default: all), for multivariate methods.
+
+        A row is left out when one of ``columns`` is not finite in it; the other columns
+        do not count (a DataFrame checked without predictions has NaN in that column).
+        """
+        names = self.layout.numeric if columns is None else tuple(columns)
+        sample = self.sample[:, [self.layout.numeric.index(n) for n in names]]
         return FeatureData(
             name="__multivariate__",
             kind="multivariate",
-            sample=rows if rows is not None else np.zeros((0, len(self.layout.numeric))),
+            sample=sample[np.isfinite(sample).all(axis=1)],
             count=self.rows,
-            columns=self.layout.numeric,
+            columns=names,
         )
 
     # -- persistence -------------------------------------------------------------------
