@@ -23,14 +23,16 @@ from typing import Any
 import numpy as np
 import orjson
 import sqlalchemy as sa
+from prometheus_client import Gauge
 
 from ...errors import Conflict, InvalidInput
 from ...types import DriftReport, DriftSource, DriftWindow, Event, RowCounts, Severity
 from ..core.context import Context
+from ..core.metrics import Metrics
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import WatchedModel, WindowSource
-from ..profiles.profile import Columns, Profile
+from ..profiles.profile import Columns, Layout, Profile
 from ..profiles.reference import Reference, frame_columns
 from .quality import data_quality
 from .report import RECOMMENDATIONS, Detectors, evaluate, fit_detectors, insufficient_data
@@ -56,6 +58,9 @@ reports_table = sa.Table(
 #: At most this many reports are returned by one history call (the newest ones).
 MAX_HISTORY = 5000
 
+#: The (statistic, p-value) gauges of one registry per (model, feature, method).
+_FeatureGauges = dict[tuple[str, str, str], tuple[Gauge, Gauge]]
+
 
 class MonitorService(Service):
     """Runs drift checks (loop and on demand), keeps their history, emits signals."""
@@ -66,10 +71,12 @@ class MonitorService(Service):
     def __init__(self, context: Context, *, windows: WindowSource) -> None:
         super().__init__(context)
         self.windows = windows
-        self._detectors: dict[str, tuple[Any, Detectors]] = {}
+        #: Per model: the fitted methods, and what they were fitted for (the reference
+        #: layout's fingerprint and the model's configuration).
+        self._detectors: dict[str, tuple[tuple[str, str], Detectors]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._detected: dict[str, bool] = {}
-        self._gauges: tuple[Any, dict[tuple[str, str, str], tuple[Any, Any]]] = (None, {})
+        self._gauges: tuple[Metrics | None, _FeatureGauges] = (None, {})
         self.last_check: dict[str, float] = {}
 
     async def start(self) -> None:
@@ -284,7 +291,9 @@ class MonitorService(Service):
                     "report": text,
                 },
             )
-        report = dataclasses.replace(report, id=result.inserted_primary_key[0])
+        key = result.inserted_primary_key
+        assert key is not None  # None only for an executemany
+        report = dataclasses.replace(report, id=key[0])
         plain["id"] = report.id
         self.last_check[report.model] = report.checked_at
         self._signal(report)
@@ -374,7 +383,7 @@ class MonitorService(Service):
         return out
 
 
-async def _settled(fitting: asyncio.Future[Any] | None) -> None:
+async def _settled(fitting: asyncio.Future[Detectors] | None) -> None:
     """Wait for a fit started ahead to end, its error retrieved (raised already, or moot)."""
     if fitting is None:
         return
@@ -384,7 +393,7 @@ async def _settled(fitting: asyncio.Future[Any] | None) -> None:
         fitting.exception()
 
 
-def _profile_frame(frame: Any, layout: Any, sample_size: int) -> Profile:
+def _profile_frame(frame: Any, layout: Layout, sample_size: int) -> Profile:
     return Profile.from_columns(
         layout, frame_columns(frame, layout), sample_size, np.random.default_rng()
     )
