@@ -318,6 +318,9 @@ async def test_classification_and_open_schema_models(make_warden, reference, wor
     )
     assert result == {"accepted": 1, "profiled": False}
     assert await ingest.count_predictions("open") == 1
+    # Health says the same (it said profiled for every model: a layout is never None).
+    models = (await ingest.health())["models"]
+    assert models["open"]["profiled"] is False and models["cls"]["profiled"] is True
 
 
 async def test_operator_role_required(make_warden, make_client, reference):

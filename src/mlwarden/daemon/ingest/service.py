@@ -80,7 +80,7 @@ class IngestService(Service):
             "status": "ok",
             "models": {
                 name: {
-                    "profiled": state.layout is not None,
+                    "profiled": not state.open_schema,
                     "reference": state.reference_status,
                     "open_buckets": len(state.open),
                 }
