@@ -5,8 +5,11 @@ would import it; the modules split it along the data:
 
 - ``events``: :class:`Severity`, :class:`Event`, :class:`Notification`,
   :class:`Decision`, :class:`TriggerContext` (what triggers see);
-- ``drift``: :class:`FeatureData`, :class:`DriftScore`, ``FeatureKind`` and
-  ``RECOMMENDATIONS`` (what drift methods see and answer);
+- ``drift``: :class:`FeatureData`, :class:`DriftScore`, ``FeatureKind`` (what drift
+  methods see and answer), :class:`DriftReport` with :class:`FeatureDrift`,
+  :class:`PredictionDrift`, :class:`TargetDrift`, :class:`MultivariateDrift`,
+  :class:`DriftWindow`, :class:`RowCounts`, ``DriftSource``, ``DriftStatus``, and
+  ``Recommendation`` / ``RECOMMENDATIONS`` (what a drift check reports);
 - ``rollouts``: :class:`RolloutView`, :class:`Analysis`, :class:`Check`,
   :class:`Step`, :class:`Thresholds`, ``Verdict``, ``Action`` (the deployment-strategy
   contract) and :class:`AliasRegistry` (what a traffic backend is given);
@@ -19,7 +22,22 @@ This package imports nothing of ``mlwarden.plugins`` or ``mlwarden.daemon``.
 
 from __future__ import annotations
 
-from .drift import RECOMMENDATIONS, DriftScore, FeatureData, FeatureKind
+from .drift import (
+    RECOMMENDATIONS,
+    DriftReport,
+    DriftScore,
+    DriftSource,
+    DriftStatus,
+    DriftWindow,
+    FeatureData,
+    FeatureDrift,
+    FeatureKind,
+    MultivariateDrift,
+    PredictionDrift,
+    Recommendation,
+    RowCounts,
+    TargetDrift,
+)
 from .events import Decision, Event, Notification, Severity, TriggerContext
 from .outcomes import Outcomes, OutcomeSource
 from .rollouts import Action, AliasRegistry, Analysis, Check, RolloutView, Step, Thresholds, Verdict
@@ -32,16 +50,26 @@ __all__ = [
     "Analysis",
     "Check",
     "Decision",
+    "DriftReport",
     "DriftScore",
+    "DriftSource",
+    "DriftStatus",
+    "DriftWindow",
     "Event",
     "FeatureData",
+    "FeatureDrift",
     "FeatureKind",
+    "MultivariateDrift",
     "Notification",
     "OutcomeSource",
     "Outcomes",
+    "PredictionDrift",
+    "Recommendation",
     "RolloutView",
+    "RowCounts",
     "Severity",
     "Step",
+    "TargetDrift",
     "Thresholds",
     "TrainingJob",
     "TrainingResult",

@@ -318,6 +318,9 @@ async def test_classification_and_open_schema_models(make_warden, reference, wor
     )
     assert result == {"accepted": 1, "profiled": False}
     assert await ingest.count_predictions("open") == 1
+    # Health says the same (it said profiled for every model: a layout is never None).
+    models = (await ingest.health())["models"]
+    assert models["open"]["profiled"] is False and models["cls"]["profiled"] is True
 
 
 async def test_operator_role_required(make_warden, make_client, reference):
@@ -366,7 +369,9 @@ async def test_acknowledged_batches_survive_a_restart_without_flush(make_config,
         assert await ingest.count_predictions("m") == 40
 
 
-async def test_changed_reference_is_rebuilt(make_config, reference):
+async def test_changed_reference_is_rebuilt(make_config, reference, monkeypatch):
+    import mlwarden.daemon.ingest.startup as startup
+
     config_obj = make_config(config(reference))
     async with Warden(config_obj) as first:
         await ready(first)
@@ -374,10 +379,16 @@ async def test_changed_reference_is_rebuilt(make_config, reference):
     frame = pd.read_parquet(reference)
     frame["x"] = frame["x"] + 10
     frame.to_parquet(reference)
+    hashed = []
+    sha256 = startup.source_sha256
+    monkeypatch.setattr(
+        startup, "source_sha256", lambda source: hashed.append(source) or sha256(source)
+    )
     async with Warden(config_obj) as second:
         state = (await ready(second)).model_state("m")
         assert state.reference_status == "ready (built)"
         assert state.layout.edges[state.layout.numeric.index("x")][0] > 5
+    assert hashed == [str(reference)]  # once: the hash that found the change is kept
 
 
 async def test_concurrent_batches_share_commits_and_duplicates_lose(make_warden, reference):

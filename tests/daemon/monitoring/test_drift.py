@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +11,9 @@ import pytest
 from mlwarden import hookimpl
 from mlwarden.daemon.monitoring.report import recommend
 from mlwarden.errors import Conflict, InvalidInput
+from mlwarden.types import DriftScore
+
+from .test_report import INSUFFICIENT_KEYS, TOP_KEYS, ordered
 
 FEATURES = ("x1", "x2", "x3", "x4")
 
@@ -147,6 +152,23 @@ async def test_bad_dataframe_and_missing_reference(watched):
         await warden.check_drift("bare")
 
 
+async def test_a_dataframe_without_predictions_is_checked_for_multivariate_drift(
+    make_warden, reference
+):
+    # The prediction column, NaN when the DataFrame has none, took every sampled row
+    # out of the multivariate check although that check does not read it.
+    text = config(reference).replace('drift_methods = ["ks", "psi", "chi2"]\n', "")
+    warden = await make_warden(text)  # the default methods: mmd on the numeric features
+    await warden.ingest.model_state("m").ready.wait()
+    recent = frame(1000, seed=9).drop(columns=["prediction"])
+    report = await warden.monitor_model_drift("m", recent)
+    multivariate = report["multivariate_drift"]
+    assert multivariate["columns"] == list(FEATURES)
+    assert "error" not in multivariate and set(multivariate["methods"]) == {"mmd"}
+    assert multivariate["methods"]["mmd"]["details"]["rows"][1] > 0
+    assert report["prediction_drift"] is None
+
+
 async def test_small_window_is_insufficient_data(watched):
     warden, log = watched
     await send(warden, frame(50, seed=5, shift=3.0), "few")
@@ -211,6 +233,46 @@ async def test_history_api(watched, make_client):
     assert (await client.get("/api/models/zz/drift-history")).status == 404
     assert (await client.post("/api/models/zz/drift-check")).status == 404
     assert (await client.post("/api/models/bare/drift-check")).status == 409
+
+
+@pytest.mark.parametrize("rows", [50, 6000])
+async def test_a_check_answers_the_typed_report_as_stored(watched, rows):
+    warden, _ = watched
+    await send(warden, frame(rows, seed=3, shift=1.0), "r")
+    report = await warden.check_drift("m")
+    assert list(report) == (INSUFFICIENT_KEYS if rows < 200 else TOP_KEYS)
+    assert report["status"] == ("insufficient_data" if rows < 200 else "ok")
+    assert report["drifted_features"] == ([] if rows < 200 else ["x2"])
+    [stored] = await warden.get_drift_history("m", days=1)
+    assert ordered(stored) == ordered(report)
+
+
+class NaNStatistic:
+    """A fitted method whose statistic and p-value are NaN (as a third-party one may be)."""
+
+    def score(self, current):
+        return DriftScore("nan", math.nan, 0.1, False, p_value=math.nan)
+
+
+async def test_a_nan_statistic_is_null_in_the_report_and_nan_in_the_metric(watched):
+    # The metrics were set from the report as JSON gives it back, where NaN is null:
+    # Gauge.set(None) raised after the report was stored, and no event went out.
+    warden, _ = watched
+    await send(warden, frame(500, seed=2), "n")
+    await warden.check_drift("m")  # fits the methods
+    _, detectors = warden.monitor._detectors["m"]
+    detectors.features["x1"].append(("nan", NaNStatistic()))
+    report = await warden.check_drift("m")
+    assert report["feature_drifts"]["x1"]["methods"]["nan"] == {
+        "statistic": None,
+        "p_value": None,
+        "threshold": 0.1,
+        "drifted": False,
+    }
+    labels = {"model": "m", "feature": "x1", "method": "nan"}
+    assert math.isnan(sample(warden, "mlwarden_feature_drift_score", labels))
+    assert math.isnan(sample(warden, "mlwarden_feature_drift_p_value", labels))
+    assert sample(warden, "mlwarden_drift_check_duration_seconds_count", {"model": "m"}) == 2
 
 
 @pytest.mark.parametrize(

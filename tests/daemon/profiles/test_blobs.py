@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 
-from mlwarden.daemon.profiles.blobs import npz_views, zip_members
+from mlwarden.daemon.profiles.blobs import decode_bucket, npz_views, zip_members
 from mlwarden.daemon.profiles.profile import Columns, Layout, Profile
 
 
@@ -49,3 +49,12 @@ def test_archives_not_laid_out_as_savez_writes_them_are_read_through_zipfile():
         np.testing.assert_array_equal(views["sample"], profile.sample)
         np.testing.assert_array_equal(views["keys"], profile.keys)
     assert zip_members(b"PK") is None
+
+
+def test_a_bucket_read_without_its_sample_has_an_empty_one():
+    # The arrays left out are the layout's empty ones, not None (their declared type).
+    lay, profile = bucket(30, np.random.default_rng(7), 10)
+    counts = decode_bucket(lay, profile.to_bytes(), 10, False)
+    assert counts.rows == 30 and counts.keys.shape == (0,) and counts.sample.shape == (0, 3)
+    np.testing.assert_array_equal(counts.hist, profile.hist)
+    assert Profile(lay, 10, count=profile.count).sample.shape == (0, 3)

@@ -275,3 +275,17 @@ def test_merge_into_a_full_sample_keeps_the_bottom_k_of_the_union():
         order = np.argsort(merged.keys)
         np.testing.assert_array_equal(merged.keys[order], keys[smallest])
         np.testing.assert_array_equal(merged.sample[order], sample[smallest])
+
+
+def test_multivariate_rows_drop_only_non_finite_values_of_their_columns():
+    rng = np.random.default_rng(5)
+    lay = layout(np.tile(np.linspace(-3, 3, 11), (3, 1)), categories=())
+    data = rng.normal(size=(100, 3))
+    data[:, 2] = np.nan  # a column the multivariate methods do not take
+    data[4, 0] = np.inf
+    profile = Profile.from_columns(lay, columns(lay, data), 1000, rng)
+    rows = profile.multivariate_data(["x0", "x1"])
+    assert rows.columns == ("x0", "x1") and rows.count == 100
+    assert rows.sample is not None and rows.sample.shape == (99, 2)
+    assert np.isfinite(rows.sample).all()
+    assert profile.multivariate_data().sample.shape == (0, 3)  # every column: none whole

@@ -13,8 +13,9 @@ columns; daemon/ingest/validate.py checks and types each column's values.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class LabelBatch:
 
 
 def parse_predictions(
-    payload: Any,
+    payload: object,
     layout: Layout | None,
     *,
     task: str,
@@ -107,7 +108,7 @@ def parse_predictions(
     return PredictionBatch(id_array, ts, versions, prediction, latency, error, columns)
 
 
-def parse_labels(payload: Any, *, task: str, max_batch: int) -> LabelBatch:
+def parse_labels(payload: object, *, task: str, max_batch: int) -> LabelBatch:
     if not isinstance(payload, dict) or not isinstance(payload.get("labels"), list):
         raise BatchRejected(
             "malformed", 'expected a JSON object {"labels": [{"id", "label"}, ...]}'
@@ -147,7 +148,7 @@ def _check_size(n: int, max_batch: int, what: str) -> None:
 
 
 def _records_to_columns(
-    records: Any, layout: Layout | None, max_batch: int, booleans: bool
+    records: object, layout: Layout | None, max_batch: int, booleans: bool
 ) -> dict[str, Any]:
     if not isinstance(records, list):
         raise BatchRejected("malformed", '"records" must be an array of objects')
@@ -199,7 +200,9 @@ def _records_to_columns(
     return out
 
 
-def _feature_rows(features: list[dict[str, Any]], names: tuple[str, ...]) -> list[Any] | None:
+def _feature_rows(
+    features: list[dict[str, Any]], names: tuple[str, ...]
+) -> list[tuple[Any, ...]] | None:
     """Each record's feature values in ``names`` order, or None if a record's set differs."""
     if not names:
         return None if any(features) else [() for _ in features]
@@ -216,7 +219,7 @@ def _feature_rows(features: list[dict[str, Any]], names: tuple[str, ...]) -> lis
     return rows if len(names) > 1 else [(value,) for value in rows]
 
 
-def _columnar(columns: Any, layout: Layout | None, max_batch: int) -> dict[str, Any]:
+def _columnar(columns: object, layout: Layout | None, max_batch: int) -> dict[str, Any]:
     if not isinstance(columns, dict):
         raise BatchRejected("malformed", '"columns" must be an object of arrays')
     allowed = {"id", "ts", "version", "features", "prediction", "latency_ms", "error"}
@@ -271,7 +274,9 @@ def _columnar(columns: Any, layout: Layout | None, max_batch: int) -> dict[str, 
     return out
 
 
-def _feature_set_problem(got: set[str], expected: set[str], ids: list[Any], i: int) -> None:
+def _feature_set_problem(
+    got: set[str], expected: set[str], ids: Sequence[object], i: int
+) -> NoReturn:
     unknown, missing = sorted(got - expected), sorted(expected - got)
     if unknown:
         raise record_error(

@@ -70,7 +70,7 @@ def decode_json(body: bytes, *, expect: type = dict) -> Any:
     return data
 
 
-def decode_batch(body: bytes, layout: Layout | None) -> tuple[Any, bool]:
+def decode_batch(body: bytes, layout: Layout | None) -> tuple[object, bool]:
     """The decoded predictions body, and whether its lists of values may hold booleans.
 
     Numeric feature columns come as float64 arrays when the fast path takes the body;

@@ -64,6 +64,6 @@ class PredictionCounter(Protocol):
 class PredictionSink(OutcomeSource, Protocol):
     """Where served predictions are recorded (the gateway) and outcomes read (analysis)."""
 
-    async def record_predictions(self, model: str, payload: Any) -> dict[str, Any]:
+    async def record_predictions(self, model: str, payload: object) -> dict[str, Any]:
         """Validate and store one batch, as ``POST /api/models/{name}/predictions``."""
         ...

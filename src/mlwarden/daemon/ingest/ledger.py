@@ -15,7 +15,9 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..core.config import Config
 from ..core.context import Context
@@ -44,13 +46,17 @@ logger = logging.getLogger(__name__)
 
 _ID_CHUNK = 500
 
+T = TypeVar("T")
+
 
 @dataclass
-class _Work:
-    write: Callable[[Any], Awaitable[Any]]
-    after: Callable[[Any], None]
+class _Work(Generic[T]):
+    """One item for the writer: ``write`` in the shared transaction, ``after`` its commit."""
+
+    write: Callable[[AsyncConnection], Awaitable[T]]
+    after: Callable[[T], None]
     exclusive: bool = False
-    future: asyncio.Future[Any] = field(
+    future: asyncio.Future[T] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
@@ -61,7 +67,7 @@ class Ledger:
     def __init__(self, context: Context) -> None:
         self.context = context
         self.models: dict[str, ModelState] = {}
-        self._queue: deque[_Work] = deque()
+        self._queue: deque[_Work[Any]] = deque()
         self._wake = asyncio.Event()
         # One reference is read at a time: the peak memory is that of one load.
         self._loading = asyncio.Semaphore(1)
@@ -95,7 +101,7 @@ class Ledger:
 
     # -- the writer --------------------------------------------------------------------
 
-    async def submit(self, work: _Work) -> Any:
+    async def submit(self, work: _Work[T]) -> T:
         self._queue.append(work)
         self._wake.set()
         return await work.future
@@ -145,7 +151,7 @@ class Ledger:
         batch = prepared.batch
         fingerprint = state.layout.fingerprint
 
-        async def write(conn: Any) -> None:
+        async def write(conn: AsyncConnection) -> None:
             await check_new_ids(conn, name, batch)
             await store_predictions(conn, name, batch, prepared.predictions)
             journal = [
@@ -154,7 +160,7 @@ class Ledger:
             ]
             await insert_rows(conn, journal_table, journal, skip_first=True)
 
-        def after(_: Any) -> None:
+        def after(_result: None) -> None:
             for key, _, profile in prepared.parts:
                 _fold(state, key, profile)
 
@@ -168,7 +174,7 @@ class Ledger:
         labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
         o = outcomes_table
 
-        async def write(conn: Any) -> int:
+        async def write(conn: AsyncConnection) -> int:
             matched = await stored_predictions(conn, name, list(labels))
             if not matched:
                 return 0
@@ -209,7 +215,7 @@ class Ledger:
         if not due:
             return 0
 
-        async def write(conn: Any) -> None:
+        async def write(conn: AsyncConnection) -> None:
             # A concurrent flush may have written some of them meanwhile (the writer runs
             # its items one by one): each open bucket is written once.
             due[:] = [(s, key, p) for s, key, p in due if s.open.get(key) is p]
@@ -239,7 +245,7 @@ class Ledger:
                     )
                 )
 
-        def after(_: Any) -> None:
+        def after(_result: None) -> None:
             for s, key, profile in due:
                 if s.open.get(key) is profile:
                     del s.open[key]
@@ -325,7 +331,7 @@ class Ledger:
         retention = now - monitoring.retention_days * 86400
         o, b = outcomes_table, profile_table
 
-        async def write(conn: Any) -> None:
+        async def write(conn: AsyncConnection) -> None:
             await purge_predictions(conn, ttl)
             await conn.execute(o.delete().where(o.c.ts < retention))
             await conn.execute(b.delete().where(b.c.bucket_start < retention))
@@ -336,11 +342,11 @@ class Ledger:
 # -- helpers (pure; the blocking ones run in threads) --------------------------------------
 
 
-async def _noop(conn: Any) -> None:
+async def _noop(conn: AsyncConnection) -> None:
     return None
 
 
-def _ignore(_: Any) -> None:
+def _ignore(_: object) -> None:
     return None
 
 

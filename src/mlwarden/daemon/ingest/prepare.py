@@ -12,7 +12,6 @@ blob of its stored predictions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import orjson
@@ -43,25 +42,37 @@ class PreparedBatch:
 
 
 def prepare_batch(
-    payload: Any,
+    payload: object,
     layout: Layout,
     *,
     profiled: bool,
     default_version: str,
     bucket_seconds: int,
     sample_size: int,
-    **options: Any,
+    task: str,
+    now: float,
+    oldest: float,
+    max_batch: int,
 ) -> PreparedBatch:
     """Decode (if ``payload`` is the raw body), validate, cut and profile one batch.
 
     ``profiled`` is False for a model without a feature schema (its features are not
-    validated); ``options`` are parse_predictions' (task, now, oldest, max_batch).
+    validated); ``task``, ``now``, ``oldest`` and ``max_batch`` are parse_predictions'.
     Raises BatchRejected (or InvalidInput for a body that is not JSON).
     """
     parse_layout = layout if profiled else None
+    booleans = True
     if isinstance(payload, bytes | bytearray):
-        payload, options["booleans"] = decode_batch(bytes(payload), parse_layout)
-    batch = parse_predictions(payload, parse_layout, **options)
+        payload, booleans = decode_batch(bytes(payload), parse_layout)
+    batch = parse_predictions(
+        payload,
+        parse_layout,
+        task=task,
+        now=now,
+        oldest=oldest,
+        max_batch=max_batch,
+        booleans=booleans,
+    )
     batch.versions[batch.versions == ""] = default_version
     parts = [
         (key, columns.to_bytes(), profile)

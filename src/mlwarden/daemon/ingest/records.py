@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import types
 from typing import Any
 
 import msgspec
@@ -100,5 +101,7 @@ def _decoder(names: tuple[str, ...], numeric: frozenset[str]) -> msgspec.json.De
         forbid_unknown_fields=True,
         gc=False,
     )
-    body = msgspec.defstruct("Body", [("records", list[record])], forbid_unknown_fields=True)
+    # list[record] spelt out: ``record`` is a class made at run time, not a type to mypy.
+    records = types.GenericAlias(list, (record,))
+    body = msgspec.defstruct("Body", [("records", records)], forbid_unknown_fields=True)
     return msgspec.json.Decoder(body)

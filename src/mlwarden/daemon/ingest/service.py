@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,7 @@ class IngestService(Service):
             "status": "ok",
             "models": {
                 name: {
-                    "profiled": state.layout is not None,
+                    "profiled": not state.open_schema,
                     "reference": state.reference_status,
                     "open_buckets": len(state.open),
                 }
@@ -118,7 +118,7 @@ class IngestService(Service):
             raise NotFound(f"unknown model {model!r} (watched models: {known})")
         return state
 
-    async def record_predictions(self, model: str, payload: Any) -> dict[str, Any]:
+    async def record_predictions(self, model: str, payload: object) -> dict[str, Any]:
         """Validate and store one batch (as ``POST /api/models/{name}/predictions``).
 
         ``payload`` is the decoded JSON object, or the raw request body (bytes), which
@@ -158,7 +158,7 @@ class IngestService(Service):
                     histogram.observe(float(value))
         return result
 
-    async def record_labels(self, model: str, payload: Any) -> dict[str, Any]:
+    async def record_labels(self, model: str, payload: object) -> dict[str, Any]:
         """Join ground truth to stored predictions by id (as ``POST .../labels``)."""
         state = self.model_state(model)
         try:
@@ -254,7 +254,7 @@ class IngestService(Service):
         return await self.ledger.window(self.model_state(model), since, until, version)
 
 
-def _outcomes_from_rows(rows: list[Any], classification: bool) -> Outcomes:
+def _outcomes_from_rows(rows: Sequence[sa.Row[*tuple[Any, ...]]], classification: bool) -> Outcomes:
     n = len(rows)
     if not n:
         kind = object if classification else np.float64

@@ -1,7 +1,7 @@
 """Preparing a watched model for ingest: its reference profile and the journal replay.
 
 At start (and when a model's configuration changes) the ingest service's
-:class:`~mlcontext.daemon.ingest.ledger.Ledger` loads the model's reference profile, reusing the
+:class:`~mlwarden.daemon.ingest.ledger.Ledger` loads the model's reference profile, reusing the
 stored one while the source file is unchanged, then rebuilds the open buckets from the
 journal of batches committed but not yet flushed.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -54,12 +55,14 @@ async def load_reference(context: Context, state: ModelState, loading: asyncio.S
     async with context.store.connect() as conn:
         row = (await conn.execute(sa.select(t).where(t.c.model == mc.name))).first()
     size, mtime = await asyncio.to_thread(source_stat, mc.reference)
-    sha = row.sha256 if row is not None else ""
-    reuse = row is not None and row.params == params and row.source == mc.reference
-    if reuse and (row.size, row.mtime_ns) != (size, mtime):
+    if row is not None and (row.params, row.source) != (params, mc.reference):
+        row = None  # another source or other profiling parameters: rebuilt
+    sha = None
+    if row is not None and (row.size, row.mtime_ns) != (size, mtime):
         sha = await asyncio.to_thread(source_sha256, mc.reference)
-        reuse = sha == row.sha256
-    if reuse:
+        if sha != row.sha256:
+            row = None  # the content changed: rebuilt
+    if row is not None:
         reference = await asyncio.to_thread(decode_reference, row, monitoring.reference_sample_size)
         state.reference_status = "ready (stored profile)"
         if (row.size, row.mtime_ns) != (size, mtime):
@@ -68,7 +71,8 @@ async def load_reference(context: Context, state: ModelState, loading: asyncio.S
                     t.update().where(t.c.model == mc.name).values(size=size, mtime_ns=mtime)
                 )
     else:
-        sha = await asyncio.to_thread(source_sha256, mc.reference)
+        if sha is None:
+            sha = await asyncio.to_thread(source_sha256, mc.reference)
         fingerprint = f"{params[:16]}{sha[:16]}"
         async with loading:
             reference = await asyncio.to_thread(
@@ -133,7 +137,10 @@ async def replay_journal(
 
 
 def _replay_rows(
-    rows: list[Any], layout: Layout, sample_size: int, rng: np.random.Generator
+    rows: Sequence[sa.Row[*tuple[Any, ...]]],
+    layout: Layout,
+    sample_size: int,
+    rng: np.random.Generator,
 ) -> list[tuple[BucketKey, Profile]]:
     return [
         (

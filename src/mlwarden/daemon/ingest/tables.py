@@ -11,11 +11,13 @@ over a JSON array of the ids), which keeps the per-record cost inside SQLite.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TypedDict, cast
 
 import numpy as np
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..core.store import Schema, create_tables
 from ..profiles.reference import reference_table
@@ -23,6 +25,7 @@ from .batches import BatchRejected, PredictionBatch
 
 __all__ = [
     "INGEST_SCHEMA",
+    "StoredPrediction",
     "check_new_ids",
     "count_stored",
     "insert_rows",
@@ -171,7 +174,10 @@ INGEST_SCHEMA = Schema(
 
 
 async def insert_rows(
-    conn: Any, table: sa.Table, rows: list[tuple[Any, ...]], skip_first: bool = False
+    conn: AsyncConnection,
+    table: sa.Table,
+    rows: Sequence[tuple[object, ...]],
+    skip_first: bool = False,
 ) -> None:
     """Insert positional rows fast (one executemany at the driver level)."""
     if not rows:
@@ -185,7 +191,9 @@ async def insert_rows(
         await conn.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
 
 
-async def store_predictions(conn: Any, model: str, batch: PredictionBatch, blob: bytes) -> None:
+async def store_predictions(
+    conn: AsyncConnection, model: str, batch: PredictionBatch, blob: bytes
+) -> None:
     """Insert ``batch`` (one batch row, one id row per record) in ``conn``'s transaction.
 
     ``blob`` is its columns as ingest_prepare.encode_predictions wrote them.
@@ -198,7 +206,9 @@ async def store_predictions(conn: Any, model: str, batch: PredictionBatch, blob:
         "rows": len(batch),
         "data": blob,
     }
-    seq = (await conn.execute(b.insert().values(**values))).inserted_primary_key[0]
+    key = (await conn.execute(b.insert().values(**values))).inserted_primary_key
+    assert key is not None  # None only for an executemany
+    seq = key[0]
     if conn.dialect.name == "sqlite":
         await conn.exec_driver_sql(
             "INSERT INTO prediction_ids (model, id, batch) SELECT ?, value, ? FROM json_each(?)",
@@ -210,7 +220,9 @@ async def store_predictions(conn: Any, model: str, batch: PredictionBatch, blob:
         )
 
 
-async def _batches_of(conn: Any, model: str, ids: list[str], limit: int | None) -> list[Any]:
+async def _batches_of(
+    conn: AsyncConnection, model: str, ids: list[str], limit: int | None
+) -> Sequence[sa.Row[str, int]]:
     """(id, batch) of the stored ``ids`` of ``model``, at most ``limit`` of them."""
     if conn.dialect.name == "sqlite":
         # json_each drives the loop: one primary-key probe per id, one statement.
@@ -221,9 +233,11 @@ async def _batches_of(conn: Any, model: str, ids: list[str], limit: int | None) 
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         result = await conn.exec_driver_sql(sql, (orjson.dumps(ids).decode(), model))
-        return list(result.all())
+        # SQLAlchemy 2.1 types exec_driver_sql's result as CursorResult[Any], which its
+        # variadic Row reads as rows of one column; textual SQL's rows have any (two here).
+        return cast("Sequence[sa.Row[str, int]]", result.all())
     i = prediction_ids_table
-    found: list[Any] = []
+    found: list[sa.Row[str, int]] = []
     for start in range(0, len(ids), _ID_CHUNK):
         query = sa.select(i.c.id, i.c.batch).where(
             i.c.model == model, i.c.id.in_(ids[start : start + _ID_CHUNK])
@@ -236,7 +250,7 @@ async def _batches_of(conn: Any, model: str, ids: list[str], limit: int | None) 
     return found
 
 
-async def check_new_ids(conn: Any, model: str, batch: PredictionBatch) -> None:
+async def check_new_ids(conn: AsyncConnection, model: str, batch: PredictionBatch) -> None:
     """BatchRejected (409) naming the first record whose id is stored already."""
     ids = batch.ids.tolist()
     found = await _batches_of(conn, model, ids, limit=1)
@@ -250,7 +264,21 @@ async def check_new_ids(conn: Any, model: str, batch: PredictionBatch) -> None:
         )
 
 
-async def stored_predictions(conn: Any, model: str, ids: list[str]) -> list[dict[str, Any]]:
+class StoredPrediction(TypedDict):
+    """A stored prediction as an ``outcomes`` row takes it (the label is added)."""
+
+    id: str
+    version: str
+    ts: float
+    prediction_num: float | None
+    prediction_cls: str | None
+    latency: float | None
+    error: bool
+
+
+async def stored_predictions(
+    conn: AsyncConnection, model: str, ids: list[str]
+) -> list[StoredPrediction]:
     """The stored predictions of ``model`` with these ids, as outcome-ready dicts."""
     found = await _batches_of(conn, model, ids, limit=None)
     if not found:
@@ -259,7 +287,7 @@ async def stored_predictions(conn: Any, model: str, ids: list[str]) -> list[dict
     for rid, seq in found:
         wanted.setdefault(seq, set()).add(rid)
     b = prediction_batches_table
-    out = []
+    out: list[StoredPrediction] = []
     seqs = list(wanted)
     for start in range(0, len(seqs), _ID_CHUNK):
         query = sa.select(b.c.seq, b.c.data).where(b.c.seq.in_(seqs[start : start + _ID_CHUNK]))
@@ -284,7 +312,7 @@ async def stored_predictions(conn: Any, model: str, ids: list[str]) -> list[dict
     return out
 
 
-async def count_stored(conn: Any, model: str, since: float) -> int:
+async def count_stored(conn: AsyncConnection, model: str, since: float) -> int:
     """Stored predictions of ``model`` with ``ts >= since``."""
     b = prediction_batches_table
     query = sa.select(sa.func.coalesce(sa.func.sum(b.c.rows), 0)).where(
@@ -299,7 +327,7 @@ async def count_stored(conn: Any, model: str, since: float) -> int:
     return total
 
 
-async def purge_predictions(conn: Any, older_than: float) -> None:
+async def purge_predictions(conn: AsyncConnection, older_than: float) -> None:
     """Delete the batches whose every prediction is older than ``older_than``."""
     b, i = prediction_batches_table, prediction_ids_table
     expired = sa.select(b.c.seq).where(b.c.ts_max < older_than)

@@ -73,14 +73,14 @@ def number_block(rows: Sequence[Sequence[Any]], booleans: bool) -> np.ndarray | 
 
 
 def record_error(
-    reason: str, ids: list[Any], i: int | np.integer, field: str, expected: str
+    reason: str, ids: Sequence[object], i: int | np.integer, field: str, expected: str
 ) -> BatchRejected:
     i = int(i)
     rid = ids[i] if i < len(ids) else None
     return BatchRejected(reason, f"record {i} (id {rid!r}), field {field!r}: {expected}")
 
 
-def id_column(ids: list[Any], field: str) -> np.ndarray:
+def id_column(ids: Sequence[object], field: str) -> np.ndarray:
     kinds = set(map(type, ids))
     if not kinds <= {str, int} or bool in kinds:
         i = next(i for i, v in enumerate(ids) if type(v) not in (str, int))
@@ -107,7 +107,7 @@ def id_column(ids: list[Any], field: str) -> np.ndarray:
 
 
 def number_column(
-    values: list[Any] | None, n: int, ids: list[Any], field: str, *, nullable: bool
+    values: list[Any] | None, n: int, ids: Sequence[object], field: str, *, nullable: bool
 ) -> np.ndarray:
     if values is None:
         return np.full(n, np.nan)
@@ -121,7 +121,7 @@ def number_column(
 
 
 def _check_types(
-    values: Sequence[Any], allowed: set[type], ids: list[Any], field: str, expected: str
+    values: Sequence[Any], allowed: set[type], ids: Sequence[object], field: str, expected: str
 ) -> set[type]:
     """The types of ``values``; BatchRejected naming the first value of another type."""
     kinds = set(map(type, values))
@@ -131,7 +131,9 @@ def _check_types(
     return kinds
 
 
-def string_column(values: list[Any] | None, n: int, ids: list[Any], field: str) -> np.ndarray:
+def string_column(
+    values: list[Any] | None, n: int, ids: Sequence[object], field: str
+) -> np.ndarray:
     if values is None:
         return np.full(n, "", dtype=object)
     _check_types(values, {str, type(None)}, ids, field, "a string")
@@ -140,7 +142,7 @@ def string_column(values: list[Any] | None, n: int, ids: list[Any], field: str) 
     return out
 
 
-def bool_column(values: list[Any] | None, n: int, ids: list[Any], field: str) -> np.ndarray:
+def bool_column(values: list[Any] | None, n: int, ids: Sequence[object], field: str) -> np.ndarray:
     if values is None:
         return np.zeros(n, dtype=bool)
     kinds = _check_types(values, {bool, type(None)}, ids, field, "true or false")
@@ -152,7 +154,7 @@ def bool_column(values: list[Any] | None, n: int, ids: list[Any], field: str) ->
 
 
 def category_column(
-    values: Sequence[Any], ids: list[Any], field: str, *, nullable: bool
+    values: Sequence[Any], ids: Sequence[object], field: str, *, nullable: bool
 ) -> np.ndarray:
     allowed = _CATEGORY_TYPES | ({type(None)} if nullable else set())
     what = "a string, an integer or null" if nullable else "a string or an integer"
@@ -165,7 +167,7 @@ def category_column(
 
 
 def prediction_column(
-    values: list[Any], ids: list[Any], error: np.ndarray, task: str
+    values: list[Any], ids: Sequence[object], error: np.ndarray, task: str
 ) -> np.ndarray:
     if task == "classification":
         out = category_column(values, ids, "prediction", nullable=True)
@@ -182,7 +184,7 @@ def prediction_column(
 
 
 def timestamp_column(
-    values: list[Any] | None, n: int, ids: list[Any], *, now: float, oldest: float
+    values: list[Any] | None, n: int, ids: Sequence[object], *, now: float, oldest: float
 ) -> np.ndarray:
     """Unix seconds from numbers or ISO 8601 strings (a missing or null ts means now)."""
     if values is None:
@@ -226,7 +228,7 @@ def timestamp_column(
     return ts
 
 
-def _parse_iso(text: str, ids: list[Any], i: int) -> float:
+def _parse_iso(text: str, ids: Sequence[object], i: int) -> float:
     import datetime as dt
 
     try:
@@ -266,7 +268,11 @@ def _numeric_block(columns: list[Sequence[Any]], booleans: bool) -> np.ndarray |
 
 
 def feature_columns(
-    features: dict[str, Sequence[Any]], layout: Layout, ids: list[Any], n: int, booleans: bool
+    features: dict[str, Sequence[Any]],
+    layout: Layout,
+    ids: Sequence[object],
+    n: int,
+    booleans: bool,
 ) -> Columns:
     numeric = _numeric_block([features[name] for name in layout.numeric], booleans)
     nulls: np.ndarray | None = None
@@ -280,7 +286,7 @@ def feature_columns(
 
 
 def _numeric_by_column(
-    features: dict[str, Sequence[Any]], layout: Layout, ids: list[Any], n: int
+    features: dict[str, Sequence[Any]], layout: Layout, ids: Sequence[object], n: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The numeric block column by column: nulls, huge integers, and the exact error."""
     numeric = np.empty((n, len(layout.numeric)), dtype=np.float64)

@@ -42,17 +42,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import sqlalchemy as sa
 
+from ..core.config import ModelConfig
+from ..core.store import Store
 from ..profiles.blobs import decode_bucket
 from ..profiles.profile import Layout, Profile
 from .tables import profile_table
 
-__all__ = ["BucketWindow", "closed_buckets", "move_windows"]
+__all__ = ["BucketWindow", "WindowState", "closed_buckets", "move_windows"]
 
 #: The additive parts of a profile, summed and subtracted exactly.
 _SUMS = ("count", "nulls", "nans", "infs", "hist", "cat_counts", "cat_nulls", "cat_unseen")
@@ -238,9 +241,45 @@ class BucketWindow:
 # -- the store side --------------------------------------------------------------------
 
 
+class WindowState(Protocol):
+    """What the windows of one model are kept in: the ingest service's ModelState.
+
+    A Protocol, not ModelState itself: daemon/ingest/state.py imports this module.
+    """
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model's configuration (its ``name`` selects its buckets)."""
+        ...
+
+    @property
+    def layout(self) -> Layout:
+        """The layout of its stored buckets (their ``fingerprint`` selects them)."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """Bumped whenever closed buckets are written."""
+        ...
+
+    @property
+    def windows(self) -> dict[str | None, BucketWindow]:
+        """The kept windows by version filter (None: every version)."""
+        ...
+
+    @property
+    def window_lock(self) -> asyncio.Lock:
+        """Held while a window is moved or rebuilt."""
+        ...
+
+
+#: A ``profile_buckets`` row as a window reads it.
+_BucketRow = sa.Row[int, str, float, bytes]  # seq, version, bucket_start, profile
+
+
 async def closed_buckets(
-    store: Any,
-    state: Any,
+    store: Store,
+    state: WindowState,
     first: float,
     last: float,
     version: str | None,
@@ -248,9 +287,9 @@ async def closed_buckets(
 ) -> Profile:
     """The merged profile of ``state``'s stored buckets starting in [first, last).
 
-    ``state`` is the ingest service's ModelState (its ``windows``, ``window_lock``,
-    ``generation`` and ``layout``). The window is moved and caught up when it can be,
-    rebuilt from the store when it cannot (see the module docstring).
+    ``state`` is the ingest service's ModelState (see WindowState). The window is moved
+    and caught up when it can be, rebuilt from the store when it cannot (see the module
+    docstring).
     """
     async with state.window_lock:
         try:
@@ -270,7 +309,7 @@ async def closed_buckets(
             raise
 
 
-async def move_windows(store: Any, state: Any, first: float, sample_size: int) -> int:
+async def move_windows(store: Store, state: WindowState, first: float, sample_size: int) -> int:
     """Move ``state``'s kept windows to ``first`` now, so that the next check finds them moved.
 
     Called by the ingest service's housekeeping after its flush (off the check path): a
@@ -300,7 +339,7 @@ async def move_windows(store: Any, state: Any, first: float, sample_size: int) -
 
 
 async def _moved(
-    store: Any, state: Any, first: float, version: str | None, sample_size: int
+    store: Store, state: WindowState, first: float, version: str | None, sample_size: int
 ) -> BucketWindow:
     """``state``'s window for ``version`` moved to ``first`` (or rebuilt), kept in ``state``.
 
@@ -338,7 +377,10 @@ async def _moved(
     return window
 
 
-def _query(state: Any, version: str | None, *columns: Any) -> Any:
+def _query(
+    state: WindowState, version: str | None, *columns: sa.ColumnElement[Any]
+) -> sa.Select[*tuple[Any, ...]]:
+    """Select ``columns`` of ``state``'s stored buckets (of ``version``, if given)."""
     b = profile_table
     query = sa.select(*columns).where(
         b.c.model == state.config.name, b.c.layout == state.layout.fingerprint
@@ -347,8 +389,8 @@ def _query(state: Any, version: str | None, *columns: Any) -> Any:
 
 
 async def _build(
-    store: Any,
-    state: Any,
+    store: Store,
+    state: WindowState,
     layout: Layout,
     first: float,
     version: str | None,
@@ -365,7 +407,7 @@ async def _build(
     if last is not None:
         query = query.where(b.c.bucket_start < last)
     adding: asyncio.Future[None] | None = None
-    mapped = getattr(store, "is_sqlite", False)
+    mapped = store.is_sqlite
     try:
         async with store.connect() as conn:
             if mapped:  # the blobs' overflow pages read from a map, not a pread each
@@ -393,7 +435,7 @@ async def _build(
     return window
 
 
-async def _catch_up(store: Any, state: Any, window: BucketWindow) -> None:
+async def _catch_up(store: Store, state: WindowState, window: BucketWindow) -> None:
     """Count in the buckets stored since the window last looked (seq above its newest)."""
     b = profile_table
     # The new seqs first (a range of the primary key), then their blobs by key: one
@@ -411,7 +453,7 @@ async def _catch_up(store: Any, state: Any, window: BucketWindow) -> None:
     await asyncio.to_thread(_add_rows, window, sorted(rows, key=lambda row: row.seq))
 
 
-async def _evict(store: Any, state: Any, window: BucketWindow, first: float) -> bool:
+async def _evict(store: Store, state: WindowState, window: BucketWindow, first: float) -> bool:
     """Move the window's start to ``first``; False when it must be rebuilt."""
     seqs = window.expiring(first)
     expired: list[Profile] = []
@@ -428,7 +470,7 @@ async def _evict(store: Any, state: Any, window: BucketWindow, first: float) -> 
     return window.evict(first, expired, seqs)
 
 
-async def _matches_store(store: Any, state: Any, window: BucketWindow) -> bool:
+async def _matches_store(store: Store, state: WindowState, window: BucketWindow) -> bool:
     """Whether the store holds exactly the buckets the window counts."""
     b = profile_table
     query = _query(
@@ -440,7 +482,7 @@ async def _matches_store(store: Any, state: Any, window: BucketWindow) -> bool:
     return (count, rows or 0, newest or 0) == (len(mine), window.rows, max(mine, default=0))
 
 
-def _add_rows(window: BucketWindow, rows: Any) -> None:
+def _add_rows(window: BucketWindow, rows: Iterable[_BucketRow]) -> None:
     for row in rows:
         profile = decode_bucket(window.layout, row.profile, window.sample_size, True)
         window.add(row.seq, row.version, row.bucket_start, profile)

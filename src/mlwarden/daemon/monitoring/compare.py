@@ -41,11 +41,10 @@ async def compare_versions(
     }
     until = now
     since = until - hours * 3600
-    performance_service = performance
-    performance: dict[str, Any] = {}
-    drift: dict[str, Any] = {}
+    live: dict[str, dict[str, Any]] = {}
+    drift: dict[str, dict[str, Any]] = {}
     for side, (name, version) in zip(("a", "b"), (a, b), strict=True):
-        performance[side] = await _performance(performance_service, name, version, since, until)
+        live[side] = await _performance(performance, name, version, since, until)
         drift[side] = await _drift(monitor, name, version, since, until)
     return {
         "a": _summary(records[0]),
@@ -53,7 +52,7 @@ async def compare_versions(
         "window": {"since": since, "until": until, "hours": hours},
         "metrics": metrics,
         "params": params,
-        "performance": performance,
+        "performance": live,
         "drift": drift,
     }
 
@@ -90,7 +89,7 @@ async def _drift(
     if not chosen:
         return {"available": False, "reason": "no drift check in the window"}
     latest = chosen[-1]
-    scores = [r.get("drift_score") for r in chosen if r.get("drift_score") is not None]
+    scores = [score for r in chosen if (score := r.get("drift_score")) is not None]
     return {
         "available": True,
         "scope": "version" if own else "model",

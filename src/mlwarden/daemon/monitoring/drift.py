@@ -13,6 +13,7 @@ latter profiles the DataFrame with the same code as the ingest path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -22,17 +23,19 @@ from typing import Any
 import numpy as np
 import orjson
 import sqlalchemy as sa
+from prometheus_client import Gauge
 
 from ...errors import Conflict, InvalidInput
-from ...types import Event, Severity
+from ...types import DriftReport, DriftSource, DriftWindow, Event, RowCounts, Severity
 from ..core.context import Context
+from ..core.metrics import Metrics
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import WatchedModel, WindowSource
-from ..profiles.profile import Columns, Profile
+from ..profiles.profile import Columns, Layout, Profile
 from ..profiles.reference import Reference, frame_columns
 from .quality import data_quality
-from .report import RECOMMENDATIONS, Detectors, evaluate, fit_detectors
+from .report import RECOMMENDATIONS, Detectors, evaluate, fit_detectors, insufficient_data
 
 __all__ = ["MonitorService", "reports_table"]
 
@@ -55,6 +58,9 @@ reports_table = sa.Table(
 #: At most this many reports are returned by one history call (the newest ones).
 MAX_HISTORY = 5000
 
+#: The (statistic, p-value) gauges of one registry per (model, feature, method).
+_FeatureGauges = dict[tuple[str, str, str], tuple[Gauge, Gauge]]
+
 
 class MonitorService(Service):
     """Runs drift checks (loop and on demand), keeps their history, emits signals."""
@@ -65,10 +71,12 @@ class MonitorService(Service):
     def __init__(self, context: Context, *, windows: WindowSource) -> None:
         super().__init__(context)
         self.windows = windows
-        self._detectors: dict[str, tuple[Any, Detectors]] = {}
+        #: Per model: the fitted methods, and what they were fitted for (the reference
+        #: layout's fingerprint and the model's configuration).
+        self._detectors: dict[str, tuple[tuple[str, str], Detectors]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._detected: dict[str, bool] = {}
-        self._gauges: tuple[Any, dict[tuple[str, str, str], tuple[Any, Any]]] = (None, {})
+        self._gauges: tuple[Metrics | None, _FeatureGauges] = (None, {})
         self.last_check: dict[str, float] = {}
 
     async def start(self) -> None:
@@ -115,6 +123,7 @@ class MonitorService(Service):
         monitoring = self.context.config.monitoring
         now = self.context.clock()
         since = now - monitoring.window_hours * 3600.0
+        window = DriftWindow(start=since, end=now, hours=monitoring.window_hours, version=version)
         async with self._lock(model):
             reference = self._reference(state)
             started = time.perf_counter()
@@ -124,16 +133,12 @@ class MonitorService(Service):
             try:
                 profile = await self.windows.window(model, since, now, version)
                 target = await self._target(state, reference, since, now, version)
-                report = await self._report(state, reference, profile, target, "window", fitting)
+                report = await self._report(
+                    state, reference, profile, target, "window", window, fitting
+                )
             finally:
                 await _settled(fitting)
-            report["window"] = {
-                "start": since,
-                "end": now,
-                "hours": monitoring.window_hours,
-                "version": version,
-            }
-            return await self._finish(model, report, started)
+            return await self._finish(report, started)
 
     async def check_frame(self, model: str, frame: Any) -> dict[str, Any]:
         """Check a DataFrame against the reference (``Warden.monitor_model_drift``)."""
@@ -165,11 +170,10 @@ class MonitorService(Service):
                 target = await asyncio.to_thread(
                     _profile_frame, frame, reference.target.layout, len(frame)
                 )
-            report = await self._report(state, reference, profile, target, "dataframe")
+            report = await self._report(state, reference, profile, target, "dataframe", None)
             if without_prediction:
-                report["prediction_drift"] = None
-            report["window"] = None
-            return await self._finish(model, report, started)
+                report = dataclasses.replace(report, prediction_drift=None)
+            return await self._finish(report, started)
 
     def _lock(self, model: str) -> asyncio.Lock:
         return self._locks.setdefault(model, asyncio.Lock())
@@ -242,78 +246,71 @@ class MonitorService(Service):
         reference: Reference,
         profile: Profile,
         target: Profile | None,
-        source: str,
+        source: DriftSource,
+        window: DriftWindow | None,
         fitting: asyncio.Future[Detectors] | None = None,
-    ) -> dict[str, Any]:
+    ) -> DriftReport:
         """The report of ``profile``; ``fitting`` is a fit of the methods already started."""
         monitoring = self.context.config.monitoring
         model = state.config.name
         violations = self.windows.rejections(model)
-        quality = data_quality(profile, monitoring, violations)
-        base: dict[str, Any] = {
-            "model": model,
-            "checked_at": self.context.clock(),
-            "source": source,
-            "rows": {"current": int(profile.rows), "reference": int(reference.rows)},
-            "data_quality": quality,
-        }
+        report = DriftReport(
+            model=model,
+            checked_at=self.context.clock(),
+            source=source,
+            rows=RowCounts(current=int(profile.rows), reference=int(reference.rows)),
+            threshold=monitoring.drift_threshold,
+            data_quality=data_quality(profile, monitoring, violations),
+            window=window,
+        )
         if profile.rows < monitoring.min_window_rows:
-            return {
-                **base,
-                "status": "insufficient_data",
-                "message": f"{profile.rows} rows in the window; at least "
-                f"{monitoring.min_window_rows} needed (monitoring.min_window_rows)",
-                "drift_detected": False,
-                "drift_score": 0.0,
-                "threshold": monitoring.drift_threshold,
-                "recommendation": "NO_ACTION_NEEDED",
-                "drifted_features": [],
-                "feature_drifts": {},
-                "multivariate_drift": None,
-                "prediction_drift": None,
-                "target_drift": None,
-            }
+            return insufficient_data(report, monitoring)
         detectors = await (fitting or self._detectors_for(state, reference))
         if target is not None and target.rows < monitoring.min_window_rows:
             target = None
-        drift = await asyncio.to_thread(
-            evaluate, state.config, monitoring, reference, detectors, profile, target
+        return await asyncio.to_thread(
+            evaluate, report, state.config, monitoring, reference, detectors, profile, target
         )
-        return {**base, "status": "ok", **drift}
 
-    async def _finish(self, model: str, report: dict[str, Any], started: float) -> dict[str, Any]:
+    async def _finish(self, report: DriftReport, started: float) -> dict[str, Any]:
+        """Store ``report``, update the metrics, emit the events; the report as stored."""
         duration = time.perf_counter() - started
-        report["duration_seconds"] = duration
-        report, text = _as_json(report)  # what JSON keeps of it: the caller sees what is stored
+        report = dataclasses.replace(report, duration_seconds=duration)
+        # Serialised once: the text stored, and what JSON keeps of it for the caller.
+        plain, text = _as_json(report.to_dict())
         async with self.context.store.begin() as conn:
             result = await conn.execute(
                 reports_table.insert(),  # parameters apart: the compiled statement is cached
                 {
-                    "model": model,
-                    "ts": report["checked_at"],
-                    "source": report["source"],
-                    "drift_score": report["drift_score"],
-                    "drift_detected": report["drift_detected"],
-                    "recommendation": report["recommendation"],
+                    "model": report.model,
+                    "ts": report.checked_at,
+                    "source": report.source,
+                    "drift_score": report.drift_score,
+                    "drift_detected": report.drift_detected,
+                    "recommendation": report.recommendation,
                     "report": text,
                 },
             )
-            report["id"] = result.inserted_primary_key[0]
-        self.last_check[model] = report["checked_at"]
-        self._signal(model, report, duration)
-        await self._events(model, report)
-        return report
+        key = result.inserted_primary_key
+        assert key is not None  # None only for an executemany
+        report = dataclasses.replace(report, id=key[0])
+        plain["id"] = report.id
+        self.last_check[report.model] = report.checked_at
+        self._signal(report)
+        await self._events(report)
+        return plain
 
-    def _signal(self, model: str, report: dict[str, Any], duration: float) -> None:
-        m = self.context.metrics
-        m.drift_check_duration.labels(model).observe(duration)
-        if report["status"] != "ok":
+    def _signal(self, report: DriftReport) -> None:
+        m, model = self.context.metrics, report.model
+        if report.duration_seconds is not None:
+            m.drift_check_duration.labels(model).observe(report.duration_seconds)
+        if report.status != "ok":
             return
         if self._gauges[0] is not m:  # the labelled children, looked up once per registry
             self._gauges = (m, {})
         gauges = self._gauges[1]
-        for feature, entry in report["feature_drifts"].items():
-            for method, result in entry["methods"].items():
+        for feature, verdict in report.feature_drifts.items():
+            for method, score in verdict.methods.items():
                 key = (model, feature, method)
                 pair = gauges.get(key)
                 if pair is None:
@@ -321,37 +318,38 @@ class MonitorService(Service):
                         m.feature_drift_score.labels(model, feature, method),
                         m.feature_drift_p_value.labels(model, feature, method),
                     )
-                pair[0].set(result["statistic"])
-                if result["p_value"] is not None:
-                    pair[1].set(result["p_value"])
-        m.drift_score.labels(model).set(report["drift_score"])
-        m.drift_detected.labels(model).set(1 if report["drift_detected"] else 0)
-        level = RECOMMENDATIONS.index(report["recommendation"])
+                pair[0].set(score.statistic)
+                if score.p_value is not None:
+                    pair[1].set(score.p_value)
+        m.drift_score.labels(model).set(report.drift_score)
+        m.drift_detected.labels(model).set(1 if report.drift_detected else 0)
+        level = RECOMMENDATIONS.index(report.recommendation)
         m.retrain_recommendation.labels(model).set(level)
 
-    async def _events(self, model: str, report: dict[str, Any]) -> None:
-        if report["status"] != "ok":
+    async def _events(self, report: DriftReport) -> None:
+        if report.status != "ok":
             return
-        detected, before = report["drift_detected"], self._detected.get(model, False)
+        model = report.model
+        detected, before = report.drift_detected, self._detected.get(model, False)
         self._detected[model] = detected
         if detected == before:
             return
+        drifted = list(report.drifted_features)
         data = {
-            "drift_score": report["drift_score"],
-            "threshold": report["threshold"],
-            "drifted_features": report["drifted_features"],
-            "recommendation": report["recommendation"],
-            "report_id": report["id"],
+            "drift_score": report.drift_score,
+            "threshold": report.threshold,
+            "drifted_features": drifted,
+            "recommendation": report.recommendation,
+            "report_id": report.id,
         }
         if detected:
             event = Event(
                 kind="drift_detected",
                 model=model,
                 severity=Severity.WARNING,
-                message=f"data drift in {len(report['drifted_features'])} feature(s): "
-                + ", ".join(report["drifted_features"][:10]),
+                message=f"data drift in {len(drifted)} feature(s): " + ", ".join(drifted[:10]),
                 data=data,
-                ts=report["checked_at"],
+                ts=report.checked_at,
             )
         else:
             event = Event(
@@ -360,7 +358,7 @@ class MonitorService(Service):
                 severity=Severity.INFO,
                 message="no data drift any more",
                 data=data,
-                ts=report["checked_at"],
+                ts=report.checked_at,
             )
         await self.context.emit(event)
 
@@ -385,7 +383,7 @@ class MonitorService(Service):
         return out
 
 
-async def _settled(fitting: asyncio.Future[Any] | None) -> None:
+async def _settled(fitting: asyncio.Future[Detectors] | None) -> None:
     """Wait for a fit started ahead to end, its error retrieved (raised already, or moot)."""
     if fitting is None:
         return
@@ -395,7 +393,7 @@ async def _settled(fitting: asyncio.Future[Any] | None) -> None:
         fitting.exception()
 
 
-def _profile_frame(frame: Any, layout: Any, sample_size: int) -> Profile:
+def _profile_frame(frame: Any, layout: Layout, sample_size: int) -> Profile:
     return Profile.from_columns(
         layout, frame_columns(frame, layout), sample_size, np.random.default_rng()
     )

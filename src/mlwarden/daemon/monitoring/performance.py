@@ -23,9 +23,11 @@ trading models, ``accuracy`` for classification, ``mse`` for regression):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,8 @@ import sqlalchemy as sa
 
 from ...errors import InvalidInput, NotFound
 from ...stats.metrics import compute_metrics, higher_is_better, relative_worsening
-from ...types import Event, OutcomeSource, Severity
+from ...types import Event, Outcomes, OutcomeSource, Severity
+from ..core.config import ModelConfig
 from ..core.context import Context
 from ..core.service import Service
 from ..core.store import Schema, create_tables
@@ -73,7 +76,7 @@ state_table = sa.Table(
 PERFORMANCE_SCHEMA = Schema("performance", [create_tables(history_table, state_table)])
 
 
-def watched_metric(config: Any) -> str:
+def watched_metric(config: ModelConfig) -> str:
     """The metric a model's degradation is judged on."""
     if config.performance_metric:
         return config.performance_metric
@@ -116,7 +119,7 @@ class PerformanceService(Service):
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "last_run": self.last_run}
 
-    def _model_config(self, model: str) -> Any:
+    def _model_config(self, model: str) -> ModelConfig:
         config = self.context.config.model(model)
         if config is None:
             raise NotFound(f"model {model!r} is not configured ([[models]])")
@@ -132,7 +135,7 @@ class PerformanceService(Service):
         outcomes = await self.outcomes.outcomes(model, version=version, since=since, until=until)
         return await asyncio.to_thread(self._compute, config, outcomes, until - since)
 
-    def _compute(self, config: Any, outcomes: Any, seconds: float) -> dict[str, Any]:
+    def _compute(self, config: ModelConfig, outcomes: Outcomes, seconds: float) -> dict[str, Any]:
         return compute_metrics(
             outcomes,
             task=config.task,
@@ -151,7 +154,7 @@ class PerformanceService(Service):
         async with self._lock:
             for version in sorted(set(np.asarray(outcomes.version).tolist())):
                 mask = np.asarray(outcomes.version) == version
-                subset = _Subset(outcomes, mask)
+                subset = _selected(outcomes, mask)
                 metrics = await asyncio.to_thread(self._compute, config, subset, until - since)
                 results.append(
                     await self._record(model, str(version), config, metrics, since, until)
@@ -163,12 +166,14 @@ class PerformanceService(Service):
         self,
         model: str,
         version: str,
-        config: Any,
-        metrics: dict[str, Any],
+        config: ModelConfig,
+        metrics: Mapping[str, Any],
         since: float,
         until: float,
     ) -> dict[str, Any]:
-        clean = {k: v for k, v in metrics.items() if v is not None and math.isfinite(v)}
+        clean: dict[str, float] = {
+            k: v for k, v in metrics.items() if v is not None and math.isfinite(v)
+        }
         async with self.context.store.begin() as conn:
             await conn.execute(
                 history_table.insert(),
@@ -196,7 +201,12 @@ class PerformanceService(Service):
         }
 
     async def _judge(
-        self, model: str, version: str, config: Any, metrics: dict[str, Any], now: float
+        self,
+        model: str,
+        version: str,
+        config: ModelConfig,
+        metrics: Mapping[str, float],
+        now: float,
     ) -> dict[str, Any]:
         metric = watched_metric(config)
         minimum = self.context.config.monitoring.min_performance_samples
@@ -208,21 +218,26 @@ class PerformanceService(Service):
             baseline, source = await self._registered_baseline(model, version, metric)
             if baseline is None:
                 baseline, source = value, "first_window"
-            state = {
-                "model": model,
-                "version": version,
-                "metric": metric,
-                "baseline": baseline,
-                "baseline_source": source,
-                "degraded": False,
-                "changed_at": now,
-            }
+            degraded = False
             async with self.context.store.begin() as conn:
-                await conn.execute(state_table.insert(), state)
+                await conn.execute(
+                    state_table.insert(),
+                    {
+                        "model": model,
+                        "version": version,
+                        "metric": metric,
+                        "baseline": baseline,
+                        "baseline_source": source,
+                        "degraded": degraded,
+                        "changed_at": now,
+                    },
+                )
+        else:
+            baseline, source = float(state["baseline"]), str(state["baseline_source"])
+            degraded = bool(state["degraded"])
         threshold = self.context.config.monitoring.performance_threshold
         extra = set(config.gates.get("higher_is_better", ())) if config.gates else set()
-        fall = relative_worsening(value, state["baseline"], higher_is_better(metric, extra))
-        degraded = bool(state["degraded"])
+        fall = relative_worsening(value, baseline, higher_is_better(metric, extra))
         kind = None
         if not degraded and fall > threshold:
             degraded, kind = True, "performance_degraded"
@@ -240,8 +255,8 @@ class PerformanceService(Service):
         data = {
             "metric": metric,
             "value": value,
-            "baseline": state["baseline"],
-            "baseline_source": state["baseline_source"],
+            "baseline": baseline,
+            "baseline_source": source,
             "fall": fall,
             "threshold": threshold,
             "samples": metrics.get("samples"),
@@ -254,7 +269,7 @@ class PerformanceService(Service):
                     version=version,
                     severity=Severity.WARNING if degraded else Severity.INFO,
                     message=(
-                        f"{metric} {value:.6g} vs baseline {state['baseline']:.6g}: "
+                        f"{metric} {value:.6g} vs baseline {baseline:.6g}: "
                         f"{fall:+.1%} ({'above' if degraded else 'back within'} "
                         f"the {threshold:.0%} threshold)"
                     ),
@@ -273,20 +288,13 @@ class PerformanceService(Service):
         value = (record.get("metrics") or {}).get(metric)
         return (float(value), "registered") if value is not None else (None, "")
 
-    async def _state(self, model: str, version: str) -> dict[str, Any] | None:
+    async def _state(self, model: str, version: str) -> sa.RowMapping | None:
+        """The persisted judgement of one version (baseline, degraded), if any."""
+        query = sa.select(state_table).where(
+            state_table.c.model == model, state_table.c.version == version
+        )
         async with self.context.store.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        sa.select(state_table).where(
-                            state_table.c.model == model, state_table.c.version == version
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        return dict(row) if row else None
+            return (await conn.execute(query)).mappings().first()
 
     # -- history -----------------------------------------------------------------------
 
@@ -341,9 +349,11 @@ class PerformanceService(Service):
         }
 
 
-class _Subset:
-    """The outcomes of one version (a boolean mask over the model's outcomes)."""
-
-    def __init__(self, outcomes: Any, mask: np.ndarray) -> None:
-        for key in ("ts", "prediction", "label", "latency", "error"):
-            setattr(self, key, np.asarray(getattr(outcomes, key))[mask])
+def _selected(outcomes: Outcomes, mask: np.ndarray) -> Outcomes:
+    """The outcomes where ``mask`` (a boolean array over them) is true."""
+    return Outcomes(
+        **{
+            f.name: np.asarray(getattr(outcomes, f.name))[mask]
+            for f in dataclasses.fields(outcomes)
+        }
+    )

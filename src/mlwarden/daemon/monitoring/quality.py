@@ -15,6 +15,7 @@ violations are the batches the ingest API refused in the window's lifetime, by r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.config import MonitoringConfig
@@ -26,7 +27,7 @@ __all__ = ["data_quality"]
 def data_quality(
     profile: Profile,
     monitoring: MonitoringConfig,
-    schema_violations: dict[str, int] | None = None,
+    schema_violations: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The ``data_quality`` section of a drift report."""
     layout = profile.layout

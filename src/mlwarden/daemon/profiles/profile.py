@@ -44,6 +44,9 @@ OTHER = "__other__"
 UNSEEN = -1
 NULL = -2
 
+#: One number per numeric feature: a profile's array, or its ``tolist()``.
+_PerFeature = np.ndarray | Sequence[float]
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -120,7 +123,7 @@ class Layout:
             prediction=meta.get("prediction", ""),
         )
 
-    def encode(self, i: int, values: np.ndarray | list[Any]) -> np.ndarray:
+    def encode(self, i: int, values: np.ndarray | Sequence[object]) -> np.ndarray:
         """Codes of raw categorical values of feature ``i`` (vectorised through pandas)."""
         import pandas as pd
 
@@ -132,40 +135,71 @@ class Layout:
         return codes
 
 
+def _unset() -> np.ndarray:
+    return _UNSET
+
+
+#: The default of a Profile's array fields: ``__post_init__`` replaces it with zeros of
+#: the layout's shape (which a ``default_factory`` cannot see).
+_UNSET = np.zeros(0)
+_UNSET.flags.writeable = False
+
+
 @dataclass
 class Profile:
-    """A mergeable summary of rows under one Layout (see the module docstring)."""
+    """A mergeable summary of rows under one Layout (see the module docstring).
+
+    The arrays not given are zeros (no rows) of the layout's shape.
+    """
 
     layout: Layout
     sample_size: int
     rows: int = 0
-    count: np.ndarray = field(default=None)  # type: ignore[assignment]
-    nulls: np.ndarray = field(default=None)  # type: ignore[assignment]
-    nans: np.ndarray = field(default=None)  # type: ignore[assignment]
-    infs: np.ndarray = field(default=None)  # type: ignore[assignment]
-    mean: np.ndarray = field(default=None)  # type: ignore[assignment]
-    m2: np.ndarray = field(default=None)  # type: ignore[assignment]
-    minimum: np.ndarray = field(default=None)  # type: ignore[assignment]
-    maximum: np.ndarray = field(default=None)  # type: ignore[assignment]
-    hist: np.ndarray = field(default=None)  # type: ignore[assignment]  # (F, B + 2)
-    cat_counts: np.ndarray = field(default=None)  # type: ignore[assignment]  # (C, K + 1)
-    cat_nulls: np.ndarray = field(default=None)  # type: ignore[assignment]
-    cat_unseen: np.ndarray = field(default=None)  # type: ignore[assignment]
-    keys: np.ndarray = field(default=None)  # type: ignore[assignment]
-    sample: np.ndarray = field(default=None)  # type: ignore[assignment]  # (S, F)
+    count: np.ndarray = field(default_factory=_unset)
+    nulls: np.ndarray = field(default_factory=_unset)
+    nans: np.ndarray = field(default_factory=_unset)
+    infs: np.ndarray = field(default_factory=_unset)
+    mean: np.ndarray = field(default_factory=_unset)
+    m2: np.ndarray = field(default_factory=_unset)
+    minimum: np.ndarray = field(default_factory=_unset)
+    maximum: np.ndarray = field(default_factory=_unset)
+    hist: np.ndarray = field(default_factory=_unset)  # (F, B + 2)
+    cat_counts: np.ndarray = field(default_factory=_unset)  # (C, K + 1)
+    cat_nulls: np.ndarray = field(default_factory=_unset)
+    cat_unseen: np.ndarray = field(default_factory=_unset)
+    keys: np.ndarray = field(default_factory=_unset)
+    sample: np.ndarray = field(default_factory=_unset)  # (S, F)
 
     def __post_init__(self) -> None:
+        unset = [name for name in self._ARRAYS if getattr(self, name) is _UNSET]
+        if unset:
+            empty = self._empty_arrays()
+            for name in unset:
+                setattr(self, name, empty[name])
+
+    def _empty_arrays(self) -> dict[str, np.ndarray]:
+        """Every array of a profile of no rows under this layout."""
         f, c = len(self.layout.numeric), len(self.layout.categorical)
-        zeros = lambda *shape: np.zeros(shape, dtype=np.int64)  # noqa: E731
-        if self.count is None:
-            self.count, self.nulls, self.nans, self.infs = zeros(f), zeros(f), zeros(f), zeros(f)
-            self.mean, self.m2 = np.zeros(f), np.zeros(f)
-            self.minimum, self.maximum = np.full(f, np.inf), np.full(f, -np.inf)
-            self.hist = zeros(f, self.layout.bins + 2)
-            self.cat_counts = zeros(c, self.layout.top_k + 1)
-            self.cat_nulls, self.cat_unseen = zeros(c), zeros(c)
-            self.keys = np.zeros(0)
-            self.sample = np.zeros((0, f))
+
+        def zeros(*shape: int) -> np.ndarray:
+            return np.zeros(shape, dtype=np.int64)
+
+        return {
+            "count": zeros(f),
+            "nulls": zeros(f),
+            "nans": zeros(f),
+            "infs": zeros(f),
+            "mean": np.zeros(f),
+            "m2": np.zeros(f),
+            "minimum": np.full(f, np.inf),
+            "maximum": np.full(f, -np.inf),
+            "hist": zeros(f, self.layout.bins + 2),
+            "cat_counts": zeros(c, self.layout.top_k + 1),
+            "cat_nulls": zeros(c),
+            "cat_unseen": zeros(c),
+            "keys": np.zeros(0),
+            "sample": np.zeros((0, f)),
+        }
 
     # -- building ----------------------------------------------------------------------
 
@@ -176,7 +210,7 @@ class Profile:
         """The profile of one batch (vectorised: one pass of numpy per block)."""
         profile = cls(layout, sample_size)
         x = np.asarray(columns.numeric, dtype=np.float64)
-        n = x.shape[0]
+        n = len(x)
         profile.rows = n
         if n == 0:
             return profile
@@ -353,8 +387,8 @@ class Profile:
         return out
 
     def _numeric_data(
-        self, name: str, i: int, values: np.ndarray, count: Any, mean: Any, m2: Any, low: Any,
-        high: Any,
+        self, name: str, i: int, values: np.ndarray, count: _PerFeature, mean: _PerFeature,
+        m2: _PerFeature, low: _PerFeature, high: _PerFeature,
     ) -> FeatureData:  # fmt: skip
         edges = counts = None
         if self.layout.edges is not None:
@@ -390,15 +424,20 @@ class Profile:
             count=int(counts.sum()),
         )
 
-    def multivariate_data(self) -> FeatureData:
-        """The sampled numeric rows without a non-finite value, for multivariate methods."""
-        rows = self.sample[np.isfinite(self.sample).all(axis=1)] if self.sample.size else None
+    def multivariate_data(self, columns: Sequence[str] | None = None) -> FeatureData:
+        """The sampled rows of numeric ``columns`` (default: all), for multivariate methods.
+
+        A row is left out when one of ``columns`` is not finite in it; the other columns
+        do not count (a DataFrame checked without predictions has NaN in that column).
+        """
+        names = self.layout.numeric if columns is None else tuple(columns)
+        sample = self.sample[:, [self.layout.numeric.index(n) for n in names]]
         return FeatureData(
             name="__multivariate__",
             kind="multivariate",
-            sample=rows if rows is not None else np.zeros((0, len(self.layout.numeric))),
+            sample=sample[np.isfinite(sample).all(axis=1)],
             count=self.rows,
-            columns=self.layout.numeric,
+            columns=names,
         )
 
     # -- persistence -------------------------------------------------------------------
@@ -478,7 +517,7 @@ def _dedupe_bins(hist: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, allow_pickle=False, **arrays)
     return buffer.getvalue()
 
 

@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from ...errors import ConfigError, Conflict
 from ..core.config import ModelConfig, MonitoringConfig
 from ..core.memory import release_memory
+from ..core.store import Store
 from .profile import Columns, Layout, Profile
 
 __all__ = [
@@ -95,7 +96,7 @@ class Reference:
     def target_layout(self) -> Layout | None:
         return None if self.target is None else self.target.layout
 
-    def sample_in_store(self, store: Any, model: str, sample_size: int) -> Reference:
+    def sample_in_store(self, store: Store, model: str, sample_size: int) -> Reference:
         """This reference without its sample in memory; the sample stays in ``store``.
 
         ``store`` must hold this reference's row in ``reference_profiles`` (the caller
@@ -122,7 +123,7 @@ class Reference:
 class _StoredProfile:
     """Reads a model's reference profile, sample included, back from the store."""
 
-    store: Any
+    store: Store
     model: str
     layout: Layout
     sample_size: int
@@ -134,7 +135,7 @@ class _StoredProfile:
             row = (await conn.execute(query)).first()
         return await asyncio.to_thread(self._decode, row)
 
-    def _decode(self, row: Any) -> Profile:
+    def _decode(self, row: sa.Row[bytes, bytes] | None) -> Profile:
         if row is None or Layout.from_bytes(row.layout).fingerprint != self.layout.fingerprint:
             raise Conflict(
                 f"model {self.model!r}: the stored reference profile is no longer the one "
@@ -393,7 +394,8 @@ def encode_target(target: Profile) -> bytes:
     return buffer.getvalue()
 
 
-def decode_reference(row: Any, sample_size: int) -> Reference:
+def decode_reference(row: sa.Row[*tuple[Any, ...]], sample_size: int) -> Reference:
+    """The reference of a ``reference_profiles`` row (``layout``, ``profile``, ``target``)."""
     import io
 
     layout = Layout.from_bytes(row.layout)

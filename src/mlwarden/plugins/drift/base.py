@@ -58,7 +58,7 @@ __all__ = [
 FEATURE_KINDS: tuple[str, ...] = get_args(FeatureKind)
 
 
-def _fail(owner: str, option: str, expected: str, value: Any) -> ValueError:
+def _fail(owner: str, option: str, expected: str, value: object) -> ValueError:
     return ValueError(
         f'drift method "{owner}": option "{option}" must be {expected}, got {value!r}'
     )
@@ -67,7 +67,7 @@ def _fail(owner: str, option: str, expected: str, value: Any) -> ValueError:
 def check_number(
     owner: str,
     option: str,
-    value: Any,
+    value: object,
     *,
     minimum: float | None = None,
     maximum: float | None = None,
@@ -92,7 +92,7 @@ def check_number(
     return number
 
 
-def check_probability(owner: str, option: str, value: Any) -> float:
+def check_probability(owner: str, option: str, value: object) -> float:
     """``value`` as a float strictly between 0 and 1 (a significance level)."""
     return check_number(
         owner, option, value, minimum=0.0, maximum=1.0, open_minimum=True, open_maximum=True
@@ -100,7 +100,7 @@ def check_probability(owner: str, option: str, value: Any) -> float:
 
 
 def check_int(
-    owner: str, option: str, value: Any, *, minimum: int, maximum: int | None = None
+    owner: str, option: str, value: object, *, minimum: int, maximum: int | None = None
 ) -> int:
     """``value`` as an int within the bounds (bools are refused)."""
     hi = "" if maximum is None else f" and <= {maximum}"
@@ -111,14 +111,14 @@ def check_int(
     return int(value)
 
 
-def check_choice(owner: str, option: str, value: Any, choices: Sequence[str]) -> str:
+def check_choice(owner: str, option: str, value: object, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``."""
     if not isinstance(value, str) or value not in choices:
         raise _fail(owner, option, "one of " + ", ".join(repr(c) for c in choices), value)
     return value
 
 
-def check_bool(owner: str, option: str, value: Any) -> bool:
+def check_bool(owner: str, option: str, value: object) -> bool:
     """``value`` if it is a bool (``1`` or ``"yes"`` are refused, not guessed)."""
     if not isinstance(value, bool | np.bool_):
         raise _fail(owner, option, "true or false", value)
@@ -362,11 +362,11 @@ def category_counts(owner: str, data: FeatureData) -> dict[str, float]:
             f'drift method "{owner}" needs category counts or a sample of feature "{data.name}"'
         )
     values = [v for v in np.asarray(data.sample, dtype=object).ravel() if not _missing(v)]
-    names, counts = np.unique(np.asarray([str(v) for v in values], dtype=str), return_counts=True)
-    return dict(zip(names.tolist(), counts.astype(np.float64).tolist(), strict=True))
+    names, found = np.unique(np.asarray([str(v) for v in values], dtype=str), return_counts=True)
+    return dict(zip(names.tolist(), found.astype(np.float64).tolist(), strict=True))
 
 
-def _missing(value: Any) -> bool:
+def _missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 

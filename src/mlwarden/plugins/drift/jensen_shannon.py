@@ -91,7 +91,7 @@ class JensenShannon(DriftMethod):
             _, ref, cur = align_categories(self._categories, counts)
             details["unseen"] = unseen(self._categories, counts)
         else:
-            assert self._edges is not None and self._counts is not None
+            assert self._edges is not None and self._counts is not None and self._starts is not None
             counts_array = bin_counts(self.name, current, self._edges, self._counts.size)
             ref = np.add.reduceat(self._counts, self._starts)
             cur = np.add.reduceat(counts_array, self._starts)
