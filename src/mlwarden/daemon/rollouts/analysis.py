@@ -78,7 +78,7 @@ def compare(
     requests — or, when the model metric is compared, fewer labelled outcomes.
     """
     t = thresholds
-    samples = {
+    samples: dict[str, float] = {
         "candidate_requests": candidate.requests,
         "baseline_requests": baseline.requests,
         "candidate_outcomes": candidate.outcomes,

@@ -376,7 +376,7 @@ class RolloutController:
         message: str,
         analysis: Analysis | None = None,
     ) -> None:
-        data: dict[str, Any] = {
+        data: dict[str, object] = {
             "rollout": rollout["id"], "strategy": rollout["strategy"],
             "state": rollout["state"], "step": rollout["step"], "baseline": rollout["baseline"],
             "weights": self.traffic_tables.get(rollout["model"]) or {},
