@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlencode
 
 from ...errors import PluginError
 from ...types import Notification, Severity
 from ..core.config import Config, NotifierConfig
 from ..core.context import PluginClasses
+from .records import Alert
 
 __all__ = [
     "DEFAULT_NOTIFIERS",
+    "MultiTargetNotifier",
     "Notifier",
+    "NotifierPlugin",
     "build_notifiers",
     "dashboard_url",
     "format_notification",
@@ -51,10 +54,31 @@ _MAX_DETAIL_LINES = 25
 _MAX_VALUE_CHARS = 500
 
 
+class NotifierPlugin(Protocol):
+    """A notifier plugin instance (``mlwarden_notifiers``); it raises when a send fails."""
+
+    async def send(self, notification: Notification) -> None:
+        """Deliver ``notification``."""
+        ...
+
+
+@runtime_checkable
+class MultiTargetNotifier(Protocol):
+    """A notifier plugin with several destinations, each retried on its own."""
+
+    def targets(self) -> list[str]:
+        """Stable keys of its destinations."""
+        ...
+
+    async def send(self, notification: Notification, *, target: str = "") -> None:
+        """Deliver ``notification`` to the destination ``target``."""
+        ...
+
+
 class Notifier:
     """One configured notifier: its config, its plugin instance and its destinations."""
 
-    def __init__(self, config: NotifierConfig, instance: Any) -> None:
+    def __init__(self, config: NotifierConfig, instance: NotifierPlugin) -> None:
         self.config = config
         self.instance = instance
 
@@ -67,7 +91,8 @@ class Notifier:
         return list(targets()) if callable(targets) else [""]
 
     async def send(self, notification: Notification, *, target: str = "") -> None:
-        if target:
+        # A target is one of the instance's targets(): only a MultiTargetNotifier has any.
+        if target and isinstance(self.instance, MultiTargetNotifier):
             await self.instance.send(notification, target=target)
         else:
             await self.instance.send(notification)
@@ -116,11 +141,10 @@ def _utc(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts))
 
 
-def _value(value: Any, key: str = "") -> str:
+def _value(value: object, key: str = "") -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    is_list = isinstance(value, list | tuple)
-    text = ", ".join(_value(v) for v in value) if is_list else str(value)
+    text = ", ".join(map(_value, value)) if isinstance(value, list | tuple) else str(value)
     if len(text) > _MAX_VALUE_CHARS:
         # A log tail is read from its end; anything else from its start.
         if key.endswith("tail"):
@@ -129,11 +153,11 @@ def _value(value: Any, key: str = "") -> str:
     return text
 
 
-def _details(data: dict[str, Any]) -> list[tuple[str, Any]]:
+def _details(data: dict[str, Any]) -> list[tuple[str, object]]:
     """Measured values first, nested tables flattened one level (``analysis.mse``)."""
     keys = [k for k in _LEADING_KEYS if k in data]
     keys += [k for k in data if k not in keys]
-    out: list[tuple[str, Any]] = []
+    out: list[tuple[str, object]] = []
     for key in keys:
         value = data[key]
         if isinstance(value, dict):
@@ -145,7 +169,7 @@ def _details(data: dict[str, Any]) -> list[tuple[str, Any]]:
     return out[:_MAX_DETAIL_LINES]
 
 
-def format_notification(alert: dict[str, Any], status: str, config: Config) -> Notification:
+def format_notification(alert: Alert, status: str, config: Config) -> Notification:
     """The message people read for ``alert`` (a row of the alerts table, as a dict).
 
     The title says status, alert, model and version; the body starts with the summary
@@ -168,13 +192,12 @@ def format_notification(alert: dict[str, Any], status: str, config: Config) -> N
     if version:
         lines.append(f"Version: {version}")
     lines.append(f"Severity: {severity}")
-    if status == "resolved" and alert.get("ends_at"):
-        lines.append(
-            f"Resolved at: {_utc(alert['ends_at'])} (firing since {_utc(alert['starts_at'])})"
-        )
+    ends_at = alert.get("ends_at")
+    if status == "resolved" and ends_at:
+        lines.append(f"Resolved at: {_utc(ends_at)} (firing since {_utc(alert['starts_at'])})")
     else:
         lines.append(f"Firing since: {_utc(alert['starts_at'])}")
-    data: dict[str, Any] = alert.get("data") or {}
+    data = alert.get("data") or {}
     for key, value in _details(data):
         lines.append(f"{key}: {_value(value, key)}")
     extra = {k: v for k, v in labels.items() if k not in ("alertname", "model")}

@@ -21,13 +21,26 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...types import Notification, Severity
+from ..core.config import AlertsConfig
+from ..core.context import Clock
+from ..core.metrics import Metrics
+from ..core.store import Store
+from .notifiers import Notifier
 
-__all__ = ["Outbox", "notification_from_json", "notification_to_json", "outbox_table"]
+__all__ = [
+    "Outbox",
+    "OutboxEntry",
+    "notification_from_json",
+    "notification_to_json",
+    "outbox_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +66,25 @@ outbox_table = sa.Table(
 _BATCH = 500
 
 
+class OutboxEntry(TypedDict):
+    """One notification to one destination of a notifier (``GET /api/alerts/outbox``)."""
+
+    id: int
+    created_at: float
+    notifier: str
+    #: The destination's key ("" for a notifier with one destination).
+    target: str
+    fingerprint: str
+    #: ``pending``, ``sent`` or ``dropped``.
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str
+    sent_at: float | None
+    #: The :class:`~mlwarden.types.Notification` as JSON.
+    notification: dict[str, Any]
+
+
 def notification_to_json(n: Notification) -> str:
     return json.dumps(dataclasses.asdict(n), default=str, sort_keys=True)
 
@@ -72,11 +104,11 @@ class Outbox:
 
     def __init__(
         self,
-        store: Any,
-        clock: Callable[[], float],
-        metrics: Any,
-        notifiers: Callable[[], dict[str, Any]],
-        settings: Callable[[], Any],
+        store: Store,
+        clock: Clock,
+        metrics: Metrics,
+        notifiers: Callable[[], dict[str, Notifier]],
+        settings: Callable[[], AlertsConfig],
         rng: random.Random | None = None,
     ) -> None:
         self.store = store
@@ -92,7 +124,7 @@ class Outbox:
     # -- writing ---------------------------------------------------------------------
 
     async def enqueue(
-        self, conn: Any, notification: Notification, notifier: str, targets: list[str]
+        self, conn: AsyncConnection, notification: Notification, notifier: str, targets: list[str]
     ) -> None:
         """Insert one pending row per target, inside the caller's transaction ``conn``."""
         now = self.clock()
@@ -135,13 +167,13 @@ class Outbox:
                     .mappings()
                     .all()
                 )
-            queues: dict[tuple[str, str], list[Any]] = {}
+            queues: dict[tuple[str, str], list[RowMapping]] = {}
             for row in rows:
                 queues.setdefault((row["notifier"], row["target"]), []).append(row)
             sent = await asyncio.gather(*(self._send_queue(k, q) for k, q in queues.items()))
             return sum(sent)
 
-    async def _send_queue(self, key: tuple[str, str], rows: list[Any]) -> int:
+    async def _send_queue(self, key: tuple[str, str], rows: list[RowMapping]) -> int:
         name, target = key
         failures, retry_at = self.backoff.get(key, (0, 0.0))
         if self.clock() < retry_at:
@@ -160,12 +192,7 @@ class Outbox:
         for row in rows:
             notification = notification_from_json(row["notification"])
             try:
-                call = (
-                    notifier.send(notification, target=target)
-                    if target
-                    else notifier.send(notification)
-                )
-                await asyncio.wait_for(call, timeout)
+                await asyncio.wait_for(notifier.send(notification, target=target), timeout)
             except Exception as exc:
                 error = "timed out" if isinstance(exc, TimeoutError) else f"{exc}" or repr(exc)
                 failures += 1
@@ -203,13 +230,13 @@ class Outbox:
         delay = min(s.retry_max_seconds, s.retry_initial_seconds * 2 ** (failures - 1))
         return delay / 2 + self.rng.uniform(0, delay / 2)
 
-    async def _update(self, row_id: int, **values: Any) -> None:
+    async def _update(self, row_id: int, **values: object) -> None:
         async with self.store.begin() as conn:
             await conn.execute(
                 outbox_table.update().where(outbox_table.c.id == row_id).values(**values)
             )
 
-    async def _drop(self, row: Any, reason: str) -> None:
+    async def _drop(self, row: RowMapping, reason: str) -> None:
         logger.error(
             "dropping notification %d for notifier %s (%s, %d attempts, last error: %s): %s",
             row["id"],
@@ -250,18 +277,13 @@ class Outbox:
 
     # -- reading and housekeeping ----------------------------------------------------
 
-    async def entries(self, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def entries(self, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
         query = sa.select(outbox_table).order_by(outbox_table.c.id.desc()).limit(limit)
         if status:
             query = query.where(outbox_table.c.status == status)
         async with self.store.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        out = []
-        for row in rows:
-            entry = dict(row)
-            entry["notification"] = json.loads(entry["notification"])
-            out.append(entry)
-        return out
+        return [_entry(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:
         async with self.store.connect() as conn:
@@ -279,3 +301,19 @@ class Outbox:
                 )
             )
             return result.rowcount or 0
+
+
+def _entry(row: RowMapping) -> OutboxEntry:
+    return {
+        "id": row["id"],
+        "created_at": row["created_at"],
+        "notifier": row["notifier"],
+        "target": row["target"],
+        "fingerprint": row["fingerprint"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "next_attempt_at": row["next_attempt_at"],
+        "last_error": row["last_error"],
+        "sent_at": row["sent_at"],
+        "notification": json.loads(row["notification"]),
+    }

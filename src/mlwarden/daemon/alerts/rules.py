@@ -81,7 +81,7 @@ def _field(event: Event, key: str) -> str:
     return _text(event.data.get(key, ""))
 
 
-def _text(value: Any) -> str:
+def _text(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list | tuple):

@@ -20,6 +20,8 @@ import logging
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...hookspecs import hookimpl
 from ...types import Event, Severity
@@ -29,6 +31,7 @@ from ..core.service import Service
 from ..core.store import Schema, create_tables
 from .notifiers import Notifier, build_notifiers, format_notification, routes_to
 from .outbox import Outbox, outbox_table
+from .records import Alert, alert_from_row, alerts_table
 from .rules import AlertRule, build_rules, fingerprint
 from .silences import Silences, silences_table
 
@@ -36,42 +39,10 @@ __all__ = ["AlertService", "alerts_table"]
 
 logger = logging.getLogger(__name__)
 
-_meta = sa.MetaData()
-alerts_table = sa.Table(
-    "alerts",
-    _meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("fingerprint", sa.String(64), nullable=False, index=True),
-    sa.Column("rule", sa.String(128), nullable=False),
-    sa.Column("labels", sa.Text, nullable=False),
-    sa.Column("model", sa.String(256), nullable=False),
-    sa.Column("version", sa.String(64), nullable=False),
-    sa.Column("severity", sa.String(16), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, index=True),  # firing | resolved
-    sa.Column("summary", sa.Text, nullable=False),
-    sa.Column("data", sa.Text, nullable=False),
-    sa.Column("events", sa.Integer, nullable=False),
-    sa.Column("starts_at", sa.Float, nullable=False),
-    sa.Column("updated_at", sa.Float, nullable=False),
-    sa.Column("ends_at", sa.Float, nullable=True),
-    sa.Column("notified_at", sa.Float, nullable=True),
-    sa.Column("notified", sa.Text, nullable=False),  # JSON list of notifier names
-    sa.Column("resolve_pending", sa.Boolean, nullable=False),
-)
-
 ALERTS_SCHEMA = Schema("alerts", [create_tables(alerts_table, silences_table, outbox_table)])
 
 #: How often (in clock seconds) sent and dropped outbox rows and old alerts are pruned.
 _PRUNE_EVERY = 3600.0
-
-
-def _decode(row: Any) -> dict[str, Any]:
-    alert = dict(row)
-    alert["labels"] = json.loads(alert["labels"])
-    alert["data"] = json.loads(alert["data"])
-    alert["notified"] = json.loads(alert["notified"])
-    alert["resolve_pending"] = bool(alert["resolve_pending"])
-    return alert
 
 
 class AlertService(Service):
@@ -147,7 +118,7 @@ class AlertService(Service):
             await self._update_gauge()
             self._wake.set()
 
-    async def _active(self, conn: Any, fp: str) -> Any:
+    async def _active(self, conn: AsyncConnection, fp: str) -> RowMapping | None:
         return (
             (
                 await conn.execute(
@@ -261,7 +232,7 @@ class AlertService(Service):
                 .mappings()
                 .all()
             )
-        for alert in map(_decode, rows):
+        for alert in map(alert_from_row, rows):
             if alert["status"] == "resolved":
                 await self._queue_resolved(alert)
                 continue
@@ -272,7 +243,7 @@ class AlertService(Service):
             if due and not self.silences.silenced_by(alert["labels"], now):
                 await self._queue_firing(alert, now)
 
-    async def _queue_firing(self, alert: dict[str, Any], now: float) -> None:
+    async def _queue_firing(self, alert: Alert, now: float) -> None:
         severity = Severity(alert["severity"])
         names = [
             n.name
@@ -294,7 +265,7 @@ class AlertService(Service):
                 .values(notified_at=now, notified=json.dumps(notified))
             )
 
-    async def _still_pending(self, conn: Any, fp: str, notifier: str) -> bool:
+    async def _still_pending(self, conn: AsyncConnection, fp: str, notifier: str) -> bool:
         row = await conn.execute(
             sa.select(outbox_table.c.id)
             .where(
@@ -306,7 +277,7 @@ class AlertService(Service):
         )
         return row.first() is not None
 
-    async def _queue_resolved(self, alert: dict[str, Any]) -> None:
+    async def _queue_resolved(self, alert: Alert) -> None:
         notification = format_notification(alert, "resolved", self.context.config)
         async with self.context.store.begin() as conn:
             for name in alert["notified"]:
@@ -326,7 +297,7 @@ class AlertService(Service):
                 .where(alerts_table.c.status == "firing")
                 .group_by(alerts_table.c.severity)
             )
-            counts = dict(rows.all())
+            counts: dict[str, int] = {severity: n for severity, n in rows.all()}
         for severity in Severity:
             self.context.metrics.alerts_firing.labels(str(severity)).set(
                 counts.get(str(severity), 0)
@@ -350,7 +321,7 @@ class AlertService(Service):
 
     async def alerts(
         self, *, state: str = "firing", model: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[Alert]:
         """Alerts, newest first; ``state`` is firing, resolved or all."""
         query = sa.select(alerts_table).order_by(alerts_table.c.id.desc()).limit(limit)
         if state != "all":
@@ -361,7 +332,7 @@ class AlertService(Service):
             rows = (await conn.execute(query)).mappings().all()
         now = self.context.clock()
         out = []
-        for alert in map(_decode, rows):
+        for alert in map(alert_from_row, rows):
             alert["silenced_by"] = (
                 self.silences.silenced_by(alert["labels"], now)
                 if alert["status"] == "firing"

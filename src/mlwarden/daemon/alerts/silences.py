@@ -11,15 +11,26 @@ import dataclasses
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
 from ...errors import Conflict, InvalidInput, NotFound
+from ..core.store import Store
 
-__all__ = ["Matcher", "Silence", "Silences", "parse_silence", "silences_table"]
+__all__ = [
+    "Matcher",
+    "MatcherRecord",
+    "Silence",
+    "SilenceRecord",
+    "Silences",
+    "parse_silence",
+    "silences_table",
+]
 
 _meta = sa.MetaData()
 silences_table = sa.Table(
@@ -33,6 +44,29 @@ silences_table = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("comment", sa.Text, nullable=False),
 )
+
+
+class MatcherRecord(TypedDict):
+    """A silence's matcher as JSON."""
+
+    name: str
+    value: str
+    is_regex: bool
+    is_equal: bool
+
+
+class SilenceRecord(TypedDict):
+    """A silence as the API shows it (``GET /api/silences``)."""
+
+    id: str
+    matchers: list[MatcherRecord]
+    starts_at: float
+    ends_at: float
+    created_by: str
+    created_at: float
+    comment: str
+    #: ``pending``, ``active`` or ``expired``.
+    state: str
 
 
 @dataclass(frozen=True)
@@ -52,7 +86,7 @@ class Matcher:
             hit = actual == self.value
         return hit if self.is_equal else not hit
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> MatcherRecord:
         return {
             "name": self.name,
             "value": self.value,
@@ -82,7 +116,7 @@ class Silence:
             return "pending"
         return "active" if now < self.ends_at else "expired"
 
-    def to_dict(self, now: float) -> dict[str, Any]:
+    def to_dict(self, now: float) -> SilenceRecord:
         return {
             "id": self.id,
             "matchers": [m.to_dict() for m in self.matchers],
@@ -95,7 +129,7 @@ class Silence:
         }
 
 
-def _timestamp(value: Any, key: str) -> float:
+def _timestamp(value: object, key: str) -> float:
     if isinstance(value, bool):
         raise InvalidInput(f"silence: '{key}' must be a Unix time or an ISO 8601 string")
     if isinstance(value, int | float):
@@ -108,7 +142,7 @@ def _timestamp(value: Any, key: str) -> float:
     raise InvalidInput(f"silence: '{key}' must be a Unix time or an ISO 8601 string, got {value!r}")
 
 
-def _matcher(raw: Any, i: int) -> Matcher:
+def _matcher(raw: object, i: int) -> Matcher:
     where = f"silence: matchers[{i}]"
     if not isinstance(raw, dict):
         raise InvalidInput(f"{where} must be an object with 'name' and 'value'")
@@ -122,21 +156,23 @@ def _matcher(raw: Any, i: int) -> Matcher:
         raise InvalidInput(f"{where}.name must be a non-empty string (a label name)")
     if not isinstance(value, str):
         raise InvalidInput(f"{where}.value must be a string")
-    flags = {}
-    for key, default in (("is_regex", False), ("is_equal", True)):
-        flag = raw.get(key, default)
-        if not isinstance(flag, bool):
-            raise InvalidInput(f"{where}.{key} must be true or false")
-        flags[key] = flag
-    if flags["is_regex"]:
+    is_regex, is_equal = _flag(raw, "is_regex", False, where), _flag(raw, "is_equal", True, where)
+    if is_regex:
         try:
             re.compile(value)
         except re.error as exc:
             raise InvalidInput(f"{where}.value is not a valid regular expression: {exc}") from None
-    return Matcher(name, value, **flags)
+    return Matcher(name, value, is_regex=is_regex, is_equal=is_equal)
 
 
-def parse_silence(body: dict[str, Any], *, now: float, created_by: str) -> Silence:
+def _flag(raw: Mapping[str, object], key: str, default: bool, where: str) -> bool:
+    flag = raw.get(key, default)
+    if not isinstance(flag, bool):
+        raise InvalidInput(f"{where}.{key} must be true or false")
+    return flag
+
+
+def parse_silence(body: Mapping[str, Any], *, now: float, created_by: str) -> Silence:
     """Validate a ``POST /api/silences`` body; InvalidInput names the bad key."""
     unknown = set(body) - {"matchers", "starts_at", "ends_at", "duration_seconds", "comment"}
     if unknown:
@@ -174,7 +210,7 @@ def parse_silence(body: dict[str, Any], *, now: float, created_by: str) -> Silen
 class Silences:
     """The silences in the store, cached in memory (they are few and read every tick)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self._cache: dict[str, Silence] = {}
 
@@ -214,7 +250,7 @@ class Silences:
         return [s.id for s in self._cache.values() if s.silences(labels, now)]
 
 
-def _to_row(s: Silence) -> dict[str, Any]:
+def _to_row(s: Silence) -> dict[str, object]:
     return {
         "id": s.id,
         "matchers": json.dumps([m.to_dict() for m in s.matchers]),
@@ -226,7 +262,7 @@ def _to_row(s: Silence) -> dict[str, Any]:
     }
 
 
-def _from_row(row: Any) -> Silence:
+def _from_row(row: RowMapping) -> Silence:
     return Silence(
         id=row["id"],
         matchers=tuple(Matcher(**m) for m in json.loads(row["matchers"])),

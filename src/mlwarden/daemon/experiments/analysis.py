@@ -16,7 +16,7 @@ from ...stats import METRICS, AnalysisSettings, Evaluation, SequentialState, ana
 from ...types import OutcomeSource
 from ..core.config import Config
 from ..core.context import Clock
-from .records import arm_from_outcomes, default_metric
+from .records import ExperimentRecord, arm_from_outcomes, default_metric
 
 __all__ = ["analysis_settings", "evaluate_arms"]
 
@@ -69,7 +69,7 @@ def analysis_settings(
 
 
 async def evaluate_arms(
-    outcomes: OutcomeSource, record: dict[str, Any], clock: Clock
+    outcomes: OutcomeSource, record: ExperimentRecord, clock: Clock
 ) -> tuple[Evaluation, dict[str, Any]]:
     """Judge arm B against arm A on their outcomes since the start (off the loop).
 

@@ -3,25 +3,36 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
 from ...errors import InvalidInput
 from ...stats import Arm, metric_values
+from ...types import Outcomes
+from ..core.config import ModelConfig
 from ..core.store import Schema, create_tables
+from ..rollouts.interfaces import Rollout
 
 __all__ = [
     "EXPERIMENTS_SCHEMA",
+    "EvaluationSummary",
+    "ExperimentPromotion",
+    "ExperimentRecord",
+    "ExperimentStatus",
     "arm_from_outcomes",
     "default_metric",
+    "evaluation_from_row",
     "evaluations_table",
     "experiments_table",
     "parse_arms",
     "public",
     "record_from_row",
 ]
+
+ExperimentStatus = Literal["running", "concluded", "stopped"]
 
 _meta = sa.MetaData()
 experiments_table = sa.Table(
@@ -74,25 +85,116 @@ evaluations_table = sa.Table(
 EXPERIMENTS_SCHEMA = Schema("experiments", [create_tables(experiments_table, evaluations_table)])
 
 
-def record_from_row(row: Any) -> dict[str, Any]:
-    r = dict(row._mapping)
-    out = {k: v for k, v in r.items() if k not in ("settings", "sequential_state")}
-    out["settings"] = json.loads(r["settings"])
-    out["_state"] = json.loads(r["sequential_state"] or "{}")
-    out["traffic_split"] = r["weight_b"]
-    out["weights"] = {r["version_a"]: 1.0 - r["weight_b"], r["version_b"]: r["weight_b"]}
-    for key in ("previous_traffic", "result", "promotion"):
-        out[key] = json.loads(r[key]) if r[key] else None
-    out["auto_promote"] = bool(r["auto_promote"])
+class ExperimentPromotion(TypedDict):
+    """What became of a winning B: ``not_started`` (auto-promotion off, see ``reason``),
+    ``pending`` (being started), ``started`` (its ``rollout``) or ``failed`` (``error``)."""
+
+    status: Literal["not_started", "pending", "started", "failed"]
+    reason: NotRequired[str]
+    rollout: NotRequired[Rollout]
+    error: NotRequired[str]
+
+
+class ExperimentRecord(TypedDict):
+    """An experiment: an ``experiments`` row with its JSON columns decoded, as the
+    service returns it; :func:`public` makes what the API shows of it."""
+
+    id: str
+    name: str
+    model: str
+    version_a: str
+    version_b: str
+    weight_b: float
+    duration_hours: float
+    status: ExperimentStatus
+    started_at: float
+    ends_at: float
+    concluded_at: float | None
+    actor: str
+    auto_promote: bool
+    #: The traffic table restored when the experiment ends.
+    previous_traffic: dict[str, float] | None
+    evaluations: int
+    #: The latest evaluation (``Evaluation.to_dict()`` with the winner's version).
+    result: dict[str, Any] | None
+    recommendation: str | None
+    winner: str | None
+    promotion: ExperimentPromotion | None
+    mlflow_run_id: str | None
+    #: ``AnalysisSettings`` fixed at the start, as JSON.
+    settings: dict[str, Any]
+    #: The sequential tests' state by name (``SequentialState.to_dict()``); internal,
+    #: :func:`public` leaves it out.
+    _state: NotRequired[dict[str, dict[str, Any]]]
+    traffic_split: float
+    weights: dict[str, float]
+
+
+class EvaluationSummary(TypedDict):
+    """One evaluation of an experiment (an ``experiment_evaluations`` row, summed up)."""
+
+    ts: float
+    recommendation: str
+    p_value: float | None
+    samples_a: int
+    samples_b: int
+
+
+def _decoded(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def record_from_row(row: sa.Row[Any]) -> ExperimentRecord:
+    """An experiment's record from its row (the API's order: the columns, then the
+    decoded settings and what is derived from the split)."""
+    r = row._mapping
+    weight_b = r["weight_b"]
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "model": r["model"],
+        "version_a": r["version_a"],
+        "version_b": r["version_b"],
+        "weight_b": weight_b,
+        "duration_hours": r["duration_hours"],
+        "status": r["status"],
+        "started_at": r["started_at"],
+        "ends_at": r["ends_at"],
+        "concluded_at": r["concluded_at"],
+        "actor": r["actor"],
+        "auto_promote": bool(r["auto_promote"]),
+        "previous_traffic": _decoded(r["previous_traffic"]),
+        "evaluations": r["evaluations"],
+        "result": _decoded(r["result"]),
+        "recommendation": r["recommendation"],
+        "winner": r["winner"],
+        "promotion": _decoded(r["promotion"]),
+        "mlflow_run_id": r["mlflow_run_id"],
+        "settings": json.loads(r["settings"]),
+        "_state": json.loads(r["sequential_state"] or "{}"),
+        "traffic_split": weight_b,
+        "weights": {r["version_a"]: 1.0 - weight_b, r["version_b"]: weight_b},
+    }
+
+
+def public(record: ExperimentRecord) -> ExperimentRecord:
+    """The record as the API shows it (internal sequential state left out)."""
+    out = record.copy()
+    out.pop("_state", None)
     return out
 
 
-def public(record: dict[str, Any]) -> dict[str, Any]:
-    """The record as the API shows it (internal sequential state left out)."""
-    return {k: v for k, v in record.items() if not k.startswith("_")}
+def evaluation_from_row(row: RowMapping) -> EvaluationSummary:
+    return {
+        "ts": row["ts"],
+        "recommendation": row["recommendation"],
+        "p_value": row["p_value"],
+        "samples_a": row["samples_a"],
+        "samples_b": row["samples_b"],
+    }
 
 
-def default_metric(model_config: Any) -> str:
+def default_metric(model_config: ModelConfig | None) -> str:
     if model_config is None:
         return "squared_error"
     if model_config.task == "classification":
@@ -100,7 +202,7 @@ def default_metric(model_config: Any) -> str:
     return "strategy_return" if model_config.trading else "squared_error"
 
 
-def arm_from_outcomes(metric: str, outcomes: Any) -> Arm:
+def arm_from_outcomes(metric: str, outcomes: Outcomes) -> Arm:
     """The arm's per-request metric (successful calls with a usable label) and guardrails.
 
     Guardrails count serving *calls*: the gateway times a batch once and gives every
@@ -126,7 +228,7 @@ def arm_from_outcomes(metric: str, outcomes: Any) -> Arm:
     )
 
 
-def parse_arms(model_a: Any, model_b: Any, model: Any = None) -> tuple[str, str, str]:
+def parse_arms(model_a: object, model_b: object, model: str | None = None) -> tuple[str, str, str]:
     """``(model, version_a, version_b)`` from ``"name@version"`` arms, or from ``model``
     plus plain versions. Both arms must be versions of one model (one traffic table)."""
     if model is not None and (not isinstance(model, str) or not model):

@@ -17,8 +17,9 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import sqlalchemy as sa
 
@@ -28,11 +29,17 @@ from ...stats import Evaluation, is_final
 from ...types import Event, OutcomeSource, Severity
 from ..core.context import Context
 from ..core.service import Service
+from ..core.tracking import Tracking
 from ..registry.interfaces import VersionRecords
 from ..rollouts.interfaces import TrafficControl
 from .analysis import analysis_settings, evaluate_arms
 from .records import (
     EXPERIMENTS_SCHEMA,
+    EvaluationSummary,
+    ExperimentPromotion,
+    ExperimentRecord,
+    ExperimentStatus,
+    evaluation_from_row,
     evaluations_table,
     experiments_table,
     public,
@@ -49,6 +56,9 @@ from .tracking import (
 __all__ = ["EXPERIMENTS_SCHEMA", "ExperimentService", "public"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class ExperimentService(Service):
@@ -100,7 +110,7 @@ class ExperimentService(Service):
         test: str | None = None,
         sequential: bool | None = None,
         auto_promote: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> ExperimentRecord:
         """Start an A/B test of ``version_b`` against ``version_a``; returns the record.
 
         Conflict (409) when the model already has a running experiment; NotFound (404)
@@ -133,7 +143,7 @@ class ExperimentService(Service):
         now = self.context.clock()
         experiment_id = uuid.uuid4().hex[:12]
         promote = ab.auto_promote if auto_promote is None else bool(auto_promote)
-        row = {
+        row: dict[str, object] = {
             "id": experiment_id,
             "name": name,
             "model": model,
@@ -198,7 +208,7 @@ class ExperimentService(Service):
 
     # -- evaluate --------------------------------------------------------------------
 
-    async def evaluate(self, experiment_id: str, *, actor: str = "mlwarden") -> dict[str, Any]:
+    async def evaluate(self, experiment_id: str, *, actor: str = "mlwarden") -> ExperimentRecord:
         """Evaluate now; a final recommendation concludes the experiment. Returns the record."""
         lock = self._locks.setdefault(experiment_id, asyncio.Lock())
         async with lock:
@@ -212,7 +222,7 @@ class ExperimentService(Service):
             return await self.get(experiment_id)
 
     async def _store_evaluation(
-        self, record: dict[str, Any], evaluation: Evaluation, data: dict[str, Any]
+        self, record: ExperimentRecord, evaluation: Evaluation, data: dict[str, Any]
     ) -> None:
         now = data["evaluated_at"]
         states = {k: s.to_dict() for k, s in evaluation.states.items()}
@@ -245,7 +255,7 @@ class ExperimentService(Service):
 
     async def stop_experiment(
         self, experiment_id: str, *, actor: str, reason: str = "", restore_traffic: bool = True
-    ) -> dict[str, Any]:
+    ) -> ExperimentRecord:
         """Stop a running experiment without a winner; its traffic table is restored
         (unless ``restore_traffic`` is false: a rollout has taken the table over)."""
         lock = self._locks.setdefault(experiment_id, asyncio.Lock())
@@ -266,10 +276,10 @@ class ExperimentService(Service):
 
     async def _conclude(
         self,
-        record: dict[str, Any],
+        record: ExperimentRecord,
         data: dict[str, Any],
         *,
-        status: str,
+        status: ExperimentStatus,
         actor: str,
         restore_traffic: bool = True,
     ) -> None:
@@ -280,7 +290,7 @@ class ExperimentService(Service):
                 model, previous, reason=f"experiment {record['id']} {status}", actor=actor
             )
         winner = data.get("winner") if status == "concluded" else None
-        promotion: dict[str, Any] | None = None
+        promotion: ExperimentPromotion | None = None
         if status == "concluded" and data.get("recommendation") == "PROMOTE_B":
             promotion = {"status": "pending" if record["auto_promote"] else "not_started"}
             if not record["auto_promote"]:
@@ -299,7 +309,12 @@ class ExperimentService(Service):
             await self._update(record["id"], promotion=json.dumps(promotion))
         self._locks.pop(record["id"], None)
         clear_gauges(self.context.metrics, model)
-        concluded = {**record, "status": status, "winner": winner, "promotion": promotion}
+        concluded: ExperimentRecord = {
+            **record,
+            "status": status,
+            "winner": winner,
+            "promotion": promotion,
+        }
         await self._tracking(log_conclusion, concluded, data)
         await self.context.audit.record(
             actor=actor,
@@ -323,12 +338,12 @@ class ExperimentService(Service):
                     "recommendation": data.get("recommendation"),
                     "p_value": data.get("p_value"),
                     "lift": data.get("lift"),
-                    "promotion": (promotion or {}).get("status"),
+                    "promotion": promotion["status"] if promotion else None,
                 },
             )
         )
 
-    async def _promote(self, record: dict[str, Any], actor: str) -> dict[str, Any]:
+    async def _promote(self, record: ExperimentRecord, actor: str) -> ExperimentPromotion:
         strategy = self.context.config.ab_testing.promote_strategy or None
         try:
             rollout = await self.traffic.start_rollout(
@@ -342,14 +357,14 @@ class ExperimentService(Service):
 
     # -- reads -----------------------------------------------------------------------
 
-    async def get(self, experiment_id: str) -> dict[str, Any]:
+    async def get(self, experiment_id: str) -> ExperimentRecord:
         """The experiment's record; NotFound (404) when there is none with that id."""
         row = await self.context.store.row_by_id(
             experiments_table, experiment_id, missing=f"no experiment with id {experiment_id!r}"
         )
         return record_from_row(row)
 
-    async def evaluations(self, experiment_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    async def evaluations(self, experiment_id: str, limit: int = 100) -> list[EvaluationSummary]:
         t = evaluations_table
         query = (
             sa.select(t.c.ts, t.c.recommendation, t.c.p_value, t.c.samples_a, t.c.samples_b)
@@ -359,11 +374,11 @@ class ExperimentService(Service):
         )
         async with self.context.store.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [dict(r._mapping) for r in rows]
+        return [evaluation_from_row(r._mapping) for r in rows]
 
     async def history(
         self, *, model: str | None = None, status: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[ExperimentRecord]:
         """Experiments, newest first, optionally of one model and/or one status."""
         query = sa.select(experiments_table).order_by(experiments_table.c.started_at.desc())
         if model:
@@ -374,11 +389,11 @@ class ExperimentService(Service):
             rows = (await conn.execute(query.limit(limit))).all()
         return [record_from_row(r) for r in rows]
 
-    async def _running_for(self, model: str) -> dict[str, Any] | None:
+    async def _running_for(self, model: str) -> ExperimentRecord | None:
         running = await self.history(model=model, status="running", limit=1)
         return running[0] if running else None
 
-    async def _update(self, experiment_id: str, **values: Any) -> None:
+    async def _update(self, experiment_id: str, **values: object) -> None:
         async with self.context.store.begin() as conn:
             await conn.execute(
                 experiments_table.update()
@@ -386,7 +401,7 @@ class ExperimentService(Service):
                 .values(**values)
             )
 
-    async def _tracking(self, function: Any, *args: Any) -> Any:
+    async def _tracking(self, function: Callable[[Tracking, *Ts], T], *args: *Ts) -> T | None:
         """Run an MLflow logging call off the loop; a failure is logged, never fatal."""
         try:
             return await asyncio.to_thread(function, self.context.tracking, *args)

@@ -9,16 +9,25 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..core.metrics import Metrics
+from ..core.tracking import Tracking
+from .records import ExperimentRecord
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
 
 __all__ = ["clear_gauges", "export_gauges", "log_conclusion", "log_evaluation", "log_start"]
 
 
-def log_start(tracking: Any, record: dict[str, Any]) -> str:
+def log_start(tracking: Tracking, record: ExperimentRecord) -> str:
     """Create the experiment's run with its parameters; returns the run id."""
     from mlflow.entities import Param
 
     client = tracking.client
+    if tracking.experiment_id is None:  # set up with the client, so never here
+        raise RuntimeError("MLflow tracking is not set up yet")
     settings = record["settings"]
     run = client.create_run(
         experiment_id=tracking.experiment_id,
@@ -44,7 +53,7 @@ def log_start(tracking: Any, record: dict[str, Any]) -> str:
     return str(run.info.run_id)
 
 
-def _metrics(data: dict[str, Any], step: int) -> list[Any]:
+def _metrics(data: dict[str, Any], step: int) -> list[Metric]:
     from mlflow.entities import Metric
 
     values = {
@@ -65,15 +74,14 @@ def _metrics(data: dict[str, Any], step: int) -> list[Any]:
     ]
 
 
-def log_evaluation(tracking: Any, record: dict[str, Any], data: dict[str, Any]) -> None:
+def log_evaluation(tracking: Tracking, record: ExperimentRecord, data: dict[str, Any]) -> None:
     """Log one evaluation's numbers as metrics at step = the evaluation's number."""
-    if record.get("mlflow_run_id"):
-        tracking.client.log_batch(
-            record["mlflow_run_id"], metrics=_metrics(data, int(record["evaluations"]) + 1)
-        )
+    run_id = record.get("mlflow_run_id")
+    if run_id:
+        tracking.client.log_batch(run_id, metrics=_metrics(data, int(record["evaluations"]) + 1))
 
 
-def log_conclusion(tracking: Any, record: dict[str, Any], data: dict[str, Any]) -> None:
+def log_conclusion(tracking: Tracking, record: ExperimentRecord, data: dict[str, Any]) -> None:
     """Tag the outcome, attach the full result as JSON, and end the run."""
     run_id = record.get("mlflow_run_id")
     if not run_id:
@@ -88,7 +96,7 @@ def log_conclusion(tracking: Any, record: dict[str, Any], data: dict[str, Any]) 
     client.set_terminated(run_id, "FINISHED" if record["status"] == "concluded" else "KILLED")
 
 
-def export_gauges(metrics: Any, model: str, data: dict[str, Any]) -> None:
+def export_gauges(metrics: Metrics, model: str, data: dict[str, Any]) -> None:
     """Set the running experiment's gauges from one evaluation."""
     if data["p_value"] is not None:
         metrics.experiment_p_value.labels(model).set(data["p_value"])
@@ -100,7 +108,7 @@ def export_gauges(metrics: Any, model: str, data: dict[str, Any]) -> None:
         metrics.experiment_samples.labels(model, arm).set(data["samples"][arm])
 
 
-def clear_gauges(metrics: Any, model: str) -> None:
+def clear_gauges(metrics: Metrics, model: str) -> None:
     """Remove the gauges of a model's experiment once it has ended."""
     for name, labels in (
         ("experiment_p_value", [(model,)]),

@@ -11,7 +11,9 @@ MLflow side (``mlflow.py``: models, versions, tags, the ``champion`` and
 
 Exposes (``interfaces.py``): ``VersionRecords`` (reading versions), ``VersionLifecycle``
 (moving them through their statuses; the rollouts service), ``VersionRegistrar``
-(registering a trained model; the training jobs).
+(registering a trained model; the training jobs), and the typed records they hand out
+(``VersionRecord``, defined with its table in ``tables.py``; ``DirectPromotion``,
+``DirectRollback``).
 
 May import: ``core`` and the contract.
 """

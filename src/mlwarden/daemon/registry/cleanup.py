@@ -15,32 +15,64 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from ...errors import InvalidInput
 from ..core.context import Context
 from . import mlflow as mlf
 from .interfaces import VersionRecords
 from .status import Status
-from .tables import aliases_table, transitions_table, versions_table
+from .tables import VersionRecord, aliases_table, transitions_table, versions_table
 
-__all__ = ["REMOVABLE", "cleanup", "plan_cleanup"]
+__all__ = ["REMOVABLE", "CleanupReport", "Kept", "Removal", "cleanup", "plan_cleanup"]
 
 logger = logging.getLogger(__name__)
 
 REMOVABLE = (Status.DEPRECATED, Status.ARCHIVED, Status.FAILED)
 
 
+class Removal(TypedDict):
+    """A version the cleanup removes (or would remove)."""
+
+    model: str
+    version: str
+    status: str
+    mlflow_version: int
+    #: ``removed``, or ``kept (used by another version)``; set once planned for a model.
+    artifacts: NotRequired[str]
+    artifact_uri: NotRequired[str]
+
+
+class Kept(TypedDict):
+    """A removable version the cleanup keeps, and why."""
+
+    model: str
+    version: str
+    status: str
+    reason: str
+
+
+class CleanupReport(TypedDict):
+    """What a cleanup did: ``removed``, or ``would_remove`` on a dry run."""
+
+    dry_run: bool
+    older_than_days: float
+    removed: NotRequired[list[Removal]]
+    would_remove: NotRequired[list[Removal]]
+    kept: list[Kept]
+
+
 def plan_cleanup(
-    records: list[dict[str, Any]],
+    records: list[VersionRecord],
     rollback_target: str | None,
     aliased: set[str],
     now: float,
     older_than_days: float,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[Removal], list[Kept]]:
     """(removals, kept-with-reason) for one model's version records."""
     cutoff = now - older_than_days * 86400
-    remove, kept = [], []
+    remove: list[Removal] = []
+    kept: list[Kept] = []
     for record in records:
         status = record["status"]
         version = record["version"]
@@ -53,11 +85,18 @@ def plan_cleanup(
             reason = "has an alias"
         elif record["status_changed_at"] > cutoff:
             reason = f"{status} for less than {older_than_days:g} days"
-        entry = {"model": record["model"], "version": version, "status": status}
+        model = record["model"]
         if reason:
-            kept.append({**entry, "reason": reason})
+            kept.append({"model": model, "version": version, "status": status, "reason": reason})
         else:
-            remove.append({**entry, "mlflow_version": record["mlflow_version"]})
+            remove.append(
+                {
+                    "model": model,
+                    "version": version,
+                    "status": status,
+                    "mlflow_version": record["mlflow_version"],
+                }
+            )
     return remove, kept
 
 
@@ -69,7 +108,7 @@ async def cleanup(
     dry_run: bool = False,
     model: str | None = None,
     actor: str = "mlwarden",
-) -> dict[str, Any]:
+) -> CleanupReport:
     """Remove old deprecated/archived/failed versions; returns what was (or would be) done."""
     if (
         isinstance(older_than_days, bool)
@@ -82,8 +121,8 @@ async def cleanup(
         raise InvalidInput(f"dry_run: expected true or false, got {dry_run!r}")
     models = [model] if model is not None else await registry.model_names()
     now = context.clock()
-    removed: list[dict[str, Any]] = []
-    kept: list[dict[str, Any]] = []
+    removed: list[Removal] = []
+    kept: list[Kept] = []
     for name in models:
         records = await registry.versions(name)
         aliased = {v for r in records for v in ([r["version"]] if r["aliases"] else [])}
@@ -101,12 +140,21 @@ async def cleanup(
             if not dry_run:
                 await _remove(context, record, delete_artifacts=not shared)
             removed.append(entry)
-    result = {
-        "dry_run": dry_run,
-        "older_than_days": older_than_days,
-        "removed" if not dry_run else "would_remove": removed,
-        "kept": kept,
-    }
+    result: CleanupReport
+    if dry_run:
+        result = {
+            "dry_run": dry_run,
+            "older_than_days": older_than_days,
+            "would_remove": removed,
+            "kept": kept,
+        }
+    else:
+        result = {
+            "dry_run": dry_run,
+            "older_than_days": older_than_days,
+            "removed": removed,
+            "kept": kept,
+        }
     if not dry_run and removed:
         await context.audit.record(
             actor=actor,
@@ -118,7 +166,7 @@ async def cleanup(
     return result
 
 
-async def _remove(context: Context, record: dict[str, Any], *, delete_artifacts: bool) -> None:
+async def _remove(context: Context, record: VersionRecord, *, delete_artifacts: bool) -> None:
     client = context.tracking.client
     model, version = record["model"], record["version"]
     if delete_artifacts:

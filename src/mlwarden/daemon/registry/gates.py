@@ -21,18 +21,46 @@ it was held to, and whether it passed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ...stats.metrics import HIGHER_IS_BETTER, higher_is_better, relative_worsening
+
+if TYPE_CHECKING:
+    from .tables import VersionFields
 
 __all__ = [
     "HIGHER_IS_BETTER",
     "GateCheck",
+    "GateCheckRecord",
     "GateReport",
+    "GateReportRecord",
     "evaluate_gates",
     "higher_is_better",
 ]
+
+#: What a check measured or was held to: a metric's value, a tag, a holdout name.
+Measure = float | str | None
+
+
+class GateCheckRecord(TypedDict):
+    """One check of a version's ``gate_report``, as stored and shown."""
+
+    name: str
+    metric: str | None
+    measured: Measure
+    threshold: Measure
+    passed: bool
+    detail: str
+
+
+class GateReportRecord(TypedDict):
+    """A version's ``gate_report``, as stored and shown."""
+
+    passed: bool
+    evaluated_at: float
+    production_version: str | None
+    checks: list[GateCheckRecord]
 
 
 @dataclass(frozen=True)
@@ -41,10 +69,20 @@ class GateCheck:
 
     name: str
     metric: str | None
-    measured: Any
-    threshold: Any
+    measured: Measure
+    threshold: Measure
     passed: bool
     detail: str = ""
+
+    def to_dict(self) -> GateCheckRecord:
+        return {
+            "name": self.name,
+            "metric": self.metric,
+            "measured": self.measured,
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
@@ -56,19 +94,19 @@ class GateReport:
     evaluated_at: float = 0.0
     production_version: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> GateReportRecord:
         return {
             "passed": self.passed,
             "evaluated_at": self.evaluated_at,
             "production_version": self.production_version,
-            "checks": [asdict(c) for c in self.checks],
+            "checks": [c.to_dict() for c in self.checks],
         }
 
 
 def evaluate_gates(
     gates: Mapping[str, Any],
-    candidate: Mapping[str, Any],
-    production: Mapping[str, Any] | None,
+    candidate: VersionFields,
+    production: VersionFields | None,
     now: float = 0.0,
 ) -> GateReport:
     """Hold ``candidate`` (a version record) to ``gates``; ``production`` is the baseline."""
@@ -114,8 +152,8 @@ def evaluate_gates(
 
 def _against_production(
     gates: Mapping[str, Any],
-    candidate: Mapping[str, Any],
-    production: Mapping[str, Any] | None,
+    candidate: VersionFields,
+    production: VersionFields | None,
     threshold_metrics: list[str],
 ) -> list[GateCheck]:
     tolerance = float(gates["max_worse_than_production"])

@@ -10,15 +10,18 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from ...errors import InvalidInput
-from .semver import BUMPS, parse_semver
+from .semver import BUMPS, Bump, parse_semver
+from .tables import DataWindow
 
 __all__ = [
     "REGISTRATION_FIELDS",
+    "Registration",
     "check_model_name",
     "clean_registration",
+    "parse_ref",
 ]
 
 #: Fields a registration body may carry.
@@ -41,7 +44,23 @@ REGISTRATION_FIELDS = (
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
-def check_model_name(name: Any) -> str:
+class Registration(TypedDict):
+    """A registration body once validated: what ``register_version`` works from."""
+
+    model_uri: str
+    version: NotRequired[str]
+    bump: NotRequired[Bump]
+    parent: NotRequired[str]
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+    lineage: dict[str, str]
+    author: NotRequired[str]
+    description: str
+    data_window: DataWindow | None
+
+
+def check_model_name(name: object) -> str:
     if not isinstance(name, str) or not _MODEL_NAME.match(name):
         raise InvalidInput(
             "model name: expected 1-128 letters, digits, '_', '-' or '.', starting with a "
@@ -50,7 +69,7 @@ def check_model_name(name: Any) -> str:
     return name
 
 
-def clean_registration(body: Mapping[str, Any]) -> dict[str, Any]:
+def clean_registration(body: Mapping[str, Any]) -> Registration:
     """A validated, normalised copy of a registration body."""
     unknown = sorted(set(body) - set(REGISTRATION_FIELDS))
     if unknown:
@@ -58,7 +77,6 @@ def clean_registration(body: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown field(s) {', '.join(unknown)}; expected some of: "
             + ", ".join(REGISTRATION_FIELDS)
         )
-    out: dict[str, Any] = {}
     model_uri, run_id = body.get("model_uri"), body.get("run_id")
     if (model_uri is None) == (run_id is None):
         raise InvalidInput("give exactly one of 'model_uri' and 'run_id'")
@@ -69,42 +87,63 @@ def clean_registration(body: Mapping[str, Any]) -> dict[str, Any]:
         model_uri = f"runs:/{run_id}/{path.strip('/')}"
     elif "artifact_path" in body:
         raise InvalidInput("'artifact_path' goes with 'run_id', not with 'model_uri'")
-    out["model_uri"] = _string(model_uri, "model_uri")
-    if body.get("version") is not None:
-        out["version"] = str(parse_semver(body["version"], "version"))
-    if body.get("bump") is not None:
-        if body["bump"] not in BUMPS:
-            raise InvalidInput(f"bump: expected one of {', '.join(BUMPS)}, got {body['bump']!r}")
-        if "version" in out:
-            raise InvalidInput("give 'version' or 'bump', not both")
-        out["bump"] = body["bump"]
-    if body.get("parent") is not None:
-        out["parent"] = str(parse_semver(body["parent"], "parent"))
-    out["metrics"] = _metrics(body.get("metrics"))
-    out["params"] = _flat(body.get("params"), "params", structured=True)
-    out["tags"] = _flat(body.get("tags"), "tags")
-    out["lineage"] = _flat(body.get("lineage"), "lineage")
-    if body.get("author") is not None:
-        out["author"] = _string(body["author"], "author")
-    out["description"] = body.get("description") or ""
-    if not isinstance(out["description"], str):
+    uri = _string(model_uri, "model_uri")
+    version = body.get("version")
+    version = str(parse_semver(version, "version")) if version is not None else None
+    bump = _bump(body.get("bump"))
+    if bump is not None and version is not None:
+        raise InvalidInput("give 'version' or 'bump', not both")
+    parent = body.get("parent")
+    parent = str(parse_semver(parent, "parent")) if parent is not None else None
+    metrics = _metrics(body.get("metrics"))
+    params = _flat(body.get("params"), "params", structured=True)
+    tags = _flat(body.get("tags"), "tags")
+    lineage = _flat(body.get("lineage"), "lineage")
+    author = _string(body["author"], "author") if body.get("author") is not None else None
+    description = body.get("description") or ""
+    if not isinstance(description, str):
         raise InvalidInput("description: expected a string")
-    out["data_window"] = _data_window(body.get("data_window"))
+    out: Registration = {
+        "model_uri": uri,
+        "metrics": metrics,
+        "params": params,
+        "tags": tags,
+        "lineage": lineage,
+        "description": description,
+        "data_window": _data_window(body.get("data_window")),
+    }
+    if version is not None:
+        out["version"] = version
+    if bump is not None:
+        out["bump"] = bump
+    if parent is not None:
+        out["parent"] = parent
+    if author is not None:
+        out["author"] = author
     return out
 
 
-def _string(value: Any, where: str) -> str:
+def _bump(value: object) -> Bump | None:
+    if value is None:
+        return None
+    for bump in BUMPS:
+        if value == bump:
+            return bump
+    raise InvalidInput(f"bump: expected one of {', '.join(BUMPS)}, got {value!r}")
+
+
+def _string(value: object, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{where}: expected a non-empty string, got {value!r}")
     return value.strip()
 
 
-def _metrics(value: Any) -> dict[str, float]:
+def _metrics(value: object) -> dict[str, float]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidInput(f"metrics: expected an object of name -> number, got {value!r}")
-    out = {}
+    out: dict[str, float] = {}
     for key, number in value.items():
         if (
             isinstance(number, bool)
@@ -116,7 +155,7 @@ def _metrics(value: Any) -> dict[str, float]:
     return out
 
 
-def _flat(value: Any, where: str, *, structured: bool = False) -> dict[str, str]:
+def _flat(value: object, where: str, *, structured: bool = False) -> dict[str, str]:
     """An object of name -> scalar, values kept as text (as MLflow stores them).
 
     With ``structured`` (params), arrays and objects are accepted and kept as JSON text
@@ -126,7 +165,7 @@ def _flat(value: Any, where: str, *, structured: bool = False) -> dict[str, str]
         return {}
     if not isinstance(value, Mapping):
         raise InvalidInput(f"{where}: expected an object of name -> value, got {value!r}")
-    out = {}
+    out: dict[str, str] = {}
     for key, item in value.items():
         if structured and isinstance(item, list | tuple | dict):
             try:
@@ -146,21 +185,28 @@ def _flat(value: Any, where: str, *, structured: bool = False) -> dict[str, str]
     return out
 
 
-def _data_window(value: Any) -> dict[str, Any] | None:
+def _data_window(value: object) -> DataWindow | None:
     if value is None:
         return None
     if not isinstance(value, Mapping) or set(value) - {"start", "end"}:
         raise InvalidInput(
             'data_window: expected {"start": ..., "end": ...} (ISO dates or Unix times)'
         )
-    for key in ("start", "end"):
-        item = value.get(key)
-        if item is not None and (isinstance(item, bool) or not isinstance(item, str | int | float)):
-            raise InvalidInput(f"data_window.{key}: expected an ISO date or a Unix time")
-    return dict(value)
+    window: DataWindow = {}
+    if "start" in value:
+        window["start"] = _moment(value["start"], "start")
+    if "end" in value:
+        window["end"] = _moment(value["end"], "end")
+    return window
 
 
-def parse_ref(text: Any, where: str) -> tuple[str, str]:
+def _moment(item: object, key: str) -> str | float | None:
+    if item is None or (isinstance(item, str | int | float) and not isinstance(item, bool)):
+        return item
+    raise InvalidInput(f"data_window.{key}: expected an ISO date or a Unix time")
+
+
+def parse_ref(text: object, where: str) -> tuple[str, str]:
     """``name@version`` -> (name, version); InvalidInput names the query parameter."""
     if not isinstance(text, str) or "@" not in text:
         raise InvalidInput(f"{where}: expected NAME@VERSION such as 'btc@1.2.0', got {text!r}")

@@ -2,31 +2,45 @@
 
 Another service never imports the registry's modules: it is handed the registry
 service as one of these, and may import only this module from ``registry/``. A version
-record is the dict ``GET /api/models/{name}/versions/{version}`` answers
-(docs/registry.md).
+record is a :class:`VersionRecord`, the dict ``GET /api/models/{name}/versions/{version}``
+answers (docs/registry.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 from ...types import AliasRegistry
+from .gates import GateCheckRecord, GateReportRecord
+from .promotion import DirectPromotion, DirectRollback
+from .tables import DataWindow, VersionRecord
 
-__all__ = ["VersionLifecycle", "VersionRecords", "VersionRegistrar"]
+__all__ = [
+    "DataWindow",
+    "DirectPromotion",
+    "DirectRollback",
+    "GateCheckRecord",
+    "GateReportRecord",
+    "VersionLifecycle",
+    "VersionRecord",
+    "VersionRecords",
+    "VersionRegistrar",
+]
 
 
 class VersionRecords(Protocol):
     """Reading model versions."""
 
-    async def get(self, model: str, version: str) -> dict[str, Any]:
+    async def get(self, model: str, version: str) -> VersionRecord:
         """The record of one version; NotFound (404) names the model and version."""
         ...
 
-    async def versions(self, model: str) -> list[dict[str, Any]]:
+    async def versions(self, model: str) -> list[VersionRecord]:
         """Every version of ``model``, oldest semantic version first."""
         ...
 
-    async def production(self, model: str) -> dict[str, Any] | None:
+    async def production(self, model: str) -> VersionRecord | None:
         """The version in ``production``, or None."""
         ...
 
@@ -45,19 +59,19 @@ class VersionLifecycle(VersionRecords, AliasRegistry, Protocol):
 
     async def transition(
         self, model: str, version: str, status: str, *, actor: str, reason: str = ""
-    ) -> dict[str, Any]:
+    ) -> VersionRecord:
         """Move a version to ``status``; Conflict (409) when the lifecycle forbids it."""
         ...
 
     async def promote(
         self, model: str, version: str, *, actor: str, strategy: str | None = None
-    ) -> dict[str, Any]:
+    ) -> DirectPromotion:
         """Switch production to ``version`` directly (no rollout)."""
         ...
 
     async def rollback(
         self, model: str, version: str | None = None, *, actor: str
-    ) -> dict[str, Any]:
+    ) -> DirectRollback:
         """Switch production back to the previous (or a given) deprecated version."""
         ...
 
@@ -71,9 +85,9 @@ class VersionRegistrar(Protocol):
         *,
         model_uri: str | None = None,
         metrics: dict[str, float] | None = None,
-        params: dict[str, Any] | None = None,
-        lineage: dict[str, Any] | None = None,
+        params: Mapping[str, object] | None = None,
+        lineage: Mapping[str, object] | None = None,
         author: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> VersionRecord:
         """Register ``model_uri`` as a new version in ``validation``; its record."""
         ...

@@ -11,9 +11,10 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ...errors import InvalidInput
+from .tables import VersionFields, VersionRecord
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -307,10 +308,10 @@ def delete_artifacts(client: MlflowClient, artifact_uri: str, model_id: str | No
             logger.warning("could not delete logged model %s: %s", model_id, exc)
 
 
-def status_tags(record: dict[str, Any]) -> dict[str, str]:
+def status_tags(record: VersionFields) -> dict[str, str]:
     """The ``mlwarden.*`` tags every MLflow model version carries."""
     lineage = record.get("lineage") or {}
-    report = record.get("gate_report") or {}
+    report = record.get("gate_report")
     tags = {
         "mlwarden.status": record["status"],
         "mlwarden.version": record["version"],
@@ -330,7 +331,7 @@ def status_tags(record: dict[str, Any]) -> dict[str, str]:
 def mirror_model(
     client: MlflowClient,
     model: str,
-    records: list[dict[str, Any]],
+    records: list[VersionRecord],
     wanted: dict[str, str],
     managed: tuple[str, ...] = ("champion", "challenger"),
 ) -> None:

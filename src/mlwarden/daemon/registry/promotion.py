@@ -8,18 +8,42 @@ it calls these for the direct path.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from ...errors import Conflict
-from .interfaces import VersionLifecycle
 from .status import Status
+from .tables import VersionRecord
 
-__all__ = ["promote", "rollback"]
+if TYPE_CHECKING:
+    from .interfaces import VersionLifecycle
+
+__all__ = ["DirectPromotion", "DirectRollback", "promote", "rollback"]
+
+
+class DirectPromotion(TypedDict):
+    """What a direct promotion did (``POST /api/models/{name}/promote`` without a rollout)."""
+
+    model: str
+    version: str
+    strategy: str
+    #: The strategy the caller asked for (``direct`` or none).
+    requested_strategy: str | None
+    previous_version: str | None
+    record: VersionRecord
+
+
+class DirectRollback(TypedDict):
+    """What a rollback in the registry did (no rollout was active)."""
+
+    model: str
+    version: str
+    previous_version: str | None
+    record: VersionRecord
 
 
 async def promote(
     registry: VersionLifecycle, model: str, version: str, *, actor: str, strategy: str | None
-) -> dict[str, Any]:
+) -> DirectPromotion:
     """Put ``version`` in production (from validation through passing gates, or staging).
 
     ``strategy`` is what the caller asked for (``direct`` or none), reported back.
@@ -46,7 +70,7 @@ async def promote(
 
 async def rollback(
     registry: VersionLifecycle, model: str, version: str | None, *, actor: str
-) -> dict[str, Any]:
+) -> DirectRollback:
     """Restore the previous production version (or ``version``); the current one is deprecated."""
     current = await registry.production(model)
     target = version if version is not None else await registry.rollback_target(model)

@@ -1,43 +1,42 @@
-"""Registering a model version: resolve the model in MLflow, pick the semantic version,
-hold it to the gates, record params and metrics on its run, create the MLflow version,
-and keep the registry's row. Nothing is left behind when a step fails.
-"""
-
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ...errors import Conflict, InvalidInput
 from ...types import Event
 from ..core.context import Context
 from . import mlflow as mlf
 from .gates import GateReport
-from .semver import choose_bump, next_version
+from .input import Registration
+from .semver import VersionTraits, choose_bump, next_version
 from .status import Status
-from .tables import log_transition, row_values, versions_table
+from .tables import VersionFields, VersionRecord, log_transition, row_values, versions_table
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 __all__ = ["choose_version", "register_version"]
 
 
-#: The gate report of a new version's record against the production record (or None).
-Gates = Callable[[dict[str, Any], dict[str, Any] | None], GateReport]
+#: The gate report of a new version against the production version (or None).
+Gates = Callable[[VersionFields, VersionFields | None], GateReport]
 
 
 async def register_version(
     context: Context,
-    client: Any,
+    client: MlflowClient,
     model: str,
-    given: dict[str, Any],
-    existing: list[dict[str, Any]],
+    given: Registration,
+    existing: list[VersionRecord],
     gates: Gates,
-) -> dict[str, Any]:
+) -> VersionRecord:
     """Register a validated registration (see ``registry/input.py``) of a model whose
     versions are ``existing``; returns the new version's record as stored."""
     by_version = {r["version"]: r for r in existing}
     if given.get("version") in by_version:
-        error = Conflict(f"model {model!r} already has version {given['version']}")
+        error = Conflict(f"model {model!r} already has version {given.get('version')}")
         error.code = "version_exists"
         raise error
     parent = given.get("parent")
@@ -48,8 +47,12 @@ async def register_version(
     lineage = dict(given["lineage"])
     if parent:
         lineage.setdefault("parent", parent)
-    record: dict[str, Any] = {
+    params = {**found.run_params, **given["params"]}
+    traits: VersionTraits = {"framework": found.framework, "inputs": found.inputs, "params": params}
+    version, version_reason = choose_version(existing, traits, given)
+    fields: VersionFields = {
         "model": model,
+        "version": version,
         "status": Status.VALIDATION.value,
         "model_uri": given["model_uri"],
         "source": found.source,
@@ -59,46 +62,48 @@ async def register_version(
         "framework": found.framework,
         "inputs": found.inputs,
         "metrics": {**found.run_metrics, **given["metrics"]},
-        "params": {**found.run_params, **given["params"]},
+        "params": params,
         "tags": given["tags"],
         "lineage": lineage,
         "data_window": given["data_window"],
         "parent": parent,
         "author": given.get("author", ""),
         "description": given["description"],
+        "gate_report": None,
         "created_at": now,
         "status_changed_at": now,
     }
-    record["version"], record["version_reason"] = choose_version(existing, record, given)
     production = next((r for r in existing if r["status"] == Status.PRODUCTION), None)
-    report = gates(record, production)
-    record["gate_report"] = report.to_dict()
-    record["run_id"] = await asyncio.to_thread(
+    report = gates(fields, production)
+    fields["gate_report"] = report.to_dict()
+    fields["run_id"] = await asyncio.to_thread(
         mlf.record_on_run,
         client,
         found.run_id,
         str(context.tracking.experiment_id),
         model,
-        record["params"],
+        params,
         given["metrics"],  # the run's own metrics are already on it
         found.run_params,
     )
-    mlflow_tags = {**record["tags"], **mlf.status_tags(record)}
-    record["mlflow_version"] = await asyncio.to_thread(
+    mlflow_tags = {**fields["tags"], **mlf.status_tags(fields)}
+    mlflow_version = await asyncio.to_thread(
         mlf.create_version,
         client,
         model,
         found,
-        record["run_id"],
+        fields["run_id"],
         mlflow_tags,
-        record["description"],
+        fields["description"],
     )
+    # A new version: no alias points at it yet.
+    record: VersionRecord = {**fields, "mlflow_version": mlflow_version, "aliases": []}
     try:
         async with context.store.begin() as conn:
             await conn.execute(versions_table.insert(), row_values(record))
             await log_transition(
                 conn, model, record["version"], None, Status.VALIDATION,
-                record["author"] or "mlwarden", record["version_reason"], now,
+                record["author"] or "mlwarden", version_reason, now,
             )  # fmt: skip
     except Exception:
         # No partial state: the MLflow version goes when the registry row cannot be kept.
@@ -117,7 +122,7 @@ async def register_version(
             kind="version_registered",
             model=model,
             version=record["version"],
-            message=f"registered {model} {record['version']} ({record['version_reason']})",
+            message=f"registered {model} {record['version']} ({version_reason})",
             data={
                 "version": record["version"],
                 "mlflow_version": record["mlflow_version"],
@@ -131,17 +136,21 @@ async def register_version(
 
 
 def choose_version(
-    existing: list[dict[str, Any]], record: dict[str, Any], given: dict[str, Any]
+    existing: list[VersionRecord], traits: VersionTraits, given: Registration
 ) -> tuple[str, str]:
-    if given.get("version"):
-        return given["version"], "explicit version"
+    """The new version's semantic version and why (``traits``: the new version's)."""
+    explicit = given.get("version")
+    if explicit:
+        return explicit, "explicit version"
     if not existing:
         return "1.0.0", "first version"
     by_version = {r["version"]: r for r in existing}
-    base = by_version[given["parent"]] if given.get("parent") else existing[-1]
-    if given.get("bump"):
-        bump, why = given["bump"], f"{given['bump']} bump requested"
+    parent = given.get("parent")
+    base = by_version[parent] if parent else existing[-1]
+    requested = given.get("bump")
+    if requested:
+        bump, why = requested, f"{requested} bump requested"
     else:
-        bump, why = choose_bump(base, record)
+        bump, why = choose_bump(base, traits)
     new = next_version(by_version, base["version"], bump)
     return str(new), f"{bump} bump from {base['version']}: {why}"

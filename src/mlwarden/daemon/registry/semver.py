@@ -18,13 +18,13 @@ increased until the version is free.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, TypedDict
 
 from ...errors import InvalidInput
 
-__all__ = ["Bump", "SemVer", "choose_bump", "next_version", "parse_semver"]
+__all__ = ["Bump", "SemVer", "VersionTraits", "choose_bump", "next_version", "parse_semver"]
 
 Bump = Literal["major", "minor", "patch"]
 BUMPS: tuple[Bump, ...] = ("major", "minor", "patch")
@@ -51,7 +51,15 @@ class SemVer:
         return SemVer(self.major, self.minor, self.patch + 1)
 
 
-def parse_semver(text: Any, where: str = "version") -> SemVer:
+class VersionTraits(TypedDict):
+    """What decides the bump between two versions (a version record has them all)."""
+
+    framework: str | None
+    inputs: list[str] | None
+    params: dict[str, str]
+
+
+def parse_semver(text: object, where: str = "version") -> SemVer:
     """Parse ``MAJOR.MINOR.PATCH``; InvalidInput names ``where`` and the expected form."""
     if not isinstance(text, str) or not (match := _PATTERN.match(text.strip())):
         raise InvalidInput(
@@ -61,7 +69,7 @@ def parse_semver(text: Any, where: str = "version") -> SemVer:
     return SemVer(*(int(part) for part in match.groups()))
 
 
-def choose_bump(base: Mapping[str, Any], candidate: Mapping[str, Any]) -> tuple[Bump, str]:
+def choose_bump(base: VersionTraits, candidate: VersionTraits) -> tuple[Bump, str]:
     """The bump from ``base`` to ``candidate`` (version records) and why."""
     if base.get("framework") and candidate.get("framework") != base.get("framework"):
         return "major", (

@@ -16,9 +16,11 @@ import json
 import logging
 import re
 from collections import defaultdict
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...errors import Conflict, InvalidInput, NotFound
 from ...types import Event, Severity
@@ -26,28 +28,53 @@ from ..core.context import Context
 from ..core.service import Service
 from . import mlflow as mlf
 from . import promotion
-from .cleanup import cleanup
-from .gates import GateReport, evaluate_gates
+from .cleanup import CleanupReport, cleanup
+from .gates import GateCheckRecord, GateReport, GateReportRecord, evaluate_gates
 from .input import check_model_name, clean_registration
+from .promotion import DirectPromotion, DirectRollback
 from .registration import register_version
 from .semver import parse_semver
 from .status import Status, check_transition, parse_status
 from .tables import (
     REGISTRY_SCHEMA,
+    TransitionRecord,
+    VersionFields,
+    VersionRecord,
     aliases_table,
     log_transition,
     record_from_row,
+    transition_from_row,
     transitions_table,
     versions_table,
 )
 
-__all__ = ["CHALLENGER", "CHAMPION", "RegistryService"]
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = ["CHALLENGER", "CHAMPION", "ModelSummary", "RegistryService"]
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
+
+
+class ModelSummary(TypedDict):
+    """A model at a glance (``GET /api/models/{name}``)."""
+
+    name: str
+    configured: bool
+    task: str | None
+    #: The model's ``[models.gates]`` as configured.
+    gates: dict[str, Any]
+    production_version: str | None
+    latest_version: str | None
+    versions: int
+    by_status: dict[str, int]
+    #: Every alias of the model -> the version it points at.
+    aliases: dict[str, str]
+    rollback_target: str | None
 
 
 class RegistryService(Service):
@@ -81,7 +108,7 @@ class RegistryService(Service):
         return out
 
     @property
-    def client(self) -> Any:
+    def client(self) -> MlflowClient:
         return self.context.tracking.client
 
     # -- reads ---------------------------------------------------------------------
@@ -94,7 +121,7 @@ class RegistryService(Service):
         names.update(m.name for m in self.context.config.models)
         return sorted(names)
 
-    async def get(self, model: str, version: str) -> dict[str, Any]:
+    async def get(self, model: str, version: str) -> VersionRecord:
         """The record of one version; NotFound names the model and version."""
         async with self.context.store.connect() as conn:
             row = (
@@ -111,9 +138,9 @@ class RegistryService(Service):
             if row is None:
                 raise NotFound(f"model {model!r} has no version {version!r}")
             aliases = await self._aliases(conn, model)
-        return self._with_aliases(record_from_row(row), aliases)
+        return record_from_row(row, aliases)
 
-    async def versions(self, model: str) -> list[dict[str, Any]]:
+    async def versions(self, model: str) -> list[VersionRecord]:
         """Every version of ``model``, oldest semantic version first."""
         async with self.context.store.connect() as conn:
             rows = (
@@ -126,25 +153,25 @@ class RegistryService(Service):
                 .all()
             )
             aliases = await self._aliases(conn, model)
-        records = [self._with_aliases(record_from_row(r), aliases) for r in rows]
+        records = [record_from_row(r, aliases) for r in rows]
         return sorted(records, key=lambda r: parse_semver(r["version"]))
 
-    async def production(self, model: str) -> dict[str, Any] | None:
+    async def production(self, model: str) -> VersionRecord | None:
         """The version in ``production``, or None."""
         return next(
             (r for r in await self.versions(model) if r["status"] == Status.PRODUCTION), None
         )
 
-    async def history(self, model: str, version: str | None = None) -> list[dict[str, Any]]:
+    async def history(self, model: str, version: str | None = None) -> list[TransitionRecord]:
         """Status transitions of ``model`` (of one version when given), oldest first."""
         query = sa.select(transitions_table).where(transitions_table.c.model == model)
         if version is not None:
             query = query.where(transitions_table.c.version == version)
         async with self.context.store.connect() as conn:
             rows = (await conn.execute(query.order_by(transitions_table.c.id))).mappings().all()
-        return [dict(r) for r in rows]
+        return [transition_from_row(r) for r in rows]
 
-    async def model(self, model: str) -> dict[str, Any]:
+    async def model(self, model: str) -> ModelSummary:
         """A model's summary: config, production version, latest version, aliases."""
         records = await self.versions(model)
         config = self.context.config.model(model)
@@ -194,17 +221,17 @@ class RegistryService(Service):
         model_uri: str | None = None,
         version: str | None = None,
         metrics: dict[str, float] | None = None,
-        params: dict[str, Any] | None = None,
-        tags: dict[str, Any] | None = None,
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
         parent: str | None = None,
-        lineage: dict[str, Any] | None = None,
+        lineage: Mapping[str, object] | None = None,
         author: str | None = None,
         run_id: str | None = None,
         artifact_path: str | None = None,
         bump: str | None = None,
-        data_window: dict[str, Any] | None = None,
+        data_window: Mapping[str, object] | None = None,
         description: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> VersionRecord:
         """Register ``model_uri`` (or a run's model) as a new version in ``validation``."""
         body = {
             "model_uri": model_uri, "version": version, "metrics": metrics, "params": params,
@@ -214,7 +241,7 @@ class RegistryService(Service):
         }  # fmt: skip
         return await self.register_body(model, {k: v for k, v in body.items() if v is not None})
 
-    async def register_body(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def register_body(self, model: str, body: Mapping[str, Any]) -> VersionRecord:
         """Register from a request body (the fields of ``POST .../versions``)."""
         check_model_name(model)
         given = clean_registration(body)
@@ -230,14 +257,14 @@ class RegistryService(Service):
         return await self.get(model, record["version"])
 
     def gate_report(
-        self, model: str, record: dict[str, Any], production: dict[str, Any] | None
+        self, model: str, record: VersionFields, production: VersionFields | None
     ) -> GateReport:
         """``record`` held to the model's gates against ``production`` (nothing stored)."""
         config = self.context.config.model(model)
         gates = dict(config.gates) if config else {}
         return evaluate_gates(gates, record, production, now=self.context.clock())
 
-    async def evaluate(self, model: str, version: str) -> dict[str, Any]:
+    async def evaluate(self, model: str, version: str) -> GateReportRecord:
         """Re-run the gates on a version against today's production; store the report."""
         record = await self.get(model, version)
         production = await self.production(model)
@@ -256,7 +283,7 @@ class RegistryService(Service):
 
     async def transition(
         self, model: str, version: str, status: str, *, actor: str, reason: str = ""
-    ) -> dict[str, Any]:
+    ) -> VersionRecord:
         """Move a version to ``status``; Conflict (409) when the lifecycle forbids it.
 
         Leaving ``validation`` for ``staging`` re-runs the gates and needs them to pass.
@@ -269,7 +296,7 @@ class RegistryService(Service):
 
     async def _transition(
         self, model: str, version: str, target: Status, *, actor: str, reason: str
-    ) -> dict[str, Any]:
+    ) -> VersionRecord:
         record = await self.get(model, version)
         current = Status(record["status"])
         check_transition(model, version, current, target)
@@ -353,13 +380,13 @@ class RegistryService(Service):
 
     async def promote(
         self, model: str, version: str, *, actor: str, strategy: str | None = None
-    ) -> dict[str, Any]:
+    ) -> DirectPromotion:
         """Switch production to ``version`` directly (no rollout; registry/promotion.py)."""
         return await promotion.promote(self, model, version, actor=actor, strategy=strategy)
 
     async def rollback(
         self, model: str, version: str | None = None, *, actor: str
-    ) -> dict[str, Any]:
+    ) -> DirectRollback:
         """Switch production back to the previous (or a given) deprecated version."""
         return await promotion.rollback(self, model, version, actor=actor)
 
@@ -370,7 +397,7 @@ class RegistryService(Service):
         dry_run: bool = False,
         model: str | None = None,
         actor: str = "mlwarden",
-    ) -> dict[str, Any]:
+    ) -> CleanupReport:
         """Remove old deprecated/archived/failed versions (registry/cleanup.py)."""
         return await cleanup(
             self.context, self, older_than_days=older_than_days, dry_run=dry_run, model=model,
@@ -421,28 +448,23 @@ class RegistryService(Service):
         logger.error("could not mirror model %s to MLflow: %s", model, exc, exc_info=exc)
         self.context.record_error(f"registry mirror {model}", repr(exc))
 
-    async def _aliases(self, conn: Any, model: str) -> dict[str, str]:
+    async def _aliases(self, conn: AsyncConnection, model: str) -> dict[str, str]:
         rows = await conn.execute(
             sa.select(aliases_table.c.alias, aliases_table.c.version).where(
                 aliases_table.c.model == model
             )
         )
-        return dict(rows.all())
-
-    @staticmethod
-    def _with_aliases(record: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
-        record["aliases"] = sorted(a for a, v in aliases.items() if v == record["version"])
-        return record
+        return {alias: version for alias, version in rows.all()}
 
 
-async def _put_alias(conn: Any, model: str, alias: str, version: str) -> None:
+async def _put_alias(conn: AsyncConnection, model: str, alias: str, version: str) -> None:
     await conn.execute(
         aliases_table.delete().where(aliases_table.c.model == model, aliases_table.c.alias == alias)
     )
     await conn.execute(aliases_table.insert(), {"model": model, "alias": alias, "version": version})
 
 
-def _describe(check: dict[str, Any]) -> str:
+def _describe(check: GateCheckRecord) -> str:
     name = check["name"] if not check.get("metric") else f"{check['name']}({check['metric']})"
     text = f"{name}: measured {check['measured']!r}, threshold {check['threshold']!r}"
     return text + (f" ({check['detail']})" if check.get("detail") else "")

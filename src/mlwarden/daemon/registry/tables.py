@@ -8,20 +8,30 @@ survives restarts and answers without a round trip to the tracking store.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..core.store import Schema, create_tables
+from .gates import GateReportRecord
 
 if TYPE_CHECKING:
     from .status import Status
 
 __all__ = [
     "REGISTRY_SCHEMA",
+    "DataWindow",
+    "TransitionRecord",
+    "VersionFields",
+    "VersionRecord",
     "aliases_table",
     "log_transition",
     "record_from_row",
+    "row_values",
+    "transition_from_row",
     "transitions_table",
     "versions_table",
 ]
@@ -85,24 +95,123 @@ REGISTRY_SCHEMA = Schema(
 _JSON_COLUMNS = ("inputs", "metrics", "params", "tags", "lineage", "data_window", "gate_report")
 
 
-def record_from_row(row: Any) -> dict[str, Any]:
-    """A version record (plain JSON data) from a ``registry_versions`` row."""
-    record = dict(row)
-    for key in _JSON_COLUMNS:
-        record[key] = json.loads(record[key]) if record[key] is not None else None
-    return record
+class DataWindow(TypedDict, total=False):
+    """The data a version was trained on: ISO dates or Unix times."""
+
+    start: str | float | None
+    end: str | float | None
 
 
-def row_values(record: dict[str, Any]) -> dict[str, Any]:
-    """Column values for a version record (JSON columns serialised)."""
-    values = {c.name: record.get(c.name) for c in versions_table.columns}
+class VersionFields(TypedDict):
+    """What registering decides of a version: all of its record but MLflow's version
+    number and the aliases pointing at it."""
+
+    model: str
+    version: str
+    status: str
+    model_uri: str
+    source: str
+    artifact_uri: str
+    run_id: str | None
+    model_id: str | None
+    framework: str | None
+    #: The model's input columns (its MLflow signature), when it has one.
+    inputs: list[str] | None
+    metrics: dict[str, float]
+    #: As MLflow keeps params: text (structured values as JSON text).
+    params: dict[str, str]
+    tags: dict[str, str]
+    lineage: dict[str, str]
+    data_window: DataWindow | None
+    parent: str | None
+    author: str
+    description: str
+    gate_report: GateReportRecord | None
+    created_at: float
+    status_changed_at: float
+
+
+class VersionRecord(VersionFields):
+    """A model version: a ``registry_versions`` row (JSON columns decoded) with the
+    aliases pointing at it; what ``GET /api/models/{name}/versions/{version}`` answers."""
+
+    mlflow_version: int
+    aliases: list[str]
+
+
+class TransitionRecord(TypedDict):
+    """One status change of a version (a ``registry_transitions`` row)."""
+
+    id: int
+    model: str
+    version: str
+    from_status: str | None
+    #: A status, or ``removed`` for a version the cleanup removed.
+    to_status: str
+    actor: str
+    reason: str
+    ts: float
+
+
+def _decoded(text: str | None) -> Any:
+    return json.loads(text) if text is not None else None
+
+
+def record_from_row(row: RowMapping, aliases: Mapping[str, str]) -> VersionRecord:
+    """The record of a ``registry_versions`` row; ``aliases`` are the model's (alias ->
+    version), those pointing at this version are kept (sorted)."""
+    version = row["version"]
+    # In the order of the table's columns, as the API has always shown them.
+    return {
+        "model": row["model"],
+        "version": version,
+        "mlflow_version": row["mlflow_version"],
+        "status": row["status"],
+        "model_uri": row["model_uri"],
+        "source": row["source"],
+        "artifact_uri": row["artifact_uri"],
+        "run_id": row["run_id"],
+        "model_id": row["model_id"],
+        "framework": row["framework"],
+        "inputs": _decoded(row["inputs"]),
+        "metrics": _decoded(row["metrics"]),
+        "params": _decoded(row["params"]),
+        "tags": _decoded(row["tags"]),
+        "lineage": _decoded(row["lineage"]),
+        "data_window": _decoded(row["data_window"]),
+        "parent": row["parent"],
+        "author": row["author"],
+        "description": row["description"],
+        "gate_report": _decoded(row["gate_report"]),
+        "created_at": row["created_at"],
+        "status_changed_at": row["status_changed_at"],
+        "aliases": sorted(a for a, v in aliases.items() if v == version),
+    }
+
+
+def row_values(record: VersionRecord) -> dict[str, object]:
+    """Column values for a version record (JSON columns serialised, aliases left out)."""
+    values: dict[str, object] = {c.name: record.get(c.name) for c in versions_table.columns}
     for key in _JSON_COLUMNS:
         values[key] = json.dumps(record.get(key), sort_keys=True)
     return values
 
 
+def transition_from_row(row: RowMapping) -> TransitionRecord:
+    return {
+        "id": row["id"],
+        "model": row["model"],
+        "version": row["version"],
+        "from_status": row["from_status"],
+        "to_status": row["to_status"],
+        "actor": row["actor"],
+        "reason": row["reason"],
+        "ts": row["ts"],
+    }
+
+
 async def log_transition(
-    conn: Any,
+    conn: AsyncConnection,
     model: str,
     version: str,
     old: Status | None,

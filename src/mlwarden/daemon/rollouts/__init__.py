@@ -1,7 +1,8 @@
 """Rollouts (service ``rollouts``): promotions, strategies driven, traffic, the gateway.
 
 Owns: the rollout controller (``controller.py``: the state machine that drives a
-strategy plugin step by step, the confirm-promotion hook, promotion and rollback), the
+strategy plugin step by step, typed by ``strategy.DeploymentStrategy``, the
+confirm-promotion hook, promotion and rollback), the
 evidence a step is decided on (``evidence.py``) and the canary analysis itself
 (``analysis.py``: candidate against baseline over the same interval), the traffic
 tables with sticky routing and the traffic backends (``traffic.py``), the serving
@@ -12,9 +13,11 @@ metrics ``mlwarden_rollouts_total`` and ``mlwarden_traffic_weight``; events
 tasks ``rollouts-tick`` and ``rollouts-follow-<model>``.
 
 Exposes (``interfaces.py``): ``TrafficControl`` (a model's traffic table and rollouts;
-for the experiments).
+for the experiments) and the ``Rollout`` record it hands out (defined with its table in
+``records.py``).
 
-May import: ``core``, the contract, ``mlwarden.plugins.strategies`` (the strategy base
-class the controller types against), ``ingest.interfaces`` (outcomes, recording served
-predictions) and ``registry.interfaces`` (moving versions through their statuses).
+May import: ``core``, the contract, ``mlwarden.plugins.strategies`` (the built-in
+strategies' base class, which ``strategy.py`` checks against the protocol),
+``ingest.interfaces`` (outcomes, recording served predictions) and
+``registry.interfaces`` (moving versions through their statuses).
 """

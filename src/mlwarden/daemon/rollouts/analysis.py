@@ -9,11 +9,10 @@ the threshold it was held to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from ...types import Analysis, Check, Thresholds
+from ...types import Analysis, Check, Outcomes, Thresholds
 
 __all__ = ["VersionSample", "compare", "model_metric", "sample_from_outcomes"]
 
@@ -37,14 +36,14 @@ class VersionSample:
         return len(self.label)
 
 
-def sample_from_outcomes(outcomes: Any) -> VersionSample:
+def sample_from_outcomes(outcomes: Outcomes) -> VersionSample:
     """A sample built from ``ingest.outcomes(...)`` alone (when the gateway is off).
 
     Serving counts then come from the labelled outcomes: each is one request, its
     ``error`` flag and reported ``latency`` (NaN when not reported) included.
     """
-    error = np.asarray(getattr(outcomes, "error", np.zeros(0, bool)), dtype=bool)
-    latency = np.asarray(getattr(outcomes, "latency", np.zeros(0)), dtype=float)
+    error = np.asarray(outcomes.error, dtype=bool)
+    latency = np.asarray(outcomes.latency, dtype=float)
     ok = ~error
     return VersionSample(
         requests=len(error),
@@ -79,13 +78,12 @@ def compare(
     requests — or, when the model metric is compared, fewer labelled outcomes.
     """
     t = thresholds
-    samples = {
+    samples: dict[str, float] = {
         "candidate_requests": candidate.requests,
         "baseline_requests": baseline.requests,
         "candidate_outcomes": candidate.outcomes,
         "baseline_outcomes": baseline.outcomes,
     }
-    window = {"since": since, "until": until, "samples": samples}
     short = [
         f"{side} has {n} requests"
         for side, n in (("candidate", candidate.requests), ("baseline", baseline.requests))
@@ -101,7 +99,9 @@ def compare(
         return Analysis(
             "inconclusive",
             reason=f"too few samples ({'; '.join(short)}; min_samples = {t.min_samples}); waiting",
-            **window,
+            samples=samples,
+            since=since,
+            until=until,
         )
     checks: list[Check] = []
     error_limit = min(t.max_error_rate, baseline.error_rate + t.max_error_rate_increase)
@@ -150,5 +150,7 @@ def compare(
         "fail" if failed else "pass",
         tuple(checks),
         reason=f"failed: {', '.join(failed)}" if failed else "every check passed",
-        **window,
+        samples=samples,
+        since=since,
+        until=until,
     )

@@ -14,20 +14,30 @@ import asyncio
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 from ...errors import Conflict, InvalidInput, PluginError
-from ...plugins.strategies import Strategy
 from ...types import Analysis, Event, RolloutView, Severity, Step
 from ..core.context import Context
 from ..ingest.interfaces import PredictionSink
 from ..registry.interfaces import VersionLifecycle
 from .evidence import analyze, gateway_errors, preflight
 from .gateway import Gateway
-from .records import analyses_table, public, rollouts_table, shadow_table
+from .records import (
+    Rollout,
+    RolloutState,
+    analyses_table,
+    public,
+    rollouts_table,
+    row_values,
+    shadow_table,
+    step_record,
+)
+from .strategy import DeploymentStrategy
 from .traffic import TrafficTables
 
-__all__ = ["RolloutController", "columns"]
+__all__ = ["RolloutController"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +60,13 @@ class RolloutController:
         self.traffic_tables = traffic_tables
         self.gateway = gateway
         #: The active rollout of each model (at most one), as persisted.
-        self.active: dict[str, dict[str, Any]] = {}
+        self.active: dict[str, Rollout] = {}
         #: Held while a model's rollout changes (a tick, a start, a rollback).
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- the controller --------------------------------------------------------------
 
-    async def tick(self) -> list[dict[str, Any]]:
+    async def tick(self) -> list[Rollout]:
         """Advance every active rollout once; returns the rollouts after the tick."""
         out = []
         for model in list(self.active):
@@ -69,10 +79,10 @@ class RolloutController:
                 except Exception as exc:
                     logger.exception("rollout %s of %s: tick failed", rollout["id"], model)
                     self.context.record_error(f"rollout {model}", repr(exc))
-                out.append(public(dict(rollout)))
+                out.append(public(rollout))
         return out
 
-    async def advance(self, rollout: dict[str, Any]) -> None:
+    async def advance(self, rollout: Rollout) -> None:
         try:
             strategy = self.strategy_for(rollout["strategy"], rollout["options"])
         except (PluginError, InvalidInput) as exc:
@@ -114,7 +124,7 @@ class RolloutController:
         step = strategy.decide(view, analysis)
         await self._apply(rollout, step, analysis)
 
-    def _view(self, rollout: dict[str, Any]) -> RolloutView:
+    def _view(self, rollout: Rollout) -> RolloutView:
         return RolloutView(
             model=rollout["model"], candidate=rollout["candidate"],
             baseline=rollout["baseline"], step=rollout["step"],
@@ -123,7 +133,7 @@ class RolloutController:
             failures=rollout["failures"], memo=dict(rollout["memo"]),
         )  # fmt: skip
 
-    async def _apply(self, rollout: dict[str, Any], step: Step, analysis: Analysis | None) -> None:
+    async def _apply(self, rollout: Rollout, step: Step, analysis: Analysis | None) -> None:
         now = self.context.clock()
         if analysis is not None:
             await self._store_analysis(rollout, analysis, step)
@@ -136,10 +146,12 @@ class RolloutController:
             return
         if step.action == "retry":
             rollout.update(
-                failures=rollout["failures"] + 1,
-                step_started_at=now,
-                next_analysis_at=now,
-                reason=step.reason,
+                {
+                    "failures": rollout["failures"] + 1,
+                    "step_started_at": now,
+                    "next_analysis_at": now,
+                    "reason": step.reason,
+                }
             )
             await self._save(rollout)
             await self.emit("rollout_step", rollout, Severity.WARNING, step.reason, analysis)
@@ -152,9 +164,11 @@ class RolloutController:
             if not await self._confirmed(rollout, step):
                 if rollout["state"] != "paused":
                     rollout.update(
-                        state="paused",
-                        held=_step_dict(step),
-                        reason="held by the confirm-promotion hook",
+                        {
+                            "state": "paused",
+                            "held": step_record(step),
+                            "reason": "held by the confirm-promotion hook",
+                        }
                     )
                     await self._save(rollout)
                     await self.emit(
@@ -167,22 +181,23 @@ class RolloutController:
         elif step.action == "promote":
             await self._finish_promote(rollout, step.reason)
         elif step.action == "complete":
+            baseline = rollout["baseline"]
             await self._finish(
                 rollout,
                 "completed",
                 step.reason,
-                {rollout["baseline"]: 1.0},
+                {baseline: 1.0} if baseline else None,
                 "rollout_promoted",
                 Severity.INFO,
                 actor="mlwarden",
             )
 
-    async def _confirmed(self, rollout: dict[str, Any], step: Step) -> bool:
+    async def _confirmed(self, rollout: Rollout, step: Step) -> bool:
         hook = self.context.pm.hook.mlwarden_confirm_promotion
         impls = hook.get_hookimpls()
         if not impls:
             return True
-        view = public(dict(rollout)) | {"next_step": _step_dict(step)}
+        view: dict[str, object] = {**public(rollout), "next_step": step_record(step)}
         answers = await self.context.call_hook(
             "mlwarden_confirm_promotion",
             model=rollout["model"],
@@ -192,15 +207,19 @@ class RolloutController:
         # call_hook leaves out implementations that raised or timed out: they hold.
         return len(answers) == len(impls) and all(a is not False for a in answers)
 
-    async def _set_step_traffic(self, rollout: dict[str, Any], step: Step) -> None:
+    async def _set_step_traffic(self, rollout: Rollout, step: Step) -> None:
         now = self.context.clock()
         weight = float(step.weight or 0.0)
-        weights = {rollout["candidate"]: weight, rollout["baseline"]: 1.0 - weight}
-        rollout.update(
-            state="progressing", step=step.index if step.index is not None else rollout["step"],
-            weight=weight, mirror=step.mirror, step_started_at=now, next_analysis_at=now,
-            reason=step.reason, memo={**rollout["memo"], **(step.memo or {})}, held=None,
-        )  # fmt: skip
+        weights = {rollout["candidate"]: weight}
+        if rollout["baseline"] is not None:  # always, but for a first version (promoted)
+            weights[rollout["baseline"]] = 1.0 - weight
+        rollout.update({
+            "state": "progressing",
+            "step": step.index if step.index is not None else rollout["step"],
+            "weight": weight, "mirror": step.mirror, "step_started_at": now,
+            "next_analysis_at": now, "reason": step.reason,
+            "memo": {**rollout["memo"], **(step.memo or {})}, "held": None,
+        })  # fmt: skip
         await self._save(rollout)
         await self.traffic_tables.set(
             rollout["model"],
@@ -210,7 +229,7 @@ class RolloutController:
         )
         await self.emit("rollout_step", rollout, Severity.INFO, step.reason)
 
-    async def _finish_promote(self, rollout: dict[str, Any], reason: str) -> None:
+    async def _finish_promote(self, rollout: Rollout, reason: str) -> None:
         model, version = rollout["model"], rollout["candidate"]
         registry = self.registry
         record = await registry.get(model, version)
@@ -244,12 +263,12 @@ class RolloutController:
 
     async def finish_rollback(
         self,
-        rollout: dict[str, Any],
+        rollout: Rollout,
         reason: str,
         *,
         actor: str,
         automatic: bool,
-        state: str = "rolled_back",
+        state: RolloutState = "rolled_back",
     ) -> None:
         baseline = rollout["baseline"]
         if automatic and state == "rolled_back":
@@ -275,8 +294,8 @@ class RolloutController:
 
     async def _finish(
         self,
-        rollout: dict[str, Any],
-        state: str,
+        rollout: Rollout,
+        state: RolloutState,
         reason: str,
         weights: dict[str, float] | None,
         kind: str,
@@ -286,12 +305,14 @@ class RolloutController:
     ) -> None:
         now = self.context.clock()
         rollout.update(
-            state=state,
-            finished_at=now,
-            reason=reason,
-            mirror=False,
-            held=None,
-            weight=1.0 if state == "promoted" else 0.0,
+            {
+                "state": state,
+                "finished_at": now,
+                "reason": reason,
+                "mirror": False,
+                "held": None,
+                "weight": 1.0 if state == "promoted" else 0.0,
+            }
         )
         await self._save(rollout)
         self.active.pop(rollout["model"], None)
@@ -320,9 +341,7 @@ class RolloutController:
         )
         await self.emit(kind, rollout, severity, reason)
 
-    async def _store_analysis(
-        self, rollout: dict[str, Any], analysis: Analysis, step: Step
-    ) -> None:
+    async def _store_analysis(self, rollout: Rollout, analysis: Analysis, step: Step) -> None:
         async with self.context.store.begin() as conn:
             await conn.execute(
                 analyses_table.insert().values(
@@ -340,24 +359,24 @@ class RolloutController:
             )
         rollout["last_analysis"] = analysis.to_dict()
 
-    async def _save(self, rollout: dict[str, Any]) -> None:
+    async def _save(self, rollout: Rollout) -> None:
         rollout["updated_at"] = self.context.clock()
         async with self.context.store.begin() as conn:
             await conn.execute(
                 rollouts_table.update()
                 .where(rollouts_table.c.id == rollout["id"])
-                .values(**columns(rollout))
+                .values(**row_values(rollout))
             )
 
     async def emit(
         self,
         kind: str,
-        rollout: dict[str, Any],
+        rollout: Rollout,
         severity: Severity,
         message: str,
         analysis: Analysis | None = None,
     ) -> None:
-        data: dict[str, Any] = {
+        data: dict[str, object] = {
             "rollout": rollout["id"], "strategy": rollout["strategy"],
             "state": rollout["state"], "step": rollout["step"], "baseline": rollout["baseline"],
             "weights": self.traffic_tables.get(rollout["model"]) or {},
@@ -387,7 +406,7 @@ class RolloutController:
             else self.context.config.deployment.default_strategy
         )
 
-    def strategy_for(self, name: str, stored: dict[str, Any] | None) -> Strategy:
+    def strategy_for(self, name: str, stored: Mapping[str, Any] | None) -> DeploymentStrategy:
         """The strategy ``name`` with its stored options (a resumed rollout keeps them)."""
         options = (
             stored
@@ -396,7 +415,7 @@ class RolloutController:
         )
         return self.instantiate(name, options)
 
-    def instantiate(self, name: str, options: dict[str, Any]) -> Strategy:
+    def instantiate(self, name: str, options: Mapping[str, Any]) -> DeploymentStrategy:
         try:
             cls = self.context.plugins.get("strategy", name)
         except PluginError as exc:
@@ -408,24 +427,3 @@ class RolloutController:
                 f"strategy {name!r} ([deployment.strategies.{name}]): {exc}",
                 code="invalid_strategy_options",
             ) from None
-
-
-def columns(rollout: dict[str, Any]) -> dict[str, Any]:
-    names = {c.name for c in rollouts_table.columns}
-    out = {k: v for k, v in rollout.items() if k in names}
-    out["options"] = json.dumps(rollout["options"])
-    out["memo"] = json.dumps(rollout["memo"])
-    out["held"] = json.dumps(rollout["held"]) if rollout.get("held") else None
-    return out
-
-
-def _step_dict(step: Step) -> dict[str, Any]:
-    return {
-        "action": step.action,
-        "weight": step.weight,
-        "index": step.index,
-        "mirror": step.mirror,
-        "confirm": step.confirm,
-        "reason": step.reason,
-        "memo": step.memo,
-    }

@@ -10,15 +10,14 @@ requests' labels.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from ...plugins.strategies import Strategy
 from ...types import Analysis, Check, OutcomeSource, RolloutView
 from ..core.context import Context
 from .analysis import VersionSample, compare, sample_from_outcomes
 from .gateway import Gateway
+from .records import Rollout
+from .strategy import DeploymentStrategy
 
 __all__ = ["analyze", "gateway_errors", "preflight"]
 
@@ -27,7 +26,7 @@ __all__ = ["analyze", "gateway_errors", "preflight"]
 _FAST_FAIL_MIN_CALLS = 20
 
 
-async def preflight(context: Context, gateway: Gateway, rollout: dict[str, Any]) -> Analysis | None:
+async def preflight(context: Context, gateway: Gateway, rollout: Rollout) -> Analysis | None:
     """With the gateway on, the candidate must load before it gets any traffic."""
     if not context.config.deployment.gateway:
         return None
@@ -46,7 +45,7 @@ async def preflight(context: Context, gateway: Gateway, rollout: dict[str, Any])
 
 
 def gateway_errors(
-    context: Context, gateway: Gateway, rollout: dict[str, Any], strategy: Strategy
+    context: Context, gateway: Gateway, rollout: Rollout, strategy: DeploymentStrategy
 ) -> Analysis | None:
     """The fast path: gateway errors of the candidate over the threshold in this step."""
     now = context.clock()
@@ -84,16 +83,20 @@ async def analyze(
     context: Context,
     outcomes: OutcomeSource,
     gateway: Gateway,
-    rollout: dict[str, Any],
-    strategy: Strategy,
+    rollout: Rollout,
+    strategy: DeploymentStrategy,
     view: RolloutView,
 ) -> Analysis:
     """Compare the candidate with the baseline over the strategy's windows."""
     (cs, cu), (bs, bu) = strategy.windows(view)
-    model = rollout["model"]
-    baseline = await _sample(outcomes, gateway, model, rollout["baseline"], bs, bu)
+    model, baseline_version = rollout["model"], rollout["baseline"]
+    if baseline_version is None:  # a first version is promoted without an analysis
+        raise ValueError(f"rollout {rollout['id']} of {model!r} has no baseline to compare with")
+    baseline = await _sample(outcomes, gateway, model, baseline_version, bs, bu)
     if rollout["mirror"]:
-        candidate = await _shadow_sample(outcomes, gateway, rollout, cs, cu)
+        candidate = await _shadow_sample(
+            outcomes, gateway, model, rollout["candidate"], baseline_version, cs, cu
+        )
     else:
         candidate = await _sample(outcomes, gateway, model, rollout["candidate"], cs, cu)
     config = context.config.model(model)
@@ -133,14 +136,15 @@ async def _sample(
 async def _shadow_sample(
     outcomes: OutcomeSource,
     gateway: Gateway,
-    rollout: dict[str, Any],
+    model: str,
+    version: str,
+    baseline_version: str,
     since: float,
     until: float,
 ) -> VersionSample:
     """The shadow candidate's mirrored answers joined to the labels of the same requests."""
-    model, version = rollout["model"], rollout["candidate"]
     sample = VersionSample()
-    baseline = await outcomes.outcomes(model, version=rollout["baseline"], since=since, until=until)
+    baseline = await outcomes.outcomes(model, version=baseline_version, since=since, until=until)
     mirrored = await gateway.shadow_sample(model, version, baseline.id, since, until)
     pairs = [
         (mirrored[str(i)][0], label)

@@ -21,7 +21,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import sqlalchemy as sa
@@ -29,11 +29,21 @@ import sqlalchemy as sa
 from ...errors import InvalidInput, MlwardenError
 from ..core.context import Context
 from ..ingest.interfaces import PredictionSink
-from ..registry.interfaces import VersionRecords
+from ..registry.interfaces import VersionRecord, VersionRecords
 from .records import shadow_table
 from .traffic import Router, key_point
 
-__all__ = ["Gateway", "ModelUnavailable", "ServingStats", "parse_predict_body"]
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel
+
+__all__ = [
+    "Answer",
+    "Gateway",
+    "ModelUnavailable",
+    "PredictRecord",
+    "ServingStats",
+    "parse_predict_body",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +77,23 @@ class ServingStats:
 
 @dataclass(frozen=True)
 class PredictRecord:
+    """One record to predict: its id, its routing key and its features (JSON values)."""
+
     id: str
     key: str
     features: dict[str, Any]
 
 
-def parse_predict_body(model: str, body: Any) -> list[PredictRecord]:
+class Answer(TypedDict):
+    """The prediction of one record, and the version that made it."""
+
+    id: str
+    version: str
+    #: What the model returned for the record (JSON).
+    prediction: object
+
+
+def parse_predict_body(model: str, body: object) -> list[PredictRecord]:
     """``{"records": [{id?, key?, features}]}`` or one record; InvalidInput names the place."""
     if not isinstance(body, dict):
         raise InvalidInput(f"predict for model {model!r}: expected a JSON object")
@@ -111,11 +132,11 @@ class Gateway:
         self.context = context
         self.registry = registry
         self.ingest = ingest
-        self._models: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], PyFuncModel] = OrderedDict()
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
         self.stats: dict[tuple[str, str], ServingStats] = {}
         self.load_errors: dict[tuple[str, str], str] = {}
-        self._mirrors: set[asyncio.Task[Any]] = set()
+        self._mirrors: set[asyncio.Task[None]] = set()
 
     @property
     def loaded(self) -> list[str]:
@@ -124,7 +145,7 @@ class Gateway:
     def serving(self, model: str, version: str) -> ServingStats:
         return self.stats.setdefault((model, version), ServingStats())
 
-    async def load(self, model: str, version: str) -> Any:
+    async def load(self, model: str, version: str) -> PyFuncModel:
         """The version's pyfunc model, loaded once; the least recently used is evicted."""
         key = (model, version)
         if key in self._models:
@@ -148,7 +169,7 @@ class Gateway:
                 logger.info("gateway evicted %s@%s (max_loaded_models = %d)", *evicted, limit)
             return loaded
 
-    def _load_sync(self, model: str, record: dict[str, Any]) -> Any:
+    def _load_sync(self, model: str, record: VersionRecord) -> PyFuncModel:
         """Resolve the version's artifacts through the daemon's own MLflow client, load them.
 
         The registry's ``models:/`` URIs would resolve against MLflow's process-global
@@ -171,7 +192,7 @@ class Gateway:
 
     async def _predict_version(
         self, model: str, version: str, records: list[PredictRecord]
-    ) -> tuple[list[Any], float]:
+    ) -> tuple[list[object], float]:
         import pandas as pd
 
         pyfunc = await self.load(model, version)
@@ -190,13 +211,13 @@ class Gateway:
         records: list[PredictRecord],
         table: Mapping[str, float],
         mirror: str | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Answer]:
         """Route, predict, record; returns one answer per record, in order."""
         router = Router(table)
         groups: dict[str, list[int]] = {}
         for i, rec in enumerate(records):
             groups.setdefault(router.pick(key_point(model, rec.key)), []).append(i)
-        answers: list[dict[str, Any] | None] = [None] * len(records)
+        answers: list[Answer | None] = [None] * len(records)
         for version, idx in groups.items():
             await self._serve_group(model, version, [records[i] for i in idx], idx, answers, table)
         if mirror and mirror not in table:
@@ -213,7 +234,7 @@ class Gateway:
         version: str,
         group: list[PredictRecord],
         idx: list[int],
-        answers: list[dict[str, Any] | None],
+        answers: list[Answer | None],
         table: Mapping[str, float],
     ) -> None:
         tried: list[str] = []
@@ -266,7 +287,7 @@ class Gateway:
 
     async def shadow_sample(
         self, model: str, version: str, ids: np.ndarray, since: float, until: float
-    ) -> dict[str, tuple[Any, float | None, bool]]:
+    ) -> dict[str, tuple[object, float | None, bool]]:
         """Mirrored predictions of ``version`` for request ``ids``: {id: (pred, latency, error)}."""
         t = shadow_table
         wanted = {str(i) for i in ids.tolist()}
@@ -293,7 +314,7 @@ class Gateway:
         model: str,
         version: str,
         records: list[PredictRecord],
-        values: list[Any] | None,
+        values: list[object] | None,
         latency: float,
         *,
         error: bool,
@@ -333,7 +354,7 @@ class Gateway:
         self._models.clear()
 
 
-def _to_list(raw: Any) -> list[Any]:
+def _to_list(raw: Any) -> list[object]:
     if hasattr(raw, "to_numpy"):
         raw = raw.to_numpy()
     arr = np.asarray(raw)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import sqlalchemy as sa
 
+from ...types import Action, Step
 from ..core.store import Schema, create_tables
 from .traffic import TRAFFIC_SCHEMA
 
@@ -14,17 +15,27 @@ __all__ = [
     "ACTIVE",
     "ROLLOUTS_SCHEMA",
     "TERMINAL",
+    "AnalysisRecord",
+    "Rollout",
+    "RolloutState",
+    "StepRecord",
     "analyses_table",
+    "analysis_from_row",
     "public",
     "rollout_from_row",
     "rollouts_table",
+    "row_values",
     "shadow_table",
+    "step_record",
 ]
 
 #: States of a rollout. ``pending`` -> ``progressing`` (at step i) <-> ``paused`` ->
 #: ``promoted`` | ``rolled_back`` | ``failed`` | ``completed`` (shadow without promotion).
-ACTIVE = ("pending", "progressing", "paused")
-TERMINAL = ("promoted", "rolled_back", "failed", "completed")
+RolloutState = Literal[
+    "pending", "progressing", "paused", "promoted", "rolled_back", "failed", "completed"
+]
+ACTIVE: tuple[RolloutState, ...] = ("pending", "progressing", "paused")
+TERMINAL: tuple[RolloutState, ...] = ("promoted", "rolled_back", "failed", "completed")
 
 _meta = sa.MetaData()
 rollouts_table = sa.Table(
@@ -86,17 +97,142 @@ ROLLOUTS_SCHEMA = Schema(
 )
 
 
-def rollout_from_row(row: Any) -> dict[str, Any]:
+class StepRecord(TypedDict):
+    """A strategy's :class:`~mlwarden.types.Step` as JSON: the step a confirm-promotion
+    hook holds (``held``), and the ``next_step`` the hook is shown."""
+
+    action: Action
+    weight: float | None
+    index: int | None
+    mirror: bool
+    confirm: bool | None
+    reason: str
+    memo: dict[str, Any] | None
+
+
+class Rollout(TypedDict):
+    """A rollout: a ``rollouts`` row with its JSON columns decoded, as the controller
+    keeps it and the API shows it (``GET /api/rollouts/{id}``)."""
+
+    id: str
+    model: str
+    candidate: str
+    baseline: str | None
+    strategy: str
+    #: The strategy's options in force, stored so that a resumed rollout keeps them.
+    options: dict[str, Any]
+    state: RolloutState
+    step: int
+    weight: float
+    mirror: bool
+    failures: int
+    #: The strategy's own scratch space (``RolloutView.memo``).
+    memo: dict[str, Any]
+    held: StepRecord | None
+    step_started_at: float
+    next_analysis_at: float
+    started_at: float
+    updated_at: float
+    finished_at: float | None
+    actor: str
+    reason: str
+    active: bool
+    #: The controller's cache of the latest analysis (``Analysis.to_dict()``), carried by
+    #: its events; :func:`public` leaves it out.
+    last_analysis: NotRequired[dict[str, Any]]
+
+
+class AnalysisRecord(TypedDict):
+    """One analysis of a rollout's step and what was decided on it."""
+
+    step: int
+    ts: float
+    verdict: str
+    action: str
+    reason: str
+    since: float
+    until: float
+    #: Requests and labelled outcomes per side (and the baseline's own window, when it
+    #: differs from the candidate's).
+    samples: dict[str, float]
+    #: ``Check.to_dict()`` of every check held.
+    checks: list[dict[str, Any]]
+    #: The strategy's reason for the step it took.
+    decision: str
+
+
+def rollout_from_row(row: sa.Row[Any]) -> Rollout:
     """A rollout as the API and the controller see it (JSON columns decoded)."""
-    out = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
-    out["options"] = json.loads(out["options"])
-    out["memo"] = json.loads(out["memo"])
-    out["held"] = json.loads(out["held"]) if out.get("held") else None
-    out["mirror"] = bool(out["mirror"])
-    out["active"] = out["state"] in ACTIVE
+    r = row._mapping
+    held = r["held"]
+    # In the order of the table's columns, as the API has always shown them.
+    return {
+        "id": r["id"],
+        "model": r["model"],
+        "candidate": r["candidate"],
+        "baseline": r["baseline"],
+        "strategy": r["strategy"],
+        "options": json.loads(r["options"]),
+        "state": r["state"],
+        "step": r["step"],
+        "weight": r["weight"],
+        "mirror": bool(r["mirror"]),
+        "failures": r["failures"],
+        "memo": json.loads(r["memo"]),
+        "held": json.loads(held) if held else None,
+        "step_started_at": r["step_started_at"],
+        "next_analysis_at": r["next_analysis_at"],
+        "started_at": r["started_at"],
+        "updated_at": r["updated_at"],
+        "finished_at": r["finished_at"],
+        "actor": r["actor"],
+        "reason": r["reason"],
+        "active": r["state"] in ACTIVE,
+    }
+
+
+def row_values(rollout: Rollout) -> dict[str, object]:
+    """The ``rollouts`` columns of a rollout (JSON columns serialised)."""
+    names = {c.name for c in rollouts_table.columns}
+    out: dict[str, object] = {k: v for k, v in rollout.items() if k in names}
+    out["options"] = json.dumps(rollout["options"])
+    out["memo"] = json.dumps(rollout["memo"])
+    out["held"] = json.dumps(rollout["held"]) if rollout.get("held") else None
     return out
 
 
-def public(rollout: dict[str, Any]) -> dict[str, Any]:
+def public(rollout: Rollout) -> Rollout:
     """A rollout as the API shows it (the controller's cached last analysis left out)."""
-    return {k: v for k, v in rollout.items() if k != "last_analysis"}
+    out = rollout.copy()
+    out.pop("last_analysis", None)
+    return out
+
+
+def step_record(step: Step) -> StepRecord:
+    return {
+        "action": step.action,
+        "weight": step.weight,
+        "index": step.index,
+        "mirror": step.mirror,
+        "confirm": step.confirm,
+        "reason": step.reason,
+        "memo": step.memo,
+    }
+
+
+def analysis_from_row(row: sa.Row[Any]) -> AnalysisRecord:
+    """An analysis as the API shows it: the row's step, time and action with the stored
+    analysis (``Analysis.to_dict()``) and the decision."""
+    detail = json.loads(row.detail)
+    return {
+        "step": row.step,
+        "ts": row.ts,
+        "verdict": detail["verdict"],
+        "action": row.action,
+        "reason": detail["reason"],
+        "since": detail["since"],
+        "until": detail["until"],
+        "samples": detail["samples"],
+        "checks": detail["checks"],
+        "decision": detail["decision"],
+    }

@@ -15,10 +15,9 @@ injected clock instead of sleeping.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
-from typing import Any
+from typing import Any, TypedDict
 
 import sqlalchemy as sa
 
@@ -29,20 +28,50 @@ from ..core.config import Config
 from ..core.context import Context
 from ..core.service import Service
 from ..ingest.interfaces import PredictionSink
-from ..registry.interfaces import VersionLifecycle
-from .controller import RolloutController, columns
-from .gateway import Gateway, parse_predict_body
+from ..registry.interfaces import DirectPromotion, DirectRollback, VersionLifecycle
+from .controller import RolloutController
+from .gateway import Answer, Gateway, parse_predict_body
 from .records import (
     ACTIVE,
     ROLLOUTS_SCHEMA,
+    AnalysisRecord,
+    Rollout,
     analyses_table,
+    analysis_from_row,
     public,
     rollout_from_row,
     rollouts_table,
+    row_values,
 )
 from .traffic import TrafficTables
 
-__all__ = ["RolloutService"]
+__all__ = ["Deployment", "Predictions", "RolloutReport", "RolloutService"]
+
+
+class RolloutReport(Rollout):
+    """A rollout with every analysis of it (measured values and thresholds)."""
+
+    analyses: list[AnalysisRecord]
+
+
+class Deployment(TypedDict):
+    """A model's deployment (``GET /api/models/{name}/deployment``)."""
+
+    model: str
+    traffic: dict[str, float]
+    #: The active (or latest) rollout.
+    rollout: RolloutReport | None
+    #: The version receiving a mirrored copy of the traffic (a shadow candidate).
+    mirror: str | None
+    gateway: bool
+
+
+class Predictions(TypedDict):
+    """What the gateway answered (``POST /api/models/{name}/predict``)."""
+
+    model: str
+    predictions: list[Answer]
+
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +98,11 @@ class RolloutService(Service):
         )
 
     @property
-    def active(self) -> dict[str, dict[str, Any]]:
+    def active(self) -> dict[str, Rollout]:
         """The active rollout of each model (held by the controller)."""
         return self.controller.active
 
-    def active_rollout(self, model: str) -> dict[str, Any] | None:
+    def active_rollout(self, model: str) -> Rollout | None:
         """The model's active rollout, or None."""
         return self.controller.active.get(model)
 
@@ -178,7 +207,7 @@ class RolloutService(Service):
 
     async def promote(
         self, model: str, version: str, *, strategy: str | None = None, actor: str
-    ) -> dict[str, Any]:
+    ) -> Rollout | DirectPromotion:
         """Put ``version`` in production: a rollout when a strategy applies (``strategy``,
         else the model's), a direct switch in the registry otherwise (or ``direct``)."""
         if strategy is not None and (not isinstance(strategy, str) or not strategy):
@@ -192,7 +221,7 @@ class RolloutService(Service):
 
     async def start_rollout(
         self, model: str, version: str, *, strategy: str | None = None, actor: str = "mlwarden"
-    ) -> dict[str, Any]:
+    ) -> Rollout:
         """Start rolling ``version`` out with ``strategy`` (default: the model's, else
         ``deployment.default_strategy``); the rollout. Conflict (409) when one is active."""
         registry = self.registry
@@ -201,15 +230,16 @@ class RolloutService(Service):
         instance = self.controller.strategy_for(name, None)
         async with self.controller.locks[model]:
             if model in self.active:
-                current = self.active[model]
+                active = self.active[model]
                 raise Conflict(
                     f"model {model!r} already has an active rollout of version "
-                    f"{current['candidate']} ({current['state']}, id "
-                    f"{current['id']}); roll it back or wait for it to finish"
+                    f"{active['candidate']} ({active['state']}, id "
+                    f"{active['id']}); roll it back or wait for it to finish"
                 )
             table = self.traffic_tables.get(model)
             production = await registry.production(model)
             current = production["version"] if production else None
+            baseline: str | None
             if table and current not in table:
                 baseline = max(sorted(table), key=lambda v: table[v])
             else:
@@ -230,17 +260,17 @@ class RolloutService(Service):
                     "rollout needs a version in validation, staging or deprecated"
                 )
             now = self.context.clock()
-            rollout = {
+            rollout: Rollout = {
                 "id": uuid.uuid4().hex, "model": model, "candidate": version,
                 "baseline": baseline, "strategy": name, "options": instance.options(),
                 "state": "pending", "step": -1, "weight": 0.0, "mirror": False,
                 "failures": 0, "memo": {}, "held": None, "step_started_at": now,
                 "next_analysis_at": now, "started_at": now, "updated_at": now,
                 "finished_at": None, "actor": actor, "reason": f"started by {actor}",
+                "active": True,
             }  # fmt: skip
             async with self.context.store.begin() as conn:
-                await conn.execute(rollouts_table.insert().values(**columns(rollout)))
-            rollout["active"] = True
+                await conn.execute(rollouts_table.insert().values(**row_values(rollout)))
             self.active[model] = rollout
             await self.controller.emit(
                 "rollout_started", rollout, Severity.INFO, f"rollout of {version} started ({name})"
@@ -250,7 +280,7 @@ class RolloutService(Service):
 
     async def rollback(
         self, model: str, *, version: str | None = None, actor: str
-    ) -> dict[str, Any]:
+    ) -> Rollout | DirectRollback:
         """Fast path, no analysis: end the active rollout (back to its baseline), or
         switch production back in the registry (the traffic table follows its event)."""
         async with self.controller.locks[model]:
@@ -270,13 +300,13 @@ class RolloutService(Service):
 
     # -- reads ---------------------------------------------------------------------
 
-    async def get(self, rollout_id: str) -> dict[str, Any]:
+    async def get(self, rollout_id: str) -> Rollout:
         row = await self.context.store.row_by_id(
             rollouts_table, rollout_id, missing=f"no rollout with id {rollout_id!r}"
         )
         return rollout_from_row(row)
 
-    async def history(self, model: str, limit: int = 20) -> list[dict[str, Any]]:
+    async def history(self, model: str, limit: int = 20) -> list[Rollout]:
         async with self.context.store.connect() as conn:
             rows = (
                 await conn.execute(
@@ -288,7 +318,7 @@ class RolloutService(Service):
             ).all()
         return [public(rollout_from_row(r)) for r in rows]
 
-    async def analyses(self, rollout_id: str) -> list[dict[str, Any]]:
+    async def analyses(self, rollout_id: str) -> list[AnalysisRecord]:
         async with self.context.store.connect() as conn:
             rows = (
                 await conn.execute(
@@ -297,27 +327,18 @@ class RolloutService(Service):
                     .order_by(analyses_table.c.id)
                 )
             ).all()
-        return [
-            {
-                "step": r.step,
-                "ts": r.ts,
-                "verdict": r.verdict,
-                "action": r.action,
-                **json.loads(r.detail),
-            }
-            for r in rows
-        ]
+        return [analysis_from_row(r) for r in rows]
 
-    async def deployment(self, model: str) -> dict[str, Any]:
+    async def deployment(self, model: str) -> Deployment:
         """The active (or latest) rollout with its analyses, and the traffic table."""
         try:
             table = await self.traffic(model)
         except NotFound:
             table = {}
         history = await self.history(model, limit=1)
-        rollout = history[0] if history else None
-        if rollout is not None:
-            rollout["analyses"] = await self.analyses(rollout["id"])
+        rollout: RolloutReport | None = None
+        if history:
+            rollout = {**history[0], "analyses": await self.analyses(history[0]["id"])}
         return {
             "model": model,
             "traffic": table,
@@ -332,7 +353,7 @@ class RolloutService(Service):
 
     # -- the gateway ---------------------------------------------------------------
 
-    async def predict(self, model: str, body: Any) -> dict[str, Any]:
+    async def predict(self, model: str, body: object) -> Predictions:
         if not self.context.config.deployment.gateway:
             raise NotFound(
                 "the gateway is switched off (deployment.gateway = false); ask "
@@ -343,7 +364,7 @@ class RolloutService(Service):
         answers = await self.gateway.predict(model, records, table, self.mirror_target(model))
         return {"model": model, "predictions": answers}
 
-    async def tick(self) -> list[dict[str, Any]]:
+    async def tick(self) -> list[Rollout]:
         """Advance every active rollout once; returns the rollouts after the tick."""
         return await self.controller.tick()
 

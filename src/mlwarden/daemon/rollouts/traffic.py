@@ -18,7 +18,7 @@ import math
 import re
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Protocol, TypedDict
 
 import sqlalchemy as sa
 
@@ -30,6 +30,8 @@ from ..core.store import create_tables
 __all__ = [
     "TRAFFIC_SCHEMA",
     "Router",
+    "TrafficBackend",
+    "TrafficChange",
     "TrafficTables",
     "key_point",
     "pick_version",
@@ -63,13 +65,30 @@ TRAFFIC_SCHEMA = [create_tables(traffic_table, traffic_changes)]
 _TOLERANCE = 1e-6
 
 
+class TrafficChange(TypedDict):
+    """One change of a model's traffic table (a ``traffic_changes`` row)."""
+
+    ts: float
+    weights: dict[str, float]
+    reason: str
+    actor: str
+
+
+class TrafficBackend(Protocol):
+    """A traffic backend plugin instance (``mlwarden_traffic_backends``)."""
+
+    async def apply(self, model: str, weights: dict[str, float]) -> None:
+        """Make the world route ``model``'s traffic by ``weights``."""
+        ...
+
+
 def key_point(model: str, key: str) -> float:
     """The key's point in [0, 1): SHA-256 of ``model`` and ``key``, first 8 bytes."""
     digest = hashlib.sha256(f"{model}\x1f{key}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
-def _natural(version: str) -> tuple[Any, ...]:
+def _natural(version: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", version) if p)
 
 
@@ -104,7 +123,7 @@ def pick_version(weights: Mapping[str, float], point: float) -> str:
     return Router(weights).pick(point)
 
 
-def validate_weights(model: str, weights: Any) -> dict[str, float]:
+def validate_weights(model: str, weights: object) -> dict[str, float]:
     """Check a traffic table; InvalidInput names the offending entry.
 
     Weights are shares in [0, 1] summing to 1 (within 1e-6); zero weights are dropped.
@@ -146,7 +165,7 @@ class TrafficTables:
         self.registry = registry
         self.tables: dict[str, dict[str, float]] = {}
         self.routers: dict[str, Router] = {}
-        self.backends: dict[str, Any] = {}
+        self.backends: dict[str, TrafficBackend] = {}
         self.backend_errors: dict[str, str] = {}
 
     def build_backends(self) -> None:
@@ -159,7 +178,7 @@ class TrafficTables:
         backend that asks for it, with a DeprecationWarning, for one release.
         """
         deployment = self.context.config.deployment
-        backends = {}
+        backends: dict[str, TrafficBackend] = {}
         for name in deployment.traffic_backends:
             cls = self.context.plugins.get("traffic_backend", name)
             options = dict(deployment.traffic_backend_options.get(name, {}))
@@ -247,7 +266,7 @@ class TrafficTables:
                 self.backend_errors[name] = f"{model}: {exc!r}"
                 self.context.plugin_failed(name, "traffic_backend.apply", exc)
 
-    async def history(self, model: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def history(self, model: str, limit: int = 50) -> list[TrafficChange]:
         async with self.context.store.connect() as conn:
             rows = (
                 await conn.execute(

@@ -11,7 +11,8 @@ model's trigger plugins on events and ticks (``scheduler.py``: table ``trigger_s
 metric ``mlwarden_triggers_fired_total``; event ``trigger_fired``; task
 ``scheduler-tick``).
 
-Exposes: the services' public methods (``submit``, ``get``, ``list``, ``cancel``).
+Exposes: the services' public methods (``submit``, ``get``, ``list``, ``cancel``), which
+return job records (``JobRecord``, defined with the table in ``records.py``).
 
 May import: ``core``, the contract, ``ingest.interfaces`` (outcomes for triggers, the
 prediction count) and ``registry.interfaces`` (registering what a job trained).

@@ -54,7 +54,17 @@ from .queue import (
     take_runner_lock,
     update_job,
 )
-from .records import STATES, TERMINAL_STATES, jobs_table, kill_job_processes, log_tail
+from .records import (
+    STATES,
+    TERMINAL_STATES,
+    JobColumns,
+    JobRecord,
+    JobState,
+    job_record,
+    jobs_table,
+    kill_job_processes,
+    log_tail,
+)
 from .steps import (
     NotRetryable,
     check_reported_data,
@@ -150,18 +160,18 @@ class JobService(Service):
             why = f"the daemon (pid {row['owner_pid']}) stopped while the job was running"
             if killed:
                 why += f"; killed leftover process group(s) {killed}"
-            await self._interrupt(dict(row), why)
+            await self._interrupt(job_record(row), why)
 
     # -- public API ----------------------------------------------------------------------
 
-    async def submit(self, model: str, *, reason: str, trigger: str = "manual") -> dict[str, Any]:
+    async def submit(self, model: str, *, reason: str, trigger: str = "manual") -> JobRecord:
         """Queue a training job for ``model``, or return the one already queued or running."""
         job, _created = await self.submit_job(model, reason=reason, trigger=trigger)
         return job
 
     async def submit_job(
         self, model: str, *, reason: str, trigger: str = "manual"
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[JobRecord, bool]:
         """As ``submit``, also saying whether a new job was created."""
         config = self.context.config.model(model)
         if config is None:
@@ -198,19 +208,19 @@ class JobService(Service):
         self._wake.set()
         return await self.get(job_id), True
 
-    async def get(self, job_id: str) -> dict[str, Any]:
+    async def get(self, job_id: str) -> JobRecord:
         """One job; NotFound if there is none with this id."""
         return await fetch_job(self.context.store, job_id)
 
     async def list(
         self, *, model: str | None = None, state: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[JobRecord]:
         """Jobs, newest first, optionally of one model and/or in one state."""
         if state is not None and state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}, got {state!r}")
         return await list_jobs(self.context.store, model=model, state=state, limit=limit)
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
+    async def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued or running job (a running one's process tree is killed)."""
         job = await self.get(job_id)
         if job["state"] in TERMINAL_STATES:
@@ -330,7 +340,7 @@ class JobService(Service):
             check_reported_data(self.context.config, result)
             version = await register_result(self.registry, job_id, model, result)
         except TrainingTimedOut as exc:
-            await self._finish(job_id, "timed_out", begun, error=str(exc))
+            await self._finish(job_id, "timed_out", begun, {"error": str(exc)})
         except Exception as exc:
             retry = not isinstance(exc, NotRetryable) and attempt < job["max_attempts"]
             if not isinstance(exc, TrainingFailed | NotRetryable):
@@ -339,21 +349,23 @@ class JobService(Service):
             if retry:
                 await self._retry(job_id, attempt, begun, message)
             else:
-                await self._finish(job_id, "failed", begun, error=message)
+                await self._finish(job_id, "failed", begun, {"error": message})
         else:
             await self._finish(
                 job_id,
                 "succeeded",
                 begun,
-                model_uri=result.model_uri,
-                run_id=result.run_id,
-                metrics=json.dumps(result.metrics),
-                version=version,
+                {
+                    "model_uri": result.model_uri,
+                    "run_id": result.run_id,
+                    "metrics": json.dumps(result.metrics),
+                    "version": version,
+                },
             )
 
     # -- state changes -------------------------------------------------------------------
 
-    async def _update(self, job_id: str, values: dict[str, Any], *, expect: str) -> bool:
+    async def _update(self, job_id: str, values: JobColumns, *, expect: JobState) -> bool:
         return await update_job(
             self.context.store, job_id, values, expect=expect, now=self.context.clock()
         )
@@ -362,7 +374,8 @@ class JobService(Service):
         path = self.jobs_dir / job_id / "train.log"
         return await asyncio.to_thread(log_tail, path, self.context.config.training.log_tail_lines)
 
-    async def _finish(self, job_id: str, state: str, begun: float, **values: Any) -> None:
+    async def _finish(self, job_id: str, state: JobState, begun: float, values: JobColumns) -> None:
+        """End a running job in ``state`` with ``values`` (its result, or its error)."""
         now = self.context.clock()
         tail = await self._tail(job_id)
         updated = await self._update(
@@ -412,20 +425,20 @@ class JobService(Service):
 
     async def _cancelled(self, job_id: str, begun: float) -> None:
         if job_id in self._cancel_requested:
-            await self._finish(job_id, "cancelled", begun, error="cancelled by an operator")
+            await self._finish(job_id, "cancelled", begun, {"error": "cancelled by an operator"})
             return
-        row = await self.get(job_id)
-        await self._interrupt(row, "the daemon stopped while the job was running")
+        job = await self.get(job_id)
+        await self._interrupt(job, "the daemon stopped while the job was running")
 
-    async def _interrupt(self, row: dict[str, Any], why: str) -> None:
+    async def _interrupt(self, job: JobRecord, why: str) -> None:
         """Mark a running job interrupted and, by policy, queue its continuation."""
         now = self.context.clock()
         requeue = self.context.config.training.requeue_interrupted
         new_id = uuid.uuid4().hex if requeue else None
-        tail = await self._tail(row["id"])
+        tail = await self._tail(job["id"])
         interrupted = await interrupt_job(
             self.context.store,
-            row,
+            job,
             why=why,
             tail=tail,
             now=now,
@@ -437,14 +450,14 @@ class JobService(Service):
         self.context.metrics.training_jobs_total.labels("interrupted").inc()
         logger.warning(
             "training job %s interrupted (%s)%s",
-            row["id"],
+            job["id"],
             why,
             f"; requeued as {new_id}" if new_id else "",
         )
         await self.context.audit.record(
             actor="mlwarden",
             action="training job interrupted",
-            target=f"model={row['model']},job={row['id']}",
+            target=f"model={job['model']},job={job['id']}",
             outcome="interrupted",
             detail={"why": why, "requeued_as": new_id},
         )

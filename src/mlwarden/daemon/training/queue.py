@@ -11,11 +11,21 @@ from __future__ import annotations
 import fcntl
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
-from .records import ACTIVE_STATES, STATES, job_record, jobs_table
+from ..core.store import Store
+from .records import (
+    ACTIVE_STATES,
+    STATES,
+    JobColumns,
+    JobRecord,
+    JobState,
+    job_record,
+    jobs_table,
+)
 
 __all__ = [
     "active_job",
@@ -57,9 +67,9 @@ def new_job(
     now: float,
     jobs_dir: Path,
     requeued_from: str | None = None,
-) -> dict[str, Any]:
+) -> JobColumns:
     """The row of a newly queued job, due now, logging under ``jobs_dir/<id>``."""
-    values = {
+    values: JobColumns = {
         "id": job_id,
         "model": model,
         "state": "queued",
@@ -77,13 +87,13 @@ def new_job(
     return values
 
 
-async def fetch_job(store: Any, job_id: str) -> dict[str, Any]:
+async def fetch_job(store: Store, job_id: str) -> JobRecord:
     """One job; NotFound if there is none with this id."""
     row = await store.row_by_id(jobs_table, job_id, missing=f"training job {job_id!r} not found")
     return job_record(row._mapping)
 
 
-async def active_job(store: Any, model: str) -> dict[str, Any] | None:
+async def active_job(store: Store, model: str) -> JobRecord | None:
     """The model's queued or running job, if any (there is at most one)."""
     async with store.connect() as conn:
         row = (
@@ -101,8 +111,8 @@ async def active_job(store: Any, model: str) -> dict[str, Any] | None:
 
 
 async def list_jobs(
-    store: Any, *, model: str | None, state: str | None, limit: int
-) -> list[dict[str, Any]]:
+    store: Store, *, model: str | None, state: str | None, limit: int
+) -> list[JobRecord]:
     """Jobs, newest first, optionally of one model and/or in one state."""
     query = sa.select(jobs_table).order_by(jobs_table.c.created_at.desc()).limit(limit)
     if model is not None:
@@ -114,7 +124,7 @@ async def list_jobs(
     return [job_record(r) for r in rows]
 
 
-async def queued_jobs(store: Any) -> list[Any]:
+async def queued_jobs(store: Store) -> list[RowMapping]:
     """The queued rows, oldest first."""
     async with store.connect() as conn:
         return list(
@@ -130,7 +140,7 @@ async def queued_jobs(store: Any) -> list[Any]:
         )
 
 
-async def running_jobs(store: Any) -> list[Any]:
+async def running_jobs(store: Store) -> list[RowMapping]:
     """The rows in state ``running``."""
     async with store.connect() as conn:
         return list(
@@ -140,33 +150,33 @@ async def running_jobs(store: Any) -> list[Any]:
         )
 
 
-async def state_counts(store: Any) -> dict[str, int]:
+async def state_counts(store: Store) -> dict[str, int]:
     """The number of jobs in each state (every state present, zero included)."""
     async with store.connect() as conn:
         rows = await conn.execute(
             sa.select(jobs_table.c.state, sa.func.count()).group_by(jobs_table.c.state)
         )
-        counts = dict(rows.all())
+        counts = {state: count for state, count in rows.all()}
     return {state: int(counts.get(state, 0)) for state in STATES}
 
 
 async def update_job(
-    store: Any, job_id: str, values: dict[str, Any], *, expect: str, now: float
+    store: Store, job_id: str, values: JobColumns, *, expect: JobState, now: float
 ) -> bool:
     """Change a job that is in state ``expect``; False if it is not (any more)."""
-    values = {**values, "updated_at": now}
+    changes: JobColumns = {**values, "updated_at": now}
     async with store.begin() as conn:
         result = await conn.execute(
             jobs_table.update()
             .where(jobs_table.c.id == job_id, jobs_table.c.state == expect)
-            .values(**values)
+            .values(**changes)
         )
     return result.rowcount == 1
 
 
 async def interrupt_job(
-    store: Any,
-    row: dict[str, Any],
+    store: Store,
+    job: JobRecord,
     *,
     why: str,
     tail: str,
@@ -174,14 +184,14 @@ async def interrupt_job(
     new_id: str | None,
     jobs_dir: Path,
 ) -> bool:
-    """Mark a running job interrupted and queue ``new_id`` continuing it, in one transaction.
+    """Mark a running ``job`` interrupted and queue ``new_id`` continuing it, in one transaction.
 
     False (and nothing changed) if the job was no longer running.
     """
     async with store.begin() as conn:
         result = await conn.execute(
             jobs_table.update()
-            .where(jobs_table.c.id == row["id"], jobs_table.c.state == "running")
+            .where(jobs_table.c.id == job["id"], jobs_table.c.state == "running")
             .values(
                 state="interrupted",
                 finished_at=now,
@@ -198,14 +208,14 @@ async def interrupt_job(
                 jobs_table.insert(),
                 new_job(
                     new_id,
-                    model=row["model"],
-                    reason=row["reason"],
-                    trigger=row["trigger"],
-                    attempt=max(row["attempt"] - 1, 0),
-                    max_attempts=row["max_attempts"],
+                    model=job["model"],
+                    reason=job["reason"],
+                    trigger=job["trigger"],
+                    attempt=max(job["attempt"] - 1, 0),
+                    max_attempts=job["max_attempts"],
                     now=now,
                     jobs_dir=jobs_dir,
-                    requeued_from=row["id"],
+                    requeued_from=job["id"],
                 ),
             )
     return True

@@ -11,16 +11,19 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Literal, TypedDict
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
 __all__ = [
     "ACTIVE_STATES",
     "STATES",
     "TERMINAL_STATES",
+    "JobColumns",
+    "JobRecord",
+    "JobState",
     "job_record",
     "jobs_table",
     "kill_job_processes",
@@ -29,8 +32,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ACTIVE_STATES = ("queued", "running")
-TERMINAL_STATES = ("succeeded", "failed", "timed_out", "cancelled", "interrupted")
+JobState = Literal[
+    "queued", "running", "succeeded", "failed", "timed_out", "cancelled", "interrupted"
+]
+ACTIVE_STATES: tuple[JobState, ...] = ("queued", "running")
+TERMINAL_STATES: tuple[JobState, ...] = (
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "interrupted",
+)
 STATES = ACTIVE_STATES + TERMINAL_STATES
 
 metadata = sa.MetaData()
@@ -70,8 +82,65 @@ jobs_table = sa.Table(
 )
 
 
-def job_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A job as the API and ``warden.service("jobs")`` return it."""
+class JobColumns(TypedDict, total=False):
+    """Column values of a ``training_jobs`` row, to insert or to change (``metrics`` as
+    JSON text)."""
+
+    id: str
+    model: str
+    state: JobState
+    reason: str
+    trigger: str
+    attempt: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    not_before: float
+    started_at: float | None
+    finished_at: float | None
+    owner_pid: int | None
+    requeued_from: str | None
+    requeued_as: str | None
+    model_uri: str | None
+    run_id: str | None
+    metrics: str | None
+    version: str | None
+    error: str | None
+    log_path: str | None
+    log_tail: str | None
+
+
+class JobRecord(TypedDict):
+    """A training job as the API (``GET /api/jobs/{id}``) and the jobs service show it."""
+
+    id: str
+    model: str
+    state: JobState
+    reason: str
+    #: ``manual`` or the name of the trigger that asked for it.
+    trigger: str
+    attempt: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    #: When the job may run next (a retry waits out its backoff).
+    not_before: float
+    started_at: float | None
+    finished_at: float | None
+    duration_seconds: float | None
+    requeued_from: str | None
+    requeued_as: str | None
+    model_uri: str | None
+    run_id: str | None
+    metrics: dict[str, float]
+    version: str | None
+    error: str | None
+    log_path: str | None
+    log_tail: str
+
+
+def job_record(row: RowMapping) -> JobRecord:
+    """A job as the API and the jobs service return it."""
     started, finished = row["started_at"], row["finished_at"]
     return {
         "id": row["id"],

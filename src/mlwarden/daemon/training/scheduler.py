@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 import sqlalchemy as sa
 
@@ -28,8 +29,9 @@ from ..core.context import Context, PluginClasses
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from .jobs import JobService
+from .records import JobRecord
 
-__all__ = ["SchedulerService"]
+__all__ = ["ScheduledTrigger", "SchedulerService", "Trigger", "TriggerState"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +47,49 @@ trigger_state = sa.Table(
     sa.Column("last_reason", sa.Text),
 )
 
+
+class TriggerState(TypedDict):
+    """When a model's trigger was first watched and last fired (a ``trigger_state`` row)."""
+
+    model: str
+    trigger: str
+    armed_at: float
+    last_fired: float | None
+    last_reason: str | None
+
+
+class Trigger(Protocol):
+    """A retraining trigger plugin instance (``mlwarden_triggers``); it may also have a
+    ``cooldown_seconds`` attribute."""
+
+    def evaluate(self, context: TriggerContext) -> Decision | Awaitable[Decision]:
+        """Whether to retrain now, and why."""
+        ...
+
+
+@runtime_checkable
+class ScheduledTrigger(Trigger, Protocol):
+    """A trigger that knows when it fires next (the ``schedule`` trigger)."""
+
+    def next_run(self, after: float) -> float:
+        """The first time it fires after ``after`` (Unix time)."""
+        ...
+
+
 #: Events the scheduler itself causes; triggers never react to them.
 _OWN_EVENTS = frozenset(
     {"trigger_fired", "training_started", "training_succeeded", "training_failed"}
 )
 
 
-def build_triggers(plugins: PluginClasses, config: Config, model: ModelConfig) -> dict[str, Any]:
+def build_triggers(
+    plugins: PluginClasses, config: Config, model: ModelConfig
+) -> dict[str, Trigger]:
     """The trigger instances of ``model``; PluginError names the model and trigger."""
     names = list(model.triggers)
     if model.schedule and "schedule" not in names:
         names.insert(0, "schedule")
-    out: dict[str, Any] = {}
+    out: dict[str, Trigger] = {}
     for name in names:
         cls = plugins.get("trigger", name)
         options = dict(model.trigger_options.get(name, {}))
@@ -84,11 +117,11 @@ class SchedulerService(Service):
         super().__init__(context)
         self.jobs = jobs
         self.outcomes = outcomes
-        self.triggers: dict[str, dict[str, Any]] = self._build(context.config)
+        self.triggers: dict[str, dict[str, Trigger]] = self._build(context.config)
         self._locks: dict[str, asyncio.Lock] = {}
-        self._state: dict[tuple[str, str], dict[str, Any]] = {}
+        self._state: dict[tuple[str, str], TriggerState] = {}
 
-    def _build(self, config: Config) -> dict[str, dict[str, Any]]:
+    def _build(self, config: Config) -> dict[str, dict[str, Trigger]]:
         return {m.name: build_triggers(self.context.plugins, config, m) for m in config.models}
 
     async def start(self) -> None:
@@ -109,9 +142,18 @@ class SchedulerService(Service):
         """Load persisted trigger state; record first sight of new (model, trigger) pairs."""
         async with self.context.store.connect() as conn:
             rows = (await conn.execute(sa.select(trigger_state))).mappings().all()
-        self._state = {(r["model"], r["trigger"]): dict(r) for r in rows}
+        self._state = {
+            (r["model"], r["trigger"]): {
+                "model": r["model"],
+                "trigger": r["trigger"],
+                "armed_at": r["armed_at"],
+                "last_fired": r["last_fired"],
+                "last_reason": r["last_reason"],
+            }
+            for r in rows
+        }
         now = self.context.clock()
-        new = [
+        new: list[TriggerState] = [
             {"model": m, "trigger": t, "armed_at": now, "last_fired": None, "last_reason": None}
             for m, triggers in self.triggers.items()
             for t in triggers
@@ -125,11 +167,11 @@ class SchedulerService(Service):
 
     def next_runs(self) -> dict[str, float]:
         """When each scheduled model runs next (Unix time)."""
-        out = {}
+        out: dict[str, float] = {}
         for model, triggers in self.triggers.items():
             schedule = triggers.get("schedule")
             state = self._state.get((model, "schedule"))
-            if schedule is not None and state is not None:
+            if isinstance(schedule, ScheduledTrigger) and state is not None:
                 out[model] = schedule.next_run(state["last_fired"] or state["armed_at"])
         return out
 
@@ -141,7 +183,7 @@ class SchedulerService(Service):
                 logger.exception("scheduler tick failed")
             await asyncio.sleep(self.context.config.training.scheduler_interval_seconds)
 
-    async def tick(self) -> list[dict[str, Any]]:
+    async def tick(self) -> list[JobRecord]:
         """Evaluate every model's triggers without an event; return the jobs submitted."""
         jobs = []
         for model in list(self.triggers):
@@ -154,7 +196,7 @@ class SchedulerService(Service):
             return
         await self.evaluate(event.model, event)
 
-    async def evaluate(self, model: str, event: Event | None) -> list[dict[str, Any]]:
+    async def evaluate(self, model: str, event: Event | None) -> list[JobRecord]:
         """Evaluate ``model``'s triggers for ``event`` (None: a tick); submit what fires."""
         fired: list[tuple[str, Decision]] = []
         lock = self._locks.setdefault(model, asyncio.Lock())
@@ -201,12 +243,12 @@ class SchedulerService(Service):
                 .where(trigger_state.c.model == model, trigger_state.c.trigger == name)
                 .values(last_fired=now, last_reason=reason)
             )
-        self._state[(model, name)].update(last_fired=now, last_reason=reason)
+        self._state[(model, name)].update({"last_fired": now, "last_reason": reason})
 
-    async def _fire(self, model: str, name: str, decision: Decision) -> dict[str, Any] | None:
+    async def _fire(self, model: str, name: str, decision: Decision) -> JobRecord | None:
         self.context.metrics.triggers_fired.labels(model, name).inc()
         logger.info("trigger %s fired for %s: %s", name, model, decision.reason)
-        job: dict[str, Any] | None = None
+        job: JobRecord | None = None
         created = False
         try:
             job, created = await self.jobs.submit_job(model, reason=decision.reason, trigger=name)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ...errors import PluginError
 from ...types import Event, Severity, TrainingJob, TrainingResult
@@ -11,9 +12,11 @@ from ..core.config import Config
 from ..core.context import PluginClasses
 from ..ingest.interfaces import PredictionCounter
 from ..registry.interfaces import VersionRegistrar
+from .records import JobRecord, JobState
 
 __all__ = [
     "NotRetryable",
+    "Trainer",
     "check_reported_data",
     "check_training_data",
     "make_trainer",
@@ -27,7 +30,15 @@ class NotRetryable(Exception):
     """A failure that another attempt cannot fix (no data, bad config, registry)."""
 
 
-def make_trainer(plugins: PluginClasses, model: str, options: dict[str, Any]) -> Any:
+class Trainer(Protocol):
+    """A trainer plugin instance (``mlwarden_trainers``)."""
+
+    async def train(self, job: TrainingJob) -> TrainingResult:
+        """Run one attempt of ``job`` within its timeout; raise when it fails."""
+        ...
+
+
+def make_trainer(plugins: PluginClasses, model: str, options: Mapping[str, Any]) -> Trainer:
     """The model's trainer plugin built from its ``[models.trainer]`` options."""
     opts = dict(options)
     plugin = opts.pop("plugin", "command")
@@ -38,12 +49,13 @@ def make_trainer(plugins: PluginClasses, model: str, options: dict[str, Any]) ->
         raise PluginError(f"model {model!r}: trainer {plugin!r}: {exc}") from exc
 
 
-def training_request(config: Config, job: dict[str, Any], job_dir: Path) -> TrainingJob:
+def training_request(config: Config, job: JobRecord, job_dir: Path) -> TrainingJob:
     """The trainer's request for this attempt of ``job``; opens its log with a banner."""
     training = config.training
     job_id, model, attempt = job["id"], job["model"], job["attempt"]
     job_dir.mkdir(parents=True, exist_ok=True)
-    with open(job["log_path"], "a", encoding="utf-8") as log:
+    log_path = job["log_path"] or str(job_dir / "train.log")
+    with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"=== mlwarden: attempt {attempt} of job {job_id} ({model}) ===\n")
     return TrainingJob(
         id=job_id,
@@ -51,7 +63,7 @@ def training_request(config: Config, job: dict[str, Any], job_dir: Path) -> Trai
         reason=job["reason"],
         tracking_uri=config.tracking_uri,
         output_path=str(job_dir / "output.json"),
-        log_path=job["log_path"],
+        log_path=log_path,
         timeout_seconds=training.job_timeout_hours * 3600.0,
         options={
             "kill_grace_seconds": training.kill_grace_seconds,
@@ -87,7 +99,7 @@ def check_reported_data(config: Config, result: TrainingResult) -> None:
 
 async def register_result(
     registry: VersionRegistrar, job_id: str, model: str, result: TrainingResult
-) -> str | None:
+) -> str:
     """Register the trained model as a new version in validation; return the version."""
     params = {k: v for k, v in result.params.items() if k != "data_points"} or None
     lineage = {"training_job": job_id}
@@ -104,13 +116,17 @@ async def register_result(
         )
     except Exception as exc:
         raise NotRetryable(f"registering {result.model_uri} failed: {exc}") from exc
-    return str(record.get("version")) if record.get("version") is not None else None
+    return record["version"]
 
 
-def outcome_event(job: dict[str, Any], state: str, tail: str) -> Event:
+def outcome_event(job: JobRecord, state: JobState, tail: str) -> Event:
     """The event announcing that ``job`` ended in ``state`` (``tail``: its log's end)."""
     job_id = job["id"]
-    data = {"job_id": job_id, "reason": job["reason"], "attempt": job["attempt"]}
+    data: dict[str, object] = {
+        "job_id": job_id,
+        "reason": job["reason"],
+        "attempt": job["attempt"],
+    }
     if state == "succeeded":
         data.update(version=job["version"], model_uri=job["model_uri"], metrics=job["metrics"])
         kind, severity = "training_succeeded", Severity.INFO
