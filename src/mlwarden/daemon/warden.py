@@ -37,8 +37,11 @@ from .ingest.service import IngestService
 from .monitoring.compare import compare_versions
 from .monitoring.drift import MonitorService
 from .monitoring.performance import PerformanceService
+from .registry.cleanup import CleanupReport
 from .registry.input import parse_ref
+from .registry.interfaces import DirectPromotion, DirectRollback, VersionRecord
 from .registry.service import RegistryService
+from .rollouts.interfaces import Rollout
 from .rollouts.service import RolloutService
 from .training.jobs import JobService
 from .training.scheduler import SchedulerService
@@ -181,20 +184,20 @@ class Warden(Context):
 
     # -- the in-process API ----------------------------------------------------------
 
-    async def register_model(self, model: str, **registration: Any) -> dict[str, Any]:
+    async def register_model(self, model: str, **registration: Any) -> VersionRecord:
         """Register a model version (``POST /api/models/{name}/versions``); its record."""
         return await self.registry.register(model, **registration)
 
     async def promote(
         self, model: str, version: str, *, strategy: str | None = None, actor: str = "api"
-    ) -> dict[str, Any]:
+    ) -> Rollout | DirectPromotion:
         """Put ``version`` of ``model`` in production: through a rollout when a strategy
         applies (asked for, or the model's), else directly."""
         return await self.rollouts.promote(model, version, strategy=strategy, actor=actor)
 
     async def rollback(
         self, model: str, version: str | None = None, *, actor: str = "api"
-    ) -> dict[str, Any]:
+    ) -> Rollout | DirectRollback:
         """Restore the previous production version of ``model`` (or ``version``)."""
         return await self.rollouts.rollback(model, version=version, actor=actor)
 
@@ -217,7 +220,7 @@ class Warden(Context):
         dry_run: bool = False,
         model: str | None = None,
         actor: str = "api",
-    ) -> dict[str, Any]:
+    ) -> CleanupReport:
         """Remove deprecated/archived/failed versions older than ``older_than_days``."""
         return await self.registry.cleanup(
             older_than_days=older_than_days, dry_run=dry_run, model=model, actor=actor

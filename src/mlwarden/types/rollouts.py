@@ -19,6 +19,7 @@ every strategy option error uses.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -86,12 +87,13 @@ class Analysis:
     """The verdict on one interval: each check with its measured values and threshold.
 
     ``inconclusive`` means too few samples on either side: the rollout waits, it does
-    not fail.
+    not fail. ``samples`` counts requests and labelled outcomes per side, and holds the
+    baseline's own window (``baseline_since``, ``baseline_until``) when it differs.
     """
 
     verdict: Verdict
     checks: tuple[Check, ...] = ()
-    samples: dict[str, int] = field(default_factory=dict)
+    samples: dict[str, float] = field(default_factory=dict)
     since: float = 0.0
     until: float = 0.0
     reason: str = ""
@@ -211,7 +213,7 @@ class AliasRegistry(Protocol):
     ``GET /api/models/{name}/versions/{version}``.
     """
 
-    async def production(self, model: str) -> dict[str, Any] | None:
+    async def production(self, model: str) -> Mapping[str, Any] | None:
         """The record of the version in production, or None."""
         ...
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidInput
-from ..experiments.records import parse_arms
+from ..experiments.records import parse_arms, public
 from .auth import identity
 from .http import WARDEN, Route, json_response, query_limit, read_json
 
@@ -87,7 +87,7 @@ async def start_experiment(request: web.Request) -> web.Response:
     record = await service.start_experiment(
         model, version_a, version_b, actor=identity(request).name, **kwargs
     )
-    return json_response(_public(record), 201)
+    return json_response(public(record), 201)
 
 
 async def experiment_history(request: web.Request) -> web.Response:
@@ -98,23 +98,22 @@ async def experiment_history(request: web.Request) -> web.Response:
     limit = query_limit(request)
     service = request.app[WARDEN].experiments
     records = await service.history(model=request.query.get("model"), status=status, limit=limit)
-    return json_response({"experiments": [_public(r) for r in records]})
+    return json_response({"experiments": [public(r) for r in records]})
 
 
 async def get_experiment(request: web.Request) -> web.Response:
     """One experiment with its latest result and its evaluations (newest first)."""
     service = request.app[WARDEN].experiments
     experiment_id = request.match_info["id"]
-    record = _public(await service.get(experiment_id))
-    record["evaluation_history"] = await service.evaluations(experiment_id)
-    return json_response(record)
+    record = public(await service.get(experiment_id))
+    return json_response({**record, "evaluation_history": await service.evaluations(experiment_id)})
 
 
 async def evaluate_experiment(request: web.Request) -> web.Response:
     """Evaluate now; a final recommendation concludes the experiment."""
     service = request.app[WARDEN].experiments
     record = await service.evaluate(request.match_info["id"], actor=identity(request).name)
-    return json_response(_public(record))
+    return json_response(public(record))
 
 
 async def stop_experiment(request: web.Request) -> web.Response:
@@ -132,13 +131,7 @@ async def stop_experiment(request: web.Request) -> web.Response:
     record = await service.stop_experiment(
         request.match_info["id"], actor=identity(request).name, reason=reason
     )
-    return json_response(_public(record))
-
-
-def _public(record: dict[str, Any]) -> dict[str, Any]:
-    from ..experiments.records import public
-
-    return public(record)
+    return json_response(public(record))
 
 
 def experiment_routes() -> list[Route]:

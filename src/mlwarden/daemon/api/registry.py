@@ -60,8 +60,7 @@ async def get_version(request: web.Request) -> web.Response:
     registry = _registry(request)
     name, version = request.match_info["name"], request.match_info["version"]
     record = await registry.get(name, version)
-    record["history"] = await registry.history(name, version)
-    return json_response(record)
+    return json_response({**record, "history": await registry.history(name, version)})
 
 
 async def change_status(request: web.Request) -> web.Response:

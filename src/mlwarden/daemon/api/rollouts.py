@@ -87,8 +87,7 @@ async def rollout(request: web.Request) -> web.Response:
     """One rollout with every analysis (measured values and thresholds)."""
     service = _rollouts(request)
     found = await service.get(request.match_info["id"])
-    found["analyses"] = await service.analyses(found["id"])
-    return json_response(found)
+    return json_response({**found, "analyses": await service.analyses(found["id"])})
 
 
 def rollout_routes() -> list[Route]:

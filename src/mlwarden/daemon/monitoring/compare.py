@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import NotFound
-from ..registry.interfaces import VersionRecords
+from ..registry.interfaces import VersionRecord, VersionRecords
 from .drift import MonitorService
 from .performance import PerformanceService
 
@@ -29,7 +29,8 @@ async def compare_versions(
     metrics = {}
     for key in sorted(set(records[0]["metrics"]) | set(records[1]["metrics"])):
         va, vb = records[0]["metrics"].get(key), records[1]["metrics"].get(key)
-        metrics[key] = {"a": va, "b": vb, "diff": (vb - va) if None not in (va, vb) else None}
+        diff = vb - va if va is not None and vb is not None else None
+        metrics[key] = {"a": va, "b": vb, "diff": diff}
     pa, pb = records[0]["params"], records[1]["params"]
     params = {
         "changed": {
@@ -57,7 +58,7 @@ async def compare_versions(
     }
 
 
-def _summary(record: dict[str, Any]) -> dict[str, Any]:
+def _summary(record: VersionRecord) -> dict[str, Any]:
     keys = ("model", "version", "mlflow_version", "status", "framework", "model_uri", "created_at")
     return {k: record.get(k) for k in keys} | {"aliases": record.get("aliases", [])}
 
