@@ -311,3 +311,38 @@ async def test_a_second_warden_on_the_same_base_path_runs_no_jobs(make_config, t
         assert done["state"] == "failed"  # record.py writes no output file
         assert len(list(records.glob("*.json"))) == 1  # ran once, by the lock holder
         assert second.jobs._running == {}
+
+
+async def test_a_job_cancelled_before_its_task_first_ran_ends_cancelled(make_config, monkeypatch):
+    """The runner starts a job (row ``running``, task created) while a cancel is looking
+    the job up: the cancel reaches the task before its first step, so the task's own
+    cleanup never runs; the job must still end ``cancelled``, not stay ``running``."""
+    from mlwarden.daemon.training.queue import take_runner_lock
+    from mlwarden.daemon.warden import Warden
+
+    config = make_config(
+        "[training]\nmin_training_data_points = 0\n"
+        + command_model("m", [PY, "-c", "raise SystemExit(1)"])
+    )
+    jobs_dir = config.base_path / "jobs"
+    jobs_dir.mkdir(parents=True)
+    lock = take_runner_lock(jobs_dir / "runner.lock")  # this Warden stands by: no runner
+    try:
+        async with Warden(config) as w:
+            job = await w.jobs.submit("m", reason="cancelled at once")
+            running = {"state": "running", "attempt": 1, "started_at": w.clock()}
+            assert await w.jobs._update(job["id"], running, expect="queued")
+            look_up = w.jobs.get
+
+            async def get_while_the_runner_starts_it(job_id: str):
+                record = await look_up(job_id)
+                monkeypatch.undo()  # once: the lookup of the cancel
+                w.jobs._running[job_id] = w.spawn(w.jobs._run(job_id), name="job")  # dispatch
+                return record
+
+            monkeypatch.setattr(w.jobs, "get", get_while_the_runner_starts_it)
+            cancelled = await w.jobs.cancel(job["id"])
+            assert cancelled["state"] == "cancelled"
+            assert w.jobs._running == {}
+    finally:
+        lock.close()

@@ -230,6 +230,13 @@ class JobService(Service):
             self._cancel_requested.add(job_id)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            if self._running.get(job_id) is task:
+                # Cancelled before its first step: _run never ran, so nothing recorded it.
+                try:
+                    await self._cancelled(job_id, time.monotonic())
+                finally:
+                    self._running.pop(job_id, None)
+                    self._cancel_requested.discard(job_id)
             return await self.get(job_id)
         updated = await self._update(
             job_id,
