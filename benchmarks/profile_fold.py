@@ -17,7 +17,9 @@ import time
 import numpy as np
 
 from mlwarden.daemon.core.memory import tune_malloc
-from mlwarden.daemon.profiles.profile import Columns, Layout, Profile
+from mlwarden.daemon.profiles.columns import Columns
+from mlwarden.daemon.profiles.layout import Layout
+from mlwarden.daemon.profiles.profile import Profile
 
 FEATURES = 51
 SAMPLE = 5000

@@ -17,7 +17,7 @@ import pytest
 from mlwarden.daemon.ingest.batches import PredictionBatch, parse_predictions
 from mlwarden.daemon.ingest.decode import decode_batch, decode_json, may_hold_booleans
 from mlwarden.daemon.ingest.records import decode_records
-from mlwarden.daemon.profiles.profile import Layout
+from mlwarden.daemon.profiles.layout import Layout
 from mlwarden.errors import InvalidInput
 
 NOW = time.time()

@@ -13,7 +13,9 @@ import sqlalchemy as sa
 
 from mlwarden.daemon.ingest.tables import profile_table
 from mlwarden.daemon.ingest.window import BucketWindow
-from mlwarden.daemon.profiles.profile import Columns, Layout, Profile
+from mlwarden.daemon.profiles.columns import Columns
+from mlwarden.daemon.profiles.layout import Layout
+from mlwarden.daemon.profiles.profile import Profile
 from mlwarden.daemon.warden import Warden
 
 

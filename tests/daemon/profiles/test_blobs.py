@@ -8,7 +8,9 @@ import zipfile
 import numpy as np
 
 from mlwarden.daemon.profiles.blobs import decode_bucket, npz_views, zip_members
-from mlwarden.daemon.profiles.profile import Columns, Layout, Profile
+from mlwarden.daemon.profiles.columns import Columns
+from mlwarden.daemon.profiles.layout import Layout
+from mlwarden.daemon.profiles.profile import Profile
 
 
 def bucket(rows: int, rng: np.random.Generator, sample_size: int) -> tuple[Layout, Profile]:

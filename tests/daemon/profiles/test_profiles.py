@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mlwarden.daemon.profiles.profile import OTHER, Columns, Layout, Profile
+from mlwarden.daemon.profiles.columns import Columns
+from mlwarden.daemon.profiles.layout import OTHER, Layout
+from mlwarden.daemon.profiles.profile import Profile
 
 
 def layout(edges: np.ndarray, categories=(("a", "b", "c"),), top_k: int = 2) -> Layout:
@@ -154,7 +156,7 @@ def test_serialisation_round_trip():
 
 
 def test_journal_columns_round_trip_and_old_npz_blobs_still_read():
-    from mlwarden.daemon.profiles.profile import _pack
+    from mlwarden.daemon.profiles.layout import pack_arrays
 
     rng = np.random.default_rng(6)
     numeric = rng.normal(size=(7, 3)).T.copy().T  # not C-contiguous: written in C order
@@ -167,7 +169,7 @@ def test_journal_columns_round_trip_and_old_npz_blobs_still_read():
         old = {"numeric": cols.numeric, "codes": cols.codes}
         if cols.nulls is not None:
             old["nulls"] = cols.nulls
-        for blob in (cols.to_bytes(), _pack(old)):
+        for blob in (cols.to_bytes(), pack_arrays(old)):
             back = Columns.from_bytes(blob)
             np.testing.assert_array_equal(back.numeric, cols.numeric)
             np.testing.assert_array_equal(back.codes, cols.codes)

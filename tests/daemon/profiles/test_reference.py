@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mlwarden.daemon.core.config import ModelConfig, MonitoringConfig
-from mlwarden.daemon.profiles.profile import Layout
+from mlwarden.daemon.profiles.layout import Layout
 from mlwarden.daemon.profiles.reference import build_reference
 from mlwarden.errors import ConfigError, Conflict
 

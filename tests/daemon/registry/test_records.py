@@ -6,9 +6,8 @@ import sqlalchemy as sa
 
 from mlwarden.daemon.registry.gates import GateCheck, GateReport
 from mlwarden.daemon.registry.input import clean_registration
+from mlwarden.daemon.registry.records import TransitionRecord, VersionRecord
 from mlwarden.daemon.registry.tables import (
-    TransitionRecord,
-    VersionRecord,
     record_from_row,
     row_values,
     transitions_table,

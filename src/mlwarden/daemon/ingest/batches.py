@@ -19,7 +19,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..profiles.profile import Columns, Layout
+from ..profiles.columns import Columns
+from ..profiles.layout import Layout
 from .validate import (
     BatchRejected,
     bool_column,

@@ -26,7 +26,7 @@ import orjson
 import simdjson
 
 from ...errors import InvalidInput
-from ..profiles.profile import Layout
+from ..profiles.layout import Layout
 from .records import decode_records
 
 __all__ = ["decode_batch", "decode_json", "may_hold_booleans"]

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
-from ..profiles.profile import Columns, Layout, Profile
+from ..profiles.columns import Columns
+from ..profiles.layout import Layout
+from ..profiles.profile import Profile
 from .batches import PredictionBatch, parse_predictions
 from .decode import decode_batch
 

@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..profiles.profile import Layout
+from ..profiles.layout import Layout
 from .validate import number_block
 
 __all__ = ["decode_records"]

@@ -17,7 +17,9 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..core.context import Context
-from ..profiles.profile import Columns, Layout, Profile
+from ..profiles.columns import Columns
+from ..profiles.layout import Layout
+from ..profiles.profile import Profile
 from ..profiles.reference import (
     decode_reference,
     encode_target,

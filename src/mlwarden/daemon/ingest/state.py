@@ -6,7 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 
 from ..core.config import ModelConfig
-from ..profiles.profile import Layout, Profile
+from ..profiles.layout import Layout
+from ..profiles.profile import Profile
 from ..profiles.reference import Reference
 from .prepare import BucketKey
 from .window import BucketWindow

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import InvalidInput
-from ..profiles.profile import Columns, Layout
+from ..profiles.columns import Columns
+from ..profiles.layout import Layout
 
 __all__ = [
     "MAX_FUTURE_SECONDS",

@@ -52,7 +52,8 @@ import sqlalchemy as sa
 from ..core.config import ModelConfig
 from ..core.store import Store
 from ..profiles.blobs import decode_bucket
-from ..profiles.profile import Layout, Profile
+from ..profiles.layout import Layout
+from ..profiles.profile import Profile
 from .tables import profile_table
 
 __all__ = ["BucketWindow", "WindowState", "closed_buckets", "move_windows"]

@@ -32,7 +32,9 @@ from ..core.metrics import Metrics
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import WatchedModel, WindowSource
-from ..profiles.profile import Columns, Layout, Profile
+from ..profiles.columns import Columns
+from ..profiles.layout import Layout
+from ..profiles.profile import Profile
 from ..profiles.reference import Reference, frame_columns
 from .quality import data_quality
 from .report import RECOMMENDATIONS, Detectors, evaluate, fit_detectors, insufficient_data

@@ -37,7 +37,8 @@ from ...types import (
 )
 from ..core.config import ModelConfig, MonitoringConfig
 from ..core.parallel import map_threads, workers_for
-from ..profiles.profile import Layout, Profile
+from ..profiles.layout import Layout
+from ..profiles.profile import Profile
 from ..profiles.reference import Reference
 
 __all__ = [

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .profile import Layout, Profile
+from .layout import Layout
+from .profile import Profile
 
 __all__ = ["decode_bucket", "npz_views", "zip_members"]
 

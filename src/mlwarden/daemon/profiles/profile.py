@@ -1,9 +1,7 @@
 """Mergeable profiles: what mlwarden keeps of a model's observations instead of raw rows.
 
-A ``Layout`` fixes the columns of a model (numeric features with their histogram
-edges taken from the reference quantiles, categorical features with their reference
-categories). A ``Profile`` summarises any number of rows under that layout and is
-mergeable by addition (``a.merge(b)``):
+A ``Profile`` summarises any number of rows under a model's ``Layout``
+(daemon/profiles/layout.py) and is mergeable by addition (``a.merge(b)``):
 
 - numeric: counts over ``[-inf, e0, ..., eB, +inf]`` (underflow, B bins, overflow) of the
   finite values; count / null / NaN / inf; mean and M2 merged exactly (Chan et al.);
@@ -23,116 +21,19 @@ through ``Profile.from_columns``.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from ...types import FeatureData
 from .columns import Columns
+from .layout import NULL, UNSEEN, Layout, pack_arrays, unpack_arrays
 
-__all__ = ["OTHER", "Columns", "Layout", "Profile"]
-
-#: The bucket that holds every category outside the reference's top K.
-OTHER = "__other__"
-
-#: Codes of categorical values: >= 0 index into ``Layout.categories``; these are not.
-UNSEEN = -1
-NULL = -2
+__all__ = ["Profile"]
 
 #: One number per numeric feature: a profile's array, or its ``tolist()``.
 _PerFeature = np.ndarray | Sequence[float]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The columns a model's profiles are built over, fixed by its reference.
-
-    ``edges`` has one row of ``B + 1`` ascending edges per numeric feature (None when
-    there is no reference: moments and the sample are still kept). ``categories[i]``
-    lists every reference category of categorical feature ``i`` (most frequent first,
-    at most ``max_categories``); the first ``top_k`` of them are counted one by one.
-    """
-
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
-    edges: np.ndarray | None = None
-    categories: tuple[tuple[str, ...], ...] = ()
-    top_k: int = 50
-    fingerprint: str = ""
-    #: The column (numeric or categorical) that holds the model's prediction, if profiled.
-    prediction: str = ""
-
-    @property
-    def features(self) -> tuple[str, ...]:
-        """The input features (every column except the prediction)."""
-        return tuple(c for c in (*self.numeric, *self.categorical) if c != self.prediction)
-
-    @property
-    def bins(self) -> int:
-        return 0 if self.edges is None else self.edges.shape[1] - 1
-
-    @functools.cached_property
-    def bin_maps(self) -> tuple[tuple[np.ndarray, np.ndarray | None], ...]:
-        """Per numeric feature: its strictly increasing edges and where tied bins go.
-
-        The second item is None when the reference edges have no ties (the histogram is
-        used as it is); see ``_dedupe_bins``. Computed once per layout: a drift check
-        reads every numeric feature's histogram. (``cached_property`` writes the
-        instance's ``__dict__`` directly, which a frozen dataclass allows.)
-        """
-        if self.edges is None:
-            return ()
-        return tuple(_bin_map(row) for row in self.edges)
-
-    def counted(self, i: int) -> tuple[str, ...]:
-        """The categories of categorical feature ``i`` counted one by one, then ``__other__``."""
-        return (*self.categories[i][: self.top_k], OTHER)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "numeric": list(self.numeric),
-            "categorical": list(self.categorical),
-            "categories": [list(c) for c in self.categories],
-            "top_k": self.top_k,
-            "fingerprint": self.fingerprint,
-            "prediction": self.prediction,
-        }
-
-    def to_bytes(self) -> bytes:
-        arrays = {"meta": np.frombuffer(json.dumps(self.to_dict()).encode(), dtype=np.uint8)}
-        if self.edges is not None:
-            arrays["edges"] = self.edges
-        return _pack(arrays)
-
-    @classmethod
-    def from_bytes(cls, blob: bytes) -> Layout:
-        arrays = _unpack(blob)
-        meta = json.loads(arrays["meta"].tobytes())
-        return cls(
-            numeric=tuple(meta["numeric"]),
-            categorical=tuple(meta["categorical"]),
-            edges=arrays.get("edges"),
-            categories=tuple(tuple(c) for c in meta["categories"]),
-            top_k=meta["top_k"],
-            fingerprint=meta["fingerprint"],
-            prediction=meta.get("prediction", ""),
-        )
-
-    def encode(self, i: int, values: np.ndarray | Sequence[object]) -> np.ndarray:
-        """Codes of raw categorical values of feature ``i`` (vectorised through pandas)."""
-        import pandas as pd
-
-        series = pd.Series(values, dtype=object)
-        nulls = series.isna().to_numpy()
-        index = pd.Index(self.categories[i] if self.categories else (), dtype=object)
-        codes = index.get_indexer(series.astype(str)).astype(np.int32)
-        codes[nulls] = NULL
-        return codes
 
 
 def _unset() -> np.ndarray:
@@ -452,11 +353,11 @@ class Profile:
         if not with_sample:
             arrays["keys"], arrays["sample"] = np.zeros(0), self.sample[:0]
         arrays["rows"] = np.array([self.rows], dtype=np.int64)
-        return _pack(arrays)
+        return pack_arrays(arrays)
 
     @classmethod
     def from_bytes(cls, layout: Layout, blob: bytes, sample_size: int) -> Profile:
-        arrays = _unpack(blob)
+        arrays = unpack_arrays(blob)
         profile = cls(layout, sample_size, rows=int(arrays.pop("rows")[0]), **arrays)
         profile._cut()
         return profile
@@ -484,24 +385,8 @@ def _histogram(edges: np.ndarray, x: np.ndarray, finite: np.ndarray) -> np.ndarr
     return counts
 
 
-def _bin_map(edges: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Strictly increasing reference edges, and the bin each tied bin's counts go to.
-
-    Tied reference quantiles give zero-width bins; their counts (only values equal to
-    the tie land there) go to the bin that starts at the tied value. The map is None
-    when there is no tie; an empty one marks a constant reference feature.
-    """
-    unique = np.unique(edges)
-    if len(unique) == len(edges):
-        return edges, None
-    if len(unique) == 1:
-        return unique, np.zeros(0, dtype=np.int64)
-    target = np.clip(np.searchsorted(unique, edges[:-1], side="right") - 1, 0, len(unique) - 2)
-    return unique, target
-
-
 def _dedupe_bins(hist: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Counts ``[underflow, bins..., overflow]`` over the edges of ``_bin_map``.
+    """Counts ``[underflow, bins..., overflow]`` over the edges of ``bin_map``.
 
     ``len(counts) == len(edges) + 1`` (the convention of plugins/drift/base.py). A
     constant reference feature (``target`` empty) has two: below it, and at or above
@@ -513,14 +398,3 @@ def _dedupe_bins(hist: np.ndarray, target: np.ndarray) -> np.ndarray:
         return np.array([hist[0], inner.sum() + hist[-1]], dtype=np.int64)
     counts = np.bincount(target, weights=inner, minlength=int(target[-1]) + 1).astype(np.int64)
     return np.concatenate([[hist[0]], counts, [hist[-1]]]).astype(np.int64)
-
-
-def _pack(arrays: dict[str, np.ndarray]) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, allow_pickle=False, **arrays)
-    return buffer.getvalue()
-
-
-def _unpack(blob: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}

@@ -41,7 +41,9 @@ from ...errors import ConfigError, Conflict
 from ..core.config import ModelConfig, MonitoringConfig
 from ..core.memory import release_memory
 from ..core.store import Store
-from .profile import Columns, Layout, Profile
+from .columns import Columns
+from .layout import Layout
+from .profile import Profile
 
 __all__ = [
     "Reference",

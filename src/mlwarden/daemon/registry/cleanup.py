@@ -21,8 +21,9 @@ from ...errors import InvalidInput
 from ..core.context import Context
 from . import mlflow as mlf
 from .interfaces import VersionRecords
+from .records import VersionRecord
 from .status import Status
-from .tables import VersionRecord, aliases_table, transitions_table, versions_table
+from .tables import aliases_table, transitions_table, versions_table
 
 __all__ = ["REMOVABLE", "CleanupReport", "Kept", "Removal", "cleanup", "plan_cleanup"]
 

@@ -22,45 +22,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any
 
 from ...stats.metrics import HIGHER_IS_BETTER, higher_is_better, relative_worsening
-
-if TYPE_CHECKING:
-    from .tables import VersionFields
+from .records import GateCheckRecord, GateReportRecord, Measure, VersionFields
 
 __all__ = [
     "HIGHER_IS_BETTER",
     "GateCheck",
-    "GateCheckRecord",
     "GateReport",
-    "GateReportRecord",
     "evaluate_gates",
     "higher_is_better",
 ]
-
-#: What a check measured or was held to: a metric's value, a tag, a holdout name.
-Measure = float | str | None
-
-
-class GateCheckRecord(TypedDict):
-    """One check of a version's ``gate_report``, as stored and shown."""
-
-    name: str
-    metric: str | None
-    measured: Measure
-    threshold: Measure
-    passed: bool
-    detail: str
-
-
-class GateReportRecord(TypedDict):
-    """A version's ``gate_report``, as stored and shown."""
-
-    passed: bool
-    evaluated_at: float
-    production_version: str | None
-    checks: list[GateCheckRecord]
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict
 
 from ...errors import InvalidInput
+from .records import DataWindow
 from .semver import BUMPS, Bump, parse_semver
-from .tables import DataWindow
 
 __all__ = [
     "REGISTRATION_FIELDS",

@@ -12,9 +12,14 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from ...types import AliasRegistry
-from .gates import GateCheckRecord, GateReportRecord
-from .promotion import DirectPromotion, DirectRollback
-from .tables import DataWindow, VersionRecord
+from .records import (
+    DataWindow,
+    DirectPromotion,
+    DirectRollback,
+    GateCheckRecord,
+    GateReportRecord,
+    VersionRecord,
+)
 
 __all__ = [
     "DataWindow",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ...errors import InvalidInput
-from .tables import VersionFields, VersionRecord
+from .records import VersionFields, VersionRecord
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

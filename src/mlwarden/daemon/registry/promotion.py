@@ -8,37 +8,12 @@ it calls these for the direct path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypedDict
-
 from ...errors import Conflict
+from .interfaces import VersionLifecycle
+from .records import DirectPromotion, DirectRollback
 from .status import Status
-from .tables import VersionRecord
 
-if TYPE_CHECKING:
-    from .interfaces import VersionLifecycle
-
-__all__ = ["DirectPromotion", "DirectRollback", "promote", "rollback"]
-
-
-class DirectPromotion(TypedDict):
-    """What a direct promotion did (``POST /api/models/{name}/promote`` without a rollout)."""
-
-    model: str
-    version: str
-    strategy: str
-    #: The strategy the caller asked for (``direct`` or none).
-    requested_strategy: str | None
-    previous_version: str | None
-    record: VersionRecord
-
-
-class DirectRollback(TypedDict):
-    """What a rollback in the registry did (no rollout was active)."""
-
-    model: str
-    version: str
-    previous_version: str | None
-    record: VersionRecord
+__all__ = ["promote", "rollback"]
 
 
 async def promote(

@@ -10,9 +10,10 @@ from ..core.context import Context
 from . import mlflow as mlf
 from .gates import GateReport
 from .input import Registration
+from .records import VersionFields, VersionRecord
 from .semver import VersionTraits, choose_bump, next_version
 from .status import Status
-from .tables import VersionFields, VersionRecord, log_transition, row_values, versions_table
+from .tables import log_transition, row_values, versions_table
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -29,17 +29,22 @@ from ..core.service import Service
 from . import mlflow as mlf
 from . import promotion
 from .cleanup import CleanupReport, cleanup
-from .gates import GateCheckRecord, GateReport, GateReportRecord, evaluate_gates
+from .gates import GateReport, evaluate_gates
 from .input import check_model_name, clean_registration
-from .promotion import DirectPromotion, DirectRollback
+from .records import (
+    DirectPromotion,
+    DirectRollback,
+    GateCheckRecord,
+    GateReportRecord,
+    TransitionRecord,
+    VersionFields,
+    VersionRecord,
+)
 from .registration import register_version
 from .semver import parse_semver
 from .status import Status, check_transition, parse_status
 from .tables import (
     REGISTRY_SCHEMA,
-    TransitionRecord,
-    VersionFields,
-    VersionRecord,
     aliases_table,
     log_transition,
     record_from_row,

@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..core.store import Schema, create_tables
-from .gates import GateReportRecord
-
-if TYPE_CHECKING:
-    from .status import Status
+from .records import TransitionRecord, VersionRecord
+from .status import Status
 
 __all__ = [
     "REGISTRY_SCHEMA",
-    "DataWindow",
-    "TransitionRecord",
-    "VersionFields",
-    "VersionRecord",
     "aliases_table",
     "log_transition",
     "record_from_row",
@@ -93,64 +87,6 @@ REGISTRY_SCHEMA = Schema(
 )
 
 _JSON_COLUMNS = ("inputs", "metrics", "params", "tags", "lineage", "data_window", "gate_report")
-
-
-class DataWindow(TypedDict, total=False):
-    """The data a version was trained on: ISO dates or Unix times."""
-
-    start: str | float | None
-    end: str | float | None
-
-
-class VersionFields(TypedDict):
-    """What registering decides of a version: all of its record but MLflow's version
-    number and the aliases pointing at it."""
-
-    model: str
-    version: str
-    status: str
-    model_uri: str
-    source: str
-    artifact_uri: str
-    run_id: str | None
-    model_id: str | None
-    framework: str | None
-    #: The model's input columns (its MLflow signature), when it has one.
-    inputs: list[str] | None
-    metrics: dict[str, float]
-    #: As MLflow keeps params: text (structured values as JSON text).
-    params: dict[str, str]
-    tags: dict[str, str]
-    lineage: dict[str, str]
-    data_window: DataWindow | None
-    parent: str | None
-    author: str
-    description: str
-    gate_report: GateReportRecord | None
-    created_at: float
-    status_changed_at: float
-
-
-class VersionRecord(VersionFields):
-    """A model version: a ``registry_versions`` row (JSON columns decoded) with the
-    aliases pointing at it; what ``GET /api/models/{name}/versions/{version}`` answers."""
-
-    mlflow_version: int
-    aliases: list[str]
-
-
-class TransitionRecord(TypedDict):
-    """One status change of a version (a ``registry_transitions`` row)."""
-
-    id: int
-    model: str
-    version: str
-    from_status: str | None
-    #: A status, or ``removed`` for a version the cleanup removed.
-    to_status: str
-    actor: str
-    reason: str
-    ts: float
 
 
 def _decoded(text: str | None) -> Any:
