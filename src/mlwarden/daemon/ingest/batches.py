@@ -77,7 +77,7 @@ def parse_predictions(
 
     Feature columns may come as float64 arrays (daemon/ingest/decode.py) or as lists of
     decoded JSON values. ``booleans=False`` says that the body held no JSON boolean
-    (``batch_decode.may_hold_booleans``): numbers are then told from the rest by
+    (``decode.may_hold_booleans``): numbers are then told from the rest by
     numpy's dtype discovery alone, without a type check of every value.
     """
     if not isinstance(payload, dict) or ("records" in payload) == ("columns" in payload):

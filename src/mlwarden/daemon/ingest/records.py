@@ -12,11 +12,11 @@ payload (the same validation, the same messages: records are named by index and 
 both forms).
 
 Whatever this decode does not take returns None, and the body goes the plain way
-(batch_decode.decode_json, then parse_predictions, which words the error): a field or
+(decode.decode_json, then parse_predictions, which words the error): a field or
 feature outside the layout or missing, a value of another JSON type, ``NaN`` literals,
 numbers beyond float64, an empty batch, and integers beyond 64 bits outside the numeric
 features (orjson makes those floats, msgspec keeps them ints). tests/daemon/
-test_batch_decode.py runs bodies through both ways and requires the same batch or the
+tests/daemon/ingest/test_decode.py runs bodies through both ways and requires the same batch or the
 same refusal.
 """
 

@@ -1,7 +1,7 @@
 """Ingest: predictions and labels in, profiles and joined outcomes out (service ``ingest``).
 
 Per batch: decode, validate and profile the whole batch off the event loop, in a
-thread or a worker process (daemon/ingest/prepare.py, batches.py, workers.py), then
+thread or a worker process (ingest/prepare.py, batches.py, core/workers.py), then
 hand it to the single writer (daemon/ingest/ledger.py), which in one transaction checks
 ids against stored ones, stores the batch's predictions (for the label TTL, so labels
 can join by id; one row per batch plus an id index, daemon/ingest/tables.py), and

@@ -106,7 +106,7 @@ prediction_batches_table = sa.Table(
     sa.Column("ts_min", sa.Float, nullable=False),
     sa.Column("ts_max", sa.Float, nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),  # ingest_prepare.encode_predictions
+    sa.Column("data", sa.LargeBinary, nullable=False),  # prepare.encode_predictions
     sa.Index("ix_prediction_batches_model_ts", "model", "ts_max"),
 )
 prediction_ids_table = sa.Table(
@@ -196,7 +196,7 @@ async def store_predictions(
 ) -> None:
     """Insert ``batch`` (one batch row, one id row per record) in ``conn``'s transaction.
 
-    ``blob`` is its columns as ingest_prepare.encode_predictions wrote them.
+    ``blob`` is its columns as prepare.encode_predictions wrote them.
     """
     b, i = prediction_batches_table, prediction_ids_table
     values = {

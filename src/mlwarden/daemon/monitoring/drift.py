@@ -1,9 +1,9 @@
 """The monitor (service ``monitor``): drift checks of every model, history, signals.
 
 Every ``monitoring.interval_seconds`` the loop checks each model that has a reference:
-it asks the ingest service for the window profile (the last ``window_hours``, summed
-from the buckets), runs the drift methods and the data-quality checks on it in a
-thread (daemon/monitoring/report.py, daemon/monitoring/quality.py), stores the report in
+it reads the window profile from its ``WindowSource`` (the ingest service: the last
+``window_hours``, summed from the buckets), runs the drift methods and the data-quality
+checks on it in a thread (report.py, quality.py), stores the report in
 ``drift_reports``, updates the metrics and emits ``drift_detected`` /
 ``drift_resolved`` when the verdict changes. ``POST /api/models/{name}/drift-check``
 and ``Warden.monitor_model_drift(model, dataframe)`` run the same check now; the

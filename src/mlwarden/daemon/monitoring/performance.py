@@ -3,7 +3,7 @@
 Every ``monitoring.interval_seconds`` (and on demand, ``evaluate``), for each configured
 model, the outcomes of the last ``monitoring.window_hours`` (joined prediction/label
 pairs, from the ingest service) are split by version and measured (see
-``perf_metrics``). Each measurement is persisted (the performance history), exported as
+``mlwarden.stats.metrics``). Each measurement is persisted (the performance history), exported as
 ``mlwarden_model_metric{model, version, metric}``, and held against the version's
 baseline on the model's watched metric (``performance_metric``; default ``sharpe`` for
 trading models, ``accuracy`` for classification, ``mse`` for regression):
