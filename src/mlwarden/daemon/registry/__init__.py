@@ -12,8 +12,8 @@ MLflow side (``mlflow.py``: models, versions, tags, the ``champion`` and
 Exposes (``interfaces.py``): ``VersionRecords`` (reading versions), ``VersionLifecycle``
 (moving them through their statuses; the rollouts service), ``VersionRegistrar``
 (registering a trained model; the training jobs), and the typed records they hand out
-(``VersionRecord``, defined with its table in ``tables.py``; ``DirectPromotion``,
-``DirectRollback``).
+(``records.py``: ``VersionRecord``, the gate report, ``DirectPromotion``,
+``DirectRollback``; it imports nothing else of the registry).
 
 May import: ``core`` and the contract.
 """
