@@ -53,6 +53,7 @@ __all__ = [
     "classification_metrics",
     "compute_metrics",
     "higher_is_better",
+    "is_finite_number",
     "max_drawdown",
     "regression_metrics",
     "relative_worsening",
@@ -99,18 +100,19 @@ def trading_problems(trading: Mapping[str, Any], where: str) -> list[str]:
     """Problems with the performance keys of ``[models.trading]``, each naming its key."""
     problems = []
     ppy = trading.get("periods_per_year")
-    if ppy is not None and (not _number(ppy) or ppy <= 0):
+    if ppy is not None and (not is_finite_number(ppy) or ppy <= 0):
         problems.append(f"key '{where}.periods_per_year': expected a positive number")
     position = trading.get("position")
     if position is not None and position not in POSITIONS:
         problems.append(f"key '{where}.position': expected one of {', '.join(POSITIONS)}")
     threshold = trading.get("threshold")
-    if threshold is not None and (not _number(threshold) or threshold < 0):
+    if threshold is not None and (not is_finite_number(threshold) or threshold < 0):
         problems.append(f"key '{where}.threshold': expected a number >= 0")
     return problems
 
 
-def _number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a finite int or float (a bool is not a number here)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -6,12 +6,11 @@ Each returns a list of problems, each naming the key and what was expected; the 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from ...plugins.triggers.schedule import cron_problem, timezone_problem
-from ...stats.metrics import trading_problems
+from ...stats.metrics import is_finite_number, trading_problems
 from .config import AlertsConfig, Config
 
 __all__ = ["check_config", "gate_problems"]
@@ -151,10 +150,10 @@ def gate_problems(gates: Mapping[str, Any], where: str) -> list[str]:
             if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                 problems.append(f"key '{dotted}': expected an array of strings")
         elif key == "max_worse_than_production":
-            if not _is_number(value) or not 0 <= value < 10:
+            if not is_finite_number(value) or not 0 <= value < 10:
                 problems.append(f"key '{dotted}': expected a fraction >= 0 such as 0.05")
         elif key.startswith(("max_", "min_")) and len(key) > 4:
-            if not _is_number(value):
+            if not is_finite_number(value):
                 problems.append(f"key '{dotted}': expected a finite number, got {value!r}")
         else:
             problems.append(
@@ -162,7 +161,3 @@ def gate_problems(gates: Mapping[str, Any], where: str) -> list[str]:
                 "max_worse_than_production, compare_metrics, required_tags, higher_is_better)"
             )
     return problems
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
