@@ -99,6 +99,11 @@ class TrainingConfig:
     scheduler_interval_seconds: float = 30.0
     kill_grace_seconds: float = 10.0
     log_tail_lines: int = 50
+    # Resource limits of each trainer's process tree, 0 = none; a model's
+    # [models.trainer] may set its own (plugins/trainers/limits.py, docs/training.md).
+    memory_limit_mb: float = 0.0
+    cpu_limit_seconds: float = 0.0
+    cpu_quota_percent: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ...plugins.trainers.limits import LIMIT_KEYS
 from ...plugins.triggers.schedule import cron_problem, timezone_problem
 from ...stats.metrics import is_finite_number, trading_problems
 from .config import AlertsConfig, Config
@@ -121,7 +122,7 @@ def _check_training(config: Config) -> list[str]:
     for key in ("max_retries", "min_training_data_points", "log_tail_lines"):
         if getattr(t, key) < 0:
             problems.append(f"key 'training.{key}': expected an integer >= 0")
-    for key in ("retry_backoff_seconds", "kill_grace_seconds"):
+    for key in ("retry_backoff_seconds", "kill_grace_seconds", *LIMIT_KEYS):
         if getattr(t, key) < 0:
             problems.append(f"key 'training.{key}': expected a number >= 0")
     if t.scheduler_interval_seconds <= 0:
@@ -131,6 +132,13 @@ def _check_training(config: Config) -> list[str]:
     for i, model in enumerate(config.models):
         if model.schedule and (problem := cron_problem(model.schedule)):
             problems.append(f"key 'models[{i}].schedule': {problem}")
+        for key in LIMIT_KEYS:
+            value = model.trainer.get(key, 0)
+            if not is_finite_number(value) or value < 0:
+                problems.append(
+                    f"key 'models[{i}].trainer.{key}': expected a number >= 0 (0: no limit), "
+                    f"got {value!r}"
+                )
     return problems
 
 

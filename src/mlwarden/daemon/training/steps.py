@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ...errors import PluginError
+from ...plugins.trainers.limits import LIMIT_KEYS, ResourceLimits
 from ...types import Event, Severity, TrainingJob, TrainingResult
 from ..core.config import Config
 from ..core.context import PluginClasses
@@ -22,6 +23,7 @@ __all__ = [
     "make_trainer",
     "outcome_event",
     "register_result",
+    "trainer_limits",
     "training_request",
 ]
 
@@ -40,7 +42,7 @@ class Trainer(Protocol):
 
 def make_trainer(plugins: PluginClasses, model: str, options: Mapping[str, Any]) -> Trainer:
     """The model's trainer plugin built from its ``[models.trainer]`` options."""
-    opts = dict(options)
+    opts = {k: v for k, v in options.items() if k not in LIMIT_KEYS}
     plugin = opts.pop("plugin", "command")
     cls = plugins.get("trainer", plugin)
     try:
@@ -68,9 +70,17 @@ def training_request(config: Config, job: JobRecord, job_dir: Path) -> TrainingJ
         options={
             "kill_grace_seconds": training.kill_grace_seconds,
             "experiment": config.mlflow.experiment,
+            "limits": trainer_limits(config, model).as_options(),
         },
         attempt=attempt,
     )
+
+
+def trainer_limits(config: Config, model: str) -> ResourceLimits:
+    """The limits of ``model``'s trainer: its ``[models.trainer]`` keys over ``[training]``'s."""
+    model_config = config.model(model)
+    own = model_config.trainer if model_config else {}
+    return ResourceLimits(**{k: float(own.get(k, getattr(config.training, k))) for k in LIMIT_KEYS})
 
 
 async def check_training_data(predictions: PredictionCounter, config: Config, model: str) -> None:

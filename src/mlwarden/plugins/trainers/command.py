@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from ...hookspecs import hookimpl
 from ...types import TrainingJob, TrainingResult
 from .process import (
+    ResourceLimits,
     TrainingFailed,
     job_environment,
     read_training_output,
@@ -26,7 +27,8 @@ class CommandTrainer:
 
     The command sees ``MLFLOW_TRACKING_URI``, ``MLWARDEN_MODEL``, ``MLWARDEN_JOB_ID``,
     ``MLWARDEN_OUTPUT`` (plus ``MLWARDEN_ATTEMPT`` and ``MLWARDEN_REASON``) in its
-    environment, logs its model to MLflow, and writes
+    environment, runs within the job's resource limits (``job.options["limits"]``,
+    see ``limits.py``), logs its model to MLflow, and writes
     ``{"model_uri": ..., "metrics": {...}}`` to the file named by ``MLWARDEN_OUTPUT``.
     Exit code 0 with a valid output file is success; anything else is a failure whose
     log tail ends up in the job record.
@@ -83,6 +85,8 @@ class CommandTrainer:
             timeout_seconds=job.timeout_seconds,
             kill_grace_seconds=float(job.options.get("kill_grace_seconds", 10.0)),
             cwd=self.cwd or None,
+            limits=ResourceLimits.from_options(job.options.get("limits")),
+            unit=f"mlwarden-job-{job.id}-{job.attempt}",
         )
         if code != 0:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"

@@ -27,8 +27,10 @@ from typing import Any
 
 from ...errors import TrainingFailed, TrainingTimedOut
 from ...types import TrainingJob, TrainingResult
+from .limits import ResourceLimits, limit_reason, systemd_scope_usable, wrap_for_limits
 
 __all__ = [
+    "ResourceLimits",
     "TrainingFailed",
     "TrainingTimedOut",
     "job_environment",
@@ -96,24 +98,35 @@ async def run_process_group(
     timeout_seconds: float,
     kill_grace_seconds: float = 10.0,
     cwd: str | None = None,
+    limits: ResourceLimits | None = None,
+    unit: str = "",
 ) -> int:
     """Run ``argv`` in a new session with stdout and stderr appended to ``log_path``.
 
     Returns the exit code. On timeout the process group is killed and
     TrainingTimedOut raised; on cancellation the group is killed and the cancellation
-    propagates. Never blocks the event loop.
+    propagates. With ``limits`` the tree runs in a systemd scope (named ``unit``) or
+    under rlimits (``limits.py``), and a limit's kill raises TrainingFailed whose
+    message starts with ``memory limit`` or ``cpu limit``. Never blocks the event loop.
     """
+    limits = limits or ResourceLimits()
+    scope = await systemd_scope_usable() if limits.any else None
+    run_argv, preexec = wrap_for_limits(
+        argv, limits, scope, unit or f"mlwarden-trainer-{os.getpid()}-{time.monotonic_ns()}"
+    )
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
+        log_start = log.seek(0, os.SEEK_END)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                *run_argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=dict(env),
                 cwd=cwd or None,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
         except OSError as exc:
             raise TrainingFailed(f"cannot start trainer command {argv[0]!r}: {exc}") from exc
@@ -136,7 +149,34 @@ async def run_process_group(
             _signal_group(pgid, signal.SIGKILL)
         raise
     _signal_group(pgid, signal.SIGKILL)  # sweep children left behind by a finished trainer
+    if code != 0 and limits.any:
+        text = await asyncio.to_thread(_read_from, log_path, log_start)
+        reason = limit_reason(code, limits, scoped=scope is not None, log_text=text)
+        if reason is not None:
+            raise TrainingFailed(_limit_message(reason, code, limits, scoped=scope is not None))
     return code
+
+
+def _read_from(path: str, offset: int, most: int = 1 << 20) -> str:
+    """What the trainer wrote to its log from ``offset`` on (at most its last MiB)."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(offset, size - most))
+        return fh.read().decode("utf-8", "replace")
+
+
+def _limit_message(reason: str, code: int, limits: ResourceLimits, *, scoped: bool) -> str:
+    how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    if reason == "memory limit":
+        where = "its systemd scope's MemoryMax" if scoped else "RLIMIT_AS"
+        return (
+            f"memory limit: the trainer {how} after exceeding its memory limit of "
+            f"{limits.memory_limit_mb:g} MiB (memory_limit_mb, enforced as {where})"
+        )
+    return (
+        f"cpu limit: the trainer {how} after using its CPU time limit of "
+        f"{limits.cpu_limit_seconds:g} s (cpu_limit_seconds, enforced as RLIMIT_CPU)"
+    )
 
 
 def read_training_output(path: str) -> TrainingResult:
