@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.stats.contingency import association
 
 from mlwarden.plugins.drift.chi2 import ChiSquare
 from mlwarden.types import FeatureData
@@ -26,7 +27,26 @@ def test_agrees_with_chi2_contingency(seed):
     assert score.statistic == pytest.approx(theirs.statistic, rel=1e-12)
     assert score.p_value == pytest.approx(theirs.pvalue, rel=1e-12, abs=1e-300)
     assert score.details["dof"] == k - 1
-    assert score.drifted == (theirs.pvalue < 0.05)
+    # Cramér's V of the table with both rows brought to one total (cross-multiplied,
+    # so it stays an integer table as scipy's association wants).
+    balanced = np.vstack([ref * cur.sum(), cur * ref.sum()])
+    v = association(balanced, method="cramer")
+    assert score.details["cramers_v"] == pytest.approx(v, rel=1e-9)
+    assert score.drifted == (theirs.pvalue < 0.05 and v >= 0.05)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cramers_v_is_scipy_s_association_on_equal_sized_tables(seed):
+    rng = np.random.default_rng(100 + seed)
+    k = int(rng.integers(2, 8))
+    ref = rng.multinomial(20_000, rng.dirichlet(np.ones(k)))
+    cur = rng.multinomial(20_000, rng.dirichlet(np.ones(k)))
+    keep = (ref + cur) > 0
+    ref, cur = ref[keep], cur[keep]
+    names = [f"k{i}" for i in range(ref.size)]
+    score = ChiSquare().fit(cats(names, ref)).score(cats(names, cur))
+    table = np.vstack([ref, cur])
+    assert score.details["cramers_v"] == pytest.approx(association(table), rel=1e-9)
 
 
 def test_unseen_and_missing_categories_are_columns_of_the_table():
@@ -66,10 +86,33 @@ def test_min_effect_keeps_significant_but_tiny_differences_quiet():
     # 10M rows: a 0.2-point share change is hugely "significant", Cramér's V ~ 0.002
     ref = cats("ab", [5_000_000, 5_000_000])
     cur = cats("ab", [5_020_000, 4_980_000])
-    assert ChiSquare().fit(ref).score(cur).drifted
+    assert ChiSquare(min_effect=0).fit(ref).score(cur).drifted
     quiet = ChiSquare(min_effect=0.05).fit(ref).score(cur)
     assert quiet.p_value < 1e-9 and not quiet.drifted
-    assert quiet.details["cramers_v"] == pytest.approx(np.sqrt(quiet.statistic / 20_000_000))
+    table = np.array([[5_000_000, 5_000_000], [5_020_000, 4_980_000]])
+    assert quiet.details["cramers_v"] == pytest.approx(association(table), rel=1e-9)
+
+
+def test_a_million_row_window_drifts_only_when_the_shift_is_big_enough():
+    """The issue's acceptance test: 1M rows, negligible vs real shift, default options."""
+    rng = np.random.default_rng(2026)
+    shares = np.array([0.40, 0.25, 0.20, 0.10, 0.05])
+    names = [f"k{i}" for i in range(shares.size)]
+    ref = rng.multinomial(1_000_000, shares)
+    chi2 = ChiSquare().fit(cats(names, ref))
+    # Negligible: 0.7 points move from the first category to the second.
+    tiny = rng.multinomial(1_000_000, shares + np.array([-0.007, 0.007, 0, 0, 0]))
+    table = np.vstack([ref, tiny])
+    assert association(table) < 0.01
+    score = chi2.score(cats(names, tiny))
+    assert score.p_value < 1e-3  # significant ...
+    assert not score.drifted  # ... and too small to matter
+    assert score.details["cramers_v"] == pytest.approx(association(table), rel=1e-9)
+    # Real: ten points move.
+    real = rng.multinomial(1_000_000, shares + np.array([-0.10, 0, 0, 0, 0.10]))
+    score = chi2.score(cats(names, real))
+    assert association(np.vstack([ref, real])) > 0.1
+    assert score.drifted
 
 
 def test_single_shared_category_cannot_drift():

@@ -215,3 +215,23 @@ def test_durbin_branch_matches_scipy():
 )  # fmt: skip
 def test_every_branch_above_140_matches_scipy(n, d):
     assert close(kolmogorov_sf(d, n), float(stats.kstwo.sf(d, n)))
+
+
+def test_min_effect_needs_a_gap_that_matters_on_large_samples():
+    rng = np.random.default_rng(11)
+    ref = FeatureData("x", "numeric", sample=rng.normal(size=200_000))
+    cur = FeatureData("x", "numeric", sample=rng.normal(0.03, size=200_000))
+    theirs = stats.ks_2samp(ref.sample, cur.sample)
+    assert theirs.pvalue < 1e-6 and theirs.statistic < 0.03  # significant, negligible
+    score = KolmogorovSmirnov().fit(ref).score(cur)
+    assert score.statistic == pytest.approx(theirs.statistic, rel=1e-12)
+    assert not score.drifted
+    assert KolmogorovSmirnov(min_effect=0).fit(ref).score(cur).drifted
+    shifted = FeatureData("x", "numeric", sample=rng.normal(0.2, size=200_000))
+    assert KolmogorovSmirnov().fit(ref).score(shifted).drifted
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, None, True])
+def test_bad_min_effect(value):
+    with pytest.raises(ValueError, match='drift method "ks": option "min_effect"'):
+        KolmogorovSmirnov(min_effect=value)

@@ -29,11 +29,17 @@ class ChiSquare(DriftMethod):
     the reference's proportions: the reference is a sample too. Categories only one
     side has seen are columns like any other, so a new category counts as drift; the
     unseen ones are listed in ``details["unseen"]``. Counts come from the profile
-    (``categories`` + ``counts``, top-K plus ``__other__``) or from the sample. Drifted
-    when ``p_value < threshold`` and Cramér's V (``sqrt(chi2 / total)``, the effect
-    size, in ``details``) is at least ``min_effect``: on windows of millions of rows
-    every difference is significant, and ``min_effect`` is the knob that keeps only
-    those that matter.
+    (``categories`` + ``counts``, top-K plus ``__other__``) or from the sample.
+
+    Drifted when ``p_value < threshold`` *and* Cramér's V is at least ``min_effect``:
+    on windows of millions of rows every difference is significant, and the effect
+    size keeps only those that matter. V is taken of the table with both rows scaled
+    to the same total (``scipy.stats.contingency.association`` of it;
+    ``sqrt(0.5 * sum((p - q)**2 / (p + q)))`` over the two sides' shares ``p`` and
+    ``q``), so it measures how far apart the two distributions are, not how unequal the
+    two sample sizes are; for equal sizes it is the textbook V of the table. 0.1 is
+    Cohen's "small" effect; the default floor 0.05 is, for two categories, a share
+    moving by about 5 points around 50 %.
 
     Parameters
     ----------
@@ -43,7 +49,8 @@ class ChiSquare(DriftMethod):
         Yates' continuity correction when there are only two categories, as scipy's
         default (default true).
     min_effect
-        Smallest Cramér's V that counts as drift (default 0: the test alone decides).
+        Smallest Cramér's V that counts as drift (default 0.05; 0: the test alone
+        decides).
 
     Example
     -------
@@ -69,11 +76,11 @@ class ChiSquare(DriftMethod):
     kinds: ClassVar[tuple[FeatureKind, ...]] = ("categorical",)
     test_params: ClassVar[list[dict[str, Any]]] = [
         {},
-        {"threshold": 0.01, "correction": False, "min_effect": 0.05},
+        {"threshold": 0.01, "correction": False, "min_effect": 0.0},
     ]
 
     def __init__(
-        self, *, threshold: float = 0.05, correction: bool = True, min_effect: float = 0.0
+        self, *, threshold: float = 0.05, correction: bool = True, min_effect: float = 0.05
     ) -> None:
         self.threshold = check_probability(self.name, "threshold", threshold)
         self.correction = check_bool(self.name, "correction", correction)
@@ -102,7 +109,7 @@ class ChiSquare(DriftMethod):
             return self._result(0.0, p_value=1.0, drifted=False, cramers_v=0.0, unseen=new)
         table = np.vstack([ref, cur])
         statistic, p_value, dof = chi2_homogeneity(table, correction=self.correction)
-        effect = math.sqrt(statistic / table.sum())  # 2 x k table: min(r, k) - 1 == 1
+        effect = cramers_v_balanced(ref, cur)
         return self._result(
             statistic,
             p_value=p_value,
@@ -111,6 +118,20 @@ class ChiSquare(DriftMethod):
             dof=int(dof),
             unseen=new,
         )
+
+
+def cramers_v_balanced(reference: np.ndarray, current: np.ndarray) -> float:
+    """Cramér's V of the 2 x k table of two count vectors scaled to equal totals.
+
+    With shares ``p`` and ``q`` the table's Pearson statistic over its total is
+    ``0.5 * sum((p - q)**2 / (p + q))`` (no continuity correction, as
+    ``scipy.stats.contingency.association``), and ``min(2, k) - 1 == 1``.
+    """
+    p = reference / reference.sum()
+    q = current / current.sum()
+    both = p + q
+    keep = both > 0
+    return math.sqrt(0.5 * float(np.sum((p[keep] - q[keep]) ** 2 / both[keep])))
 
 
 def chi2_homogeneity(table: np.ndarray, *, correction: bool = True) -> tuple[float, float, int]:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from ...hookspecs import hookimpl
 from ...stats.kolmogorov import SortedReference, ks_2samp_sorted
 from ...types import DriftScore, FeatureData, FeatureKind
-from .base import DriftMethod, check_choice, check_probability, numeric_sample
+from .base import DriftMethod, check_choice, check_number, check_probability, numeric_sample
 
 
 class KolmogorovSmirnov(DriftMethod):
@@ -23,12 +23,16 @@ class KolmogorovSmirnov(DriftMethod):
     1e-9 relative of scipy's ``method="asymp"``. scipy's own ``auto`` stays exact up to
     10,000 values, where the exact computation costs 40-100 ms per feature; pass
     ``method="exact"`` for that.
-    The feature has drifted when ``p_value < threshold``. NaN and infinities are left
-    out (data quality counts them).
+    The feature has drifted when ``p_value < threshold`` *and* the statistic D, the
+    effect size itself (a share of the distribution between 0 and 1), is at least
+    ``min_effect``. NaN and infinities are left out (data quality counts them).
 
     With large samples the test finds differences too small to matter: the monitor
-    runs it on the profile's bounded sample, and pairs it with an effect-size method
-    (``psi``, ``wasserstein``); see docs/drift_methods.md.
+    runs it on the profile's bounded sample, pairs it with an effect-size method
+    (``psi``, ``wasserstein``), and the floor keeps a bigger sample from turning a
+    negligible gap into drift (D = 0.03 is a mean shift of about 0.075 sd of a normal
+    feature, just above what the monitor's default samples resolve); see
+    docs/drift_methods.md.
 
     Parameters
     ----------
@@ -37,6 +41,8 @@ class KolmogorovSmirnov(DriftMethod):
     method
         ``"auto"`` (default: exact up to 500 values per side), ``"exact"`` or
         ``"asymp"``, as in ``ks_2samp``.
+    min_effect
+        Smallest D that counts as drift (default 0.03; 0: the test alone decides).
 
     Example
     -------
@@ -62,11 +68,19 @@ class KolmogorovSmirnov(DriftMethod):
 
     name: ClassVar[str] = "ks"
     kinds: ClassVar[tuple[FeatureKind, ...]] = ("numeric",)
-    test_params: ClassVar[list[dict[str, Any]]] = [{}, {"threshold": 0.01, "method": "asymp"}]
+    test_params: ClassVar[list[dict[str, Any]]] = [
+        {},
+        {"threshold": 0.01, "method": "asymp", "min_effect": 0.0},
+    ]
 
-    def __init__(self, *, threshold: float = 0.05, method: str = "auto") -> None:
+    def __init__(
+        self, *, threshold: float = 0.05, method: str = "auto", min_effect: float = 0.03
+    ) -> None:
         self.threshold = check_probability(self.name, "threshold", threshold)
         self.method = check_choice(self.name, "method", method, ("auto", "exact", "asymp"))
+        self.min_effect = check_number(
+            self.name, "min_effect", min_effect, minimum=0.0, maximum=1.0
+        )
         self._reference: SortedReference | None = None
 
     def _fit(self, reference: FeatureData) -> None:
@@ -79,7 +93,7 @@ class KolmogorovSmirnov(DriftMethod):
         return self._result(
             statistic,
             p_value=p_value,
-            drifted=p_value < self.threshold,
+            drifted=p_value < self.threshold and statistic >= self.min_effect,
             p_value_method=used,
             reference_size=int(self._reference.size),
             current_size=int(values.size),
