@@ -45,6 +45,9 @@ min_duration_hours = 0.005     # 18 s
 min_samples = 300
 evaluation_interval_seconds = 5
 
+[alerts]
+group_wait_seconds = 2         # Alertmanager's 30 s would be a simulated day here
+
 [deployment]
 default_strategy = "canary"
 tick_seconds = 2

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .config import MODEL, demo_config_text
 from .scenario import Scenario
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "show_status"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +41,9 @@ def run_demo(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("mlwarden.notifications").setLevel(logging.INFO)
+    # The story's milestones and the alerts the log notifier delivers are the point.
+    for name in ("mlwarden.demo", "mlwarden.notifications"):
+        logging.getLogger(name).setLevel(logging.INFO)
     scenario = Scenario(
         f"http://{listen}", base / "demo", config.tracking_uri, shift_after=shift_after
     )
@@ -51,14 +55,10 @@ def run_demo(
         scenario.url = url
         print(_banner(url, base), flush=True)
         stop = asyncio.Event()
+        scenario.progress.started = time.monotonic()  # the story's clock starts now
         runner = asyncio.create_task(scenario.run(stop))
-        deadline = time.monotonic() + duration if duration else None
         try:
-            while not runner.done():
-                print(scenario.status_line(), flush=True)
-                if deadline and time.monotonic() >= deadline:
-                    break
-                await asyncio.wait({runner}, timeout=5)
+            await show_status(scenario, runner, duration=duration)
         finally:
             stop.set()
             with contextlib.suppress(asyncio.TimeoutError, Exception):
@@ -73,6 +73,41 @@ def run_demo(
     return asyncio.run(daemon.serve(drive))
 
 
+async def show_status(
+    scenario: Scenario,
+    runner: asyncio.Task[None],
+    *,
+    duration: float | None = None,
+    every: float = 5.0,
+    out: Callable[[str], None] | None = None,
+) -> None:
+    """Print the status line until ``runner`` ends (or ``duration`` has passed).
+
+    A line is printed at once when a milestone is reached and otherwise every
+    ``every`` seconds, and only when what it says (regime, predictions, last
+    milestone) changed since the last one.
+    """
+    out = out or functools.partial(print, flush=True)
+    progress = scenario.progress
+    deadline = time.monotonic() + duration if duration else None
+    shown: tuple[str, int, str] | None = None
+    while not runner.done():
+        if progress.status() != shown:
+            shown = progress.status()
+            out(scenario.status_line())
+        wait = every if deadline is None else min(every, deadline - time.monotonic())
+        if wait <= 0:
+            return
+        progress.changed.clear()
+        changed = asyncio.ensure_future(progress.changed.wait())
+        try:
+            await asyncio.wait({runner, changed}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await changed
+
+
 def _banner(url: str, base: Path) -> str:
     return f"""
 mlwarden demo — a simulated BTC/USDT market watched by a real mlwarden daemon.
@@ -83,7 +118,8 @@ mlwarden demo — a simulated BTC/USDT market watched by a real mlwarden daemon.
   Dashboards:  grafana/dashboards/*.json (provision with grafana/provisioning/)
   MLflow UI:   mlflow ui --backend-store-uri sqlite:///{base}/mlflow.db
   State:       {base}
-Time is accelerated: one market step is one simulated hour. Ctrl-C stops.
+Time is accelerated: one market step is one simulated hour. The demo runs until you
+press Ctrl-C (or for --duration seconds).
 """
 
 

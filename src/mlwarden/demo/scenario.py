@@ -41,11 +41,18 @@ class Progress:
     predictions: int = 0
     regime: str = "calm"
     milestones: dict[str, float] = field(default_factory=dict)
+    #: Set at each new milestone, so the status line shows it at once (``run.py``).
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def mark(self, name: str) -> None:
         if name not in self.milestones:
             self.milestones[name] = time.monotonic() - self.started
-            logger.warning("demo: %s (t=%.0fs)", name, self.milestones[name])
+            logger.info("demo: %s (t=%.0fs)", name, self.milestones[name])
+            self.changed.set()
+
+    def status(self) -> tuple[str, int, str]:
+        """What the status line says, without the clock: regime, predictions, last milestone."""
+        return self.regime, self.predictions, next(reversed(self.milestones), "starting")
 
 
 class Scenario:
@@ -100,7 +107,6 @@ class Scenario:
         self._reference.to_csv(self._market_log, index=False)
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.progress.started = time.monotonic()
         async with aiohttp.ClientSession() as self.session:
             await self.bootstrap()
             self.streaming_since = time.monotonic()
@@ -225,7 +231,5 @@ class Scenario:
     def status_line(self) -> str:
         p = self.progress
         elapsed = time.monotonic() - p.started
-        last = next(reversed(p.milestones), "starting")
-        return (
-            f"[demo t={elapsed:5.0f}s] regime={p.regime:8s} predictions={p.predictions:6d} | {last}"
-        )
+        regime, predictions, last = p.status()
+        return f"[demo t={elapsed:5.0f}s] regime={regime:8s} predictions={predictions:6d} | {last}"
