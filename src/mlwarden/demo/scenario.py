@@ -180,7 +180,10 @@ class Scenario:
             p.mark("retraining triggered")
         if any(j.get("state") == "succeeded" for j in jobs):
             p.mark("training job succeeded")
-        new = [v for v in versions if v["version"] != self.first_version]
+        # A version is "training" until its job ends; the candidate is the first after.
+        new = [
+            v for v in versions if v["version"] != self.first_version and v["status"] != "training"
+        ]
         if new and self.candidate is None:
             self.candidate = new[-1]["version"]
             p.mark(f"candidate {self.candidate} registered in validation")

@@ -52,7 +52,7 @@ async def register_version(request: web.Request) -> web.Response:
     body = await read_json(request)
     if "author" not in body:
         body["author"] = actor(request)
-    record = await _registry(request).register_body(name, body)
+    record = await request.app[WARDEN].jobs.register_version(name, body)
     return json_response(record, status=201)
 
 

@@ -9,7 +9,7 @@ answers (docs/registry.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from ...types import AliasRegistry
 from .records import (
@@ -93,6 +93,21 @@ class VersionRegistrar(Protocol):
         params: Mapping[str, object] | None = None,
         lineage: Mapping[str, object] | None = None,
         author: str | None = None,
+        status: str = "validation",
     ) -> VersionRecord:
-        """Register ``model_uri`` as a new version in ``validation``; its record."""
+        """Register ``model_uri`` as a new version in ``status`` (``validation``, or
+        ``training`` while its job runs); its record."""
+        ...
+
+    async def register_body(
+        self, model: str, body: Mapping[str, Any], *, status: str = "validation"
+    ) -> VersionRecord:
+        """Register from the fields of ``POST .../versions`` in ``status``."""
+        ...
+
+    async def settle_training(
+        self, model: str, job_id: str, *, succeeded: bool, reason: str
+    ) -> list[str]:
+        """Move the job's versions still in ``training`` to ``validation`` (it
+        succeeded) or ``failed``; the versions moved."""
         ...

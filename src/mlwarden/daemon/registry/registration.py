@@ -32,9 +32,11 @@ async def register_version(
     given: Registration,
     existing: list[VersionRecord],
     gates: Gates,
+    status: Status = Status.VALIDATION,
 ) -> VersionRecord:
     """Register a validated registration (see ``registry/input.py``) of a model whose
-    versions are ``existing``; returns the new version's record as stored."""
+    versions are ``existing`` in ``status`` (``validation``, or ``training`` while the
+    job that made it runs); returns the new version's record as stored."""
     by_version = {r["version"]: r for r in existing}
     if given.get("version") in by_version:
         error = Conflict(f"model {model!r} already has version {given.get('version')}")
@@ -54,7 +56,7 @@ async def register_version(
     fields: VersionFields = {
         "model": model,
         "version": version,
-        "status": Status.VALIDATION.value,
+        "status": status.value,
         "model_uri": given["model_uri"],
         "source": found.source,
         "artifact_uri": found.artifact_uri,
@@ -103,7 +105,7 @@ async def register_version(
         async with context.store.begin() as conn:
             await conn.execute(versions_table.insert(), row_values(record))
             await log_transition(
-                conn, model, record["version"], None, Status.VALIDATION,
+                conn, model, record["version"], None, status,
                 record["author"] or "mlwarden", version_reason, now,
             )  # fmt: skip
     except Exception:
@@ -129,7 +131,7 @@ async def register_version(
                 "mlflow_version": record["mlflow_version"],
                 "model_uri": record["model_uri"],
                 "gates_passed": report.passed,
-                "to": Status.VALIDATION.value,
+                "to": status.value,
             },
         )
     )

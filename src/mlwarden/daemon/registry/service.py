@@ -236,19 +236,28 @@ class RegistryService(Service):
         bump: str | None = None,
         data_window: Mapping[str, object] | None = None,
         description: str | None = None,
+        status: str = Status.VALIDATION.value,
     ) -> VersionRecord:
-        """Register ``model_uri`` (or a run's model) as a new version in ``validation``."""
+        """Register ``model_uri`` (or a run's model) as a new version in ``validation``
+        (or ``training``, for a job that is still running)."""
         body = {
             "model_uri": model_uri, "version": version, "metrics": metrics, "params": params,
             "tags": tags, "parent": parent, "lineage": lineage, "author": author,
             "run_id": run_id, "artifact_path": artifact_path, "bump": bump,
             "data_window": data_window, "description": description,
         }  # fmt: skip
-        return await self.register_body(model, {k: v for k, v in body.items() if v is not None})
+        return await self.register_body(
+            model, {k: v for k, v in body.items() if v is not None}, status=status
+        )
 
-    async def register_body(self, model: str, body: Mapping[str, Any]) -> VersionRecord:
+    async def register_body(
+        self, model: str, body: Mapping[str, Any], *, status: str = Status.VALIDATION.value
+    ) -> VersionRecord:
         """Register from a request body (the fields of ``POST .../versions``)."""
         check_model_name(model)
+        initial = parse_status(status)
+        if initial not in (Status.TRAINING, Status.VALIDATION):
+            raise InvalidInput(f"a new version starts in training or validation, not {status}")
         given = clean_registration(body)
         async with self._locks[model]:
             record = await register_version(
@@ -258,8 +267,26 @@ class RegistryService(Service):
                 given,
                 await self.versions(model),
                 functools.partial(self.gate_report, model),
+                initial,
             )
         return await self.get(model, record["version"])
+
+    async def settle_training(
+        self, model: str, job_id: str, *, succeeded: bool, reason: str
+    ) -> list[str]:
+        """Move the versions job ``job_id`` registered that are still ``training`` on:
+        to ``validation`` when the job succeeded, to ``failed`` otherwise. Returns them."""
+        moved = []
+        target = Status.VALIDATION if succeeded else Status.FAILED
+        for record in await self.versions(model):
+            if record["status"] == Status.TRAINING and (
+                record["lineage"].get("training_job") == job_id
+            ):
+                await self.transition(
+                    model, record["version"], target.value, actor="mlwarden", reason=reason
+                )
+                moved.append(record["version"])
+        return moved
 
     def gate_report(
         self, model: str, record: VersionFields, production: VersionFields | None

@@ -16,6 +16,7 @@ daemons on one base path never run a job twice.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -41,7 +42,7 @@ from ..core.context import Context
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import PredictionCounter
-from ..registry.interfaces import VersionRegistrar
+from ..registry.interfaces import VersionRecord, VersionRegistrar
 from .queue import (
     active_job,
     fetch_job,
@@ -72,6 +73,7 @@ from .steps import (
     make_trainer,
     outcome_event,
     register_result,
+    settle_versions,
     training_request,
 )
 
@@ -102,6 +104,11 @@ class JobService(Service):
         self._cancel_requested: set[str] = set()
         self._wake = asyncio.Event()
         self._submit_lock = asyncio.Lock()
+        #: Held while a version is registered for a running job and while the job
+        #: ends, so a version is never left ``training`` behind a finished job.
+        self._job_locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(
+            asyncio.Lock
+        )
         self._lock_file: IO[str] | None = None
         self._stopping = False
         self.jobs_dir = Path(context.config.base_path) / "jobs"
@@ -249,6 +256,22 @@ class JobService(Service):
         await self._refresh_gauge()
         return await self.get(job_id)
 
+    async def register_version(self, model: str, body: dict[str, Any]) -> VersionRecord:
+        """Register a version (``POST .../versions``); ``training`` while the job named
+        by its ``lineage.training_job`` runs for this model, else ``validation``."""
+        lineage = body.get("lineage")
+        job_id = lineage.get("training_job") if isinstance(lineage, dict) else None
+        if not isinstance(job_id, str) or not job_id:
+            return await self.registry.register_body(model, body)
+        async with self._job_locks[job_id]:
+            try:
+                job = await self.get(job_id)
+            except NotFound:
+                job = None
+            running = job is not None and job["state"] == "running" and job["model"] == model
+            status = "training" if running else "validation"
+            return await self.registry.register_body(model, body, status=status)
+
     # -- the runner ----------------------------------------------------------------------
 
     async def _runner(self) -> None:
@@ -385,11 +408,17 @@ class JobService(Service):
         """End a running job in ``state`` with ``values`` (its result, or its error)."""
         now = self.context.clock()
         tail = await self._tail(job_id)
-        updated = await self._update(
-            job_id,
-            {"state": state, "finished_at": now, "log_tail": tail, **values},
-            expect="running",
-        )
+        async with self._job_locks[job_id]:
+            # Its versions move on first: whoever sees the job ended sees them settled.
+            job = await self.get(job_id)
+            if job["state"] == "running":
+                await settle_versions(self.registry, job, state)
+            updated = await self._update(
+                job_id,
+                {"state": state, "finished_at": now, "log_tail": tail, **values},
+                expect="running",
+            )
+        self._job_locks.pop(job_id, None)
         if not updated:  # already ended elsewhere (a cancel raced a finish)
             return
         self.context.metrics.training_jobs_total.labels(state).inc()
@@ -443,15 +472,19 @@ class JobService(Service):
         requeue = self.context.config.training.requeue_interrupted
         new_id = uuid.uuid4().hex if requeue else None
         tail = await self._tail(job["id"])
-        interrupted = await interrupt_job(
-            self.context.store,
-            job,
-            why=why,
-            tail=tail,
-            now=now,
-            new_id=new_id,
-            jobs_dir=self.jobs_dir,
-        )
+        async with self._job_locks[job["id"]]:
+            interrupted = await interrupt_job(
+                self.context.store,
+                job,
+                why=why,
+                tail=tail,
+                now=now,
+                new_id=new_id,
+                jobs_dir=self.jobs_dir,
+            )
+            if interrupted:
+                await settle_versions(self.registry, job, "interrupted")
+        self._job_locks.pop(job["id"], None)
         if not interrupted:
             return
         self.context.metrics.training_jobs_total.labels("interrupted").inc()

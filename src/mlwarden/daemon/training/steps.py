@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,9 +24,12 @@ __all__ = [
     "make_trainer",
     "outcome_event",
     "register_result",
+    "settle_versions",
     "trainer_limits",
     "training_request",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class NotRetryable(Exception):
@@ -110,7 +114,10 @@ def check_reported_data(config: Config, result: TrainingResult) -> None:
 async def register_result(
     registry: VersionRegistrar, job_id: str, model: str, result: TrainingResult
 ) -> str:
-    """Register the trained model as a new version in validation; return the version."""
+    """Register the trained model as a new version; return the version.
+
+    It is ``training`` until the job ends (``JobService._settle`` then moves it on).
+    """
     params = {k: v for k, v in result.params.items() if k != "data_points"} or None
     lineage = {"training_job": job_id}
     if result.run_id:
@@ -123,6 +130,7 @@ async def register_result(
             params=params,
             lineage=lineage,
             author="mlwarden",
+            status="training",
         )
     except Exception as exc:
         raise NotRetryable(f"registering {result.model_uri} failed: {exc}") from exc
@@ -150,3 +158,20 @@ def outcome_event(job: JobRecord, state: JobState, tail: str) -> Event:
         kind, severity = "training_failed", Severity.CRITICAL
         message = f"training job {job_id} {state.replace('_', ' ')}: {job['error']}"
     return Event(kind=kind, model=job["model"], severity=severity, message=message, data=data)
+
+
+async def settle_versions(registry: VersionRegistrar, job: JobRecord, state: str) -> None:
+    """Move the versions ``job`` registered on from ``training``, by its end ``state``:
+    ``validation`` when it succeeded, ``failed`` otherwise. A failure is logged."""
+    try:
+        moved = await registry.settle_training(
+            job["model"],
+            job["id"],
+            succeeded=state == "succeeded",
+            reason=f"training job {job['id']} {state}",
+        )
+    except Exception:
+        logger.exception("training job %s: moving its versions on failed", job["id"])
+        return
+    if moved:
+        logger.info("training job %s %s: versions %s moved on", job["id"], state, moved)
