@@ -69,7 +69,10 @@ def mlwarden_notifiers() -> list[type]:
     durable outbox retries it. A notifier with several destinations may also offer
     ``targets() -> list[str]`` (stable keys) and ``send(notification, *, target=key)``:
     the outbox then retries each destination on its own, so none receives a message
-    twice. Results are concatenated; names are unique.
+    twice. ``send_delay(target) -> float`` (optional) says how long the notifier's
+    library will hold the next send back; the outbox adds it to the send timeout, and
+    a send that overruns is awaited, never retried while it runs. Results are
+    concatenated; names are unique.
     """
 
 
