@@ -99,7 +99,8 @@ class Detectors:
     failures: list[MethodFailure] = field(default_factory=list)
 
     def add_error(self, where: str, error: str) -> None:
-        self.errors[where] = _joined(self.errors.get(where), error)
+        before = self.errors.get(where)
+        self.errors[where] = f"{before}; {error}" if before else error
 
 
 def _joined(first: str | None, second: str | None) -> str | None:
