@@ -161,23 +161,40 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from .daemon.core.audit import AUDIT_SCHEMA, AuditLog
+    from .daemon.core.audit_seal import AuditKeyError, checkpoint_dir, load_key
     from .daemon.core.store import Store
 
     config = _load(args)
+    try:
+        key = load_key(config.base_path)  # never created here: verify only reads
+    except (AuditKeyError, OSError) as exc:
+        print(f"audit verify: {exc}", file=sys.stderr)
+        return 2
+    directory = checkpoint_dir(config.base_path)
 
     async def verify():
         store = Store(config.database_url)
         await store.open([AUDIT_SCHEMA])
         try:
-            return await AuditLog(store).verify()
+            return await AuditLog(store).verify(key, directory)
         finally:
             await store.close()
 
     result = asyncio.run(verify())
     if result.ok:
-        print(f"audit log OK: {result.rows} entries, hash chain intact")
+        legacy = f", {result.legacy} legacy unkeyed" if result.legacy else ""
+        print(
+            f"audit log OK: {result.rows} entries{legacy}, hash chain intact, "
+            f"{result.checkpoints} checkpoints (newest at row {result.checkpoint_id})"
+        )
+        if result.legacy:
+            print(
+                f"note: rows 1-{result.legacy} predate the audit key (plain SHA-256): an "
+                "edit that recomputes their hashes would not be detected"
+            )
         return 0
-    print(f"audit log TAMPERED at row {result.bad_id}: {result.reason}", file=sys.stderr)
+    where = f"row {result.bad_id}" if result.bad_id is not None else "the log"
+    print(f"audit log TAMPERED at {where}: {result.reason}", file=sys.stderr)
     return 1
 
 

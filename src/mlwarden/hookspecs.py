@@ -2,9 +2,11 @@
 
 Registration hooks (``mlwarden_drift_methods`` and its siblings) return *classes*; the
 core instantiates them with keyword-only options from the configuration and refers to
-them by their ``name`` attribute. Event hooks may return an awaitable, which the core
-awaits with a timeout; an exception or a timeout is logged with the plugin's name,
-counted in ``mlwarden_plugin_errors_total`` and never stops the daemon.
+them by their ``name`` attribute. Event hooks may be ``async def`` (run on the event
+loop) or plain functions (run on a worker thread, so blocking work never freezes the
+daemon) and may return an awaitable; the core awaits each with a timeout, and an
+exception or a timeout is logged with the plugin's name, counted in
+``mlwarden_plugin_errors_total`` and never stops the daemon.
 """
 
 from __future__ import annotations
@@ -67,7 +69,10 @@ def mlwarden_notifiers() -> list[type]:
     durable outbox retries it. A notifier with several destinations may also offer
     ``targets() -> list[str]`` (stable keys) and ``send(notification, *, target=key)``:
     the outbox then retries each destination on its own, so none receives a message
-    twice. Results are concatenated; names are unique.
+    twice. ``send_delay(target) -> float`` (optional) says how long the notifier's
+    library will hold the next send back; the outbox adds it to the send timeout, and
+    a send that overruns is awaited, never retried while it runs. Results are
+    concatenated; names are unique.
     """
 
 

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from .._version import __version__
 from .alerts.service import AlertService
 from .core.audit import AUDIT_SCHEMA, AuditLog
+from .core.audit_seal import CheckpointWriter, checkpoint_dir, load_key
 from .core.config import Config
 from .core.config_loader import load_config
 from .core.context import Clock, Context
@@ -121,6 +122,10 @@ class Warden(Context):
 
     async def start(self) -> None:
         self.config.base_path.mkdir(parents=True, exist_ok=True)
+        # The audit chain's key and checkpoints live outside the database (audit_seal.py).
+        key = load_key(self.config.base_path, create=True)
+        assert key is not None  # created when missing
+        self.audit.seal(key, CheckpointWriter(checkpoint_dir(self.config.base_path), key))
         schemas = [AUDIT_SCHEMA] + [s.schema for s in self.services.values() if s.schema]
         await self.store.open(schemas)
         await asyncio.get_running_loop().run_in_executor(None, self.tracking.setup)
@@ -149,6 +154,7 @@ class Warden(Context):
         self._started.clear()
         await self.cancel_tasks(timeout)
         await self.store.close()
+        self.audit.close()
         self.started_at = None
 
     async def reload(self, config: Config) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from mlwarden.daemon.api.auth import mint_token
 from mlwarden.daemon.core.audit import GENESIS, entry_hash
+from mlwarden.daemon.core.audit_seal import load_key
 from tests.fake_plugins import fake_routes
 
 TOKENS = {role: mint_token() for role in ("viewer", "operator", "admin")}
@@ -63,7 +64,7 @@ async def make_history(client) -> None:
         assert resp.status == status, (method, path, role, await resp.text())
 
 
-async def test_mutations_are_audited_with_who_route_target_outcome(client):
+async def test_mutations_are_audited_with_who_route_target_outcome(client, base_path):
     await client.get("/api/fake/items", headers=auth("viewer"))  # reads are not audited
     await make_history(client)
     entries = await audit_entries(client)
@@ -79,12 +80,14 @@ async def test_mutations_are_audited_with_who_route_target_outcome(client):
     for entry in entries:
         assert entry["ts"] > 0
         assert entry["detail"]["remote"] == "127.0.0.1"
-    # Each row is chained to the previous one.
+    # Each row is chained to the previous one, by HMAC under the key outside the database.
+    key = load_key(base_path)
     prev = GENESIS
     for entry in reversed(entries):
         row = {**entry, "detail": _detail_text(entry["detail"])}
-        assert entry["prev_hash"] == prev
-        assert entry["hash"] == entry_hash(prev, row)
+        assert entry["prev_hash"] == prev and entry["scheme"] == "hmac-sha256"
+        assert entry["hash"] == entry_hash(prev, row, key)
+        assert entry["hash"] != entry_hash(prev, row)
         prev = entry["hash"]
 
 
@@ -144,13 +147,16 @@ async def test_verify_names_the_row_after_a_rehashed_edit_or_a_deletion(client, 
     db.commit()
     result = verify(base_path)
     assert result.returncode == 1
-    assert "TAMPERED at row 3: prev_hash does not match the previous row" in result.stderr
+    assert "TAMPERED at row 2: content does not match its hash" in result.stderr
 
     db.execute("DELETE FROM audit_log WHERE id >= 2")
     db.execute("DELETE FROM audit_log WHERE id = 1")
     db.commit()
     db.close()
-    assert verify(base_path).returncode == 0  # an empty log is intact
+    result = verify(base_path)  # emptied: the checkpoints remember the rows
+    assert result.returncode == 1
+    assert "TAMPERED at row 1: truncated: checkpoint" in result.stderr
+    assert "names row 5, but the log ends at row 0" in result.stderr
 
 
 async def test_verify_names_a_deleted_row(client, base_path):
@@ -176,3 +182,148 @@ async def test_concurrent_entries_share_commits_and_keep_the_chain(warden):
     by_id = {e["id"]: e["target"] for e in entries}
     assert [by_id[i] for i in ids] == [f"n={i}" for i in range(40)]  # each got its own id
     assert (await warden.audit.verify()).ok
+
+
+def rehash_all(db: sqlite3.Connection, scheme: str | None = None) -> None:
+    """What a forger without the key can do: recompute every hash with plain SHA-256."""
+    db.row_factory = sqlite3.Row
+    prev = GENESIS
+    for row in [dict(r) for r in db.execute("SELECT * FROM audit_log ORDER BY id")]:
+        new = entry_hash(prev, row)
+        db.execute(
+            "UPDATE audit_log SET prev_hash = ?, hash = ?, scheme = ? WHERE id = ?",
+            (prev, new, scheme or row["scheme"], row["id"]),
+        )
+        prev = new
+    db.commit()
+
+
+async def test_an_edit_with_every_later_hash_recomputed_is_detected(client, base_path):
+    # The attack of issue 23: edit a row, recompute every later hash (SHA-256, no key).
+    await make_history(client)
+    with sqlite3.connect(base_path / "mlwarden.db") as db:
+        db.execute("UPDATE audit_log SET outcome = '201' WHERE id = 2")
+        rehash_all(db)
+    result = verify(base_path)
+    assert result.returncode == 1
+    assert "TAMPERED at row 1: content does not match its hash" in result.stderr
+    # Relabelled as legacy rows, the chain is consistent, but the checkpoints say
+    # there were none, and that row 5's hash was another.
+    with sqlite3.connect(base_path / "mlwarden.db") as db:
+        rehash_all(db, scheme="sha256")
+    result = verify(base_path)
+    assert result.returncode == 1
+    assert "TAMPERED at row 1: an unkeyed row past the last legacy row 0" in result.stderr
+
+
+async def test_deleting_the_newest_rows_is_detected(client, base_path):
+    await make_history(client)
+    with sqlite3.connect(base_path / "mlwarden.db") as db:
+        db.execute("DELETE FROM audit_log WHERE id >= 4")
+    result = verify(base_path)
+    assert result.returncode == 1
+    assert "TAMPERED at row 4: truncated: checkpoint" in result.stderr
+    assert "names row 5, but the log ends at row 3" in result.stderr
+
+
+async def test_a_forged_or_missing_checkpoint_is_detected(client, base_path):
+    await make_history(client)
+    [path] = (base_path / "audit").glob("audit-checkpoints.*.jsonl")
+    lines = path.read_text().splitlines()
+    assert len(lines) == 5  # one per commit
+    path.write_text("\n".join([*lines[:-1], lines[-1].replace('"id": 5', '"id": 4')]) + "\n")
+    result = verify(base_path)
+    assert result.returncode == 1
+    assert f"checkpoint {path}:5 does not carry the key's seal" in result.stderr
+    path.unlink()
+    result = verify(base_path)
+    assert result.returncode == 1
+    assert "keyed rows but no checkpoint" in result.stderr
+
+
+async def test_the_key_file_is_created_0600_and_verify_needs_it(client, base_path):
+    await make_history(client)
+    key_file = base_path / "audit.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    moved = base_path.parent / "elsewhere.key"
+    key_file.rename(moved)
+    result = verify(base_path)
+    assert result.returncode == 1
+    assert "TAMPERED at row 1: the row is keyed (HMAC) and no audit key was found" in (
+        result.stderr
+    )
+    env_key = subprocess.run(
+        [sys.executable, "-m", "mlwarden", "audit", "verify"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "MLOPS_BASE_PATH": str(base_path),
+            "MLWARDEN_AUDIT_KEY": moved.read_text().strip(),
+        },
+    )
+    assert env_key.returncode == 0, env_key.stderr
+    assert "audit log OK: 5 entries, hash chain intact, 5 checkpoints" in env_key.stdout
+    short = subprocess.run(
+        [sys.executable, "-m", "mlwarden", "audit", "verify"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MLOPS_BASE_PATH": str(base_path), "MLWARDEN_AUDIT_KEY": "x" * 8},
+    )
+    assert short.returncode == 2
+    assert "audit key from $MLWARDEN_AUDIT_KEY is 8 characters; at least 32" in short.stderr
+
+
+async def test_rows_from_before_the_key_verify_as_legacy(make_config, base_path):
+    # A store written by a release without the key: schema version 1, plain SHA-256.
+    from mlwarden.daemon.warden import Warden
+
+    db = sqlite3.connect(base_path / "mlwarden.db")
+    db.execute(
+        "CREATE TABLE audit_log (id INTEGER PRIMARY KEY, ts FLOAT NOT NULL, "
+        "actor VARCHAR(128) NOT NULL, action VARCHAR(256) NOT NULL, "
+        "target VARCHAR(512) NOT NULL, outcome VARCHAR(64) NOT NULL, detail TEXT NOT NULL, "
+        "prev_hash VARCHAR(64) NOT NULL, hash VARCHAR(64) NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE schema_version (component VARCHAR(64) PRIMARY KEY, "
+        "version INTEGER NOT NULL, applied_at FLOAT NOT NULL)"
+    )
+    db.execute("INSERT INTO schema_version VALUES ('audit', 1, 0)")
+    prev = GENESIS
+    for i in (1, 2, 3):
+        row = {
+            "id": i,
+            "ts": 1.0 * i,
+            "actor": "old",
+            "action": "POST /x",
+            "target": "",
+            "outcome": "200",
+            "detail": "{}",
+        }
+        row["hash"] = entry_hash(prev, row)
+        db.execute(
+            "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*(row[k] for k in ("id", "ts", "actor", "action", "target", "outcome")), "{}",
+             prev, row["hash"]),
+        )  # fmt: skip
+        prev = row["hash"]
+    db.commit()
+    db.close()
+    async with Warden(make_config()) as warden:
+        await warden.audit.record("new", "POST /y")
+        await warden.audit.record("new", "POST /z")
+        result = await warden.audit.verify()
+        assert (result.ok, result.rows, result.legacy) == (True, 5, 3)
+    ok = verify(base_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "audit log OK: 5 entries, 3 legacy unkeyed, hash chain intact" in ok.stdout
+    assert "rows 1-3 predate the audit key" in ok.stdout
+    # A legacy row edited without rehashing is still caught; one put after the keyed
+    # rows is a downgrade.
+    with sqlite3.connect(base_path / "mlwarden.db") as db:
+        db.execute("UPDATE audit_log SET scheme = 'sha256' WHERE id = 5")
+    bad = verify(base_path)
+    assert "TAMPERED at row 5: an unkeyed row after keyed rows (from row 4)" in bad.stderr

@@ -8,7 +8,9 @@ equals the alert's label of that name.
 A notifier class may offer ``targets() -> list[str]`` (stable keys of its destinations,
 for example one per apprise URL) and ``send(notification, *, target=key)``: the outbox
 then keeps one row per destination, so a retry never repeats a destination that
-already received the message.
+already received the message. It may also offer ``send_delay(target) -> float``: how
+long its library will hold the next send to ``target`` back (a rate limit), which the
+outbox adds to the send timeout.
 """
 
 from __future__ import annotations
@@ -89,6 +91,22 @@ class Notifier:
     def targets(self) -> list[str]:
         targets = getattr(self.instance, "targets", None)
         return list(targets()) if callable(targets) else [""]
+
+    def send_delay(self, target: str = "") -> float:
+        """Seconds the plugin's library will hold the next send to ``target`` back.
+
+        A notifier class may offer ``send_delay(target) -> float`` (apprise throttles
+        each destination); the outbox adds it to ``alerts.send_timeout_seconds``.
+        """
+        delay = getattr(self.instance, "send_delay", None)
+        if not callable(delay):
+            return 0.0
+        try:
+            value = float(delay(target) if target else delay())
+        except Exception:
+            logger.exception("notifier %s: send_delay failed", self.name)
+            return 0.0
+        return value if value > 0 else 0.0
 
     async def send(self, notification: Notification, *, target: str = "") -> None:
         # A target is one of the instance's targets(): only a MultiTargetNotifier has any.

@@ -9,8 +9,18 @@ retried, in order, when the backoff ends, and each row is marked sent the moment
 is delivered, so a notifier that was down for an hour gets everything, each once.
 Rows older than ``alerts.outbox_max_age_seconds`` are dropped, counted and logged.
 
-A crash between a successful send and the commit that marks the row sent re-sends that
-one row at the next start (at-least-once); PagerDuty's dedup key makes that harmless.
+Exactly once, also when a send is slow. A send is given ``alerts.send_timeout_seconds``
+plus the time the notifier says its library will hold it back first (apprise throttles
+each destination, ``send_delay``). A send that overruns is *not* abandoned: work in a
+library's worker thread cannot be stopped and may still deliver, so the send goes on in
+the background, the row stays pending with ``last_error`` saying so, and its
+destination is retried only once that send has ended and failed; when it succeeds the
+row is marked sent. At stop the daemon waits (within its shutdown timeout) for such
+sends to end and records their outcome.
+
+What remains is the crash window: a kill -9 between a delivery and the commit that
+marks its row sent (or during a send still running at stop) re-sends that one row at
+the next start; PagerDuty's dedup key makes that harmless.
 """
 
 from __future__ import annotations
@@ -20,7 +30,9 @@ import dataclasses
 import json
 import logging
 import random
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import sqlalchemy as sa
@@ -64,6 +76,16 @@ outbox_table = sa.Table(
 
 #: How many pending rows one delivery pass looks at.
 _BATCH = 500
+
+
+@dataclass
+class _Send:
+    """A send that outlived its timeout: it goes on, and its outcome decides the row's."""
+
+    row_id: int
+    attempts: int
+    task: asyncio.Task[None]
+    since: float  # time.monotonic() when it started
 
 
 class OutboxEntry(TypedDict):
@@ -120,6 +142,8 @@ class Outbox:
         self._lock = asyncio.Lock()
         #: (notifier, target) -> (consecutive failures, time of the next attempt)
         self.backoff: dict[tuple[str, str], tuple[int, float]] = {}
+        #: (notifier, target) -> its send that outlived the timeout and still runs
+        self.running: dict[tuple[str, str], _Send] = {}
 
     # -- writing ---------------------------------------------------------------------
 
@@ -175,54 +199,146 @@ class Outbox:
 
     async def _send_queue(self, key: tuple[str, str], rows: list[RowMapping]) -> int:
         name, target = key
-        failures, retry_at = self.backoff.get(key, (0, 0.0))
+        sent = 0
+        running = self.running.get(key)
+        if running is not None:
+            if not running.task.done():
+                return 0  # no retry before its outcome is known
+            del self.running[key]
+            if not await self._settle(key, running):
+                return 0
+            sent += 1
+            rows = [row for row in rows if row["id"] != running.row_id]
+        _failures, retry_at = self.backoff.get(key, (0, 0.0))
         if self.clock() < retry_at:
-            return 0
+            return sent
         notifier = self.notifiers().get(name)
         if notifier is None:
             for row in rows:
                 await self._drop(row, f"notifier {name!r} is no longer configured")
-            return 0
+            return sent
         if target and target not in notifier.targets():
             for row in rows:
                 await self._drop(row, f"destination {target} of {name!r} is no longer configured")
-            return 0
-        sent = 0
-        timeout = self.settings().send_timeout_seconds
+            return sent
         for row in rows:
             notification = notification_from_json(row["notification"])
+            attempts = row["attempts"] + 1
+            # The library's own throttling comes on top of the time the send may take.
+            timeout = self.settings().send_timeout_seconds + notifier.send_delay(target)
+            started = time.monotonic()
+            task = asyncio.ensure_future(notifier.send(notification, target=target))
             try:
-                await asyncio.wait_for(notifier.send(notification, target=target), timeout)
-            except Exception as exc:
-                error = "timed out" if isinstance(exc, TimeoutError) else f"{exc}" or repr(exc)
-                failures += 1
-                retry_at = self.clock() + self._delay(failures)
-                self.backoff[key] = (failures, retry_at)
-                self.metrics.notifications.labels(name, "failed").inc()
+                await asyncio.wait([task], timeout=timeout)
+            except asyncio.CancelledError:
+                # The pass was cancelled (shutdown): the send itself goes on, followed.
+                self.running[key] = _Send(row["id"], attempts, task, started)
+                raise
+            if not task.done():
+                self.running[key] = _Send(row["id"], attempts, task, started)
                 logger.warning(
-                    "notifier %s%s failed (attempt %d of outbox row %d, retry in %.1fs): %s",
+                    "notifier %s%s: the send of outbox row %d (attempt %d) did not end within "
+                    "%.1fs; it goes on, and the row waits for its outcome before any retry",
                     name,
                     f" target {target}" if target else "",
-                    row["attempts"] + 1,
                     row["id"],
-                    retry_at - self.clock(),
-                    error,
+                    attempts,
+                    timeout,
                 )
                 await self._update(
                     row["id"],
-                    attempts=row["attempts"] + 1,
-                    next_attempt_at=retry_at,
-                    last_error=error[:2000],
+                    attempts=attempts,
+                    last_error=f"timed out after {timeout:.1f}s; still sending, "
+                    "the outcome is awaited before any retry",
                 )
                 return sent
-            self.backoff.pop(key, None)
-            failures = 0
-            await self._update(
-                row["id"], status="sent", attempts=row["attempts"] + 1, sent_at=self.clock()
-            )
-            self.metrics.notifications.labels(name, "sent").inc()
+            error = _error_of(task)
+            if error is not None:
+                await self._failed(key, row["id"], attempts, error)
+                return sent
+            await self._sent(key, row["id"], attempts)
             sent += 1
         return sent
+
+    async def _settle(self, key: tuple[str, str], running: _Send) -> bool:
+        """Record the outcome of a send that outlived its timeout; True when it delivered."""
+        error = _error_of(running.task)
+        async with self.store.connect() as conn:
+            status = (
+                await conn.execute(
+                    sa.select(outbox_table.c.status).where(outbox_table.c.id == running.row_id)
+                )
+            ).scalar()
+        took = time.monotonic() - running.since
+        if status != "pending":  # dropped meanwhile (max age, reload): nothing to retry
+            if error is None:
+                logger.warning(
+                    "outbox row %d (%s) was delivered %.1fs after it started, after it was %s",
+                    running.row_id,
+                    key[0],
+                    took,
+                    status,
+                )
+            return error is None
+        if error is not None:
+            await self._failed(key, running.row_id, running.attempts, error)
+            return False
+        logger.info(
+            "notifier %s: outbox row %d was delivered %.1fs after its send started (late)",
+            key[0],
+            running.row_id,
+            took,
+        )
+        await self._sent(key, running.row_id, running.attempts)
+        return True
+
+    async def _sent(self, key: tuple[str, str], row_id: int, attempts: int) -> None:
+        self.backoff.pop(key, None)
+        await self._update(row_id, status="sent", attempts=attempts, sent_at=self.clock())
+        self.metrics.notifications.labels(key[0], "sent").inc()
+
+    async def _failed(self, key: tuple[str, str], row_id: int, attempts: int, error: str) -> None:
+        name, target = key
+        failures = self.backoff.get(key, (0, 0.0))[0] + 1
+        retry_at = self.clock() + self._delay(failures)
+        self.backoff[key] = (failures, retry_at)
+        self.metrics.notifications.labels(name, "failed").inc()
+        logger.warning(
+            "notifier %s%s failed (attempt %d of outbox row %d, retry in %.1fs): %s",
+            name,
+            f" target {target}" if target else "",
+            attempts,
+            row_id,
+            retry_at - self.clock(),
+            error,
+        )
+        await self._update(
+            row_id, attempts=attempts, next_attempt_at=retry_at, last_error=error[:2000]
+        )
+
+    async def finish(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for the sends still running, and record their outcome.
+
+        Called at stop, after the last delivery pass. A send still running after that
+        is cancelled; if it delivers anyway (a thread cannot be stopped), its row is
+        sent again at the next start, and the log says so.
+        """
+        if not self.running:
+            return
+        tasks = [r.task for r in self.running.values()]
+        await asyncio.wait(tasks, timeout=timeout)
+        for key, running in list(self.running.items()):
+            if running.task.done():
+                del self.running[key]
+                await self._settle(key, running)
+            else:
+                running.task.cancel()
+                logger.error(
+                    "notifier %s: the send of outbox row %d is still running at shutdown; "
+                    "if it delivers, the row is sent again at the next start",
+                    key[0],
+                    running.row_id,
+                )
 
     def _delay(self, failures: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random."""
@@ -301,6 +417,18 @@ class Outbox:
                 )
             )
             return result.rowcount or 0
+
+
+def _error_of(task: asyncio.Task[None]) -> str | None:
+    """Why a finished send failed, or None when it delivered."""
+    if task.cancelled():
+        return "cancelled"
+    exc = task.exception()
+    if exc is None:
+        return None
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{exc}" or repr(exc)
 
 
 def _entry(row: RowMapping) -> OutboxEntry:

@@ -75,11 +75,20 @@ class AlertService(Service):
         self.context.spawn(self._loop(), name="alerts")
 
     async def stop(self) -> None:
-        # Flush: one last delivery pass over what is due.
+        # Flush: one last delivery pass over what is due, then the outcome of the sends
+        # that are still running (a delivered row must not stay pending), each within
+        # part of the shutdown timeout the Warden gives this stop.
+        budget = self.context.config.daemon.shutdown_timeout_seconds
         try:
-            await self.outbox.deliver()
+            await asyncio.wait_for(self.outbox.deliver(), budget * 0.5)
+        except TimeoutError:
+            logger.warning("flushing the notification outbox took over %.1fs", budget * 0.5)
         except Exception:
             logger.exception("flushing the notification outbox failed")
+        try:
+            await self.outbox.finish(budget * 0.4)
+        except Exception:
+            logger.exception("waiting for the notifications still being sent failed")
 
     async def reload(self, config: Config) -> None:
         notifiers = build_notifiers(self.context.plugins, config)

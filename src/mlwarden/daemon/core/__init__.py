@@ -3,7 +3,8 @@
 Owns: the configuration (``config.py`` its shape, ``config_loader.py`` reading it,
 ``config_checks.py`` the checks across keys), the store (``store.py``: SQLAlchemy Core,
 the schema-version steps; table ``schema_version``), the audit log (``audit.py``; table
-``audit_log``), MLflow tracking (``tracking.py``), every Prometheus metric
+``audit_log``; its key and checkpoint files outside the database in ``audit_seal.py``),
+MLflow tracking (``tracking.py``), every Prometheus metric
 (``metrics.py``; ``mlwarden_events_total`` and ``mlwarden_plugin_errors_total`` are
 counted here), the plugin manager and its catalog (``plugins.py``), systemd
 notifications, worker threads and processes, and the process's memory tuning.

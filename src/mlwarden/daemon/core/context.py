@@ -15,8 +15,11 @@ other services through it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import inspect
 import logging
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -62,6 +65,67 @@ async def await_me_maybe(value: Any) -> Any:
 
 _FAILED = object()
 
+#: At most this many plain-function hook calls run at once, each on its own thread.
+HOOK_THREADS = 16
+
+
+class HookThreads:
+    """Runs plain-function (sync) hook implementations off the event loop.
+
+    Each call gets a daemon thread, so a hook that blocks forever neither freezes the
+    loop nor holds the process at exit. A thread cannot be stopped: a call its caller
+    stopped waiting for (the plugin timeout) keeps its slot until it really returns,
+    so hooks that hang use up at most ``limit`` threads and later calls wait for a
+    slot inside their own timeout.
+    """
+
+    def __init__(self, limit: int = HOOK_THREADS) -> None:
+        self.limit = limit
+        self._slots: asyncio.Semaphore | None = None
+        #: Calls still running on a thread (also those nobody waits for any more).
+        self.running = 0
+
+    async def run(self, function: Callable[..., Any], args: dict[str, Any]) -> Any:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.limit)
+        slots = self._slots
+        await slots.acquire()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        context = contextvars.copy_context()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            self.running -= 1
+            slots.release()
+            if future.done():  # the caller stopped waiting (timed out)
+                if error is not None:
+                    logger.debug("hook %r raised after its timeout: %r", function, error)
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        def work() -> None:
+            result, error = None, None
+            try:
+                result = context.run(function, **args)
+            except BaseException as exc:
+                error = exc
+            # A closed loop: nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, result, error)
+
+        name = getattr(function, "__qualname__", "hook")
+        self.running += 1
+        try:
+            threading.Thread(target=work, name=f"mlwarden-hook-{name}", daemon=True).start()
+        except BaseException:
+            self.running -= 1
+            slots.release()
+            raise
+        return await future
+
 
 class Context:
     """Configuration, store, metrics, audit, tracking, clock, plugins; spawn, emit, hooks."""
@@ -90,15 +154,31 @@ class Context:
         #: The most recent errors of background work, newest last (at most 20).
         self.last_errors: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.hook_threads = HookThreads()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- background tasks ------------------------------------------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        """Run ``coro`` as an owned task: logged if it fails, cancelled at stop."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        """Run ``coro`` as an owned task: logged if it fails, cancelled at stop.
+
+        May be called from a plain-function hook, which runs on a worker thread: the
+        task is then created on the daemon's loop.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._loop is None or self._loop.is_closed():
+                raise
+            spawning = asyncio.run_coroutine_threadsafe(self._spawn_now(coro, name), self._loop)
+            return spawning.result()
+        task = loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
+
+    async def _spawn_now(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        return self.spawn(coro, name)
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -126,17 +206,21 @@ class Context:
     async def call_hook(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call every implementation of a hook, each isolated and timed out.
 
-        An implementation that raises or exceeds ``daemon.plugin_timeout_seconds`` is
-        logged with its plugin's name and counted in ``mlwarden_plugin_errors_total``;
-        its result is left out and the others still run.
+        An ``async def`` implementation runs on the loop; a plain function runs on a
+        worker thread (``HookThreads``), so one that blocks never freezes the daemon, and
+        an awaitable it returns is awaited on the loop. Either way an implementation
+        that raises or exceeds ``daemon.plugin_timeout_seconds`` is logged with its
+        plugin's name and counted in ``mlwarden_plugin_errors_total``; its result is
+        left out and the others still run.
         """
         hook = getattr(self.pm.hook, hook_name)
         timeout = self.config.daemon.plugin_timeout_seconds
+        self._loop = asyncio.get_running_loop()
 
         async def call(impl: pluggy.HookImpl) -> Any:
             args = {name: kwargs[name] for name in impl.argnames}
             try:
-                return await asyncio.wait_for(_call(impl.function, args), timeout)
+                return await asyncio.wait_for(self._call(impl.function, args), timeout)
             except Exception as exc:
                 self.plugin_failed(impl.plugin_name, hook_name, exc)
                 return _FAILED
@@ -157,7 +241,8 @@ class Context:
         logger.debug("event %s model=%s version=%s", event.kind, event.model, event.version)
         await self.call_hook("mlwarden_event", event=event)
 
-
-async def _call(function: Callable[..., Any], args: dict[str, Any]) -> Any:
-    """Call a hook implementation; a coroutine, so it can be awaited with a timeout."""
-    return await await_me_maybe(function(**args))
+    async def _call(self, function: Callable[..., Any], args: dict[str, Any]) -> Any:
+        """Call a hook implementation; a coroutine, so it can be awaited with a timeout."""
+        if inspect.iscoroutinefunction(function):
+            return await function(**args)
+        return await await_me_maybe(await self.hook_threads.run(function, args))

@@ -37,7 +37,14 @@ from ..profiles.layout import Layout
 from ..profiles.profile import Profile
 from ..profiles.reference import Reference, frame_columns
 from .quality import data_quality
-from .report import RECOMMENDATIONS, Detectors, evaluate, fit_detectors, insufficient_data
+from .report import (
+    RECOMMENDATIONS,
+    Detectors,
+    MethodFailure,
+    evaluate,
+    fit_detectors,
+    insufficient_data,
+)
 
 __all__ = ["MonitorService", "reports_table"]
 
@@ -209,6 +216,7 @@ class MonitorService(Service):
                 detectors = await asyncio.to_thread(fit_detectors, state.config, reference, catalog)
             except ValueError as exc:
                 raise Conflict(str(exc)) from None
+            self._count(state.config.name, detectors.failures)
             self._detectors[state.config.name] = (key, detectors)
             cached = self._detectors[state.config.name]
         return cached[1]
@@ -270,9 +278,32 @@ class MonitorService(Service):
         detectors = await (fitting or self._detectors_for(state, reference))
         if target is not None and target.rows < monitoring.min_window_rows:
             target = None
-        return await asyncio.to_thread(
-            evaluate, report, state.config, monitoring, reference, detectors, profile, target
-        )
+        failures: list[MethodFailure] = []
+        try:
+            return await asyncio.to_thread(
+                evaluate,
+                report,
+                state.config,
+                monitoring,
+                reference,
+                detectors,
+                profile,
+                target,
+                failures,
+            )
+        finally:
+            self._count(model, failures)
+
+    def _count(self, model: str, failures: list[MethodFailure]) -> None:
+        """Count drift methods that failed (logged with their traceback in report.py).
+
+        A drift method is a plugin: it counts in ``mlwarden_plugin_errors_total`` with
+        ``hook="drift_method.fit"`` or ``"drift_method.score"``, like a traffic backend.
+        """
+        for failure in failures:
+            hook = f"drift_method.{failure.stage}"
+            self.context.metrics.plugin_errors.labels(failure.method, hook).inc()
+            self.context.record_error(f"drift method {failure.method} ({model})", failure.error)
 
     async def _finish(self, report: DriftReport, started: float) -> dict[str, Any]:
         """Store ``report``, update the metrics, emit the events; the report as stored."""

@@ -15,6 +15,12 @@ Pure and blocking (the monitor runs it in a thread); the report is built typed
   RETRAIN_SOON when the score is at least t, or the prediction or the target drifted;
   NO_ACTION_NEEDED otherwise (and whenever the window holds fewer than
   ``monitoring.min_window_rows`` rows).
+
+A method is isolated from the others: one that cannot fit or score (ValueError: too
+little data, a constant feature) or that fails (any other exception, a bug in a
+plugin) leaves an ``error`` naming it on the entries it could not check, and the
+feature is decided by the methods that did report. Failures are logged here with
+their traceback and returned as :class:`MethodFailure` for the monitor to count.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ __all__ = [
     "RECOMMENDATIONS",
     "Detectors",
     "FittedMethod",
+    "MethodFailure",
     "evaluate",
     "fit_detectors",
     "insufficient_data",
@@ -65,6 +72,19 @@ class FittedMethod(Protocol):
 #: A fitted method and the name it was configured by.
 Fitted = tuple[str, FittedMethod]
 
+#: The ``where`` of the multivariate rows and of the target in errors and failures.
+MULTIVARIATE, TARGET = "__multivariate__", "__target__"
+
+
+@dataclass(frozen=True)
+class MethodFailure:
+    """A drift method that raised something other than ValueError (a bug, not the data)."""
+
+    method: str
+    stage: str  # "fit" or "score"
+    where: str  # the feature, MULTIVARIATE or TARGET
+    error: str
+
 
 @dataclass
 class Detectors:
@@ -73,7 +93,36 @@ class Detectors:
     features: dict[str, list[Fitted]] = field(default_factory=dict)
     multivariate: list[Fitted] = field(default_factory=list)
     target: list[Fitted] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)  # feature -> why it is not checked
+    #: feature (or MULTIVARIATE, TARGET) -> why some of its methods are not fitted
+    errors: dict[str, str] = field(default_factory=dict)
+    #: the methods that failed to fit (each counted once, when the fit is made)
+    failures: list[MethodFailure] = field(default_factory=list)
+
+    def add_error(self, where: str, error: str) -> None:
+        before = self.errors.get(where)
+        self.errors[where] = f"{before}; {error}" if before else error
+
+
+def _joined(first: str | None, second: str | None) -> str | None:
+    return f"{first}; {second}" if first and second else first or second
+
+
+def _method_error(
+    model: str, method: str, stage: str, where: str, exc: Exception
+) -> tuple[str, MethodFailure | None]:
+    """The ``error`` text naming ``method``; a MethodFailure unless it was a ValueError."""
+    if isinstance(exc, ValueError):  # it cannot use this data: expected, not a failure
+        return f"{method}: {exc}", None
+    error = f"{method} failed to {stage}: {type(exc).__name__}: {exc}"
+    logger.error(
+        "drift method %s failed to %s %s of model %s",
+        method,
+        stage,
+        where,
+        model,
+        exc_info=exc,
+    )
+    return error, MethodFailure(method, stage, where, error)
 
 
 def method_names(model: ModelConfig, kind: str, catalog: dict[str, type]) -> list[str]:
@@ -96,7 +145,11 @@ def _multivariate_columns(layout: Layout) -> tuple[str, ...]:
 
 
 def fit_detectors(model: ModelConfig, reference: Reference, catalog: dict[str, type]) -> Detectors:
-    """Instantiate and fit every method on the reference profile (blocking)."""
+    """Instantiate and fit every method on the reference profile (blocking).
+
+    A method that cannot fit is left out of its feature's methods with an error naming
+    it (``Detectors.errors``); one that fails is also in ``Detectors.failures``.
+    """
     unknown = [n for n in model.drift_methods if n not in catalog]
     if unknown:
         known = ", ".join(sorted(catalog)) or "none"
@@ -105,50 +158,53 @@ def fit_detectors(model: ModelConfig, reference: Reference, catalog: dict[str, t
         )
     detectors = Detectors()
     profile, layout = reference.profile, reference.layout
-    names = (*layout.numeric, *layout.categorical)
-    for name, data in zip(names, profile.features_data(names), strict=True):
+
+    def fit_all(where: str, kind: str, data: FeatureData) -> list[Fitted]:
         fitted = []
-        for method in method_names(model, data.kind, catalog):
+        for method in method_names(model, kind, catalog):
             try:
                 fitted.append(
                     _fit(method, catalog[method], model.drift_options.get(method, {}), data)
                 )
-            except ValueError as exc:
-                detectors.errors[name] = f"{method}: {exc}"
-        detectors.features[name] = fitted
+            except Exception as exc:
+                error, failure = _method_error(model.name, method, "fit", where, exc)
+                detectors.add_error(where, error)
+                if failure is not None:
+                    detectors.failures.append(failure)
+        return fitted
+
+    names = (*layout.numeric, *layout.categorical)
+    for name, data in zip(names, profile.features_data(names), strict=True):
+        detectors.features[name] = fit_all(name, data.kind, data)
     numeric = _multivariate_columns(layout)
     if len(numeric) >= 2:
         rows = profile.multivariate_data(numeric)
-        for method in method_names(model, "multivariate", catalog):
-            try:
-                detectors.multivariate.append(
-                    _fit(method, catalog[method], model.drift_options.get(method, {}), rows)
-                )
-            except ValueError as exc:
-                detectors.errors["__multivariate__"] = f"{method}: {exc}"
+        detectors.multivariate = fit_all(MULTIVARIATE, "multivariate", rows)
     if reference.target is not None:
         label = reference.target.layout
         data = reference.target.feature_data((*label.numeric, *label.categorical)[0])
-        for method in method_names(model, data.kind, catalog):
-            try:
-                detectors.target.append(
-                    _fit(method, catalog[method], model.drift_options.get(method, {}), data)
-                )
-            except ValueError as exc:
-                detectors.errors["__target__"] = f"{method}: {exc}"
+        detectors.target = fit_all(TARGET, data.kind, data)
     return detectors
 
 
 def _score_all(
-    fitted: list[Fitted], data: FeatureData, vote: str
+    model: str,
+    where: str,
+    fitted: list[Fitted],
+    data: FeatureData,
+    vote: str,
+    failures: list[MethodFailure],
 ) -> tuple[bool, dict[str, DriftScore], str | None]:
     results: dict[str, DriftScore] = {}
     error = None
     for name, method in fitted:
         try:
             results[name] = method.score(data)
-        except ValueError as exc:  # too little data, a constant feature, ...
-            error = f"{name}: {exc}"
+        except Exception as exc:  # ValueError: too little data, a constant feature, ...
+            text, failure = _method_error(model, name, "score", where, exc)
+            error = _joined(error, text)
+            if failure is not None:
+                failures.append(failure)  # list.append: safe from the worker threads
     verdicts = [r.drifted for r in results.values()]
     if not verdicts:
         drifted = False
@@ -179,12 +235,16 @@ def evaluate(
     detectors: Detectors,
     current: Profile,
     target: Profile | None,
+    failures: list[MethodFailure] | None = None,
 ) -> DriftReport:
     """``report`` (checked data, no verdict yet) with the drift verdict of ``current``.
 
     Per feature, prediction, target and the multivariate rows; then the score and the
-    recommendation by the rule of the module docstring.
+    recommendation by the rule of the module docstring. The methods that failed to
+    score are appended to ``failures``.
     """
+    failures = [] if failures is None else failures
+    name_of = model.name
     layout = reference.layout
     vote = monitoring.drift_vote
     feature_drifts: dict[str, FeatureDrift] = {}
@@ -194,12 +254,14 @@ def evaluate(
     # Big samples: each feature's methods on a worker thread (numpy releases the GIL).
     sampled = max((len(d.sample) for d in features if d.sample is not None), default=0)
     scored = map_threads(
-        lambda item: _score_all(detectors.features.get(item[0], []), item[1], vote),
+        lambda item: _score_all(
+            name_of, item[0], detectors.features.get(item[0], []), item[1], vote, failures
+        ),
         zip(names, features, strict=True),
         workers=workers_for(sampled),
     )
     for name, data, (drifted, methods, error) in zip(names, features, scored, strict=True):
-        error = error or detectors.errors.get(name)
+        error = _joined(detectors.errors.get(name), error)
         if name == layout.prediction:
             prediction_drift = PredictionDrift(
                 column=name, kind=data.kind, drifted=drifted, methods=methods, error=error
@@ -209,18 +271,24 @@ def evaluate(
                 kind=data.kind, drifted=drifted, methods=methods, error=error
             )
     multivariate: MultivariateDrift | None = None
-    if detectors.multivariate:
+    if detectors.multivariate or MULTIVARIATE in detectors.errors:
         numeric = _multivariate_columns(layout)
         rows = current.multivariate_data(numeric)
-        drifted, methods, error = _score_all(detectors.multivariate, rows, vote)
+        drifted, methods, error = _score_all(
+            name_of, MULTIVARIATE, detectors.multivariate, rows, vote, failures
+        )
+        error = _joined(detectors.errors.get(MULTIVARIATE), error)
         multivariate = MultivariateDrift(
             columns=numeric, drifted=drifted, methods=methods, error=error
         )
     target_drift: TargetDrift | None = None
-    if target is not None and detectors.target:
+    if target is not None and (detectors.target or TARGET in detectors.errors):
         label = target.layout
         data = target.feature_data((*label.numeric, *label.categorical)[0])
-        drifted, methods, error = _score_all(detectors.target, data, vote)
+        drifted, methods, error = _score_all(
+            name_of, TARGET, detectors.target, data, vote, failures
+        )
+        error = _joined(detectors.errors.get(TARGET), error)
         target_drift = TargetDrift(
             column=model.label_column,
             labels=data.count,

@@ -5,6 +5,12 @@ or an apprise YAML/TEXT configuration file (``config_file = "/etc/mlwarden/appri
 optionally filtered by ``tag``). Each destination is a separate outbox target, so a
 retry after one destination failed never repeats the others.
 
+Throttling: apprise holds each destination to one send per ``request_rate_per_sec``
+seconds (5.5 s for email), sleeping in its worker thread before it connects. This
+notifier waits out that interval itself, on the event loop, before it hands the send
+to apprise (so a send cancelled while it waits never starts), and reports it as
+``send_delay`` so that the outbox's timeout covers it.
+
 PagerDuty (apprise >= 2.1): each message is sent with ``action=map`` and the alert's
 fingerprint as ``dedup`` key, so the firing notification triggers an incident and the
 resolved notification (sent as apprise's ``success`` type) resolves that same incident.
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +103,12 @@ class AppriseNotifier:
         """One stable key per destination (a hash of its URL, never the URL itself)."""
         return list(self._servers)
 
+    def send_delay(self, target: str = "") -> float:
+        """Seconds apprise's rate limit will hold the next send to ``target`` (or any) back."""
+        keys = [target] if target else list(self._servers)
+        servers = [self._servers[k] for k in keys if k in self._servers]
+        return max((_throttle_left(server) for server in servers), default=0.0)
+
     def describe(self, target: str) -> str:
         """The destination ``target`` with its secrets masked, for logs."""
         server = self._servers.get(target)
@@ -123,6 +136,10 @@ class AppriseNotifier:
         else:
             notify_type = _NOTIFY_TYPES[Severity(notification.severity)]
         async with self._locks[key]:
+            wait = _throttle_left(server)
+            if wait > 0:
+                # apprise would sleep this long in its thread: sleep here, cancellably.
+                await asyncio.sleep(wait)
             if self.pagerduty_dedup and server.secure_protocol == "pagerduty":
                 # The instance is reused, so set the per-alert key on it for this send only.
                 server.action = "map"
@@ -138,6 +155,19 @@ class AppriseNotifier:
                 body_format=apprise.NotifyFormat.TEXT,
             )
         return bool(result)
+
+
+def _throttle_left(server: Any) -> float:
+    """What is left of apprise's interval between two sends to ``server`` (URLBase.throttle).
+
+    apprise stamps ``_last_io_datetime`` (local naive time) when a send passes its
+    throttle and sleeps until ``request_rate_per_sec`` seconds have gone by since then.
+    """
+    rate = float(getattr(server, "request_rate_per_sec", 0) or 0)
+    last = getattr(server, "_last_io_datetime", None)
+    if rate <= 0 or not isinstance(last, datetime):
+        return 0.0
+    return max(0.0, rate - (datetime.now() - last).total_seconds())
 
 
 @hookimpl
