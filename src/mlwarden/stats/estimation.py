@@ -143,11 +143,14 @@ def classification_spread(
 ) -> dict[str, float]:
     """Standard deviation of each realized metric when labels are drawn from ``calibrated``."""
     n, k = calibrated.shape
-    cumulative = np.cumsum(calibrated, axis=1)
-    cumulative[:, -1] = 1.0
-    u = rng.random((draws, n, 1))
-    labels = (u > cumulative[None, :, :]).sum(axis=2)  # draws x rows, class indices
-    labels = np.minimum(labels, k - 1)
+    if k == 2:
+        labels = (rng.random((draws, n)) < calibrated[None, :, 1]).astype(np.intp)
+    else:
+        cumulative = np.cumsum(calibrated, axis=1)
+        cumulative[:, -1] = 1.0
+        u = rng.random((draws, n, 1))
+        labels = (u > cumulative[None, :, :]).sum(axis=2)  # draws x rows, class indices
+        labels = np.minimum(labels, k - 1)
     confusion = np.zeros((draws, k, k))
     flat = (np.arange(draws)[:, None] * k + labels) * k + predicted[None, :]
     confusion.reshape(-1)[:] = np.bincount(flat.ravel(), minlength=draws * k * k)

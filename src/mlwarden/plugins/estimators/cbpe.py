@@ -39,7 +39,7 @@ class CBPE(PerformanceEstimator):
     confidence:
         Level of the band around each estimate (0.95).
     draws:
-        Label draws that measure the band (200).
+        Label draws that measure the band (100).
     seed:
         Seed of those draws (the band is reproducible).
 
@@ -78,7 +78,7 @@ class CBPE(PerformanceEstimator):
         *,
         calibration: str = "isotonic",
         confidence: float = 0.95,
-        draws: int = 200,
+        draws: int = 100,
         seed: int = 0,
     ) -> None:
         self.calibration = check_choice(
