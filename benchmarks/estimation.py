@@ -125,16 +125,16 @@ def load(directory: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[s
 
 def run_mlwarden(directory: Path) -> dict[str, Any]:
     """mlwarden: the built-in estimator of the task, one ``estimate`` call per window."""
-    from mlwarden.plugins.estimators.cbpe import CBPE
-    from mlwarden.plugins.estimators.dle import DLE
-    from mlwarden.types import EstimationData
-
     # What a daemon imports once at start, imported before the clock starts (NannyML's
     # dependencies are imported by ``import nannyml`` likewise).
     import scipy.stats  # noqa: F401
-    import sklearn.ensemble  # noqa: F401
-    import sklearn.isotonic  # noqa: F401
+    import sklearn.ensemble
+    import sklearn.isotonic
     import sklearn.linear_model  # noqa: F401
+
+    from mlwarden.plugins.estimators.cbpe import CBPE
+    from mlwarden.plugins.estimators.dle import DLE
+    from mlwarden.types import EstimationData
 
     meta, ref, cur = load(directory)
     task, k = meta["task"], meta["classes"]
@@ -185,7 +185,9 @@ def run_nannyml(directory: Path) -> dict[str, Any]:
             for j in range(k):
                 out[f"p{j}"] = part["scores"][:, j]
         if labels:
-            out["y"] = part["label"] if task == "regression" or k == 2 else part["label"].astype(str)
+            out["y"] = (
+                part["label"] if task == "regression" or k == 2 else part["label"].astype(str)
+            )
         return out
 
     reference, analysis = frame(ref, True), frame(cur, False)

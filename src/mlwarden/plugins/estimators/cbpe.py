@@ -91,6 +91,7 @@ class CBPE(PerformanceEstimator):
 
     def _fit(self, reference: EstimationData) -> None:
         scores = np.asarray(reference.probabilities, dtype=np.float64)
+        assert reference.labels is not None  # fit() checked it
         label = class_indices(self.name, reference.labels, reference.classes, "labels")
         # Binary: the positive column alone; the negative one is its complement.
         columns = [1] if scores.shape[1] == 2 else range(scores.shape[1])
