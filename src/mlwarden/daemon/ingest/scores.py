@@ -211,6 +211,7 @@ def _check_matrix(matrix: np.ndarray, classes: tuple[str, ...], ids: Sequence[ob
         i = off[0]
         raise record_error(
             "out_of_range", ids, i, "probabilities",
-            f"the probabilities must sum to 1 (within {SUM_TOLERANCE:g}), got {float(total[i]):.9g}",
+            f"the probabilities must sum to 1 (within {SUM_TOLERANCE:g}), "
+            f"got {float(total[i]):.9g}",
         )  # fmt: skip
     return Scores(matrix, classes)
