@@ -44,7 +44,8 @@ def test_multiclass_records_and_columns_agree():
          "classification", r"record 1 .*'probabilities.y'"),
         (None, [{"x": 0.5, "y": 0.5}, {"x": 0.6, "y": 0.5}, {"x": 1, "y": 0}],
          "classification", r"record 1 .*sum to 1 \(within 1e-06\), got 1.1"),
-        (None, {"x": [0.5, 0.5, 1.0], "y": [0.5, 0.5]}, "classification", "columns.probabilities.y"),
+        (None, {"x": [0.5, 0.5, 1.0], "y": [0.5, 0.5]}, "classification",
+         "columns.probabilities.y"),
         (None, [{"x": 1.0}] * 3, "classification", "at least 2 classes"),
     ],
 )  # fmt: skip
