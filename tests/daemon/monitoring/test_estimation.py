@@ -211,3 +211,46 @@ async def test_scores_are_validated_on_the_wire(warden):
     records["records"][0]["id"] = "r2"
     with pytest.raises(InvalidInput, match=r"record 1 \(id 'r1'\), field 'probabilities': missing"):
         await warden.ingest.record_predictions("harmless", records)
+
+
+def regression_frame(n: int, seed: int, shift: str = "none") -> pd.DataFrame:
+    """The regression scenario: noise grows with |x0|; the harmful shift spreads x0."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    if shift == "harmful":
+        x[:, 0] *= 1.5
+    elif shift == "harmless":
+        x[:, 1] += 1.5
+    prediction = 2 * x[:, 0] + x[:, 1]
+    label = prediction + rng.normal(0.0, 0.2 + np.abs(x[:, 0]))
+    return pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "prediction": prediction, "label": label})
+
+
+async def test_dle_estimates_the_mae_of_a_regressor_from_the_window_sample(make_warden, tmp_path):
+    reference = tmp_path / "regression.csv"
+    regression_frame(10000, seed=1).to_csv(reference, index=False)
+    model = f'reference = "{reference}"\nfeatures = ["x0", "x1"]\nperformance_metric = "mae"\n'
+    warden = await make_warden(
+        "[monitoring]\ninterval_seconds = 3600\nmin_window_rows = 200\n"
+        f'[[models]]\nname = "harmful"\n{model}[[models]]\nname = "harmless"\n{model}'
+    )
+    log = EventLog()
+    warden.pm.register(log, name="test-event-log")
+    for name, shift in (("harmful", "harmful"), ("harmless", "harmless")):
+        await warden.ingest.model_state(name).ready.wait()
+        data = regression_frame(3000, seed=5, shift=shift)
+        columns = {
+            "id": [f"{name}{i}" for i in range(len(data))],
+            "features": {"x0": data["x0"].tolist(), "x1": data["x1"].tolist()},
+            "prediction": data["prediction"].tolist(),
+        }
+        await warden.ingest.record_predictions(name, {"columns": columns})
+        await warden.check_drift(name)
+        [estimate] = await warden.estimation.history(name, days=1)
+        assert estimate["estimator"] == "dle"
+        mae = estimate["metrics"]["mae"]
+        realized = float(np.mean(np.abs(data["label"] - data["prediction"])))
+        assert abs(mae["value"] - realized) < 0.1 * realized, (name, mae, realized)
+    kinds = [(e.kind, e.model) for e in log.events if e.kind.startswith("performance_estimate")]
+    assert kinds == [("performance_estimate_degraded", "harmful")]
+    assert warden.estimation.status("harmless") == "ready"
