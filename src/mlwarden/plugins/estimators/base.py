@@ -12,10 +12,10 @@ implements ``_fit`` and ``_estimate`` only (value and sampling error per metric)
 
 from __future__ import annotations
 
+from statistics import NormalDist
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from scipy.stats import norm
 
 from ...stats.estimation import classification_scores, regression_scores
 from ...types import EstimationData, EstimationTask, MetricEstimate
@@ -99,7 +99,7 @@ class PerformanceEstimator:
             raise ValueError(f'performance estimator "{self.name}": no rows to estimate on')
         raw = self._estimate(current)
         realized = self.realized(current) if current.labels is not None else {}
-        z = float(norm.ppf(0.5 + self.confidence / 2))
+        z = NormalDist().inv_cdf(0.5 + self.confidence / 2)
         out = {}
         for metric, (value, spread) in raw.items():
             lower, upper = value - z * spread, value + z * spread
