@@ -41,6 +41,21 @@ def mlwarden_drift_methods() -> list[type]:
 
 
 @hookspec
+def mlwarden_performance_estimators() -> list[type]:
+    """Return performance estimator classes (``cbpe``, ``dle``, ...).
+
+    Called once when the plugin manager is built. Each class has a unique ``name``, a
+    ``tasks`` tuple (``"classification"``, ``"regression"``), the ``metrics`` it
+    estimates, keyword-only options, ``fit(reference: EstimationData) -> Self`` (the
+    reference has labels; ValueError naming what is missing otherwise) and
+    ``estimate(current: EstimationData) -> dict[str, MetricEstimate]`` (value and
+    band per metric, the realized value filled in when ``current`` has labels). The
+    monitor runs both in a worker thread with a timeout. Results of all plugins are
+    concatenated; a duplicate ``name`` stops start-up.
+    """
+
+
+@hookspec
 def mlwarden_deployment_strategies() -> list[type]:
     """Return deployment strategy classes (``blue_green``, ``canary``, ...).
 

@@ -37,6 +37,7 @@ from .experiments.service import ExperimentService
 from .ingest.service import IngestService
 from .monitoring.compare import compare_versions
 from .monitoring.drift import MonitorService
+from .monitoring.estimation import EstimationService
 from .monitoring.performance import PerformanceService
 from .registry.cleanup import CleanupReport
 from .registry.input import parse_ref
@@ -85,7 +86,8 @@ class Warden(Context):
         self.alerts = AlertService(self)
         self.registry = RegistryService(self)
         self.ingest = IngestService(self, registry=self.registry)
-        self.monitor = MonitorService(self, windows=self.ingest)
+        self.estimation = EstimationService(self, windows=self.ingest)
+        self.monitor = MonitorService(self, windows=self.ingest, estimation=self.estimation)
         self.performance = PerformanceService(self, outcomes=self.ingest, registry=self.registry)
         self.rollouts = RolloutService(self, registry=self.registry, ingest=self.ingest)
         self.experiments = ExperimentService(
@@ -99,6 +101,7 @@ class Warden(Context):
             for s in (
                 self.alerts,
                 self.ingest,
+                self.estimation,
                 self.monitor,
                 self.registry,
                 self.performance,
@@ -231,6 +234,12 @@ class Warden(Context):
         return await self.registry.cleanup(
             older_than_days=older_than_days, dry_run=dry_run, model=model, actor=actor
         )
+
+    async def estimate_model_performance(
+        self, model: str, *, version: str | None = None
+    ) -> dict[str, Any]:
+        """Estimate ``model``'s metrics on the current window now (before its labels)."""
+        return await self.estimation.estimate_now(model, version=version)
 
     async def get_model_performance_history(self, model: str, days: float = 30) -> dict[str, Any]:
         """Performance metrics of each version of ``model`` over the last ``days``."""

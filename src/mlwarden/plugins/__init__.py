@@ -21,6 +21,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "mlwarden.plugins.drift.jensen_shannon",
     "mlwarden.plugins.drift.mmd",
     "mlwarden.plugins.drift.page_hinkley",
+    "mlwarden.plugins.estimators.cbpe",
+    "mlwarden.plugins.estimators.dle",
     "mlwarden.plugins.triggers.schedule",
     "mlwarden.plugins.triggers.drift",
     "mlwarden.plugins.triggers.performance",

@@ -14,6 +14,8 @@ would import it; the modules split it along the data:
   :class:`Step`, :class:`Thresholds`, ``Verdict``, ``Action`` (the deployment-strategy
   contract) and :class:`AliasRegistry` (what a traffic backend is given);
 - ``training``: :class:`TrainingJob`, :class:`TrainingResult` (the trainer contract);
+- ``estimation``: :class:`EstimationData`, :class:`MetricEstimate`,
+  :class:`PerformanceEstimate`, ``EstimationTask`` (the performance-estimator contract);
 - ``outcomes``: :class:`Outcomes` (a model's joined prediction/label pairs) and
   :class:`OutcomeSource`, the protocol of what serves them (``TriggerContext.outcomes``).
 
@@ -38,6 +40,7 @@ from .drift import (
     RowCounts,
     TargetDrift,
 )
+from .estimation import EstimationData, EstimationTask, MetricEstimate, PerformanceEstimate
 from .events import Decision, Event, Notification, Severity, TriggerContext
 from .outcomes import Outcomes, OutcomeSource
 from .rollouts import Action, AliasRegistry, Analysis, Check, RolloutView, Step, Thresholds, Verdict
@@ -55,14 +58,18 @@ __all__ = [
     "DriftSource",
     "DriftStatus",
     "DriftWindow",
+    "EstimationData",
+    "EstimationTask",
     "Event",
     "FeatureData",
     "FeatureDrift",
     "FeatureKind",
+    "MetricEstimate",
     "MultivariateDrift",
     "Notification",
     "OutcomeSource",
     "Outcomes",
+    "PerformanceEstimate",
     "PredictionDrift",
     "Recommendation",
     "RolloutView",

@@ -56,6 +56,34 @@ async def get_performance_history(request: web.Request) -> web.Response:
     )
 
 
+async def post_performance_estimate(request: web.Request) -> web.Response:
+    """Estimate the model's metrics on its current window now (before the labels).
+
+    409 names what estimation lacks: a reference with labels, the classifier's
+    probabilities in the reference or on its predictions.
+    """
+    warden = request.app[WARDEN]
+    version = request.query.get("version") or None
+    result = await warden.estimate_model_performance(request.match_info["name"], version=version)
+    return json_response(result)
+
+
+async def get_performance_estimates(request: web.Request) -> web.Response:
+    """Stored estimates of the last ``days`` (default 7), with realized values once known."""
+    days = query_float(request, "days", 7.0, minimum=0.0)
+    warden = request.app[WARDEN]
+    name = request.match_info["name"]
+    estimates = await warden.estimation.history(name, days=days)
+    return json_response(
+        {
+            "model": name,
+            "days": days,
+            "status": warden.estimation.status(name),
+            "estimates": estimates,
+        }
+    )
+
+
 def ingest_routes() -> list[Route]:
     return [
         Route(
@@ -96,5 +124,19 @@ def performance_routes() -> list[Route]:
             get_performance_history,
             "viewer",
             "Performance metrics of each version over time",
-        )
+        ),
+        Route(
+            "POST",
+            "/api/models/{name}/performance-estimate",
+            post_performance_estimate,
+            "operator",
+            "Estimate the performance of the current window before its labels",
+        ),
+        Route(
+            "GET",
+            "/api/models/{name}/performance-estimates",
+            get_performance_estimates,
+            "viewer",
+            "Performance estimates of the last days, with realized values and errors",
+        ),
     ]

@@ -85,6 +85,8 @@ class MonitoringConfig:
     max_out_of_range_rate: float = 0.05
     max_unseen_rate: float = 0.05
     drift_vote: Literal["all", "any", "majority"] = "all"
+    # Performance estimation (daemon/monitoring/estimation.py, docs/estimation.md).
+    estimation_timeout_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,13 @@ class ModelConfig:
     # positive class of binary precision/recall/F1 (default "1" / "true" when present).
     performance_metric: str = ""
     positive_label: str = ""
+    # Performance estimation before the labels arrive (docs/estimation.md): the
+    # estimator plugin ("" = the task's default when the reference has labels, "none" =
+    # off), its options, and the reference's score columns of a classifier.
+    estimator: str = ""
+    estimator_options: dict[str, Any] = field(default_factory=dict)
+    probability_column: str = "probability"  # binary: P(positive class)
+    probabilities_prefix: str = "probabilities."  # multiclass: one column per class
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ def check_config(config: Config) -> list[str]:
     if t.job_timeout_hours <= 0:
         problems.append("key 'training.job_timeout_hours': expected a positive number")
     problems.extend(_check_training(config))
+    problems.extend(_check_estimation(config))
     ab = config.ab_testing
     for key in ("confidence_level", "significance_threshold", "srm_threshold", "power"):
         if not 0 < getattr(ab, key) < 1:
@@ -169,3 +170,67 @@ def gate_problems(gates: Mapping[str, Any], where: str) -> list[str]:
                 "max_worse_than_production, compare_metrics, required_tags, higher_is_better)"
             )
     return problems
+
+
+def _check_estimation(config: Config) -> list[str]:
+    """A model that asks for an estimator by name: what its reference must carry.
+
+    Only a local CSV or Parquet reference is looked into (its header or schema, not its
+    rows); an artifact URI is checked when it is loaded (docs/estimation.md).
+    """
+    problems = []
+    if config.monitoring.estimation_timeout_seconds <= 0:
+        problems.append("key 'monitoring.estimation_timeout_seconds': expected a positive number")
+    for i, model in enumerate(config.models):
+        where = f"key 'models[{i}].estimator'"
+        if model.estimator in ("", "none"):
+            continue
+        if not model.reference:
+            problems.append(
+                f"{where}: performance estimation needs a reference with labels (models.reference)"
+            )
+            continue
+        columns = _reference_columns(model.reference)
+        if columns is None:
+            continue
+        if model.label_column not in columns:
+            problems.append(
+                f"{where}: the reference {model.reference!r} has no label column "
+                f"{model.label_column!r} (models.label_column); estimation needs labels"
+            )
+        if model.prediction_column not in columns:
+            problems.append(
+                f"{where}: the reference {model.reference!r} has no prediction column "
+                f"{model.prediction_column!r} (models.prediction_column)"
+            )
+        scored = model.probability_column in columns or any(
+            c.startswith(model.probabilities_prefix) for c in columns
+        )
+        if model.task == "classification" and not scored:
+            problems.append(
+                f"{where}: the reference {model.reference!r} has no probabilities: a "
+                f"{model.probability_column!r} column (binary) or "
+                f"{model.probabilities_prefix}<class> columns (multiclass)"
+            )
+    return problems
+
+
+def _reference_columns(source: str) -> list[str] | None:
+    """The column names of a local CSV or Parquet file (None: not a readable local file)."""
+    import csv
+    from pathlib import Path
+
+    path = Path(source[len("file://") :] if source.startswith("file://") else source)
+    if ":" in source.split("/", 1)[0] and not source.startswith("file://"):
+        return None  # an artifact URI (runs:/, models:/, ...)
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        if path.suffix == ".csv":
+            with path.open(newline="") as fh:
+                return next(csv.reader(fh), [])
+    except (OSError, ValueError):
+        return None
+    return None

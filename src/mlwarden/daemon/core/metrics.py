@@ -82,6 +82,45 @@ class Metrics:
             registry=registry,
         )
 
+        # Performance estimation (daemon/monitoring/estimation.py).
+        self.estimated_metric = Gauge(
+            "mlwarden_estimated_metric",
+            "Latest estimate of a performance metric before the labels arrive.",
+            ["model", "version", "metric"],
+            registry=registry,
+        )
+        self.estimated_metric_lower = Gauge(
+            "mlwarden_estimated_metric_lower",
+            "Lower bound of the latest estimate's confidence band.",
+            ["model", "version", "metric"],
+            registry=registry,
+        )
+        self.estimated_metric_upper = Gauge(
+            "mlwarden_estimated_metric_upper",
+            "Upper bound of the latest estimate's confidence band.",
+            ["model", "version", "metric"],
+            registry=registry,
+        )
+        self.estimated_metric_realized = Gauge(
+            "mlwarden_estimated_metric_realized",
+            "Realized value of an estimated metric, once the window's labels arrived.",
+            ["model", "version", "metric"],
+            registry=registry,
+        )
+        self.estimation_error = Gauge(
+            "mlwarden_estimation_error",
+            "Estimate minus realized value of the latest estimated window with labels.",
+            ["model", "version", "metric"],
+            registry=registry,
+        )
+        self.estimate_degraded = Gauge(
+            "mlwarden_estimate_degraded",
+            "1 while the estimated metric is worse than the reference by more than "
+            "monitoring.performance_threshold.",
+            ["model", "metric"],
+            registry=registry,
+        )
+
         # Ingest and drift.
         self.predictions = Counter(
             "mlwarden_predictions_total",

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 #: Registration hook for each kind of plugin class.
 KINDS: dict[str, str] = {
     "drift_method": "mlwarden_drift_methods",
+    "performance_estimator": "mlwarden_performance_estimators",
     "strategy": "mlwarden_deployment_strategies",
     "trigger": "mlwarden_triggers",
     "notifier": "mlwarden_notifiers",

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..profiles.columns import Columns
 from ..profiles.layout import Layout
+from .scores import Scores, parse_scores
 from .validate import (
     BatchRejected,
     bool_column,
@@ -37,6 +38,9 @@ from .validate import (
 
 __all__ = ["BatchRejected", "LabelBatch", "PredictionBatch", "parse_labels", "parse_predictions"]
 
+#: A classifier's scores, optional fields of a prediction record (daemon/ingest/scores.py).
+SCORES = ("probability", "probabilities")
+
 
 @dataclass
 class PredictionBatch:
@@ -49,6 +53,7 @@ class PredictionBatch:
     latency: np.ndarray  # float64 seconds, NaN when not reported
     error: np.ndarray  # bool
     columns: Columns | None  # None when the model has no feature schema
+    scores: Scores | None = None  # a classifier's probability / probabilities (scores.py)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -106,7 +111,14 @@ def parse_predictions(
                 prediction if prediction.dtype == np.float64 else prediction.tolist()
             )
         columns = feature_columns(features, layout, ids, n, booleans)
-    return PredictionBatch(id_array, ts, versions, prediction, latency, error, columns)
+    scores = parse_scores(
+        fields.get("probability"),
+        fields.get("probabilities"),
+        ids,
+        task,
+        columnar="columns" in payload,
+    )
+    return PredictionBatch(id_array, ts, versions, prediction, latency, error, columns, scores)
 
 
 def parse_labels(payload: object, *, task: str, max_batch: int) -> LabelBatch:
@@ -161,7 +173,7 @@ def _records_to_columns(
     # C-level map over the records; a Python loop runs only to name a bad record.
     orders = set(map(tuple, records))
     present = set().union(*orders)
-    allowed = {"id", "ts", "version", "features", "prediction", "latency_ms", "error"}
+    allowed = {"id", "ts", "version", "features", "prediction", "latency_ms", "error", *SCORES}
     if present - allowed:
         i = next(i for i, r in enumerate(records) if set(r) - allowed)
         raise BatchRejected(
@@ -175,7 +187,7 @@ def _records_to_columns(
             raise BatchRejected("missing_field", f"records[{i}]: missing {key!r}")
     ids = list(map(operator.itemgetter("id"), records))
     out: dict[str, Any] = {"id": ids}
-    for key in ("ts", "version", "latency_ms", "error", "prediction"):
+    for key in ("ts", "version", "latency_ms", "error", "prediction", *SCORES):
         if key in present:
             out[key] = [r.get(key) for r in records]
     out.setdefault("prediction", [None] * len(records))
@@ -223,7 +235,7 @@ def _feature_rows(
 def _columnar(columns: object, layout: Layout | None, max_batch: int) -> dict[str, Any]:
     if not isinstance(columns, dict):
         raise BatchRejected("malformed", '"columns" must be an object of arrays')
-    allowed = {"id", "ts", "version", "features", "prediction", "latency_ms", "error"}
+    allowed = {"id", "ts", "version", "features", "prediction", "latency_ms", "error", *SCORES}
     extra = set(columns) - allowed
     if extra:
         raise BatchRejected(
@@ -248,6 +260,9 @@ def _columnar(columns: object, layout: Layout | None, max_batch: int) -> dict[st
                     f"columns.{key}: expected an array of {n} values (as many as columns.id)",
                 )
             out[key] = value
+    for key in SCORES:  # their shape is checked by scores.parse_scores
+        if key in columns:
+            out[key] = columns[key]
     out.setdefault("prediction", [None] * n)
     features = columns["features"]
     if not isinstance(features, dict):

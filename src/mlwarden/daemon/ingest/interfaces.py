@@ -10,12 +10,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from ...types import OutcomeSource
 from ..core.config import ModelConfig
 from ..profiles.profile import Profile
 from ..profiles.reference import Reference
 
-__all__ = ["PredictionCounter", "PredictionSink", "WatchedModel", "WindowSource"]
+__all__ = [
+    "PredictionCounter",
+    "PredictionSink",
+    "ScoredPredictions",
+    "WatchedModel",
+    "WindowSource",
+]
+
+
+@dataclass(frozen=True)
+class ScoredPredictions:
+    """A window's stored predictions with the classifier's scores (what CBPE reads).
+
+    ``prediction`` (str objects or float64) per prediction of the window; ``scores``
+    rows x classes float64 for the predictions that carried scores, None if none did
+    (``classes`` is ``()`` for a binary model's ``probability``: one column, P(+));
+    ``unscored`` counts the window's predictions without scores.
+    """
+
+    prediction: np.ndarray
+    scores: np.ndarray | None
+    classes: tuple[str, ...]
+    unscored: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,6 +74,12 @@ class WindowSource(OutcomeSource, Protocol):
 
     def rejections(self, model: str) -> Mapping[str, int]:
         """Batches of ``model`` refused since start, by reason (schema violations)."""
+        ...
+
+    async def scored_predictions(
+        self, model: str, since: float, until: float, version: str | None = None
+    ) -> ScoredPredictions:
+        """The stored predictions of ``model`` in [since, until) with their scores."""
         ...
 
 

@@ -108,13 +108,14 @@ def _split(
 
 def encode_predictions(batch: PredictionBatch) -> bytes:
     """The blob of a prediction_batches row: JSON columns (NaN written as null)."""
-    return orjson.dumps(
-        {
-            "id": batch.ids.tolist(),
-            "version": batch.versions.tolist(),
-            "ts": batch.ts.tolist(),
-            "prediction": batch.prediction.tolist(),
-            "latency": batch.latency.tolist(),
-            "error": batch.error.tolist(),
-        }
-    )
+    columns = {
+        "id": batch.ids.tolist(),
+        "version": batch.versions.tolist(),
+        "ts": batch.ts.tolist(),
+        "prediction": batch.prediction.tolist(),
+        "latency": batch.latency.tolist(),
+        "error": batch.error.tolist(),
+    }
+    if batch.scores is not None:  # what the performance estimators read back
+        columns.update(batch.scores.to_json())
+    return orjson.dumps(columns)

@@ -35,11 +35,18 @@ from ..core.workers import WorkerPool
 from ..profiles.profile import Profile
 from ..registry.interfaces import VersionRecords
 from .batches import BatchRejected, parse_labels
-from .interfaces import WatchedModel
+from .interfaces import ScoredPredictions, WatchedModel
 from .ledger import Ledger
 from .prepare import prepare_batch
+from .scores import Scores
 from .state import ModelState
-from .tables import INGEST_SCHEMA, count_stored, outcomes_table, profile_table
+from .tables import (
+    INGEST_SCHEMA,
+    count_stored,
+    outcomes_table,
+    profile_table,
+    window_predictions,
+)
 
 __all__ = ["IngestService", "Outcomes"]
 
@@ -109,6 +116,19 @@ class IngestService(Service):
     def rejections(self, model: str) -> Mapping[str, int]:
         """Batches of ``model`` refused since start, by reason."""
         return dict(self._rejections.get(model, {}))
+
+    async def scored_predictions(
+        self, model: str, since: float, until: float, version: str | None = None
+    ) -> ScoredPredictions:
+        """The stored predictions of ``model`` in [since, until) with their scores.
+
+        Read from the stored prediction batches (kept for ``monitoring.label_ttl_hours``),
+        decoded in a thread.
+        """
+        self.model_state(model)
+        async with self.context.store.connect() as conn:
+            blobs = await window_predictions(conn, model, since, until)
+        return await asyncio.to_thread(_scored, blobs, since, until, version)
 
     def model_state(self, model: str) -> ModelState:
         """The state of a watched model; NotFound (404) names the known models."""
@@ -278,4 +298,37 @@ def _outcomes_from_rows(rows: Sequence[sa.Row[*tuple[Any, ...]]], classification
         label=label,
         latency=latency,
         error=np.array(cols[8], dtype=bool),
+    )
+
+
+def _scored(
+    blobs: list[bytes], since: float, until: float, version: str | None
+) -> ScoredPredictions:
+    """The predictions (and scores) of the batch blobs in [since, until) of ``version``."""
+    import orjson
+
+    predictions: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    classes: tuple[str, ...] | None = None
+    unscored = 0
+    for blob in blobs:
+        columns = orjson.loads(blob)
+        ts = np.asarray(columns["ts"], dtype=np.float64)
+        keep = (ts >= since) & (ts < until)
+        if version is not None:
+            keep &= np.asarray(columns["version"], dtype=object) == version
+        if not keep.any():
+            continue
+        found = Scores.from_json(columns)
+        # A model's classes are the first scored batch's; a batch with others is skipped.
+        if found is None or (classes is not None and found.classes != classes):
+            unscored += int(keep.sum())
+            continue
+        classes = found.classes
+        predictions.append(np.asarray(columns["prediction"], dtype=object)[keep])
+        scores.append(found.values[keep])
+    if not predictions:
+        return ScoredPredictions(np.zeros(0, dtype=object), None, (), unscored)
+    return ScoredPredictions(
+        np.concatenate(predictions), np.concatenate(scores), classes or (), unscored
     )

@@ -37,6 +37,7 @@ __all__ = [
     "purge_predictions",
     "store_predictions",
     "stored_predictions",
+    "window_predictions",
 ]
 
 _ID_CHUNK = 500
@@ -310,6 +311,19 @@ async def stored_predictions(
                         }
                     )
     return out
+
+
+async def window_predictions(
+    conn: AsyncConnection, model: str, since: float, until: float
+) -> list[bytes]:
+    """The blobs of ``model``'s stored prediction batches that overlap [since, until)."""
+    b = prediction_batches_table
+    query = (
+        sa.select(b.c.data)
+        .where(b.c.model == model, b.c.ts_max >= since, b.c.ts_min < until)
+        .order_by(b.c.seq)
+    )
+    return [bytes(data) for (data,) in (await conn.execute(query)).all()]
 
 
 async def count_stored(conn: AsyncConnection, model: str, since: float) -> int:

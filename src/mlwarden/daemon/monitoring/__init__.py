@@ -1,4 +1,4 @@
-"""Monitoring (services ``monitor`` and ``performance``): drift, data quality, performance.
+"""Monitoring (services ``monitor``, ``estimation``, ``performance``): drift and performance.
 
 Owns: the drift checks of every model (``drift.py``: the loop, checks on demand and of
 a DataFrame, history; table ``drift_reports``; metrics ``mlwarden_drift_score``,
@@ -9,11 +9,15 @@ task ``monitor-loop``), the drift report itself (``report.py``: the drift method
 and run, the recommendation), the data-quality checks (``quality.py``), performance per
 version (``performance.py``: tables ``performance_history`` and ``performance_state``;
 metric ``mlwarden_model_metric``; events ``performance_degraded`` /
-``performance_recovered``; task ``performance-loop``), and two versions side by side
-(``compare.py``).
+``performance_recovered``; task ``performance-loop``), performance estimated before the
+labels arrive (``estimation.py``, service ``estimation``: table
+``performance_estimates``; metrics ``mlwarden_estimated_metric`` and its bounds,
+``mlwarden_estimation_error``; events ``performance_estimate_degraded`` /
+``performance_estimate_recovered``), and two versions side by side (``compare.py``).
 
 Exposes: the services' public methods, used by the Warden and the API.
 
 May import: ``profiles``, ``core``, the contract, ``mlwarden.plugins.drift`` (the
-default methods per feature kind), and ``ingest.interfaces`` / ``registry.interfaces``.
+default methods per feature kind), ``mlwarden.plugins.estimators`` (the default
+estimator per task), and ``ingest.interfaces`` / ``registry.interfaces``.
 """

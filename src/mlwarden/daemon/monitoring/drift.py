@@ -36,6 +36,7 @@ from ..profiles.columns import Columns
 from ..profiles.layout import Layout
 from ..profiles.profile import Profile
 from ..profiles.reference import Reference, frame_columns
+from .estimation import EstimationService
 from .quality import data_quality
 from .report import (
     RECOMMENDATIONS,
@@ -77,9 +78,17 @@ class MonitorService(Service):
     name = "monitor"
     schema = Schema("monitor", [create_tables(reports_table)])
 
-    def __init__(self, context: Context, *, windows: WindowSource) -> None:
+    def __init__(
+        self,
+        context: Context,
+        *,
+        windows: WindowSource,
+        estimation: EstimationService | None = None,
+    ) -> None:
         super().__init__(context)
         self.windows = windows
+        #: Estimates the window's performance after each check of it (estimation.py).
+        self.estimation = estimation
         #: Per model: the fitted methods, and what they were fitted for (the reference
         #: layout's fingerprint and the model's configuration).
         self._detectors: dict[str, tuple[tuple[str, str], Detectors]] = {}
@@ -147,7 +156,19 @@ class MonitorService(Service):
                 )
             finally:
                 await _settled(fitting)
-            return await self._finish(report, started)
+            plain = await self._finish(report, started)
+        await self._estimate(model, since, now, version)
+        return plain
+
+    async def _estimate(self, model: str, since: float, until: float, version: str | None) -> None:
+        """Estimate the checked window's performance; a failure never fails the check."""
+        if self.estimation is None:
+            return
+        try:
+            await self.estimation.run(model, since, until, version)
+        except Exception as exc:
+            logger.exception("performance estimation of %s failed", model)
+            self.context.record_error(f"performance estimation {model}", repr(exc))
 
     async def check_frame(self, model: str, frame: Any) -> dict[str, Any]:
         """Check a DataFrame against the reference (``Warden.monitor_model_drift``)."""

@@ -25,6 +25,10 @@ class PerformanceTrigger:
         ``monitoring.performance_threshold``).
     cooldown_seconds:
         After firing, further degradation events of the model are ignored this long.
+    use_estimates:
+        Also fire on ``performance_estimate_degraded``: the performance estimator's
+        estimate (docs/estimation.md) judged worse than the reference while the labels
+        lag (default false: only realized metrics fire).
 
     Example
     -------
@@ -40,6 +44,7 @@ class PerformanceTrigger:
     test_params: ClassVar[tuple[dict[str, Any], ...]] = (
         {},
         {"metrics": ["mse"], "min_degradation": 0.2, "cooldown_seconds": 0},
+        {"use_estimates": True},
     )
 
     def __init__(
@@ -48,6 +53,7 @@ class PerformanceTrigger:
         metrics: Sequence[str] = (),
         min_degradation: float = 0.0,
         cooldown_seconds: float = 3600.0,
+        use_estimates: bool = False,
     ) -> None:
         if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
             raise ValueError("option 'metrics' must be an array of metric names")
@@ -57,13 +63,18 @@ class PerformanceTrigger:
             raise ValueError("option 'cooldown_seconds' must be >= 0")
         self.metrics = tuple(metrics)
         self.min_degradation = float(min_degradation)
+        if not isinstance(use_estimates, bool):
+            raise ValueError("option 'use_estimates' must be true or false")
         self.cooldown_seconds = float(cooldown_seconds)
+        self.use_estimates = use_estimates
 
     def evaluate(self, context: TriggerContext) -> Decision:
         """Fire when a degradation event names a watched metric and clears the threshold."""
         event = context.event
-        if event is None or event.kind != "performance_degraded":
+        kinds = ("performance_degraded", "performance_estimate_degraded")
+        if event is None or event.kind not in kinds[: 2 if self.use_estimates else 1]:
             return Decision(False)
+        estimated = event.kind == "performance_estimate_degraded"
         metric = str(event.data.get("metric", ""))
         if self.metrics and metric not in self.metrics:
             return Decision(False, f"metric {metric!r} not watched")
@@ -73,11 +84,18 @@ class PerformanceTrigger:
             change = abs(value - baseline) / abs(baseline)
             if math.isfinite(change) and change < self.min_degradation:
                 return Decision(False, f"{metric} changed {change:.3g} < {self.min_degradation}")
+        what = "estimated performance (labels pending)" if estimated else "performance"
         return Decision(
             True,
-            f"performance degraded: {metric} {value} (baseline {baseline})",
+            f"{what} degraded: {metric} {value} (baseline {baseline})",
             severity=Severity.WARNING,
-            data={"metric": metric, "value": value, "baseline": baseline, "change": change},
+            data={
+                "metric": metric,
+                "value": value,
+                "baseline": baseline,
+                "change": change,
+                "estimated": estimated,
+            },
         )
 
 
