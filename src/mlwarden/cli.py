@@ -1,4 +1,4 @@
-"""The ``mlwarden`` command: run, check-config, plugins, token, audit verify."""
+"""The ``mlwarden`` command: run, check-config, plugins, token, keys, audit verify."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,22 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", "-c", metavar="FILE", help="TOML configuration file (default: embedded)"
     )
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    """How to reach a running daemon (HTTPS with a private CA, mutual TLS, a token)."""
+    parser.add_argument("--url", help="the daemon's URL (default: from daemon.listen and [tls])")
+    parser.add_argument(
+        "--token", default=os.environ.get("MLWARDEN_TOKEN", ""), help="admin bearer token"
+    )
+    parser.add_argument(
+        "--cacert",
+        metavar="FILE",
+        default=os.environ.get("MLWARDEN_CA_BUNDLE", ""),
+        help="CA bundle that signed the daemon's certificate (env MLWARDEN_CA_BUNDLE)",
+    )
+    parser.add_argument("--cert", metavar="FILE", default="", help="client certificate (mTLS)")
+    parser.add_argument("--key", metavar="FILE", default="", help="client certificate's key")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +83,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("token", help="mint a bearer token and print its SHA-256 for the config")
+
+    keys = sub.add_parser("keys", help="encryption keys: new, rotate, status")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="make a key ring (a file, or print the entry)")
+    new.add_argument("--key-file", metavar="FILE", help="write the ring here (mode 0600)")
+    _config_args(new)
+    for name, text in (
+        ("rotate", "add a key, re-wrap every data key with it, retire the old ones"),
+        ("status", "the keys and how many stored objects each one wraps"),
+    ):
+        cmd = keys_sub.add_parser(name, help=text)
+        _config_args(cmd)
+        _client_args(cmd)
 
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
@@ -159,6 +189,28 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .daemon import keyctl
+
+    if args.keys_command == "new":
+        key_file = args.key_file or (_load(args).encryption.key_file if args.config else "")
+        print(keyctl.keys_new(key_file))
+        return 0
+    config = _load(args)
+    client = keyctl.DaemonClient(
+        url=args.url or keyctl.default_url(config),
+        token=args.token,
+        cafile=args.cacert,
+        certfile=args.cert,
+        keyfile=args.key,
+    )
+    if args.keys_command == "rotate":
+        return keyctl.keys_rotate(config, client, sys.stdout)
+    status = keyctl.keys_status(config, client)
+    print(json.dumps(status, indent=2, sort_keys=True))
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from .daemon.core.audit import AUDIT_SCHEMA, AuditLog
     from .daemon.core.store import Store
@@ -188,4 +240,5 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "token": cmd_token,
     "audit": cmd_audit,
+    "keys": cmd_keys,
 }

@@ -25,6 +25,7 @@ import pluggy
 from ...types import Event
 from .audit import AuditLog
 from .config import Config
+from .encryption import Sealer
 from .metrics import Metrics
 from .store import Store
 from .tracking import Tracking
@@ -77,6 +78,7 @@ class Context:
         store: Store,
         audit: AuditLog,
         tracking: Tracking,
+        sealer: Sealer | None = None,
     ) -> None:
         #: The configuration in force; a reload replaces it.
         self.config = config
@@ -87,6 +89,8 @@ class Context:
         self.store = store
         self.audit = audit
         self.tracking = tracking
+        #: Seals and opens objects at rest (passes them through with encryption off).
+        self.sealer = sealer if sealer is not None else Sealer(None)
         #: The most recent errors of background work, newest last (at most 20).
         self.last_errors: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
