@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import ssl
 import time
@@ -190,10 +191,8 @@ async def _rotate_offline(config: Config) -> dict[str, Any]:
         rotation = KeyRotation(
             warden.store, warden.sealer, warden.sealed_columns(), warden.artifact_root
         )
-        try:
+        with contextlib.suppress(Exception):  # the progress says why
             await rotation.run()
-        except Exception:
-            pass  # the progress says why
         return rotation.progress.to_dict()
     finally:
         await warden.store.close()

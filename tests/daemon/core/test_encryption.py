@@ -50,10 +50,10 @@ def test_a_flipped_byte_a_wrong_key_and_a_missing_key_are_refused_by_name():
     sealer = Sealer(_ring("k1"), on_failure=lambda w, r: failures.append((w, r)))
     sealed = bytearray(sealer.seal(b"secret row", "ingest_journal"))
     sealed[-5] ^= 0x01
-    with pytest.raises(DecryptionFailed, match="ingest_journal row 7.*tag does not match"):
+    with pytest.raises(DecryptionFailed, match=r"ingest_journal row 7.*tag does not match"):
         sealer.open(bytes(sealed), "ingest_journal", "ingest_journal row 7")
     good = Sealer(_ring("k1")).seal(b"secret row", "x")
-    with pytest.raises(DecryptionFailed, match="key 'k1' of the key ring .* does not unwrap"):
+    with pytest.raises(DecryptionFailed, match=r"key 'k1' of the key ring .* does not unwrap"):
         sealer.open(good, "x", "row 8")  # same id, other key material
     with pytest.raises(DecryptionFailed, match="key 'k1' is not in the key ring"):
         Sealer(_ring("k2")).open(good, "x", "row 9")
@@ -187,7 +187,7 @@ async def _run_daemon(make_config, make_client, tmp_path, enabled: bool):
 async def test_no_plaintext_on_disk_while_predictions_are_served(
     make_config, make_client, tmp_path, base_path, enabled
 ):
-    warden, client, versions, served = await _run_daemon(
+    warden, _client, _versions, served = await _run_daemon(
         make_config, make_client, tmp_path, enabled
     )
     try:
@@ -287,7 +287,7 @@ async def test_wrong_and_missing_key_stop_the_start_naming_the_object(
 async def test_a_flipped_byte_in_a_row_and_an_artifact_is_refused_and_audited(
     make_config, make_client, tmp_path, base_path
 ):
-    warden, client, versions, _ = await _run_daemon(make_config, make_client, tmp_path, True)
+    warden, client, _versions, _ = await _run_daemon(make_config, make_client, tmp_path, True)
     try:
         from mlwarden.daemon.alerts.outbox import outbox_table
 

@@ -112,7 +112,9 @@ def check_key_file(path: Path) -> None:
     try:
         st = path.stat()
     except OSError as exc:
-        raise ConfigError(f"encryption key file {path}: {exc.strerror}", "encryption.key_file")
+        raise ConfigError(
+            f"encryption key file {path}: {exc.strerror}", "encryption.key_file"
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(f"encryption key file {path}: not a regular file", "encryption.key_file")
     mode = stat.S_IMODE(st.st_mode)
