@@ -137,6 +137,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from .daemon.core.redaction import install_redactor
+
+    install_redactor(config)
     daemon = Daemon(config, config_path=args.config, overrides=overrides)
     return asyncio.run(daemon.serve())
 
@@ -155,8 +158,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .daemon.core.config import redacted
+    from .daemon.core.config_checks import secret_file_warnings
 
     config = _load(args)
+    for warning in secret_file_warnings(config):
+        print(f"mlwarden: warning: {warning}", file=sys.stderr)
     print(json.dumps(redacted(config), indent=2, sort_keys=True))
     return 0
 

@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from .api import IN_FLIGHT, build_app
 from .core.config import Config, TlsConfig
 from .core.config_loader import load_config
+from .core.redaction import install_redactor
 from .core.systemd import SystemdNotifier
 from .warden import Warden
 
@@ -244,6 +245,7 @@ class Daemon:
             self.systemd.ready("reload refused; running the previous configuration")
             return False
         self.config = config
+        install_redactor(config)
         logging.getLogger("mlwarden").setLevel(config.daemon.log_level)
         logger.info("configuration reloaded from %s", config.source)
         self.systemd.ready(f"serving on {self.address}")
