@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from mlflow.entities import FileInfo
 from mlflow.store.artifact.artifact_repo import ArtifactRepository
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
@@ -97,7 +98,7 @@ class EncryptedArtifactRepository(ArtifactRepository):
             for name in files:
                 self.log_artifact(os.path.join(root, name), dest)
 
-    def list_artifacts(self, path: str | None = None):  # type: ignore[no-untyped-def]
+    def list_artifacts(self, path: str | None = None) -> list[FileInfo]:
         return self.inner.list_artifacts(path)
 
     def _download_file(self, remote_file_path: str, local_path: str) -> None:

@@ -195,8 +195,9 @@ class KeyRotation:
             p.total = sum(n for k, n in inv.counts.items() if k != ring.active)
             for col in self.columns:
                 await self._rewrap_column(col)
-            if self.artifacts is not None:
-                files = await asyncio.to_thread(lambda: list(iter_artifact_files(self.artifacts)))
+            root = self.artifacts
+            if root is not None:
+                files = await asyncio.to_thread(lambda: list(iter_artifact_files(root)))
                 for path in files:
                     if await asyncio.to_thread(rewrap_file, self.sealer, path):
                         p.rewrapped += 1

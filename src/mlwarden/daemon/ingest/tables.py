@@ -201,10 +201,10 @@ def _bind_sealed(
     rows: Sequence[tuple[object, ...]],
 ) -> Sequence[tuple[object, ...]]:
     """``rows`` with the values of sealed columns sealed (the driver-level path skips types)."""
-    sealed = [
-        (n, table.c[name].type)
+    sealed: list[tuple[int, SealedBytes]] = [
+        (n, kind)
         for n, name in enumerate(columns)
-        if isinstance(table.c[name].type, SealedBytes)
+        if isinstance(kind := table.c[name].type, SealedBytes)
     ]
     if not sealed:
         return rows
