@@ -111,6 +111,29 @@ class EncryptedArtifactRepository(ArtifactRepository):
         tmp.write_bytes(plaintext)
         os.replace(tmp, dest)
 
+    def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> str:
+        """Decrypt ``artifact_path`` (a file or a directory) under ``dst_path``; its path.
+
+        A direct walk of the local tree: MLflow's generic download (a listing per
+        directory, a thread pool per file) costs more than the decryption itself.
+        """
+        source = self.root / artifact_path if artifact_path else self.root
+        dst = Path(dst_path or tempfile.mkdtemp(prefix="mlwarden-artifacts-"))
+        target = dst / artifact_path if artifact_path else dst
+        sealer = _sealer()
+        files = [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
+        if not source.exists():
+            raise FileNotFoundError(f"artifact {source} does not exist")
+        for path in files:
+            rel = path.relative_to(self.root)
+            plaintext = sealer.open(path.read_bytes(), PURPOSE, f"artifact {path}")
+            out = dst / rel
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.partial")
+            tmp.write_bytes(plaintext)
+            os.replace(tmp, out)
+        return str(target)
+
     def delete_artifacts(self, artifact_path: str | None = None) -> None:
         self.inner.delete_artifacts(artifact_path)
 
