@@ -18,6 +18,11 @@ both alike; the figure is the median of the rounds.
      about the same path (its dependency check); on, every load decrypts into a fresh
      private temporary directory, so that figure carries MLflow's per-path work too.
 
+Besides the side-by-side figures (noisy on a shared machine: each round starts two
+fresh daemons), the script counts the time spent inside ``Sealer.seal``/``open``
+during the encrypted runs and prints it as a share of their wall time: the direct
+cost of the cryptography, which machine noise does not move.
+
 Goal (issue 22): the encrypted path costs < 10% of each.
 """
 
@@ -36,12 +41,38 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from mlwarden.daemon.core import encryption as _enc  # noqa: E402
 from mlwarden.daemon.core.config_loader import load_config  # noqa: E402
 from mlwarden.daemon.core.keys import new_key, write_key_file  # noqa: E402
 from mlwarden.daemon.warden import Warden  # noqa: E402
 
 FEATURES = [f"f{i}" for i in range(50)]
 SENDERS = 4
+
+#: Seconds spent sealing and opening, by phase ("ingest", "load").
+CRYPTO: dict[str, float] = {"ingest": 0.0, "load": 0.0}
+_phase = ["ingest"]
+_seal, _open = _enc.Sealer.seal, _enc.Sealer.open
+
+
+def _timed_seal(self: _enc.Sealer, data: bytes, purpose: str) -> bytes:
+    start = time.perf_counter()
+    try:
+        return _seal(self, data, purpose)
+    finally:
+        CRYPTO[_phase[0]] += time.perf_counter() - start
+
+
+def _timed_open(self: _enc.Sealer, data: bytes, purpose: str, what: str) -> bytes:
+    start = time.perf_counter()
+    try:
+        return _open(self, data, purpose, what)
+    finally:
+        CRYPTO[_phase[0]] += time.perf_counter() - start
+
+
+_enc.Sealer.seal = _timed_seal  # type: ignore[method-assign]
+_enc.Sealer.open = _timed_open  # type: ignore[method-assign]
 
 
 def _bodies(batches: int, rows: int = 1000) -> list[bytes]:
@@ -87,7 +118,12 @@ async def _warden(encrypted: bool) -> tuple[Warden, Path]:
     return warden, base
 
 
+WALL: dict[str, float] = {"ingest": 0.0, "load": 0.0}
+
+
 async def ingest_rate(encrypted: bool, bodies: list[bytes]) -> float:
+    _phase[0] = "ingest" if encrypted else "ignored"
+    CRYPTO.setdefault("ignored", 0.0)
     warden, _ = await _warden(encrypted)
     try:
         await warden.ingest.record_predictions("bench", bodies[0])  # warm-up
@@ -102,8 +138,14 @@ async def ingest_rate(encrypted: bool, bodies: list[bytes]) -> float:
             return n
 
         start = time.perf_counter()
+        before = CRYPTO["ingest"]
         sent = sum(await asyncio.gather(*(sender() for _ in range(SENDERS))))
-        return sent / (time.perf_counter() - start)
+        wall = time.perf_counter() - start
+        if encrypted:
+            WALL["ingest"] += wall
+        else:
+            CRYPTO["ingest"] = before
+        return sent / wall
     finally:
         await warden.stop()
 
@@ -145,6 +187,9 @@ async def load_time(encrypted: bool, loads: int) -> tuple[float, float, int]:
         record = await warden.registry.register("bench", model_uri=uri)
         size = sum(p.stat().st_size for p in (base / "mlartifacts").rglob("*") if p.is_file())
         gateway = warden.rollouts.gateway
+        _phase[0] = "load" if encrypted else "ignored"
+        crypto_before = CRYPTO["load"]
+        begin = time.perf_counter()
         times = []
         for _ in range(loads):
             start = time.perf_counter()
@@ -155,6 +200,10 @@ async def load_time(encrypted: bool, loads: int) -> tuple[float, float, int]:
             start = time.perf_counter()
             await asyncio.to_thread(_fresh_load, warden, record)
             fresh.append(time.perf_counter() - start)
+        if encrypted:
+            WALL["load"] += time.perf_counter() - begin
+        else:
+            CRYPTO["load"] = crypto_before
         return statistics.median(fresh), statistics.median(times), size
     finally:
         await warden.stop()
@@ -165,8 +214,8 @@ async def main(batches: int, loads: int, rounds: int) -> None:
     rates: dict[bool, list[float]] = {False: [], True: []}
     loads_s: dict[bool, list[float]] = {False: [], True: []}
     gateway_s: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
-        for encrypted in (False, True):
+    for n in range(rounds):
+        for encrypted in (False, True) if n % 2 == 0 else (True, False):
             rates[encrypted].append(await ingest_rate(encrypted, bodies))
             fresh, served, size = await load_time(encrypted, loads)
             loads_s[encrypted].append(fresh)
@@ -183,6 +232,10 @@ async def main(batches: int, loads: int, rounds: int) -> None:
     print("model load as the gateway runs it (off: in place, MLflow's per-path caches)")
     print(f"  encryption off: {1000 * off:8.1f} ms")
     print(f"  encryption on:  {1000 * on:8.1f} ms   cost {100 * (on / off - 1):+.1f}%")
+    print("time inside seal/open, share of the encrypted runs' wall time")
+    for phase in ("ingest", "load"):
+        share = 100 * CRYPTO[phase] / WALL[phase] if WALL[phase] else 0.0
+        print(f"  {phase:7s} {1000 * CRYPTO[phase]:8.1f} ms of {WALL[phase]:6.2f} s = {share:.1f}%")
 
 
 if __name__ == "__main__":
