@@ -41,10 +41,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from mlwarden.daemon.core import encryption as _enc  # noqa: E402
-from mlwarden.daemon.core.config_loader import load_config  # noqa: E402
-from mlwarden.daemon.core.keys import new_key, write_key_file  # noqa: E402
-from mlwarden.daemon.warden import Warden  # noqa: E402
+from mlwarden.daemon.core import encryption as _enc
+from mlwarden.daemon.core.config_loader import load_config
+from mlwarden.daemon.core.keys import new_key, write_key_file
+from mlwarden.daemon.warden import Warden
 
 FEATURES = [f"f{i}" for i in range(50)]
 SENDERS = 4
