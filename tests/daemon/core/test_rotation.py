@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -102,11 +103,14 @@ def test_cli_keys_new_rotate_status_without_a_daemon(make_config, tmp_path, base
 
     async def seed() -> None:
         from mlwarden.daemon.core.config_loader import load_config
-        from mlwarden.types import Event, Severity
+        from mlwarden.types import Notification
 
         w = Warden(load_config(config, env={}))
         await w.start()
-        await w.emit(Event(kind="training_failed", model="m", severity=Severity.CRITICAL))
+        async with w.store.begin() as conn:  # three sealed outbox rows under the first key
+            note = Notification(title="t", body="b", fingerprint="f")
+            await w.alerts.outbox.enqueue(conn, note, "gone", ["a", "b", "c"])
+        assert (await w.key_status())["keys"] == {first: 3}
         await w.stop()
 
     asyncio.run(seed())
@@ -121,4 +125,33 @@ def test_cli_keys_new_rotate_status_without_a_daemon(make_config, tmp_path, base
         [*run, "keys", "status", "--config", str(config)], capture_output=True, text=True, env=env
     )
     assert out.returncode == 0, out.stderr
-    assert f'"active": "{ring.active}"' in out.stdout
+    status = json.loads(out.stdout)
+    assert status["active"] == ring.active and status["keys"] == {ring.active: 3}
+
+
+def test_cli_keys_rotate_against_a_running_daemon(daemon_factory, tmp_path):
+    from mlwarden.daemon.api.auth import mint_token
+
+    token, digest = mint_token()
+    key_file = tmp_path / "ring"
+    write_key_file(key_file, {"k1": new_key()})
+    config = (
+        f'[[auth.tokens]]\nname = "ops"\nsha256 = "{digest}"\nrole = "admin"\n'
+        f'[encryption]\nenabled = true\nkey_file = "{key_file}"\n'
+    )
+    env = {"PYTHONPATH": str(REPO / "src")}
+    daemon = daemon_factory(config, env=env)
+    daemon.start()
+    run = [sys.executable, "-m", "mlwarden", "keys"]
+    args = ["--config", str(daemon.config_path), "--url", daemon.url, "--token", token]
+    out = subprocess.run(
+        [*run, "rotate", *args], capture_output=True, text=True, env={**os.environ, **env}
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "re-wrapping data keys" in out.stdout and "retired key(s) k1" in out.stdout
+    status, body = daemon.call("GET", "/api/system/keys", token=token)
+    assert status == 200 and body["rotation"]["state"] == "done"
+    assert list(body["keys"]) == load_keyring(str(key_file)).ids != ["k1"]
+    status, _ = daemon.call("GET", "/api/system/health", token=token)
+    assert status == 200  # the daemon served on throughout
+    daemon.stop()
