@@ -57,6 +57,21 @@ def test_unit_declares_the_service_contract():
     ):
         assert line in text.splitlines(), line
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
+    # The key ring as a credential, named as [encryption] credential's default.
+    assert "#LoadCredential=mlwarden-keys:/etc/mlwarden/keys" in text.splitlines()
+
+
+def test_the_credential_line_verifies_when_enabled(tmp_path):
+    """Uncommented (with a key file in place), the unit still passes systemd-analyze."""
+    keys = tmp_path / "keys"
+    keys.write_text("k1:" + "A" * 43 + "=\n")
+    keys.chmod(0o600)
+    analyze = require_binary("systemd-analyze")
+    text = UNIT.read_text().replace(
+        "#LoadCredential=mlwarden-keys:/etc/mlwarden/keys", f"LoadCredential=mlwarden-keys:{keys}"
+    )
+    result = verify(analyze, installed_copy(tmp_path, text))
+    assert result.returncode == 0 and "LoadCredential" not in result.stderr, result.stderr
 
 
 def test_systemd_analyze_verify_is_silent(tmp_path):

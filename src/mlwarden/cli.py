@@ -1,4 +1,4 @@
-"""The ``mlwarden`` command: run, check-config, plugins, token, audit verify."""
+"""The ``mlwarden`` command: run, check-config, plugins, token, keys, audit verify."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,22 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", "-c", metavar="FILE", help="TOML configuration file (default: embedded)"
     )
+
+
+def _client_args(parser: argparse.ArgumentParser) -> None:
+    """How to reach a running daemon (HTTPS with a private CA, mutual TLS, a token)."""
+    parser.add_argument("--url", help="the daemon's URL (default: from daemon.listen and [tls])")
+    parser.add_argument(
+        "--token", default=os.environ.get("MLWARDEN_TOKEN", ""), help="admin bearer token"
+    )
+    parser.add_argument(
+        "--cacert",
+        metavar="FILE",
+        default=os.environ.get("MLWARDEN_CA_BUNDLE", ""),
+        help="CA bundle that signed the daemon's certificate (env MLWARDEN_CA_BUNDLE)",
+    )
+    parser.add_argument("--cert", metavar="FILE", default="", help="client certificate (mTLS)")
+    parser.add_argument("--key", metavar="FILE", default="", help="client certificate's key")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("token", help="mint a bearer token and print its SHA-256 for the config")
 
+    keys = sub.add_parser("keys", help="encryption keys: new, rotate, status")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="make a key ring (a file, or print the entry)")
+    new.add_argument("--key-file", metavar="FILE", help="write the ring here (mode 0600)")
+    _config_args(new)
+    for name, text in (
+        ("rotate", "add a key, re-wrap every data key with it, retire the old ones"),
+        ("status", "the keys and how many stored objects each one wraps"),
+    ):
+        cmd = keys_sub.add_parser(name, help=text)
+        _config_args(cmd)
+        _client_args(cmd)
+
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="verify the audit log's hash chain")
@@ -107,6 +137,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from .daemon.core.redaction import install_redactor
+
+    install_redactor(config)
     daemon = Daemon(config, config_path=args.config, overrides=overrides)
     return asyncio.run(daemon.serve())
 
@@ -125,8 +158,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .daemon.core.config import redacted
+    from .daemon.core.config_checks import secret_file_warnings
 
     config = _load(args)
+    for warning in secret_file_warnings(config):
+        print(f"mlwarden: warning: {warning}", file=sys.stderr)
     print(json.dumps(redacted(config), indent=2, sort_keys=True))
     return 0
 
@@ -156,6 +192,28 @@ def cmd_token(args: argparse.Namespace) -> int:
     print(f"sha256: {digest}")
     print("\nAdd to the configuration (the token itself is shown only now):\n")
     print(f'[[auth.tokens]]\nname = "CHANGE-ME"\nsha256 = "{digest}"\nrole = "viewer"')
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .daemon import keyctl
+
+    if args.keys_command == "new":
+        key_file = args.key_file or (_load(args).encryption.key_file if args.config else "")
+        print(keyctl.keys_new(key_file))
+        return 0
+    config = _load(args)
+    client = keyctl.DaemonClient(
+        url=args.url or keyctl.default_url(config),
+        token=args.token,
+        cafile=args.cacert,
+        certfile=args.cert,
+        keyfile=args.key,
+    )
+    if args.keys_command == "rotate":
+        return keyctl.keys_rotate(config, client, sys.stdout)
+    status = keyctl.keys_status(config, client)
+    print(json.dumps(status, indent=2, sort_keys=True))
     return 0
 
 
@@ -205,4 +263,5 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "token": cmd_token,
     "audit": cmd_audit,
+    "keys": cmd_keys,
 }

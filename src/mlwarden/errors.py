@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "Conflict",
+    "DecryptionFailed",
     "Forbidden",
     "InvalidInput",
     "MlwardenError",
@@ -96,3 +97,19 @@ class Unauthorized(MlwardenError):
 class Forbidden(MlwardenError):
     status = 403
     code = "forbidden"
+
+
+class DecryptionFailed(MlwardenError):
+    """An object stored encrypted could not be opened: wrong or missing key, or altered.
+
+    ``what`` names the object (``outbox row 12``, ``artifact models/m-1/model.pkl``);
+    nothing of it is returned, so nothing is served half-decrypted.
+    """
+
+    status = 500
+    code = "decryption_failed"
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        self.reason = reason
+        super().__init__(f"cannot decrypt {what}: {reason}")

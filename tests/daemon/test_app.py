@@ -280,9 +280,10 @@ def test_listen_check_allows_loopback_or_tokens(tmp_path):
     _, digest = mint_token()
     path = tmp_path / "tokens.toml"
     path.write_text(
-        f'[daemon]\nlisten = "0.0.0.0:9741"\n[[auth.tokens]]\nname = "a"\nsha256 = "{digest}"\n'
+        f'[daemon]\nlisten = "0.0.0.0:9741"\nallow_plaintext = true\n'
+        f'[[auth.tokens]]\nname = "a"\nsha256 = "{digest}"\n'
     )
-    check_listen_address(load_config(path, env={}))
+    check_listen_address(load_config(path, env={}))  # tokens, and TLS by a proxy in front
 
 
 def test_notifier_without_socket_is_a_no_op_and_parses_watchdog():

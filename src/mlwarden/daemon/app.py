@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import signal
+import ssl
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -21,12 +22,13 @@ from aiohttp import web
 
 from ..errors import ConfigError
 from .api import IN_FLIGHT, build_app
-from .core.config import Config
+from .core.config import Config, TlsConfig
 from .core.config_loader import load_config
+from .core.redaction import install_redactor
 from .core.systemd import SystemdNotifier
 from .warden import Warden
 
-__all__ = ["Daemon", "check_listen_address", "is_loopback"]
+__all__ = ["Daemon", "build_ssl_context", "check_listen_address", "is_loopback"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +46,56 @@ def is_loopback(host: str) -> bool:
 
 
 def check_listen_address(config: Config) -> None:
-    """Refuse a non-loopback address when no tokens are configured."""
-    if not config.auth.tokens and not is_loopback(config.daemon.host):
+    """Refuse a non-loopback address without tokens, or without TLS unless allowed."""
+    if is_loopback(config.daemon.host):
+        return
+    if not config.auth.tokens:
         raise ConfigError(
             f"key 'daemon.listen': {config.daemon.listen!r} is not a loopback address and "
             "no [[auth.tokens]] are configured; refusing to serve the API unauthenticated "
             "(mint a token with `mlwarden token`)",
             config.source,
         )
+    if not config.tls.enabled and not config.daemon.allow_plaintext:
+        raise ConfigError(
+            f"key 'daemon.listen': {config.daemon.listen!r} is not a loopback address and "
+            "[tls] is not configured; refusing to send bearer tokens over plain HTTP (set "
+            "tls.cert_file and tls.key_file, or daemon.allow_plaintext = true behind a "
+            "TLS-terminating proxy; docs/security.md)",
+            config.source,
+        )
+
+
+def build_ssl_context(tls: TlsConfig, source: str = "<config>") -> ssl.SSLContext:
+    """The server's TLS context: TLS 1.2+ (or 1.3), the certificate, optional client CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if tls.min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    _load_cert(ctx, tls, source)
+    if tls.client_ca_file:
+        try:
+            ctx.load_verify_locations(cafile=tls.client_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"key 'tls.client_ca_file': cannot load {tls.client_ca_file}: {exc}", source
+            ) from None
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def _load_cert(ctx: ssl.SSLContext, tls: TlsConfig, source: str) -> None:
+    if not tls.key_file:
+        raise ConfigError("key 'tls.key_file': required with tls.cert_file", source)
+    try:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ssl.SSLError) as exc:
+        # The message names the files, never their contents.
+        raise ConfigError(
+            f"keys 'tls.cert_file'/'tls.key_file': cannot load {tls.cert_file} with "
+            f"{tls.key_file}: {type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}",
+            source,
+        ) from None
 
 
 class Daemon:
@@ -76,6 +120,7 @@ class Daemon:
         self.address = config.daemon.listen
         self._reload_requested = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
+        self.ssl_context: ssl.SSLContext | None = None
 
     async def serve(
         self, companion: Callable[[Daemon], Coroutine[Any, Any, Any]] | None = None
@@ -112,6 +157,8 @@ class Daemon:
 
     async def startup(self) -> None:
         check_listen_address(self.config)
+        if self.config.tls.enabled:
+            self.ssl_context = build_ssl_context(self.config.tls, self.config.source)
         self.warden = Warden(self.config)
         await self.warden.start()
         app = build_app(self.warden)
@@ -124,16 +171,40 @@ class Daemon:
         )
         await self.runner.setup()
         d = self.config.daemon
-        site = web.TCPSite(self.runner, d.host, d.port, reuse_address=True)
+        site = web.TCPSite(
+            self.runner, d.host, d.port, reuse_address=True, ssl_context=self.ssl_context
+        )
         await site.start()
         self.address = self._bound_address()
         logger.info(
-            "mlwarden listening on http://%s (state in %s)", self.address, self.config.base_path
+            "mlwarden listening on %s://%s (state in %s)",
+            self.scheme,
+            self.address,
+            self.config.base_path,
         )
         self.systemd.ready(f"serving on {self.address}")
         interval = self.systemd.watchdog_interval
         if interval:
             self._watchdog = asyncio.create_task(self._watchdog_loop(interval), name="watchdog")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.ssl_context is not None else "http"
+
+    def _reload_tls(self, config: Config) -> None:
+        """Load the (renewed) certificate into the live context: new connections use it."""
+        old, new = self.config.tls, config.tls
+        if new.enabled != old.enabled or new.client_ca_file != old.client_ca_file:
+            raise ConfigError(
+                "turning [tls] on or off or changing tls.client_ca_file needs a restart",
+                config.source,
+            )
+        if self.ssl_context is None or not new.enabled:
+            return
+        # Loaded into a scratch context first: a bad pair never reaches the live one.
+        _load_cert(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), new, config.source)
+        _load_cert(self.ssl_context, new, config.source)
+        logger.info("TLS certificate reloaded from %s", new.cert_file)
 
     def _bound_address(self) -> str:
         assert self.runner is not None
@@ -160,6 +231,7 @@ class Daemon:
         try:
             config = load_config(self.config_path, overrides=self.overrides)
             check_listen_address(config)
+            self._reload_tls(config)
             await self.warden.reload(config)
         except ConfigError as exc:
             for problem in exc.problems:
@@ -173,6 +245,7 @@ class Daemon:
             self.systemd.ready("reload refused; running the previous configuration")
             return False
         self.config = config
+        install_redactor(config)
         logging.getLogger("mlwarden").setLevel(config.daemon.log_level)
         logger.info("configuration reloaded from %s", config.source)
         self.systemd.ready(f"serving on {self.address}")

@@ -39,9 +39,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ...errors import DecryptionFailed
 from ...types import Notification, Severity
 from ..core.config import AlertsConfig
 from ..core.context import Clock
+from ..core.encryption import SealedText, open_text
 from ..core.metrics import Metrics
 from ..core.store import Store
 from .notifiers import Notifier
@@ -70,9 +72,22 @@ outbox_table = sa.Table(
     sa.Column("next_attempt_at", sa.Float, nullable=False),
     sa.Column("last_error", sa.Text, nullable=False),
     sa.Column("sent_at", sa.Float, nullable=True),
-    sa.Column("notification", sa.Text, nullable=False),
+    sa.Column("notification", SealedText("notification_outbox"), nullable=False),
     sa.Index("ix_notification_outbox_status", "status", "id"),
 )
+
+#: The outbox's columns with the notification as stored (sealed with encryption on):
+#: each row is opened on its own, so one that fails its tag check is named and dropped
+#: without holding up the others.
+_ROWS = [c for c in outbox_table.c if c.name != "notification"] + [
+    sa.type_coerce(outbox_table.c.notification, sa.Text()).label("notification")
+]
+
+
+def _payload(row: RowMapping) -> str:
+    """The row's notification JSON; DecryptionFailed names the row."""
+    return open_text(row["notification"], "notification_outbox", f"outbox row {row['id']}")
+
 
 #: How many pending rows one delivery pass looks at.
 _BATCH = 500
@@ -182,7 +197,7 @@ class Outbox:
                 rows = (
                     (
                         await conn.execute(
-                            sa.select(outbox_table)
+                            sa.select(*_ROWS)
                             .where(outbox_table.c.status == "pending")
                             .order_by(outbox_table.c.id)
                             .limit(_BATCH)
@@ -222,7 +237,11 @@ class Outbox:
                 await self._drop(row, f"destination {target} of {name!r} is no longer configured")
             return sent
         for row in rows:
-            notification = notification_from_json(row["notification"])
+            try:
+                notification = notification_from_json(_payload(row))
+            except DecryptionFailed as exc:
+                await self._drop(row, str(exc))
+                continue
             attempts = row["attempts"] + 1
             # The library's own throttling comes on top of the time the send may take.
             timeout = self.settings().send_timeout_seconds + notifier.send_delay(target)
@@ -360,7 +379,7 @@ class Outbox:
             reason,
             row["attempts"],
             row["last_error"] or "none",
-            json.loads(row["notification"]).get("title", ""),
+            _title(row),
         )
         await self._update(row["id"], status="dropped", last_error=reason)
         self.metrics.notifications.labels(row["notifier"], "dropped").inc()
@@ -378,7 +397,7 @@ class Outbox:
             rows = (
                 (
                     await conn.execute(
-                        sa.select(outbox_table).where(
+                        sa.select(*_ROWS).where(
                             outbox_table.c.status == "pending",
                             outbox_table.c.created_at < cutoff,
                         )
@@ -394,7 +413,7 @@ class Outbox:
     # -- reading and housekeeping ----------------------------------------------------
 
     async def entries(self, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
-        query = sa.select(outbox_table).order_by(outbox_table.c.id.desc()).limit(limit)
+        query = sa.select(*_ROWS).order_by(outbox_table.c.id.desc()).limit(limit)
         if status:
             query = query.where(outbox_table.c.status == status)
         async with self.store.connect() as conn:
@@ -431,6 +450,13 @@ def _error_of(task: asyncio.Task[None]) -> str | None:
     return f"{exc}" or repr(exc)
 
 
+def _title(row: RowMapping) -> str:
+    try:
+        return str(json.loads(_payload(row)).get("title", ""))
+    except DecryptionFailed:
+        return "(cannot be decrypted)"
+
+
 def _entry(row: RowMapping) -> OutboxEntry:
     return {
         "id": row["id"],
@@ -443,5 +469,5 @@ def _entry(row: RowMapping) -> OutboxEntry:
         "next_attempt_at": row["next_attempt_at"],
         "last_error": row["last_error"],
         "sent_at": row["sent_at"],
-        "notification": json.loads(row["notification"]),
+        "notification": json.loads(_payload(row)),
     }

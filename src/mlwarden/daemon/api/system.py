@@ -51,6 +51,28 @@ async def system_health(request: web.Request) -> web.Response:
     return json_response(await request.app[WARDEN].get_system_health())
 
 
+async def key_status(request: web.Request) -> web.Response:
+    """Encryption keys: the active one, sealed objects per key, the rotation's progress."""
+    return json_response(await request.app[WARDEN].key_status())
+
+
+async def key_rotate(request: web.Request) -> web.Response:
+    """Re-read the key ring (its new last key is active) and re-wrap every data key."""
+    warden = request.app[WARDEN]
+    if not warden.sealer.enabled:
+        raise InvalidInput("encryption is not enabled ([encryption] enabled = true)")
+    return json_response(await warden.rotate_keys(), 202)
+
+
+async def key_reload(request: web.Request) -> web.Response:
+    """Re-read the key ring; refused (409) while a key it lacks still wraps stored objects."""
+    warden = request.app[WARDEN]
+    if not warden.sealer.enabled:
+        raise InvalidInput("encryption is not enabled ([encryption] enabled = true)")
+    await warden.retire_keys()
+    return json_response(await warden.key_status())
+
+
 async def audit_entries(request: web.Request) -> web.Response:
     """The audit log, newest first; ``?limit=`` (<= 1000) and ``?before_id=`` page through it."""
     limit = query_limit(request)
@@ -140,4 +162,7 @@ def system_routes() -> list[Route]:
         Route("GET", "/api/system/health", system_health, "viewer", "System health"),
         Route("GET", "/api/openapi.json", openapi, "viewer", "This OpenAPI document"),
         Route("GET", "/api/audit", audit_entries, "admin", "The hash-chained audit log"),
+        Route("GET", "/api/system/keys", key_status, "admin", "Encryption keys and their use"),
+        Route("POST", "/api/system/keys/rotate", key_rotate, "admin", "Rotate the encryption key"),
+        Route("POST", "/api/system/keys/reload", key_reload, "admin", "Re-read the key ring"),
     ]

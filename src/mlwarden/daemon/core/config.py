@@ -20,10 +20,12 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "DeploymentConfig",
+    "EncryptionConfig",
     "MlflowConfig",
     "ModelConfig",
     "MonitoringConfig",
     "NotifierConfig",
+    "TlsConfig",
     "TokenConfig",
     "TrainingConfig",
     "redact_uri",
@@ -46,6 +48,8 @@ class DaemonConfig:
     shutdown_timeout_seconds: float = 10.0
     plugin_timeout_seconds: float = 10.0
     public_url: str = ""
+    # Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy).
+    allow_plaintext: bool = False
 
     @property
     def host(self) -> str:
@@ -153,6 +157,30 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """HTTPS for the API (docs/security.md); re-read on SIGHUP."""
+
+    cert_file: str = ""  # PEM certificate chain; TLS is on when set
+    key_file: str = ""  # PEM private key
+    client_ca_file: str = ""  # PEM CA bundle: clients must present a certificate it signed
+    min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    """Encryption at rest (docs/security.md): what is sealed and where the keys are."""
+
+    enabled: bool = False
+    key_file: str = ""  # ID:BASE64 lines, mode 0600, owned by the daemon's user
+    key_env: str = "MLWARDEN_ENCRYPTION_KEYS"
+    credential: str = "mlwarden-keys"  # systemd credential name ($CREDENTIALS_DIRECTORY)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     task: Literal["regression", "classification"] = "regression"
@@ -241,6 +269,8 @@ class Config:
     models: tuple[ModelConfig, ...] = ()
     notifiers: tuple[NotifierConfig, ...] = ()
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     source: str = "<defaults>"
 
     @property

@@ -6,6 +6,8 @@ Each returns a list of problems, each naming the key and what was expected; the 
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +16,7 @@ from ...plugins.triggers.schedule import cron_problem, timezone_problem
 from ...stats.metrics import is_finite_number, trading_problems
 from .config import AlertsConfig, Config
 
-__all__ = ["check_config", "gate_problems"]
+__all__ = ["check_config", "gate_problems", "secret_file_warnings"]
 
 
 def check_config(config: Config) -> list[str]:
@@ -234,3 +236,28 @@ def _reference_columns(source: str) -> list[str] | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def secret_file_warnings(config: Config) -> list[str]:
+    """Warnings for a configuration file holding secrets that others may read."""
+    if config.source.startswith("<"):
+        return []
+    holds = []
+    if any(n.urls for n in config.notifiers):
+        holds.append("notifier URLs")
+    if config.auth.tokens:
+        holds.append("token hashes")
+    if "@" in config.daemon.database_url or "@" in config.mlflow.tracking_uri:
+        holds.append("database credentials")
+    if not holds:
+        return []
+    try:
+        mode = stat.S_IMODE(os.stat(config.source).st_mode)
+    except OSError:
+        return []
+    if not mode & 0o007:
+        return []
+    return [
+        f"{config.source} holds {', '.join(holds)} and is readable by others (mode "
+        f"{mode:04o}); chmod o-rwx {config.source} (docs/security.md)"
+    ]

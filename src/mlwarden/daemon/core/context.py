@@ -28,6 +28,7 @@ import pluggy
 from ...types import Event
 from .audit import AuditLog
 from .config import Config
+from .encryption import Sealer
 from .metrics import Metrics
 from .store import Store
 from .tracking import Tracking
@@ -141,6 +142,7 @@ class Context:
         store: Store,
         audit: AuditLog,
         tracking: Tracking,
+        sealer: Sealer | None = None,
     ) -> None:
         #: The configuration in force; a reload replaces it.
         self.config = config
@@ -151,6 +153,8 @@ class Context:
         self.store = store
         self.audit = audit
         self.tracking = tracking
+        #: Seals and opens objects at rest (passes them through with encryption off).
+        self.sealer = sealer if sealer is not None else Sealer(None)
         #: The most recent errors of background work, newest last (at most 20).
         self.last_errors: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -38,6 +38,7 @@ class Tracking:
         self.uri = config.tracking_uri
         self.artifact_location = config.artifact_location
         self.experiment_name = config.mlflow.experiment
+        self.encrypted = config.encryption.enabled
         self.experiment_id: str | None = None
         self._client: MlflowClient | None = None
 
@@ -68,12 +69,25 @@ class Tracking:
         Path(self.artifact_location).mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         experiment = client.get_experiment_by_name(self.experiment_name)
+        location = Path(self.artifact_location).as_uri()
+        if self.encrypted:
+            from .artifacts import encrypted_uri
+
+            location = encrypted_uri(self.artifact_location)
         if experiment is None:
             self.experiment_id = client.create_experiment(
-                self.experiment_name, artifact_location=Path(self.artifact_location).as_uri()
+                self.experiment_name, artifact_location=location
             )
         else:
             self.experiment_id = experiment.experiment_id
+            if experiment.artifact_location != location and self.encrypted:
+                logger.warning(
+                    "MLflow experiment %r keeps its artifacts at %s, not encrypted; only an "
+                    "experiment created with encryption on (a new mlflow.experiment name) "
+                    "seals its artifacts",
+                    self.experiment_name,
+                    experiment.artifact_location,
+                )
         self._client = client
 
     def ping(self) -> None:

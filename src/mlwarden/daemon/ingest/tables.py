@@ -19,6 +19,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..core.encryption import SealedBytes
 from ..core.store import Schema, create_tables
 from ..profiles.reference import reference_table
 from .batches import BatchRejected, PredictionBatch
@@ -83,7 +84,8 @@ profile_table = sa.Table(
     sa.Column("layout", sa.String(64), nullable=False),
     sa.Column("rows", sa.BigInteger, nullable=False),
     sa.Column("has_sample", sa.Boolean, nullable=False),
-    sa.Column("profile", sa.LargeBinary, nullable=False),
+    # Sealed with encryption on: a profile carries a sample of raw rows.
+    sa.Column("profile", SealedBytes("profile_buckets"), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Index("ix_profile_buckets_model_start", "model", "bucket_start"),
 )
@@ -95,7 +97,7 @@ journal_table = sa.Table(
     sa.Column("version", sa.String(64), nullable=False),
     sa.Column("bucket_start", sa.Float, nullable=False),
     sa.Column("layout", sa.String(64), nullable=False),
-    sa.Column("columns", sa.LargeBinary, nullable=False),
+    sa.Column("columns", SealedBytes("ingest_journal"), nullable=False),
     sa.Index("ix_ingest_journal_bucket", "model", "version", "bucket_start"),
 )
 
@@ -107,7 +109,7 @@ prediction_batches_table = sa.Table(
     sa.Column("ts_min", sa.Float, nullable=False),
     sa.Column("ts_max", sa.Float, nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),  # prepare.encode_predictions
+    sa.Column("data", SealedBytes("prediction_batches"), nullable=False),  # encode_predictions
     sa.Index("ix_prediction_batches_model_ts", "model", "ts_max"),
 )
 prediction_ids_table = sa.Table(
@@ -185,11 +187,35 @@ async def insert_rows(
         return
     columns = [c.name for c in table.columns][1 if skip_first else 0 :]
     if conn.dialect.name == "sqlite":
+        rows = _bind_sealed(conn, table, columns, rows)
         marks = ", ".join("?" * len(columns))
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
         await conn.exec_driver_sql(sql, rows)
     else:
         await conn.execute(table.insert(), [dict(zip(columns, r, strict=True)) for r in rows])
+
+
+def _bind_sealed(
+    conn: AsyncConnection,
+    table: sa.Table,
+    columns: list[str],
+    rows: Sequence[tuple[object, ...]],
+) -> Sequence[tuple[object, ...]]:
+    """``rows`` with the values of sealed columns sealed (the driver-level path skips types)."""
+    sealed: list[tuple[int, SealedBytes]] = [
+        (n, kind)
+        for n, name in enumerate(columns)
+        if isinstance(kind := table.c[name].type, SealedBytes)
+    ]
+    if not sealed:
+        return rows
+    out = []
+    for row in rows:
+        values = list(row)
+        for n, kind in sealed:
+            values[n] = kind.process_bind_param(values[n], conn.dialect)  # type: ignore[arg-type]
+        out.append(tuple(values))
+    return out
 
 
 async def store_predictions(

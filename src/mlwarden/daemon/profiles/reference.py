@@ -39,6 +39,7 @@ import sqlalchemy as sa
 
 from ...errors import ConfigError, Conflict
 from ..core.config import ModelConfig, MonitoringConfig
+from ..core.encryption import SealedBytes
 from ..core.memory import release_memory
 from ..core.store import Store
 from .columns import Columns
@@ -73,9 +74,11 @@ reference_table = sa.Table(
     sa.Column("mtime_ns", sa.BigInteger, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("rows", sa.BigInteger, nullable=False),
-    sa.Column("layout", sa.LargeBinary, nullable=False),
-    sa.Column("profile", sa.LargeBinary, nullable=False),
-    sa.Column("target", sa.LargeBinary, nullable=True),
+    # Sealed with encryption on: the layout holds reference quantiles (min and max are
+    # raw values), the profile a sample of the reference's rows.
+    sa.Column("layout", SealedBytes("reference_profiles"), nullable=False),
+    sa.Column("profile", SealedBytes("reference_profiles"), nullable=False),
+    sa.Column("target", SealedBytes("reference_profiles"), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
 )
 

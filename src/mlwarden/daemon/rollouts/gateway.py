@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import tempfile
 import threading
 import time
 import uuid
@@ -184,6 +185,14 @@ class Gateway:
             uri = self.context.tracking.client.get_model_version_download_uri(
                 model, str(record["mlflow_version"])
             )
+        if self.context.sealer.enabled:
+            # The decrypted copy lives only while the model loads (PrivateTmp= under systemd).
+            with tempfile.TemporaryDirectory(prefix="mlwarden-model-") as tmp:
+                with _LOAD_LOCK:
+                    local = mlflow.artifacts.download_artifacts(
+                        artifact_uri=uri, tracking_uri=tracking, registry_uri=tracking, dst_path=tmp
+                    )
+                return mlflow.pyfunc.load_model(local)
         with _LOAD_LOCK:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, tracking_uri=tracking, registry_uri=tracking

@@ -23,6 +23,7 @@ import hashlib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import apprise
 
@@ -110,9 +111,17 @@ class AppriseNotifier:
         return max((_throttle_left(server) for server in servers), default=0.0)
 
     def describe(self, target: str) -> str:
-        """The destination ``target`` with its secrets masked, for logs."""
+        """The destination ``target`` as scheme, host and key: never a path, user or query.
+
+        Webhook URLs carry their secret in the path (Slack, generic JSON hooks) where
+        apprise's privacy mode does not always mask it, so only the host is shown.
+        """
         server = self._servers.get(target)
-        return server.url(privacy=True) if server is not None else target
+        if server is None:
+            return target
+        parts = urlsplit(server.url(privacy=True))
+        host = parts.hostname or ""
+        return f"{parts.scheme}://{host}/… (destination {target})"
 
     async def send(self, notification: Notification, *, target: str | None = None) -> None:
         """Deliver to ``target`` (or every destination); raise DeliveryFailed on failure."""
