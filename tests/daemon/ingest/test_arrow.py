@@ -12,9 +12,14 @@ import pytest
 
 from mlwarden.daemon.ingest.arrow import ARROW_STREAM, PARQUET
 
-from .test_ingest import config, ready, records, reference, rejected, stored  # noqa: F401
+from .test_ingest import config, ready, records, rejected, stored, write_reference
 
 NOW = time.time()
+
+
+@pytest.fixture
+def reference(tmp_path):
+    return write_reference(tmp_path)
 
 
 def table(n: int = 5, start: int = 0, **columns) -> pa.Table:
@@ -185,7 +190,8 @@ async def test_unreadable_bodies(daemon):
         payload = await resp.json()
         assert resp.status == 400, payload
         assert payload["error"]["code"] in ("empty_body", "malformed"), payload
-        assert ("Arrow" in payload["error"]["message"]) or ("Parquet" in payload["error"]["message"])
+        message = payload["error"]["message"]
+        assert "Arrow" in message or "Parquet" in message, message
     assert await stored(warden) == 0
 
 

@@ -259,7 +259,9 @@ def _times(
         )
     future = np.flatnonzero(ts > now + MAX_FUTURE_SECONDS)
     if len(future):
-        raise _row_error("bad_timestamp", ids, future[0], "ts", f"in the future (now is {iso(now)})")
+        raise _row_error(
+            "bad_timestamp", ids, future[0], "ts", f"in the future (now is {iso(now)})"
+        )
     return ts
 
 
