@@ -175,7 +175,31 @@ def column_bodies(batches: int, size: int, seed: int) -> list[bytes]:
     return bodies
 
 
-async def send_all(url: str, bodies: list[bytes], senders: int) -> tuple[float, float]:
+def arrow_bodies(batches: int, size: int, seed: int) -> list[bytes]:
+    """Arrow IPC streams: one column per field and feature (what mlwarden.client sends)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for b in range(batches):
+        values = rng.normal(size=(len(FEATURES), size)).round(6)
+        columns = {"id": pa.array([f"a{seed}-{b}-{i}" for i in range(size)])}
+        columns.update({name: pa.array(values[j]) for j, name in enumerate(FEATURES)})
+        columns["prediction"] = pa.array(values[0])
+        table = pa.table(columns)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        bodies.append(sink.getvalue().to_pybytes())
+    return bodies
+
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+async def send_all(
+    url: str, bodies: list[bytes], senders: int, content_type: str = "application/json"
+) -> tuple[float, float]:
     """Post every body with ``senders`` concurrent clients; (wall seconds, client CPU s)."""
     import aiohttp
 
@@ -184,9 +208,7 @@ async def send_all(url: str, bodies: list[bytes], senders: int) -> tuple[float, 
     async def sender(session: aiohttp.ClientSession) -> None:
         while queue:
             body = queue.pop()
-            async with session.post(
-                url, data=body, headers={"Content-Type": "application/json"}
-            ) as r:
+            async with session.post(url, data=body, headers={"Content-Type": content_type}) as r:
                 if r.status != 201:
                     raise RuntimeError(f"{r.status}: {await r.text()}")
 
@@ -213,19 +235,24 @@ def bench_ingest(root: Path, quick: bool, workers: int = 0) -> dict[str, float]:
         asyncio.run(send_all(url, record_bodies(2, 1000, seed=0), 2))  # warm-up
         n_rec = 10 if quick else 100
         n_col = 20 if quick else 200
-        for form, bodies in (
-            ("records", record_bodies(n_rec, 1000, seed=1)),
-            ("columns", column_bodies(n_col, 1000, seed=2)),
-        ):
+        forms = [
+            ("records", record_bodies(n_rec, 1000, seed=1), 1000, "application/json"),
+            ("columns", column_bodies(n_col, 1000, seed=2), 1000, "application/json"),
+            ("arrow", arrow_bodies(n_col, 1000, seed=3), 1000, ARROW),
+            ("arrow10k", arrow_bodies(n_col // 10, 10_000, seed=4), 10_000, ARROW),
+        ]
+        for form, bodies, size, content_type in forms:
             daemon_cpu, main_cpu = daemon.cpu_seconds(), daemon.cpu_seconds(workers=False)
-            seconds, client_cpu = asyncio.run(send_all(url, bodies, senders=SENDERS))
+            seconds, client_cpu = asyncio.run(
+                send_all(url, bodies, senders=SENDERS, content_type=content_type)
+            )
             daemon_cpu = daemon.cpu_seconds() - daemon_cpu
             main_cpu = daemon.cpu_seconds(workers=False) - main_cpu
-            rows = len(bodies) * 1000
+            rows = len(bodies) * size
             out[f"ingest_{form}_records_per_s"] = rows / seconds
             out[f"ingest_{form}_values_per_s"] = rows * (len(FEATURES) + 1) / seconds
             out[f"ingest_{form}_mb"] = sum(map(len, bodies)) / 1e6
-            print(f"ingest {form:8s}: {rows:7d} records in {seconds:6.2f} s = "
+            print(f"ingest {form:8s} ({size:5d}/batch): {rows:7d} records in {seconds:6.2f} s = "
                   f"{rows / seconds:9.0f} records/s, {rows * 51 / seconds:11.0f} values/s; "
                   f"CPU per batch: daemon {daemon_cpu / len(bodies) * 1000:5.1f} ms "
                   f"(its main process {main_cpu / len(bodies) * 1000:5.1f}), "
