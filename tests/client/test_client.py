@@ -208,3 +208,53 @@ async def test_monitor_wraps_a_callable_and_a_model(served):
         assert outcomes_cls == 2
     finally:
         await asyncio.to_thread(client.close)
+
+
+def test_a_daemon_killed_mid_stream_loses_nothing_the_buffer_accepted(daemon_factory, tmp_path):
+    """kill -9 and restart while a sender logs: every accepted row is stored once."""
+    import sqlite3
+    import threading
+
+    from ..helpers import http
+
+    daemon = daemon_factory('[[models]]\nname = "s"\nfeatures = ["a", "b"]\n')
+    daemon.start()
+    client = Client(daemon.url, batch_rows=200, max_age_seconds=0.05, max_retry_delay=0.2)
+    accepted = 0
+    stop = threading.Event()
+
+    def stream() -> None:
+        nonlocal accepted
+        i = 0
+        while not stop.is_set():
+            rows = [{"a": float(i + k), "b": 1.0} for k in range(10)]
+            ids = [f"s{i + k}" for k in range(10)]
+            if client.log_predictions("s", rows, ids=ids, predictions=[1.0] * 10):
+                accepted += 10
+            i += 10
+            time.sleep(0.002)
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    try:
+        time.sleep(1.5)
+        daemon.kill()  # in the middle of the stream: batches in flight, answers lost
+        time.sleep(1.0)
+        daemon.start()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        sender.join()
+    assert client.close(timeout=60), client.stats()
+    stats = client.stats()
+    assert stats["dropped_rows"] == 0 and stats["rejected_rows"] == 0, stats
+    assert stats["retries"] > 0, stats  # the kill was noticed
+    assert stats["sent_rows"] == accepted > 0
+    status, _ = http("GET", daemon.url + "/healthz")
+    assert status == 200
+    daemon.stop()
+    db = sqlite3.connect(daemon.base_path / "mlwarden.db")
+    (rows,) = db.execute("SELECT SUM(rows) FROM prediction_batches WHERE model = 's'").fetchone()
+    (ids,) = db.execute("SELECT COUNT(*) FROM prediction_ids WHERE model = 's'").fetchone()
+    db.close()
+    assert rows == ids == accepted
