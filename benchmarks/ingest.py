@@ -1,6 +1,7 @@
 """The streaming path: ingest throughput over HTTP, drift-check latency, memory.
 
-    python benchmarks/ingest.py [--quick] [--only ingest|window|memory] [--ingest-workers 0,2]
+    python benchmarks/ingest.py [--quick] [--only ingest|client|window|memory]
+        [--ingest-workers 0,2]
 
 1. Ingest over HTTP against a real ``mlwarden run`` subprocess on loopback: batches of
    1,000 records with 50 numeric features, record JSON and columnar JSON, sent by 4
@@ -9,6 +10,8 @@
    value given; prints records/s, feature values/s and the CPU per batch of the daemon
    (with its worker processes, and of its own process alone). Each answer is a 2xx
    that was committed to SQLite.
+   Arrow IPC bodies too, in batches of 1,000 and of 10,000 records, in the same run.
+   Then (``--only client``, benchmarks/client_cost.py) the cost of mlwarden.client.
 2. Drift-check latency on windows of 1M and 10M rows built from bucket profiles (the
    rows themselves are never stored: a window is the sum of its buckets), through
    ``MonitorService.check`` in-process, with the daemon's clock moved by hand: the
@@ -455,7 +458,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
     parser.add_argument(
-        "--only", choices=("ingest", "window", "memory"), action="append", help="parts to run"
+        "--only",
+        choices=("ingest", "client", "window", "memory"),
+        action="append",
+        help="parts to run",
     )
     parser.add_argument(
         "--ingest-workers", default="0,2", help="monitoring.ingest_workers values to run (0,2)"
@@ -465,11 +471,15 @@ def main() -> None:
     print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="mlwarden-bench-") as tmp:
         root = Path(tmp)
-        parts = args.only or ["ingest", "window", "memory"]
+        parts = args.only or ["ingest", "client", "window", "memory"]
         if "ingest" in parts:
             (root / "ingest").mkdir()
             for workers in map(int, args.ingest_workers.split(",")):
                 bench_ingest(root / "ingest", args.quick, workers)
+        if "client" in parts:
+            from client_cost import bench_client
+
+            bench_client()
         if "window" in parts:
             (root / "window").mkdir()
             asyncio.run(bench_window(root / "window", 1_000_000, 100))
