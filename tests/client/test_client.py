@@ -258,3 +258,31 @@ def test_a_daemon_killed_mid_stream_loses_nothing_the_buffer_accepted(daemon_fac
     (ids,) = db.execute("SELECT COUNT(*) FROM prediction_ids WHERE model = 's'").fetchone()
     db.close()
     assert rows == ids == accepted
+
+
+async def test_the_example_serving_app(served):
+    """examples/serving_app.py serves predictions and labels that reach the daemon."""
+    import importlib.util
+    from pathlib import Path
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    warden, url = served
+    path = Path(__file__).parents[2] / "examples" / "serving_app.py"
+    spec = importlib.util.spec_from_file_location("serving_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    client = Client(url, max_age_seconds=0.05)
+    app = module.make_app(module.load_model(None), client, "m")
+    async with TestClient(TestServer(app)) as http:
+        for i in range(3):
+            features = {"x": float(i), "y": 1.0, "kind": "a"}
+            resp = await http.post("/predict", json={"id": f"e{i}", "features": features})
+            assert resp.status == 200
+            assert (await resp.json())["prediction"] == i + 1.0
+        resp = await http.post("/label", json={"id": "e1", "label": 2.0})
+        assert resp.status == 200
+        assert await asyncio.to_thread(client.flush, 30)
+    assert await stored(warden) == 3
+    assert (await warden.ingest.outcomes("m")).id.tolist() == ["e1"]
