@@ -281,5 +281,14 @@ async def test_a_retried_batch_id_counts_once(daemon):
     # Without the header the same ids are duplicates (409), as documented.
     resp = await post(client, body)
     assert resp.status == 409
+    # A batch refused as a duplicate keeps no trace of its batch id: once its ids are
+    # new, the same batch id stores it.
+    resp = await post(client, body, headers={"Mlwarden-Batch-Id": "batch-2"})
+    assert resp.status == 409
+    fresh = stream(table(5, start=100))
+    resp = await post(client, fresh, headers={"Mlwarden-Batch-Id": "batch-2"})
+    assert resp.status == 201
+    assert "replayed" not in await resp.json()
+    assert await stored(warden) == 10
     resp = await post(client, body, headers={"Mlwarden-Batch-Id": ""})
     assert resp.status == 400

@@ -160,16 +160,18 @@ class Ledger:
 
         async def write(conn: AsyncConnection) -> None:
             nonlocal replayed
+            if batch_id is not None and await known_batch(conn, name, batch_id) is not None:
+                replayed = True
+                return
+            # Refusals first: a refused item's statements are not rolled back (the group
+            # shares one transaction), so nothing may be written before this check.
+            await check_new_ids(conn, name, batch)
             if batch_id is not None:
-                if await known_batch(conn, name, batch_id) is not None:
-                    replayed = True
-                    return
                 await conn.execute(
                     batch_ids_table.insert().values(
                         model=name, batch_id=batch_id, rows=len(batch), created_at=now
                     )
                 )
-            await check_new_ids(conn, name, batch)
             await store_predictions(conn, name, batch, prepared.predictions)
             journal = [
                 (name, version, start, fingerprint, blob)
