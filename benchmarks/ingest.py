@@ -1,6 +1,7 @@
 """The streaming path: ingest throughput over HTTP, drift-check latency, memory.
 
-    python benchmarks/ingest.py [--quick] [--only ingest|window|memory] [--ingest-workers 0,2]
+    python benchmarks/ingest.py [--quick] [--only ingest|client|window|memory]
+        [--ingest-workers 0,2]
 
 1. Ingest over HTTP against a real ``mlwarden run`` subprocess on loopback: batches of
    1,000 records with 50 numeric features, record JSON and columnar JSON, sent by 4
@@ -9,6 +10,8 @@
    value given; prints records/s, feature values/s and the CPU per batch of the daemon
    (with its worker processes, and of its own process alone). Each answer is a 2xx
    that was committed to SQLite.
+   Arrow IPC bodies too, in batches of 1,000 and of 10,000 records, in the same run.
+   Then (``--only client``, benchmarks/client_cost.py) the cost of mlwarden.client.
 2. Drift-check latency on windows of 1M and 10M rows built from bucket profiles (the
    rows themselves are never stored: a window is the sum of its buckets), through
    ``MonitorService.check`` in-process, with the daemon's clock moved by hand: the
@@ -175,7 +178,31 @@ def column_bodies(batches: int, size: int, seed: int) -> list[bytes]:
     return bodies
 
 
-async def send_all(url: str, bodies: list[bytes], senders: int) -> tuple[float, float]:
+def arrow_bodies(batches: int, size: int, seed: int) -> list[bytes]:
+    """Arrow IPC streams: one column per field and feature (what mlwarden.client sends)."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for b in range(batches):
+        values = rng.normal(size=(len(FEATURES), size)).round(6)
+        columns = {"id": pa.array([f"a{seed}-{b}-{i}" for i in range(size)])}
+        columns.update({name: pa.array(values[j]) for j, name in enumerate(FEATURES)})
+        columns["prediction"] = pa.array(values[0])
+        table = pa.table(columns)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        bodies.append(sink.getvalue().to_pybytes())
+    return bodies
+
+
+ARROW = "application/vnd.apache.arrow.stream"
+
+
+async def send_all(
+    url: str, bodies: list[bytes], senders: int, content_type: str = "application/json"
+) -> tuple[float, float]:
     """Post every body with ``senders`` concurrent clients; (wall seconds, client CPU s)."""
     import aiohttp
 
@@ -184,9 +211,7 @@ async def send_all(url: str, bodies: list[bytes], senders: int) -> tuple[float, 
     async def sender(session: aiohttp.ClientSession) -> None:
         while queue:
             body = queue.pop()
-            async with session.post(
-                url, data=body, headers={"Content-Type": "application/json"}
-            ) as r:
+            async with session.post(url, data=body, headers={"Content-Type": content_type}) as r:
                 if r.status != 201:
                     raise RuntimeError(f"{r.status}: {await r.text()}")
 
@@ -213,19 +238,24 @@ def bench_ingest(root: Path, quick: bool, workers: int = 0) -> dict[str, float]:
         asyncio.run(send_all(url, record_bodies(2, 1000, seed=0), 2))  # warm-up
         n_rec = 10 if quick else 100
         n_col = 20 if quick else 200
-        for form, bodies in (
-            ("records", record_bodies(n_rec, 1000, seed=1)),
-            ("columns", column_bodies(n_col, 1000, seed=2)),
-        ):
+        forms = [
+            ("records", record_bodies(n_rec, 1000, seed=1), 1000, "application/json"),
+            ("columns", column_bodies(n_col, 1000, seed=2), 1000, "application/json"),
+            ("arrow", arrow_bodies(n_col, 1000, seed=3), 1000, ARROW),
+            ("arrow10k", arrow_bodies(n_col // 10, 10_000, seed=4), 10_000, ARROW),
+        ]
+        for form, bodies, size, content_type in forms:
             daemon_cpu, main_cpu = daemon.cpu_seconds(), daemon.cpu_seconds(workers=False)
-            seconds, client_cpu = asyncio.run(send_all(url, bodies, senders=SENDERS))
+            seconds, client_cpu = asyncio.run(
+                send_all(url, bodies, senders=SENDERS, content_type=content_type)
+            )
             daemon_cpu = daemon.cpu_seconds() - daemon_cpu
             main_cpu = daemon.cpu_seconds(workers=False) - main_cpu
-            rows = len(bodies) * 1000
+            rows = len(bodies) * size
             out[f"ingest_{form}_records_per_s"] = rows / seconds
             out[f"ingest_{form}_values_per_s"] = rows * (len(FEATURES) + 1) / seconds
             out[f"ingest_{form}_mb"] = sum(map(len, bodies)) / 1e6
-            print(f"ingest {form:8s}: {rows:7d} records in {seconds:6.2f} s = "
+            print(f"ingest {form:8s} ({size:5d}/batch): {rows:7d} records in {seconds:6.2f} s = "
                   f"{rows / seconds:9.0f} records/s, {rows * 51 / seconds:11.0f} values/s; "
                   f"CPU per batch: daemon {daemon_cpu / len(bodies) * 1000:5.1f} ms "
                   f"(its main process {main_cpu / len(bodies) * 1000:5.1f}), "
@@ -428,7 +458,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
     parser.add_argument(
-        "--only", choices=("ingest", "window", "memory"), action="append", help="parts to run"
+        "--only",
+        choices=("ingest", "client", "window", "memory"),
+        action="append",
+        help="parts to run",
     )
     parser.add_argument(
         "--ingest-workers", default="0,2", help="monitoring.ingest_workers values to run (0,2)"
@@ -438,11 +471,15 @@ def main() -> None:
     print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="mlwarden-bench-") as tmp:
         root = Path(tmp)
-        parts = args.only or ["ingest", "window", "memory"]
+        parts = args.only or ["ingest", "client", "window", "memory"]
         if "ingest" in parts:
             (root / "ingest").mkdir()
             for workers in map(int, args.ingest_workers.split(",")):
                 bench_ingest(root / "ingest", args.quick, workers)
+        if "client" in parts:
+            from client_cost import bench_client
+
+            bench_client()
         if "window" in parts:
             (root / "window").mkdir()
             asyncio.run(bench_window(root / "window", 1_000_000, 100))

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ._version import __version__
 from .errors import ConfigError, PluginError
@@ -97,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
         _config_args(cmd)
         _client_args(cmd)
 
+    backfill = sub.add_parser(
+        "backfill", help="load past predictions (and labels) from a Parquet or CSV file"
+    )
+    backfill.add_argument("model", help="the watched model to load them into")
+    backfill.add_argument("file", type=Path, help="a .parquet or .csv file, one row a prediction")
+    backfill.add_argument("--url", default="http://127.0.0.1:9741", help="the daemon's URL")
+    backfill.add_argument("--token", default=None, help="a token with the operator role")
+    backfill.add_argument("--batch-rows", type=int, default=10_000, help="rows per request")
+    backfill.add_argument("--label-column", default="label", help="column of the labels")
+
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="verify the audit log's hash chain")
@@ -154,6 +165,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
         shift_after=args.shift_after,
         duration=args.duration,
     )
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from .client.backfill import backfill
+
+    try:
+        summary = backfill(
+            args.url,
+            args.model,
+            args.file,
+            token=args.token,
+            batch_rows=args.batch_rows,
+            label_column=args.label_column,
+        )
+    except (OSError, ValueError) as exc:
+        print(f"mlwarden: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.file}: {summary.loaded} of {summary.rows} predictions loaded into "
+        f"{args.model!r} in {summary.batches} batches, {summary.labels} labels"
+    )
+    for first, last, why in summary.refused:
+        print(f"rows {first}-{last} refused, nothing of them stored: {why}")
+    return 0 if summary.ok else 1
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -262,6 +297,7 @@ COMMANDS = {
     "check-config": cmd_check_config,
     "plugins": cmd_plugins,
     "token": cmd_token,
+    "backfill": cmd_backfill,
     "audit": cmd_audit,
     "keys": cmd_keys,
 }

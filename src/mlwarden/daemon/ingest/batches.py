@@ -36,7 +36,14 @@ from .validate import (
     timestamp_column,
 )
 
-__all__ = ["BatchRejected", "LabelBatch", "PredictionBatch", "parse_labels", "parse_predictions"]
+__all__ = [
+    "BatchRejected",
+    "LabelBatch",
+    "PredictionBatch",
+    "check_size",
+    "parse_labels",
+    "parse_predictions",
+]
 
 #: A classifier's scores, optional fields of a prediction record (daemon/ingest/scores.py).
 SCORES = ("probability", "probabilities")
@@ -127,7 +134,7 @@ def parse_labels(payload: object, *, task: str, max_batch: int) -> LabelBatch:
             "malformed", 'expected a JSON object {"labels": [{"id", "label"}, ...]}'
         )
     records = payload["labels"]
-    _check_size(len(records), max_batch, "labels")
+    check_size(len(records), max_batch, "labels")
     for i, record in enumerate(records):
         if not isinstance(record, dict) or "id" not in record or "label" not in record:
             raise BatchRejected(
@@ -149,7 +156,7 @@ def parse_labels(payload: object, *, task: str, max_batch: int) -> LabelBatch:
 # -- structure ---------------------------------------------------------------------------
 
 
-def _check_size(n: int, max_batch: int, what: str) -> None:
+def check_size(n: int, max_batch: int, what: str) -> None:
     if n == 0:
         raise BatchRejected("empty_batch", f"the batch has no {what}")
     if n > max_batch:
@@ -165,7 +172,7 @@ def _records_to_columns(
 ) -> dict[str, Any]:
     if not isinstance(records, list):
         raise BatchRejected("malformed", '"records" must be an array of objects')
-    _check_size(len(records), max_batch, "records")
+    check_size(len(records), max_batch, "records")
     if set(map(type, records)) != {dict}:
         i = next(i for i, r in enumerate(records) if not isinstance(r, dict))
         raise BatchRejected("malformed", f"records[{i}]: expected an object")
@@ -249,7 +256,7 @@ def _columnar(columns: object, layout: Layout | None, max_batch: int) -> dict[st
     if not isinstance(ids, list):
         raise BatchRejected("malformed", "columns.id: expected an array")
     n = len(ids)
-    _check_size(n, max_batch, "records")
+    check_size(n, max_batch, "records")
     out: dict[str, Any] = {"id": ids}
     for key in ("ts", "version", "latency_ms", "error", "prediction"):
         if key in columns:

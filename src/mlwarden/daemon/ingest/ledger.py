@@ -29,9 +29,11 @@ from .startup import load_reference, replay_journal
 from .state import ModelState
 from .tables import (
     INGEST_SCHEMA,
+    batch_ids_table,
     check_new_ids,
     insert_rows,
     journal_table,
+    known_batch,
     outcomes_table,
     profile_table,
     purge_predictions,
@@ -144,15 +146,32 @@ class Ledger:
     # -- predictions and labels ----------------------------------------------------------
 
     async def record_predictions(
-        self, state: ModelState, prepared: PreparedBatch
+        self, state: ModelState, prepared: PreparedBatch, batch_id: str | None = None
     ) -> dict[str, Any]:
-        """Store a prepared batch (daemon/ingest/prepare.py) and fold it into its buckets."""
+        """Store a prepared batch (daemon/ingest/prepare.py) and fold it into its buckets.
+
+        A ``batch_id`` already stored for the model (a sender's retry of a batch whose
+        answer it lost) stores and folds nothing: the answer says ``"replayed": true``.
+        """
         name = state.config.name
         batch = prepared.batch
         fingerprint = state.layout.fingerprint
+        replayed = False
 
         async def write(conn: AsyncConnection) -> None:
+            nonlocal replayed
+            if batch_id is not None and await known_batch(conn, name, batch_id) is not None:
+                replayed = True
+                return
+            # Refusals first: a refused item's statements are not rolled back (the group
+            # shares one transaction), so nothing may be written before this check.
             await check_new_ids(conn, name, batch)
+            if batch_id is not None:
+                await conn.execute(
+                    batch_ids_table.insert().values(
+                        model=name, batch_id=batch_id, rows=len(batch), created_at=now
+                    )
+                )
             await store_predictions(conn, name, batch, prepared.predictions)
             journal = [
                 (name, version, start, fingerprint, blob)
@@ -161,11 +180,17 @@ class Ledger:
             await insert_rows(conn, journal_table, journal, skip_first=True)
 
         def after(_result: None) -> None:
+            if replayed:
+                return
             for key, _, profile in prepared.parts:
                 _fold(state, key, profile)
 
+        now = self.context.clock()
         await self.submit(_Work(write, after))
-        return {"accepted": len(batch), "profiled": not state.open_schema}
+        result: dict[str, Any] = {"accepted": len(batch), "profiled": not state.open_schema}
+        if replayed:
+            result["replayed"] = True
+        return result
 
     async def record_labels(self, state: ModelState, batch: LabelBatch) -> dict[str, Any]:
         name = state.config.name

@@ -19,6 +19,7 @@ import orjson
 from ..profiles.columns import Columns
 from ..profiles.layout import Layout
 from ..profiles.profile import Profile
+from .arrow import TableBody, read_table, table_predictions
 from .batches import PredictionBatch, parse_predictions
 from .decode import decode_batch
 
@@ -58,23 +59,36 @@ def prepare_batch(
 ) -> PreparedBatch:
     """Decode (if ``payload`` is the raw body), validate, cut and profile one batch.
 
+    ``payload`` is the decoded JSON object, the raw JSON body (bytes), or an Arrow or
+    Parquet body (``TableBody``, daemon/ingest/arrow.py).
+
     ``profiled`` is False for a model without a feature schema (its features are not
     validated); ``task``, ``now``, ``oldest`` and ``max_batch`` are parse_predictions'.
     Raises BatchRejected (or InvalidInput for a body that is not JSON).
     """
     parse_layout = layout if profiled else None
     booleans = True
-    if isinstance(payload, bytes | bytearray):
-        payload, booleans = decode_batch(bytes(payload), parse_layout)
-    batch = parse_predictions(
-        payload,
-        parse_layout,
-        task=task,
-        now=now,
-        oldest=oldest,
-        max_batch=max_batch,
-        booleans=booleans,
-    )
+    if isinstance(payload, TableBody):  # Arrow or Parquet: typed columns, checked as such
+        batch = table_predictions(
+            read_table(payload),
+            parse_layout,
+            task=task,
+            now=now,
+            oldest=oldest,
+            max_batch=max_batch,
+        )
+    else:
+        if isinstance(payload, bytes | bytearray):
+            payload, booleans = decode_batch(bytes(payload), parse_layout)
+        batch = parse_predictions(
+            payload,
+            parse_layout,
+            task=task,
+            now=now,
+            oldest=oldest,
+            max_batch=max_batch,
+            booleans=booleans,
+        )
     batch.versions[batch.versions == ""] = default_version
     parts = [
         (key, columns.to_bytes(), profile)

@@ -34,7 +34,8 @@ from ..core.service import Service
 from ..core.workers import WorkerPool
 from ..profiles.profile import Profile
 from ..registry.interfaces import VersionRecords
-from .batches import BatchRejected, parse_labels
+from .arrow import TableBody, read_table, table_labels
+from .batches import BatchRejected, LabelBatch, parse_labels
 from .interfaces import ScoredPredictions, WatchedModel
 from .ledger import Ledger
 from .prepare import prepare_batch
@@ -138,13 +139,19 @@ class IngestService(Service):
             raise NotFound(f"unknown model {model!r} (watched models: {known})")
         return state
 
-    async def record_predictions(self, model: str, payload: object) -> dict[str, Any]:
+    async def record_predictions(
+        self, model: str, payload: object, *, batch_id: str | None = None
+    ) -> dict[str, Any]:
         """Validate and store one batch (as ``POST /api/models/{name}/predictions``).
 
-        ``payload`` is the decoded JSON object, or the raw request body (bytes), which
-        is then decoded where the batch is validated and profiled: in a worker thread,
-        or in a worker process with ``monitoring.ingest_workers`` (daemon/core/workers.py).
+        ``payload`` is the decoded JSON object, the raw request body (bytes) or an Arrow
+        or Parquet body (``TableBody``), which is then decoded where the batch is
+        validated and profiled: in a worker thread, or in a worker process with
+        ``monitoring.ingest_workers`` (daemon/core/workers.py). A ``batch_id`` stored
+        already is a retry: acknowledged again, counted once (``"replayed": true``).
         """
+        if batch_id is not None:
+            check_batch_id(batch_id)
         state = self.model_state(model)
         await state.ready.wait()
         config = self.context.config.monitoring
@@ -164,10 +171,12 @@ class IngestService(Service):
                 max_batch=config.max_batch_records,
             )
             batch = prepared.attach(state.layout).batch
-            result = await self.ledger.record_predictions(state, prepared)
+            result = await self.ledger.record_predictions(state, prepared, batch_id)
         except BatchRejected as exc:
             self._rejected(model, exc)
             raise
+        if result.get("replayed"):
+            return result
         self.context.metrics.predictions.labels(model).inc(len(batch))
         finite = batch.latency[np.isfinite(batch.latency)]
         if len(finite):
@@ -181,12 +190,12 @@ class IngestService(Service):
     async def record_labels(self, model: str, payload: object) -> dict[str, Any]:
         """Join ground truth to stored predictions by id (as ``POST .../labels``)."""
         state = self.model_state(model)
+        task, max_batch = state.config.task, self.context.config.monitoring.max_batch_records
         try:
-            batch = parse_labels(
-                payload,
-                task=state.config.task,
-                max_batch=self.context.config.monitoring.max_batch_records,
-            )
+            if isinstance(payload, TableBody):
+                batch = await asyncio.to_thread(_table_labels, payload, task, max_batch)
+            else:
+                batch = parse_labels(payload, task=task, max_batch=max_batch)
         except BatchRejected as exc:
             self._rejected(model, exc)
             raise
@@ -272,6 +281,20 @@ class IngestService(Service):
     ) -> Profile:
         """The merged profile of ``model`` over [since, until) (see Ledger.window)."""
         return await self.ledger.window(self.model_state(model), since, until, version)
+
+
+def check_batch_id(batch_id: str) -> None:
+    """BatchRejected (400) unless ``batch_id`` is 1-200 printable characters."""
+    if not 0 < len(batch_id) <= 200 or not batch_id.isprintable():
+        raise BatchRejected(
+            "malformed",
+            f"header 'Mlwarden-Batch-Id': expected 1 to 200 printable characters, "
+            f"got {batch_id[:40]!r}",
+        )
+
+
+def _table_labels(body: TableBody, task: str, max_batch: int) -> LabelBatch:
+    return table_labels(read_table(body), task=task, max_batch=max_batch)
 
 
 def _outcomes_from_rows(rows: Sequence[sa.Row[*tuple[Any, ...]]], classification: bool) -> Outcomes:

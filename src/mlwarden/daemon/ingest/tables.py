@@ -27,10 +27,12 @@ from .batches import BatchRejected, PredictionBatch
 __all__ = [
     "INGEST_SCHEMA",
     "StoredPrediction",
+    "batch_ids_table",
     "check_new_ids",
     "count_stored",
     "insert_rows",
     "journal_table",
+    "known_batch",
     "outcomes_table",
     "prediction_batches_table",
     "prediction_ids_table",
@@ -122,6 +124,17 @@ prediction_ids_table = sa.Table(
     sqlite_with_rowid=False,
 )
 
+#: Batch ids a sender gave (``Mlwarden-Batch-Id``): a retried batch is stored once.
+batch_ids_table = sa.Table(
+    "ingest_batch_ids",
+    _meta,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("batch_id", sa.String(200), primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Index("ix_ingest_batch_ids_created", "created_at"),
+)
+
 
 def _columnar_predictions(conn: sa.Connection) -> None:
     """Store predictions per batch (prediction_batches + prediction_ids)."""
@@ -172,6 +185,7 @@ INGEST_SCHEMA = Schema(
             reference_table,
         ),
         _columnar_predictions,
+        create_tables(batch_ids_table),
     ],
 )
 
@@ -367,9 +381,21 @@ async def count_stored(conn: AsyncConnection, model: str, since: float) -> int:
     return total
 
 
+async def known_batch(conn: AsyncConnection, model: str, batch_id: str) -> int | None:
+    """The records of the stored batch ``batch_id`` of ``model``, None if it is new."""
+    t = batch_ids_table
+    query = sa.select(t.c.rows).where(t.c.model == model, t.c.batch_id == batch_id)
+    rows = (await conn.execute(query)).scalar()
+    return None if rows is None else int(rows)
+
+
 async def purge_predictions(conn: AsyncConnection, older_than: float) -> None:
-    """Delete the batches whose every prediction is older than ``older_than``."""
+    """Delete the batches whose every prediction is older than ``older_than``.
+
+    The batch ids senders gave are kept as long (by the time they were stored).
+    """
     b, i = prediction_batches_table, prediction_ids_table
+    await conn.execute(batch_ids_table.delete().where(batch_ids_table.c.created_at < older_than))
     expired = sa.select(b.c.seq).where(b.c.ts_max < older_than)
     await conn.execute(i.delete().where(i.c.batch.in_(expired)))
     await conn.execute(b.delete().where(b.c.ts_max < older_than))

@@ -26,6 +26,7 @@ __all__ = [
     "category_column",
     "feature_columns",
     "id_column",
+    "iso",
     "number_block",
     "number_column",
     "prediction_column",
@@ -219,12 +220,12 @@ def timestamp_column(
     late = np.flatnonzero(ts < oldest)
     if len(late):
         raise record_error(
-            "bad_timestamp", ids, late[0], "ts", f"older than the retention ({_iso(oldest)})"
+            "bad_timestamp", ids, late[0], "ts", f"older than the retention ({iso(oldest)})"
         )
     future = np.flatnonzero(ts > now + MAX_FUTURE_SECONDS)
     if len(future):
         raise record_error(
-            "bad_timestamp", ids, future[0], "ts", f"in the future (now is {_iso(now)})"
+            "bad_timestamp", ids, future[0], "ts", f"in the future (now is {iso(now)})"
         )
     return ts
 
@@ -243,7 +244,7 @@ def _parse_iso(text: str, ids: Sequence[object], i: int) -> float:
     return value.timestamp()
 
 
-def _iso(ts: float) -> str:
+def iso(ts: float) -> str:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")

@@ -1,0 +1,288 @@
+"""mlwarden.client against a real daemon: data forms, retries, refusals, a full buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from aiohttp import web
+
+from mlwarden.client import AsyncClient, Client, monitor
+from mlwarden.daemon.api.routes import Route
+
+from ..daemon.ingest.test_ingest import config, ready, write_reference
+
+FEATURES = {"x": 0.5, "y": 0.25, "kind": "a"}
+
+
+@pytest.fixture
+def reference(tmp_path):
+    return write_reference(tmp_path)
+
+
+async def stored(warden, model: str = "m") -> int:
+    return await warden.ingest.count_predictions(model)
+
+
+@pytest.fixture
+async def served(make_warden, make_client, reference):
+    """(warden, base url) of a real warden served on a loopback port."""
+    warden = await make_warden(config(reference))
+    await ready(warden)
+    await ready(warden, "cls")
+    client = await make_client(warden)
+    return warden, str(client.make_url("")).rstrip("/")
+
+
+def test_importing_the_client_imports_no_daemon_and_no_ml_library():
+    code = (
+        "import sys, json, mlwarden.client as c\n"
+        "first = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('mlflow', 'scipy', 'sklearn', 'aiohttp', 'sqlalchemy') "
+        "or m.startswith('mlwarden.daemon'))\n"
+        "client = c.Client('http://127.0.0.1:9')\n"
+        "client.close(0.1)\n"
+        "after = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('mlflow', 'scipy', 'sklearn') or m.startswith('mlwarden.daemon'))\n"
+        "print(json.dumps([first, after]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    first, after = json.loads(out.stdout.splitlines()[-1])
+    assert first == [] and after == []
+
+
+async def test_every_data_form_arrives(served):
+    warden, url = served
+    client = Client(url, max_age_seconds=0.05)
+    try:
+        frame = pd.DataFrame({"x": [1.0, 2.0], "y": [0.1, 0.2], "kind": ["a", "b"]})
+        client.log_predictions("m", frame, ids=["d0", "d1"], predictions=[1.0, 2.0])
+        client.log_predictions("m", FEATURES, ids="one", predictions=0.5)
+        client.log_predictions("m", [FEATURES, FEATURES], ids=["l0", "l1"], predictions=[1, 2])
+        table = pa.table({"x": [1.0], "y": [2.0], "kind": ["c"], "prediction": [3.0]})
+        client.log_predictions("m", table, ids=["t0"], version="2.0.0")
+        columns = {"x": np.array([1.0, 2.0]), "y": np.array([3.0, 4.0]), "kind": ["a", "a"]}
+        client.log_predictions("m", columns, predictions=np.array([1.0, 2.0]))  # ids generated
+        assert await asyncio.to_thread(client.flush, 30)
+        assert await stored(warden) == 8
+        client.log_labels("m", ["d0", "d1", "one"], [1.5, 2.5, 0.0])
+        assert await asyncio.to_thread(client.flush, 30)
+        outcomes = await warden.ingest.outcomes("m")
+        assert sorted(outcomes.id.tolist()) == ["d0", "d1", "one"]
+        assert client.stats()["sent_rows"] == 11
+    finally:
+        await asyncio.to_thread(client.close)
+
+
+async def test_numpy_arrays_take_feature_names(make_warden, make_client, tmp_path):
+    warden = await make_warden(
+        '[[models]]\nname = "n"\nfeatures = ["a", "b"]\n', **{"monitoring.bucket_seconds": 60}
+    )
+    await ready(warden, "n")
+    url = str((await make_client(warden)).make_url("")).rstrip("/")
+    client = Client(url, feature_names=["a", "b"], max_age_seconds=0.05)
+    try:
+        client.log_predictions("n", np.ones((3, 2)), predictions=np.zeros(3))
+        client.log_predictions("n", np.ones(2), predictions=[1.0])  # one row
+        assert await asyncio.to_thread(client.flush, 30)
+        assert await stored(warden, "n") == 4
+        with pytest.raises(ValueError, match="3 columns"):
+            client.log_predictions("n", np.ones((1, 3)), predictions=[1.0])
+    finally:
+        await asyncio.to_thread(client.close)
+
+
+async def test_a_refused_batch_is_counted_not_retried(served):
+    warden, url = served
+    client = Client(url, max_age_seconds=0.05)
+    try:
+        client.log_predictions("m", {"x": 1.0, "y": 1.0}, ids="a", predictions=1.0)  # no kind
+        assert await asyncio.to_thread(client.flush, 30)
+        stats = client.stats()
+        assert stats["rejected_rows"] == 1 and stats["retries"] == 0
+        assert "missing feature" in stats["last_error"]
+        assert await stored(warden) == 0
+    finally:
+        await asyncio.to_thread(client.close)
+
+
+async def test_retries_keep_the_batch_id_and_count_once(make_warden, make_client, reference):
+    """The first answer is lost after the commit, the second is a 503: one batch stored."""
+    warden = await make_warden(config(reference))
+    await ready(warden)
+    seen: list[str] = []
+
+    async def flaky(request: web.Request) -> web.Response:
+        batch_id = request.headers["Mlwarden-Batch-Id"]
+        seen.append(batch_id)
+        if len(seen) == 2:
+            return web.json_response({"error": "busy"}, status=503)
+        from mlwarden.daemon.ingest.arrow import TableBody
+
+        body = TableBody(await request.read())
+        result = await warden.ingest.record_predictions("m", body, batch_id=batch_id)
+        if len(seen) == 1:
+            return web.json_response({"error": "lost"}, status=502)  # committed, answer lost
+        return web.json_response(result, status=201)
+
+    route = Route("POST", "/flaky/api/models/{name}/predictions", flaky, "operator", "test")
+    http = await make_client(warden, extra_routes=[route])
+    client = Client(str(http.make_url("/flaky")), max_age_seconds=0.05, max_retry_delay=0.1)
+    try:
+        client.log_predictions("m", [FEATURES] * 3, ids=["a", "b", "c"], predictions=[1, 2, 3])
+        assert await asyncio.to_thread(client.flush, 30)
+        assert len(seen) == 3 and len(set(seen)) == 1
+        assert client.stats()["retries"] == 2
+        assert client.stats()["sent_rows"] == 3
+        assert await stored(warden) == 3
+        profile = await warden.ingest.window("m", time.time() - 3600, time.time() + 3600)
+        assert profile.rows == 3
+    finally:
+        await asyncio.to_thread(client.close)
+
+
+def test_a_full_buffer_drops_or_blocks_and_counts():
+    # Nothing listens on this port: every send fails, so nothing leaves the buffer.
+    drop = Client("http://127.0.0.1:9", max_buffer_rows=10, batch_rows=5, on_full="drop")
+    block = Client("http://127.0.0.1:9", max_buffer_rows=10, batch_rows=5, block_timeout=0.05)
+    try:
+        for client in (drop, block):
+            accepted = [client.log_predictions("m", FEATURES, predictions=1.0) for _ in range(15)]
+            assert accepted == [True] * 10 + [False] * 5
+            stats = client.stats()
+            assert stats["dropped_rows"] == 5 and stats["buffered_rows"] == 10
+    finally:
+        for client in (drop, block):
+            assert client.close(timeout=0.2) is False
+            assert client.stats()["unsent_rows"] == 10
+
+
+def test_a_closed_client_refuses_calls():
+    client = Client("http://127.0.0.1:9")
+    client.close(0.1)
+    with pytest.raises(RuntimeError, match="closed"):
+        client.log_predictions("m", FEATURES)
+    with pytest.raises(ValueError, match="on_full"):
+        Client("http://127.0.0.1:9", on_full="later")  # type: ignore[arg-type]
+
+
+async def test_async_client(served):
+    warden, url = served
+    async with AsyncClient(url, max_age_seconds=0.05) as client:
+        for i in range(5):
+            assert await client.log_predictions("m", FEATURES, ids=f"a{i}", predictions=i)
+        await client.log_labels("m", ["a0", "a1"], [0.0, 1.0])
+        assert await client.flush(30)
+    assert await stored(warden) == 5
+    assert len((await warden.ingest.outcomes("m")).id) == 2
+
+
+async def test_monitor_wraps_a_callable_and_a_model(served):
+    warden, url = served
+    client = Client(url, max_age_seconds=0.05)
+
+    class Model:  # what an MLflow pyfunc model offers: predict(DataFrame)
+        threshold = 0.5
+
+        def predict(self, frame: pd.DataFrame) -> np.ndarray:
+            return (frame["x"] > self.threshold).astype(int).to_numpy()
+
+    try:
+        model = monitor(Model(), client, "cls")
+        frame = pd.DataFrame({"x": [0.1, 0.9], "kind": ["a", "b"]})
+        assert model.predict(frame, ids=["p0", "p1"]).tolist() == [0, 1]
+        assert model.threshold == 0.5  # the model's own attributes
+        fn = monitor(lambda frame: np.full(len(frame), 2.0), client, "m")
+        fn(pd.DataFrame({"x": [1.0], "y": [1.0], "kind": ["a"]}))
+        assert await asyncio.to_thread(client.flush, 30)
+        assert await stored(warden, "cls") == 2 and await stored(warden, "m") == 1
+        outcomes_cls = await warden.ingest.count_predictions("cls")
+        assert outcomes_cls == 2
+    finally:
+        await asyncio.to_thread(client.close)
+
+
+def test_a_daemon_killed_mid_stream_loses_nothing_the_buffer_accepted(daemon_factory, tmp_path):
+    """kill -9 and restart while a sender logs: every accepted row is stored once."""
+    import sqlite3
+    import threading
+
+    from ..helpers import http
+
+    daemon = daemon_factory('[[models]]\nname = "s"\nfeatures = ["a", "b"]\n')
+    daemon.start()
+    client = Client(daemon.url, batch_rows=200, max_age_seconds=0.05, max_retry_delay=0.2)
+    accepted = 0
+    stop = threading.Event()
+
+    def stream() -> None:
+        nonlocal accepted
+        i = 0
+        while not stop.is_set():
+            rows = [{"a": float(i + k), "b": 1.0} for k in range(10)]
+            ids = [f"s{i + k}" for k in range(10)]
+            if client.log_predictions("s", rows, ids=ids, predictions=[1.0] * 10):
+                accepted += 10
+            i += 10
+            time.sleep(0.002)
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    try:
+        time.sleep(1.5)
+        daemon.kill()  # in the middle of the stream: batches in flight, answers lost
+        time.sleep(1.0)
+        daemon.start()
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        sender.join()
+    assert client.close(timeout=60), client.stats()
+    stats = client.stats()
+    assert stats["dropped_rows"] == 0 and stats["rejected_rows"] == 0, stats
+    assert stats["retries"] > 0, stats  # the kill was noticed
+    assert stats["sent_rows"] == accepted > 0
+    status, _ = http("GET", daemon.url + "/healthz")
+    assert status == 200
+    daemon.stop()
+    db = sqlite3.connect(daemon.base_path / "mlwarden.db")
+    (rows,) = db.execute("SELECT SUM(rows) FROM prediction_batches WHERE model = 's'").fetchone()
+    (ids,) = db.execute("SELECT COUNT(*) FROM prediction_ids WHERE model = 's'").fetchone()
+    db.close()
+    assert rows == ids == accepted
+
+
+async def test_the_example_serving_app(served):
+    """examples/serving_app.py serves predictions and labels that reach the daemon."""
+    import importlib.util
+    from pathlib import Path
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    warden, url = served
+    path = Path(__file__).parents[2] / "examples" / "serving_app.py"
+    spec = importlib.util.spec_from_file_location("serving_app", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    client = Client(url, max_age_seconds=0.05)
+    app = module.make_app(module.load_model(None), client, "m")
+    async with TestClient(TestServer(app)) as http:
+        for i in range(3):
+            features = {"x": float(i), "y": 1.0, "kind": "a"}
+            resp = await http.post("/predict", json={"id": f"e{i}", "features": features})
+            assert resp.status == 200
+            assert (await resp.json())["prediction"] == i + 1.0
+        resp = await http.post("/label", json={"id": "e1", "label": 2.0})
+        assert resp.status == 200
+        assert await asyncio.to_thread(client.flush, 30)
+    assert await stored(warden) == 3
+    assert (await warden.ingest.outcomes("m")).id.tolist() == ["e1"]

@@ -1,0 +1,294 @@
+"""Arrow IPC and Parquet ingest bodies: the same batches as JSON, every bad input a 4xx."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mlwarden.daemon.ingest.arrow import ARROW_STREAM, PARQUET
+
+from .test_ingest import config, ready, records, rejected, stored, write_reference
+
+NOW = time.time()
+
+
+@pytest.fixture
+def reference(tmp_path):
+    return write_reference(tmp_path)
+
+
+def table(n: int = 5, start: int = 0, **columns) -> pa.Table:
+    """A valid batch of model ``m`` (x, y numeric; kind categorical); ``columns`` override."""
+    rng = np.random.default_rng(start)
+    data = {
+        "id": pa.array([f"r{i}" for i in range(start, start + n)]),
+        "x": pa.array(rng.normal(size=n)),
+        "y": pa.array(rng.uniform(size=n)),
+        "kind": pa.array(["a"] * n),
+        "prediction": pa.array(rng.normal(size=n)),
+    }
+    for name, value in columns.items():
+        if value is None:
+            del data[name]
+        else:
+            data[name] = value if isinstance(value, pa.Array) else pa.array(value)
+    return pa.table(data)
+
+
+def stream(t: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, t.schema) as writer:
+        writer.write_table(t)
+    return sink.getvalue()
+
+
+def parquet(t: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(t, sink)
+    return sink.getvalue()
+
+
+async def post(client, body: bytes, media_type: str = ARROW_STREAM, path="predictions", **kw):
+    headers = {"Content-Type": media_type, **kw.pop("headers", {})}
+    return await client.post(f"/api/models/m/{path}", data=body, headers=headers, **kw)
+
+
+@pytest.fixture
+async def daemon(make_warden, make_client, reference):
+    warden = await make_warden(config(reference))
+    await ready(warden)
+    await ready(warden, "cls")
+    await ready(warden, "open")
+    return warden, await make_client(warden)
+
+
+@pytest.mark.parametrize("encode,media_type", [(stream, ARROW_STREAM), (parquet, PARQUET)])
+async def test_arrow_batch_gives_the_same_profile_as_json(
+    make_warden, make_client, reference, encode, media_type
+):
+    twin = f'\n[[models]]\nname = "m2"\nreference = "{reference}"\n'
+    warden = await make_warden(config(reference) + twin)
+    await ready(warden)
+    await ready(warden, "m2")
+    client = await make_client(warden)
+    recs = records(200)
+    for rec in recs:
+        rec["ts"] = NOW - 5
+    resp = await client.post("/api/models/m/predictions", json={"records": recs})
+    assert resp.status == 201, await resp.text()
+    t = pa.table(
+        {
+            "id": [r["id"] for r in recs],
+            "ts": [r["ts"] for r in recs],
+            "x": [r["features"]["x"] for r in recs],
+            "y": [r["features"]["y"] for r in recs],
+            "kind": [r["features"]["kind"] for r in recs],
+            "prediction": [r["prediction"] for r in recs],
+        }
+    )
+    resp = await client.post(
+        "/api/models/m2/predictions", data=encode(t), headers={"Content-Type": media_type}
+    )
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["accepted"] == 200
+    pj = await warden.ingest.window("m", NOW - 3600, NOW + 3600)
+    pt = await warden.ingest.window("m2", NOW - 3600, NOW + 3600)
+    assert pj.rows == pt.rows == 200
+    for name in ("count", "nulls", "hist", "cat_counts", "cat_unseen", "minimum", "maximum"):
+        np.testing.assert_array_equal(getattr(pj, name), getattr(pt, name), err_msg=name)
+    np.testing.assert_allclose(pj.mean, pt.mean)
+
+
+async def test_arrow_types_nulls_and_categories(daemon):
+    warden, client = daemon
+    t = table(
+        4,
+        id=pa.array([1, 2, 3, 4], pa.int64()),  # integer ids are written as strings
+        x=pa.array([1, None, np.nan, np.inf], pa.float32()),  # null, NaN, inf: data
+        y=pa.array([1, 2, 3, 4], pa.int16()),
+        kind=pa.array(["a", "zz", None, "b"]).dictionary_encode(),
+        ts=pa.array([int((NOW - 10) * 1e6)] * 4, pa.timestamp("us", tz="UTC")),
+        version=["v1", None, "v1", "v1"],
+        latency_ms=[1.0, None, 2, 3],
+        error=[False, None, True, False],
+    )
+    resp = await post(client, stream(t))
+    assert resp.status == 201, await resp.text()
+    profile = await warden.ingest.window("m", NOW - 3600, NOW + 3600)
+    assert profile.rows == 4
+    # The labels of the integer ids join.
+    labels = pa.table({"id": pa.array([1, 4, 99]), "label": pa.array([0.5, 1.0, 2.0])})
+    resp = await post(client, stream(labels), path="labels")
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["matched"] == 2
+
+
+BAD_TABLES = [
+    # wrong schema: unknown and missing columns, duplicate names
+    (lambda: table(z=[1.0] * 5), "unknown_feature", "'z'"),
+    (lambda: table(y=None), "missing_feature", "'y'"),
+    (lambda: table(id=None), "missing_field", "'id'"),
+    # wrong types
+    (lambda: table(x=["1.5"] * 5), "wrong_type", "'x'"),
+    (lambda: table(x=[True] * 5), "wrong_type", "'x'"),
+    (lambda: table(kind=[1.5] * 5), "wrong_type", "'kind'"),
+    (lambda: table(id=[1.5] * 5), "wrong_type", "'id'"),
+    (lambda: table(ts=["yesterday"] * 5), "wrong_type", "'ts'"),
+    (lambda: table(prediction=["up"] * 5), "wrong_type", "'prediction'"),
+    (lambda: table(version=[3] * 5), "wrong_type", "'version'"),
+    (lambda: table(error=["no"] * 5), "wrong_type", "'error'"),
+    (lambda: table(x=pa.array([[1.0]] * 5)), "wrong_type", "'x'"),
+    # values, named by row
+    (lambda: table(id=["a", "b", "a", "c", "d"]), "duplicate_id", "record 2"),
+    (lambda: table(id=["a", "b", None, "c", "d"]), "wrong_type", "record 2"),
+    (lambda: table(id=["a", "b", "", "c", "d"]), "wrong_type", "record 2"),
+    (lambda: table(ts=[NOW, NOW, np.nan, NOW, NOW]), "bad_timestamp", "record 2"),
+    (lambda: table(ts=[NOW, NOW, np.inf, NOW, NOW]), "bad_timestamp", "record 2"),
+    (lambda: table(ts=[NOW, NOW, NOW + 86400, NOW, NOW]), "bad_timestamp", "record 2"),
+    (lambda: table(ts=[NOW, NOW, NOW - 90 * 86400, NOW, NOW]), "bad_timestamp", "record 2"),
+    (lambda: table(prediction=[1.0, 2.0, None, 1.0, 1.0]), "missing_field", "record 2"),
+    (lambda: table(latency_ms=[1.0, 2.0, -1.0, 1.0, 1.0]), "wrong_type", "record 2"),
+    # empty
+    (lambda: table(0), "empty_batch", "no records"),
+]
+
+
+@pytest.mark.parametrize("encode,media_type", [(stream, ARROW_STREAM), (parquet, PARQUET)])
+async def test_bad_tables_are_refused_whole(daemon, encode, media_type):
+    warden, client = daemon
+    for make, reason, where in BAD_TABLES:
+        before = rejected(warden, reason)
+        resp = await post(client, encode(make()), media_type)
+        body = await resp.json()
+        assert resp.status == 400, (reason, where, body)
+        assert body["error"]["code"] == reason, (where, body)
+        assert where in body["error"]["message"], body
+        assert await stored(warden) == 0, where
+        assert rejected(warden, reason) == before + 1
+    resp = await post(client, encode(table()), media_type)
+    assert resp.status == 201, await resp.text()
+    assert await stored(warden) == 5
+
+
+async def test_unreadable_bodies(daemon):
+    warden, client = daemon
+    body = stream(table(100))
+    for data, media_type in [
+        (b"", ARROW_STREAM),  # empty
+        (body[: len(body) // 2], ARROW_STREAM),  # truncated stream
+        (b"not arrow at all" * 10, ARROW_STREAM),
+        (b"", PARQUET),
+        (parquet(table(100))[:-100], PARQUET),  # truncated file
+        (body, PARQUET),  # an Arrow stream sent as Parquet
+    ]:
+        resp = await post(client, data, media_type)
+        payload = await resp.json()
+        assert resp.status == 400, payload
+        assert payload["error"]["code"] in ("empty_body", "malformed"), payload
+        message = payload["error"]["message"]
+        assert "Arrow" in message or "Parquet" in message, message
+    assert await stored(warden) == 0
+
+
+async def test_oversized_batches(make_warden, make_client, reference):
+    warden = await make_warden(
+        config(reference, "max_batch_records = 3"),
+    )
+    await ready(warden)
+    client = await make_client(warden)
+    resp = await post(client, stream(table(4)))
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "batch_too_large"
+    resp = await post(client, stream(table(4)), path="labels")
+    assert resp.status in (400, 413)
+    assert await stored(warden) == 0
+
+
+async def test_oversized_body_is_413(make_warden, make_client, reference):
+    warden = await make_warden(config(reference) + "\n[daemon]\nmax_body_bytes = 2000\n")
+    await ready(warden)
+    client = await make_client(warden)
+    resp = await post(client, stream(table(200)))
+    assert resp.status == 413
+    assert "max_body_bytes" in (await resp.json())["error"]["message"]
+    assert await stored(warden) == 0
+
+
+async def test_model_without_schema_and_classification(daemon):
+    warden, client = daemon
+    t = table(3, anything=[1, 2, 3])  # an open schema takes any column
+    resp = await client.post(
+        "/api/models/open/predictions", data=stream(t), headers={"Content-Type": ARROW_STREAM}
+    )
+    assert resp.status == 201, await resp.text()
+    t = pa.table({"id": ["a", "b"], "x": [1.0, 2.0], "kind": ["a", "b"], "prediction": [1, 0]})
+    resp = await client.post(
+        "/api/models/cls/predictions", data=stream(t), headers={"Content-Type": ARROW_STREAM}
+    )
+    assert resp.status == 201, await resp.text()
+    labels = pa.table({"id": ["a", "b"], "label": ["1", "1"]})
+    resp = await client.post(
+        "/api/models/cls/labels", data=stream(labels), headers={"Content-Type": ARROW_STREAM}
+    )
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["matched"] == 2
+    outcomes = await warden.ingest.outcomes("cls")
+    assert sorted(outcomes.prediction.tolist()) == ["0", "1"]
+
+
+BAD_LABELS = [
+    (pa.table({"id": ["r0"]}), "missing_field", "'label'"),
+    (pa.table({"id": ["r0"], "label": [1.0], "z": [1]}), "unknown_field", "'z'"),
+    (pa.table({"id": ["r0"], "label": ["x"]}), "wrong_type", "'label'"),
+    (pa.table({"id": ["r0", "r1"], "label": [1.0, np.nan]}), "wrong_type", "record 1"),
+    (pa.table({"id": ["r0", "r1"], "label": [1.0, None]}), "wrong_type", "record 1"),
+    (pa.table({"id": ["r0", "r0"], "label": [1.0, 2.0]}), "duplicate_id", "record 1"),
+    (pa.table({"id": pa.array([], pa.string()), "label": pa.array([], pa.float64())}),
+     "empty_batch", "no labels"),
+]  # fmt: skip
+
+
+async def test_bad_label_tables(daemon):
+    warden, client = daemon
+    resp = await post(client, stream(table()))
+    assert resp.status == 201
+    for t, reason, where in BAD_LABELS:
+        resp = await post(client, stream(t), path="labels")
+        body = await resp.json()
+        assert resp.status == 400, body
+        assert body["error"]["code"] == reason, body
+        assert where in body["error"]["message"], body
+    assert len((await warden.ingest.outcomes("m")).id) == 0
+
+
+async def test_a_retried_batch_id_counts_once(daemon):
+    warden, client = daemon
+    body = stream(table(5))
+    headers = {"Mlwarden-Batch-Id": "batch-1"}
+    first = await post(client, body, headers=headers)
+    assert first.status == 201
+    again = await post(client, body, headers=headers)
+    assert again.status == 201, await again.text()
+    assert (await again.json())["replayed"] is True
+    assert await stored(warden) == 5
+    profile = await warden.ingest.window("m", NOW - 3600, NOW + 3600)
+    assert profile.rows == 5
+    # Without the header the same ids are duplicates (409), as documented.
+    resp = await post(client, body)
+    assert resp.status == 409
+    # A batch refused as a duplicate keeps no trace of its batch id: once its ids are
+    # new, the same batch id stores it.
+    resp = await post(client, body, headers={"Mlwarden-Batch-Id": "batch-2"})
+    assert resp.status == 409
+    fresh = stream(table(5, start=100))
+    resp = await post(client, fresh, headers={"Mlwarden-Batch-Id": "batch-2"})
+    assert resp.status == 201
+    assert "replayed" not in await resp.json()
+    assert await stored(warden) == 10
+    resp = await post(client, body, headers={"Mlwarden-Batch-Id": ""})
+    assert resp.status == 400
