@@ -41,6 +41,7 @@ from .registry.cleanup import CleanupReport
 from .registry.input import parse_ref
 from .registry.interfaces import DirectPromotion, DirectRollback, VersionRecord
 from .registry.service import RegistryService
+from .reports.service import ReportService
 from .rollouts.interfaces import Rollout
 from .rollouts.service import RolloutService
 from .training.jobs import JobService
@@ -92,6 +93,7 @@ class Warden(Context):
         )
         self.jobs = JobService(self, predictions=self.ingest, registry=self.registry)
         self.scheduler = SchedulerService(self, jobs=self.jobs, outcomes=self.ingest)
+        self.reports = ReportService(self, windows=self.ingest)
         #: Every service by name, in start order.
         self.services: dict[str, Service] = {
             s.name: s
@@ -105,6 +107,7 @@ class Warden(Context):
                 self.experiments,
                 self.jobs,
                 self.scheduler,
+                self.reports,
             )
         }
         self.started_at: float | None = None

@@ -139,5 +139,5 @@ def system_routes() -> list[Route]:
         Route("GET", "/metrics", metrics, "open", "Prometheus metrics"),
         Route("GET", "/api/system/health", system_health, "viewer", "System health"),
         Route("GET", "/api/openapi.json", openapi, "viewer", "This OpenAPI document"),
-        Route("GET", "/api/audit", audit_entries, "admin", "The hash-chained audit log"),
+        Route("GET", "/api/audit", audit_entries, "auditor", "The hash-chained audit log"),
     ]
