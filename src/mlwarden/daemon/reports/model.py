@@ -44,11 +44,12 @@ async def known_model(config: Config, history: History, model: str) -> None:
 
 def _feature_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
-    sections = dict(report.get("feature_drifts") or {})
+    sections = {name: (name, drift) for name, drift in (report.get("feature_drifts") or {}).items()}
     prediction = report.get("prediction_drift")
     if prediction:
-        sections[f"{prediction.get('column', 'prediction')} (prediction)"] = prediction
-    for name, drift in sections.items():
+        column = prediction.get("column", "prediction")
+        sections[f"{column} (prediction)"] = (column, prediction)
+    for name, (column, drift) in sections.items():
         methods = [
             {"method": method, **score} for method, score in (drift.get("methods") or {}).items()
         ]
@@ -59,6 +60,7 @@ def _feature_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "name": name,
+                "column": column,
                 "kind": drift.get("kind", ""),
                 "drifted": bool(drift.get("drifted")),
                 "methods": methods,
@@ -176,7 +178,7 @@ async def model_report(
             logger.warning("distributions of %s: %s", model, exc)
             dist_note = f"distributions unavailable: {exc}"
     for feature in features:
-        feature["distribution"] = dists.get(feature["name"])
+        feature["distribution"] = dists.get(feature["column"])
     sections = {
         "drift checks": drift, "performance windows": performance, "versions": versions,
         "transitions": transitions, "rollouts": rollouts, "experiments": experiments,

@@ -55,7 +55,10 @@ def render_html(data: dict[str, Any]) -> str:
     Blocking (plotly builds its figures, Jinja2 renders): call it in a thread.
     """
     kind = data["kind"]
-    plots: dict[str, Any] = {}
+    plots: dict[str, Any] = dict.fromkeys(
+        ("drift_history", "performance", "p_value", "lift", "samples"), ""
+    )
+    plots["features"] = {}
     if kind == "model":
         plots["features"] = {
             f["name"]: Markup(distribution_plot(f["name"], f["distribution"], f"dist-{i}"))
@@ -71,10 +74,8 @@ def render_html(data: dict[str, Any]) -> str:
                 performance_plot(perf["history"], perf["state"], perf["metric"])
             )
     elif kind == "experiment" and data["path"]:
-        plots = {
-            k: Markup(v)
-            for k, v in experiment_plots(data["path"], data["significance_threshold"]).items()
-        }
+        figures = experiment_plots(data["path"], data["significance_threshold"])
+        plots.update({k: Markup(v) for k, v in figures.items()})
     template = _environment().get_template(f"{kind}.html.j2")
     has_plots = any(plots.values())
     return template.render(
