@@ -3,12 +3,14 @@ a million-row export streams without growing the process; bad parameters are 4xx
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
+import sqlite3
 import threading
 import time
+import urllib.request
+from pathlib import Path
 
 import pandas as pd
 import pandas.api.types as pdt
@@ -16,7 +18,6 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from mlwarden.daemon.core.audit import audit_table
 from mlwarden.daemon.experiments.records import experiments_table
 from mlwarden.daemon.monitoring.performance import history_table
 from mlwarden.daemon.reports.exports import EXPORT_KINDS
@@ -144,66 +145,72 @@ async def test_bad_export_parameters(make_warden, make_client, tmp_path):
     assert frame.num_rows == 0 and frame.schema.equals(EXPORT_KINDS["drift"].schema)
 
 
-def _rss() -> int:
-    with open(f"/proc/{os.getpid()}/statm") as f:
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-async def test_a_million_rows_stream_flat_and_the_loop_stays_free(warden, api_client):
-    """1M audit rows exported as CSV and Parquet: RSS grows < 50 MB meanwhile (sampled
-    every 20 ms), and /healthz answers in < 50 ms throughout."""
-    n = 1_000_000
-    detail = json.dumps({"n": 1})
-    async with warden.store.begin() as conn:
-        for start in range(1, n + 1, 100_000):
-            await conn.execute(
-                audit_table.insert(),
-                [
-                    {"id": i, "ts": 1000.0 + i, "actor": "bulk", "action": "POST /x",
-                     "target": f"/api/models/m/{i}", "outcome": "ok", "detail": detail,
-                     "prev_hash": "0" * 64, "hash": f"{i:064d}"}
-                    for i in range(start, min(start + 100_000, n + 1))
-                ],
-            )  # fmt: skip
+def _fill_audit(database: Path, n: int) -> None:
+    with sqlite3.connect(database) as db:
+        db.execute("PRAGMA busy_timeout=30000")
+        start = db.execute("SELECT COALESCE(MAX(id), 0) FROM audit_log").fetchone()[0] + 1
+        db.executemany(
+            "INSERT INTO audit_log (id, ts, actor, action, target, outcome, detail, prev_hash,"
+            " hash) VALUES (?, ?, 'bulk', 'POST /x', ?, 'ok', '{\"n\": 1}', ?, ?)",
+            ((i, 1000.0 + i, f"/api/models/m/{i}", "0" * 64, f"{i:064d}")
+             for i in range(start, start + n)),
+        )  # fmt: skip
+
+
+def test_a_million_rows_stream_flat_and_the_loop_stays_free(daemon_factory):
+    """A real daemon exports 1M audit rows as CSV and as Parquet: its RSS grows by less
+    than 50 MB meanwhile (after a small export of the same format) (sampled every 20 ms), and /healthz, probed from another
+    thread every 50 ms, answers in under 50 ms throughout."""
+    daemon = daemon_factory().start()
+    _fill_audit(daemon.base_path / "mlwarden.db", 1_000_000)
+    pid = daemon.proc.pid
     for fmt in ("csv", "parquet"):
-        base = _rss()
+        # The first write of a format in a process loads its machinery once (Arrow's
+        # Parquet writer: some tens of MB, whatever the size); then it stays flat.
+        with urllib.request.urlopen(f"{daemon.url}/api/exports/audit?format={fmt}&to=1010"):
+            pass
+        base = _rss(pid)
         peak = [base]
-        stop = threading.Event()
+        probes: list[float] = []
+        done = threading.Event()
 
         def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], _rss())
+            while not done.is_set():
+                peak[0] = max(peak[0], _rss(pid))
                 time.sleep(0.02)
 
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        probes: list[float] = []
-        done = asyncio.Event()
-
-        async def probe() -> None:
+        def probe() -> None:
             while not done.is_set():
                 started = time.perf_counter()
-                resp = await api_client.get("/healthz")
-                assert resp.status == 200
+                with urllib.request.urlopen(daemon.url + "/healthz", timeout=10) as resp:
+                    assert resp.status == 200
                 probes.append(time.perf_counter() - started)
-                await asyncio.sleep(0.05)
+                time.sleep(0.05)
 
-        prober = asyncio.ensure_future(probe())
+        threads = [threading.Thread(target=sample), threading.Thread(target=probe)]
+        for thread in threads:
+            thread.start()
         size = 0
         try:
-            resp = await api_client.get(f"/api/exports/audit?format={fmt}&to=2000000")
-            assert resp.status == 200
-            async for chunk in resp.content.iter_chunked(1 << 16):
-                size += len(chunk)
+            url = f"{daemon.url}/api/exports/audit?format={fmt}&to=2000000"
+            with urllib.request.urlopen(url, timeout=300) as resp:
+                assert resp.status == 200
+                while chunk := resp.read(1 << 16):
+                    size += len(chunk)
         finally:
             done.set()
-            await prober
-            stop.set()
-            sampler.join()
+            for thread in threads:
+                thread.join()
         growth = (peak[0] - base) / 2**20
-        print(f"{fmt}: {size / 2**20:.0f} MB exported, RSS +{growth:.1f} MB, "
-              f"/healthz max {max(probes) * 1000:.1f} ms over {len(probes)} probes")  # fmt: skip
-        assert size > 50 * 2**20 if fmt == "csv" else size > 5 * 2**20
+        slowest = max(probes) * 1000
+        print(f"{fmt}: {size / 2**20:.0f} MB exported, daemon RSS +{growth:.1f} MB, "
+              f"/healthz max {slowest:.1f} ms over {len(probes)} probes")  # fmt: skip
+        assert size > (100 if fmt == "csv" else 10) * 2**20
         assert growth < 50, f"{fmt}: RSS grew {growth:.1f} MB"
-        assert len(probes) >= 5
-        assert max(probes) < 0.05, f"{fmt}: /healthz took {max(probes) * 1000:.0f} ms"
+        assert len(probes) >= 10
+        assert slowest < 50, f"{fmt}: /healthz took {slowest:.0f} ms"
