@@ -45,12 +45,12 @@ async def ingest_and_check(client, *, shifted: bool, headers=None) -> dict:
     """Ingest 3000 rows (x2 shifted by 1.5 and the categories swapped when ``shifted``)
     and run a drift check; its report."""
     data = (
-        frame(3000, seed=20, shift=1.5, kinds=(0.2, 0.3, 0.5))
-        if shifted
-        else frame(3000, seed=20)
+        frame(3000, seed=20, shift=1.5, kinds=(0.2, 0.3, 0.5)) if shifted else frame(3000, seed=20)
     )
     resp = await client.post(
-        "/api/models/m/predictions", json=as_columns(data, f"p{int(shifted)}-"), headers=headers or {}
+        "/api/models/m/predictions",
+        json=as_columns(data, f"p{int(shifted)}-"),
+        headers=headers or {},
     )
     assert resp.status == 201, await resp.text()
     resp = await client.post("/api/models/m/drift-check", headers=headers or {})

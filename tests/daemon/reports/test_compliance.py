@@ -48,9 +48,7 @@ async def test_compliance_report_lists_every_event_and_the_broken_row(
             "/api/models/btc/promote", json={"version": version}, headers=auth("operator")
         )
         assert resp.status == 200, await resp.text()
-    resp = await client.post(
-        "/api/models/btc/rollback", json={}, headers=auth("admin")
-    )
+    resp = await client.post("/api/models/btc/rollback", json={}, headers=auth("admin"))
     assert resp.status == 200, await resp.text()
     await warden.emit(
         Event(kind="drift_detected", model="btc", severity=Severity.WARNING,

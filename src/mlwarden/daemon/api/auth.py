@@ -29,9 +29,9 @@ __all__ = [
     "ROLE_GRANTS",
     "Identity",
     "actor",
+    "allows",
     "auth_middleware",
     "authenticate",
-    "allows",
     "identity",
     "mint_token",
 ]

@@ -13,12 +13,13 @@ Query parameters (every one optional):
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiohttp import web
 
 from ...errors import InvalidInput
 from ..reports.exports import EXPORT_KINDS, export_format, media_type
-from ..reports.period import parse_period
+from ..reports.period import Period, parse_period
 from ..reports.service import report_format
 from .http import WARDEN, Route, json_response, query_limit
 
@@ -32,7 +33,7 @@ COMPLIANCE_QUERY = ("format", "from", "to", "model")
 EXPORT_QUERY = ("format", "from", "to", "model")
 
 
-def _period(request: web.Request):  # type: ignore[no-untyped-def]
+def _period(request: web.Request) -> Period:
     return parse_period(
         request.query.get("from"), request.query.get("to"), request.app[WARDEN].clock()
     )
@@ -46,7 +47,7 @@ def _check_query(request: web.Request, allowed: tuple[str, ...]) -> None:
         )
 
 
-async def _answer(request: web.Request, data: dict, fmt: str) -> web.Response:  # type: ignore[type-arg]
+async def _answer(request: web.Request, data: dict[str, Any], fmt: str) -> web.Response:
     if fmt == "json":
         return json_response(data)
     html = await request.app[WARDEN].reports.render(data)

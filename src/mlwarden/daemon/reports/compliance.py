@@ -30,7 +30,8 @@ MAX_AUDIT_ENTRIES = 5000
 
 
 def _lineage(version: dict[str, Any]) -> dict[str, Any]:
-    lineage = version.get("lineage") if isinstance(version.get("lineage"), dict) else {}
+    stored = version.get("lineage")
+    lineage: dict[str, Any] = stored if isinstance(stored, dict) else {}
     return {
         "training_data": lineage.get("training_data") or lineage.get("data") or "",
         "training_data_sha256": lineage.get("training_data_sha256")
@@ -56,11 +57,8 @@ async def _audit_section(store: Store, audit: AuditLog, period: Period) -> dict[
             await conn.execute(sa.select(sa.func.min(a.c.id), sa.func.max(a.c.id), sa.func.count())
                                .where(within))
         ).one()  # fmt: skip
-        rows = (
-            (await conn.execute(sa.select(a).where(within).order_by(a.c.id).limit(MAX_AUDIT_ENTRIES)))
-            .mappings()
-            .all()
-        )  # fmt: skip
+        listed = sa.select(a).where(within).order_by(a.c.id).limit(MAX_AUDIT_ENTRIES)
+        rows = (await conn.execute(listed)).mappings().all()  # fmt: skip
         first = last = None
         if bounds[0] is not None:
             ends = (
@@ -142,8 +140,14 @@ async def compliance_report(
     jobs = await history.jobs(chosen)
     incidents = []
     for alert in alerts:
-        later = [t for t in transitions if t["model"] == alert["model"] and t["ts"] >= alert["starts_at"]]
-        followed = [j for j in jobs if j["model"] == alert["model"] and j["created_at"] >= alert["starts_at"]]
+        later = [
+            t for t in transitions if t["model"] == alert["model"] and t["ts"] >= alert["starts_at"]
+        ]
+        followed = [
+            j
+            for j in jobs
+            if j["model"] == alert["model"] and j["created_at"] >= alert["starts_at"]
+        ]
         incidents.append(
             {
                 **alert,
@@ -159,7 +163,15 @@ async def compliance_report(
         )  # fmt: skip
     sent = [n for n in await history.notifications_sent() if n["model"] in (None, *chosen)]
     audit_section = await _audit_section(store, audit, period)
-    counted = (inventory, gate_runs, transitions, rollouts, incidents, sent, audit_section["entries"])
+    counted = (
+        inventory,
+        gate_runs,
+        transitions,
+        rollouts,
+        incidents,
+        sent,
+        audit_section["entries"],
+    )
     empty = not any(counted)
     return {
         "kind": "compliance",
@@ -169,9 +181,7 @@ async def compliance_report(
         "generated_at_iso": iso(now),
         "empty": empty,
         "message": (
-            f"nothing recorded between {iso(period.since)} and {iso(period.until)}"
-            if empty
-            else ""
+            f"nothing recorded between {iso(period.since)} and {iso(period.until)}" if empty else ""
         ),
         "inventory": inventory,
         "gate_runs": gate_runs,

@@ -37,7 +37,7 @@ async def experiment_report(store: Store, experiment_id: str, now: float) -> dic
     evaluations = await history.experiment_evaluations(experiment_id)
     path = []
     for e in evaluations:
-        result = e["result"] if isinstance(e["result"], dict) else {}
+        looked: dict[str, Any] = e["result"] if isinstance(e["result"], dict) else {}
         path.append(
             {
                 "ts": e["ts"],
@@ -46,13 +46,13 @@ async def experiment_report(store: Store, experiment_id: str, now: float) -> dic
                 "p_value": e["p_value"],
                 "samples_a": e["samples_a"],
                 "samples_b": e["samples_b"],
-                "lift": result.get("lift"),
-                "lift_interval": result.get("lift_interval"),
-                "srm": result.get("srm") or {},
+                "lift": looked.get("lift"),
+                "lift_interval": looked.get("lift_interval"),
+                "srm": looked.get("srm") or {},
             }
         )
-    result = experiment.get("result") if isinstance(experiment.get("result"), dict) else None
-    result = result or {}
+    stored = experiment.get("result")
+    result: dict[str, Any] = stored if isinstance(stored, dict) else {}
     srm = result.get("srm") or {}
     arms = [
         {

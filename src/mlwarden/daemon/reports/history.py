@@ -6,6 +6,7 @@ import layers (pyproject.toml) and writes none of them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -37,10 +38,8 @@ def _plain(row: sa.RowMapping) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
         if key in _JSON_COLUMNS and isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = json.loads(value)
-            except ValueError:
-                pass
         out[key] = value
     return out
 
@@ -92,9 +91,7 @@ class History:
 
     async def transitions(self, models: Sequence[str]) -> list[dict[str, Any]]:
         t = transitions_table
-        query = (
-            sa.select(t).where(t.c.model.in_(models), self._within(t.c.ts)).order_by(t.c.id)
-        )
+        query = sa.select(t).where(t.c.model.in_(models), self._within(t.c.ts)).order_by(t.c.id)
         return await self._rows(query)
 
     async def rollouts(self, models: Sequence[str]) -> list[dict[str, Any]]:

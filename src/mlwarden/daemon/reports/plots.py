@@ -95,8 +95,8 @@ def performance_plot(
         for key, value in (row.get("metrics") or {}).items():
             if isinstance(value, int | float) and key not in names and key != "samples":
                 names.append(key)
-    chosen = [metric] if metric in names else names[:1]
-    trading = [n for n in ("sharpe", "max_drawdown", "win_rate") if n in names]
+    chosen: list[str] = [metric] if metric in names else names[:1]
+    trading: list[str] = [n for n in ("sharpe", "max_drawdown", "win_rate") if n in names]
     for version in sorted({r["version"] for r in history}):
         rows = [r for r in history if r["version"] == version]
         for key in dict.fromkeys(chosen + trading):
@@ -138,7 +138,9 @@ def experiment_plots(path: list[dict[str, Any]], alpha: float | None) -> dict[st
                                 for lo, v in zip(lows, lifts, strict=True)]},
     )  # fmt: skip
     lift_fig.add_hline(y=0, line_dash="dot")
-    lift_fig.update_layout(title={"text": "Lift with its confidence interval", "font": {"size": 13}})
+    lift_fig.update_layout(
+        title={"text": "Lift with its confidence interval", "font": {"size": 13}}
+    )
     samples = go.Figure()
     samples.add_scatter(x=ts, y=[p["samples_a"] for p in path], name="arm A", mode="lines")
     samples.add_scatter(x=ts, y=[p["samples_b"] for p in path], name="arm B", mode="lines")

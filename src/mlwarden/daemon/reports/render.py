@@ -39,7 +39,7 @@ def _environment() -> jinja2.Environment:
 
 def _num(value: Any, digits: int = 4) -> str:
     if value is None:
-        return "–"
+        return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):

@@ -20,10 +20,13 @@ from ..core.config import NotifierConfig, ReportConfig
 __all__ = ["deliver", "next_due", "prune", "run_directory"]
 
 
+_NAMED = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+          "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *"}  # fmt: skip
+
+
 def next_due(report: ReportConfig, after: float) -> float:
     """The first time after ``after`` that ``report``'s cron names (UTC)."""
-    expr = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
-            "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *"}.get(report.cron, report.cron)  # fmt: skip
+    expr = _NAMED.get(report.cron, report.cron)
     start = datetime.fromtimestamp(after, UTC)
     return float(croniter(expr, start).get_next(float))
 

@@ -98,9 +98,7 @@ class ReportService(Service):
 
     async def experiment_report(self, experiment_id: str) -> dict[str, Any]:
         with self._timed("experiment"):
-            return await experiment_report(
-                self.context.store, experiment_id, self.context.clock()
-            )
+            return await experiment_report(self.context.store, experiment_id, self.context.clock())
 
     async def compliance_report(self, period: Period, models: Sequence[str]) -> dict[str, Any]:
         with self._timed("compliance"):
@@ -229,7 +227,7 @@ class ReportService(Service):
         sent: list[str] = []
         if report.notifiers:
             chosen = [n for n in self.context.config.notifiers if n.name in report.notifiers]
-            title = f"mlwarden report {report.name} ({iso(period.since)} – {iso(period.until)})"
+            title = f"mlwarden report {report.name} ({iso(period.since)} to {iso(period.until)})"
             body = f"The {report.kind} report {report.name!r} is attached ({len(files)} files)."
             failed = await asyncio.to_thread(deliver, chosen, title, body, files)
             if failed:
