@@ -224,3 +224,30 @@ def test_a_million_rows_stream_flat_and_the_loop_stays_free(daemon_factory):
         p99 = sorted(probes)[int(len(probes) * 0.99) - 1] * 1000
         assert p99 < 50, f"{fmt}: /healthz p99 {p99:.0f} ms"
         assert slowest < 250, f"{fmt}: /healthz took {slowest:.0f} ms"
+
+
+def test_cli_report_and_export_against_a_daemon(daemon_factory, tmp_path):
+    import subprocess
+    import sys
+
+    daemon = daemon_factory().start()
+    common = ["--config", str(daemon.config_path), "--url", daemon.url]
+    out = tmp_path / "audit.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlwarden", "export", "audit", "--format", "parquet",
+         "-o", str(out), *common],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert pq.read_table(out).schema.equals(EXPORT_KINDS["audit"].schema)
+    done = subprocess.run(
+        [sys.executable, "-m", "mlwarden", "report", "compliance", "--format", "json", *common],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["audit"]["verification"]["intact"] is True
+    done = subprocess.run(
+        [sys.executable, "-m", "mlwarden", "report", "model", "ghost", *common],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1 and "404" in done.stderr and "'ghost'" in done.stderr
