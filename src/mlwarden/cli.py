@@ -112,7 +112,40 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="verify the audit log's hash chain")
     _config_args(verify)
+
+    report = sub.add_parser("report", help="fetch a report from the running daemon")
+    report_sub = report.add_subparsers(dest="report_kind", required=True)
+    model = report_sub.add_parser("model", help="a model's report")
+    model.add_argument("name", help="the model")
+    experiment = report_sub.add_parser("experiment", help="an experiment's report")
+    experiment.add_argument("name", metavar="ID", help="the experiment's id")
+    compliance = report_sub.add_parser("compliance", help="the compliance report")
+    compliance.add_argument("--model", action="append", default=[], help="only this model")
+    for p in (model, experiment, compliance):
+        _daemon_args(p, ("html", "json"))
+
+    export = sub.add_parser("export", help="export a history from the running daemon")
+    export.add_argument(
+        "kind", help="drift | performance | profiles | experiments | rollouts | audit"
+    )
+    export.add_argument("--model", help="only this model")
+    _daemon_args(export, ("csv", "parquet", "json"))
     return parser
+
+
+def _daemon_args(parser: argparse.ArgumentParser, formats: tuple[str, ...]) -> None:
+    _config_args(parser)
+    parser.add_argument("--format", choices=formats, default=formats[0])
+    parser.add_argument(
+        "--from", dest="since", help="Unix seconds or ISO 8601 (default: 30 days ago)"
+    )
+    parser.add_argument("--to", dest="until", help="Unix seconds or ISO 8601 (default: now)")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write here (default: stdout)")
+    parser.add_argument("--url", help="the daemon's URL (default: http://<daemon.listen>)")
+    parser.add_argument(
+        "--token", default=os.environ.get("MLWARDEN_TOKEN", ""),
+        help="bearer token (default: $MLWARDEN_TOKEN)",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,6 +324,53 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """``report`` and ``export``: stream the daemon's answer to a file or stdout."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    config = _load(args)
+    base = args.url or f"http://{config.daemon.listen}"
+    query: list[tuple[str, str]] = [("format", args.format)]
+    for key, value in (("from", args.since), ("to", args.until)):
+        if value:
+            query.append((key, value))
+    if args.command == "export":
+        path = f"/api/exports/{urllib.parse.quote(args.kind)}"
+        if args.model:
+            query.append(("model", args.model))
+    elif args.report_kind == "compliance":
+        path = "/api/compliance/report"
+        query.extend(("model", m) for m in args.model)
+    elif args.report_kind == "experiment":
+        path = f"/api/experiments/{urllib.parse.quote(args.name)}/report"
+        query = [q for q in query if q[0] == "format"]
+    else:
+        path = f"/api/models/{urllib.parse.quote(args.name)}/report"
+    request = urllib.request.Request(f"{base}{path}?{urllib.parse.urlencode(query)}")
+    if args.token:
+        request.add_header("Authorization", f"Bearer {args.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+            try:
+                while chunk := response.read(1 << 16):
+                    out.write(chunk)
+            finally:
+                if args.output:
+                    out.close()
+    except urllib.error.HTTPError as exc:
+        print(
+            f"mlwarden: error: {exc.code}: {exc.read().decode(errors='replace')}", file=sys.stderr
+        )
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"mlwarden: error: cannot reach the daemon at {base}: {exc.reason}", file=sys.stderr)
+        return 2
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "demo": cmd_demo,
@@ -300,4 +380,6 @@ COMMANDS = {
     "backfill": cmd_backfill,
     "audit": cmd_audit,
     "keys": cmd_keys,
+    "report": cmd_fetch,
+    "export": cmd_fetch,
 }

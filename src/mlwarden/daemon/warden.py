@@ -13,6 +13,7 @@ CLI are thin layers over it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -50,6 +51,7 @@ from .registry.cleanup import CleanupReport
 from .registry.input import parse_ref
 from .registry.interfaces import DirectPromotion, DirectRollback, VersionRecord
 from .registry.service import RegistryService
+from .reports.service import ReportService
 from .rollouts.interfaces import Rollout
 from .rollouts.service import RolloutService
 from .training.jobs import JobService
@@ -105,6 +107,7 @@ class Warden(Context):
         )
         self.jobs = JobService(self, predictions=self.ingest, registry=self.registry)
         self.scheduler = SchedulerService(self, jobs=self.jobs, outcomes=self.ingest)
+        self.reports = ReportService(self, windows=self.ingest)
         #: Every service by name, in start order.
         self.services: dict[str, Service] = {
             s.name: s
@@ -119,6 +122,7 @@ class Warden(Context):
                 self.experiments,
                 self.jobs,
                 self.scheduler,
+                self.reports,
             )
         }
         self.started_at: float | None = None
@@ -164,6 +168,12 @@ class Warden(Context):
         self.metrics.up_since.set(self.started_at)
         self.metrics.zero_known_series(self.config, self.pm)
         await self.call_hook("mlwarden_startup", warden=self)
+        # What start-up built (modules, MLflow, plugins: millions of objects) lives as
+        # long as the process. Left to the collector, every full collection walks all of
+        # it while holding the GIL, which stalls the event loop for hundreds of
+        # milliseconds under allocation-heavy work such as a long export; frozen, it is
+        # left out of every collection.
+        gc.freeze()
 
     async def stop(self, timeout: float | None = None) -> None:
         timeout = self.config.daemon.shutdown_timeout_seconds if timeout is None else timeout

@@ -5,22 +5,23 @@ from __future__ import annotations
 import pytest
 
 from mlwarden.daemon.api import build_app
-from mlwarden.daemon.api.auth import ROLE_RANK, authenticate, mint_token
+from mlwarden.daemon.api.auth import ROLE_GRANTS, allows, authenticate, mint_token
 from mlwarden.daemon.api.http import ROUTES
 from mlwarden.daemon.core.config import AuthConfig, TokenConfig
 from tests.fake_plugins import fake_routes
 
-TOKENS = {role: mint_token() for role in ("viewer", "operator", "admin")}
+TOKENS = {role: mint_token() for role in ("viewer", "auditor", "operator", "admin")}
 WRONG = mint_token()[0]
 
 # One route per class: (method, path, body, status when allowed).
 ROUTE_CLASSES = {
     "open": ("GET", "/healthz", None, 200),
     "viewer": ("GET", "/api/fake/items", None, 200),
+    "auditor": ("GET", "/api/audit", None, 200),
     "operator": ("POST", "/api/fake/items/{n}", {"x": 1}, 201),
     "admin": ("DELETE", "/api/fake/items/{n}", None, 200),
 }
-CALLERS = ["none", "wrong", "viewer", "operator", "admin"]
+CALLERS = ["none", "wrong", "viewer", "auditor", "operator", "admin"]
 
 
 def expected_status(route_role: str, caller: str, allowed: int) -> int:
@@ -28,7 +29,7 @@ def expected_status(route_role: str, caller: str, allowed: int) -> int:
         return allowed
     if caller in ("none", "wrong"):
         return 401
-    return allowed if ROLE_RANK[caller] >= ROLE_RANK[route_role] else 403
+    return allowed if allows(caller, route_role) else 403
 
 
 def tokens_toml() -> str:
@@ -123,7 +124,28 @@ async def test_every_route_in_the_built_app_has_a_role(warden):
         key = (route.method, route.resource.canonical)
         served.add(key)
         assert key in table, f"{key} is served but has no entry in the route table"
-        assert table[key].role in ("open", "viewer", "operator", "admin")
+        assert table[key].role == "open" or table[key].role in ROLE_GRANTS
     assert served == set(table)
     opened = {path for (_, path), r in table.items() if r.role == "open"}
     assert opened == {"/healthz", "/readyz", "/metrics"}
+
+
+async def test_auditor_reads_and_is_refused_every_mutating_route(secured_client):
+    """The auditor may call every read of viewer or auditor role and no route that changes
+    state: each mutating route of the real table answers 403 before its handler runs."""
+    table = secured_client.app[ROUTES]
+    headers = headers_for("auditor")
+    mutating = [r for r in table.values() if r.method != "GET" and r.role != "open"]
+    assert len(mutating) > 20
+    for route in mutating:
+        path = route.path.replace("{", "x-").replace("}", "")
+        resp = await secured_client.request(route.method, path, json={}, headers=headers)
+        assert resp.status == 403, (route.method, route.path, resp.status)
+    reads = [r for r in table.values() if r.method == "GET" and r.role != "open"]
+    assert {r.role for r in reads} == {"viewer", "auditor"}
+    for path in ("/api/audit", "/api/compliance/report?format=json", "/api/exports/audit"):
+        resp = await secured_client.get(path, headers=headers)
+        assert resp.status == 200, (path, await resp.text())
+    viewer = headers_for("viewer")
+    for path in ("/api/audit", "/api/compliance/report", "/api/exports/audit"):
+        assert (await secured_client.get(path, headers=viewer)).status == 403, path

@@ -1,8 +1,10 @@
 """Bearer-token authentication and role checks, from one route -> role table.
 
 Tokens are configured as SHA-256 hashes; a presented token is hashed and compared with
-every configured hash in constant time. Roles are ordered viewer < operator < admin.
-With no tokens configured (loopback only, enforced at start) every caller is an
+every configured hash in constant time. Each role holds a set of route roles
+(``ROLE_GRANTS``): viewer < operator < admin, and ``auditor``, which reads what a viewer
+reads plus the audit log, the compliance report and the audit export, and changes
+nothing. With no tokens configured (loopback only, enforced at start) every caller is an
 anonymous admin.
 """
 
@@ -24,16 +26,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IDENTITY",
-    "ROLE_RANK",
+    "ROLE_GRANTS",
     "Identity",
     "actor",
+    "allows",
     "auth_middleware",
     "authenticate",
     "identity",
     "mint_token",
 ]
 
-ROLE_RANK = {"viewer": 0, "operator": 1, "admin": 2}
+#: The route roles each caller role may call. ``auditor`` routes are reads that only an
+#: auditor or an admin may make; an auditor holds no operator or admin route.
+ROLE_GRANTS: dict[str, frozenset[str]] = {
+    "viewer": frozenset({"viewer"}),
+    "auditor": frozenset({"viewer", "auditor"}),
+    "operator": frozenset({"viewer", "operator"}),
+    "admin": frozenset({"viewer", "auditor", "operator", "admin"}),
+}
+
+
+def allows(role: str, route_role: str) -> bool:
+    """Whether a caller holding ``role`` may call a route declared with ``route_role``."""
+    return route_role == "open" or route_role in ROLE_GRANTS.get(role, frozenset())
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if who is None:
         raise Unauthorized("missing or invalid bearer token (Authorization: Bearer <token>)")
     request[IDENTITY] = who
-    if ROLE_RANK[who.role] < ROLE_RANK[route.role]:
+    if not allows(who.role, route.role):
         raise Forbidden(
             f"token {who.name!r} has role {who.role!r}; "
             f"{request.method} {resource.canonical} needs {route.role!r}"

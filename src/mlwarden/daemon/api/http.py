@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-RoleName = Literal["open", "viewer", "operator", "admin"]
+RoleName = Literal["open", "viewer", "auditor", "operator", "admin"]
 
 WARDEN: web.AppKey[Warden] = web.AppKey("warden")
 ROUTES: web.AppKey[dict[tuple[str, str], Route]] = web.AppKey("routes")

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from ..warden import Warden
 from .alerts import alert_routes
-from .auth import ROLE_RANK, auth_middleware
+from .auth import ROLE_GRANTS, auth_middleware
 from .experiments import experiment_routes
 from .http import IN_FLIGHT, ROUTES, WARDEN, InFlight, Route
 from .jobs import job_routes
@@ -27,6 +27,7 @@ from .middleware import (
 )
 from .monitoring import ingest_routes, monitor_routes, performance_routes
 from .registry import registry_routes
+from .reports import report_routes
 from .rollouts import rollout_routes
 from .system import system_routes
 
@@ -41,6 +42,7 @@ ROUTE_GROUPS: tuple[Callable[[], list[Route]], ...] = (
     registry_routes,
     performance_routes,
     rollout_routes,
+    report_routes,
     experiment_routes,
     job_routes,
 )
@@ -68,7 +70,7 @@ def build_app(warden: Warden, *, extra_routes: Iterable[Route] = ()) -> web.Appl
         key = (route.method, route.path)
         if key in table:
             raise RuntimeError(f"route {route.method} {route.path} is declared twice")
-        if route.role not in ROLE_RANK and route.role != "open":
+        if route.role not in ROLE_GRANTS and route.role != "open":
             raise RuntimeError(f"route {route.method} {route.path}: unknown role {route.role!r}")
         table[key] = route
         app.router.add_route(route.method, route.path, route.handler)

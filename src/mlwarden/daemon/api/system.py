@@ -161,7 +161,7 @@ def system_routes() -> list[Route]:
         Route("GET", "/metrics", metrics, "open", "Prometheus metrics"),
         Route("GET", "/api/system/health", system_health, "viewer", "System health"),
         Route("GET", "/api/openapi.json", openapi, "viewer", "This OpenAPI document"),
-        Route("GET", "/api/audit", audit_entries, "admin", "The hash-chained audit log"),
+        Route("GET", "/api/audit", audit_entries, "auditor", "The hash-chained audit log"),
         Route("GET", "/api/system/keys", key_status, "admin", "Encryption keys and their use"),
         Route("POST", "/api/system/keys/rotate", key_rotate, "admin", "Rotate the encryption key"),
         Route("POST", "/api/system/keys/reload", key_reload, "admin", "Re-read the key ring"),

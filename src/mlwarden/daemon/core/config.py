@@ -26,13 +26,14 @@ __all__ = [
     "MonitoringConfig",
     "NotifierConfig",
     "TlsConfig",
+    "ReportConfig",
     "TokenConfig",
     "TrainingConfig",
     "redact_uri",
     "redacted",
 ]
 
-Role = Literal["viewer", "operator", "admin"]
+Role = Literal["viewer", "auditor", "operator", "admin"]
 SeverityName = Literal["info", "warning", "critical"]
 
 
@@ -258,6 +259,26 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """A scheduled report (``[[reports]]``): what, when, and where it goes."""
+
+    name: str
+    cron: str
+    kind: Literal["model", "compliance"] = "model"
+    #: The models it covers (model reports: one file each; compliance: all when empty).
+    models: tuple[str, ...] = ()
+    #: The period each report covers, ending at the run.
+    period_days: float = 7.0
+    formats: tuple[Literal["html", "json"], ...] = ("html",)
+    #: A directory the files are written to ("": none).
+    directory: str = ""
+    #: How many runs' files to keep in ``directory`` (0: keep all).
+    keep: int = 10
+    #: Names of ``[[notifiers]]`` of plugin ``apprise`` that get the files as attachments.
+    notifiers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
@@ -271,6 +292,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    reports: tuple[ReportConfig, ...] = ()
     source: str = "<defaults>"
 
     @property

@@ -86,6 +86,55 @@ def check_config(config: Config) -> list[str]:
             problems.append(f"key 'notifiers[{i}].name': duplicate notifier {notifier.name!r}")
         seen.add(notifier.name)
     problems.extend(_check_alerts(config.alerts))
+    problems.extend(_check_reports(config))
+    return problems
+
+
+def _check_reports(config: Config) -> list[str]:
+    """``[[reports]]``: unique names, a valid cron, known models and apprise notifiers."""
+    problems = []
+    seen: set[str] = set()
+    notifiers = {n.name: n for n in config.notifiers}
+    models = {m.name for m in config.models}
+    for i, report in enumerate(config.reports):
+        where = f"reports[{i}]"
+        if not report.name:
+            problems.append(f"key '{where}.name': expected a non-empty string")
+        if report.name in seen:
+            problems.append(f"key '{where}.name': duplicate report {report.name!r}")
+        seen.add(report.name)
+        if problem := cron_problem(report.cron):
+            problems.append(f"key '{where}.cron': {problem}")
+        if report.period_days <= 0:
+            problems.append(f"key '{where}.period_days': expected a positive number")
+        if report.keep < 0:
+            problems.append(f"key '{where}.keep': expected an integer >= 0")
+        if not report.formats:
+            problems.append(f"key '{where}.formats': expected 'html', 'json' or both")
+        if report.kind == "model" and not report.models:
+            problems.append(f"key '{where}.models': a model report names at least one model")
+        for j, model in enumerate(report.models):
+            if model not in models:
+                problems.append(
+                    f"key '{where}.models[{j}]': {model!r} is not a configured model "
+                    f"(expected one of {sorted(models)})"
+                )
+        if not report.directory and not report.notifiers:
+            problems.append(
+                f"key '{where}': set 'directory', 'notifiers' or both (where the report goes)"
+            )
+        for j, name in enumerate(report.notifiers):
+            notifier = notifiers.get(name)
+            if notifier is None:
+                problems.append(
+                    f"key '{where}.notifiers[{j}]': no [[notifiers]] named {name!r} "
+                    f"(expected one of {sorted(notifiers)})"
+                )
+            elif notifier.plugin != "apprise":
+                problems.append(
+                    f"key '{where}.notifiers[{j}]': notifier {name!r} uses plugin "
+                    f"{notifier.plugin!r}; attachments need plugin 'apprise'"
+                )
     return problems
 
 

@@ -267,6 +267,33 @@ class Metrics:
             ["notifier", "outcome"],
             registry=registry,
         )
+        # Reports and exports.
+        self.reports = Counter(
+            "mlwarden_reports_total",
+            "Reports and exports generated, by kind (model, experiment, compliance, "
+            "export) and outcome (ok, failed).",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.report_duration = Histogram(
+            "mlwarden_report_duration_seconds",
+            "Time to generate a report or stream an export, by kind.",
+            ["kind"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+        self.scheduled_reports = Counter(
+            "mlwarden_scheduled_reports_total",
+            "Runs of the scheduled reports ([[reports]]), by report name and outcome.",
+            ["report", "outcome"],
+            registry=registry,
+        )
+        self.scheduled_report_last_success = Gauge(
+            "mlwarden_scheduled_report_last_success_timestamp_seconds",
+            "Unix time of the last successful run of a scheduled report.",
+            ["report"],
+            registry=registry,
+        )
         for severity in ("info", "warning", "critical"):
             self.alerts_firing.labels(severity).set(0)
 
@@ -283,6 +310,9 @@ class Metrics:
         for notifier in [n.name for n in config.notifiers] or ["log"]:
             for outcome in ("sent", "failed", "dropped"):
                 self.notifications.labels(notifier, outcome)
+        for report in config.reports:
+            for outcome in ("ok", "failed"):
+                self.scheduled_reports.labels(report.name, outcome)
         for model in config.models:
             strategy = model.strategy or config.deployment.default_strategy
             for outcome in ("promoted", "rolled_back", "failed"):
