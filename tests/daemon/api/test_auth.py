@@ -142,7 +142,11 @@ async def test_auditor_reads_and_is_refused_every_mutating_route(secured_client)
         resp = await secured_client.request(route.method, path, json={}, headers=headers)
         assert resp.status == 403, (route.method, route.path, resp.status)
     reads = [r for r in table.values() if r.method == "GET" and r.role != "open"]
-    assert {r.role for r in reads} == {"viewer", "auditor"}
+    assert {r.role for r in reads} == {"viewer", "auditor", "admin"}
+    # The one admin-only read: which encryption keys wrap how many objects.
+    assert {r.path for r in reads if r.role == "admin"} == {"/api/system/keys"}
+    resp = await secured_client.get("/api/system/keys", headers=headers)
+    assert resp.status == 403
     for path in ("/api/audit", "/api/compliance/report?format=json", "/api/exports/audit"):
         resp = await secured_client.get(path, headers=headers)
         assert resp.status == 200, (path, await resp.text())
