@@ -230,6 +230,8 @@ def query_parameters(kind: type[msgspec.Struct]) -> list[dict[str, Any]]:
     for field in msgspec.structs.fields(kind):
         schema = msgspec.json.schema(field.type)
         schema.pop("$defs", None)
+        if field.default not in (msgspec.NODEFAULT, None, msgspec.UNSET):
+            schema["default"] = field.default
         params.append(
             {
                 "name": field.encode_name,
