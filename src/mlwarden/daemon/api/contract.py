@@ -106,9 +106,10 @@ def loose(kind: Any, schema: dict[str, Any]) -> Any:
     """``kind`` for validation, documented with ``schema`` merged into its JSON Schema.
 
     For a value the domain validates itself with a better message than msgspec could
-    give (msgspec names a dict entry ``weights[...]``; the domain names the version)::
+    give (msgspec names a dict entry ``weights[...]``; the domain names the version).
+    The result is a run-time type; for mypy spell it out as a module-level alias::
 
-        weights: loose(dict[str, Any], {"additionalProperties": {"type": "number"}})
+        Weights = Annotated[dict[str, Any], Meta(extra_json_schema={...})]
     """
     return Annotated[kind, msgspec.Meta(extra_json_schema=schema)]
 
@@ -175,7 +176,7 @@ def _message(text: str, where: str, kind: type) -> str:
     match = _AT.match(text)
     what, path = (match["what"], match["path"] or "") if match else (text, "")
     path = path.lstrip(".")
-    fields = {f.encode_name: f for f in msgspec.structs.fields(kind)}  # type: ignore[arg-type]
+    fields = {f.encode_name: f for f in msgspec.structs.fields(kind)}
     if found := _MISSING.match(what):
         path, what = _join(path, found["name"]), "required"
     elif found := _UNKNOWN.match(what):

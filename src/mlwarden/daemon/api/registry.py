@@ -10,17 +10,22 @@ from aiohttp import web
 from ..registry.input import check_model_name, parse_ref
 from ..registry.service import RegistryService
 from .auth import actor
-from .contract import Body, Query, Reply, body_of, loose, query_of
+from .contract import Body, Query, Reply, body_of, query_of
 from .http import WARDEN, Route, json_response
 
 __all__ = ["registry_routes"]
 
 
 # Entries are checked by registry/input.py, whose messages name the key (metrics.mse).
-_Numbers = loose(dict[str, Any], {"additionalProperties": {"type": "number"}})
-_Scalars = loose(
-    dict[str, Any], {"additionalProperties": {"type": ["string", "number", "boolean"]}}
-)
+_Numbers = Annotated[
+    dict[str, Any], msgspec.Meta(extra_json_schema={"additionalProperties": {"type": "number"}})
+]
+_Scalars = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        extra_json_schema={"additionalProperties": {"type": ["string", "number", "boolean"]}}
+    ),
+]
 
 
 class RegisterBody(Body):
