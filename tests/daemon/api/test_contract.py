@@ -271,11 +271,11 @@ async def test_a_declared_contract_is_what_the_handler_reads(make_warden, make_c
     assert (await resp.json()) == {"out": [2, 2, 2]}
     error = await error_of(await client.post("/api/echo?times=x", json={"n": 2}), 400)
     assert error == {
-        "code": "invalid_query",
+        "code": "invalid_input",
         "message": "query parameter 'times': expected int, got str",
     }
     error = await error_of(await client.post("/api/echo", json={"n": 2.5}), 400)
-    assert error == {"code": "invalid_field", "message": "n: expected int, got float"}
+    assert error == {"code": "invalid_input", "message": "n: expected int, got float"}
     doc = await (await client.get("/api/openapi.json")).json()
     assert doc["components"]["schemas"]["Echo"]["properties"]["out"]["type"] == "array"
     assert msgspec.json.schema(EchoBody)["$defs"]["EchoBody"]["required"] == ["n"]

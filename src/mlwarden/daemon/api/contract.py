@@ -152,7 +152,7 @@ async def parse_body(request: web.Request, kind: type[T]) -> T:
     try:
         return msgspec.convert(data, kind, strict=True)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(_message(str(exc), "request body", kind), code="invalid_field") from None
+        raise InvalidInput(_message(str(exc), "request body", kind), code="invalid_input") from None
 
 
 def parse_query(request: web.Request, kind: type[T]) -> T:
@@ -160,7 +160,7 @@ def parse_query(request: web.Request, kind: type[T]) -> T:
     try:
         return msgspec.convert(dict(request.query), kind, strict=False)
     except msgspec.ValidationError as exc:
-        raise InvalidInput(_message(str(exc), "query", kind), code="invalid_query") from None
+        raise InvalidInput(_message(str(exc), "query", kind), code="invalid_input") from None
 
 
 _AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
