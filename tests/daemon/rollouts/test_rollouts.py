@@ -219,7 +219,7 @@ async def test_bad_input_is_refused_without_partial_state(setup):
         assert resp.status == status, await resp.text()
         assert needle in (await resp.json())["error"]["message"]
     resp = await client.get("/api/models/price/route")
-    assert resp.status == 400 and "'key' is required" in (await resp.json())["error"]["message"]
+    assert resp.status == 400 and "'key': required" in (await resp.json())["error"]["message"]
     resp = await client.put("/api/models/price/traffic", json={"weights": {good: 0.5}})
     assert resp.status == 400 and "sum to 1" in (await resp.json())["error"]["message"]
     resp = await client.put("/api/models/price/traffic", json={"weights": {"9.9.9": 1.0}})

@@ -34,6 +34,7 @@ __all__ = [
     "authenticate",
     "identity",
     "mint_token",
+    "route_method",
 ]
 
 #: The route roles each caller role may call. ``auditor`` routes are reads that only an
@@ -60,6 +61,11 @@ class Identity:
 
 
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+
+
+def route_method(request: web.Request) -> str:
+    """The method a request is declared under: HEAD is answered (and authorised) as GET."""
+    return "GET" if request.method == "HEAD" else request.method
 
 
 def identity(request: web.Request) -> Identity:
@@ -103,7 +109,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     resource = request.match_info.route.resource
     if resource is None:  # no such route: let the router answer 404/405
         return await handler(request)
-    route = request.app[ROUTES].get((request.method, resource.canonical))
+    route = request.app[ROUTES].get((route_method(request), resource.canonical))
     if route is None or route.role == "open":
         return await handler(request)
     who = authenticate(request.app[WARDEN].config.auth, request.headers.get("Authorization"))

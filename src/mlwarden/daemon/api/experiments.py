@@ -2,82 +2,76 @@
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
 from ...errors import InvalidInput
 from ..experiments.records import parse_arms, public
 from .auth import identity
-from .http import WARDEN, Route, json_response, query_limit, read_json
+from .contract import Body, Paged, Reply, body_of, query_of
+from .http import WARDEN, Link, Route, json_response
 
 __all__ = ["experiment_routes", "parse_start"]
 
-_START_KEYS = {
-    "model",
-    "model_a",
-    "model_b",
-    "name",
-    "test_name",
-    "traffic_split",
-    "duration_hours",
-    "metric",
-    "test",
-    "sequential",
-    "auto_promote",
-}
-_STATUSES = ("running", "concluded", "stopped")
+
+class ExperimentBody(Body):
+    """Arms as ``model_a``/``model_b`` = ``name@version``, or versions with ``model``."""
+
+    model_a: str
+    model_b: str
+    model: str | None = None
+    name: str | None = None
+    #: An older spelling of ``name``.
+    test_name: str | None = None
+    #: The share of traffic to ``model_b``.
+    traffic_split: float = 0.5
+    #: Default ``ab_testing.min_duration_hours``.
+    duration_hours: float | None = None
+    metric: str | None = None
+    test: str | None = None
+    sequential: bool | None = None
+    auto_promote: bool | None = None
 
 
-def _number(body: dict[str, Any], key: str, default: float | None) -> float | None:
-    value = body.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(f"{key!r} must be a finite number, got {value!r}")
-    return float(value)
+class HistoryQuery(Paged):
+    model: str | None = None
+    status: Literal["running", "concluded", "stopped"] | None = None
 
 
-def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
-    value = body.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise InvalidInput(f"{key!r} must be a {kind.__name__}, got {value!r}")
-    return value
+class ExperimentList(Reply):
+    experiments: list[dict[str, Any]]
 
 
-def parse_start(body: dict[str, Any]) -> dict[str, Any]:
+class StopBody(Body):
+    reason: str = ""
+
+
+def parse_start(body: ExperimentBody) -> dict[str, Any]:
     """Keyword arguments of ``ExperimentService.start_experiment`` from a request body."""
-    unknown = sorted(set(body) - _START_KEYS)
-    if unknown:
-        raise InvalidInput(
-            f"unknown key(s) {', '.join(unknown)}; "
-            f"expected some of {', '.join(sorted(_START_KEYS))}"
-        )
-    model, version_a, version_b = parse_arms(body.get("model_a"), body.get("model_b"),
-                                             body.get("model"))  # fmt: skip
-    name = body.get("name", body.get("test_name"))
+    model, version_a, version_b = parse_arms(body.model_a, body.model_b, body.model)
+    name = body.name if body.name is not None else body.test_name
     if name is None:
         name = f"{model} {version_b} vs {version_a}"
-    if not isinstance(name, str) or not name.strip():
+    if not name.strip():
         raise InvalidInput(f"'name' must be a non-empty string, got {name!r}")
     return {
         "model": model,
         "version_a": version_a,
         "version_b": version_b,
         "name": name,
-        "weight_b": _number(body, "traffic_split", 0.5),
-        "duration_hours": _number(body, "duration_hours", None),
-        "metric": _optional(body, "metric", str),
-        "test": _optional(body, "test", str),
-        "sequential": _optional(body, "sequential", bool),
-        "auto_promote": _optional(body, "auto_promote", bool),
+        "weight_b": body.traffic_split,
+        "duration_hours": body.duration_hours,
+        "metric": body.metric,
+        "test": body.test,
+        "sequential": body.sequential,
+        "auto_promote": body.auto_promote,
     }
 
 
 async def start_experiment(request: web.Request) -> web.Response:
     """Start an A/B test; 201 with the experiment, 409 when the model already runs one."""
-    kwargs = parse_start(await read_json(request))
+    kwargs = parse_start(body_of(request, ExperimentBody))
     service = request.app[WARDEN].experiments
     model, version_a, version_b = (
         kwargs.pop("model"),
@@ -92,12 +86,9 @@ async def start_experiment(request: web.Request) -> web.Response:
 
 async def experiment_history(request: web.Request) -> web.Response:
     """Experiments, newest first; ``?model=``, ``?status=`` and ``?limit=`` (<= 1000)."""
-    status = request.query.get("status")
-    if status is not None and status not in _STATUSES:
-        raise InvalidInput(f"query parameter 'status' must be one of {', '.join(_STATUSES)}")
-    limit = query_limit(request)
+    query = query_of(request, HistoryQuery)
     service = request.app[WARDEN].experiments
-    records = await service.history(model=request.query.get("model"), status=status, limit=limit)
+    records = await service.history(model=query.model, status=query.status, limit=query.limit)
     return json_response({"experiments": [public(r) for r in records]})
 
 
@@ -118,15 +109,7 @@ async def evaluate_experiment(request: web.Request) -> web.Response:
 
 async def stop_experiment(request: web.Request) -> web.Response:
     """Stop a running experiment without a winner; optional body ``{"reason": "..."}``."""
-    reason = ""
-    if await request.read():
-        body = await read_json(request)
-        unknown = sorted(set(body) - {"reason"})
-        if unknown:
-            raise InvalidInput(f"unknown key(s) {', '.join(unknown)}; expected 'reason'")
-        reason = body.get("reason", "")
-        if not isinstance(reason, str):
-            raise InvalidInput(f"'reason' must be a string, got {reason!r}")
+    reason = body_of(request, StopBody).reason
     service = request.app[WARDEN].experiments
     record = await service.stop_experiment(
         request.match_info["id"], actor=identity(request).name, reason=reason
@@ -135,14 +118,19 @@ async def stop_experiment(request: web.Request) -> web.Response:
 
 
 def experiment_routes() -> list[Route]:
+    by_id = {"id": "$response.body#/id"}
     return [
-        Route("POST", "/api/experiments", start_experiment, "operator", "Start an A/B test"),
+        Route("POST", "/api/experiments", start_experiment, "operator", "Start an A/B test",
+              body=ExperimentBody, responses={201: dict[str, Any]},
+              links=(Link("GetExperiment", "GET", "/api/experiments/{id}", by_id),
+                     Link("StopExperiment", "POST", "/api/experiments/{id}/stop", by_id))),
         Route("GET", "/api/experiments/history", experiment_history, "viewer",
-              "Experiments, newest first"),
+              "Experiments, newest first", query=HistoryQuery,
+              responses={200: ExperimentList}),
         Route("GET", "/api/experiments/{id}", get_experiment, "viewer",
               "One experiment with its latest result"),
         Route("POST", "/api/experiments/{id}/evaluate", evaluate_experiment, "operator",
               "Evaluate an experiment now"),
         Route("POST", "/api/experiments/{id}/stop", stop_experiment, "operator",
-              "Stop an experiment without a winner"),
+              "Stop an experiment without a winner", body=StopBody),
     ]  # fmt: skip

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
-from ...errors import InvalidInput
 from ..ingest.decode import decode_json
 
 if TYPE_CHECKING:
@@ -30,12 +28,11 @@ __all__ = [
     "WARDEN",
     "Handler",
     "InFlight",
+    "Link",
     "RoleName",
     "Route",
     "error_body",
     "json_response",
-    "query_float",
-    "query_limit",
     "read_json",
 ]
 
@@ -79,7 +76,17 @@ IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight", InFlight)
 
 @dataclass(frozen=True)
 class Route:
-    """One HTTP route and the least role allowed to call it."""
+    """One HTTP route, the least role allowed to call it, and its typed contract.
+
+    ``body`` and ``query`` are Structs (``contract.Body``, ``contract.Query``) checked
+    before the handler runs, which reads them with ``contract.body_of`` and
+    ``contract.query_of``; with ``raw_body`` the handler reads the bytes itself and the
+    Struct only documents the body. ``responses`` maps each success status to the type
+    of its body (a ``contract.Reply`` Struct, another type msgspec describes, or
+    ``contract.Text``); errors are ``{"error": {"code", "message"}}`` for every route.
+    ``links`` are OpenAPI links from the first declared response to other operations
+    (``Link``), which stateful fuzzing follows.
+    """
 
     method: str
     path: str
@@ -88,10 +95,26 @@ class Route:
     summary: str
     #: Whether a call is written to the audit log (mutations are, reads are not).
     audited: bool | None = None
+    body: type | None = None
+    query: type | None = None
+    raw_body: bool = False
+    responses: Mapping[int, Any] = field(default_factory=lambda: {200: dict[str, Any]})
+    links: tuple[Link, ...] = ()
 
     @property
     def is_audited(self) -> bool:
         return self.audited if self.audited is not None else self.method != "GET"
+
+
+@dataclass(frozen=True)
+class Link:
+    """An OpenAPI link: ``parameters`` of operation ``method path`` taken from this
+    route's response (``{"id": "$response.body#/id"}``)."""
+
+    name: str
+    method: str
+    path: str
+    parameters: Mapping[str, str]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -123,28 +146,3 @@ async def read_json(request: web.Request, *, expect: type = dict) -> Any:
     a body over ``daemon.max_body_bytes`` is refused with 413 before it is read.
     """
     return decode_json(await request.read(), expect=expect)
-
-
-def query_limit(request: web.Request, default: int = 100, maximum: int = 1000) -> int:
-    """``?limit=`` of a listing: an integer in 1..maximum; InvalidInput (400) otherwise."""
-    raw = request.query.get("limit", str(default))
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidInput(f"query parameter 'limit' must be an integer, got {raw!r}") from None
-    if not 1 <= limit <= maximum:
-        raise InvalidInput(f"query parameter 'limit' must be between 1 and {maximum}, got {limit}")
-    return limit
-
-
-def query_float(request: web.Request, key: str, default: float, *, minimum: float = 0.0) -> float:
-    raw = request.query.get(key)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InvalidInput(f"query parameter {key!r} must be a number, got {raw!r}") from None
-    if not math.isfinite(value) or value < minimum:
-        raise InvalidInput(f"query parameter {key!r} must be a finite number >= {minimum}")
-    return value

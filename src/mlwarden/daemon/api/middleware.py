@@ -1,4 +1,4 @@
-"""The middlewares every request goes through: in-flight count, JSON errors, metrics,
+"""The middlewares every request goes through: in-flight count, metrics, JSON errors,
 audit, and authentication (``auth.py``), in that order from the outside in."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 
 from ...errors import MlwardenError
-from .auth import IDENTITY
+from .auth import IDENTITY, route_method
 from .http import IN_FLIGHT, ROUTES, WARDEN, Handler, error_body, json_response
 
 __all__ = [
@@ -58,7 +58,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 413:
             limit = request.app[WARDEN].config.daemon.max_body_bytes
             message = f"request body too large: the limit is {limit} bytes (daemon.max_body_bytes)"
-        return json_response(error_body(code, message), exc.status)
+        response = json_response(error_body(code, message), exc.status)
+        if "Allow" in exc.headers:  # a 405 says which methods the path has (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return json_response(error_body("internal_error", "internal error; see the log"), 500)
@@ -66,6 +69,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Time every request by method, route template and the status the client got.
+
+    It runs outside the error middleware, so an error raised anywhere inside (a 401
+    from auth, a 400 or 404 from a handler) is counted with the status of the JSON error
+    it became, not as a 500.
+    """
     start = time.perf_counter()
     status = 500
     try:
@@ -89,7 +98,7 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
     resource = request.match_info.route.resource
     route = None
     if resource is not None:
-        route = request.app[ROUTES].get((request.method, resource.canonical))
+        route = request.app[ROUTES].get((route_method(request), resource.canonical))
     if route is None or not route.is_audited:
         return await handler(request)
     outcome = "500"

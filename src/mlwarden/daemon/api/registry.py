@@ -2,29 +2,92 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import web
 
-from ...errors import InvalidInput
 from ..registry.input import check_model_name, parse_ref
 from ..registry.service import RegistryService
 from .auth import actor
-from .http import WARDEN, Route, json_response, query_float, read_json
+from .contract import Body, Query, Reply, body_of, query_of
+from .http import WARDEN, Route, json_response
 
 __all__ = ["registry_routes"]
 
 
+# Entries are checked by registry/input.py, whose messages name the key (metrics.mse).
+_Numbers = Annotated[
+    dict[str, Any], msgspec.Meta(extra_json_schema={"additionalProperties": {"type": "number"}})
+]
+_Scalars = Annotated[
+    dict[str, Any],
+    msgspec.Meta(
+        extra_json_schema={"additionalProperties": {"type": ["string", "number", "boolean"]}}
+    ),
+]
+
+
+class RegisterBody(Body):
+    """Exactly one of ``model_uri`` and ``run_id`` (with ``artifact_path``)."""
+
+    model_uri: str | None = None
+    run_id: str | None = None
+    artifact_path: str | msgspec.UnsetType = msgspec.UNSET
+    version: str | None = None
+    bump: str | None = None
+    parent: str | None = None
+    metrics: _Numbers | None = None
+    #: Scalars, or arrays and objects (kept as JSON text).
+    params: dict[str, Any] | None = None
+    tags: _Scalars | None = None
+    lineage: _Scalars | None = None
+    author: str | None = None
+    description: str | None = None
+    #: ``{"start", "end"}``: ISO dates or Unix times.
+    data_window: dict[str, str | float] | None = None
+
+
+class StatusBody(Body):
+    status: str
+    reason: str = ""
+
+
+class PromoteBody(Body):
+    version: str
+    strategy: str | None = None
+
+
+class RollbackBody(Body):
+    #: The version to restore (default: the previous production version).
+    version: str | None = None
+
+
+class CleanupBody(Body):
+    older_than_days: Annotated[float, msgspec.Meta(ge=0)] = 30.0
+    dry_run: bool = False
+    model: str | None = None
+
+
+class CompareQuery(Query):
+    #: ``NAME@VERSION``
+    a: str
+    b: str
+    #: The window compared (default ``monitoring.window_hours``).
+    hours: Annotated[float, msgspec.Meta(ge=0.001)] | None = None
+
+
+class ModelList(Reply):
+    models: list[dict[str, Any]]
+
+
+class VersionList(Reply):
+    model: str
+    versions: list[dict[str, Any]]
+
+
 def _registry(request: web.Request) -> RegistryService:
     return request.app[WARDEN].registry
-
-
-def _only(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise InvalidInput(
-            f"unknown field(s) {', '.join(unknown)}; expected some of: {', '.join(allowed)}"
-        )
 
 
 async def list_models(request: web.Request) -> web.Response:
@@ -49,10 +112,12 @@ async def list_versions(request: web.Request) -> web.Response:
 async def register_version(request: web.Request) -> web.Response:
     """Register a version from a model URI or a run; 201 with the version record."""
     name = check_model_name(request.match_info["name"])
-    body = await read_json(request)
-    if "author" not in body:
-        body["author"] = actor(request)
-    record = await request.app[WARDEN].jobs.register_version(name, body)
+    body = body_of(request, RegisterBody)
+    fields = msgspec.to_builtins(body)  # UNSET fields are left out
+    if body.author is None:
+        fields["author"] = actor(request)
+    # Through the jobs: a version naming a running job of the model starts in 'training'.
+    record = await request.app[WARDEN].jobs.register_version(name, fields)
     return json_response(record, status=201)
 
 
@@ -65,19 +130,13 @@ async def get_version(request: web.Request) -> web.Response:
 
 async def change_status(request: web.Request) -> web.Response:
     """Move a version through the lifecycle: ``{"status": ..., "reason"?: ...}``."""
-    body = await read_json(request)
-    _only(body, ("status", "reason"))
-    if "status" not in body:
-        raise InvalidInput("status: required (the lifecycle status to move to)")
-    reason = body.get("reason", "")
-    if not isinstance(reason, str):
-        raise InvalidInput("reason: expected a string")
+    body = body_of(request, StatusBody)
     record = await _registry(request).transition(
         request.match_info["name"],
         request.match_info["version"],
-        body["status"],
+        body.status,
         actor=actor(request),
-        reason=reason,
+        reason=body.reason,
     )
     return json_response(record)
 
@@ -91,56 +150,40 @@ async def evaluate_gates(request: web.Request) -> web.Response:
 
 
 async def promote_version(request: web.Request) -> web.Response:
-    body = await read_json(request)
-    _only(body, ("version", "strategy"))
-    if not isinstance(body.get("version"), str):
-        raise InvalidInput("version: required, the semantic version to promote")
+    body = body_of(request, PromoteBody)
     result = await request.app[WARDEN].promote(
-        request.match_info["name"],
-        body["version"],
-        strategy=body.get("strategy"),
-        actor=actor(request),
+        request.match_info["name"], body.version, strategy=body.strategy, actor=actor(request)
     )
     return json_response(result)
 
 
 async def rollback_version(request: web.Request) -> web.Response:
-    body = await read_json(request) if request.can_read_body else {}
-    _only(body, ("version",))
-    version = body.get("version")
-    if version is not None and not isinstance(version, str):
-        raise InvalidInput("version: expected a semantic version string")
+    body = body_of(request, RollbackBody)
     result = await request.app[WARDEN].rollback(
-        request.match_info["name"], version, actor=actor(request)
+        request.match_info["name"], body.version, actor=actor(request)
     )
     return json_response(result)
 
 
 async def compare(request: web.Request) -> web.Response:
     """``?a=NAME@VERSION&b=NAME@VERSION[&hours=]``: two versions side by side."""
-    for key in ("a", "b"):
-        if key not in request.query:
-            raise InvalidInput(f"query parameter {key!r} is required (NAME@VERSION)")
-    parse_ref(request.query["a"], "a")
-    parse_ref(request.query["b"], "b")
+    query = query_of(request, CompareQuery)
+    parse_ref(query.a, "a")
+    parse_ref(query.b, "b")
     warden = request.app[WARDEN]
-    hours = query_float(request, "hours", warden.config.monitoring.window_hours, minimum=0.001)
-    return json_response(
-        await warden.compare_models(request.query["a"], request.query["b"], hours=hours)
-    )
+    hours = query.hours if query.hours is not None else warden.config.monitoring.window_hours
+    return json_response(await warden.compare_models(query.a, query.b, hours=hours))
 
 
 async def system_cleanup(request: web.Request) -> web.Response:
     """``{"older_than_days"?: 30, "dry_run"?: false, "model"?: NAME}``."""
-    body = await read_json(request) if request.can_read_body else {}
-    _only(body, ("older_than_days", "dry_run", "model"))
-    model = body.get("model")
-    if model is not None:
-        check_model_name(model)
+    body = body_of(request, CleanupBody)
+    if body.model is not None:
+        check_model_name(body.model)
     result = await request.app[WARDEN].cleanup(
-        older_than_days=body.get("older_than_days", 30.0),
-        dry_run=body.get("dry_run", False),
-        model=model,
+        older_than_days=body.older_than_days,
+        dry_run=body.dry_run,
+        model=body.model,
         actor=actor(request),
     )
     return json_response(result)
@@ -149,22 +192,26 @@ async def system_cleanup(request: web.Request) -> web.Response:
 def registry_routes() -> list[Route]:
     # The fixed path /api/models/compare is declared before /api/models/{name} so it wins.
     return [
-        Route("GET", "/api/models", list_models, "viewer", "List models"),
-        Route("GET", "/api/models/compare", compare, "viewer", "Compare two model versions"),
+        Route("GET", "/api/models", list_models, "viewer", "List models",
+              responses={200: ModelList}),
+        Route("GET", "/api/models/compare", compare, "viewer", "Compare two model versions",
+              query=CompareQuery),
         Route("GET", "/api/models/{name}", get_model, "viewer", "A model's summary"),
-        Route("GET", "/api/models/{name}/versions", list_versions, "viewer", "A model's versions"),
+        Route("GET", "/api/models/{name}/versions", list_versions, "viewer", "A model's versions",
+              responses={200: VersionList}),
         Route("POST", "/api/models/{name}/versions", register_version, "operator",
-              "Register a version from a model URI or a run"),
+              "Register a version from a model URI or a run", body=RegisterBody,
+              responses={201: dict[str, Any]}),
         Route("GET", "/api/models/{name}/versions/{version}", get_version, "viewer",
               "One version: metadata, lineage, gate report, status history"),
         Route("POST", "/api/models/{name}/versions/{version}/status", change_status, "operator",
-              "Move a version through the lifecycle"),
+              "Move a version through the lifecycle", body=StatusBody),
         Route("POST", "/api/models/{name}/versions/{version}/gates", evaluate_gates, "operator",
               "Re-run a version's validation gates"),
         Route("POST", "/api/models/{name}/promote", promote_version, "operator",
-              "Promote a version to production"),
+              "Promote a version to production", body=PromoteBody),
         Route("POST", "/api/models/{name}/rollback", rollback_version, "operator",
-              "Restore the previous production version"),
+              "Restore the previous production version", body=RollbackBody),
         Route("POST", "/api/system/cleanup", system_cleanup, "admin",
-              "Remove old deprecated/archived versions and their artifacts"),
+              "Remove old deprecated/archived versions and their artifacts", body=CleanupBody),
     ]  # fmt: skip

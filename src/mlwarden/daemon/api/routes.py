@@ -16,8 +16,9 @@ from aiohttp import web
 from ..warden import Warden
 from .alerts import alert_routes
 from .auth import ROLE_GRANTS, auth_middleware
+from .contract import BODY, QUERY, parse_body, parse_query
 from .experiments import experiment_routes
-from .http import IN_FLIGHT, ROUTES, WARDEN, InFlight, Route
+from .http import IN_FLIGHT, ROUTES, WARDEN, Handler, InFlight, Route
 from .jobs import job_routes
 from .middleware import (
     audit_middleware,
@@ -31,7 +32,7 @@ from .reports import report_routes
 from .rollouts import rollout_routes
 from .system import system_routes
 
-__all__ = ["ROUTE_GROUPS", "build_app"]
+__all__ = ["ROUTE_GROUPS", "build_app", "typed"]
 
 #: Every module's routes; the order is the routing order (a fixed path before a variable one).
 ROUTE_GROUPS: tuple[Callable[[], list[Route]], ...] = (
@@ -55,8 +56,8 @@ def build_app(warden: Warden, *, extra_routes: Iterable[Route] = ()) -> web.Appl
         client_max_size=warden.config.daemon.max_body_bytes,
         middlewares=[
             in_flight_middleware,
+            metrics_middleware,  # outside the error middleware: it sees the real status
             error_middleware,
-            metrics_middleware,
             audit_middleware,
             auth_middleware,
         ],
@@ -73,6 +74,27 @@ def build_app(warden: Warden, *, extra_routes: Iterable[Route] = ()) -> web.Appl
         if route.role not in ROLE_GRANTS and route.role != "open":
             raise RuntimeError(f"route {route.method} {route.path}: unknown role {route.role!r}")
         table[key] = route
-        app.router.add_route(route.method, route.path, route.handler)
+        # HEAD is answered like GET without a body (aiohttp drops it), under GET's role.
+        if route.method == "GET":
+            app.router.add_get(route.path, typed(route), allow_head=True)
+        else:
+            app.router.add_route(route.method, route.path, typed(route))
     app[ROUTES] = table
     return app
+
+
+def typed(route: Route) -> Handler:
+    """``route.handler`` behind the checks of its declared query and body (400 naming
+    the field); the handler reads them with ``contract.query_of`` and ``body_of``."""
+    if route.query is None and (route.body is None or route.raw_body):
+        return route.handler
+    query, body = route.query, None if route.raw_body else route.body
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if query is not None:
+            request[QUERY] = parse_query(request, query)
+        if body is not None:
+            request[BODY] = await parse_body(request, body)
+        return await route.handler(request)
+
+    return handler

@@ -3,18 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from ..._version import __version__
 from ...errors import InvalidInput
-from .http import ROUTES, WARDEN, Route, json_response, query_limit
+from .contract import Paged, Reply, Text, query_of
+from .http import ROUTES, WARDEN, Route, json_response
+from .openapi import openapi_document
 
-__all__ = ["system_routes"]
+__all__ = ["AuditQuery", "openapi_document", "system_routes"]
+
+
+class Liveness(Reply):
+    status: str
+
+
+class Readiness(Reply):
+    ready: bool
+    #: "ok" or "down: <why>" per component (store, mlflow, each service).
+    checks: dict[str, str]
+
+
+class SystemHealth(Reply):
+    status: Literal["ok", "degraded", "down"]
+    version: str
+    uptime_seconds: float
+    base_path: str
+    config_source: str | None
+    #: Per component ("store", "mlflow", each service): ``{"status", ...}``.
+    components: dict[str, dict[str, Any]]
+    plugins: list[dict[str, Any]]
+    plugin_modules: list[str]
+    last_errors: list[Any]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -73,16 +95,19 @@ async def key_reload(request: web.Request) -> web.Response:
     return json_response(await warden.key_status())
 
 
+class AuditQuery(Paged):
+    #: Entries with a smaller id than this (the next page of a newest-first listing).
+    before_id: int | None = None
+
+
+class AuditPage(Reply):
+    entries: list[dict[str, Any]]
+
+
 async def audit_entries(request: web.Request) -> web.Response:
     """The audit log, newest first; ``?limit=`` (<= 1000) and ``?before_id=`` page through it."""
-    limit = query_limit(request)
-    before = request.query.get("before_id")
-    try:
-        before_id = int(before) if before is not None else None
-    except ValueError:
-        message = f"query parameter 'before_id' must be an integer, got {before!r}"
-        raise InvalidInput(message) from None
-    entries = await request.app[WARDEN].audit.entries(limit, before_id)
+    query = query_of(request, AuditQuery)
+    entries = await request.app[WARDEN].audit.entries(query.limit, query.before_id)
     return json_response({"entries": entries})
 
 
@@ -91,78 +116,22 @@ async def openapi(request: web.Request) -> web.Response:
     return json_response(openapi_document(request.app[ROUTES].values()))
 
 
-def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
-    for route in sorted(routes, key=lambda r: (r.path, r.method)):
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"{(\w+)", route.path)
-        ]
-        operation: dict[str, Any] = {
-            "summary": route.summary,
-            "operationId": f"{route.method.lower()}_{_slug(route.path)}",
-            "parameters": params,
-            "x-mlwarden-role": route.role,
-            "responses": {
-                "200": {"description": "OK"},
-                "default": {
-                    "description": "Error",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
-                },
-            },
-        }
-        if route.role != "open":
-            operation["security"] = [{"bearer": []}]
-        if route.method in ("POST", "PUT", "PATCH"):
-            operation["requestBody"] = {
-                "required": False,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        paths.setdefault(route.path, {})[route.method.lower()] = operation
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "mlwarden", "version": __version__},
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                            "required": ["code", "message"],
-                        }
-                    },
-                }
-            },
-        },
-    }
-
-
-def _slug(path: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", path.lower()).strip("_")
-
-
 def system_routes() -> list[Route]:
     async def metrics(request: web.Request) -> web.StreamResponse:
         handler = make_aiohttp_handler(request.app[WARDEN].metrics.registry)
         return await handler(request)
 
     return [
-        Route("GET", "/healthz", healthz, "open", "Liveness"),
-        Route("GET", "/readyz", readyz, "open", "Readiness of the store, MLflow and services"),
-        Route("GET", "/metrics", metrics, "open", "Prometheus metrics"),
-        Route("GET", "/api/system/health", system_health, "viewer", "System health"),
+        Route("GET", "/healthz", healthz, "open", "Liveness", responses={200: Liveness}),
+        Route("GET", "/readyz", readyz, "open", "Readiness of the store, MLflow and services",
+              responses={200: Readiness, 503: Readiness}),
+        Route("GET", "/metrics", metrics, "open", "Prometheus metrics", responses={200: Text}),
+        Route("GET", "/api/system/health", system_health, "viewer", "System health",
+              responses={200: SystemHealth}),
         Route("GET", "/api/openapi.json", openapi, "viewer", "This OpenAPI document"),
-        Route("GET", "/api/audit", audit_entries, "auditor", "The hash-chained audit log"),
+        Route("GET", "/api/audit", audit_entries, "auditor", "The hash-chained audit log",
+              query=AuditQuery, responses={200: AuditPage}),
         Route("GET", "/api/system/keys", key_status, "admin", "Encryption keys and their use"),
         Route("POST", "/api/system/keys/rotate", key_rotate, "admin", "Rotate the encryption key"),
         Route("POST", "/api/system/keys/reload", key_reload, "admin", "Re-read the key ring"),
-    ]
+    ]  # fmt: skip

@@ -133,12 +133,20 @@ def parse_labels(payload: object, *, task: str, max_batch: int) -> LabelBatch:
         raise BatchRejected(
             "malformed", 'expected a JSON object {"labels": [{"id", "label"}, ...]}'
         )
+    if set(payload) != {"labels"}:
+        extra = sorted(set(payload) - {"labels"})[0]
+        raise BatchRejected("unknown_field", f"unknown field {extra!r} (expected: labels)")
     records = payload["labels"]
     check_size(len(records), max_batch, "labels")
     for i, record in enumerate(records):
         if not isinstance(record, dict) or "id" not in record or "label" not in record:
             raise BatchRejected(
                 "malformed", f'labels[{i}]: expected an object with "id" and "label"'
+            )
+        if len(record) != 2:  # as predictions: a misspelt field is refused, not dropped
+            extra = sorted(set(record) - {"id", "label"})[0]
+            raise BatchRejected(
+                "unknown_field", f"labels[{i}]: unknown field {extra!r} (expected: id, label)"
             )
     ids = [r["id"] for r in records]
     id_array = id_column(ids, "labels")
@@ -162,7 +170,8 @@ def check_size(n: int, max_batch: int, what: str) -> None:
     if n > max_batch:
         raise BatchRejected(
             "batch_too_large",
-            f"the batch has {n} {what}; at most {max_batch} per request (ingest.max_batch)",
+            f"the batch has {n} {what}; at most {max_batch} per request "
+            "(monitoring.max_batch_records)",
             status=413,
         )
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,18 @@ from ...errors import InvalidInput
 from ..profiles.layout import Layout
 from .records import decode_records
 
-__all__ = ["decode_batch", "decode_json", "may_hold_booleans"]
+__all__ = ["MAX_JSON_DEPTH", "check_json_depth", "decode_batch", "decode_json", "may_hold_booleans"]
+
+#: The deepest nesting of arrays and objects a JSON body may have (a record body is 4
+#: deep; a feature value is a scalar). Deeper bodies are refused before they are parsed:
+#: the standard library's parser and encoder recurse once per level.
+MAX_JSON_DEPTH = 64
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+#: Bytes to delete so that only brackets remain.
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+#: ``[`` and ``{`` as +1, ``]`` and ``}`` as -1 (int8), every other byte as 0.
+_STEPS = bytes(1 if b in b"[{" else 255 if b in b"]}" else 0 for b in range(256))
 
 #: Parsers keep their buffers (a few times the largest body they parsed): at most this
 #: many are kept between calls, the calls beyond them get a parser of their own.
@@ -52,6 +64,7 @@ def decode_json(body: bytes, *, expect: type = dict) -> Any:
     """
     if not body:
         raise InvalidInput("request body is empty; expected a JSON object", code="empty_body")
+    check_json_depth(body)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -70,6 +83,33 @@ def decode_json(body: bytes, *, expect: type = dict) -> Any:
     return data
 
 
+def check_json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """InvalidInput (400) when ``body`` nests arrays and objects deeper than ``limit``.
+
+    Checked on the bytes, before any parser sees them. A body with fewer brackets than
+    the limit passes at once; otherwise the brackets outside strings are counted with
+    numpy (about as fast as orjson parses), or with a regular expression that drops the
+    strings when the body holds a backslash (an escaped quote).
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return
+    if b"\\" in body:
+        steps = np.frombuffer(
+            _STRING.sub(b"", body).translate(None, _NOT_BRACKETS).translate(_STEPS), np.int8
+        )
+    else:
+        all_steps = np.frombuffer(body.translate(_STEPS), np.int8)
+        where = np.flatnonzero(all_steps)
+        quotes = np.flatnonzero(np.frombuffer(body, np.uint8) == ord('"'))
+        # A bracket after an odd number of quotes is inside a string.
+        steps = all_steps[where[(np.searchsorted(quotes, where) & 1) == 0]]
+    if steps.size and int(np.cumsum(steps, dtype=np.int32).max()) > limit:
+        raise InvalidInput(
+            f"request body nests arrays and objects deeper than {limit} levels",
+            code="too_deep",
+        )
+
+
 def decode_batch(body: bytes, layout: Layout | None) -> tuple[object, bool]:
     """The decoded predictions body, and whether its lists of values may hold booleans.
 
@@ -77,9 +117,12 @@ def decode_batch(body: bytes, layout: Layout | None) -> tuple[object, bool]:
     they need no type check, and the lists it leaves are checked value by value, so its
     answer is True (scanning the body would cost more than it saves).
     """
-    # '"records"' anywhere (even in a string) sends the body to the records' decoder.
+    # '"records"' anywhere (even in a string) sends the body to the records' decoder,
+    # whose types hold only scalars (a nested value fails it: decode_json then checks
+    # the depth before it parses).
     if layout is not None and layout.numeric:
         if b'"records"' not in body:
+            check_json_depth(body)  # a columnar body has few brackets: a count suffices
             payload = _columnar(body, frozenset(layout.numeric))
         else:
             payload = decode_records(body, layout)

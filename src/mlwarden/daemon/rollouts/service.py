@@ -43,7 +43,7 @@ from .records import (
     rollouts_table,
     row_values,
 )
-from .traffic import TrafficTables
+from .traffic import TrafficTables, validate_weights
 
 __all__ = ["Deployment", "Predictions", "RolloutReport", "RolloutService"]
 
@@ -194,7 +194,11 @@ class RolloutService(Service):
     async def set_traffic(
         self, model: str, weights: dict[str, float], *, reason: str, actor: str = "mlwarden"
     ) -> dict[str, float]:
-        """Persist ``weights``, apply them through the backends, update the metric."""
+        """Persist ``weights``, apply them through the backends, update the metric.
+
+        InvalidInput (400) for a table that is not ``{version: share}`` summing to 1,
+        NotFound (404) for an unknown model or version; checked in that order."""
+        weights = validate_weights(model, weights)
         for version in weights:
             await self.registry.get(model, version)  # NotFound names an unknown version
         return await self.traffic_tables.set(model, weights, reason=reason, actor=actor)
