@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..ingest.arrow import ARROW_STREAM, PARQUET, TableBody
 from .contract import Body, Query, Reply, query_of
-from .http import WARDEN, Route, json_response, query_float, read_json
+from .http import WARDEN, Route, json_response, read_json
 
 __all__ = [
     "ColumnarPredictions",
@@ -174,14 +174,15 @@ async def post_performance_estimate(request: web.Request) -> web.Response:
     probabilities in the reference or on its predictions.
     """
     warden = request.app[WARDEN]
-    version = request.query.get("version") or None
+    version = query_of(request, VersionQuery).version or None
     result = await warden.estimate_model_performance(request.match_info["name"], version=version)
     return json_response(result)
 
 
 async def get_performance_estimates(request: web.Request) -> web.Response:
     """Stored estimates of the last ``days`` (default 7), with realized values once known."""
-    days = query_float(request, "days", 7.0, minimum=0.0)
+    days = query_of(request, DaysQuery).days
+    days = 7.0 if days is None else days
     warden = request.app[WARDEN]
     name = request.match_info["name"]
     estimates = await warden.estimation.history(name, days=days)
