@@ -127,7 +127,10 @@ async def test_bad_export_parameters(make_warden, make_client, tmp_path):
     client = await make_client(warden)
     cases = {
         "/api/exports/nope": (400, "unknown export kind 'nope'"),
-        "/api/exports/drift?format=xlsx": (400, "'format' must be one of csv, parquet, json"),
+        "/api/exports/drift?format=xlsx": (
+            400,
+            "query parameter 'format': expected one of csv, parquet, json, got 'xlsx'",
+        ),
         "/api/exports/drift?from=2026-02-01&to=2026-01-01": (400, "after 'to'"),
         "/api/exports/drift?model=ghost": (404, "'ghost'"),
     }

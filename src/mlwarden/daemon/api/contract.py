@@ -58,6 +58,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "QUERY",
     "Body",
+    "Files",
     "Paged",
     "Query",
     "Reply",
@@ -116,6 +117,15 @@ def loose(kind: Any, schema: dict[str, Any]) -> Any:
 
 class Text:
     """A ``text/plain`` response (``responses={200: Text}``), e.g. ``/metrics``."""
+
+
+class Files:
+    """A response in one of several media types chosen by a query parameter, e.g. a
+    report (HTML or JSON) or an export (CSV, Parquet or JSON): ``responses={200:
+    Files("text/html", "application/json")}``."""
+
+    def __init__(self, *media: str) -> None:
+        self.media = media
 
 
 BODY: web.RequestKey[object] = web.RequestKey("mlwarden_body", object)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..._version import __version__
-from .contract import Text, body_is_required, query_parameters, schema_of
+from .contract import Files, Text, body_is_required, query_parameters, schema_of
 from .http import Route
 
 __all__ = ["ERROR_SCHEMA", "openapi_document", "operation_id"]
@@ -44,7 +44,7 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
         if route.body is not None:
             kinds[f"{id(route)}:body"] = route.body
         for status, kind in route.responses.items():
-            if kind is not Text:
+            if kind is not Text and not isinstance(kind, Files):
                 kinds[f"{id(route)}:{status}"] = kind
     schemas, components = schema_of(kinds)
     paths: dict[str, dict[str, Any]] = {}
@@ -59,6 +59,8 @@ def openapi_document(routes: Iterable[Route]) -> dict[str, Any]:
         for status, kind in route.responses.items():
             if kind is Text:
                 content = {"text/plain": {"schema": {"type": "string"}}}
+            elif isinstance(kind, Files):
+                content = {media: {"schema": {}} for media in kind.media}
             else:
                 content = {"application/json": {"schema": schemas[f"{id(route)}:{status}"]}}
             responses[str(status)] = {"description": _reason(status), "content": content}

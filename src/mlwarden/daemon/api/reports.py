@@ -13,15 +13,17 @@ Query parameters (every one optional):
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 from aiohttp import web
 
 from ...errors import InvalidInput
 from ..reports.exports import EXPORT_KINDS, export_format, media_type
 from ..reports.period import Period, parse_period
 from ..reports.service import report_format
-from .http import WARDEN, Route, json_response, query_limit
+from .contract import Files, Paged, Query, query_of
+from .http import WARDEN, Route, json_response
 
 __all__ = ["report_routes"]
 
@@ -31,6 +33,30 @@ REPORT_QUERY = ("format", "from", "to")
 COMPLIANCE_QUERY = ("format", "from", "to", "model")
 #: Query parameters of the export routes.
 EXPORT_QUERY = ("format", "from", "to", "model")
+
+
+class ReportQuery(Query):
+    format: Literal["html", "json"] = "html"
+    #: Unix seconds or ISO 8601 (default: 30 days before ``to``).
+    from_: str | None = msgspec.field(default=None, name="from")
+    #: Unix seconds or ISO 8601 (default: now).
+    to: str | None = None
+
+
+class ExperimentReportQuery(Query):
+    format: Literal["html", "json"] = "html"
+
+
+class ComplianceQuery(ReportQuery):
+    #: A model to cover; repeat the parameter for several (default: every model).
+    model: str | None = None
+
+
+class ExportQuery(Query):
+    format: Literal["csv", "parquet", "json"] = "csv"
+    from_: str | None = msgspec.field(default=None, name="from")
+    to: str | None = None
+    model: str | None = None
 
 
 def _period(request: web.Request) -> Period:
@@ -112,7 +138,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 
 async def report_runs(request: web.Request) -> web.Response:
     """The scheduled reports' runs, newest first (``limit`` <= 1000)."""
-    runs = await request.app[WARDEN].reports.runs(query_limit(request))
+    runs = await request.app[WARDEN].reports.runs(query_of(request, Paged).limit)
     return json_response({"runs": runs})
 
 
@@ -122,20 +148,31 @@ async def run_report(request: web.Request) -> web.Response:
     return json_response(run, 200 if run["outcome"] == "ok" else 502)
 
 
+#: A report: HTML or JSON by ``format``; an export: CSV, Parquet or JSON.
+REPORT = {200: Files("text/html", "application/json")}
+EXPORT = {200: Files("text/csv", "application/vnd.apache.parquet", "application/json")}
+
+
 def report_routes() -> list[Route]:
     kinds = ", ".join(sorted(k for k in EXPORT_KINDS if k != "audit"))
     return [
         Route("GET", "/api/models/{name}/report", model_report, "viewer",
-              "Model report (HTML or JSON)"),
+              "Model report (HTML or JSON)", query=ReportQuery,
+              responses=REPORT),
         Route("GET", "/api/experiments/{id}/report", experiment_report, "viewer",
-              "Experiment report (HTML or JSON)"),
+              "Experiment report (HTML or JSON)", query=ExperimentReportQuery,
+              responses=REPORT),
         Route("GET", "/api/compliance/report", compliance_report, "auditor",
-              "Compliance report (HTML or JSON)"),
+              "Compliance report (HTML or JSON)", query=ComplianceQuery,
+              responses=REPORT),
         Route("GET", "/api/exports/audit", export, "auditor",
-              "Export the audit log (CSV, Parquet or JSON)"),
+              "Export the audit log (CSV, Parquet or JSON)", query=ExportQuery,
+              responses=EXPORT),
         Route("GET", "/api/exports/{kind}", export, "viewer",
-              f"Export a history ({kinds}) as CSV, Parquet or JSON"),
-        Route("GET", "/api/reports/runs", report_runs, "viewer", "Scheduled report runs"),
+              f"Export a history ({kinds}) as CSV, Parquet or JSON", query=ExportQuery,
+              responses=EXPORT),
+        Route("GET", "/api/reports/runs", report_runs, "viewer", "Scheduled report runs",
+              query=Paged),
         Route("POST", "/api/reports/{name}/run", run_report, "operator",
               "Run a scheduled report now"),
     ]  # fmt: skip
