@@ -72,7 +72,9 @@ async def change_status(request: web.Request) -> web.Response:
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         raise InvalidInput("reason: expected a string")
-    record = await _registry(request).transition(
+    # Through the rollouts service: a change into or out of production moves the
+    # traffic table with it, and is refused while a rollout runs.
+    record = await request.app[WARDEN].rollouts.transition(
         request.match_info["name"],
         request.match_info["version"],
         body["status"],
