@@ -224,11 +224,7 @@ class Thresholds:
 
 def _is_number(value: Any) -> bool:
     """A finite int or float, and not a boolean (``True`` is an int to Python)."""
-    return (
-        not isinstance(value, bool)
-        and isinstance(value, int | float)
-        and math.isfinite(value)
-    )
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def check_option(ok: bool, key: str, expected: str, value: Any) -> None:

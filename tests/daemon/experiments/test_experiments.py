@@ -341,7 +341,6 @@ def test_guardrails_count_timed_calls_not_rows():
     assert arm.assigned == 6
 
 
-
 async def test_no_minimum_duration_makes_the_default_duration_zero(make_warden, make_client):
     """``min_duration_hours = 0``: an experiment without ``duration_hours`` starts (its
     documented default is ``min_duration_hours``) and a negative one is still refused."""

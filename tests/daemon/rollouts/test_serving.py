@@ -11,7 +11,8 @@ from mlwarden.daemon.warden import Warden
 from tests.daemon.rollouts.helpers import MODEL_CONFIG, Clock, register_models, send_traffic
 
 CONFIG = MODEL_CONFIG.replace(
-    "[deployment.strategies.shadow]", "[deployment.strategies.rolling]\nreplicas = 2\n"
+    "[deployment.strategies.shadow]",
+    "[deployment.strategies.rolling]\nreplicas = 2\n"
     "interval_seconds = 60\nmin_samples = 30\nmax_latency_ratio = 100\n"
     "latency_slack_seconds = 5\n[deployment.strategies.shadow]",
 )
@@ -198,7 +199,7 @@ async def test_deployment_never_shows_a_finished_rollout_with_the_old_table(
             clock.advance(61)
             stop = asyncio.Event()
 
-            async def poll() -> None:
+            async def poll(stop: asyncio.Event = stop) -> None:
                 while not stop.is_set():
                     d = await rollouts.deployment("price")
                     seen.append((d["rollout"]["state"], d["traffic"]))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 import numpy as np
+import pytest
 
 from mlwarden.daemon.rollouts.analysis import VersionSample, compare
 from mlwarden.daemon.warden import Warden

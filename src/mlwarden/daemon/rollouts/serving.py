@@ -233,4 +233,3 @@ class Serving:
                 await conn.execute(sa.select(serving_table).where(serving_table.c.model == model))
             ).all()
         return [json.loads(r.change) for r in rows]
-

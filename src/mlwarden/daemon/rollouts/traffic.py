@@ -34,10 +34,10 @@ __all__ = [
     "TrafficBackend",
     "TrafficChange",
     "TrafficTables",
-    "serving_table",
     "key_point",
     "pick_version",
     "route_order",
+    "serving_table",
     "validate_weights",
 ]
 
