@@ -5,7 +5,8 @@ At most one active rollout per model. A rollout is a persisted state machine::
     pending -> progressing (step i) <-> paused (held by the confirm-promotion hook)
             -> promoted | rolled_back | failed | completed
 
-Every serving change is recorded, then written with its traffic table in one step (daemon/rollouts/serving.py), so a restarted daemon
+Every serving change is recorded, then written with its traffic table in one step
+(daemon/rollouts/serving.py), so a restarted daemon
 resumes each active rollout at the same step, with the same step start time. The
 controller (daemon/rollouts/controller.py) is ticked by a background loop
 (``deployment.tick_seconds``) and by ``tick()`` in tests, which drive it with an
