@@ -73,3 +73,17 @@ def test_model_variable_on_per_model_dashboards():
     for uid in ("mlwarden-model-monitoring", "mlwarden-experiments"):
         data = json.loads((ROOT / "grafana/dashboards" / f"{uid}.json").read_text())
         assert [v["name"] for v in data["templating"]["list"]] == ["model"]
+
+
+def test_counters_are_only_read_through_rate_or_increase():
+    """Counters restart at 0 with the daemon (docs/monitoring.md): a panel that reads one
+    raw would drop to 0 at every restart."""
+    for uid in dashboards.DASHBOARDS:
+        data = json.loads((ROOT / "grafana/dashboards" / f"{uid}.json").read_text())
+        exprs = re.findall(r'"expr": "((?:[^"\\]|\\.)*)"', json.dumps(data))
+        for expr in exprs:
+            for match in re.finditer(r"mlwarden_\w+_total\b", expr):
+                before = expr[: match.start()]
+                assert re.search(r"\b(rate|increase|irate)\($", before), (uid, expr)
+    text = (ROOT / "docs/monitoring.md").read_text()
+    assert "restart at 0 when the daemon restarts" in text

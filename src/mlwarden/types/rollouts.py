@@ -150,7 +150,8 @@ class Thresholds:
     - ``max_latency_ratio`` and ``latency_slack_seconds``: the candidate's p95 latency
       may be at most ``ratio x baseline p95 + slack``;
     - ``max_metric_increase``: relative increase of the model metric allowed (MSE for
-      regression, error rate for classification; lower is better), ``None`` to skip;
+      regression, error rate for classification; lower is better); ``None`` or
+      ``False`` (``false`` in TOML, which has no null) skips the model-metric check;
     - ``latency_quantile``: which latency quantile is compared.
     """
 
@@ -163,6 +164,33 @@ class Thresholds:
     latency_quantile: float = 0.95
 
     def __post_init__(self) -> None:
+        # Types first, so that a string or a boolean is named with its key instead of
+        # surfacing as a TypeError from a comparison (TOML has no null: ``false`` is
+        # how a config file says "no metric check").
+        if self.max_metric_increase is False:
+            object.__setattr__(self, "max_metric_increase", None)
+        check_option(
+            _is_number(self.min_samples) and float(self.min_samples).is_integer(),
+            "min_samples",
+            "an integer >= 1",
+            self.min_samples,
+        )
+        for key in (
+            "max_error_rate",
+            "max_error_rate_increase",
+            "max_latency_ratio",
+            "latency_slack_seconds",
+            "latency_quantile",
+        ):
+            value = getattr(self, key)
+            check_option(_is_number(value), key, "a finite number", value)
+        if self.max_metric_increase is not None:
+            check_option(
+                _is_number(self.max_metric_increase),
+                "max_metric_increase",
+                "a number >= 0, or false for no model-metric check",
+                self.max_metric_increase,
+            )
         check_option(self.min_samples >= 1, "min_samples", "an integer >= 1", self.min_samples)
         for key in ("max_error_rate", "max_error_rate_increase"):
             value = getattr(self, key)
@@ -183,7 +211,7 @@ class Thresholds:
             check_option(
                 self.max_metric_increase >= 0,
                 "max_metric_increase",
-                "a number >= 0",
+                "a number >= 0, or false for no model-metric check",
                 self.max_metric_increase,
             )
         check_option(
@@ -192,6 +220,11 @@ class Thresholds:
             "a number in (0, 1)",
             self.latency_quantile,
         )
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float, and not a boolean (``True`` is an int to Python)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
 
 
 def check_option(ok: bool, key: str, expected: str, value: Any) -> None:

@@ -339,3 +339,23 @@ def test_guardrails_count_timed_calls_not_rows():
     assert sorted(arm.latency.tolist()) == [0.01, 0.05]  # one batch timed once = one call
     assert sorted(arm.error.tolist()) == [False, False, True, True]
     assert arm.assigned == 6
+
+
+async def test_no_minimum_duration_makes_the_default_duration_zero(make_warden, make_client):
+    """``min_duration_hours = 0``: an experiment without ``duration_hours`` starts (its
+    documented default is ``min_duration_hours``) and a negative one is still refused."""
+    warden = await make_warden(CONFIG.replace("min_duration_hours = 1", "min_duration_hours = 0"))
+    for version in ("1.0.0", "1.1.0"):
+        run_id = await asyncio.to_thread(log_model_files, warden, inputs=("x",))
+        await warden.registry.register("m", model_uri=f"runs:/{run_id}/model", version=version)
+    await warden.rollouts.set_traffic("m", {"1.0.0": 1.0}, reason="baseline", actor="test")
+    client = await make_client(warden)
+    body = {k: v for k, v in START.items() if k != "duration_hours"}
+    resp = await client.post("/api/experiments", json=body)
+    answer = await resp.json()
+    assert resp.status == 201, answer
+    assert answer["duration_hours"] == 0.0 and answer["status"] == "running"
+    await client.post(f"/api/experiments/{answer['id']}/stop", json={})
+    resp = await client.post("/api/experiments", json={**body, "duration_hours": -1})
+    answer = await resp.json()
+    assert resp.status == 400 and "duration_hours must be a number >= 0" in str(answer), answer

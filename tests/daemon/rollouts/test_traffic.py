@@ -119,7 +119,8 @@ async def test_tables_persist_and_reach_every_backend(make_warden):
     assert warden.metrics.plugin_errors.labels("broken", "traffic_backend.apply")._value.get()
     health = await rollouts.health()
     assert health["status"] == "degraded" and "broken" in health["backend_errors"]
-    # mlflow_alias: champion = most traffic, challenger = the other, a weight tag on each.
+    # champion = the production version (the registry's), challenger = the other version
+    # with the most traffic (mlflow_alias), a weight tag on each.
     client = warden.tracking.client
 
     def aliases():
@@ -145,8 +146,11 @@ async def test_a_restarted_daemon_routes_the_same(make_warden, make_config):
 
     text = "[deployment]\ntraffic_backends = []\n"
     warden = await make_warden(text)
+    from mlwarden.daemon.rollouts.serving import serving_change
+
     tables = warden.rollouts.traffic_tables
-    await tables.set("m", {"1.0.0": 0.6, "2.0.0": 0.4}, reason="t", actor="t")
+    change = serving_change("m", actor="t", reason="t", weights={"1.0.0": 0.6, "2.0.0": 0.4})
+    await warden.rollouts.serving.apply(change)
     before = [tables.route("m", f"k{i}") for i in range(500)]
     await warden.stop()
     async with Warden(make_config(text)) as again:

@@ -131,7 +131,9 @@ async def get_version(request: web.Request) -> web.Response:
 async def change_status(request: web.Request) -> web.Response:
     """Move a version through the lifecycle: ``{"status": ..., "reason"?: ...}``."""
     body = body_of(request, StatusBody)
-    record = await _registry(request).transition(
+    # Through the rollouts service: a change into or out of production moves the
+    # traffic table with it, and is refused while a rollout runs.
+    record = await request.app[WARDEN].rollouts.transition(
         request.match_info["name"],
         request.match_info["version"],
         body.status,

@@ -9,6 +9,7 @@ evaluation reads both arms' joined outcomes from ingest and runs
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 from ...errors import InvalidInput
@@ -32,14 +33,16 @@ def analysis_settings(
 ) -> AnalysisSettings:
     """The analysis settings of a new experiment: its arguments over ``[ab_testing]``.
 
-    InvalidInput (400) for a split outside (0, 1), a non-positive duration, an unknown
+    InvalidInput (400) for a split outside (0, 1), a negative duration, an unknown
     metric or test, or a z-test on a metric that is not 0/1.
     """
     ab = config.ab_testing
     if not 0 < weight_b < 1:
         raise InvalidInput(f"traffic_split must be in (0, 1) (the share of B), got {weight_b}")
-    if not duration > 0:
-        raise InvalidInput(f"duration_hours must be a positive number, got {duration}")
+    # 0 is a duration: with ``ab_testing.min_duration_hours = 0`` (the default duration)
+    # a fixed-horizon experiment decides at its first evaluation.
+    if not (math.isfinite(duration) and duration >= 0):
+        raise InvalidInput(f"duration_hours must be a number >= 0, got {duration}")
     chosen = metric or ab.metric or default_metric(config.model(model))
     if chosen not in METRICS:
         raise InvalidInput(f"metric must be one of {', '.join(METRICS)}, got {chosen!r}")

@@ -6,7 +6,9 @@ confirm-promotion hook, promotion and rollback), the
 evidence a step is decided on (``evidence.py``) and the canary analysis itself
 (``analysis.py``: candidate against baseline over the same interval), the traffic
 tables with sticky routing and the traffic backends (``traffic.py``), the serving
-gateway (``gateway.py``); tables ``rollouts``, ``rollout_analyses``,
+gateway (``gateway.py``), the one place where what serves changes (``serving.py``:
+registry status, aliases, traffic table and rollout state as one recorded step);
+tables ``rollouts``, ``rollout_analyses``, ``serving_changes``,
 ``shadow_predictions`` (``records.py``), ``traffic_weights`` and ``traffic_changes``;
 metrics ``mlwarden_rollouts_total`` and ``mlwarden_traffic_weight``; events
 ``rollout_started``, ``rollout_step``, ``rollout_promoted``, ``rollout_rolled_back``;

@@ -34,6 +34,7 @@ from .records import (
     shadow_table,
     step_record,
 )
+from .serving import Serving, StatusMove, serving_change
 from .strategy import DeploymentStrategy
 from .traffic import TrafficTables
 
@@ -63,6 +64,10 @@ class RolloutController:
         self.active: dict[str, Rollout] = {}
         #: Held while a model's rollout changes (a tick, a start, a rollback).
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: The one place where what serves changes (registry, aliases, table, rollout).
+        self.serving = Serving(
+            context, registry=registry, traffic_tables=traffic_tables, active=self.active
+        )
 
     # -- the controller --------------------------------------------------------------
 
@@ -181,16 +186,7 @@ class RolloutController:
         elif step.action == "promote":
             await self._finish_promote(rollout, step.reason)
         elif step.action == "complete":
-            baseline = rollout["baseline"]
-            await self._finish(
-                rollout,
-                "completed",
-                step.reason,
-                {baseline: 1.0} if baseline else None,
-                "rollout_promoted",
-                Severity.INFO,
-                actor="mlwarden",
-            )
+            await self.complete(rollout, step.reason)
 
     async def _confirmed(self, rollout: Rollout, step: Step) -> bool:
         hook = self.context.pm.hook.mlwarden_confirm_promotion
@@ -213,53 +209,60 @@ class RolloutController:
         weights = {rollout["candidate"]: weight}
         if rollout["baseline"] is not None:  # always, but for a first version (promoted)
             weights[rollout["baseline"]] = 1.0 - weight
-        rollout.update({
+        after: Rollout = {
+            **rollout,
             "state": "progressing",
             "step": step.index if step.index is not None else rollout["step"],
             "weight": weight, "mirror": step.mirror, "step_started_at": now,
-            "next_analysis_at": now, "reason": step.reason,
+            "next_analysis_at": now, "reason": step.reason, "updated_at": now,
             "memo": {**rollout["memo"], **(step.memo or {})}, "held": None,
-        })  # fmt: skip
-        await self._save(rollout)
-        await self.traffic_tables.set(
+        }  # fmt: skip
+        positive = {v: w for v, w in weights.items() if w > 0}
+        change = serving_change(
             rollout["model"],
-            {v: w for v, w in weights.items() if w > 0},
-            reason=f"rollout {rollout['id']}: {step.reason}",
             actor="mlwarden",
+            reason=f"rollout {rollout['id']}: {step.reason}",
+            weights=positive or None,
+            rollout=after,
         )
+        await self.serving.apply(change, live=rollout)
         await self.emit("rollout_step", rollout, Severity.INFO, step.reason)
 
     async def _finish_promote(self, rollout: Rollout, reason: str) -> None:
-        model, version = rollout["model"], rollout["candidate"]
-        registry = self.registry
-        record = await registry.get(model, version)
-        if record["status"] != "production":
-            try:
-                await registry.transition(
-                    model,
-                    version,
-                    "production",
-                    actor="mlwarden",
-                    reason=f"rollout {rollout['id']}: {reason}",
-                )
-            except Conflict as exc:
-                await self.finish_rollback(
-                    rollout,
-                    f"promotion refused by the registry: {exc}",
-                    actor="mlwarden",
-                    automatic=True,
-                    state="failed",
-                )
-                return
-        await self._finish(
-            rollout,
-            "promoted",
-            reason,
-            {version: 1.0},
-            "rollout_promoted",
-            Severity.INFO,
+        version = rollout["candidate"]
+        change = serving_change(
+            rollout["model"],
             actor="mlwarden",
+            reason=f"rollout {rollout['id']}: {reason}",
+            production=version,
+            weights={version: 1.0},
+            rollout=self._finished(rollout, "promoted", reason),
         )
+        try:
+            await self.serving.apply(change, live=rollout)
+        except Conflict as exc:
+            await self.finish_rollback(
+                rollout,
+                f"promotion refused by the registry: {exc}",
+                actor="mlwarden",
+                automatic=True,
+                state="failed",
+            )
+            return
+        await self._announce(rollout, "rollout_promoted", Severity.INFO, actor="mlwarden")
+
+    async def complete(self, rollout: Rollout, reason: str) -> None:
+        """End without promoting (a shadow comparison only recorded): the baseline alone."""
+        baseline = rollout["baseline"]
+        change = serving_change(
+            rollout["model"],
+            actor="mlwarden",
+            reason=f"rollout {rollout['id']} completed: {reason}",
+            weights={baseline: 1.0} if baseline else None,
+            rollout=self._finished(rollout, "completed", reason),
+        )
+        await self.serving.apply(change, live=rollout)
+        await self._announce(rollout, "rollout_promoted", Severity.INFO, actor="mlwarden")
 
     async def finish_rollback(
         self,
@@ -270,52 +273,43 @@ class RolloutController:
         automatic: bool,
         state: RolloutState = "rolled_back",
     ) -> None:
-        baseline = rollout["baseline"]
+        """Traffic back to the baseline alone, the rollout ended as ``state``; an automatic
+        rollback also fails the candidate (a manual one leaves it in staging)."""
+        model, candidate, baseline = rollout["model"], rollout["candidate"], rollout["baseline"]
+        moves: list[StatusMove] = []
         if automatic and state == "rolled_back":
-            registry = self.registry
-            record = await registry.get(rollout["model"], rollout["candidate"])
-            if record["status"] == "staging":
-                await registry.transition(
-                    rollout["model"],
-                    rollout["candidate"],
-                    "failed",
-                    actor="mlwarden",
-                    reason=f"rolled back: {reason}",
-                )
-        await self._finish(
-            rollout,
-            state,
-            reason,
-            {baseline: 1.0} if baseline else None,
-            "rollout_rolled_back",
-            Severity.CRITICAL,
+            moves.append({"version": candidate, "from_status": "staging", "to_status": "failed"})
+        # The candidate is not production during its rollout; should it be (a state left
+        # by an older release), the baseline takes production back with the traffic.
+        production = await self.registry.production(model)
+        restore = baseline if production and production["version"] == candidate else None
+        change = serving_change(
+            model,
             actor=actor,
+            reason=f"rollout {rollout['id']} {state}: {reason}",
+            production=restore,
+            moves=moves,
+            weights={baseline: 1.0} if baseline else None,
+            rollout=self._finished(rollout, state, reason),
         )
+        await self.serving.apply(change, live=rollout)
+        await self._announce(rollout, "rollout_rolled_back", Severity.CRITICAL, actor=actor)
 
-    async def _finish(
-        self,
-        rollout: Rollout,
-        state: RolloutState,
-        reason: str,
-        weights: dict[str, float] | None,
-        kind: str,
-        severity: Severity,
-        *,
-        actor: str,
-    ) -> None:
+    def _finished(self, rollout: Rollout, state: RolloutState, reason: str) -> Rollout:
         now = self.context.clock()
-        rollout.update(
-            {
-                "state": state,
-                "finished_at": now,
-                "reason": reason,
-                "mirror": False,
-                "held": None,
-                "weight": 1.0 if state == "promoted" else 0.0,
-            }
-        )
-        await self._save(rollout)
-        self.active.pop(rollout["model"], None)
+        return {
+            **rollout,
+            "state": state, "finished_at": now, "updated_at": now, "reason": reason,
+            "mirror": False, "held": None, "active": False,
+            "weight": 1.0 if state == "promoted" else 0.0,
+        }  # fmt: skip
+
+    async def _announce(
+        self, rollout: Rollout, kind: str, severity: Severity, *, actor: str
+    ) -> None:
+        """What follows a finished rollout: its mirrored answers dropped, the counter,
+        the audit entry and the event."""
+        state, reason = rollout["state"], rollout["reason"]
         # The mirrored answers served their analysis (stored with its values): drop them.
         async with self.context.store.begin() as conn:
             await conn.execute(
@@ -323,13 +317,6 @@ class RolloutController:
                     shadow_table.c.model == rollout["model"],
                     shadow_table.c.version == rollout["candidate"],
                 )
-            )
-        if weights:
-            await self.traffic_tables.set(
-                rollout["model"],
-                weights,
-                actor=actor,
-                reason=f"rollout {rollout['id']} {state}: {reason}",
             )
         self.context.metrics.rollouts.labels(rollout["model"], rollout["strategy"], state).inc()
         await self.context.audit.record(

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from ...types import Action, Step
 from ..core.store import Schema, create_tables
-from .traffic import TRAFFIC_SCHEMA
+from .traffic import TRAFFIC_SCHEMA, serving_table
 
 __all__ = [
     "ACTIVE",
@@ -93,7 +93,11 @@ shadow_table = sa.Table(
 
 ROLLOUTS_SCHEMA = Schema(
     "rollouts",
-    [*TRAFFIC_SCHEMA, create_tables(rollouts_table, analyses_table, shadow_table)],
+    [
+        *TRAFFIC_SCHEMA,
+        create_tables(rollouts_table, analyses_table, shadow_table),
+        create_tables(serving_table),
+    ],
 )
 
 

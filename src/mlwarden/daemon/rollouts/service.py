@@ -5,7 +5,8 @@ At most one active rollout per model. A rollout is a persisted state machine::
     pending -> progressing (step i) <-> paused (held by the confirm-promotion hook)
             -> promoted | rolled_back | failed | completed
 
-Every change is written before it takes effect on traffic, so a restarted daemon
+Every serving change is recorded, then written with its traffic table in one step
+(daemon/rollouts/serving.py), so a restarted daemon
 resumes each active rollout at the same step, with the same step start time. The
 controller (daemon/rollouts/controller.py) is ticked by a background loop
 (``deployment.tick_seconds``) and by ``tick()`` in tests, which drive it with an
@@ -28,7 +29,12 @@ from ..core.config import Config
 from ..core.context import Context
 from ..core.service import Service
 from ..ingest.interfaces import PredictionSink
-from ..registry.interfaces import DirectPromotion, DirectRollback, VersionLifecycle
+from ..registry.interfaces import (
+    DirectPromotion,
+    DirectRollback,
+    VersionLifecycle,
+    VersionRecord,
+)
 from .controller import RolloutController
 from .gateway import Answer, Gateway, parse_predict_body
 from .records import (
@@ -43,6 +49,7 @@ from .records import (
     rollouts_table,
     row_values,
 )
+from .serving import Serving, StatusMove, serving_change
 from .traffic import TrafficTables, validate_weights
 
 __all__ = ["Deployment", "Predictions", "RolloutReport", "RolloutService"]
@@ -98,6 +105,11 @@ class RolloutService(Service):
         )
 
     @property
+    def serving(self) -> Serving:
+        """The one place where what serves changes (daemon/rollouts/serving.py)."""
+        return self.controller.serving
+
+    @property
     def active(self) -> dict[str, Rollout]:
         """The active rollout of each model (held by the controller)."""
         return self.controller.active
@@ -120,6 +132,16 @@ class RolloutService(Service):
                 )
             ).all()
         self.controller.active.update({r.model: rollout_from_row(r) for r in rows})
+        # A change a stop interrupted is finished before any rollout resumes on it.
+        if await self.serving.recover():
+            async with self.context.store.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        sa.select(rollouts_table).where(rollouts_table.c.state.in_(ACTIVE))
+                    )
+                ).all()
+            self.controller.active.clear()
+            self.controller.active.update({r.model: rollout_from_row(r) for r in rows})
         for rollout in self.active.values():
             logger.info(
                 "resuming rollout %s of %s %s at step %d (%s)",
@@ -198,10 +220,12 @@ class RolloutService(Service):
 
         InvalidInput (400) for a table that is not ``{version: share}`` summing to 1,
         NotFound (404) for an unknown model or version; checked in that order."""
-        weights = validate_weights(model, weights)
-        for version in weights:
+        checked = validate_weights(model, weights)
+        for version in checked:
             await self.registry.get(model, version)  # NotFound names an unknown version
-        return await self.traffic_tables.set(model, weights, reason=reason, actor=actor)
+        change = serving_change(model, actor=actor, reason=reason, weights=checked)
+        await self.serving.apply(change)
+        return self.traffic_tables.get(model) or {}
 
     def route(self, model: str, key: str) -> str:
         """The version serving ``key`` (sticky hashing proportional to the weights)."""
@@ -221,7 +245,78 @@ class RolloutService(Service):
         chosen = strategy or (config.strategy if config else "")
         if chosen and chosen != "direct":
             return await self.start_rollout(model, version, strategy=chosen, actor=actor)
-        return await self.registry.promote(model, version, actor=actor, strategy=strategy)
+        async with self.controller.locks[model]:
+            self._refuse_during_rollout(model, f"a direct promotion of {version}")
+            record = await self.registry.get(model, version)
+            if record["status"] == "production":
+                raise Conflict(f"model {model!r} version {version} is already in production")
+            previous = await self.registry.production(model)
+            reason = f"promoted by {actor}" + (f" (strategy {strategy})" if strategy else "")
+            change = serving_change(
+                model, actor=actor, reason=reason, production=version, via_staging=True,
+                weights={version: 1.0},
+            )  # fmt: skip
+            await self.serving.apply(change)
+        return {
+            "model": model,
+            "version": version,
+            "strategy": "direct",
+            "requested_strategy": strategy,
+            "previous_version": previous["version"] if previous else None,
+            "record": await self.registry.get(model, version),
+        }
+
+    def _refuse_during_rollout(self, model: str, what: str) -> None:
+        rollout = self.active.get(model)
+        if rollout is not None:
+            raise Conflict(
+                f"model {model!r} has a running rollout of version {rollout['candidate']} "
+                f"(id {rollout['id']}, {rollout['state']}): {what} would change what serves "
+                "under it; roll the rollout back (POST /api/models/"
+                f"{model}/rollback) or wait for it to finish"
+            )
+
+    async def transition(
+        self, model: str, version: str, status: str, *, actor: str, reason: str = ""
+    ) -> VersionRecord:
+        """Move a version through the lifecycle (``POST …/versions/{v}/status``).
+
+        A change that touches what serves (into or out of ``production``) is a serving
+        change: the traffic table moves with it (to the new production version alone,
+        or away when nothing is left in production). While a rollout runs, a change of
+        its candidate or baseline, or of production, is a Conflict naming the rollout.
+        """
+        async with self.controller.locks[model]:
+            record = await self.registry.get(model, version)
+            rollout = self.active.get(model)
+            touches_serving = status == "production" or record["status"] == "production"
+            if rollout is not None and (
+                touches_serving or version in (rollout["candidate"], rollout["baseline"])
+            ):
+                self._refuse_during_rollout(model, f"moving {version} to {status}")
+            reason = reason or f"set by {actor}"
+            if status == "production" and record["status"] != "production":
+                change = serving_change(
+                    model, actor=actor, reason=reason, production=version,
+                    weights={version: 1.0},
+                )  # fmt: skip
+            elif record["status"] == "production" and status != "production":
+                table = self.traffic_tables.get(model) or {}
+                move: StatusMove = {
+                    "version": version, "from_status": "production", "to_status": status,
+                }  # fmt: skip
+                change = serving_change(
+                    model, actor=actor, reason=reason, moves=[move],
+                    # Nothing is left in production: nothing serves (a table of that
+                    # version alone goes; a hand-set split stays as it was set).
+                    weights={} if table == {version: 1.0} else None,
+                )  # fmt: skip
+            else:
+                return await self.registry.transition(
+                    model, version, status, actor=actor, reason=reason
+                )
+            await self.serving.apply(change)
+        return await self.registry.get(model, version)
 
     async def start_rollout(
         self, model: str, version: str, *, strategy: str | None = None, actor: str = "mlwarden"
@@ -286,7 +381,8 @@ class RolloutService(Service):
         self, model: str, *, version: str | None = None, actor: str
     ) -> Rollout | DirectRollback:
         """Fast path, no analysis: end the active rollout (back to its baseline), or
-        switch production back in the registry (the traffic table follows its event)."""
+        switch production back to the previous version (registry, aliases and traffic
+        table in one serving change)."""
         async with self.controller.locks[model]:
             rollout = self.active.get(model)
             if rollout is not None:
@@ -300,7 +396,36 @@ class RolloutService(Service):
                     rollout, f"manual rollback by {actor}", actor=actor, automatic=False
                 )
                 return public(await self.get(rollout["id"]))
-            return await self.registry.rollback(model, version, actor=actor)
+            return await self._rollback_production(model, version, actor=actor)
+
+    async def _rollback_production(
+        self, model: str, version: str | None, *, actor: str
+    ) -> DirectRollback:
+        """Restore the previous production version (or ``version``, a deprecated one)."""
+        registry = self.registry
+        current = await registry.production(model)
+        target = version if version is not None else await registry.rollback_target(model)
+        if target is None:
+            raise Conflict(f"model {model!r} has no previous production version to roll back to")
+        record = await registry.get(model, target)
+        if current is not None and current["version"] == target:
+            raise Conflict(f"model {model!r} version {target} is already in production")
+        if record["status"] != "deprecated":
+            raise Conflict(
+                f"model {model!r} version {target} is {record['status']}: only a deprecated "
+                "former production version can be rolled back to"
+            )
+        reason = f"rolled back by {actor}" + (f" from {current['version']}" if current else "")
+        change = serving_change(
+            model, actor=actor, reason=reason, production=target, weights={target: 1.0}
+        )
+        await self.serving.apply(change)
+        return {
+            "model": model,
+            "version": target,
+            "previous_version": current["version"] if current else None,
+            "record": await registry.get(model, target),
+        }
 
     # -- reads ---------------------------------------------------------------------
 
@@ -334,15 +459,22 @@ class RolloutService(Service):
         return [analysis_from_row(r) for r in rows]
 
     async def deployment(self, model: str) -> Deployment:
-        """The active (or latest) rollout with its analyses, and the traffic table."""
-        try:
-            table = await self.traffic(model)
-        except NotFound:
-            table = {}
-        history = await self.history(model, limit=1)
-        rollout: RolloutReport | None = None
-        if history:
-            rollout = {**history[0], "analyses": await self.analyses(history[0]["id"])}
+        """The active (or latest) rollout with its analyses, and the traffic table.
+
+        Read under the model's serving lock, so that a rollout and its table are seen
+        as one serving change left them; NotFound for a model neither configured nor
+        registered."""
+        if model not in await self.registry.model_names():
+            raise NotFound(f"model {model!r} is neither configured nor registered")
+        async with self.serving.lock(model):
+            try:
+                table = await self.traffic(model)
+            except NotFound:
+                table = {}
+            history = await self.history(model, limit=1)
+            rollout: RolloutReport | None = None
+            if history:
+                rollout = {**history[0], "analyses": await self.analyses(history[0]["id"])}
         return {
             "model": model,
             "traffic": table,
@@ -376,7 +508,8 @@ class RolloutService(Service):
 
     @hookimpl
     async def mlwarden_event(self, event: Event) -> None:
-        """Follow production changes made outside a rollout (a direct registry promote)."""
+        """Follow production changes made around the serving step (an in-process
+        ``registry.transition`` to production): the table follows, as a serving change."""
         if event.kind != "version_status_changed" or event.data.get("to") != "production":
             return
         model, version = event.model, event.data.get("version")
@@ -392,6 +525,8 @@ class RolloutService(Service):
         async with self.controller.locks[model]:
             if model in self.active or self.traffic_tables.get(model) == {version: 1.0}:
                 return
-            await self.traffic_tables.set(
-                model, {version: 1.0}, actor="registry", reason=f"{version} entered production"
-            )
+            change = serving_change(
+                model, actor="registry", reason=f"{version} entered production",
+                weights={version: 1.0},
+            )  # fmt: skip
+            await self.serving.apply(change)

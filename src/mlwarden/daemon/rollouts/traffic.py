@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Protocol, TypedDict
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...errors import InvalidInput, NotFound, PluginError
 from ...types import AliasRegistry
@@ -36,6 +37,7 @@ __all__ = [
     "key_point",
     "pick_version",
     "route_order",
+    "serving_table",
     "validate_weights",
 ]
 
@@ -61,6 +63,16 @@ traffic_changes = sa.Table(
     sa.Column("actor", sa.String(128), nullable=False),
 )
 TRAFFIC_SCHEMA = [create_tables(traffic_table, traffic_changes)]
+#: Serving changes begun and not yet finished (daemon/rollouts/serving.py): the state
+#: wanted afterwards, as JSON; normally empty between two changes.
+serving_table = sa.Table(
+    "serving_changes",
+    _meta,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("model", sa.String(256), nullable=False, index=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("change", sa.Text, nullable=False),
+)
 
 _TOLERANCE = 1e-6
 
@@ -224,14 +236,22 @@ class TrafficTables:
             )
         return router.pick(key_point(model, key))
 
-    async def set(
-        self, model: str, weights: Mapping[str, float], *, reason: str, actor: str
-    ) -> dict[str, float]:
-        """Persist ``weights`` (validated), update routing and metrics, apply backends."""
-        weights = validate_weights(model, weights)
+    async def write(
+        self,
+        conn: AsyncConnection,
+        model: str,
+        weights: Mapping[str, float],
+        *,
+        reason: str,
+        actor: str,
+    ) -> None:
+        """Persist ``weights`` (validated; ``{}`` removes the table) in ``conn``'s
+        transaction, with the change in ``traffic_changes``. Only the serving step
+        (daemon/rollouts/serving.py) calls this, then :meth:`adopt` after its commit."""
+        weights = validate_weights(model, weights) if weights else {}
         now = self.context.clock()
-        async with self.context.store.begin() as conn:
-            await conn.execute(traffic_table.delete().where(traffic_table.c.model == model))
+        await conn.execute(traffic_table.delete().where(traffic_table.c.model == model))
+        if weights:
             await conn.execute(
                 traffic_table.insert(),
                 [
@@ -239,22 +259,21 @@ class TrafficTables:
                     for v, w in weights.items()
                 ],
             )
-            await conn.execute(
-                traffic_changes.insert().values(
-                    model=model,
-                    ts=now,
-                    weights=json.dumps(weights),
-                    reason=reason,
-                    actor=actor,
-                )
+        await conn.execute(
+            traffic_changes.insert().values(
+                model=model, ts=now, weights=json.dumps(weights), reason=reason, actor=actor
             )
-        previous = self.tables.get(model, {})
-        self.tables[model] = dict(weights)
-        self.routers[model] = Router(weights)
-        self._export(model, weights, previous)
+        )
         logger.info("traffic of %s set to %s by %s: %s", model, weights, actor, reason)
-        await self.apply_backends(model, weights)
-        return dict(weights)
+
+    def adopt(self, model: str, weights: Mapping[str, float]) -> None:
+        """Route by ``weights`` (just committed) and export them; ``{}``: no table."""
+        previous = self.tables.pop(model, {})
+        self.routers.pop(model, None)
+        if weights:
+            self.tables[model] = dict(weights)
+            self.routers[model] = Router(weights)
+        self._export(model, weights, previous)
 
     async def apply_backends(self, model: str, weights: Mapping[str, float]) -> None:
         """Hand the table to every backend; a failing backend is logged and counted."""

@@ -15,13 +15,15 @@ logger = logging.getLogger(__name__)
 class MlflowAliasBackend:
     """Mirror a traffic table in the MLflow model registry.
 
-    - alias ``champion``: the version with the largest weight (on a tie, the version in
-      production keeps it);
-    - alias ``challenger``: the other version with the largest positive weight, removed
-      when the table has a single version;
+    - alias ``challenger``: the version other than the production one with the largest
+      positive weight (a canary, a blue-green candidate, an A/B arm), removed when no
+      other version has traffic;
     - tag ``mlwarden.traffic_weight`` on every version in the table, and ``0`` on the
       versions that leave it.
 
+    The ``champion`` alias is not this backend's: the registry points it at the
+    version in ``production``, in the same step as the status (one writer, so that it
+    never disagrees with the registry; docs/rollouts.md, "Which version serves").
     Aliases and tags go through the registry it is given (``registry=``, an
     :class:`~mlwarden.types.AliasRegistry`), which maps the semantic version to MLflow's.
     Serving systems that read ``models:/NAME@champion`` and ``@challenger`` and split
@@ -35,17 +37,23 @@ class MlflowAliasBackend:
         self,
         *,
         registry: AliasRegistry,
-        champion_alias: str = "champion",
         challenger_alias: str = "challenger",
+        champion_alias: str = "champion",
     ) -> None:
-        for key, value in (
-            ("champion_alias", champion_alias),
-            ("challenger_alias", challenger_alias),
-        ):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"option {key!r}: expected a non-empty string, got {value!r}")
+        # Kept so that older configs still start; the registry owns the alias.
+        if champion_alias != "champion":
+            raise ValueError(
+                "option 'champion_alias': the registry points 'champion' at the "
+                f"production version and it cannot be renamed, got {champion_alias!r} "
+                "(remove the option)"
+            )
+        if not isinstance(challenger_alias, str) or not challenger_alias:
+            raise ValueError(
+                f"option 'challenger_alias': expected a non-empty string, got {challenger_alias!r}"
+            )
+        if challenger_alias == "champion":
+            raise ValueError("option 'challenger_alias': 'champion' is the registry's alias")
         self.registry = registry
-        self.champion_alias = champion_alias
         self.challenger_alias = challenger_alias
         self._tagged: dict[str, set[str]] = {}
 
@@ -53,24 +61,18 @@ class MlflowAliasBackend:
         registry = self.registry
         production = await registry.production(model)
         current = production["version"] if production else None
-        ranked = sorted(weights, key=lambda v: (-weights[v], v != current, v))
-        champion = ranked[0]
-        challenger = ranked[1] if len(ranked) > 1 else None
-        await registry.set_alias(model, self.champion_alias, champion)
+        others = sorted(
+            (v for v in weights if v != current and weights[v] > 0),
+            key=lambda v: (-weights[v], v),
+        )
+        challenger = others[0] if others else None
         await registry.set_alias(model, self.challenger_alias, challenger)
         previous = self._tagged.get(model, set())
         tags = {v: weights.get(v, 0.0) for v in set(weights) | previous}
         for version, weight in tags.items():
             await registry.set_version_tag(model, version, self.tag, f"{weight:g}")
         self._tagged[model] = set(weights)
-        logger.debug(
-            "mlflow aliases of %s: %s=%s %s=%s",
-            model,
-            self.champion_alias,
-            champion,
-            self.challenger_alias,
-            challenger,
-        )
+        logger.debug("mlflow alias of %s: %s=%s", model, self.challenger_alias, challenger)
 
 
 @hookimpl
