@@ -37,6 +37,7 @@ from ..profiles.layout import Layout
 from ..profiles.profile import Profile
 from ..profiles.reference import Reference, frame_columns
 from .estimation import EstimationService
+from .history import stored_reports
 from .quality import data_quality
 from .report import (
     RECOMMENDATIONS,
@@ -66,7 +67,6 @@ reports_table = sa.Table(
 )
 
 #: At most this many reports are returned by one history call (the newest ones).
-MAX_HISTORY = 5000
 
 #: The (statistic, p-value) gauges of one registry per (model, feature, method).
 _FeatureGauges = dict[tuple[str, str, str], tuple[Gauge, Gauge]]
@@ -420,21 +420,7 @@ class MonitorService(Service):
         """Stored reports of the last ``days``, oldest first (at most MAX_HISTORY)."""
         await self.windows.watched_model(model)
         since = self.context.clock() - days * 86400.0
-        r = reports_table
-        query = (
-            sa.select(r.c.id, r.c.report)
-            .where(r.c.model == model, r.c.ts >= since)
-            .order_by(r.c.id.desc())
-            .limit(MAX_HISTORY)
-        )
-        async with self.context.store.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        out = []
-        for row in reversed(rows):
-            report = json.loads(row.report)
-            report["id"] = row.id
-            out.append(report)
-        return out
+        return await stored_reports(self.context.store, reports_table, model, since)
 
 
 async def _settled(fitting: asyncio.Future[Detectors] | None) -> None:

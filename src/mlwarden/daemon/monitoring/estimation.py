@@ -46,6 +46,7 @@ from .estimation_data import (
     reference_data,
     window_data,
 )
+from .history import stored_reports
 
 __all__ = ["EstimationService", "estimates_table"]
 
@@ -68,7 +69,6 @@ estimates_table = sa.Table(
 
 #: At most this many stored estimates get their realized values refreshed per run.
 REFRESH_PER_RUN = 20
-MAX_HISTORY = 5000
 
 
 @dataclasses.dataclass
@@ -425,21 +425,7 @@ class EstimationService(Service):
         """Stored estimates of the last ``days``, oldest first (at most MAX_HISTORY)."""
         await self.windows.watched_model(model)
         since = self.context.clock() - days * 86400.0
-        t = estimates_table
-        query = (
-            sa.select(t.c.id, t.c.report)
-            .where(t.c.model == model, t.c.ts >= since)
-            .order_by(t.c.id.desc())
-            .limit(MAX_HISTORY)
-        )
-        async with self.context.store.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        out = []
-        for row in reversed(rows):
-            report = json.loads(row.report)
-            report["id"] = row.id
-            out.append(report)
-        return out
+        return await stored_reports(self.context.store, estimates_table, model, since)
 
 
 class _PluginFailed(Exception):
