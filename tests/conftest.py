@@ -19,7 +19,7 @@ from mlwarden.daemon.api import Route, build_app  # noqa: E402
 from mlwarden.daemon.core.config_loader import load_config  # noqa: E402
 from mlwarden.daemon.warden import Warden  # noqa: E402
 
-from .helpers import DaemonProcess  # noqa: E402
+from .helpers import DaemonProcess, postgres_server_url  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +34,37 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     upgrade_schema(f"sqlite:///{path}")
     return path
+
+
+@pytest.fixture
+async def postgres_url():
+    """A fresh, empty PostgreSQL database on the test server; dropped afterwards."""
+    import uuid
+
+    import asyncpg
+
+    server = postgres_server_url()
+    name = f"mlwarden_test_{uuid.uuid4().hex[:12]}"
+    admin = server.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield server.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty store, once on each backend (SQLite in a temp dir, PostgreSQL)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'store' / 'mlwarden.db'}"
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture

@@ -37,6 +37,23 @@ def require_binary(name: str) -> str:
     pytest.skip(reason)
 
 
+def postgres_server_url() -> str:
+    """The URL of the test PostgreSQL server (``.ci/postgres start`` exports it).
+
+    Skips the test when unset; fails under CI's requirement, which starts one.
+    """
+    url = os.environ.get("MLWARDEN_TEST_POSTGRES_URL", "")
+    if url:
+        return url
+    reason = (
+        "MLWARDEN_TEST_POSTGRES_URL is not set: `eval \"$(bash .ci/postgres start)\"` starts "
+        "a throwaway PostgreSQL (Debian package postgresql) and sets it"
+    )
+    if REQUIRE_INTEGRATION:
+        pytest.fail(f"MLWARDEN_REQUIRE_INTEGRATION=1 but {reason}")
+    pytest.skip(reason)
+
+
 def http(
     method: str,
     url: str,

@@ -8,6 +8,7 @@ cannot express are in :mod:`~mlwarden.daemon.core.config_checks`.
 from __future__ import annotations
 
 import dataclasses
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ __all__ = [
     "Config",
     "DaemonConfig",
     "DeploymentConfig",
+    "ClusterConfig",
     "EncryptionConfig",
     "MlflowConfig",
     "ModelConfig",
@@ -172,6 +174,16 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several daemons on one PostgreSQL store (docs/cluster.md)."""
+
+    # This daemon's name among the members; default "<host name>:<port>".
+    instance: str = ""
+    lease_ttl_seconds: float = 15.0
+    heartbeat_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class EncryptionConfig:
     """Encryption at rest (docs/security.md): what is sealed and where the keys are."""
 
@@ -292,12 +304,18 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     reports: tuple[ReportConfig, ...] = ()
     source: str = "<defaults>"
 
     @property
     def base_path(self) -> Path:
         return Path(self.daemon.base_path).resolve()
+
+    @property
+    def instance(self) -> str:
+        """This daemon's name among the members of a cluster (metrics, leases, buckets)."""
+        return self.cluster.instance or f"{socket.gethostname()}:{self.daemon.port}"
 
     @property
     def database_url(self) -> str:
