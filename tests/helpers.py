@@ -46,7 +46,7 @@ def postgres_server_url() -> str:
     if url:
         return url
     reason = (
-        "MLWARDEN_TEST_POSTGRES_URL is not set: `eval \"$(bash .ci/postgres start)\"` starts "
+        'MLWARDEN_TEST_POSTGRES_URL is not set: `eval "$(bash .ci/postgres start)"` starts '
         "a throwaway PostgreSQL (Debian package postgresql) and sets it"
     )
     if REQUIRE_INTEGRATION:
