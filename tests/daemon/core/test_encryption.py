@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -235,9 +236,10 @@ async def test_mlflow_own_client_loads_the_encrypted_model(make_config, make_cli
     dist = site / "mlwarden_ep-0.0.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mlwarden-ep\nVersion: 0.0.0\n")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    target = project["entry-points"]["mlflow.artifact_repository"]["mlwarden-encrypted"]
     (dist / "entry_points.txt").write_text(
-        "[mlflow.artifact_repository]\n"
-        "mlwarden-encrypted = mlwarden.daemon.core.artifacts:EncryptedArtifactRepository\n"
+        f"[mlflow.artifact_repository]\nmlwarden-encrypted = {target}\n"
     )
     script = (
         "import sys, mlflow.pyfunc, pandas as pd\n"
@@ -255,6 +257,7 @@ async def test_mlflow_own_client_loads_the_encrypted_model(make_config, make_cli
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert abs(float(result.stdout.strip()) - 1.0) < 0.2  # y = x1 - 2 x2 + 0.5 x3
+    assert "Failure attempting to register" not in result.stderr, result.stderr[-3000:]
     # Without the key ring MLflow's client cannot read it, and says which file.
     env["MLWARDEN_KEY_FILE"] = ""
     result = subprocess.run(
@@ -326,3 +329,21 @@ async def test_a_flipped_byte_in_a_row_and_an_artifact_is_refused_and_audited(
         assert any(f"outbox row {row[0]}" in e["target"] for e in refused), refused
     finally:
         await warden.stop()
+
+
+def test_the_entry_point_survives_mlwarden_importing_mlflow_first():
+    # The daemon imports MLflow from inside core.artifacts; MLflow loads its artifact
+    # repository entry points during that import, so the entry point must not need
+    # core.artifacts to be complete (it used to: a warning, and no scheme).
+    script = (
+        "import mlwarden.daemon.core.artifacts\n"
+        "from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository\n"
+        "print(type(get_artifact_repository('mlwarden-encrypted:///tmp/x')).__name__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "EncryptedArtifactRepository"
+    assert "Failure attempting to register" not in result.stderr, result.stderr[-3000:]
