@@ -262,6 +262,21 @@ MODEL_MONITORING = {
             height=8,
         ),
         PanelSpec(
+            "Estimated vs realized",
+            "timeseries",
+            (
+                q(f"mlwarden_estimated_metric{M}", "estimated {{version}} {{metric}}"),
+                q(f"mlwarden_estimated_metric_lower{M}", "band low {{version}} {{metric}}"),
+                q(f"mlwarden_estimated_metric_upper{M}", "band high {{version}} {{metric}}"),
+                q(f"mlwarden_estimated_metric_realized{M}", "realized {{version}} {{metric}}"),
+            ),
+            width=12,
+            height=8,
+            description="Performance estimated before the labels arrive (CBPE, DLE), its "
+            "confidence band, and the realized value once the window's labels are in "
+            "(docs/estimation.md).",
+        ),
+        PanelSpec(
             "Prediction latency p50 / p99",
             "timeseries",
             (

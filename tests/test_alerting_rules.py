@@ -39,7 +39,7 @@ def test_promtool_check_rules():
     promtool = require_binary("promtool")
     result = run(promtool, "check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 12 rules found" in result.stdout
 
 
 def test_promtool_test_rules():

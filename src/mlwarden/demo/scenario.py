@@ -26,7 +26,7 @@ import aiohttp
 
 from .config import MODEL
 from .market import FEATURES, Market
-from .trainer import fit_and_log
+from .trainer import fit_and_log, fit_ridge
 
 __all__ = ["Scenario"]
 
@@ -102,8 +102,14 @@ class Scenario:
         # A long reference: the features are persistent (24h returns, funding), so a
         # short one would not cover the calm market's own variation.
         reference = self.market.history(20_000)
-        reference[list(FEATURES)].to_csv(self.data_dir / "reference.csv", index=False)
         self._reference = reference.tail(3000).reset_index(drop=True)
+        # With the first model's predictions and the realized targets, the reference
+        # lets the daemon estimate the model's error before the labels arrive (DLE).
+        model = fit_ridge(self._reference)  # the same fit as bootstrap's fit_and_log
+        columns = reference[list(FEATURES)].assign(
+            prediction=model.predict(reference[list(FEATURES)]), label=reference["target"]
+        )
+        columns.to_csv(self.data_dir / "reference.csv", index=False)
         self._reference.to_csv(self._market_log, index=False)
 
     async def run(self, stop: asyncio.Event) -> None:

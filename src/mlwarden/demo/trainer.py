@@ -16,7 +16,17 @@ import pandas as pd
 
 from .market import FEATURES
 
-__all__ = ["fit_and_log", "train"]
+__all__ = ["fit_and_log", "fit_ridge", "train"]
+
+ALPHA = 1e-4
+
+
+def fit_ridge(frame: pd.DataFrame, holdout: float = 0.25) -> Any:
+    """The ridge regression fitted on the first part of ``frame`` (deterministic)."""
+    from sklearn.linear_model import Ridge
+
+    train = frame.iloc[: int(len(frame) * (1 - holdout))]
+    return Ridge(alpha=ALPHA).fit(train[list(FEATURES)], train["target"])
 
 
 def fit_and_log(
@@ -31,19 +41,18 @@ def fit_and_log(
     import mlflow
     import sklearn
     from mlflow.models import infer_signature
-    from sklearn.linear_model import Ridge
 
     split = int(len(frame) * (1 - holdout))
     train, test = frame.iloc[:split], frame.iloc[split:]
-    X, y = train[list(FEATURES)], train["target"]
-    model = Ridge(alpha=1e-4).fit(X, y)
+    X = train[list(FEATURES)]
+    model = fit_ridge(frame, holdout)
     pred = model.predict(test[list(FEATURES)])
     mse = float(np.mean((pred - test["target"].to_numpy()) ** 2))
     mae = float(np.mean(np.abs(pred - test["target"].to_numpy())))
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params({"model": "Ridge", "alpha": 1e-4, "rows": len(frame)})
+        mlflow.log_params({"model": "Ridge", "alpha": ALPHA, "rows": len(frame)})
         mlflow.log_metrics({"mse": mse, "mae": mae})
         info = mlflow.sklearn.log_model(
             model,
@@ -56,7 +65,7 @@ def fit_and_log(
         "model_uri": info.model_uri,
         "run_id": run.info.run_id,
         "metrics": {"mse": mse, "mae": mae},
-        "params": {"model": "Ridge", "alpha": 1e-4, "rows": len(frame)},
+        "params": {"model": "Ridge", "alpha": ALPHA, "rows": len(frame)},
     }
 
 

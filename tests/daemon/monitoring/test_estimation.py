@@ -120,6 +120,12 @@ async def test_harmful_shift_is_estimated_and_triggers_the_harmless_does_not(war
     context = TriggerContext(model="harmful", now=0.0, event=events[0])
     assert PerformanceTrigger(use_estimates=True).evaluate(context).fire
     assert not PerformanceTrigger().evaluate(context).fire
+    # The built-in alert rule turns the event into an alert.
+    alerts = await warden.alerts.alerts(model="harmful")
+    [alert] = [a for a in alerts if a["rule"] == "ModelPerformanceEstimateDegraded"]
+    assert alert["labels"]["metric"] == "accuracy", alert
+    assert "estimated accuracy of harmful" in alert["summary"], alert
+    assert "before the labels arrive" in alert["summary"], alert
 
     # The labels arrive: the realized value is stored beside the estimate.
     await warden.ingest.record_labels(

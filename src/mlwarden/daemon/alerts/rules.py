@@ -108,6 +108,15 @@ BUILTIN_RULES: tuple[AlertRule, ...] = (
         group_by=("metric",),
     ),
     AlertRule(
+        name="ModelPerformanceEstimateDegraded",
+        fire_on=("performance_estimate_degraded",),
+        resolve_on=("performance_estimate_recovered",),
+        severity="warning",
+        summary="estimated {metric} of {model} is {value} (band {lower} to {upper}) against "
+        "a reference of {baseline}, before the labels arrive: over the {threshold} threshold",
+        group_by=("metric",),
+    ),
+    AlertRule(
         name="ModelDataDrift",
         fire_on=("drift_detected",),
         resolve_on=("drift_resolved",),
