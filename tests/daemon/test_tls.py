@@ -189,3 +189,55 @@ async def test_a_bad_certificate_pair_is_refused_naming_the_files(make_config, t
     daemon = Daemon(make_config(_tls_config(cert, other_key)))
     with pytest.raises(ConfigError, match=rf"cannot load {cert} with {other_key}"):
         await daemon.startup()
+
+
+async def test_the_client_library_verifies_the_daemon_and_presents_its_certificate(
+    make_config, tmp_path, monkeypatch
+):
+    from mlwarden.client import Client
+
+    from .ingest.test_ingest import config as ingest_config
+    from .ingest.test_ingest import ready, write_reference
+
+    ca = CertAuthority(tmp_path)
+    clients = CertAuthority(tmp_path, "client CA")
+    cert, key, _ = ca.issue("server")
+    sender_cert, sender_key, _ = clients.issue("serving", server=False)
+    port = free_port()
+    text = ingest_config(write_reference(tmp_path)) + _tls_config(cert, key, clients.path)
+    daemon = Daemon(make_config(text, **{"daemon.listen": f"127.0.0.1:{port}"}))
+    await daemon.startup()
+    url = f"https://127.0.0.1:{port}"
+    row = {"x": 0.5, "y": 0.25, "kind": "a"}
+    try:
+        await ready(daemon.warden)
+        good = Client(url, cafile=str(ca.path), certfile=str(sender_cert), keyfile=str(sender_key))
+        assert good.log_predictions(
+            "m", [row] * 5, ids=[f"t{i}" for i in range(5)], predictions=[0.1] * 5
+        )
+        assert await asyncio.to_thread(good.flush, 30)
+        assert good.stats()["sent_rows"] == 5, (good.stats(), good.last_error)
+        await asyncio.to_thread(good.close)
+        # The CA bundle from the environment, as the CLI takes it.
+        monkeypatch.setenv("MLWARDEN_CA_BUNDLE", str(ca.path))
+        env = Client(url, certfile=str(sender_cert), keyfile=str(sender_key))
+        assert env.log_predictions("m", [row], ids=["e1"], predictions=[0.1])
+        assert await asyncio.to_thread(env.flush, 30)
+        await asyncio.to_thread(env.close)
+        assert await daemon.warden.ingest.count_predictions("m") == 6
+        # Without the CA the daemon's certificate is refused, and without a client
+        # certificate the daemon refuses the sender: nothing arrives, the error says why.
+        monkeypatch.delenv("MLWARDEN_CA_BUNDLE")
+        for bad, why in (
+            (Client(url, certfile=str(sender_cert), keyfile=str(sender_key)), "CERTIFICATE_VERIFY"),
+            (Client(url, cafile=str(ca.path)), "connection:"),
+        ):
+            bad.log_predictions("m", [row], ids=["never"], predictions=[0.1])
+            assert not await asyncio.to_thread(bad.flush, 1.5)
+            assert why in bad.last_error, bad.last_error
+            await asyncio.to_thread(bad.close, 0.1)
+        assert await daemon.warden.ingest.count_predictions("m") == 6
+    finally:
+        await daemon.shutdown()
+    with pytest.raises(FileNotFoundError):
+        Client(url, cafile=str(tmp_path / "missing.pem"))

@@ -25,7 +25,9 @@ import atexit
 import http.client
 import itertools
 import logging
+import os
 import random
+import ssl
 import threading
 import time
 import urllib.parse
@@ -43,6 +45,7 @@ logger = logging.getLogger("mlwarden.client")
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 BATCH_ID_HEADER = "Mlwarden-Batch-Id"
+CA_BUNDLE_ENV = "MLWARDEN_CA_BUNDLE"
 
 ClientStats = dict[str, Any]
 
@@ -67,6 +70,12 @@ class Client:
         ``"drop"`` (drop at once); dropped rows are counted in ``stats()``.
     feature_names:
         Column names of numpy arrays given as ``data`` (default ``f0``, ``f1``, ...).
+    cafile:
+        For ``https://``: the CA bundle that signed the daemon's certificate (default:
+        ``$MLWARDEN_CA_BUNDLE``, else the system's trust store). TLS 1.2 at least.
+    certfile, keyfile:
+        The client certificate and its key, when the daemon requires mutual TLS
+        (``tls.client_ca_file``).
     """
 
     def __init__(
@@ -82,6 +91,9 @@ class Client:
         timeout: float = 30.0,
         max_retry_delay: float = 5.0,
         feature_names: Sequence[str] | None = None,
+        cafile: str | None = None,
+        certfile: str | None = None,
+        keyfile: str | None = None,
     ) -> None:
         # What the sender needs is imported now (pyarrow imports pandas and
         # concurrent.futures on its first table): not in the background while a caller
@@ -99,6 +111,7 @@ class Client:
             raise ValueError(f"url must be http(s)://host[:port], got {url!r}")
         self.url = url.rstrip("/")
         self._parsed = parsed
+        self._tls = tls_context(cafile, certfile, keyfile) if parsed.scheme == "https" else None
         self.token = token
         self.batch_rows = batch_rows
         self.max_age_seconds = max_age_seconds
@@ -339,16 +352,36 @@ class Client:
 
     def _connect(self) -> http.client.HTTPConnection:
         parsed = self._parsed
-        kind = (
-            http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
-        )
-        self._connection = kind(parsed.hostname or "", parsed.port, timeout=self.timeout)
+        host = parsed.hostname or ""
+        if self._tls is not None:
+            self._connection = http.client.HTTPSConnection(
+                host, parsed.port, timeout=self.timeout, context=self._tls
+            )
+        else:
+            self._connection = http.client.HTTPConnection(host, parsed.port, timeout=self.timeout)
         return self._connection
 
     def _drop_connection(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+
+
+def tls_context(
+    cafile: str | None = None, certfile: str | None = None, keyfile: str | None = None
+) -> ssl.SSLContext:
+    """A verifying client context: ``cafile`` (or ``$MLWARDEN_CA_BUNDLE``), TLS 1.2+.
+
+    A missing or unreadable file raises at once (the caller's mistake, not a retry).
+    """
+    cafile = cafile or os.environ.get(CA_BUNDLE_ENV) or None
+    context = ssl.create_default_context(cafile=cafile)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if certfile:
+        context.load_cert_chain(certfile, keyfile or None)
+    elif keyfile:
+        raise ValueError("keyfile given without certfile")
+    return context
 
 
 def _groups(entries: list[Entry]) -> list[list[Entry]]:
