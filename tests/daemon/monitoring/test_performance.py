@@ -144,7 +144,7 @@ async def test_hovering_at_the_threshold_does_not_flap(perf):
 
 
 async def test_classification_and_trading_metrics_from_outcomes(perf):
-    warden, clock, _, _ = perf
+    warden, clock, _, client = perf
     service = warden.performance
     rng = np.random.default_rng(3)
     y = rng.choice(["0", "1"], size=100).tolist()
@@ -166,6 +166,20 @@ async def test_classification_and_trading_metrics_from_outcomes(perf):
     assert result["metrics"]["sharpe"] == pytest.approx(expected)
     assert result["metric"] == "sharpe"
     assert result["metrics"]["win_rate"] == pytest.approx(np.mean(strategy > 0))
+
+    # The model report carries the trading metrics and plots each one over time.
+    resp = await client.get("/api/models/trade/report?format=json")
+    assert resp.status == 200, await resp.text()
+    performance = (await resp.json())["performance"]
+    assert performance["trading"] is True
+    [window] = performance["history"]
+    assert window["metrics"]["sharpe"] == pytest.approx(expected)
+    assert {"max_drawdown", "win_rate"} <= set(window["metrics"])
+    resp = await client.get("/api/models/trade/report")
+    html = await resp.text()
+    assert "Performance over time" in html
+    for trace in ("sharpe (1.0.0)", "max_drawdown (1.0.0)", "win_rate (1.0.0)"):
+        assert f'"name":"{trace}"' in html, trace  # a trace of the performance plot
 
 
 async def test_registered_metric_is_the_baseline(perf):
