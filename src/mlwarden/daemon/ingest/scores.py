@@ -11,15 +11,15 @@ fields, or a columnar body's arrays) and gives a :class:`Scores`, or raises
 - only classification models take them; a batch carries one of the two fields in every
   record or in none (a record without scores in a batch that has them is refused).
 
-An ingest path that decodes another body format (Arrow IPC) hands its columns to
-``parse_scores`` the same way: a list (or float64 array) of ``probability`` values, or
-a list of ``probabilities`` objects (or a ``{class: array}`` mapping of a columnar
-body).
+The Arrow and Parquet bodies (daemon/ingest/arrow_scores.py) gather their score columns
+into float64 arrays with pyarrow and check them with the same two functions,
+``check_probability`` and ``check_matrix`` (range, NaN, sums), which take the function
+that names a bad value's place (``field`` in a JSON record, ``column`` in a table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,10 +27,21 @@ import numpy as np
 
 from .validate import BatchRejected, record_error
 
-__all__ = ["SUM_TOLERANCE", "Scores", "parse_scores"]
+__all__ = [
+    "SUM_TOLERANCE",
+    "PlaceError",
+    "Scores",
+    "check_matrix",
+    "check_probability",
+    "parse_scores",
+]
 
 #: How far a row of ``probabilities`` may sum from 1.
 SUM_TOLERANCE = 1e-6
+
+#: ``(reason, ids, row, name, expected)`` -> the error naming a value's place:
+#: ``validate.record_error`` (a JSON field) or ``arrow.row_error`` (a table's column).
+PlaceError = Callable[[str, Any, int, str, str], BatchRejected]
 
 
 @dataclass(frozen=True)
@@ -123,13 +134,18 @@ def _binary(values: Sequence[object] | np.ndarray, ids: Sequence[object], n: int
                 raise _missing(ids, i, "probability")
             raise record_error("wrong_type", ids, i, "probability", "expected a number in [0, 1]")
         out = np.asarray(values, dtype=np.float64)
-    bad = np.flatnonzero(~((out >= 0.0) & (out <= 1.0)))
+    return check_probability(out, ids, "probability", record_error)
+
+
+def check_probability(values: np.ndarray, ids: Any, name: str, error: PlaceError) -> np.ndarray:
+    """``values`` (float64) once every one is in [0, 1]; NaN and infinities are out of it."""
+    bad = np.flatnonzero(~((values >= 0.0) & (values <= 1.0)))
     if len(bad):
-        raise record_error(
-            "out_of_range", ids, bad[0], "probability",
-            f"expected a number in [0, 1], got {float(out[bad[0]])!r}",
+        raise error(
+            "out_of_range", ids, int(bad[0]), name,
+            f"expected a number in [0, 1], got {float(values[bad[0]])!r}",
         )  # fmt: skip
-    return out
+    return values
 
 
 def _records_classes(values: Sequence[object], ids: Sequence[object], n: int) -> Scores:
@@ -168,7 +184,7 @@ def _records_classes(values: Sequence[object], ids: Sequence[object], n: int) ->
                     "wrong_type", ids, i, f"probabilities.{c}", "expected a number in [0, 1]"
                 )
             matrix[i, j] = v
-    return _check_matrix(matrix, classes, ids)
+    return check_matrix(matrix, classes, ids, record_error)
 
 
 def _columnar_classes(
@@ -194,23 +210,31 @@ def _columnar_classes(
                 "wrong_type", ids, i, f"probabilities.{c}", "expected a number in [0, 1]"
             )
         matrix[:, j] = np.asarray(values, dtype=np.float64)
-    return _check_matrix(matrix, classes, ids)
+    return check_matrix(matrix, classes, ids, record_error)
 
 
-def _check_matrix(matrix: np.ndarray, classes: tuple[str, ...], ids: Sequence[object]) -> Scores:
+def check_matrix(
+    matrix: np.ndarray,
+    classes: tuple[str, ...],
+    ids: Any,
+    error: PlaceError,
+    name: str = "probabilities",
+) -> Scores:
+    """The Scores of ``matrix`` (rows x ``classes``) once each value is in [0, 1] and
+    each row sums to 1 within ``SUM_TOLERANCE``; ``name`` names the whole row."""
     bad = np.argwhere(~((matrix >= 0.0) & (matrix <= 1.0)))
     if len(bad):
         i, j = bad[0]
-        raise record_error(
-            "out_of_range", ids, i, f"probabilities.{classes[j]}",
+        raise error(
+            "out_of_range", ids, int(i), f"probabilities.{classes[j]}",
             f"expected a number in [0, 1], got {float(matrix[i, j])!r}",
         )  # fmt: skip
     total = matrix.sum(axis=1)
     off = np.flatnonzero(np.abs(total - 1.0) > SUM_TOLERANCE)
     if len(off):
-        i = off[0]
-        raise record_error(
-            "out_of_range", ids, i, "probabilities",
+        i = int(off[0])
+        raise error(
+            "out_of_range", ids, i, name,
             f"the probabilities must sum to 1 (within {SUM_TOLERANCE:g}), "
             f"got {float(total[i]):.9g}",
         )  # fmt: skip
