@@ -12,7 +12,7 @@ The forms, each what some sender naturally writes:
 ``score_roles`` says which columns of a schema are scores (and refuses a mistyped one);
 ``table_scores`` gathers them into a rows x classes float64 matrix with pyarrow and
 numpy, no Python per value, and checks it with the JSON path's own functions
-(daemon/ingest/scores.py: range, NaN, sums to 1 within 1e-6). A record without
+(daemon/profiles/probabilities.py: range, NaN, sums to 1 within 1e-6). A record without
 scores in a batch that has them, or without one of the batch's classes, is refused
 as in the JSON forms; every error names the column and the record.
 """
@@ -25,8 +25,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..profiles.probabilities import PlaceError, check_matrix, check_probability
 from .arrow_columns import first_row, float_column
-from .scores import PlaceError, Scores, check_matrix, check_probability
+from .scores import Scores
 from .validate import BatchRejected
 
 __all__ = ["PREFIX", "SCORE_ROLES", "score_roles", "table_scores"]
@@ -141,7 +142,7 @@ def table_scores(
     return _classes(dict(zip(names, fields, strict=True)), ids, error, "probabilities")
 
 
-def _missing(ids: pa.ChunkedArray, row: int, name: str, error: PlaceError) -> BatchRejected:
+def _missing(ids: pa.ChunkedArray, row: int, name: str, error: PlaceError) -> Exception:
     return error(
         "missing_field", ids, row, name, "missing (other records of the batch carry scores)"
     )
@@ -175,7 +176,7 @@ def _classes(
             f"expected {_NUMBER}, got null (every record carries the batch's classes: "
             f"{', '.join(classes)})",
         )  # fmt: skip
-    return check_matrix(matrix, classes, ids, error, row_name)
+    return Scores(check_matrix(matrix, classes, ids, error, row_name), classes)
 
 
 def _map(column: pa.ChunkedArray, ids: pa.ChunkedArray, error: PlaceError) -> Scores:
@@ -227,4 +228,4 @@ def _map(column: pa.ChunkedArray, ids: pa.ChunkedArray, error: PlaceError) -> Sc
         )  # fmt: skip
     matrix = np.empty((len(index), k))
     np.put_along_axis(matrix, index, values.reshape(-1, k), axis=1)
-    return check_matrix(matrix, classes, ids, error)
+    return Scores(check_matrix(matrix, classes, ids, error), classes)

@@ -13,35 +13,23 @@ fields, or a columnar body's arrays) and gives a :class:`Scores`, or raises
 
 The Arrow and Parquet bodies (daemon/ingest/arrow_scores.py) gather their score columns
 into float64 arrays with pyarrow and check them with the same two functions,
-``check_probability`` and ``check_matrix`` (range, NaN, sums), which take the function
-that names a bad value's place (``field`` in a JSON record, ``column`` in a table).
+``check_probability`` and ``check_matrix`` (daemon/profiles/probabilities.py: range,
+NaN, sums), which take the function that names a bad value's place (``field`` in a
+JSON record, ``column`` in a table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..profiles.probabilities import SUM_TOLERANCE, check_matrix, check_probability
 from .validate import BatchRejected, record_error
 
-__all__ = [
-    "SUM_TOLERANCE",
-    "PlaceError",
-    "Scores",
-    "check_matrix",
-    "check_probability",
-    "parse_scores",
-]
-
-#: How far a row of ``probabilities`` may sum from 1.
-SUM_TOLERANCE = 1e-6
-
-#: ``(reason, ids, row, name, expected)`` -> the error naming a value's place:
-#: ``validate.record_error`` (a JSON field) or ``arrow.row_error`` (a table's column).
-PlaceError = Callable[[str, Any, int, str, str], BatchRejected]
+__all__ = ["SUM_TOLERANCE", "Scores", "parse_scores"]
 
 
 @dataclass(frozen=True)
@@ -137,17 +125,6 @@ def _binary(values: Sequence[object] | np.ndarray, ids: Sequence[object], n: int
     return check_probability(out, ids, "probability", record_error)
 
 
-def check_probability(values: np.ndarray, ids: Any, name: str, error: PlaceError) -> np.ndarray:
-    """``values`` (float64) once every one is in [0, 1]; NaN and infinities are out of it."""
-    bad = np.flatnonzero(~((values >= 0.0) & (values <= 1.0)))
-    if len(bad):
-        raise error(
-            "out_of_range", ids, int(bad[0]), name,
-            f"expected a number in [0, 1], got {float(values[bad[0]])!r}",
-        )  # fmt: skip
-    return values
-
-
 def _records_classes(values: Sequence[object], ids: Sequence[object], n: int) -> Scores:
     if len(values) != n:
         raise BatchRejected(
@@ -184,7 +161,7 @@ def _records_classes(values: Sequence[object], ids: Sequence[object], n: int) ->
                     "wrong_type", ids, i, f"probabilities.{c}", "expected a number in [0, 1]"
                 )
             matrix[i, j] = v
-    return check_matrix(matrix, classes, ids, record_error)
+    return Scores(check_matrix(matrix, classes, ids, record_error), classes)
 
 
 def _columnar_classes(
@@ -210,32 +187,4 @@ def _columnar_classes(
                 "wrong_type", ids, i, f"probabilities.{c}", "expected a number in [0, 1]"
             )
         matrix[:, j] = np.asarray(values, dtype=np.float64)
-    return check_matrix(matrix, classes, ids, record_error)
-
-
-def check_matrix(
-    matrix: np.ndarray,
-    classes: tuple[str, ...],
-    ids: Any,
-    error: PlaceError,
-    name: str = "probabilities",
-) -> Scores:
-    """The Scores of ``matrix`` (rows x ``classes``) once each value is in [0, 1] and
-    each row sums to 1 within ``SUM_TOLERANCE``; ``name`` names the whole row."""
-    bad = np.argwhere(~((matrix >= 0.0) & (matrix <= 1.0)))
-    if len(bad):
-        i, j = bad[0]
-        raise error(
-            "out_of_range", ids, int(i), f"probabilities.{classes[j]}",
-            f"expected a number in [0, 1], got {float(matrix[i, j])!r}",
-        )  # fmt: skip
-    total = matrix.sum(axis=1)
-    off = np.flatnonzero(np.abs(total - 1.0) > SUM_TOLERANCE)
-    if len(off):
-        i = int(off[0])
-        raise error(
-            "out_of_range", ids, i, name,
-            f"the probabilities must sum to 1 (within {SUM_TOLERANCE:g}), "
-            f"got {float(total[i]):.9g}",
-        )  # fmt: skip
-    return Scores(matrix, classes)
+    return Scores(check_matrix(matrix, classes, ids, record_error), classes)
