@@ -181,12 +181,10 @@ def score_columns(item: Entry) -> tuple[str, ...]:
     if item.scores is not None:
         return ("given", *item.scores)
     data = item.data
-    if isinstance(data, list):
-        names: Any = data[0] if data else ()
-    elif isinstance(data, dict):
-        names = data
-    else:
-        names = getattr(data, "column_names", ())
+    if isinstance(data, list):  # records carry "probability" or "probabilities": {...}
+        row = data[0] if data else {}
+        return tuple(n for n in ("probability", "probabilities") if n in row)  # O(1): per call
+    names = data if isinstance(data, dict) else getattr(data, "column_names", ())
     return tuple(n for n in names if n == "probability" or n.startswith("probabilities"))
 
 
