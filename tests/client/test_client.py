@@ -82,6 +82,85 @@ async def test_every_data_form_arrives(served):
         await asyncio.to_thread(client.close)
 
 
+async def test_a_classifiers_scores_arrive_in_every_form(served):
+    warden, url = served
+    client = Client(url, max_age_seconds=0.05)
+    now = time.time()
+    frame = pd.DataFrame({"x": [0.1, 0.9], "kind": ["a", "b"]})
+    proba = np.array([[0.7, 0.3], [0.2, 0.8]])
+    try:
+        # binary: P(positive class) per row, a while ago (its own window below)
+        client.log_predictions(
+            "cls", frame, ids=["b0", "b1"], predictions=["down", "up"], timestamps=[now - 1800] * 2,
+            probabilities=proba[:, 1],
+        )  # fmt: skip
+        assert await asyncio.to_thread(client.flush, 30)
+        found = await warden.ingest.scored_predictions("cls", now - 3600, now - 900)
+        assert found.classes == () and found.scores[:, 0].tolist() == [0.3, 0.8]
+        # multiclass: predict_proba's array with classes, a DataFrame, a dict of columns,
+        # a list of dicts, one record's dict, columns of the data, a nested dict per record
+        forms = [
+            {"probabilities": proba, "classes": ["down", "up"]},
+            {"probabilities": pd.DataFrame(proba, columns=["down", "up"])},
+            {"probabilities": {"down": proba[:, 0], "up": proba[:, 1]}},
+            {"probabilities": [{"down": 0.7, "up": 0.3}, {"down": 0.2, "up": 0.8}]},
+        ]
+        for i, form in enumerate(forms):
+            client.log_predictions(
+                "cls", frame, ids=[f"m{i}a", f"m{i}b"], predictions=["down", "up"], **form
+            )
+        client.log_predictions(
+            "cls", {"x": 0.5, "kind": "a"}, ids="one", predictions="up",
+            probabilities=np.array([0.7, 0.3]), classes=["down", "up"],
+        )  # fmt: skip
+        client.log_predictions(
+            "cls", {"x": 0.5, "kind": "a"}, ids="two", predictions="up",
+            probabilities={"down": 0.2, "up": 0.8},
+        )  # fmt: skip
+        columns = frame.assign(
+            **{"probabilities.down": proba[:, 0], "probabilities.up": proba[:, 1]}
+        )
+        client.log_predictions("cls", columns, ids=["c0", "c1"], predictions=["down", "up"])
+        records = [
+            {"x": 0.1, "kind": "a", "probabilities": {"down": 0.7, "up": 0.3}},
+            {"x": 0.9, "kind": "b", "probabilities": {"down": 0.2, "up": 0.8}},
+        ]
+        client.log_predictions("cls", records, ids=["r0", "r1"], predictions=["down", "up"])
+        # a call without scores goes in a batch of its own, not refused with the others
+        client.log_predictions("cls", frame, ids=["n0", "n1"], predictions=["down", "up"])
+        assert await asyncio.to_thread(client.flush, 30)
+        stats = client.stats()
+        assert stats["rejected_rows"] == 0, stats["last_error"]
+        assert await stored(warden, "cls") == 2 + 4 * 2 + 2 + 2 * 2 + 2
+        found = await warden.ingest.scored_predictions("cls", now - 900, now + 3600)
+        assert found.unscored == 2 and found.classes == ("down", "up")
+        expected = np.vstack([proba] * 4 + [proba] + [proba] * 2)
+        np.testing.assert_allclose(found.scores, expected)
+        # What cannot be sent is refused in the call.
+        with pytest.raises(ValueError, match="classes="):
+            client.log_predictions("cls", frame, predictions=["down", "up"], probabilities=proba)
+        with pytest.raises(ValueError, match="3 values of 'probability' for 2 rows"):
+            client.log_predictions(
+                "cls", frame, predictions=["down", "up"], probabilities=[0.1] * 3
+            )
+        with pytest.raises(ValueError, match="2 columns for 3 classes"):
+            client.log_predictions(
+                "cls",
+                frame,
+                predictions=["down", "up"],
+                probabilities=proba,
+                classes=["a", "b", "c"],
+            )
+        # A bad score is the daemon's 400, counted as rejected.
+        client.log_predictions("cls", frame, ids=["x0", "x1"], predictions=["down", "up"],
+                               probabilities=[0.5, 1.5])  # fmt: skip
+        assert await asyncio.to_thread(client.flush, 30)
+        assert client.stats()["rejected_rows"] == 2
+        assert "record 1 (id 'x1'), column 'probability'" in client.stats()["last_error"]
+    finally:
+        await asyncio.to_thread(client.close)
+
+
 async def test_numpy_arrays_take_feature_names(make_warden, make_client, tmp_path):
     warden = await make_warden(
         '[[models]]\nname = "n"\nfeatures = ["a", "b"]\n', **{"monitoring.bucket_seconds": 60}
@@ -179,10 +258,15 @@ async def test_async_client(served):
     async with AsyncClient(url, max_age_seconds=0.05) as client:
         for i in range(5):
             assert await client.log_predictions("m", FEATURES, ids=f"a{i}", predictions=i)
+        await client.log_predictions(
+            "cls", {"x": 0.5, "kind": "a"}, ids="s", predictions="1", probabilities=0.75
+        )
         await client.log_labels("m", ["a0", "a1"], [0.0, 1.0])
         assert await client.flush(30)
     assert await stored(warden) == 5
     assert len((await warden.ingest.outcomes("m")).id) == 2
+    found = await warden.ingest.scored_predictions("cls", time.time() - 60, time.time() + 60)
+    assert found.scores.tolist() == [[0.75]]
 
 
 async def test_monitor_wraps_a_callable_and_a_model(served):
@@ -206,6 +290,22 @@ async def test_monitor_wraps_a_callable_and_a_model(served):
         assert await stored(warden, "cls") == 2 and await stored(warden, "m") == 1
         outcomes_cls = await warden.ingest.count_predictions("cls")
         assert outcomes_cls == 2
+
+        class Classifier(Model):  # a scikit-learn classifier: predict_proba and classes_
+            classes_ = np.array([0, 1])
+
+            def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+                p = frame["x"].to_numpy()
+                return np.column_stack([1 - p, p])
+
+        scored = monitor(Classifier(), client, "cls", scores=True)
+        scored.predict(frame, ids=["q0", "q1"])
+        assert await asyncio.to_thread(client.flush, 30)
+        found = await warden.ingest.scored_predictions("cls", time.time() - 60, time.time() + 60)
+        assert found.classes == ("0", "1")
+        np.testing.assert_allclose(found.scores, [[0.9, 0.1], [0.1, 0.9]])
+        with pytest.raises(TypeError, match="predict_proba"):
+            monitor(Model(), client, "cls", scores=True)
     finally:
         await asyncio.to_thread(client.close)
 

@@ -23,6 +23,9 @@ from ._monitor import Monitored
 __all__ = ["AsyncClient", "Client", "ClientStats", "Monitored", "monitor"]
 
 
-def monitor(model: Any, client: Client, name: str, *, version: str | None = None) -> Monitored:
-    """``model`` (with ``predict``, or a callable) whose predictions are logged as ``name``."""
-    return Monitored(model, client, name, version=version)
+def monitor(
+    model: Any, client: Client, name: str, *, version: str | None = None, scores: bool = False
+) -> Monitored:
+    """``model`` (with ``predict``, or a callable) whose predictions are logged as ``name``;
+    with ``scores=True`` its ``predict_proba`` too (see ``Monitored``)."""
+    return Monitored(model, client, name, version=version, scores=scores)

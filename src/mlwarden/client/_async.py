@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ._core import Client, ClientStats
@@ -37,6 +38,8 @@ class AsyncClient:
         version: str | None = None,
         timestamps: Any = None,
         predictions: Any = None,
+        probabilities: Any = None,
+        classes: Sequence[Any] | None = None,
     ) -> bool:
         """As ``Client.log_predictions``; a full buffer is waited on without blocking."""
         import time
@@ -49,6 +52,8 @@ class AsyncClient:
             ts=time.time() if timestamps is None else timestamps,
             predictions=predictions,
             feature_names=self._client.feature_names,
+            probabilities=probabilities,
+            classes=classes,
         )
         return await self._put(item)
 

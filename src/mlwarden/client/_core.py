@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from ._tables import Entry, entry, label_entry, to_table
+from ._tables import Entry, entry, label_entry, score_columns, to_table
 
 __all__ = ["ARROW_STREAM", "Client", "ClientStats"]
 
@@ -161,6 +161,8 @@ class Client:
         version: str | None = None,
         timestamps: Any = None,
         predictions: Any = None,
+        probabilities: Any = None,
+        classes: Sequence[Any] | None = None,
     ) -> bool:
         """Buffer predictions of ``model``; False when they were dropped (buffer full).
 
@@ -170,6 +172,13 @@ class Client:
         ``data`` or ``predictions``; ``ids`` (one per row) let labels join later and
         are generated when not given; ``timestamps`` are unix seconds (default: now);
         ``version`` defaults to the daemon's production version.
+
+        A classifier's scores, for performance estimation: ``probabilities`` is a
+        binary model's P(positive class) per row (a 1-D array, list or Series), or a
+        multiclass model's probabilities: ``predict_proba``'s 2-D array with
+        ``classes`` (its columns' classes, e.g. the model's ``classes_``), a DataFrame
+        (columns: classes), a dict class -> values or a list of dicts. Or ``data``
+        carries them as columns ``probability`` / ``probabilities.<class>``.
         """
         ts = time.time() if timestamps is None else timestamps
         item = entry(
@@ -180,6 +189,8 @@ class Client:
             ts=ts,
             predictions=predictions,
             feature_names=self.feature_names,
+            probabilities=probabilities,
+            classes=classes,
         )
         return self._put(item)
 
@@ -385,10 +396,14 @@ def tls_context(
 
 
 def _groups(entries: list[Entry]) -> list[list[Entry]]:
-    """``entries`` by (model, kind), each group in call order."""
-    groups: dict[tuple[str, str], list[Entry]] = {}
+    """``entries`` by (model, kind, score columns), each group in call order.
+
+    Calls with other score columns (or none) go in other batches: the daemon refuses a
+    batch whose records carry scores in part.
+    """
+    groups: dict[tuple[str, str, tuple[str, ...]], list[Entry]] = {}
     for item in entries:
-        groups.setdefault((item.model, item.kind), []).append(item)
+        groups.setdefault((item.model, item.kind, score_columns(item)), []).append(item)
     return list(groups.values())
 
 

@@ -18,11 +18,21 @@ class Monitored:
 
     ``predict(data, *args, ids=None, **kwargs)`` calls the model and logs ``data`` with
     its predictions under ``model``; ``ids`` name the rows for labels sent later
-    (generated otherwise). A logging problem never fails the prediction: it is logged
-    and counted in ``log_errors``. Every other attribute is the wrapped model's.
+    (generated otherwise). With ``scores=True`` the model's ``predict_proba(data)``
+    (a scikit-learn classifier's) is logged too, its columns named by ``classes_``, for
+    performance estimation. A logging problem never fails the prediction: it is
+    logged and counted in ``log_errors``. Every other attribute is the wrapped model's.
     """
 
-    def __init__(self, model: Any, client: Client, name: str, *, version: str | None = None):
+    def __init__(
+        self,
+        model: Any,
+        client: Client,
+        name: str,
+        *,
+        version: str | None = None,
+        scores: bool = False,
+    ):
         self.wrapped = model
         self.client = client
         self.name = name
@@ -31,12 +41,27 @@ class Monitored:
         self._predict = getattr(model, "predict", model)
         if not callable(self._predict):
             raise TypeError(f"expected a model with predict() or a callable, got {model!r}")
+        self._proba = getattr(model, "predict_proba", None) if scores else None
+        if scores and (self._proba is None or not hasattr(model, "classes_")):
+            raise TypeError(
+                f"scores=True needs a classifier with predict_proba() and classes_, got {model!r}"
+            )
 
     def predict(self, data: Any, *args: Any, ids: Any = None, **kwargs: Any) -> Any:
         result = self._predict(data, *args, **kwargs)
         try:
+            probabilities = classes = None
+            if self._proba is not None:
+                probabilities = self._proba(data)
+                classes = [str(c) for c in self.wrapped.classes_]
             self.client.log_predictions(
-                self.name, data, ids=ids, version=self.version, predictions=_flat(result)
+                self.name,
+                data,
+                ids=ids,
+                version=self.version,
+                predictions=_flat(result),
+                probabilities=probabilities,
+                classes=classes,
             )
         except Exception as exc:  # monitoring never breaks serving
             self.log_errors += 1

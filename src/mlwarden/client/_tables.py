@@ -6,6 +6,12 @@ caller may reuse its objects), its row count and the time of the call. The sende
 thread turns a batch of calls into one Arrow table: consecutive calls of dicts are
 built together (one ``Table.from_pylist``), the others column by column, and the tables
 are concatenated with their types unified.
+
+A classifier's scores (``probabilities=``) are kept as the columns they become on the
+wire: ``probability`` (binary: P(positive class)) or one ``probabilities.<class>``
+column per class. Calls whose scores take other columns (or none) are sent in separate
+batches (``score_columns``), since the daemon refuses a batch where some records carry
+scores and others none.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Entry", "entry", "label_entry", "to_table"]
+__all__ = ["Entry", "entry", "label_entry", "score_columns", "to_table"]
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -32,6 +38,7 @@ class Entry:
     version: str | None
     ts: Any  # float (the call's time) or a sequence of times
     predictions: Any  # sequence, or None
+    scores: dict[str, Any] | None = None  # wire column -> values (probability[.class])
 
 
 def _row_count(data: Any) -> int:
@@ -90,6 +97,8 @@ def entry(
     ts: Any,
     predictions: Any,
     feature_names: Sequence[str] | None = None,
+    probabilities: Any = None,
+    classes: Sequence[Any] | None = None,
 ) -> Entry:
     """The buffer's record of one ``log_predictions`` call."""
     if isinstance(data, dict) and data and isinstance(next(iter(data.values())), _SCALARS):
@@ -112,7 +121,71 @@ def entry(
         version,
         ts if isinstance(ts, int | float) else _copy(ts),
         None if predictions is None else _copy(predictions),
+        None if probabilities is None else _scores(probabilities, classes, rows),
     )
+
+
+def _scores(probabilities: Any, classes: Sequence[Any] | None, rows: int) -> dict[str, Any]:
+    """The wire columns of a call's ``probabilities`` (see ``Client.log_predictions``)."""
+    import numpy as np  # imported already when a client is made
+
+    if isinstance(probabilities, int | float):
+        probabilities = [probabilities]
+    module = type(probabilities).__module__
+    if module.startswith("pandas") and hasattr(probabilities, "columns"):
+        classes = list(probabilities.columns) if classes is None else classes
+        probabilities = probabilities.to_numpy()
+    elif module.startswith("pandas"):  # a Series: P(positive class)
+        probabilities = probabilities.to_numpy()
+    if isinstance(probabilities, Mapping):
+        if probabilities and isinstance(next(iter(probabilities.values())), int | float):
+            probabilities = [probabilities]  # one record's class -> probability
+        else:
+            columns = {f"probabilities.{c}": _copy(v) for c, v in probabilities.items()}
+            return _checked(columns, rows)
+    if isinstance(probabilities, list) and probabilities and isinstance(probabilities[0], dict):
+        names = list(probabilities[0])
+        columns = {f"probabilities.{c}": [row.get(c) for row in probabilities] for c in names}
+        return _checked(columns, rows)
+    ndim = getattr(probabilities, "ndim", 1)
+    if ndim == 1 and classes is not None and rows == 1 and len(probabilities) == len(classes):
+        probabilities = np.asarray(probabilities, dtype=np.float64).reshape(1, -1)  # one row
+    elif ndim == 1:
+        return _checked({"probability": _copy(probabilities)}, rows)
+    elif ndim != 2:
+        raise ValueError(f"probabilities: expected 1 or 2 dimensions, got {ndim}")
+    if classes is None:
+        raise ValueError(
+            "probabilities: a 2-D array needs classes= (its columns' class names, e.g. "
+            "the model's classes_), or pass a DataFrame or a dict class -> probabilities"
+        )
+    if len(classes) != probabilities.shape[1]:
+        raise ValueError(
+            f"probabilities: {probabilities.shape[1]} columns for {len(classes)} classes"
+        )
+    return _checked(
+        {f"probabilities.{c}": probabilities[:, j].copy() for j, c in enumerate(classes)}, rows
+    )
+
+
+def _checked(columns: dict[str, Any], rows: int) -> dict[str, Any]:
+    for name, values in columns.items():
+        if len(values) != rows:
+            raise ValueError(f"probabilities: {len(values)} values of {name!r} for {rows} rows")
+    return columns
+
+
+def score_columns(item: Entry) -> tuple[str, ...]:
+    """The score columns of an entry's rows on the wire: those of ``probabilities=``
+    (first ``"given"``), or those already in its data."""
+    if item.scores is not None:
+        return ("given", *item.scores)
+    data = item.data
+    if isinstance(data, list):  # records carry "probability" or "probabilities": {...}
+        row = data[0] if data else {}
+        return tuple(n for n in ("probability", "probabilities") if n in row)  # O(1): per call
+    names = data if isinstance(data, dict) else getattr(data, "column_names", ())
+    return tuple(n for n in names if n == "probability" or n.startswith("probabilities"))
 
 
 def label_entry(model: str, ids: Any, labels: Any) -> Entry:
@@ -207,6 +280,10 @@ def _with_fields(table: Any, entries: Sequence[Entry], new_ids: Any) -> Any:
             else:
                 values.extend([None] * e.rows)
         columns["prediction"] = pa.array(values)
+    if entries[0].scores is not None:  # every entry has these columns (score_columns)
+        for name in entries[0].scores:
+            parts = [pa.array(e.scores[name], pa.float64()) for e in entries if e.scores]
+            columns[name] = pa.concat_arrays(parts) if len(parts) > 1 else parts[0]
     for name, column in columns.items():
         if name in table.column_names:
             table = table.drop_columns([name])

@@ -8,7 +8,9 @@ stored whole or not at all: a batch the daemon refuses (4xx) is reported with it
 range in the sorted file and the daemon's message, nothing of it is stored, and the
 other batches go on. A ``label`` column (or ``--label-column``) is sent afterwards to
 the labels endpoint. The daemon refuses times older than
-``monitoring.retention_days``: those rows are reported as refused ranges.
+``monitoring.retention_days``: those rows are reported as refused ranges. A
+classifier's scores are columns of the file, sent as they are: ``probability``
+(binary) or ``probabilities.<class>`` (docs/api.md); a bad score refuses its batch.
 """
 
 from __future__ import annotations

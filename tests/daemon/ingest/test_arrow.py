@@ -292,3 +292,135 @@ async def test_a_retried_batch_id_counts_once(daemon):
     assert await stored(warden) == 10
     resp = await post(client, body, headers={"Mlwarden-Batch-Id": ""})
     assert resp.status == 400
+
+
+# -- a classifier's scores -----------------------------------------------------------------
+
+
+def scored(n: int = 4, **columns) -> pa.Table:
+    """A valid batch of the classifier ``cls`` (x numeric, kind categorical); ``columns``
+    add or override (None removes)."""
+    data = {
+        "id": pa.array([f"s{i}" for i in range(n)]),
+        "x": pa.array(np.linspace(0.0, 1.0, n)),
+        "kind": pa.array(["a"] * n),
+        "prediction": pa.array(["up", "down"] * (n // 2)),
+    }
+    data.update({k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()})
+    return pa.table({k: v for k, v in data.items() if v is not None})
+
+
+PROBA = np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5], [1.0, 0.0]])
+
+
+def class_map(rows) -> pa.Array:
+    return pa.array(rows, pa.map_(pa.string(), pa.float64()))
+
+
+@pytest.mark.parametrize("encode,media_type", [(stream, ARROW_STREAM), (parquet, PARQUET)])
+async def test_scores_in_every_form_are_stored_as_from_json(daemon, encode, media_type):
+    warden, client = daemon
+    binary = scored(probability=PROBA[:, 1], ts=[NOW - 1800] * 4)
+    assert (await post_cls(client, encode(binary), media_type)).status == 201
+    found = await warden.ingest.scored_predictions("cls", NOW - 3600, NOW - 900)
+    assert found.classes == () and found.scores[:, 0].tolist() == PROBA[:, 1].tolist()
+    frame = scored().to_pandas()  # what a pandas user writes: one column per class
+    frame["probabilities.down"], frame["probabilities.up"] = PROBA[:, 0], PROBA[:, 1]
+    forms = [
+        pa.Table.from_pandas(frame, preserve_index=False),
+        # a DataFrame column of dicts (pyarrow makes it a struct), or a map column
+        scored(probabilities=[{"down": a, "up": b} for a, b in PROBA]),
+        scored(probabilities=class_map([[("up", b), ("down", a)] for a, b in PROBA])),
+    ]
+    for i, form in enumerate(forms):
+        form = form.set_column(0, "id", pa.array([f"f{i}-{j}" for j in range(4)]))
+        resp = await post_cls(client, encode(form), media_type)
+        assert resp.status == 201, await resp.text()
+    json_body = {"columns": {
+        "id": [f"j{j}" for j in range(4)], "features": {"x": [0.0] * 4, "kind": ["a"] * 4},
+        "prediction": ["up", "down"] * 2,
+        "probabilities": {"down": PROBA[:, 0].tolist(), "up": PROBA[:, 1].tolist()},
+    }}  # fmt: skip
+    resp = await client.post("/api/models/cls/predictions", json=json_body)
+    assert resp.status == 201, await resp.text()
+    found = await warden.ingest.scored_predictions("cls", NOW - 900, NOW + 3600)
+    assert found.unscored == 0 and set(found.classes) == {"down", "up"}
+    order = [found.classes.index(c) for c in ("down", "up")]
+    np.testing.assert_array_equal(found.scores[:, order], np.tile(PROBA, (4, 1)))
+
+
+async def post_cls(client, body: bytes, media_type: str = ARROW_STREAM):
+    return await client.post(
+        "/api/models/cls/predictions", data=body, headers={"Content-Type": media_type}
+    )
+
+
+P = [0.2, 0.6, 0.5, 1.0]
+
+BAD_SCORES = [
+    # wrong types
+    (lambda: scored(probability=["0.2"] * 4), "wrong_type", "column 'probability'"),
+    (lambda: scored(probability=[True] * 4), "wrong_type", "column 'probability'"),
+    (lambda: scored(**{"probabilities.up": ["x"] * 4, "probabilities.down": P}),
+     "wrong_type", "column 'probabilities.up'"),
+    (lambda: scored(probabilities=[{"up": "x", "down": 0.5}] * 4),
+     "wrong_type", "column 'probabilities.up'"),
+    (lambda: scored(probabilities=[0.5] * 4), "wrong_type", "column 'probabilities'"),
+    (lambda: scored(probabilities=pa.array([[(1.5, 0.5)]] * 4, pa.map_(pa.float64(),
+                                                                       pa.float64()))),
+     "wrong_type", "map's keys"),
+    # out of range, NaN, infinity, sums
+    (lambda: scored(probability=[0.2, -0.1, 0.5, 1.0]), "out_of_range", "record 1 (id 's1')"),
+    (lambda: scored(probability=[0.2, 0.6, 1.5, 1.0]), "out_of_range", "record 2 (id 's2')"),
+    (lambda: scored(probability=[0.2, np.nan, 0.5, 1.0]), "out_of_range", "got nan"),
+    (lambda: scored(probability=[0.2, 0.6, np.inf, 1.0]), "out_of_range", "record 2"),
+    (lambda: scored(**{"probabilities.up": P, "probabilities.down": [0.8, 0.4, 0.6, 0.0]}),
+     "out_of_range", "record 2 (id 's2'), column 'probabilities.*': the probabilities must sum"),
+    (lambda: scored(**{"probabilities.up": [0.2, 0.6, 0.5, np.nan], "probabilities.down": P}),
+     "out_of_range", "record 3 (id 's3'), column 'probabilities.up'"),
+    (lambda: scored(probabilities=[{"up": p, "down": 1 - p + (i == 1) * 1e-5}
+                                   for i, p in enumerate(P)]),
+     "out_of_range", "record 1 (id 's1'), column 'probabilities': the probabilities must sum"),
+    # a record without scores, or without one of the batch's classes
+    (lambda: scored(probability=[0.2, None, 0.5, 1.0]), "missing_field", "record 1"),
+    (lambda: scored(probabilities=[{"up": 0.5, "down": 0.5}, None, None, None]),
+     "missing_field", "record 1 (id 's1'), column 'probabilities': missing"),
+    (lambda: scored(**{"probabilities.up": [0.2, None, 0.5, 1.0], "probabilities.down": P}),
+     "wrong_type", "record 1 (id 's1'), column 'probabilities.up'"),
+    (lambda: scored(probabilities=[{"up": 0.5, "down": 0.5}] * 3 + [{"up": 1.0}]),
+     "wrong_type", "record 3 (id 's3'), column 'probabilities.down'"),
+    # a map: unknown class, missing class, a class twice
+    (lambda: scored(probabilities=class_map([[("up", 0.5), ("down", 0.5)]] * 3
+                                            + [[("up", 0.5), ("flat", 0.5)]])),
+     "wrong_type", "record 3 (id 's3'), column 'probabilities.flat': unknown class"),
+    (lambda: scored(probabilities=class_map([[("up", 0.5), ("down", 0.5)], [("up", 1.0)]] * 2)),
+     "wrong_type", "record 1 (id 's1'), column 'probabilities'"),
+    (lambda: scored(probabilities=class_map([[("up", 0.5), ("down", 0.5)]] * 3
+                                            + [[("up", 0.5), ("up", 0.5)]])),
+     "wrong_type", "record 3 (id 's3'), column 'probabilities.down': missing class"),
+    # the form of the batch
+    (lambda: scored(probability=P, **{"probabilities.up": P, "probabilities.down": P}),
+     "malformed", "not several"),
+    (lambda: scored(**{"probabilities.up": [1.0] * 4}), "malformed", "at least 2 classes"),
+    (lambda: scored(**{"probabilities.": P}), "malformed", "a class name"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("encode,media_type", [(stream, ARROW_STREAM), (parquet, PARQUET)])
+async def test_bad_scores_are_refused_naming_column_and_row(daemon, encode, media_type):
+    warden, client = daemon
+    for make, reason, where in BAD_SCORES:
+        before = rejected(warden, reason, "cls")
+        resp = await post_cls(client, encode(make()), media_type)
+        body = await resp.json()
+        assert resp.status == 400, (reason, where, body)
+        assert body["error"]["code"] == reason, (where, body)
+        assert where in body["error"]["message"], (where, body)
+        assert await stored(warden, "cls") == 0, where
+        assert rejected(warden, reason, "cls") == before + 1
+    # A regression model takes no scores.
+    resp = await post(client, encode(table(probability=[0.5] * 5)), media_type)
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "unknown_field", body
+    assert "only a classification model" in body["error"]["message"]
+    assert await stored(warden) == 0

@@ -260,3 +260,117 @@ async def test_dle_estimates_the_mae_of_a_regressor_from_the_window_sample(make_
     kinds = [(e.kind, e.model) for e in log.events if e.kind.startswith("performance_estimate")]
     assert kinds == [("performance_estimate_degraded", "harmful")]
     assert warden.estimation.status("harmless") == "ready"
+
+
+def multiclass_frame(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
+    """Three classes, softmax scores of a linear model; ``shift`` moves x0."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    x[:, 0] += shift
+    logits = np.column_stack([-2 * x[:, 0], np.zeros(n), 2 * x[:, 0] + x[:, 1]])
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    truth = np.array([rng.choice(3, p=p) for p in proba])
+    data = pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1]})
+    for j, c in enumerate(("down", "flat", "up")):
+        data[f"probabilities.{c}"] = proba[:, j]
+    data["prediction"] = np.array(["down", "flat", "up"])[proba.argmax(axis=1)]
+    data["label"] = np.array(["down", "flat", "up"])[truth]
+    return data
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass"])
+async def test_scores_sent_as_json_or_arrow_give_the_same_estimate(
+    make_warden, make_client, tmp_path, kind
+):
+    import pyarrow as pa
+
+    from mlwarden.daemon.ingest.arrow import ARROW_STREAM
+
+    if kind == "binary":
+        reference, window = frame(10000, seed=1), frame(1000, seed=10, shift="harmful")
+    else:
+        reference, window = multiclass_frame(10000, seed=1), multiclass_frame(1000, 10, 0.5)
+    path = tmp_path / "reference.parquet"
+    reference.to_parquet(path)
+    model = f'reference = "{path}"\ntask = "classification"\nfeatures = ["x0", "x1"]\n'
+    model += 'positive_label = "1"\n' if kind == "binary" else ""
+    warden = await make_warden(
+        "[monitoring]\ninterval_seconds = 3600\nmin_window_rows = 200\n"
+        f'[[models]]\nname = "json"\n{model}[[models]]\nname = "arrow"\n{model}'
+    )
+    client = await make_client(warden)
+    ids = [f"w{i}" for i in range(len(window))]
+    columns = {
+        "id": ids,
+        "features": {"x0": window["x0"].tolist(), "x1": window["x1"].tolist()},
+        "prediction": window["prediction"].tolist(),
+    }
+    scores = [c for c in window.columns if c.startswith("probabilit")]
+    if kind == "binary":
+        columns["probability"] = window["probability"].tolist()
+    else:
+        columns["probabilities"] = {c.split(".")[1]: window[c].tolist() for c in scores}
+    table = pa.Table.from_pandas(
+        window[["x0", "x1", "prediction", *scores]].assign(id=ids), preserve_index=False
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    for name in ("json", "arrow"):
+        await warden.ingest.model_state(name).ready.wait()
+    response = await client.post("/api/models/json/predictions", json={"columns": columns})
+    assert response.status == 201, await response.text()
+    response = await client.post(
+        "/api/models/arrow/predictions",
+        data=sink.getvalue().to_pybytes(),
+        headers={"Content-Type": ARROW_STREAM},
+    )
+    assert response.status == 201, await response.text()
+    estimates = {}
+    for name in ("json", "arrow"):
+        response = await client.post(f"/api/models/{name}/performance-estimate")
+        assert response.status == 200, await response.text()
+        estimates[name] = (await response.json())["metrics"]
+    assert estimates["json"] == estimates["arrow"]
+    assert estimates["json"]["accuracy"]["value"] > 0.4
+
+
+@pytest.mark.parametrize(
+    ("column", "row", "value", "message"),
+    [
+        ("probability", 7, 1.5, r"row 7 \(0-based, first data row 0\), column 'probability'"),
+        ("probability", 3, np.nan, r"row 3 .*column 'probability'.*got nan"),
+        ("probabilities.up", 5, 0.9, r"row 5 .*column 'probabilities.\*'.*sum to 1"),
+        ("probabilities.up", 2, "high", r"column 'probabilities.up': expected probabilities"),
+    ],
+)
+async def test_the_references_scores_are_validated(
+    make_warden, make_client, tmp_path, column, row, value, message
+):
+    """Bad scores in the reference: a clear 409 naming the row and column; drift goes on."""
+    import re
+
+    data = frame(400, seed=1)
+    if column.startswith("probabilities."):
+        data["probabilities.up"] = data.pop("probability")
+        data["probabilities.down"] = 1 - data["probabilities.up"]
+        data["prediction"] = np.where(data["prediction"] == "1", "up", "down")
+        data["label"] = np.where(data["label"] == "1", "up", "down")
+    data[column] = data[column].astype(object if isinstance(value, str) else float)
+    data.loc[row, column] = value
+    path = tmp_path / "reference.csv"
+    data.to_csv(path, index=False)
+    warden = await make_warden(
+        "[monitoring]\ninterval_seconds = 3600\nmin_window_rows = 50\n"
+        f'[[models]]\nname = "m"\nreference = "{path}"\ntask = "classification"\n'
+        'features = ["x0", "x1"]\npositive_label = "1"\n'
+    )
+    client = await make_client(warden)
+    await warden.ingest.model_state("m").ready.wait()
+    window = frame(100, seed=2)
+    await warden.ingest.record_predictions("m", body(window, "w"))
+    assert (await warden.check_drift("m"))["status"] == "ok"
+    response = await client.post("/api/models/m/performance-estimate")
+    assert response.status == 409
+    error = (await response.json())["error"]["message"]
+    assert re.search(message, error), error

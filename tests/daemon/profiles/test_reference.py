@@ -49,6 +49,22 @@ def test_schema_inference_and_quantile_edges():
     assert reference.profile.hist[0, 0] == reference.profile.hist[0, -1] == 0
 
 
+def test_a_classifiers_scores_are_not_inferred_as_features():
+    frame = reference_frame().drop(columns=["count", "flag", "city"])
+    frame["prediction"] = np.where(frame["x"] > 0, "up", "down")
+    frame["probabilities.up"] = 1 / (1 + np.exp(-frame["x"]))
+    frame["probabilities.down"] = 1 - frame["probabilities.up"]
+    frame["probability"] = frame["probabilities.up"]
+    model = ModelConfig(name="m", task="classification")
+    layout = build_reference(frame, model, MonitoringConfig(), "fp").layout
+    assert layout.features == ("x",)
+    # A regression model has no scores: its columns of these names are features.
+    model = ModelConfig(name="m")
+    frame["prediction"] = frame["x"]
+    layout = build_reference(frame, model, MonitoringConfig(), "fp").layout
+    assert layout.features == ("x", "probabilities.up", "probabilities.down", "probability")
+
+
 def test_missing_feature_column_is_a_config_error():
     model = ModelConfig(name="m", features=("x", "nope"))
     with pytest.raises(ConfigError, match="'nope'"):

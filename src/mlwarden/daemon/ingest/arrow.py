@@ -26,6 +26,8 @@ import pyarrow.compute as pc
 
 from ..profiles.columns import Columns
 from ..profiles.layout import NULL, UNSEEN, Layout
+from .arrow_columns import first_row, float_column, row_error
+from .arrow_scores import SCORE_ROLES, score_roles, table_scores
 from .batches import LabelBatch, PredictionBatch, check_size
 from .validate import MAX_FUTURE_SECONDS, BatchRejected, iso
 
@@ -143,12 +145,16 @@ def check_schema(schema: pa.Schema, layout: Layout | None, task: str) -> dict[st
         for name in features:
             if name in names:
                 roles[name] = "category" if name in categorical else "number"
+    # A classifier's scores (arrow_scores.py); a feature of the same name stays a feature.
+    roles.update(score_roles(schema, skip=roles))
+    if layout is not None:
         unknown = [n for n in names if n not in roles]
         if unknown:
             raise BatchRejected(
                 "unknown_feature",
                 f"column {unknown[0]!r}: unknown column (the model's features: "
-                f"{', '.join(sorted(features))}; fields: {', '.join(_FIELDS)})",
+                f"{', '.join(sorted(features))}; fields: {', '.join(_FIELDS)}; scores: "
+                "probability, probabilities.<class>)",
             )
         missing = [n for n in features if n not in names]
         if missing:
@@ -156,6 +162,8 @@ def check_schema(schema: pa.Schema, layout: Layout | None, task: str) -> dict[st
     if "id" not in names:
         raise BatchRejected("missing_field", "column 'id': missing (every prediction has an id)")
     for name, role in roles.items():
+        if role in SCORE_ROLES:  # typed by score_roles
+            continue
         kind = _kind(schema.field(name).type)
         if kind not in _ACCEPTS[role]:
             raise BatchRejected(
@@ -168,24 +176,11 @@ def check_schema(schema: pa.Schema, layout: Layout | None, task: str) -> dict[st
 # -- values -------------------------------------------------------------------------------
 
 
-def _row_error(
-    reason: str, ids: pa.ChunkedArray, row: int, column: str, expected: str
-) -> BatchRejected:
-    rid = ids[row].as_py() if row < len(ids) else None
-    return BatchRejected(reason, f"record {row} (id {rid!r}), column {column!r}: {expected}")
-
-
-def _first(mask: np.ndarray | pa.ChunkedArray | pa.Array) -> int:
-    if not isinstance(mask, np.ndarray):
-        mask = mask.to_numpy(zero_copy_only=False)
-    return int(np.flatnonzero(mask)[0])
-
-
 def _ids(table: pa.Table) -> np.ndarray:
     column = table.column("id")
     if column.null_count:
-        raise _row_error(
-            "wrong_type", column, _first(column.is_null()), "id", "expected an id, got null"
+        raise row_error(
+            "wrong_type", column, first_row(column.is_null()), "id", "expected an id, got null"
         )
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
@@ -193,12 +188,12 @@ def _ids(table: pa.Table) -> np.ndarray:
         column = column.cast(pa.string())
     empty = pc.equal(pc.utf8_length(column), 0)
     if pc.any(empty).as_py():
-        raise _row_error("wrong_type", column, _first(empty), "id", "expected a non-empty id")
+        raise row_error("wrong_type", column, first_row(empty), "id", "expected a non-empty id")
     if pc.count_distinct(column).as_py() != len(column):
         counts = pc.value_counts(column)
         twice = counts.field("values").filter(pc.greater(counts.field("counts"), 1))[0]
         rows = np.flatnonzero(pc.equal(column, twice).to_numpy(zero_copy_only=False))
-        raise _row_error(
+        raise row_error(
             "duplicate_id",
             column,
             int(rows[1]),
@@ -206,15 +201,6 @@ def _ids(table: pa.Table) -> np.ndarray:
             f"duplicate id within the batch (also record {int(rows[0])})",
         )
     return column.to_numpy(zero_copy_only=False).astype(object, copy=False)
-
-
-def _numbers(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray | None]:
-    """A numeric column as float64 (null as NaN) and its null mask (None without nulls)."""
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
-    values = column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64), nulls
 
 
 def _strings(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -246,22 +232,20 @@ def _times(
         unit = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}[column.type.unit]
         ts = column.cast(pa.int64()).cast(pa.float64()).to_numpy(zero_copy_only=False) / unit
     else:
-        ts, _ = _numbers(column)
+        ts, _ = float_column(column)
     if column.null_count:  # a null time means now, as in the JSON forms
         ts[column.is_null().to_numpy(zero_copy_only=False)] = now
     bad = np.flatnonzero(~np.isfinite(ts))
     if len(bad):
-        raise _row_error("bad_timestamp", ids, bad[0], "ts", "expected a finite unix time")
+        raise row_error("bad_timestamp", ids, bad[0], "ts", "expected a finite unix time")
     late = np.flatnonzero(ts < oldest)
     if len(late):
-        raise _row_error(
+        raise row_error(
             "bad_timestamp", ids, late[0], "ts", f"older than the retention ({iso(oldest)})"
         )
     future = np.flatnonzero(ts > now + MAX_FUTURE_SECONDS)
     if len(future):
-        raise _row_error(
-            "bad_timestamp", ids, future[0], "ts", f"in the future (now is {iso(now)})"
-        )
+        raise row_error("bad_timestamp", ids, future[0], "ts", f"in the future (now is {iso(now)})")
     return ts
 
 
@@ -294,19 +278,21 @@ def table_predictions(
         error = np.zeros(n, dtype=bool)
     latency = np.full(n, np.nan)
     if "latency_ms" in names:
-        latency = _numbers(table.column("latency_ms"))[0] / 1000.0
+        latency = float_column(table.column("latency_ms"))[0] / 1000.0
         bad = np.flatnonzero(latency < 0)
         if len(bad):
-            raise _row_error("wrong_type", ids, bad[0], "latency_ms", "expected a number >= 0")
+            raise row_error("wrong_type", ids, bad[0], "latency_ms", "expected a number >= 0")
     prediction, missing = _prediction(table, n, roles, error, task)
     if len(missing):
-        raise _row_error(
+        raise row_error(
             "missing_field", ids, missing[0], "prediction", "required unless error is true"
         )
     columns = None
     if layout is not None:
         columns = _feature_columns(table, layout, n)
-    return PredictionBatch(id_array, ts, version_array, prediction, latency, error, columns)
+    scored = {name: role for name, role in roles.items() if role in SCORE_ROLES}
+    scores = table_scores(table, scored, ids, task, row_error)
+    return PredictionBatch(id_array, ts, version_array, prediction, latency, error, columns, scores)
 
 
 def _prediction(
@@ -324,7 +310,7 @@ def _prediction(
         nulls = strings.is_null().to_numpy(zero_copy_only=False)
         values = strings.to_numpy(zero_copy_only=False).astype(object, copy=False)
     else:
-        values, null_mask = _numbers(column)
+        values, null_mask = float_column(column)
         nulls = null_mask if null_mask is not None else np.zeros(n, dtype=bool)
     return values, np.flatnonzero(nulls & ~error)
 
@@ -339,7 +325,7 @@ def _feature_columns(table: pa.Table, layout: Layout, n: int) -> Columns:
             nulls = np.zeros(numeric.shape, dtype=bool) if nulls is None else nulls
             nulls[:, j] = True
             continue
-        values, null_mask = _numbers(table.column(source))
+        values, null_mask = float_column(table.column(source))
         numeric[:, j] = values
         if null_mask is not None:
             nulls = np.zeros(numeric.shape, dtype=bool) if nulls is None else nulls
@@ -378,14 +364,14 @@ def table_labels(table: pa.Table, *, task: str, max_batch: int) -> LabelBatch:
     ids = table.column("id")
     column = table.column("label")
     if column.null_count:
-        raise _row_error(
-            "wrong_type", ids, _first(column.is_null()), "label", "expected a label, got null"
+        raise row_error(
+            "wrong_type", ids, first_row(column.is_null()), "label", "expected a label, got null"
         )
     if task == "classification":
         labels = _strings(column).to_numpy(zero_copy_only=False).astype(object, copy=False)
     else:
-        labels = _numbers(column)[0]
+        labels = float_column(column)[0]
         bad = np.flatnonzero(~np.isfinite(labels))
         if len(bad):
-            raise _row_error("wrong_type", ids, bad[0], "label", "expected a finite number")
+            raise row_error("wrong_type", ids, bad[0], "label", "expected a finite number")
     return LabelBatch(id_array, labels)

@@ -11,10 +11,11 @@ fields, or a columnar body's arrays) and gives a :class:`Scores`, or raises
 - only classification models take them; a batch carries one of the two fields in every
   record or in none (a record without scores in a batch that has them is refused).
 
-An ingest path that decodes another body format (Arrow IPC) hands its columns to
-``parse_scores`` the same way: a list (or float64 array) of ``probability`` values, or
-a list of ``probabilities`` objects (or a ``{class: array}`` mapping of a columnar
-body).
+The Arrow and Parquet bodies (daemon/ingest/arrow_scores.py) gather their score columns
+into float64 arrays with pyarrow and check them with the same two functions,
+``check_probability`` and ``check_matrix`` (daemon/profiles/probabilities.py: range,
+NaN, sums), which take the function that names a bad value's place (``field`` in a
+JSON record, ``column`` in a table).
 """
 
 from __future__ import annotations
@@ -25,12 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from ..profiles.probabilities import SUM_TOLERANCE, check_matrix, check_probability
 from .validate import BatchRejected, record_error
 
 __all__ = ["SUM_TOLERANCE", "Scores", "parse_scores"]
-
-#: How far a row of ``probabilities`` may sum from 1.
-SUM_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -123,13 +122,7 @@ def _binary(values: Sequence[object] | np.ndarray, ids: Sequence[object], n: int
                 raise _missing(ids, i, "probability")
             raise record_error("wrong_type", ids, i, "probability", "expected a number in [0, 1]")
         out = np.asarray(values, dtype=np.float64)
-    bad = np.flatnonzero(~((out >= 0.0) & (out <= 1.0)))
-    if len(bad):
-        raise record_error(
-            "out_of_range", ids, bad[0], "probability",
-            f"expected a number in [0, 1], got {float(out[bad[0]])!r}",
-        )  # fmt: skip
-    return out
+    return check_probability(out, ids, "probability", record_error)
 
 
 def _records_classes(values: Sequence[object], ids: Sequence[object], n: int) -> Scores:
@@ -168,7 +161,7 @@ def _records_classes(values: Sequence[object], ids: Sequence[object], n: int) ->
                     "wrong_type", ids, i, f"probabilities.{c}", "expected a number in [0, 1]"
                 )
             matrix[i, j] = v
-    return _check_matrix(matrix, classes, ids)
+    return Scores(check_matrix(matrix, classes, ids, record_error), classes)
 
 
 def _columnar_classes(
@@ -194,24 +187,4 @@ def _columnar_classes(
                 "wrong_type", ids, i, f"probabilities.{c}", "expected a number in [0, 1]"
             )
         matrix[:, j] = np.asarray(values, dtype=np.float64)
-    return _check_matrix(matrix, classes, ids)
-
-
-def _check_matrix(matrix: np.ndarray, classes: tuple[str, ...], ids: Sequence[object]) -> Scores:
-    bad = np.argwhere(~((matrix >= 0.0) & (matrix <= 1.0)))
-    if len(bad):
-        i, j = bad[0]
-        raise record_error(
-            "out_of_range", ids, i, f"probabilities.{classes[j]}",
-            f"expected a number in [0, 1], got {float(matrix[i, j])!r}",
-        )  # fmt: skip
-    total = matrix.sum(axis=1)
-    off = np.flatnonzero(np.abs(total - 1.0) > SUM_TOLERANCE)
-    if len(off):
-        i = off[0]
-        raise record_error(
-            "out_of_range", ids, i, "probabilities",
-            f"the probabilities must sum to 1 (within {SUM_TOLERANCE:g}), "
-            f"got {float(total[i]):.9g}",
-        )  # fmt: skip
-    return Scores(matrix, classes)
+    return Scores(check_matrix(matrix, classes, ids, record_error), classes)

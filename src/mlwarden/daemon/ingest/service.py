@@ -343,13 +343,18 @@ def _scored(
         if not keep.any():
             continue
         found = Scores.from_json(columns)
-        # A model's classes are the first scored batch's; a batch with others is skipped.
-        if found is None or (classes is not None and found.classes != classes):
+        # A model's classes are the first scored batch's; a batch with others is skipped,
+        # one with the same classes in another order is read in the first one's.
+        if found is None or (classes is not None and set(found.classes) != set(classes)):
             unscored += int(keep.sum())
             continue
-        classes = found.classes
+        values = found.values[keep]
+        if classes is None:
+            classes = found.classes
+        elif found.classes != classes:
+            values = values[:, [found.classes.index(c) for c in classes]]
         predictions.append(np.asarray(columns["prediction"], dtype=object)[keep])
-        scores.append(found.values[keep])
+        scores.append(values)
     if not predictions:
         return ScoredPredictions(np.zeros(0, dtype=object), None, (), unscored)
     return ScoredPredictions(

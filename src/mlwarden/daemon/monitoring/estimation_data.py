@@ -19,6 +19,8 @@ label column, the probability columns, the scores on the wire).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ...stats.estimation import classification_scores, regression_scores
@@ -27,6 +29,7 @@ from ...types import EstimationData, Outcomes
 from ..core.config import ModelConfig
 from ..ingest.interfaces import ScoredPredictions
 from ..profiles.layout import Layout
+from ..profiles.probabilities import PlaceError, check_matrix, check_probability
 from ..profiles.profile import Profile
 from ..profiles.reference import load_frame
 
@@ -64,7 +67,9 @@ def reference_data(mc: ModelConfig, layout: Layout, tracking_uri: str) -> Estima
             f"{where} needs the model's predictions: the reference has no column "
             f"{mc.prediction_column!r} (models.prediction_column)"
         )
-    frame = frame[frame[mc.label_column].notna()]
+    labelled = frame[mc.label_column].notna().to_numpy()
+    rows = np.flatnonzero(labelled)  # each kept row's place in the file, for the messages
+    frame = frame[labelled]
     names = estimation_features(layout)
     features = np.column_stack(
         [frame[n].to_numpy(dtype=np.float64, na_value=np.nan) for n in names]
@@ -83,10 +88,12 @@ def reference_data(mc: ModelConfig, layout: Layout, tracking_uri: str) -> Estima
     multi = [c for c in frame.columns if isinstance(c, str) and c.startswith(prefix)]
     if multi:
         classes = tuple(c[len(prefix) :] for c in multi)
-        scores = np.column_stack([frame[c].to_numpy(dtype=np.float64) for c in multi])
+        scores = np.column_stack([_scores_column(frame, c, mc) for c in multi])
+        check_matrix(scores, classes, rows, _reference_error(mc), f"{prefix}*", prefix)
     elif mc.probability_column in frame.columns:
         classes = binary_classes(mc, set(labels.tolist()) | set(prediction.tolist()))
-        positive = frame[mc.probability_column].to_numpy(dtype=np.float64)
+        positive = _scores_column(frame, mc.probability_column, mc)
+        check_probability(positive, rows, mc.probability_column, _reference_error(mc))
         scores = np.c_[1.0 - positive, positive]
     else:
         raise EstimationUnavailable(
@@ -103,6 +110,31 @@ def reference_data(mc: ModelConfig, layout: Layout, tracking_uri: str) -> Estima
         classes=classes,
         labels=labels,
     )
+
+
+def _scores_column(frame: Any, name: str, mc: ModelConfig) -> np.ndarray:
+    """A score column of the reference as float64; EstimationUnavailable if not numbers."""
+    import pandas as pd
+
+    column = frame[name]
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        raise EstimationUnavailable(
+            f"model {mc.name!r}: the reference's column {name!r}: expected probabilities "
+            f"(numbers in [0, 1]), got {column.dtype}"
+        )
+    return column.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _reference_error(mc: ModelConfig) -> PlaceError:
+    """The error naming a bad score of the reference: its row in the file and its column."""
+
+    def error(reason: str, rows: Any, i: int, column: str, expected: str) -> Exception:
+        return EstimationUnavailable(
+            f"model {mc.name!r}: the reference {mc.reference!r}, row {int(rows[i])} "
+            f"(0-based, first data row 0), column {column!r}: {expected}"
+        )
+
+    return error
 
 
 def binary_classes(mc: ModelConfig, seen: set[str]) -> tuple[str, str]:

@@ -181,6 +181,7 @@ def params_fingerprint(model: ModelConfig, monitoring: MonitoringConfig) -> str:
         "task": model.task,
         "prediction": model.prediction_column,
         "label": model.label_column,
+        "scores": [model.probability_column, model.probabilities_prefix],
         "bins": monitoring.histogram_bins,
         "top_k": monitoring.top_k_categories,
         "sample": monitoring.reference_sample_size,
@@ -251,6 +252,10 @@ def build_reference(
 
     where = f"models[{model.name}].reference"
     special = {model.prediction_column, model.label_column}
+    if model.task == "classification":  # a classifier's scores are not features (api.md)
+        special |= {model.probability_column} | {
+            c for c in frame.columns if str(c).startswith(model.probabilities_prefix)
+        }
     features = list(model.features) or [c for c in frame.columns if c not in special]
     missing = [f for f in features if f not in frame.columns]
     if missing:
