@@ -30,6 +30,7 @@ is the allocators' doing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -381,7 +382,8 @@ async def export_chunks(
     finally:
         # Also when the client went away mid-file: the thread gives the freed memory
         # back after its last piece and ends; the event loop does not wait for it.
-        thread.submit(release_memory)
+        with contextlib.suppress(RuntimeError):  # the interpreter is shutting down
+            thread.submit(release_memory)
         thread.shutdown(wait=False)
 
 
