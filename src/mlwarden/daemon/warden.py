@@ -326,17 +326,25 @@ class Warden(Context):
         return await self.registry.register(model, **registration)
 
     async def promote(
-        self, model: str, version: str, *, strategy: str | None = None, actor: str = "api"
+        self,
+        model: str,
+        version: str,
+        *,
+        strategy: str | None = None,
+        actor: str = "api",
+        reason: str = "",
     ) -> Rollout | DirectPromotion:
         """Put ``version`` of ``model`` in production: through a rollout when a strategy
         applies (asked for, or the model's), else directly."""
-        return await self.rollouts.promote(model, version, strategy=strategy, actor=actor)
+        return await self.rollouts.promote(
+            model, version, strategy=strategy, actor=actor, reason=reason
+        )
 
     async def rollback(
-        self, model: str, version: str | None = None, *, actor: str = "api"
+        self, model: str, version: str | None = None, *, actor: str = "api", reason: str = ""
     ) -> Rollout | DirectRollback:
         """Restore the previous production version of ``model`` (or ``version``)."""
-        return await self.rollouts.rollback(model, version=version, actor=actor)
+        return await self.rollouts.rollback(model, version=version, actor=actor, reason=reason)
 
     async def compare_models(self, a: str, b: str, *, hours: float | None = None) -> dict[str, Any]:
         """Compare ``NAME@VERSION`` ``a`` and ``b``: metrics, params, performance, drift."""

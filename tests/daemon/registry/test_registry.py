@@ -257,7 +257,7 @@ async def test_bad_requests_on_lifecycle_routes(lab):
             "/api/models/btc/promote",
             {"version": "1.0.0", "speed": 1},
             400,
-            "unknown field 'speed' (expected: version, strategy)",
+            "unknown field 'speed' (expected: version, strategy, reason)",
         ),
         ("/api/models/btc/rollback", {}, 409, "no previous production version"),
         ("/api/models/nope/versions", {"model_uri": "bad"}, 400, "model_uri: expected"),

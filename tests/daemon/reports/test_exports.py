@@ -167,22 +167,20 @@ def _fill_audit(database: Path, n: int) -> None:
 
 
 def test_a_million_rows_stream_flat_and_the_loop_stays_free(daemon_factory):
-    """A real daemon exports 1M audit rows as CSV and as Parquet: its RSS grows by less
-    than 50 MB meanwhile (sampled every 20 ms, after a first export of the same
-    format), and /healthz, probed from another
-    thread every 50 ms, answers in under 50 ms (99% of probes; the slowest is printed)."""
+    """A real daemon exports 1M audit rows as CSV and then as Parquet, each the first
+    export of its format in the process: its RSS grows by less than 50 MB meanwhile
+    (sampled every 20 ms from the daemon's idle RSS), and /healthz, probed from another
+    thread every 50 ms, answers in under 50 ms (99% of probes; the slowest is printed).
+
+    Measured on the 2-core test machine: CSV +1-4 MB, Parquet +21-25 MB at the peak
+    (first export included: the writer's fixed cost is paid at start, and mimalloc's
+    purge delay holds some 15 MB of it; reports/exports.py). The 50 MB bound leaves
+    twice that for a shared machine; before the export used its own pool the first
+    Parquet export peaked at +40-68 MB and kept 29 MB."""
     daemon = daemon_factory().start()
     _fill_audit(daemon.base_path / "mlwarden.db", 1_000_000)
     pid = daemon.proc.pid
     for fmt in ("csv", "parquet"):
-        # The first export of a format loads its machinery once: for CSV nothing to speak
-        # of, for Parquet Arrow's writer and allocator, some 60-70 MB that are kept (not
-        # proportional to the rows: measured in isolation, they appear at the first row
-        # group). So the Parquet bound is held from the second export on.
-        warm = "2000000" if fmt == "parquet" else "21000"
-        with urllib.request.urlopen(f"{daemon.url}/api/exports/audit?format={fmt}&to={warm}") as r:
-            while r.read(1 << 16):
-                pass
         base = _rss(pid)
         peak = [base]
         probes: list[float] = []
@@ -217,8 +215,15 @@ def test_a_million_rows_stream_flat_and_the_loop_stays_free(daemon_factory):
                 thread.join()
         growth = (peak[0] - base) / 2**20
         slowest = max(probes) * 1000
-        print(f"{fmt}: {size / 2**20:.0f} MB exported, daemon RSS +{growth:.1f} MB, "
-              f"/healthz max {slowest:.1f} ms over {len(probes)} probes")  # fmt: skip
+        # What stays once the export has given its memory back (in its thread, after
+        # the last piece): a few MB, where the first Parquet export used to keep 29.
+        deadline = time.monotonic() + 5
+        while (kept := (_rss(pid) - base) / 2**20) >= 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"{fmt}: {size / 2**20:.0f} MB exported, daemon RSS +{growth:.1f} MB at the "
+              f"peak, +{kept:.1f} MB after, /healthz max {slowest:.1f} ms over "
+              f"{len(probes)} probes")  # fmt: skip
+        assert kept < 10, f"{fmt}: the export kept {kept:.1f} MB"
         assert size > (100 if fmt == "csv" else 10) * 2**20
         assert growth < 50, f"{fmt}: RSS grew {growth:.1f} MB"
         assert len(probes) >= 10

@@ -120,5 +120,6 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
             action=f"{request.method} {resource.canonical if resource else request.path}",
             target=target,
             outcome=outcome,
-            detail={"remote": request.remote or ""},
+            # The role the caller held then: the compliance report names it.
+            detail={"remote": request.remote or "", "role": who.role if who else ""},
         )

@@ -56,11 +56,15 @@ class StatusBody(Body):
 class PromoteBody(Body):
     version: str
     strategy: str | None = None
+    #: Why, for the status history, the rollout and the compliance report.
+    reason: str = ""
 
 
 class RollbackBody(Body):
     #: The version to restore (default: the previous production version).
     version: str | None = None
+    #: Why, for the status history, the rollout and the compliance report.
+    reason: str = ""
 
 
 class CleanupBody(Body):
@@ -154,7 +158,11 @@ async def evaluate_gates(request: web.Request) -> web.Response:
 async def promote_version(request: web.Request) -> web.Response:
     body = body_of(request, PromoteBody)
     result = await request.app[WARDEN].promote(
-        request.match_info["name"], body.version, strategy=body.strategy, actor=actor(request)
+        request.match_info["name"],
+        body.version,
+        strategy=body.strategy,
+        actor=actor(request),
+        reason=body.reason,
     )
     return json_response(result)
 
@@ -162,7 +170,7 @@ async def promote_version(request: web.Request) -> web.Response:
 async def rollback_version(request: web.Request) -> web.Response:
     body = body_of(request, RollbackBody)
     result = await request.app[WARDEN].rollback(
-        request.match_info["name"], body.version, actor=actor(request)
+        request.match_info["name"], body.version, actor=actor(request), reason=body.reason
     )
     return json_response(result)
 

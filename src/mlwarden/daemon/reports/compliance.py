@@ -2,15 +2,23 @@
 
 For every model asked (default: every configured or registered one) over a period:
 the inventory of versions with status and lineage, each version's gate run, each
-status transition, rollout and traffic change with its actor and reason, the drift and
-performance incidents (alerts) and what followed them (training jobs, rollbacks), the
-notifications sent, who holds which role, the audit entries of the period and the
+promotion and rollback (direct, or the start and end of a rollout), status transition,
+rollout and traffic change with its actor, the actor's role and the reason, the drift
+and performance incidents (alerts) and what followed them (training jobs, rollbacks),
+the notifications sent, who holds which role, the audit entries of the period and the
 audit chain's verification (the audit module's own ``verify``).
+
+An actor's role is the one recorded with its audit entry nearest in time (the audit
+middleware records the caller's role with each request), else the one the config gives
+its token now; the daemon acting on its own (``mlwarden``: a rollout's steps, an
+automatic rollback; ``registry``: the traffic table following an in-process registry
+change) is ``system``, and any other actor (an in-process caller) has none.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +35,85 @@ __all__ = ["compliance_report"]
 
 #: The audit entries listed in a report at most (the export has them all).
 MAX_AUDIT_ENTRIES = 5000
+#: The actors of what the daemon does on its own (a rollout's controller; the traffic
+#: table following an in-process registry change), and the role the report gives them.
+SYSTEM_ACTORS, SYSTEM_ROLE = frozenset({"mlwarden", "registry"}), "system"
+
+
+class _Roles:
+    """The role an actor held at a time (see the module's docstring)."""
+
+    def __init__(self, config: Config, entries: Sequence[dict[str, Any]]) -> None:
+        self.configured = {t.name: t.role for t in config.auth.tokens}
+        if not config.auth.tokens:
+            self.configured["anonymous"] = "admin"
+        self.recorded: defaultdict[str, list[tuple[float, str]]] = defaultdict(list)
+        for entry in entries:
+            detail = entry.get("detail")
+            role = detail.get("role") if isinstance(detail, dict) else None
+            if role:
+                self.recorded[entry["actor"]].append((entry["ts"], role))
+
+    def at(self, actor: str, ts: float) -> str:
+        seen = self.recorded.get(actor)
+        if seen:
+            return min(seen, key=lambda entry: abs(entry[0] - ts))[1]
+        if actor in self.configured:
+            return self.configured[actor]
+        return SYSTEM_ROLE if actor in SYSTEM_ACTORS else ""
+
+
+def _target_model(target: str) -> str | None:
+    """The model an audit target (``model=btc,version=1.2.0``) names."""
+    for part in target.split(","):
+        key, _, value = part.partition("=")
+        if key in ("model", "name"):
+            return value
+    return None
+
+
+async def _rollout_events(
+    store: Store, period: Period, models: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The audited starts and ends of rollouts (``rollout started``, ``rollout
+    rolled_back``, ...) of ``models`` in the period."""
+    a = audit_table
+    query = (
+        sa.select(a)
+        .where(a.c.ts >= period.since, a.c.ts <= period.until, a.c.action.startswith("rollout "))
+        .order_by(a.c.id)
+    )
+    async with store.connect() as conn:
+        rows = [_plain(r) for r in (await conn.execute(query)).mappings().all()]
+    return [r for r in rows if _target_model(r["target"]) in models]
+
+
+def _promotions(
+    transitions: Sequence[dict[str, Any]],
+    rollout_events: Sequence[dict[str, Any]],
+    roles: _Roles,
+) -> list[dict[str, Any]]:
+    """Each promotion and rollback, oldest first: a version entering production directly
+    (from ``deprecated``: a rollback), and each audited start and end of a rollout."""
+    events = []
+    for t in transitions:
+        if t["to_status"] != "production":
+            continue
+        events.append({
+            "ts": t["ts"], "model": t["model"], "version": t["version"],
+            "event": "rollback" if t["from_status"] == "deprecated" else "promotion",
+            "actor": t["actor"], "reason": t["reason"], "rollout": None,
+        })  # fmt: skip
+    for r in rollout_events:
+        target = dict(part.partition("=")[::2] for part in r["target"].split(","))
+        detail = r["detail"] if isinstance(r["detail"], dict) else {}
+        events.append({
+            "ts": r["ts"], "model": target.get("model"), "version": target.get("version"),
+            "event": r["action"], "actor": r["actor"], "reason": detail.get("reason", ""),
+            "rollout": detail.get("rollout"),
+        })  # fmt: skip
+    events.sort(key=lambda e: e["ts"])
+    return [{**e, "role": roles.at(e["actor"], e["ts"]), "ts_iso": iso(e["ts"])} for e in events]
 
 
 def _lineage(version: dict[str, Any]) -> dict[str, Any]:
@@ -163,10 +250,15 @@ async def compliance_report(
         )  # fmt: skip
     sent = [n for n in await history.notifications_sent() if n["model"] in (None, *chosen)]
     audit_section = await _audit_section(store, audit, period)
+    roles = _Roles(config, audit_section["entries"])
+    promotions = _promotions(transitions, await _rollout_events(store, period, chosen), roles)
+    traffic = await history.traffic_changes(chosen)
     counted = (
         inventory,
         gate_runs,
+        promotions,
         transitions,
+        traffic,
         rollouts,
         incidents,
         sent,
@@ -185,12 +277,24 @@ async def compliance_report(
         ),
         "inventory": inventory,
         "gate_runs": gate_runs,
-        "transitions": [{**t, "ts_iso": iso(t["ts"])} for t in transitions],
+        "promotions": promotions,
+        "transitions": [
+            {**t, "ts_iso": iso(t["ts"]), "actor_role": roles.at(t["actor"], t["ts"])}
+            for t in transitions
+        ],
         "rollouts": [
-            {**r, "started_at_iso": iso(r["started_at"]), "finished_at_iso": iso(r["finished_at"])}
+            {
+                **r,
+                "started_at_iso": iso(r["started_at"]),
+                "finished_at_iso": iso(r["finished_at"]),
+                "actor_role": roles.at(r["actor"], r["started_at"]),
+            }
             for r in rollouts
         ],
-        "traffic_changes": await history.traffic_changes(chosen),
+        "traffic_changes": [
+            {**c, "ts_iso": iso(c["ts"]), "actor_role": roles.at(c["actor"], c["ts"])}
+            for c in traffic
+        ],
         "incidents": incidents,
         "training_jobs": jobs,
         "notifications": sent,

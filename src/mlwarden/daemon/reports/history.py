@@ -117,9 +117,30 @@ class History:
         return rollouts
 
     async def traffic_changes(self, models: Sequence[str]) -> list[dict[str, Any]]:
+        """Each change of a traffic table in the period, with the table it replaced
+        (``weights_before``: the model's previous change, from before the period too;
+        ``{}`` when nothing was routed)."""
         t = traffic_changes
         query = sa.select(t).where(t.c.model.in_(models), self._within(t.c.ts)).order_by(t.c.id)
-        return await self._rows(query)
+        rows = await self._rows(query)
+        first: dict[str, int] = {}
+        for row in rows:
+            first.setdefault(row["model"], row["id"])
+        before: dict[str, dict[str, float]] = {}
+        async with self.store.connect() as conn:
+            for model, first_id in first.items():
+                earlier = (
+                    sa.select(t.c.weights)
+                    .where(t.c.model == model, t.c.id < first_id)
+                    .order_by(t.c.id.desc())
+                    .limit(1)
+                )
+                text = (await conn.execute(earlier)).scalar()
+                before[model] = json.loads(text) if text else {}
+        for row in rows:
+            row["weights_before"] = before[row["model"]]
+            before[row["model"]] = row["weights"]
+        return rows
 
     async def experiments(self, models: Sequence[str]) -> list[dict[str, Any]]:
         e = experiments_table

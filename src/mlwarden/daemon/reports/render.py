@@ -33,6 +33,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["iso"] = iso
     env.filters["num"] = _num
+    env.filters["weights"] = _weights
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=1, sort_keys=True, default=str)
     return env
 
@@ -47,6 +48,13 @@ def _num(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}g}"
     return str(value)
+
+
+def _weights(table: Any) -> str:
+    """A traffic table as ``1.1.0 10% / 1.0.0 90%`` (``none`` when nothing is routed)."""
+    if not isinstance(table, dict) or not table:
+        return "none"
+    return " / ".join(f"{version} {weight * 100:.4g}%" for version, weight in table.items())
 
 
 def render_html(data: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from ..core.store import Schema, create_tables
 from ..ingest.interfaces import WindowSource
 from .compliance import compliance_report
 from .experiment import experiment_report
-from .exports import ExportFormat, export_chunks, export_kind
+from .exports import ExportFormat, export_chunks, export_kind, warm_parquet
 from .model import known_model, model_report
 from .period import Period, iso
 from .profiles import ProfileSummaries
@@ -74,6 +74,9 @@ class ReportService(Service):
 
     async def start(self) -> None:
         self._plan(self.context.config)
+        # The first Parquet file a process writes pays a fixed cost (exports.py): paid
+        # here, so that an export's memory is its own.
+        await asyncio.to_thread(warm_parquet)
         self.context.spawn(self._loop(), name="reports-loop")
 
     async def reload(self, config: Config) -> None:

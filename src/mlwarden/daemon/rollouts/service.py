@@ -55,6 +55,11 @@ from .traffic import TrafficTables, validate_weights
 __all__ = ["Deployment", "Predictions", "RolloutReport", "RolloutService"]
 
 
+def _why(what: str, reason: str) -> str:
+    """What was done, and the caller's reason when one was given."""
+    return f"{what}: {reason}" if reason else what
+
+
 class RolloutReport(Rollout):
     """A rollout with every analysis of it (measured values and thresholds)."""
 
@@ -234,24 +239,35 @@ class RolloutService(Service):
     # -- the contract: promotion, rollouts, rollback -----------------------------------
 
     async def promote(
-        self, model: str, version: str, *, strategy: str | None = None, actor: str
+        self,
+        model: str,
+        version: str,
+        *,
+        strategy: str | None = None,
+        actor: str,
+        reason: str = "",
     ) -> Rollout | DirectPromotion:
         """Put ``version`` in production: a rollout when a strategy applies (``strategy``,
-        else the model's), a direct switch in the registry otherwise (or ``direct``)."""
+        else the model's), a direct switch in the registry otherwise (or ``direct``).
+        ``reason`` (the caller's why) goes with the actor into the records."""
         if strategy is not None and (not isinstance(strategy, str) or not strategy):
             raise InvalidInput(f"strategy: expected a strategy name, got {strategy!r}")
         await self.registry.get(model, version)  # NotFound before anything else
         config = self.context.config.model(model)
         chosen = strategy or (config.strategy if config else "")
         if chosen and chosen != "direct":
-            return await self.start_rollout(model, version, strategy=chosen, actor=actor)
+            return await self.start_rollout(
+                model, version, strategy=chosen, actor=actor, reason=reason
+            )
         async with self.controller.locks[model]:
             self._refuse_during_rollout(model, f"a direct promotion of {version}")
             record = await self.registry.get(model, version)
             if record["status"] == "production":
                 raise Conflict(f"model {model!r} version {version} is already in production")
             previous = await self.registry.production(model)
-            reason = f"promoted by {actor}" + (f" (strategy {strategy})" if strategy else "")
+            reason = _why(
+                f"promoted by {actor}" + (f" (strategy {strategy})" if strategy else ""), reason
+            )
             change = serving_change(
                 model, actor=actor, reason=reason, production=version, via_staging=True,
                 weights={version: 1.0},
@@ -319,7 +335,13 @@ class RolloutService(Service):
         return await self.registry.get(model, version)
 
     async def start_rollout(
-        self, model: str, version: str, *, strategy: str | None = None, actor: str = "mlwarden"
+        self,
+        model: str,
+        version: str,
+        *,
+        strategy: str | None = None,
+        actor: str = "mlwarden",
+        reason: str = "",
     ) -> Rollout:
         """Start rolling ``version`` out with ``strategy`` (default: the model's, else
         ``deployment.default_strategy``); the rollout. Conflict (409) when one is active."""
@@ -351,7 +373,7 @@ class RolloutService(Service):
                     version,
                     "staging",
                     actor=actor,
-                    reason=f"rollout ({name}) started by {actor}",
+                    reason=_why(f"rollout ({name}) started by {actor}", reason),
                 )
             elif record["status"] not in ("staging", "deprecated"):
                 raise Conflict(
@@ -365,12 +387,22 @@ class RolloutService(Service):
                 "state": "pending", "step": -1, "weight": 0.0, "mirror": False,
                 "failures": 0, "memo": {}, "held": None, "step_started_at": now,
                 "next_analysis_at": now, "started_at": now, "updated_at": now,
-                "finished_at": None, "actor": actor, "reason": f"started by {actor}",
+                "finished_at": None, "actor": actor,
+                "reason": _why(f"started by {actor}", reason),
                 "active": True,
             }  # fmt: skip
             async with self.context.store.begin() as conn:
                 await conn.execute(rollouts_table.insert().values(**row_values(rollout)))
             self.active[model] = rollout
+            # Its end is audited by the controller ("rollout rolled_back", ...); the start
+            # is audited here, with the reason the rollout record gives up when it ends.
+            await self.context.audit.record(
+                actor=actor,
+                action="rollout started",
+                target=f"model={model},version={version}",
+                outcome="started",
+                detail={"rollout": rollout["id"], "strategy": name, "reason": rollout["reason"]},
+            )
             await self.controller.emit(
                 "rollout_started", rollout, Severity.INFO, f"rollout of {version} started ({name})"
             )
@@ -378,7 +410,7 @@ class RolloutService(Service):
             return public(self.active.get(model) or await self.get(rollout["id"]))
 
     async def rollback(
-        self, model: str, *, version: str | None = None, actor: str
+        self, model: str, *, version: str | None = None, actor: str, reason: str = ""
     ) -> Rollout | DirectRollback:
         """Fast path, no analysis: end the active rollout (back to its baseline), or
         switch production back to the previous version (registry, aliases and traffic
@@ -393,13 +425,16 @@ class RolloutService(Service):
                         f"{rollout['baseline']}, not {version}"
                     )
                 await self.controller.finish_rollback(
-                    rollout, f"manual rollback by {actor}", actor=actor, automatic=False
+                    rollout,
+                    _why(f"manual rollback by {actor}", reason),
+                    actor=actor,
+                    automatic=False,
                 )
                 return public(await self.get(rollout["id"]))
-            return await self._rollback_production(model, version, actor=actor)
+            return await self._rollback_production(model, version, actor=actor, reason=reason)
 
     async def _rollback_production(
-        self, model: str, version: str | None, *, actor: str
+        self, model: str, version: str | None, *, actor: str, reason: str = ""
     ) -> DirectRollback:
         """Restore the previous production version (or ``version``, a deprecated one)."""
         registry = self.registry
@@ -415,7 +450,9 @@ class RolloutService(Service):
                 f"model {model!r} version {target} is {record['status']}: only a deprecated "
                 "former production version can be rolled back to"
             )
-        reason = f"rolled back by {actor}" + (f" from {current['version']}" if current else "")
+        reason = _why(
+            f"rolled back by {actor}" + (f" from {current['version']}" if current else ""), reason
+        )
         change = serving_change(
             model, actor=actor, reason=reason, production=target, weights={target: 1.0}
         )
