@@ -4,7 +4,7 @@ A service is built with a :class:`Context` and, for what it needs of another ser
 constructor arguments typed by small Protocols (each provider's ``interfaces.py``); the
 composition root (``daemon/warden.py``) wires both. The context holds the
 configuration in force, the store, the metrics, the audit log, MLflow tracking, the
-clock and the plugins, and offers the daemon-wide actions: ``spawn`` an owned
+clock, the plugins and the cluster (membership and leases of cluster-wide work), and offers the daemon-wide actions: ``spawn`` an owned
 background task, ``emit`` an event, ``call_hook`` on every plugin with isolation and a
 timeout, and ``record_error`` for ``/api/system/health``.
 
@@ -27,6 +27,7 @@ import pluggy
 
 from ...types import Event
 from .audit import AuditLog
+from .cluster import Cluster
 from .config import Config
 from .encryption import Sealer
 from .metrics import Metrics
@@ -155,6 +156,8 @@ class Context:
         self.tracking = tracking
         #: Seals and opens objects at rest (passes them through with encryption off).
         self.sealer = sealer if sealer is not None else Sealer(None)
+        #: This daemon as a cluster member, and the leases of the work it owns.
+        self.cluster = Cluster(store, lambda: self.config, metrics)
         #: The most recent errors of background work, newest last (at most 20).
         self.last_errors: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -294,6 +294,19 @@ class Metrics:
             ["report"],
             registry=registry,
         )
+        # The cluster (core/cluster.py).
+        self.cluster_members = Gauge(
+            "mlwarden_cluster_members",
+            "Live members of the cluster as this daemon sees them (heartbeat within the "
+            "lease TTL); the same on every daemon, so aggregate with max().",
+            registry=registry,
+        )
+        self.leases_held = Gauge(
+            "mlwarden_leases_held",
+            "Leases of cluster-wide work this daemon holds, by kind.",
+            ["kind"],
+            registry=registry,
+        )
         for severity in ("info", "warning", "critical"):
             self.alerts_firing.labels(severity).set(0)
 
