@@ -28,8 +28,8 @@ from ..errors import ConfigError, Conflict
 from .alerts.service import AlertService
 from .core.artifacts import register_scheme
 from .core.audit import AUDIT_SCHEMA, AuditLog
-from .core.cluster import CLUSTER_SCHEMA
 from .core.audit_seal import CheckpointWriter, checkpoint_dir, load_key
+from .core.cluster import CLUSTER_SCHEMA
 from .core.config import Config
 from .core.config_loader import load_config
 from .core.context import Clock, Context
@@ -152,7 +152,9 @@ class Warden(Context):
         key = load_key(self.config.base_path, create=True)
         assert key is not None  # created when missing
         self.audit.seal(key, CheckpointWriter(checkpoint_dir(self.config.base_path), key))
-        schemas = [AUDIT_SCHEMA, CLUSTER_SCHEMA] + [s.schema for s in self.services.values() if s.schema]
+        schemas = [AUDIT_SCHEMA, CLUSTER_SCHEMA] + [
+            s.schema for s in self.services.values() if s.schema
+        ]
         await self.store.open(schemas)
         try:
             await check_keys(self.store, self.sealer, self.sealed_columns(), self.artifact_root)

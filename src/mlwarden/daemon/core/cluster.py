@@ -45,9 +45,34 @@ from .leases import (
 from .metrics import Metrics
 from .store import Schema, Store, create_tables
 
-__all__ = ["CLUSTER_SCHEMA", "Cluster"]
+__all__ = [
+    "ALERT_WORK",
+    "CLUSTER_SCHEMA",
+    "EXPERIMENT_WORK",
+    "JOBS_WORK",
+    "MODEL_WORK",
+    "OUTBOX_WORK",
+    "ROLLOUT_WORK",
+    "SCHEDULER_WORK",
+    "Cluster",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The kind of the per-model leases: a model's drift and performance checks, its
+#: experiment's evaluation and its cluster-wide gauges go to one daemon.
+MODEL_WORK = "model"
+#: The cluster-wide singletons: the scheduler's ticks (cron fires), the training-job
+#: queue's runner, the rollout controller's ticks, the experiments' evaluation loop,
+#: alert evaluation (repeats, group waits) and outbox delivery.
+SCHEDULER_WORK = "scheduler"
+JOBS_WORK = "training-jobs"
+ROLLOUT_WORK = "rollouts"
+EXPERIMENT_WORK = "experiments"
+ALERT_WORK = "alerts"
+OUTBOX_WORK = "outbox"
+#: The singleton whose holder exports the gauges of models not in ``[[models]]``.
+UNCONFIGURED = "unconfigured-models"
 
 CLUSTER_SCHEMA = Schema("cluster", [create_tables(members_table, leases_table)])
 
@@ -65,6 +90,8 @@ class Cluster:
         self.held: dict[tuple[str, str], Lease] = {}
         self.started_at: float | None = None
         self._kinds: set[str] = set()
+        if not store.is_sqlite:  # one SQLite daemon exports everything, as before
+            metrics.owns_model = self.owns_model
 
     @property
     def ttl(self) -> float:
@@ -192,6 +219,20 @@ class Cluster:
             logger.info("%s let go of %s leases %s", self.instance, kind, ", ".join(extra))
         self._note(kind, None, taken)
         return {lease.key: lease for lease in taken}
+
+    async def models(self) -> dict[str, Lease]:
+        """This daemon's share of the configured models (``MODEL_WORK`` leases), by name."""
+        config = self._config()
+        share = await self.share(MODEL_WORK, [m.name for m in config.models])
+        await self.singleton(UNCONFIGURED)
+        return share
+
+    def owns_model(self, model: str) -> bool:
+        """Whether this daemon owns ``model``'s work (and exports its gauges)."""
+        if (MODEL_WORK, model) in self.held:
+            return True
+        configured = self._config().model(model) is not None
+        return not configured and (UNCONFIGURED, "") in self.held
 
     async def release(self, kind: str, keys: Sequence[str]) -> None:
         """Let go of this daemon's leases of ``kind`` on ``keys``."""

@@ -45,6 +45,7 @@ __all__ = [
     "holding",
     "leases_table",
     "members_table",
+    "no_lease",
 ]
 
 leases_table = sa.Table(
@@ -128,6 +129,11 @@ def holding(lease: Lease | None) -> Iterator[None]:
         yield
     finally:
         _current.reset(reset)
+
+
+def no_lease() -> None:
+    """Leave leased work in the current context (a task spawned from it starts so)."""
+    _current.set(None)
 
 
 async def fence(conn: AsyncConnection) -> None:

@@ -24,8 +24,10 @@ import sqlalchemy as sa
 from ...errors import Conflict, NotFound, PluginError
 from ...hookspecs import hookimpl
 from ...types import Decision, Event, OutcomeSource, TriggerContext
+from ..core.cluster import SCHEDULER_WORK
 from ..core.config import Config, ModelConfig
 from ..core.context import Context, PluginClasses
+from ..core.leases import Lease, LeaseLost, fence, holding
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from .jobs import JobService
@@ -160,8 +162,12 @@ class SchedulerService(Service):
             if (m, t) not in self._state
         ]
         if new:
-            async with self.context.store.begin() as conn:
-                await conn.execute(trigger_state.insert(), new)
+            try:
+                async with self.context.store.begin() as conn:
+                    await conn.execute(trigger_state.insert(), new)
+            except sa.exc.IntegrityError:  # another daemon armed them first: read theirs
+                await self._arm()
+                return
             for row in new:
                 self._state[(row["model"], row["trigger"])] = row
 
@@ -176,9 +182,19 @@ class SchedulerService(Service):
         return out
 
     async def _ticker(self) -> None:
+        lease: Lease | None = None
         while True:
             try:
-                await self.tick()
+                # One daemon of a cluster ticks (holds the lease); taking it over, it
+                # reads the trigger state the previous holder left.
+                held, lease = lease, await self.context.cluster.singleton(SCHEDULER_WORK)
+                if lease is not None:
+                    if lease != held:
+                        await self._arm()
+                    with holding(lease):
+                        await self.tick()
+            except LeaseLost as exc:
+                logger.info("scheduler tick stopped: %s", exc)
             except Exception:
                 logger.exception("scheduler tick failed")
             await asyncio.sleep(self.context.config.training.scheduler_interval_seconds)
@@ -238,6 +254,7 @@ class SchedulerService(Service):
 
     async def _record_fired(self, model: str, name: str, now: float, reason: str) -> None:
         async with self.context.store.begin() as conn:
+            await fence(conn)  # a former tick holder's fire is refused before it submits
             await conn.execute(
                 trigger_state.update()
                 .where(trigger_state.c.model == model, trigger_state.c.trigger == name)
