@@ -206,3 +206,28 @@ async def test_the_heartbeat_loop_renews(store):
     finally:
         task.cancel()
     assert a.metrics.cluster_members._value.get() >= 1
+
+
+def test_model_gauges_are_exported_by_the_models_owner_only():
+    metrics = Metrics()
+    for model in ("mine", "theirs"):
+        metrics.drift_score.labels(model).set(0.5)
+        metrics.model_info.labels(model, "1.0.0", "production").set(1)
+    metrics.predictions.labels("theirs").inc()  # per daemon: always exported
+    sample = metrics.registry.get_sample_value
+    assert sample("mlwarden_drift_score", {"model": "theirs"}) == 0.5  # no cluster: all
+    metrics.owns_model = lambda model: model == "mine"
+    assert sample("mlwarden_drift_score", {"model": "mine"}) == 0.5
+    assert sample("mlwarden_drift_score", {"model": "theirs"}) is None
+    labels = {"model": "theirs", "version": "1.0.0", "status": "production"}
+    assert sample("mlwarden_model_info", labels) is None
+    assert sample("mlwarden_predictions_total", {"model": "theirs"}) == 1
+
+
+async def test_the_config_refuses_a_ttl_shorter_than_the_heartbeat(tmp_path):
+    from mlwarden.errors import ConfigError
+
+    path = tmp_path / "c.toml"
+    path.write_text("[cluster]\nlease_ttl_seconds = 2\nheartbeat_seconds = 5\n")
+    with pytest.raises(ConfigError, match="cluster.lease_ttl_seconds"):
+        load_config(path, env={})
