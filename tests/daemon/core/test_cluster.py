@@ -229,5 +229,5 @@ async def test_the_config_refuses_a_ttl_shorter_than_the_heartbeat(tmp_path):
 
     path = tmp_path / "c.toml"
     path.write_text("[cluster]\nlease_ttl_seconds = 2\nheartbeat_seconds = 5\n")
-    with pytest.raises(ConfigError, match="cluster.lease_ttl_seconds"):
+    with pytest.raises(ConfigError, match=r"cluster\.lease_ttl_seconds"):
         load_config(path, env={})
