@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from mlwarden.daemon.core.store import Store
 from mlwarden.daemon.monitoring.drift import reports_table
+from tests.helpers import wait_until
 
 TTL = 2.0
 INTERVAL = 1.0
@@ -33,16 +34,6 @@ def owners(daemon) -> dict[str, str]:
     assert status == 200, view
     leases = view["leases"]
     return {x["key"]: x["owner"] for x in leases if x["kind"] == "model" and not x["expired"]}
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s: {what}")
 
 
 async def reports(url: str) -> dict[str, list[float]]:

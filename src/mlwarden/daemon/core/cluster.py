@@ -121,19 +121,20 @@ class Cluster:
                 await conn.execute(
                     t.update().where(t.c.owner == self.instance).values(owner=None, expires_at=0.0)
                 )
-            await conn.execute(
-                m.insert(),
-                {
-                    "instance": self.instance,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "version": __version__,
-                    "started_at": now,
-                    "heartbeat_at": now,
-                },
-            )
+            await conn.execute(m.insert(), self._member(now))
         self.held.clear()
         logger.info("joined the cluster as %s", self.instance)
+
+    def _member(self, now: float) -> dict[str, Any]:
+        """This daemon's row of ``cluster_members``, its heartbeat ``now``."""
+        return {
+            "instance": self.instance,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": self.started_at or now,
+            "heartbeat_at": now,
+        }
 
     async def leave(self) -> None:
         """Release every lease and leave the members (a graceful stop)."""
@@ -155,17 +156,7 @@ class Cluster:
                 m.update().where(m.c.instance == self.instance).values(heartbeat_at=now)
             )
             if not updated.rowcount:  # removed by hand, or the table was reset: rejoin
-                await conn.execute(
-                    m.insert(),
-                    {
-                        "instance": self.instance,
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                        "version": __version__,
-                        "started_at": self.started_at or now,
-                        "heartbeat_at": now,
-                    },
-                )
+                await conn.execute(m.insert(), self._member(now))
             await conn.execute(
                 t.update().where(t.c.owner == self.instance).values(expires_at=now + self.ttl)
             )
