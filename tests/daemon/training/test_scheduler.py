@@ -143,3 +143,26 @@ async def test_unknown_trigger_or_bad_options_stop_start_naming_the_model(make_c
     bad = 'triggers = ["drift"]\n[models.trigger_options.drift]\nmin_recommendation = "SOON"\n'
     with pytest.raises(PluginError, match=r"model 'btc': trigger 'drift': option"):
         Warden(make_config(TRAINING + model("btc", bad)))
+
+
+async def test_a_tick_under_a_lost_lease_fires_nothing(make_config):
+    """A former scheduler holder that wakes up after a takeover makes no job."""
+    from mlwarden.daemon.core.leases import LeaseLost, holding
+
+    now = [datetime(2026, 1, 1, 12, tzinfo=UTC).timestamp()]
+    config = make_config(
+        TRAINING + "scheduler_interval_seconds = 3600\n" + model("btc", 'schedule = "@daily"\n')
+    )
+    async with Warden(config, clock=lambda: now[0]) as w:
+        stale = await w.cluster.singleton("scheduler")
+        await w.cluster.release("scheduler", [""])
+        fresh = await w.cluster.singleton("scheduler")
+        assert stale is not None and fresh is not None and fresh.token == stale.token + 1
+        now[0] = datetime(2026, 1, 2, 0, 30, tzinfo=UTC).timestamp()  # a slot is due
+        with holding(stale), pytest.raises(LeaseLost):
+            await w.scheduler.tick()
+        assert await w.jobs.list() == []
+        with holding(fresh):
+            (job,) = await w.scheduler.tick()
+        assert job["trigger"] == "schedule"
+        await w.jobs.cancel(job["id"])
