@@ -231,3 +231,31 @@ async def test_the_config_refuses_a_ttl_shorter_than_the_heartbeat(tmp_path):
     path.write_text("[cluster]\nlease_ttl_seconds = 2\nheartbeat_seconds = 5\n")
     with pytest.raises(ConfigError, match=r"cluster\.lease_ttl_seconds"):
         load_config(path, env={})
+
+
+async def test_a_write_in_flight_never_costs_its_own_daemon_the_lease(postgres_url):
+    """The loop that renews its share while another of the daemon's writes holds a lease
+    row (FOR SHARE) waits for that write; it must not skip the row and let it go."""
+    store = Store(postgres_url)
+    await store.open([CLUSTER_SCHEMA, Schema("steps", [create_tables(steps)])])
+    try:
+        a = Cluster(store, member("a", ttl=5.0, heartbeat=1.0), Metrics())
+        await a.join()
+        first = await a.share("model", ["m1", "m2"])
+        single = await a.singleton("training-jobs")
+        async with store.begin() as conn:
+            await first["m1"].check(conn)
+            assert single is not None
+            await single.check(conn)
+            renewing = asyncio.ensure_future(a.share("model", ["m1", "m2"]))
+            again = asyncio.ensure_future(a.singleton("training-jobs"))
+            beat = asyncio.ensure_future(a.heartbeat())
+            await asyncio.sleep(0.3)
+            assert not renewing.done()  # it waits for the write, it does not skip it
+            await conn.execute(steps.insert(), {"step": "in flight"})
+        assert await renewing == first
+        assert await again == single
+        await beat
+        assert set(a.held) == {("model", "m1"), ("model", "m2"), ("training-jobs", "")}
+    finally:
+        await store.close()

@@ -32,7 +32,6 @@ from ..._version import __version__
 from .config import Config
 from .leases import (
     Lease,
-    acquire,
     db_now,
     ensure_rows,
     fair_share,
@@ -41,6 +40,8 @@ from .leases import (
     members_table,
     owned,
     release,
+    renew,
+    take,
 )
 from .metrics import Metrics
 from .store import Schema, Store, create_tables
@@ -183,7 +184,9 @@ class Cluster:
         async with self.store.begin() as conn:
             now = await db_now(conn)
             await ensure_rows(conn, kind, [key])
-            taken = await acquire(conn, self.instance, kind, [key], limit=1, now=now, ttl=self.ttl)
+            taken = await renew(conn, self.instance, kind, [key], now=now, ttl=self.ttl)
+            if not taken:
+                taken = await take(conn, self.instance, kind, [key], limit=1, now=now, ttl=self.ttl)
         lease = taken[0] if taken else None
         self._note(kind, [key], taken)
         return lease
@@ -191,25 +194,34 @@ class Cluster:
     async def share(self, kind: str, keys: Sequence[str]) -> dict[str, Lease]:
         """This daemon's fair share of ``keys`` of ``kind``, by key.
 
-        Keeps (and renews) what it holds up to ``ceil(keys / live members)``, takes free
-        or expired keys up to that share, and lets go of the rest, and of keys of
-        ``kind`` no longer asked for, so that a newcomer finds free ones.
+        Keeps (and renews) what it holds up to ``ceil(keys / live members)``, lets go of
+        the rest and of keys of ``kind`` no longer asked for (so that a newcomer finds
+        free ones), then takes free or expired keys up to its share.
         """
         keys = sorted(set(keys))
         async with self.store.begin() as conn:
             now = await db_now(conn)
             await ensure_rows(conn, kind, keys)
             quota = fair_share(len(keys), await live_members(conn, now, self.ttl))
-            taken = await acquire(
-                conn, self.instance, kind, keys, limit=quota, now=now, ttl=self.ttl
-            )
-            kept = {lease.key for lease in taken}
-            extra = [x.key for x in await owned(conn, self.instance, kind) if x.key not in kept]
+            mine = sorted(x.key for x in await owned(conn, self.instance, kind))
+            keep = [k for k in mine if k in keys][:quota]
+            extra = [k for k in mine if k not in keep]
             await release(conn, self.instance, kind, extra)
+            held = await renew(conn, self.instance, kind, keep, now=now, ttl=self.ttl)
+            free = [k for k in keys if k not in mine]
+            held += await take(
+                conn,
+                self.instance,
+                kind,
+                free,
+                limit=quota - len(held),
+                now=now,
+                ttl=self.ttl,
+            )
         if extra:
             logger.info("%s let go of %s leases %s", self.instance, kind, ", ".join(extra))
-        self._note(kind, None, taken)
-        return {lease.key: lease for lease in taken}
+        self._note(kind, None, held)
+        return {lease.key: lease for lease in held}
 
     async def models(self) -> dict[str, Lease]:
         """This daemon's share of the configured models (``MODEL_WORK`` leases), by name."""

@@ -1,12 +1,14 @@
 """Leases with fencing tokens: one owner at a time for each piece of cluster-wide work.
 
 A lease is a row of ``leases`` (kind, key): who owns it, until when (``expires_at``)
-and a fencing ``token`` that grows by one every time the lease changes owner. It is
-taken and renewed in a transaction that locks the rows with ``SELECT … FOR UPDATE SKIP
-LOCKED`` (as Airflow's HA scheduler does), so two daemons never take the same row and
-neither waits on the other. Expiry is decided on the database's clock (PostgreSQL's
-``clock_timestamp()``, SQLite's ``julianday('now')``), never on a daemon's, so hosts
-whose clocks disagree still agree on who holds what.
+and a fencing ``token`` that grows by one every time the lease changes owner. A free
+or expired lease is taken in a transaction that locks the rows with ``SELECT … FOR
+UPDATE SKIP LOCKED`` (as Airflow's HA scheduler does), so two daemons never take the
+same row and neither waits on the other; its owner renews it with a plain ``UPDATE``,
+which waits for the owner's own writes in flight rather than skipping their rows.
+Expiry is decided on the database's clock (PostgreSQL's ``clock_timestamp()``,
+SQLite's ``julianday('now')``), never on a daemon's, so hosts whose clocks disagree
+still agree on who holds what.
 
 Every write of leased work runs :meth:`Lease.check` inside its own transaction: it
 locks the lease row (``FOR SHARE``) and verifies that the owner and the token are still
@@ -180,7 +182,28 @@ async def ensure_rows(conn: AsyncConnection, kind: str, keys: Iterable[str]) -> 
     await conn.execute(insert(leases_table).on_conflict_do_nothing(), rows)
 
 
-async def acquire(
+async def renew(
+    conn: AsyncConnection, owner: str, kind: str, keys: Sequence[str], *, now: float, ttl: float
+) -> list[Lease]:
+    """Extend ``owner``'s leases of ``kind`` on ``keys``; the ones it really still holds.
+
+    A plain ``UPDATE``: it waits for a write of the same daemon that holds the row
+    (``Lease.check``) instead of skipping it, so a daemon never mistakes its own
+    write in flight for a lost lease.
+    """
+    if not keys:
+        return []
+    t = leases_table
+    rows = await conn.execute(
+        t.update()
+        .where(t.c.kind == kind, t.c.key.in_(list(keys)), t.c.owner == owner)
+        .values(expires_at=now + ttl)
+        .returning(t.c.key, t.c.token)
+    )
+    return [Lease(kind, row.key, owner, row.token) for row in rows.all()]
+
+
+async def take(
     conn: AsyncConnection,
     owner: str,
     kind: str,
@@ -190,38 +213,36 @@ async def acquire(
     now: float,
     ttl: float,
 ) -> list[Lease]:
-    """Take up to ``limit`` of ``keys`` that are free, expired or already ``owner``'s.
+    """Take up to ``limit`` of ``keys`` that nobody holds (free or expired) for ``owner``.
 
-    Rows another transaction has locked are skipped, not waited for. Taking a lease
-    from anyone else (or a released one) adds one to its token; renewing one's own
-    keeps it.
+    Rows another transaction has locked (another daemon taking them) are skipped, not
+    waited for. Each lease taken gets its token plus one.
     """
     if limit <= 0 or not keys:
         return []
     t = leases_table
     candidates = (
         await conn.execute(
-            sa.select(t.c.key, t.c.owner, t.c.token)
+            sa.select(t.c.key, t.c.token)
             .where(
                 t.c.kind == kind,
                 t.c.key.in_(list(keys)),
-                sa.or_(t.c.owner == owner, t.c.owner.is_(None), t.c.expires_at <= now),
+                sa.or_(t.c.owner.is_(None), t.c.owner != owner),
+                sa.or_(t.c.owner.is_(None), t.c.expires_at <= now),
             )
-            # One's own first, so renewing never loses to taking something new.
-            .order_by(sa.case((t.c.owner == owner, 0), else_=1), t.c.key)
+            .order_by(t.c.key)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
     ).all()
     taken = []
     for row in candidates:
-        if row.owner == owner:
-            token = row.token
-            values: dict[str, Any] = {"expires_at": now + ttl}
-        else:
-            token = row.token + 1
-            values = {"owner": owner, "token": token, "expires_at": now + ttl, "acquired_at": now}
-        await conn.execute(t.update().where(t.c.kind == kind, t.c.key == row.key).values(values))
+        token = row.token + 1
+        await conn.execute(
+            t.update()
+            .where(t.c.kind == kind, t.c.key == row.key)
+            .values(owner=owner, token=token, expires_at=now + ttl, acquired_at=now)
+        )
         taken.append(Lease(kind, row.key, owner, token))
     return taken
 
