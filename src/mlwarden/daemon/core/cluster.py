@@ -53,6 +53,7 @@ __all__ = [
     "JOBS_WORK",
     "MODEL_WORK",
     "OUTBOX_WORK",
+    "REPORT_WORK",
     "ROLLOUT_WORK",
     "SCHEDULER_WORK",
     "Cluster",
@@ -65,13 +66,15 @@ logger = logging.getLogger(__name__)
 MODEL_WORK = "model"
 #: The cluster-wide singletons: the scheduler's ticks (cron fires), the training-job
 #: queue's runner, the rollout controller's ticks, the experiments' evaluation loop,
-#: alert evaluation (repeats, group waits) and outbox delivery.
+#: alert evaluation (repeats, group waits), outbox delivery, the scheduled reports.
 SCHEDULER_WORK = "scheduler"
 JOBS_WORK = "training-jobs"
 ROLLOUT_WORK = "rollouts"
 EXPERIMENT_WORK = "experiments"
 ALERT_WORK = "alerts"
 OUTBOX_WORK = "outbox"
+#: The scheduled reports ([[reports]]): written and mailed by one daemon.
+REPORT_WORK = "reports"
 #: The singleton whose holder exports the gauges of models not in ``[[models]]``.
 UNCONFIGURED = "unconfigured-models"
 
