@@ -166,3 +166,19 @@ async def test_a_tick_under_a_lost_lease_fires_nothing(make_config):
             (job,) = await w.scheduler.tick()
         assert job["trigger"] == "schedule"
         await w.jobs.cancel(job["id"])
+
+
+async def test_a_cooldown_holds_across_daemons_of_a_cluster(make_config, postgres_url):
+    """The model's events move to another daemon (it took the model over): a trigger
+    that fired on the first daemon is still in its cooldown on the second."""
+    text = TRAINING + model(
+        "btc", 'triggers = ["drift"]\n[models.trigger_options.drift]\ncooldown_seconds = 3600\n'
+    )
+    one = make_config(text, **{"daemon.database_url": postgres_url, "cluster.instance": "one"})
+    two = make_config(text, **{"daemon.database_url": postgres_url, "cluster.instance": "two"})
+    async with Warden(one) as first, Warden(two) as second:
+        await first.emit(drift_event("btc"))
+        (job,) = await first.jobs.list()
+        await first.jobs.cancel(job["id"])
+        await second.emit(drift_event("btc"))
+        assert len(await second.jobs.list()) == 1  # no second job: still in cooldown

@@ -171,6 +171,16 @@ class SchedulerService(Service):
             for row in new:
                 self._state[(row["model"], row["trigger"])] = row
 
+    async def _reload(self, model: str) -> None:
+        """Read ``model``'s trigger state back from the store."""
+        query = sa.select(trigger_state).where(trigger_state.c.model == model)
+        async with self.context.store.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        for r in rows:
+            state = self._state.get((model, r["trigger"]))
+            if state is not None:
+                state.update({"last_fired": r["last_fired"], "last_reason": r["last_reason"]})
+
     def next_runs(self) -> dict[str, float]:
         """When each scheduled model runs next (Unix time)."""
         out: dict[str, float] = {}
@@ -217,6 +227,10 @@ class SchedulerService(Service):
         fired: list[tuple[str, Decision]] = []
         lock = self._locks.setdefault(model, asyncio.Lock())
         async with lock:  # cooldown check and record are atomic per model
+            if not self.context.store.is_sqlite:
+                # Another daemon may have fired this model's triggers (it owned the
+                # model, or the tick, before): their cooldowns count from the store.
+                await self._reload(model)
             for name, trigger in self.triggers.get(model, {}).items():
                 state = self._state.get((model, name))
                 if state is None:
