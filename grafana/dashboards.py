@@ -80,7 +80,14 @@ OVERVIEW = {
             height=4,
             description="Models with registered versions.",
         ),
-        PanelSpec("Firing alerts", "stat", (q("sum(mlwarden_alerts_firing)"),), width=4, height=4),
+        PanelSpec(
+            "Firing alerts",
+            "stat",
+            (q("sum(max by (severity) (mlwarden_alerts_firing))"),),
+            width=4,
+            height=4,
+            description="Every daemon of a cluster reads the same alerts: max, not sum.",
+        ),
         PanelSpec(
             "Plugin errors (1h)",
             "stat",
@@ -131,9 +138,42 @@ OVERVIEW = {
         PanelSpec(
             "Training jobs by state",
             "stat",
-            (q("sum by (state) (mlwarden_training_jobs_current)", "{{state}}"),),
+            (q("max by (state) (mlwarden_training_jobs_current)", "{{state}}"),),
             width=6,
             height=5,
+        ),
+    ],
+    "Cluster": [
+        PanelSpec(
+            "Cluster members",
+            "stat",
+            (q("max(mlwarden_cluster_members)"),),
+            width=4,
+            height=7,
+            description="Live daemons on the store (heartbeat within the lease TTL).",
+        ),
+        PanelSpec(
+            "Models owned per daemon",
+            "timeseries",
+            (q('sum by (instance) (mlwarden_leases_held{kind="model"})', "{{instance}}"),),
+            width=10,
+            height=7,
+            description="Per-model work (drift, performance, experiments) each daemon owns; "
+            "after a daemon dies its models move to the others within the lease TTL.",
+        ),
+        PanelSpec(
+            "Singleton work per daemon",
+            "timeseries",
+            (
+                q(
+                    'sum by (instance, kind) (mlwarden_leases_held{kind!="model"})',
+                    "{{instance}} {{kind}}",
+                ),
+            ),
+            width=10,
+            height=7,
+            description="Which daemon holds the scheduler, the job queue, the rollouts, "
+            "alert evaluation and outbox delivery.",
         ),
     ],
     "Models, rollouts and experiments": [
@@ -158,7 +198,7 @@ OVERVIEW = {
         PanelSpec(
             "Alerts firing by severity",
             "timeseries",
-            (q("sum by (severity) (mlwarden_alerts_firing)", "{{severity}}"),),
+            (q("max by (severity) (mlwarden_alerts_firing)", "{{severity}}"),),
             width=12,
             height=8,
         ),
@@ -355,7 +395,7 @@ MODEL_MONITORING = {
         PanelSpec(
             "Alerts firing",
             "timeseries",
-            (q("sum by (severity) (mlwarden_alerts_firing)", "{{severity}}"),),
+            (q("max by (severity) (mlwarden_alerts_firing)", "{{severity}}"),),
             width=12,
             height=8,
         ),

@@ -172,3 +172,14 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(10)
             self._log.close()
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll the blocking ``predicate`` every 0.1 s until it returns something true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -29,6 +29,7 @@ from .alerts.service import AlertService
 from .core.artifacts import register_scheme
 from .core.audit import AUDIT_SCHEMA, AuditLog
 from .core.audit_seal import CheckpointWriter, checkpoint_dir, load_key
+from .core.cluster import CLUSTER_SCHEMA
 from .core.config import Config
 from .core.config_loader import load_config
 from .core.context import Clock, Context
@@ -151,7 +152,9 @@ class Warden(Context):
         key = load_key(self.config.base_path, create=True)
         assert key is not None  # created when missing
         self.audit.seal(key, CheckpointWriter(checkpoint_dir(self.config.base_path), key))
-        schemas = [AUDIT_SCHEMA] + [s.schema for s in self.services.values() if s.schema]
+        schemas = [AUDIT_SCHEMA, CLUSTER_SCHEMA] + [
+            s.schema for s in self.services.values() if s.schema
+        ]
         await self.store.open(schemas)
         try:
             await check_keys(self.store, self.sealer, self.sealed_columns(), self.artifact_root)
@@ -159,6 +162,9 @@ class Warden(Context):
             await self.store.close()
             raise
         await asyncio.get_running_loop().run_in_executor(None, self.tracking.setup)
+        await self.cluster.join()
+        await self.cluster.heartbeat()
+        self.spawn(self.cluster.run(), name="cluster-heartbeat")
         for service in self.services.values():
             await service.start()
             self._started.append(service)
@@ -189,6 +195,12 @@ class Warden(Context):
                 self.pm.unregister(name=name)
         self._started.clear()
         await self.cancel_tasks(timeout)
+        if self.store.engine is not None and self.cluster.started_at is not None:
+            try:
+                await self.cluster.leave()
+            except Exception:
+                logger.exception("could not leave the cluster cleanly")
+            self.cluster.started_at = None
         await self.store.close()
         self.audit.close()
         self.started_at = None

@@ -21,6 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from tests.helpers import free_port
+from tests.helpers import wait_until as wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 #: The daemon imports this checkout's package and the test plugins.
@@ -62,16 +63,6 @@ def receiver():
     r = Receiver(free_port())
     yield r
     r.stop()
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_pending_notification_survives_kill_9_and_is_sent_once(daemon_factory, receiver):

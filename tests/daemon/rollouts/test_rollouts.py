@@ -264,3 +264,30 @@ async def test_promote_and_rollback_routes_hand_over_to_the_controller(setup, cl
         await asyncio.sleep(0.02)
     assert rollouts.traffic_tables.get("price") == {good: 1.0}
     assert rollouts.route("price", "anyone") == good
+
+
+async def test_a_tick_under_a_lost_lease_applies_no_step(setup, clock):
+    """A former holder of the rollout ticks wakes up after a takeover: its step and
+    analysis are refused (fencing), the new holder's step is applied once."""
+    from mlwarden.daemon.core.leases import holding
+
+    warden, client, (_stable, good, _bad) = setup
+    rollouts = warden.rollouts
+    await rollouts.start_rollout("price", good, strategy="canary", actor="alice")
+    clock.advance(1)
+    await send_traffic(client, 600, "a", seed=1)
+    clock.advance(60)
+    stale = await warden.cluster.singleton("rollouts")
+    await warden.cluster.release("rollouts", [""])
+    fresh = await warden.cluster.singleton("rollouts")
+    assert stale is not None and fresh is not None and fresh.token == stale.token + 1
+    with holding(stale):
+        await rollouts.tick()
+    assert any("is now held by" in e["message"] for e in warden.last_errors)
+    body = await (await client.get("/api/models/price/deployment")).json()
+    assert (body["rollout"]["step"], body["rollout"]["analyses"]) == (0, [])
+    with holding(fresh):
+        [after] = await rollouts.tick()
+    assert (after["state"], after["step"], after["weight"]) == ("progressing", 1, 0.5)
+    body = await (await client.get("/api/models/price/deployment")).json()
+    assert body["rollout"]["step"] == 1 and len(body["rollout"]["analyses"]) == 1

@@ -143,3 +143,42 @@ async def test_unknown_trigger_or_bad_options_stop_start_naming_the_model(make_c
     bad = 'triggers = ["drift"]\n[models.trigger_options.drift]\nmin_recommendation = "SOON"\n'
     with pytest.raises(PluginError, match=r"model 'btc': trigger 'drift': option"):
         Warden(make_config(TRAINING + model("btc", bad)))
+
+
+async def test_a_tick_under_a_lost_lease_fires_nothing(make_config):
+    """A former scheduler holder that wakes up after a takeover makes no job."""
+    from mlwarden.daemon.core.leases import LeaseLost, holding
+
+    now = [datetime(2026, 1, 1, 12, tzinfo=UTC).timestamp()]
+    config = make_config(
+        TRAINING + "scheduler_interval_seconds = 3600\n" + model("btc", 'schedule = "@daily"\n')
+    )
+    async with Warden(config, clock=lambda: now[0]) as w:
+        stale = await w.cluster.singleton("scheduler")
+        await w.cluster.release("scheduler", [""])
+        fresh = await w.cluster.singleton("scheduler")
+        assert stale is not None and fresh is not None and fresh.token == stale.token + 1
+        now[0] = datetime(2026, 1, 2, 0, 30, tzinfo=UTC).timestamp()  # a slot is due
+        with holding(stale), pytest.raises(LeaseLost):
+            await w.scheduler.tick()
+        assert await w.jobs.list() == []
+        with holding(fresh):
+            (job,) = await w.scheduler.tick()
+        assert job["trigger"] == "schedule"
+        await w.jobs.cancel(job["id"])
+
+
+async def test_a_cooldown_holds_across_daemons_of_a_cluster(make_config, postgres_url):
+    """The model's events move to another daemon (it took the model over): a trigger
+    that fired on the first daemon is still in its cooldown on the second."""
+    text = TRAINING + model(
+        "btc", 'triggers = ["drift"]\n[models.trigger_options.drift]\ncooldown_seconds = 3600\n'
+    )
+    one = make_config(text, **{"daemon.database_url": postgres_url, "cluster.instance": "one"})
+    two = make_config(text, **{"daemon.database_url": postgres_url, "cluster.instance": "two"})
+    async with Warden(one) as first, Warden(two) as second:
+        await first.emit(drift_event("btc"))
+        (job,) = await first.jobs.list()
+        await first.jobs.cancel(job["id"])
+        await second.emit(drift_event("btc"))
+        assert len(await second.jobs.list()) == 1  # no second job: still in cooldown

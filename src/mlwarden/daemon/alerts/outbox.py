@@ -44,6 +44,7 @@ from ...types import Notification, Severity
 from ..core.config import AlertsConfig
 from ..core.context import Clock
 from ..core.encryption import SealedText, open_text
+from ..core.leases import fence
 from ..core.metrics import Metrics
 from ..core.store import Store
 from .notifiers import Notifier
@@ -243,6 +244,10 @@ class Outbox:
                 await self._drop(row, str(exc))
                 continue
             attempts = row["attempts"] + 1
+            # A daemon that lost the outbox (a pause past its lease) stops before a send
+            # that the new holder will make.
+            async with self.store.begin() as conn:
+                await fence(conn)
             # The library's own throttling comes on top of the time the send may take.
             timeout = self.settings().send_timeout_seconds + notifier.send_delay(target)
             started = time.monotonic()

@@ -25,8 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...hookspecs import hookimpl
 from ...types import Event, Severity
+from ..core.cluster import ALERT_WORK, OUTBOX_WORK
 from ..core.config import Config
 from ..core.context import Context
+from ..core.leases import LeaseLost, fence, holding
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from .notifiers import Notifier, build_notifiers, format_notification, routes_to
@@ -80,7 +82,10 @@ class AlertService(Service):
         # part of the shutdown timeout the Warden gives this stop.
         budget = self.context.config.daemon.shutdown_timeout_seconds
         try:
-            await asyncio.wait_for(self.outbox.deliver(), budget * 0.5)
+            delivery = await self.context.cluster.singleton(OUTBOX_WORK)
+            if delivery is not None:  # else the daemon that holds the outbox delivers
+                with holding(delivery):
+                    await asyncio.wait_for(self.outbox.deliver(), budget * 0.5)
         except TimeoutError:
             logger.warning("flushing the notification outbox took over %.1fs", budget * 0.5)
         except Exception:
@@ -107,6 +112,8 @@ class AlertService(Service):
             self._wake.clear()
             try:
                 await self.tick()
+            except LeaseLost as exc:
+                logger.info("alert tick stopped: %s", exc)
             except Exception as exc:
                 logger.exception("alert tick failed")
                 self.context.record_error("alerts", repr(exc))
@@ -202,12 +209,32 @@ class AlertService(Service):
     # -- notifications ---------------------------------------------------------------
 
     async def tick(self) -> None:
-        """Queue what is due (first notifications, repeats, resolves), then deliver."""
+        """Queue what is due (first notifications, repeats, resolves), then deliver.
+
+        In a cluster one daemon evaluates the alerts (lease ``alerts``) and one delivers
+        the outbox (lease ``outbox``); on SQLite the one daemon does both.
+        """
+        cluster = self.context.cluster
+        lease = await cluster.singleton(ALERT_WORK)
+        if lease is not None:
+            with holding(lease):
+                await self._evaluate()
+        delivery = await cluster.singleton(OUTBOX_WORK)
+        if delivery is not None:
+            with holding(delivery):
+                await self.outbox.deliver()
+        now = self.context.clock()
+        if lease is not None and now - self._pruned_at >= _PRUNE_EVERY:
+            self._pruned_at = now
+            await self._prune(now)
+
+    async def _evaluate(self) -> None:
         dropped = await self.outbox.drop_expired()
         async with self._lock:
             if dropped:
                 # What was dropped is re-sent with the alert's current state if it still fires.
                 async with self.context.store.begin() as conn:
+                    await fence(conn)
                     await conn.execute(
                         alerts_table.update()
                         .where(
@@ -217,11 +244,6 @@ class AlertService(Service):
                         .values(notified_at=None)
                     )
             await self._queue_due()
-        await self.outbox.deliver()
-        now = self.context.clock()
-        if now - self._pruned_at >= _PRUNE_EVERY:
-            self._pruned_at = now
-            await self._prune(now)
 
     async def _queue_due(self) -> None:
         settings = self.context.config.alerts
@@ -262,6 +284,7 @@ class AlertService(Service):
         notification = format_notification(alert, "firing", self.context.config)
         notified = sorted(set(alert["notified"]) | set(names))
         async with self.context.store.begin() as conn:
+            await fence(conn)  # queued by the holder of the alert evaluation only
             for name in names:
                 if await self._still_pending(conn, alert["fingerprint"], name):
                     # A repeat of a message the notifier has not received yet adds nothing.
@@ -289,6 +312,7 @@ class AlertService(Service):
     async def _queue_resolved(self, alert: Alert) -> None:
         notification = format_notification(alert, "resolved", self.context.config)
         async with self.context.store.begin() as conn:
+            await fence(conn)
             for name in alert["notified"]:
                 notifier = self.notifiers.get(name)
                 if notifier is not None and notifier.config.send_resolved:

@@ -13,7 +13,7 @@ from .contract import Paged, Reply, Text, query_of
 from .http import ROUTES, WARDEN, Route, json_response
 from .openapi import openapi_document
 
-__all__ = ["AuditQuery", "openapi_document", "system_routes"]
+__all__ = ["AuditQuery", "ClusterView", "openapi_document", "system_routes"]
 
 
 class Liveness(Reply):
@@ -37,6 +37,40 @@ class SystemHealth(Reply):
     plugins: list[dict[str, Any]]
     plugin_modules: list[str]
     last_errors: list[Any]
+
+
+class ClusterMember(Reply):
+    instance: str
+    host: str
+    pid: int
+    version: str
+    started_at: float
+    heartbeat_at: float
+    heartbeat_age_seconds: float
+    #: The heartbeat is younger than the lease TTL.
+    alive: bool
+
+
+class ClusterLease(Reply):
+    kind: str
+    #: The model for per-model work, "" for a cluster-wide singleton.
+    key: str
+    owner: str
+    #: The fencing token: grows by one at every change of owner.
+    token: int
+    acquired_at: float | None
+    expires_at: float
+    expired: bool
+
+
+class ClusterView(Reply):
+    #: The daemon that answered.
+    instance: str
+    #: The database's clock (every heartbeat and expiry is on it).
+    now: float
+    lease_ttl_seconds: float
+    members: list[ClusterMember]
+    leases: list[ClusterLease]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -71,6 +105,11 @@ async def readyz(request: web.Request) -> web.Response:
 async def system_health(request: web.Request) -> web.Response:
     """Components, plugins with their versions and origin, uptime and recent errors."""
     return json_response(await request.app[WARDEN].get_system_health())
+
+
+async def cluster(request: web.Request) -> web.Response:
+    """The members with their heartbeat, and who owns which lease of cluster-wide work."""
+    return json_response(await request.app[WARDEN].cluster.view())
 
 
 async def key_status(request: web.Request) -> web.Response:
@@ -128,6 +167,8 @@ def system_routes() -> list[Route]:
         Route("GET", "/metrics", metrics, "open", "Prometheus metrics", responses={200: Text}),
         Route("GET", "/api/system/health", system_health, "viewer", "System health",
               responses={200: SystemHealth}),
+        Route("GET", "/api/system/cluster", cluster, "viewer",
+              "Cluster members and the leases they hold", responses={200: ClusterView}),
         Route("GET", "/api/openapi.json", openapi, "viewer", "This OpenAPI document"),
         Route("GET", "/api/audit", audit_entries, "auditor", "The hash-chained audit log",
               query=AuditQuery, responses={200: AuditPage}),

@@ -6,11 +6,14 @@ the schema-version steps; table ``schema_version``), the audit log (``audit.py``
 ``audit_log``; its key and checkpoint files outside the database in ``audit_seal.py``),
 MLflow tracking (``tracking.py``), every Prometheus metric
 (``metrics.py``; ``mlwarden_events_total`` and ``mlwarden_plugin_errors_total`` are
-counted here), the plugin manager and its catalog (``plugins.py``), systemd
-notifications, worker threads and processes, and the process's memory tuning.
+counted here), the plugin manager and its catalog (``plugins.py``), cluster
+membership and the leases of work done once cluster-wide (``cluster.py``,
+``leases.py``; tables ``cluster_members`` and ``leases``; the heartbeat task; metrics
+``mlwarden_cluster_members`` and ``mlwarden_leases_held``), systemd notifications,
+worker threads and processes, and the process's memory tuning.
 
 Exposes: :class:`~.context.Context` (config, store, metrics, audit, tracking, clock,
-plugins; ``spawn`` for owned background tasks, ``emit``, ``call_hook``,
+plugins, cluster; ``spawn`` for owned background tasks, ``emit``, ``call_hook``,
 ``record_error``) and :class:`~.service.Service`, the base of every service.
 
 May import: the contract (``mlwarden.types``, ``errors``, ``stats``, ``hookspecs``) and

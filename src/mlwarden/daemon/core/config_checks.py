@@ -44,6 +44,14 @@ def check_config(config: Config) -> list[str]:
         problems.append("key 'training.job_timeout_hours': expected a positive number")
     problems.extend(_check_training(config))
     problems.extend(_check_estimation(config))
+    c = config.cluster
+    if c.heartbeat_seconds <= 0:
+        problems.append("key 'cluster.heartbeat_seconds': expected a positive number")
+    elif c.lease_ttl_seconds <= c.heartbeat_seconds:
+        problems.append(
+            "key 'cluster.lease_ttl_seconds': expected more than cluster.heartbeat_seconds "
+            f"({c.heartbeat_seconds:g}), or every lease lapses between two renewals"
+        )
     ab = config.ab_testing
     for key in ("confidence_level", "significance_threshold", "srm_threshold", "power"):
         if not 0 < getattr(ab, key) < 1:

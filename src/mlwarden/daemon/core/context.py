@@ -4,9 +4,10 @@ A service is built with a :class:`Context` and, for what it needs of another ser
 constructor arguments typed by small Protocols (each provider's ``interfaces.py``); the
 composition root (``daemon/warden.py``) wires both. The context holds the
 configuration in force, the store, the metrics, the audit log, MLflow tracking, the
-clock and the plugins, and offers the daemon-wide actions: ``spawn`` an owned
-background task, ``emit`` an event, ``call_hook`` on every plugin with isolation and a
-timeout, and ``record_error`` for ``/api/system/health``.
+clock, the plugins and the cluster (membership, leases of cluster-wide work), and
+offers the daemon-wide actions: ``spawn`` an owned background task, ``emit`` an
+event, ``call_hook`` on every plugin with isolation and a timeout, and
+``record_error`` for ``/api/system/health``.
 
 The running ``Warden`` is a Context; a service typed against Context cannot reach the
 other services through it.
@@ -27,8 +28,10 @@ import pluggy
 
 from ...types import Event
 from .audit import AuditLog
+from .cluster import Cluster
 from .config import Config
 from .encryption import Sealer
+from .leases import no_lease
 from .metrics import Metrics
 from .store import Store
 from .tracking import Tracking
@@ -155,6 +158,8 @@ class Context:
         self.tracking = tracking
         #: Seals and opens objects at rest (passes them through with encryption off).
         self.sealer = sealer if sealer is not None else Sealer(None)
+        #: This daemon as a cluster member, and the leases of the work it owns.
+        self.cluster = Cluster(store, lambda: self.config, metrics)
         #: The most recent errors of background work, newest last (at most 20).
         self.last_errors: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -176,7 +181,10 @@ class Context:
                 raise
             spawning = asyncio.run_coroutine_threadsafe(self._spawn_now(coro, name), self._loop)
             return spawning.result()
-        task = loop.create_task(coro, name=name)
+        # A task spawned from leased work is not leased work itself (leases.holding).
+        detached = contextvars.copy_context()
+        detached.run(no_lease)
+        task = loop.create_task(coro, name=name, context=detached)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

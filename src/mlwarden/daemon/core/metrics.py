@@ -8,6 +8,7 @@ severity, plus reason, state, metric, variant, plugin, hook, route).
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable, Iterable
 
 import pluggy
 from prometheus_client import (
@@ -18,11 +19,56 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from ..._version import __version__
 from .config import Config
 
-__all__ = ["Metrics"]
+__all__ = ["MODEL_GAUGES", "Metrics"]
+
+#: The gauges that describe a model cluster-wide (not one daemon's doings): in a
+#: cluster only the daemon that owns the model's work exports them (docs/cluster.md).
+MODEL_GAUGES = (
+    "model_info",
+    "model_metric",
+    "estimated_metric",
+    "estimated_metric_lower",
+    "estimated_metric_upper",
+    "estimated_metric_realized",
+    "estimation_error",
+    "estimate_degraded",
+    "feature_drift_score",
+    "feature_drift_p_value",
+    "drift_score",
+    "drift_detected",
+    "retrain_recommendation",
+    "experiment_p_value",
+    "experiment_samples",
+    "experiment_lift",
+    "experiment_srm_detected",
+)
+
+
+class _OwnedModels(Collector):
+    """Exports the model gauges of the models this daemon owns (all without a cluster)."""
+
+    def __init__(self, gauges: Iterable[Gauge], metrics: Metrics) -> None:
+        self.gauges = list(gauges)
+        self.metrics = metrics
+
+    def describe(self) -> Iterable[Metric]:
+        for gauge in self.gauges:
+            yield from gauge.describe()
+
+    def collect(self) -> Iterable[Metric]:
+        owns = self.metrics.owns_model
+        for gauge in self.gauges:
+            for family in gauge.collect():
+                if owns is not None:
+                    family.samples = [s for s in family.samples if owns(s.labels["model"])]
+                yield family
+
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 _JOB_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
@@ -294,8 +340,28 @@ class Metrics:
             ["report"],
             registry=registry,
         )
+        # The cluster (core/cluster.py).
+        self.cluster_members = Gauge(
+            "mlwarden_cluster_members",
+            "Live members of the cluster as this daemon sees them (heartbeat within the "
+            "lease TTL); the same on every daemon, so aggregate with max().",
+            registry=registry,
+        )
+        self.leases_held = Gauge(
+            "mlwarden_leases_held",
+            "Leases of cluster-wide work this daemon holds, by kind.",
+            ["kind"],
+            registry=registry,
+        )
         for severity in ("info", "warning", "critical"):
             self.alerts_firing.labels(severity).set(0)
+        #: Whether this daemon exports a model's gauges (MODEL_GAUGES); None: all of them.
+        #: The cluster sets it when several daemons may share the store.
+        self.owns_model: Callable[[str], bool] | None = None
+        owned = [getattr(self, name) for name in MODEL_GAUGES]
+        for gauge in owned:
+            registry.unregister(gauge)
+        registry.register(_OwnedModels(owned, self))
 
     def zero_known_series(self, config: Config, pm: pluggy.PluginManager) -> None:
         """Create the series whose label values are known up front, at 0.

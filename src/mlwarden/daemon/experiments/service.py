@@ -27,7 +27,9 @@ from ...errors import Conflict, InvalidInput, NotFound
 from ...hookspecs import hookimpl
 from ...stats import Evaluation, is_final
 from ...types import Event, OutcomeSource, Severity
+from ..core.cluster import EXPERIMENT_WORK
 from ..core.context import Context
+from ..core.leases import LeaseLost, fence, holding
 from ..core.service import Service
 from ..core.tracking import Tracking
 from ..registry.interfaces import VersionRecords
@@ -227,6 +229,7 @@ class ExperimentService(Service):
         now = data["evaluated_at"]
         states = {k: s.to_dict() for k, s in evaluation.states.items()}
         async with self.context.store.begin() as conn:
+            await fence(conn)  # the loop's evaluation: only while this daemon owns the model
             await conn.execute(
                 evaluations_table.insert().values(
                     experiment_id=record["id"],
@@ -395,6 +398,7 @@ class ExperimentService(Service):
 
     async def _update(self, experiment_id: str, **values: object) -> None:
         async with self.context.store.begin() as conn:
+            await fence(conn)
             await conn.execute(
                 experiments_table.update()
                 .where(experiments_table.c.id == experiment_id)
@@ -416,12 +420,26 @@ class ExperimentService(Service):
         """Evaluate running experiments periodically (fixed-horizon ones only at the end)."""
         while True:
             await asyncio.sleep(self.context.config.ab_testing.evaluation_interval_seconds)
+            try:  # a model's experiment is evaluated by the daemon that owns the model
+                owned = await self.context.cluster.models()
+            except Exception as exc:  # the store is away: evaluate nothing this round
+                logger.warning("cannot take the model leases: %s", exc)
+                continue
             for record in await self.history(status="running", limit=1000):
                 fixed = not record["settings"]["sequential"]
                 if fixed and self.context.clock() < record["ends_at"]:
                     continue
+                lease = owned.get(record["model"])
+                if lease is None and self.context.config.model(record["model"]) is None:
+                    # A model not in [[models]] has no lease of its own.
+                    lease = await self.context.cluster.singleton(EXPERIMENT_WORK)
+                if lease is None:
+                    continue
                 try:
-                    await self.evaluate(record["id"])
+                    with holding(lease):
+                        await self.evaluate(record["id"])
+                except LeaseLost as exc:
+                    logger.info("evaluation of experiment %s not stored: %s", record["id"], exc)
                 except Exception as exc:
                     self._loop_errors += 1
                     logger.exception("evaluating experiment %s failed", record["id"])

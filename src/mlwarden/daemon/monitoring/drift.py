@@ -28,6 +28,7 @@ from prometheus_client import Gauge
 from ...errors import Conflict, InvalidInput
 from ...types import DriftReport, DriftSource, DriftWindow, Event, RowCounts, Severity
 from ..core.context import Context
+from ..core.leases import Lease, LeaseLost, fence, holding
 from ..core.metrics import Metrics
 from ..core.service import Service
 from ..core.store import Schema, create_tables
@@ -118,11 +119,19 @@ class MonitorService(Service):
 
     async def _loop(self) -> None:
         last_purge = 0.0
+        owned = await self._owned({})
         while True:
             await asyncio.sleep(self.context.config.monitoring.interval_seconds)
+            owned = await self._owned(owned)
             for name in self.windows.watched():
+                lease = owned.get(name)
+                if lease is None:  # another daemon checks it
+                    continue
                 try:
-                    await self.check(name)
+                    with holding(lease):
+                        await self.check(name)
+                except LeaseLost as exc:
+                    logger.info("drift check of %s not stored: %s", name, exc)
                 except Exception as exc:
                     logger.exception("drift check of %s failed", name)
                     self.context.record_error(f"drift check {name}", repr(exc))
@@ -132,6 +141,30 @@ class MonitorService(Service):
                 cutoff = now - self.context.config.monitoring.retention_days * 86400
                 async with self.context.store.begin() as conn:
                     await conn.execute(reports_table.delete().where(reports_table.c.ts < cutoff))
+
+    async def _owned(self, before: dict[str, Lease]) -> dict[str, Lease]:
+        """The models whose checks are this daemon's now; a model taken over from another
+        daemon resumes from the verdict stored last (its gauges are exported by its owner
+        only: ``Metrics.owns_model``)."""
+        try:
+            owned = await self.context.cluster.models()
+        except Exception as exc:  # the store is away: check nothing this round
+            logger.warning("cannot take the model leases: %s", exc)
+            return {}
+        for model, lease in owned.items():
+            if before.get(model) != lease:
+                await self._load_verdict(model)
+        return owned
+
+    async def _load_verdict(self, model: str) -> None:
+        r = reports_table
+        latest = (
+            sa.select(r.c.drift_detected).where(r.c.model == model).order_by(r.c.id.desc()).limit(1)
+        )
+        async with self.context.store.connect() as conn:
+            detected = (await conn.execute(latest)).scalar()
+        if detected is not None:
+            self._detected[model] = bool(detected)
 
     # -- checks --------------------------------------------------------------------------
 
@@ -333,6 +366,7 @@ class MonitorService(Service):
         # Serialised once: the text stored, and what JSON keeps of it for the caller.
         plain, text = _as_json(report.to_dict())
         async with self.context.store.begin() as conn:
+            await fence(conn)  # a loop's check: only while this daemon holds the model
             result = await conn.execute(
                 reports_table.insert(),  # parameters apart: the compiled statement is cached
                 {

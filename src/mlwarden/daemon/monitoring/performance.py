@@ -38,6 +38,7 @@ from ...stats.metrics import compute_metrics, higher_is_better, relative_worseni
 from ...types import Event, Outcomes, OutcomeSource, Severity
 from ..core.config import ModelConfig
 from ..core.context import Context
+from ..core.leases import LeaseLost, fence, holding
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..registry.interfaces import VersionRecords
@@ -107,9 +108,20 @@ class PerformanceService(Service):
         while True:
             await asyncio.sleep(self.context.config.monitoring.interval_seconds)
             await self.purge()
+            try:
+                owned = await self.context.cluster.models()
+            except Exception as exc:  # the store is away: evaluate nothing this round
+                logger.warning("cannot take the model leases: %s", exc)
+                continue
             for model in self.context.config.models:
+                lease = owned.get(model.name)
+                if lease is None:  # another daemon evaluates it
+                    continue
                 try:
-                    await self.evaluate(model.name)
+                    with holding(lease):
+                        await self.evaluate(model.name)
+                except LeaseLost as exc:
+                    logger.info("performance of %s not stored: %s", model.name, exc)
                 except NotFound as exc:
                     logger.debug("performance of %s not evaluated: %s", model.name, exc)
                 except Exception as exc:
@@ -175,6 +187,7 @@ class PerformanceService(Service):
             k: v for k, v in metrics.items() if v is not None and math.isfinite(v)
         }
         async with self.context.store.begin() as conn:
+            await fence(conn)  # the loop's evaluation: only while this daemon owns the model
             await conn.execute(
                 history_table.insert(),
                 {
@@ -220,6 +233,7 @@ class PerformanceService(Service):
                 baseline, source = value, "first_window"
             degraded = False
             async with self.context.store.begin() as conn:
+                await fence(conn)
                 await conn.execute(
                     state_table.insert(),
                     {
@@ -247,6 +261,7 @@ class PerformanceService(Service):
         if kind:
             values["changed_at"] = now
         async with self.context.store.begin() as conn:
+            await fence(conn)
             await conn.execute(
                 state_table.update()
                 .where(state_table.c.model == model, state_table.c.version == version)

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ...errors import InvalidInput, NotFound
+from ..core.cluster import REPORT_WORK
 from ..core.config import Config, ReportConfig
 from ..core.context import Context
 from ..core.service import Service
@@ -151,6 +152,15 @@ class ReportService(Service):
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.tick_seconds)
+            if not self.context.config.reports:
+                continue
+            try:  # one daemon of a cluster runs the scheduled reports
+                lease = await self.context.cluster.singleton(REPORT_WORK)
+            except Exception as exc:  # the store is away: try at the next tick
+                logger.warning("cannot take the scheduled reports' lease: %s", exc)
+                continue
+            if lease is None:
+                continue
             now = self.context.clock()
             for report in self.context.config.reports:
                 due = self._due.get(report.name)

@@ -20,6 +20,7 @@ from typing import Any
 from ...errors import Conflict, InvalidInput, PluginError
 from ...types import Analysis, Event, RolloutView, Severity, Step
 from ..core.context import Context
+from ..core.leases import fence
 from ..ingest.interfaces import PredictionSink
 from ..registry.interfaces import VersionLifecycle
 from .evidence import analyze, gateway_errors, preflight
@@ -330,6 +331,7 @@ class RolloutController:
 
     async def _store_analysis(self, rollout: Rollout, analysis: Analysis, step: Step) -> None:
         async with self.context.store.begin() as conn:
+            await fence(conn)  # a tick's analysis: only while this daemon holds the rollouts
             await conn.execute(
                 analyses_table.insert().values(
                     rollout_id=rollout["id"],
@@ -349,6 +351,7 @@ class RolloutController:
     async def _save(self, rollout: Rollout) -> None:
         rollout["updated_at"] = self.context.clock()
         async with self.context.store.begin() as conn:
+            await fence(conn)  # a tick's step: refused once another daemon took over
             await conn.execute(
                 rollouts_table.update()
                 .where(rollouts_table.c.id == rollout["id"])

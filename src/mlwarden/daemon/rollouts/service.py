@@ -25,8 +25,10 @@ import sqlalchemy as sa
 from ...errors import ConfigError, Conflict, InvalidInput, NotFound
 from ...hookspecs import hookimpl
 from ...types import Event, Severity
+from ..core.cluster import ROLLOUT_WORK
 from ..core.config import Config
 from ..core.context import Context
+from ..core.leases import Lease, LeaseLost, holding
 from ..core.service import Service
 from ..ingest.interfaces import PredictionSink
 from ..registry.interfaces import (
@@ -101,6 +103,8 @@ class RolloutService(Service):
         self.registry = registry
         self.traffic_tables = TrafficTables(context, registry=registry)
         self.gateway = Gateway(context, registry=registry, ingest=ingest)
+        #: The cluster's lease on the rollout ticks, while this daemon holds it.
+        self._lease: Lease | None = None
         self.controller = RolloutController(
             context,
             registry=registry,
@@ -130,23 +134,14 @@ class RolloutService(Service):
         self.check_config(self.context.config)
         self.traffic_tables.build_backends()
         await self.traffic_tables.load()
-        async with self.context.store.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(rollouts_table).where(rollouts_table.c.state.in_(ACTIVE))
-                )
-            ).all()
-        self.controller.active.update({r.model: rollout_from_row(r) for r in rows})
-        # A change a stop interrupted is finished before any rollout resumes on it.
-        if await self.serving.recover():
-            async with self.context.store.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        sa.select(rollouts_table).where(rollouts_table.c.state.in_(ACTIVE))
-                    )
-                ).all()
-            self.controller.active.clear()
-            self.controller.active.update({r.model: rollout_from_row(r) for r in rows})
+        await self._load_active()
+        # A change a stop interrupted is finished before any rollout resumes on it, by
+        # the daemon that holds the rollouts (another may be applying it right now).
+        self._lease = await self.context.cluster.singleton(ROLLOUT_WORK)
+        if self._lease is not None:
+            with holding(self._lease):
+                if await self.serving.recover():
+                    await self._load_active()
         for rollout in self.active.values():
             logger.info(
                 "resuming rollout %s of %s %s at step %d (%s)",
@@ -185,11 +180,34 @@ class RolloutService(Service):
         self.check_config(config)
         self.traffic_tables.build_backends()
 
+    async def _load_active(self) -> None:
+        """Read the active rollouts from the store (what every daemon agrees on)."""
+        async with self.context.store.connect() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(rollouts_table).where(rollouts_table.c.state.in_(ACTIVE))
+                )
+            ).all()
+        self.controller.active.clear()
+        self.controller.active.update({r.model: rollout_from_row(r) for r in rows})
+
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.context.config.deployment.tick_seconds)
             try:
-                await self.tick()
+                # One daemon of a cluster advances the rollouts. It reads them from the
+                # store when it takes them over and, with several daemons possible
+                # (not SQLite), at every tick: another daemon's API may have started,
+                # paused or rolled back one.
+                held, self._lease = self._lease, await self.context.cluster.singleton(ROLLOUT_WORK)
+                if self._lease is None:
+                    continue
+                if self._lease != held or not self.context.store.is_sqlite:
+                    await self._load_active()
+                with holding(self._lease):
+                    await self.tick()
+            except LeaseLost as exc:
+                logger.info("rollout tick stopped: %s", exc)
             except Exception as exc:  # a bad tick must not end the loop
                 logger.exception("rollout tick failed")
                 self.context.record_error("rollouts tick", repr(exc))

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 
 from ...errors import Conflict
 from ..core.context import Context
+from ..core.leases import fence
 from ..registry.interfaces import VersionLifecycle
 from .records import ACTIVE, Rollout, public, rollouts_table, row_values
 from .traffic import TrafficTables, serving_table, validate_weights
@@ -128,6 +129,9 @@ class Serving:
             change["rollout"] = public(change["rollout"])
         async with self._locks[change["model"]]:
             async with self.context.store.begin() as conn:
+                # A rollout tick's change is journaled under its lease: a former holder's
+                # is refused here, before it touched anything.
+                await fence(conn)
                 await conn.execute(
                     serving_table.insert().values(
                         id=change["id"],

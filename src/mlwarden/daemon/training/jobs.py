@@ -37,8 +37,10 @@ from ...errors import (
     TrainingTimedOut,
 )
 from ...types import Event, TrainingResult
+from ..core.cluster import JOBS_WORK
 from ..core.config import Config
 from ..core.context import Context
+from ..core.leases import Lease, holding
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import PredictionCounter
@@ -119,8 +121,9 @@ class JobService(Service):
         self._check_trainers(self.context.config)
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._stopping = False
+        self._lease: Lease | None = None
         if self._take_runner_lock():
-            await self._recover()
+            await self._runner_lease()
         await self._refresh_gauge()
         self.context.spawn(self._runner(), name="jobs-runner")
 
@@ -159,6 +162,16 @@ class JobService(Service):
         if self._lock_file is None:
             self._lock_file = take_runner_lock(self.jobs_dir / "runner.lock")
         return self._lock_file is not None
+
+    async def _runner_lease(self) -> Lease | None:
+        """The cluster's runner lease, taken or renewed; taking it (at start, or over
+        from a daemon that died) recovers the jobs that were left running."""
+        held, lease = self._lease, await self.context.cluster.singleton(JOBS_WORK)
+        self._lease = lease
+        if lease is not None and lease != held:
+            with holding(lease):
+                await self._recover()
+        return lease
 
     async def _recover(self) -> None:
         """Jobs left ``running`` by a daemon that died: kill leftovers, interrupt, requeue."""
@@ -291,7 +304,15 @@ class JobService(Service):
             if not self._take_runner_lock():
                 return POLL_SECONDS
             logger.info("took over the training job runner lock")
-            await self._recover()
+            self._lease = None  # recover under the lease, taken below
+        lease = await self._runner_lease()
+        if lease is None:  # another daemon of the cluster runs the queue
+            return POLL_SECONDS
+        with holding(lease):
+            return await self._start_due()
+
+    async def _start_due(self) -> float:
+        """Claim the queued jobs that are due, up to the limit, and start them."""
         slots = self.context.config.training.max_concurrent_jobs - len(self._running)
         now = self.context.clock()
         wait = POLL_SECONDS

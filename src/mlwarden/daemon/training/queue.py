@@ -16,6 +16,7 @@ from typing import IO
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 
+from ..core.leases import fence
 from ..core.store import Store
 from .records import (
     ACTIVE_STATES,
@@ -166,6 +167,7 @@ async def update_job(
     """Change a job that is in state ``expect``; False if it is not (any more)."""
     changes: JobColumns = {**values, "updated_at": now}
     async with store.begin() as conn:
+        await fence(conn)  # the runner's claim: only while it holds the queue's lease
         result = await conn.execute(
             jobs_table.update()
             .where(jobs_table.c.id == job_id, jobs_table.c.state == expect)
@@ -189,6 +191,7 @@ async def interrupt_job(
     False (and nothing changed) if the job was no longer running.
     """
     async with store.begin() as conn:
+        await fence(conn)
         result = await conn.execute(
             jobs_table.update()
             .where(jobs_table.c.id == job["id"], jobs_table.c.state == "running")

@@ -24,8 +24,10 @@ import sqlalchemy as sa
 from ...errors import Conflict, NotFound, PluginError
 from ...hookspecs import hookimpl
 from ...types import Decision, Event, OutcomeSource, TriggerContext
+from ..core.cluster import SCHEDULER_WORK
 from ..core.config import Config, ModelConfig
 from ..core.context import Context, PluginClasses
+from ..core.leases import Lease, LeaseLost, fence, holding
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from .jobs import JobService
@@ -160,10 +162,24 @@ class SchedulerService(Service):
             if (m, t) not in self._state
         ]
         if new:
-            async with self.context.store.begin() as conn:
-                await conn.execute(trigger_state.insert(), new)
+            try:
+                async with self.context.store.begin() as conn:
+                    await conn.execute(trigger_state.insert(), new)
+            except sa.exc.IntegrityError:  # another daemon armed them first: read theirs
+                await self._arm()
+                return
             for row in new:
                 self._state[(row["model"], row["trigger"])] = row
+
+    async def _reload(self, model: str) -> None:
+        """Read ``model``'s trigger state back from the store."""
+        query = sa.select(trigger_state).where(trigger_state.c.model == model)
+        async with self.context.store.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        for r in rows:
+            state = self._state.get((model, r["trigger"]))
+            if state is not None:
+                state.update({"last_fired": r["last_fired"], "last_reason": r["last_reason"]})
 
     def next_runs(self) -> dict[str, float]:
         """When each scheduled model runs next (Unix time)."""
@@ -176,9 +192,19 @@ class SchedulerService(Service):
         return out
 
     async def _ticker(self) -> None:
+        lease: Lease | None = None
         while True:
             try:
-                await self.tick()
+                # One daemon of a cluster ticks (holds the lease); taking it over, it
+                # reads the trigger state the previous holder left.
+                held, lease = lease, await self.context.cluster.singleton(SCHEDULER_WORK)
+                if lease is not None:
+                    if lease != held:
+                        await self._arm()
+                    with holding(lease):
+                        await self.tick()
+            except LeaseLost as exc:
+                logger.info("scheduler tick stopped: %s", exc)
             except Exception:
                 logger.exception("scheduler tick failed")
             await asyncio.sleep(self.context.config.training.scheduler_interval_seconds)
@@ -201,6 +227,10 @@ class SchedulerService(Service):
         fired: list[tuple[str, Decision]] = []
         lock = self._locks.setdefault(model, asyncio.Lock())
         async with lock:  # cooldown check and record are atomic per model
+            if not self.context.store.is_sqlite:
+                # Another daemon may have fired this model's triggers (it owned the
+                # model, or the tick, before): their cooldowns count from the store.
+                await self._reload(model)
             for name, trigger in self.triggers.get(model, {}).items():
                 state = self._state.get((model, name))
                 if state is None:
@@ -238,6 +268,7 @@ class SchedulerService(Service):
 
     async def _record_fired(self, model: str, name: str, now: float, reason: str) -> None:
         async with self.context.store.begin() as conn:
+            await fence(conn)  # a former tick holder's fire is refused before it submits
             await conn.execute(
                 trigger_state.update()
                 .where(trigger_state.c.model == model, trigger_state.c.trigger == name)
