@@ -294,6 +294,7 @@ async def test_graceful_stop_interrupts_and_requeues(make_config, tmp_path):
     assert os.path.exists(config.base_path / "jobs" / job["id"] / "train.log")
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # SQLite: one daemon
 async def test_a_second_warden_on_the_same_base_path_runs_no_jobs(make_config, tmp_path):
     from mlwarden.daemon.warden import Warden
 
