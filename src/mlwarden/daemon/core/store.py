@@ -197,9 +197,9 @@ class Store:
         """
         assert self.engine is not None, "store is not open"
         if (path := self.sqlite_path) is not None:
-            async with _file_lock(path.with_name(path.name + ".migrate.lock")):
-                async with self.engine.connect() as conn:
-                    return await _migrate(conn, schemas)
+            lock = _file_lock(path.with_name(path.name + ".migrate.lock"))
+            async with lock, self.engine.connect() as conn:
+                return await _migrate(conn, schemas)
         async with self.engine.connect() as conn:
             if self.is_postgresql:
                 # A migration may legitimately outlast the statement timeout.
