@@ -78,8 +78,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``@pytest.mark.both_backends`` (or a module's pytestmark) runs a test on each store."""
-    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
-        "both_backends"
+    chosen = any(  # a test's own @pytest.mark.parametrize("backend", ...) wins
+        "backend" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")
+    )
+    if (
+        "backend" in metafunc.fixturenames
+        and not chosen
+        and metafunc.definition.get_closest_marker("both_backends")
     ):
         metafunc.parametrize("backend", BACKENDS, indirect=True)
 

@@ -15,6 +15,9 @@ from mlwarden.daemon.warden import Warden
 from mlwarden.types import Event, Severity
 from tests.fake_plugins.flaky_notifier import DOWN, INBOXES
 
+#: The store-level tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
+
 FLAKY = "tests.fake_plugins.flaky_notifier"
 
 

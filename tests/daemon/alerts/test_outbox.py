@@ -14,6 +14,9 @@ from tests.daemon.alerts import test_alerts as base
 from tests.daemon.alerts.test_alerts import CONFIG, drift, inbox
 from tests.fake_plugins.flaky_notifier import DOWN, INBOXES
 
+#: The store-level tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
+
 # The same Warden-with-a-hand-moved-clock fixtures as the alert engine's tests.
 alerting = base.alerting
 clock = base.clock

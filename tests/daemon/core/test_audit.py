@@ -64,6 +64,7 @@ async def make_history(client) -> None:
         assert resp.status == status, (method, path, role, await resp.text())
 
 
+@pytest.mark.both_backends
 async def test_mutations_are_audited_with_who_route_target_outcome(client, base_path):
     await client.get("/api/fake/items", headers=auth("viewer"))  # reads are not audited
     await make_history(client)
@@ -97,6 +98,7 @@ def _detail_text(detail: dict) -> str:
     return json.dumps(detail, sort_keys=True, default=str)
 
 
+@pytest.mark.both_backends
 async def test_audit_route_is_admin_only_and_pages(client):
     await make_history(client)
     assert (await client.get("/api/audit")).status == 401
@@ -110,6 +112,7 @@ async def test_audit_route_is_admin_only_and_pages(client):
         assert (await resp.json())["error"]["code"] == "invalid_input"
 
 
+@pytest.mark.both_backends
 async def test_internal_state_changes_can_be_recorded(warden):
     row = await warden.audit.record(
         actor="mlwarden", action="rollback", target="model=m", detail={"to": "1.0.0"}
@@ -168,6 +171,7 @@ async def test_verify_names_a_deleted_row(client, base_path):
     assert "TAMPERED at row 5: expected row 4 (a row is missing)" in result.stderr
 
 
+@pytest.mark.both_backends
 async def test_concurrent_entries_share_commits_and_keep_the_chain(warden):
     commits = []
     event.listen(warden.store.engine.sync_engine, "commit", lambda conn: commits.append(1))

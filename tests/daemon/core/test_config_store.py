@@ -32,7 +32,7 @@ def test_daemon_database_url_is_a_deprecated_alias(tmp_path, capsys):
     assert main(["check-config", "--config", str(path)]) == 0
     assert "'daemon.database_url' is deprecated: use [store] url" in capsys.readouterr().err
     path.write_text(f'[daemon]\ndatabase_url = "{PG}"\n[store]\nurl = "{PG}x"\n')
-    with pytest.raises(ConfigError, match="deprecated alias of 'store.url'.*different URLs"):
+    with pytest.raises(ConfigError, match=r"deprecated alias of 'store\.url'.*different URLs"):
         load_config(path, env={})
 
 
@@ -87,3 +87,17 @@ def test_the_store_password_is_redacted_in_check_config_and_logs(tmp_path, capsy
     assert "qu3ry-s3cret" not in captured.out + captured.err
     assert json.loads(captured.out)["store"]["url"].endswith("?password=***&ssl=require")
     assert "qu3ry-s3cret" in secrets_of(load_config(path, env={}))
+
+
+def test_a_world_readable_file_holding_the_store_password_is_warned_about(tmp_path, monkeypatch):
+    from mlwarden.daemon.core.config_checks import secret_file_warnings
+
+    monkeypatch.delenv("MLWARDEN_STORE_URL", raising=False)
+    path = tmp_path / "mlwarden.toml"
+    path.write_text(f'[store]\nurl = "{PG}"\n')
+    path.chmod(0o644)
+    assert "database credentials" in secret_file_warnings(load_config(path, env={}))[0]
+    # The same URL from the environment is not in the file: nothing to warn about.
+    path.write_text("")
+    monkeypatch.setenv("MLWARDEN_STORE_URL", PG)
+    assert secret_file_warnings(load_config(path)) == []

@@ -9,10 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlwarden.daemon.core.keys import load_keyring, new_key, write_key_file
 from mlwarden.daemon.warden import Warden
 from tests.daemon.core.test_encryption import _config, _reference
 from tests.daemon.rollouts.helpers import _log_linear, register_models, send_traffic
+
+#: The store-level tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -359,7 +359,9 @@ def secret_file_warnings(config: Config) -> list[str]:
         holds.append("notifier URLs")
     if config.auth.tokens:
         holds.append("token hashes")
-    if "@" in config.database_url or "@" in config.mlflow.tracking_uri:
+    from_env = {os.environ.get("MLWARDEN_STORE_URL"), os.environ.get("MLFLOW_TRACKING_URI")}
+    in_file = [u for u in (config.database_url, config.mlflow.tracking_uri) if u not in from_env]
+    if any("@" in u for u in in_file):
         holds.append("database credentials")
     if not holds:
         return []
