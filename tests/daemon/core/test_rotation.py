@@ -16,12 +16,10 @@ from mlwarden.daemon.warden import Warden
 from tests.daemon.core.test_encryption import _config, _reference
 from tests.daemon.rollouts.helpers import _log_linear, register_models, send_traffic
 
-#: The store-level tests run on SQLite and on PostgreSQL (tests/conftest.py).
-pytestmark = pytest.mark.both_backends
-
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.both_backends
 async def test_rotation_under_load_rewraps_everything_and_retires_the_old_key(
     make_config, make_client, tmp_path
 ):

@@ -39,7 +39,7 @@ from ...types import Event, Outcomes, OutcomeSource, Severity
 from ..core.config import ModelConfig
 from ..core.context import Context
 from ..core.service import Service
-from ..core.store import Schema, create_tables
+from ..core.store import Schema, create_tables, insert_ignore
 from ..registry.interfaces import VersionRecords
 
 __all__ = ["PerformanceService", "history_table", "watched_metric"]
@@ -220,8 +220,9 @@ class PerformanceService(Service):
                 baseline, source = value, "first_window"
             degraded = False
             async with self.context.store.begin() as conn:
+                # A concurrent daemon may have set the baseline first: its row stays.
                 await conn.execute(
-                    state_table.insert(),
+                    insert_ignore(conn.dialect, state_table),
                     {
                         "model": model,
                         "version": version,

@@ -27,7 +27,7 @@ from ...types import Decision, Event, OutcomeSource, TriggerContext
 from ..core.config import Config, ModelConfig
 from ..core.context import Context, PluginClasses
 from ..core.service import Service
-from ..core.store import Schema, create_tables
+from ..core.store import Schema, create_tables, insert_ignore
 from .jobs import JobService
 from .records import JobRecord
 
@@ -161,7 +161,8 @@ class SchedulerService(Service):
         ]
         if new:
             async with self.context.store.begin() as conn:
-                await conn.execute(trigger_state.insert(), new)
+                # Another daemon may have armed the same triggers: its rows stay.
+                await conn.execute(insert_ignore(conn.dialect, trigger_state), new)
             for row in new:
                 self._state[(row["model"], row["trigger"])] = row
 
