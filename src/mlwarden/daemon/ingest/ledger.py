@@ -176,7 +176,14 @@ class Ledger:
                 return
             # Refusals first: a refused item's statements are not rolled back (the group
             # shares one transaction), so nothing may be written before this check.
-            await check_new_ids(conn, name, batch)
+            try:
+                await check_new_ids(conn, name, batch)
+            except BatchRejected:
+                # Another daemon committed this very batch since known_batch looked.
+                if batch_id is not None and await known_batch(conn, name, batch_id) is not None:
+                    replayed = True
+                    return
+                raise
             if batch_id is not None and not await claim_batch_id(
                 conn, name, batch_id, len(batch), now
             ):
