@@ -53,17 +53,15 @@ def test_a_daemon_on_postgresql_ingests_and_survives_restarts(
     assert pg_count(postgres_url, "SELECT count(*) FROM outcomes") == 50
 
     daemon.kill()  # kill -9: what was acknowledged is committed
+    for restart in ("after kill -9", "after a clean stop"):
+        daemon.start()
+        status, again = daemon.call("POST", "/api/models/m/drift-check")
+        assert status == 200 and again["rows"]["current"] == 1500, (restart, again)
+        assert pg_count(postgres_url, "SELECT count(*) FROM outcomes") == 50, restart
+        duplicate = as_columns(frame(1, seed=31), "c-")
+        status, body = daemon.call("POST", "/api/models/m/predictions", duplicate)
+        assert status == 409 and body["error"]["code"] == "duplicate_id", restart
+        assert daemon.stop() == 0
     daemon.start()
-    status, again = daemon.call("POST", "/api/models/m/drift-check")
-    assert status == 200 and again["rows"]["current"] == 1500, again
-    status, body = daemon.call(
-        "POST", "/api/models/m/predictions", as_columns(frame(1, seed=31), "c-")
-    )
-    assert status == 409 and body["error"]["code"] == "duplicate_id"
-    assert daemon.stop() == 0
-    daemon.start()
-    status, final = daemon.call("POST", "/api/models/m/drift-check")
-    assert final["rows"]["current"] == 1500
-    assert pg_count(postgres_url, "SELECT count(*) FROM outcomes") == 50
     status, history = daemon.call("GET", "/api/models/m/drift-history?days=1")
     assert status == 200 and len(history["reports"]) == 3, history

@@ -39,13 +39,14 @@ async def audit_entries(client) -> list[dict]:
     return (await resp.json())["entries"]
 
 
-def verify(base_path) -> subprocess.CompletedProcess[str]:
+def verify(base_path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``mlwarden audit verify`` on ``base_path``, with more environment variables."""
     return subprocess.run(
         [sys.executable, "-m", "mlwarden", "audit", "verify"],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "MLOPS_BASE_PATH": str(base_path)},
+        env={**os.environ, "MLOPS_BASE_PATH": str(base_path), **env},
     )
 
 
@@ -256,17 +257,7 @@ async def test_the_key_file_is_created_0600_and_verify_needs_it(client, base_pat
     assert "TAMPERED at row 1: the row is keyed (HMAC) and no audit key was found" in (
         result.stderr
     )
-    env_key = subprocess.run(
-        [sys.executable, "-m", "mlwarden", "audit", "verify"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "MLOPS_BASE_PATH": str(base_path),
-            "MLWARDEN_AUDIT_KEY": moved.read_text().strip(),
-        },
-    )
+    env_key = verify(base_path, MLWARDEN_AUDIT_KEY=moved.read_text().strip())
     assert env_key.returncode == 0, env_key.stderr
     assert "audit log OK: 5 entries, hash chain intact, 5 checkpoints" in env_key.stdout
     short = subprocess.run(

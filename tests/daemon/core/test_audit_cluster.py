@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import subprocess
-import sys
 
 import sqlalchemy as sa
 
@@ -15,23 +13,17 @@ from mlwarden.daemon.core.audit_seal import CheckpointWriter, load_key
 from mlwarden.daemon.core.config_loader import load_config
 from mlwarden.daemon.core.store import Store
 from mlwarden.daemon.warden import Warden
+from tests.daemon.core.test_audit import verify
 
 KEY = "k" * 48
 
 
 def verify_cli(base_path, store_url: str, checkpoints) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlwarden", "audit", "verify"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "MLOPS_BASE_PATH": str(base_path),
-            "MLWARDEN_STORE_URL": store_url,
-            "MLWARDEN_AUDIT_KEY": KEY,
-            "MLWARDEN_AUDIT_CHECKPOINT_DIR": str(checkpoints),
-        },
+    return verify(
+        base_path,
+        MLWARDEN_STORE_URL=store_url,
+        MLWARDEN_AUDIT_KEY=KEY,
+        MLWARDEN_AUDIT_CHECKPOINT_DIR=str(checkpoints),
     )
 
 

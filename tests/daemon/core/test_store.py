@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +13,7 @@ from mlwarden.daemon.core.config import StoreConfig
 from mlwarden.daemon.core.store import Schema, Store, create_tables, insert_ignore, upsert
 from mlwarden.daemon.warden import Warden
 from mlwarden.errors import ConfigError
+from tests.daemon.core.test_audit import verify
 
 _meta = sa.MetaData()
 _things = sa.Table(
@@ -141,14 +140,8 @@ async def test_a_second_warden_on_one_sqlite_store_is_refused(make_config, base_
         # The refused one touched nothing: the first still works.
         await first.audit.record(actor="t", action="still-here")
         # The CLI's read-only commands open the store beside the daemon.
-        verify = subprocess.run(
-            [sys.executable, "-m", "mlwarden", "audit", "verify"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env={**os.environ, "MLOPS_BASE_PATH": str(base_path)},
-        )
-        assert verify.returncode == 0, verify.stderr
+        beside = verify(base_path)
+        assert beside.returncode == 0, beside.stderr
     # Released at stop: the next daemon starts.
     async with Warden(config) as third:
         assert third.daemon_lock is not None and third.daemon_lock.held
