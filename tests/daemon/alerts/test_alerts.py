@@ -15,9 +15,6 @@ from mlwarden.daemon.warden import Warden
 from mlwarden.types import Event, Severity
 from tests.fake_plugins.flaky_notifier import DOWN, INBOXES
 
-#: The store-level tests run on SQLite and on PostgreSQL (tests/conftest.py).
-pytestmark = pytest.mark.both_backends
-
 FLAKY = "tests.fake_plugins.flaky_notifier"
 
 
@@ -85,6 +82,7 @@ def inbox(name: str = "ops") -> list[tuple[str, str]]:
     return [(n.status, n.model or "") for _, n in INBOXES.get(name, [])]
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_drift_fires_after_group_wait_and_dedups(alerting, clock):
     warden = await alerting()
     alerts = warden.alerts
@@ -125,6 +123,7 @@ async def test_repeats_at_the_repeat_interval_and_no_more_often(alerting, clock)
     assert all(3600 <= g < 3600 + 300 for g in gaps), gaps
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_resolve_notifies_once_and_a_new_episode_fires_again(alerting, clock):
     warden = await alerting()
     alerts = warden.alerts
@@ -265,6 +264,7 @@ enabled = false
     assert "(0.42 > 0.1) {missing}" in body
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_silence_suppresses_until_it_expires(alerting, clock, make_client):
     warden = await alerting()
     client = await make_client(warden)
@@ -318,6 +318,7 @@ async def test_silence_expires_by_itself(alerting, clock, make_client):
     assert inbox() == [("firing", "btc")]
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_alerts_survive_a_restart(alerting, clock):
     warden = await alerting()
     await warden.emit(drift())
