@@ -120,9 +120,23 @@ async def test_an_unreachable_postgresql_fails_within_the_connect_timeout():
         f"postgresql+asyncpg://u:secret@127.0.0.1:{free_port()}/nowhere",
         StoreConfig(connect_timeout_seconds=2),
     )
-    with pytest.raises(OSError):
+    with pytest.raises(ConfigError) as refused:
         await asyncio.wait_for(store.open(), 10)
+    message = str(refused.value)
+    assert message.startswith("cannot connect to the store postgresql+asyncpg://u:***@127.0.0.1")
+    assert "secret" not in message and "ConnectionRefusedError" in message
     assert store.engine is None  # closed again: nothing left open
+
+
+async def test_a_wrong_password_is_named_without_showing_it(postgres_url):
+    user, _, rest = postgres_url.removeprefix("postgresql+asyncpg://").partition("@")
+    if ":" in user:
+        user = user.split(":", 1)[0]
+    store = Store(f"postgresql+asyncpg://nobody-{user}:wrong-pw-123@{rest}")
+    with pytest.raises(ConfigError) as refused:
+        await store.open()
+    message = str(refused.value)
+    assert "wrong-pw-123" not in message and f"nobody-{user}:***@" in message
 
 
 # -- one daemon per SQLite store ---------------------------------------------------------

@@ -28,8 +28,8 @@ from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ...errors import NotFound
-from .config import StoreConfig
+from ...errors import ConfigError, NotFound
+from .config import StoreConfig, redact_uri
 
 __all__ = [
     "AUDIT_LOCK",
@@ -132,10 +132,25 @@ class Store:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         try:
+            if self.is_postgresql:
+                await self._reach()
             await self.migrate(schemas)
         except BaseException:
             await self.close()
             raise
+
+    async def _reach(self) -> None:
+        """Connect once; ConfigError naming the (redacted) URL when the server says no."""
+        assert self.engine is not None
+        try:
+            async with self.engine.connect():
+                pass
+        except (OSError, TimeoutError, sa.exc.DBAPIError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise ConfigError(
+                f"cannot connect to the store {redact_uri(self.url)} (store.url): "
+                f"{type(reason).__name__}: {reason}"
+            ) from None
 
     def _engine_options(self) -> dict[str, Any]:
         if not self.is_postgresql:
