@@ -334,3 +334,13 @@ async def test_alerts_survive_a_restart(alerting, clock):
     await again.emit(drift(kind="drift_resolved"))
     await again.alerts.tick()
     assert inbox() == [("firing", "btc"), ("resolved", "btc")]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # several daemons
+async def test_two_daemons_firing_one_alert_at_once_make_one_alert(alerting):
+    import asyncio
+
+    first, second = await alerting(), await alerting()
+    await asyncio.gather(*(w.emit(drift()) for _ in range(10) for w in (first, second)))
+    firing = [a for a in await second.alerts.alerts() if a["status"] == "firing"]
+    assert [a["events"] for a in firing] == [20]

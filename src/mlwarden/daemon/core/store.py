@@ -32,12 +32,14 @@ from ...errors import ConfigError, NotFound
 from .config import StoreConfig, redact_uri
 
 __all__ = [
+    "ALERT_LOCKS",
     "AUDIT_LOCK",
     "MIGRATION_LOCK",
     "Schema",
     "Store",
     "create_tables",
     "insert_ignore",
+    "lock_for_transaction",
     "upsert",
 ]
 
@@ -48,6 +50,8 @@ Step = Callable[[sa.Connection], None]
 #: PostgreSQL advisory-lock keys (one 64-bit space per database; "mlw" + a number).
 MIGRATION_LOCK = 0x6D6C77_0001
 AUDIT_LOCK = 0x6D6C77_0002
+#: Namespaces (32-bit) of the two-key advisory locks of :func:`lock_for_transaction`.
+ALERT_LOCKS = 0x6D6C7701
 
 _versions = sa.Table(
     "schema_version",
@@ -100,6 +104,18 @@ def upsert(dialect: sa.Dialect, table: sa.Table, keys: Sequence[str] = ()) -> An
 def insert_ignore(dialect: sa.Dialect, table: sa.Table) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` on either backend (rowcount: rows inserted)."""
     return _insert(dialect, table).on_conflict_do_nothing()
+
+
+async def lock_for_transaction(conn: AsyncConnection, namespace: int, key: str) -> None:
+    """Serialise the transactions that name ``key`` (PostgreSQL; held until commit).
+
+    For a read-then-write on rows no constraint protects (several daemons may run it at
+    once on PostgreSQL). On SQLite, the one daemon's own logic serialises them already.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(namespace, sa.func.hashtext(key)))
+        )
 
 
 class Store:
