@@ -16,18 +16,12 @@ from mlwarden.errors import ConfigError
 from tests.daemon.core.test_audit import verify
 
 _meta = sa.MetaData()
+#: A key-value table for the upsert test, and one row per migration step run (no key:
+#: a step applied twice would show as two rows).
 _things = sa.Table(
-    "things",
-    _meta,
-    sa.Column("k", sa.String(32), primary_key=True),
-    sa.Column("v", sa.Integer, nullable=False),
+    "things", _meta, sa.Column("k", sa.Text, primary_key=True), sa.Column("v", sa.Integer)
 )
-_step_runs = sa.Table(
-    "step_runs",
-    _meta,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("step", sa.Integer, nullable=False),
-)
+_step_runs = sa.Table("step_runs", _meta, sa.Column("step", sa.Integer, nullable=False))
 
 
 def _counting_step(number: int):
