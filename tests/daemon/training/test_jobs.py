@@ -163,7 +163,8 @@ async def test_one_active_job_per_model_and_cancel_kills_the_running_one(make_wa
     assert process_dead(child)
     await wait_for(lambda: asyncio.sleep(0, process_dead(grandchild)), 15)
     third = await jobs.submit("sleepy", reason="three")
-    assert third["id"] != first["id"] and third["state"] == "queued"
+    # Queued, or already taken by the runner (which the submit wakes).
+    assert third["id"] != first["id"] and third["state"] in ("queued", "running")
 
 
 async def test_min_training_data_points_uses_ingest_count(make_warden, tmp_path):
