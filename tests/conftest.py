@@ -67,6 +67,46 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the test's Warden on SQLite and on PostgreSQL"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.both_backends`` (or a module's pytestmark) runs a test on each store."""
+    chosen = any(  # a test's own @pytest.mark.parametrize("backend", ...) wins
+        "backend" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize")
+    )
+    if (
+        "backend" in metafunc.fixturenames
+        and not chosen
+        and metafunc.definition.get_closest_marker("both_backends")
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store of ``make_config``'s Wardens: SQLite unless marked ``both_backends``.
+
+    ``MLWARDEN_TEST_BACKEND=postgresql`` puts every unmarked test on PostgreSQL too.
+    """
+    default = os.environ.get("MLWARDEN_TEST_BACKEND", "sqlite")
+    return getattr(request, "param", default)
+
+
+@pytest.fixture
+def store_overrides(backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """``store.url`` of a fresh PostgreSQL database on that backend, else nothing."""
+    if backend == "postgresql":
+        return {"store.url": request.getfixturevalue("postgres_url")}
+    return {}
+
+
 @pytest.fixture
 def base_path(tmp_path: Path, mlflow_template: Path) -> Path:
     base = tmp_path / "state"
@@ -76,14 +116,16 @@ def base_path(tmp_path: Path, mlflow_template: Path) -> Path:
 
 
 @pytest.fixture
-def make_config(base_path: Path, tmp_path: Path):
+def make_config(base_path: Path, tmp_path: Path, store_overrides: dict[str, str]):
     """Build a Config from TOML text (written to a file, so errors name it)."""
 
     def make(text: str = "", **overrides):
         path = tmp_path / "mlwarden.toml"
         path.write_text(text)
         return load_config(
-            path, env={}, overrides={"daemon.base_path": str(base_path), **overrides}
+            path,
+            env={},
+            overrides={"daemon.base_path": str(base_path), **store_overrides, **overrides},
         )
 
     return make

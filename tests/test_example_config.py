@@ -14,7 +14,15 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mlwarden.toml"
 #: Keys the example sets to something other than the default, on purpose.
 NOT_DEFAULT = {"daemon.base_path"}
 #: Sections whose values in the example are the defaults (the others hold examples).
-DEFAULT_SECTIONS = ("daemon", "mlflow", "monitoring", "training", "ab_testing", "alerts")
+DEFAULT_SECTIONS = (
+    "daemon",
+    "store",
+    "mlflow",
+    "monitoring",
+    "training",
+    "ab_testing",
+    "alerts",
+)
 
 
 def config_keys(cls: type = Config, prefix: str = "") -> list[str]:

@@ -226,10 +226,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .daemon.core.config import redacted
-    from .daemon.core.config_checks import secret_file_warnings
+    from .daemon.core.config_checks import deprecation_warnings, secret_file_warnings
 
     config = _load(args)
-    for warning in secret_file_warnings(config):
+    for warning in deprecation_warnings(config) + secret_file_warnings(config):
         print(f"mlwarden: warning: {warning}", file=sys.stderr)
     print(json.dumps(redacted(config), indent=2, sort_keys=True))
     return 0
@@ -299,7 +299,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     directory = checkpoint_dir(config.base_path)
 
     async def verify():
-        store = Store(config.database_url)
+        store = Store(config.database_url, config.store)
         await store.open([AUDIT_SCHEMA])
         try:
             return await AuditLog(store).verify(key, directory)

@@ -31,8 +31,10 @@ from .core.audit import AUDIT_SCHEMA, AuditLog
 from .core.audit_seal import CheckpointWriter, checkpoint_dir, load_key
 from .core.cluster import CLUSTER_SCHEMA
 from .core.config import Config
+from .core.config_checks import deprecation_warnings
 from .core.config_loader import load_config
 from .core.context import Clock, Context
+from .core.daemon_lock import DaemonLock
 from .core.encryption import Sealer, set_current_sealer
 from .core.keys import KEY_FILE_ENV, Keyring, load_keyring
 from .core.metrics import Metrics
@@ -82,7 +84,7 @@ class Warden(Context):
         daemon = config.daemon
         pm = make_plugin_manager(daemon.plugins, daemon.disable_plugins)
         self.plugin_catalog = PluginCatalog(pm, daemon.disable_plugins)
-        store = Store(config.database_url)
+        store = Store(config.database_url, config.store)
         enc = config.encryption
         keyring = load_keyring(enc.key_file, enc.key_env, enc.credential) if enc.enabled else None
         super().__init__(
@@ -129,6 +131,9 @@ class Warden(Context):
         self.started_at: float | None = None
         self._started: list[Service] = []
         self.rotation: KeyRotation | None = None
+        path = store.sqlite_path
+        #: One daemon per SQLite store (core/daemon_lock.py); None on PostgreSQL.
+        self.daemon_lock = DaemonLock(path) if path is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------
@@ -142,6 +147,18 @@ class Warden(Context):
 
     async def start(self) -> None:
         self.config.base_path.mkdir(parents=True, exist_ok=True)
+        for warning in deprecation_warnings(self.config):
+            logger.warning("%s", warning)
+        if self.daemon_lock is not None:
+            self.daemon_lock.acquire()  # ConfigError: another daemon runs on this store
+        try:
+            await self._start()
+        except BaseException:
+            if self.daemon_lock is not None:
+                self.daemon_lock.release()
+            raise
+
+    async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
         set_current_sealer(self.sealer)
         register_scheme()
@@ -203,6 +220,8 @@ class Warden(Context):
             self.cluster.started_at = None
         await self.store.close()
         self.audit.close()
+        if self.daemon_lock is not None:
+            self.daemon_lock.release()
         self.started_at = None
         set_current_sealer(None)
 
@@ -215,9 +234,11 @@ class Warden(Context):
         ):
             # Plugins are loaded once; changing the set needs a restart, say so.
             logger.warning("daemon.plugins / daemon.disable_plugins change needs a restart")
-        for key in ("base_path", "database_url", "listen"):
+        for key in ("base_path", "listen"):
             if getattr(config.daemon, key) != getattr(old.daemon, key):
                 logger.warning("daemon.%s changed: takes effect after a restart", key)
+        if (config.database_url, config.store) != (old.database_url, old.store):
+            logger.warning("[store] changed: takes effect after a restart")
         self.config = config
         try:
             for service in self._started:

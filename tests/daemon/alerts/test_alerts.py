@@ -82,6 +82,7 @@ def inbox(name: str = "ops") -> list[tuple[str, str]]:
     return [(n.status, n.model or "") for _, n in INBOXES.get(name, [])]
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_drift_fires_after_group_wait_and_dedups(alerting, clock):
     warden = await alerting()
     alerts = warden.alerts
@@ -122,6 +123,7 @@ async def test_repeats_at_the_repeat_interval_and_no_more_often(alerting, clock)
     assert all(3600 <= g < 3600 + 300 for g in gaps), gaps
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_resolve_notifies_once_and_a_new_episode_fires_again(alerting, clock):
     warden = await alerting()
     alerts = warden.alerts
@@ -262,6 +264,7 @@ enabled = false
     assert "(0.42 > 0.1) {missing}" in body
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_silence_suppresses_until_it_expires(alerting, clock, make_client):
     warden = await alerting()
     client = await make_client(warden)
@@ -315,6 +318,7 @@ async def test_silence_expires_by_itself(alerting, clock, make_client):
     assert inbox() == [("firing", "btc")]
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_alerts_survive_a_restart(alerting, clock):
     warden = await alerting()
     await warden.emit(drift())
@@ -330,3 +334,13 @@ async def test_alerts_survive_a_restart(alerting, clock):
     await again.emit(drift(kind="drift_resolved"))
     await again.alerts.tick()
     assert inbox() == [("firing", "btc"), ("resolved", "btc")]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # several daemons
+async def test_two_daemons_firing_one_alert_at_once_make_one_alert(alerting):
+    import asyncio
+
+    first, second = await alerting(), await alerting()
+    await asyncio.gather(*(w.emit(drift()) for _ in range(10) for w in (first, second)))
+    firing = [a for a in await second.alerts.alerts() if a["status"] == "firing"]
+    assert [a["events"] for a in firing] == [20]

@@ -36,6 +36,7 @@ def test_backoff_is_exponential_with_jitter_and_capped():
         assert max(delays) - min(delays) > full / 4  # really jittered
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_notifier_down_for_an_hour_gets_everything_once_in_order(alerting, clock):
     warden = await alerting()
     alerts = warden.alerts
@@ -115,6 +116,7 @@ async def test_past_max_age_a_notification_is_dropped_counted_and_logged(alertin
     assert len(await alerts.outbox.entries("sent")) == 1
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_pending_notifications_are_sent_after_a_restart(alerting, clock):
     warden = await alerting()
     DOWN.add("ops")
@@ -146,6 +148,7 @@ async def test_notifier_removed_by_reload_drops_its_rows(alerting, clock, make_c
     assert "no longer configured" in dropped[0]["last_error"]
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_destination_removed_by_reload_drops_only_its_rows(alerting, clock, make_config):
     warden = await alerting(TWO_DESTINATIONS)
     alerts = warden.alerts
@@ -163,6 +166,7 @@ async def test_destination_removed_by_reload_drops_only_its_rows(alerting, clock
     assert dropped["target"] == "chat" and "no longer configured" in dropped["last_error"]
 
 
+@pytest.mark.both_backends  # the store's tables on PostgreSQL too
 async def test_sent_rows_and_resolved_alerts_are_pruned_after_retention(alerting, clock):
     warden = await alerting()
     alerts = warden.alerts

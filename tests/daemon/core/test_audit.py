@@ -39,13 +39,14 @@ async def audit_entries(client) -> list[dict]:
     return (await resp.json())["entries"]
 
 
-def verify(base_path) -> subprocess.CompletedProcess[str]:
+def verify(base_path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``mlwarden audit verify`` on ``base_path``, with more environment variables."""
     return subprocess.run(
         [sys.executable, "-m", "mlwarden", "audit", "verify"],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "MLOPS_BASE_PATH": str(base_path)},
+        env={**os.environ, "MLOPS_BASE_PATH": str(base_path), **env},
     )
 
 
@@ -64,6 +65,7 @@ async def make_history(client) -> None:
         assert resp.status == status, (method, path, role, await resp.text())
 
 
+@pytest.mark.both_backends
 async def test_mutations_are_audited_with_who_route_target_outcome(client, base_path):
     await client.get("/api/fake/items", headers=auth("viewer"))  # reads are not audited
     await make_history(client)
@@ -97,6 +99,7 @@ def _detail_text(detail: dict) -> str:
     return json.dumps(detail, sort_keys=True, default=str)
 
 
+@pytest.mark.both_backends
 async def test_audit_route_is_admin_only_and_pages(client):
     await make_history(client)
     assert (await client.get("/api/audit")).status == 401
@@ -110,6 +113,7 @@ async def test_audit_route_is_admin_only_and_pages(client):
         assert (await resp.json())["error"]["code"] == "invalid_input"
 
 
+@pytest.mark.both_backends
 async def test_internal_state_changes_can_be_recorded(warden):
     row = await warden.audit.record(
         actor="mlwarden", action="rollback", target="model=m", detail={"to": "1.0.0"}
@@ -168,6 +172,7 @@ async def test_verify_names_a_deleted_row(client, base_path):
     assert "TAMPERED at row 5: expected row 4 (a row is missing)" in result.stderr
 
 
+@pytest.mark.both_backends
 async def test_concurrent_entries_share_commits_and_keep_the_chain(warden):
     commits = []
     event.listen(warden.store.engine.sync_engine, "commit", lambda conn: commits.append(1))
@@ -252,17 +257,7 @@ async def test_the_key_file_is_created_0600_and_verify_needs_it(client, base_pat
     assert "TAMPERED at row 1: the row is keyed (HMAC) and no audit key was found" in (
         result.stderr
     )
-    env_key = subprocess.run(
-        [sys.executable, "-m", "mlwarden", "audit", "verify"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={
-            **os.environ,
-            "MLOPS_BASE_PATH": str(base_path),
-            "MLWARDEN_AUDIT_KEY": moved.read_text().strip(),
-        },
-    )
+    env_key = verify(base_path, MLWARDEN_AUDIT_KEY=moved.read_text().strip())
     assert env_key.returncode == 0, env_key.stderr
     assert "audit log OK: 5 entries, hash chain intact, 5 checkpoints" in env_key.stdout
     short = subprocess.run(

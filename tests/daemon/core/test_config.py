@@ -41,7 +41,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_env_table_matches_design():
-    ours = {"MLFLOW_TRACKING_URI", "MLWARDEN_INSTANCE"}  # beyond the design's table
+    ours = {
+        "MLFLOW_TRACKING_URI",
+        "MLWARDEN_INSTANCE",
+        "MLWARDEN_STORE_URL",
+    }  # beyond the design's table
     assert set(ENV_OVERRIDES) == {row[0] for row in ENV_TABLE} | ours
     for var, dotted, *_ in ENV_TABLE:
         assert ENV_OVERRIDES[var] == tuple(dotted.split("."))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from mlwarden.daemon.core.keys import load_keyring, new_key, write_key_file
 from mlwarden.daemon.warden import Warden
 from tests.daemon.core.test_encryption import _config, _reference
@@ -17,6 +19,7 @@ from tests.daemon.rollouts.helpers import _log_linear, register_models, send_tra
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.mark.both_backends
 async def test_rotation_under_load_rewraps_everything_and_retires_the_old_key(
     make_config, make_client, tmp_path
 ):

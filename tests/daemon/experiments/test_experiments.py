@@ -107,6 +107,7 @@ async def serve(warden, n, *, start=0, error_b=0.5, error_a=1.0, versions=None, 
 START = {"model_a": "m@1.0.0", "model_b": "m@1.1.0", "name": "ridge-b", "duration_hours": 2}
 
 
+@pytest.mark.both_backends
 async def test_experiment_runs_decides_and_is_recorded(lab):
     warden, clock, events, client = await lab()
     resp = await client.post("/api/experiments", json=START)
@@ -217,6 +218,7 @@ async def test_background_loop_concludes_sequential_and_waits_for_fixed_horizon(
     assert record["result"]["test"] == "welch" and record["winner"] == "1.1.0"
 
 
+@pytest.mark.both_backends
 async def test_a_running_experiment_and_its_sequential_state_survive_a_restart(lab, make_config):
     warden, _, _, _ = await lab()
     exp_id = await warden.start_ab_test("m@1.0.0", "m@1.1.0", "durable", 0.5, 2)
@@ -295,6 +297,7 @@ BAD_STARTS = [
 ]
 
 
+@pytest.mark.both_backends
 async def test_bad_starts_are_refused_and_leave_nothing(lab):
     warden, _, events, client = await lab()
     for body, status, message in BAD_STARTS:

@@ -12,6 +12,9 @@ import pytest
 
 from mlwarden.daemon.warden import Warden
 
+#: The store-level tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
+
 NOW = time.time()
 
 

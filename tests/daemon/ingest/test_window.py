@@ -18,6 +18,9 @@ from mlwarden.daemon.profiles.layout import Layout
 from mlwarden.daemon.profiles.profile import Profile
 from mlwarden.daemon.warden import Warden
 
+#: The store-level tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
+
 
 def layout() -> Layout:
     edges = np.sort(np.random.default_rng(0).normal(size=(3, 9)), axis=1)

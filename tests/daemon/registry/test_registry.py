@@ -83,6 +83,7 @@ def assert_mirrored(warden: Warden, versions: list[dict]) -> None:
         assert "champion" not in aliases
 
 
+@pytest.mark.both_backends
 async def test_lifecycle_gates_aliases_rollback_and_restart(lab):
     start, clock, events = lab
     warden, client = await start()

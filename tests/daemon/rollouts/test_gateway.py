@@ -15,6 +15,9 @@ from tests.daemon.rollouts.helpers import (
     shares,
 )
 
+#: The store-level tests run on SQLite and on PostgreSQL (tests/conftest.py).
+pytestmark = pytest.mark.both_backends
+
 
 @pytest.fixture
 def clock() -> Clock:

@@ -30,7 +30,7 @@ from ..core.config import Config
 from ..core.context import Context
 from ..core.leases import LeaseLost, fence, holding
 from ..core.service import Service
-from ..core.store import Schema, create_tables
+from ..core.store import ALERT_LOCKS, Schema, create_tables, lock_for_transaction
 from .notifiers import Notifier, build_notifiers, format_notification, routes_to
 from .outbox import Outbox, outbox_table
 from .records import Alert, alert_from_row, alerts_table
@@ -159,12 +159,14 @@ class AlertService(Service):
             "updated_at": now,
         }
         async with self.context.store.begin() as conn:
+            # Two daemons firing one alert at once make one alert, not two.
+            await lock_for_transaction(conn, ALERT_LOCKS, fp)
             row = await self._active(conn, fp)
             if row is not None:
                 await conn.execute(
                     alerts_table.update()
                     .where(alerts_table.c.id == row["id"])
-                    .values(events=row["events"] + 1, **values)
+                    .values(events=alerts_table.c.events + 1, **values)
                 )
                 return
             await conn.execute(
@@ -190,6 +192,7 @@ class AlertService(Service):
         fp = fingerprint(rule.alert_labels(event))
         now = self.context.clock()
         async with self.context.store.begin() as conn:
+            await lock_for_transaction(conn, ALERT_LOCKS, fp)
             row = await self._active(conn, fp)
             if row is None:
                 return False

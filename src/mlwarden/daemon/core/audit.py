@@ -9,6 +9,10 @@ another directory, so deleting the newest rows is detected too (audit_seal.py sa
 where the key and the checkpoints live). ``mlwarden audit verify`` names the first
 row that does not match, or the truncation.
 
+Several daemons on one PostgreSQL store append to one chain: each append transaction
+holds the advisory lock :data:`~.store.AUDIT_LOCK` (released at its commit), so the
+head it reads is the last committed one and the ids stay consecutive.
+
 Rows written before the key existed (``scheme = "sha256"``: plain SHA-256, no key)
 still verify as a chain and are reported as legacy: they are evident only against an
 edit that does not recompute the hashes. They may only come first: an unkeyed row
@@ -29,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .audit_seal import AuditKey, CheckpointError, CheckpointWriter, read_checkpoints
-from .store import Schema, Store, create_tables
+from .store import AUDIT_LOCK, Schema, Store, create_tables
 
 __all__ = ["AUDIT_SCHEMA", "AuditLog", "VerifyResult", "audit_table"]
 
@@ -152,6 +156,10 @@ class AuditLog:
     ) -> None:
         try:
             async with self.store.begin() as conn:
+                if self.store.is_postgresql:
+                    # Several daemons append to one chain: one appender at a time, and
+                    # the head read after the lock is the last committed one.
+                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(AUDIT_LOCK)))
                 last = (
                     await conn.execute(
                         sa.select(audit_table.c.id, audit_table.c.hash)

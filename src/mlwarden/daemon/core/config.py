@@ -8,6 +8,7 @@ cannot express are in :mod:`~mlwarden.daemon.core.config_checks`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "MonitoringConfig",
     "NotifierConfig",
     "ReportConfig",
+    "StoreConfig",
     "TlsConfig",
     "TokenConfig",
     "TrainingConfig",
@@ -42,7 +44,7 @@ SeverityName = Literal["info", "warning", "critical"]
 @dataclass(frozen=True)
 class DaemonConfig:
     base_path: str = "./mlwarden-data"
-    database_url: str = ""  # default: sqlite under base_path (WAL mode)
+    database_url: str = ""  # deprecated alias of [store] url
     listen: str = "127.0.0.1:9741"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     plugins: tuple[str, ...] = ()
@@ -171,6 +173,26 @@ class TlsConfig:
     @property
     def enabled(self) -> bool:
         return bool(self.cert_file)
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The daemon's SQL database (docs/configuration.md, docs/operations.md "PostgreSQL").
+
+    ``url`` "" is SQLite under the base path (one daemon); ``postgresql+asyncpg://`` is
+    the store several daemons share. The pool and timeout keys apply to PostgreSQL.
+    """
+
+    url: str = ""
+    pool_size: int = 10
+    max_overflow: int = 10
+    pool_timeout_seconds: float = 30.0
+    pool_recycle_seconds: float = 1800.0
+    connect_timeout_seconds: float = 10.0
+    statement_timeout_seconds: float = 300.0  # 0: none (migrations run without)
+    lock_timeout_seconds: float = 0.0  # 0: none
+    idle_in_transaction_timeout_seconds: float = 600.0  # 0: none
+    application_name: str = "mlwarden"
 
 
 @dataclass(frozen=True)
@@ -304,6 +326,7 @@ class Config:
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     reports: tuple[ReportConfig, ...] = ()
     source: str = "<defaults>"
@@ -319,7 +342,13 @@ class Config:
 
     @property
     def database_url(self) -> str:
-        return self.daemon.database_url or f"sqlite+aiosqlite:///{self.base_path / 'mlwarden.db'}"
+        """The store's URL: ``store.url``, its deprecated alias ``daemon.database_url``,
+        or SQLite under the base path."""
+        return (
+            self.store.url
+            or self.daemon.database_url
+            or f"sqlite+aiosqlite:///{self.base_path / 'mlwarden.db'}"
+        )
 
     @property
     def tracking_uri(self) -> str:
@@ -354,15 +383,16 @@ def redacted(config: Config) -> dict[str, Any]:
 
     out = walk(config)
     out["mlflow"]["tracking_uri"] = redact_uri(config.tracking_uri)
+    out["store"]["url"] = redact_uri(config.database_url)
     out["daemon"]["base_path"] = str(config.base_path)
     return out
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` with the password of ``user:password@host`` replaced by ``***``."""
+    """``uri`` with its passwords (``user:password@host``, ``?password=``) as ``***``."""
     scheme, sep, rest = uri.partition("://")
     if sep and "@" in rest.split("/", 1)[0]:
         creds, _, host = rest.partition("@")
         user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return uri
+        uri = f"{scheme}://{user}:***@{host}"
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", uri, flags=re.IGNORECASE)

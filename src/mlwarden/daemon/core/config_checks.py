@@ -16,7 +16,13 @@ from ...plugins.triggers.schedule import cron_problem, timezone_problem
 from ...stats.metrics import is_finite_number, trading_problems
 from .config import AlertsConfig, Config
 
-__all__ = ["check_config", "gate_problems", "secret_file_warnings"]
+__all__ = [
+    "STORE_SCHEMES",
+    "check_config",
+    "deprecation_warnings",
+    "gate_problems",
+    "secret_file_warnings",
+]
 
 
 def check_config(config: Config) -> list[str]:
@@ -28,6 +34,7 @@ def check_config(config: Config) -> list[str]:
         problems.append(f"key 'daemon.listen': expected HOST:PORT, got {d.listen!r}")
     if d.max_body_bytes <= 0:
         problems.append("key 'daemon.max_body_bytes': expected a positive integer")
+    problems.extend(_check_store(config))
     m = config.monitoring
     for key in ("drift_threshold", "performance_threshold"):
         if not 0 < getattr(m, key) < 1:
@@ -295,6 +302,62 @@ def _reference_columns(source: str) -> list[str] | None:
     return None
 
 
+#: The URL schemes the store accepts (SQLAlchemy dialect+driver).
+STORE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def _check_store(config: Config) -> list[str]:
+    problems = []
+    s, alias = config.store, config.daemon.database_url
+    if s.url and alias and s.url != alias:
+        problems.append(
+            "key 'daemon.database_url': a deprecated alias of 'store.url', and both are set to "
+            "different URLs; keep only store.url"
+        )
+    key = "store.url" if s.url or not alias else "daemon.database_url"
+    url = s.url or alias
+    scheme, sep, rest = url.partition("://")
+    if url and (not sep or scheme not in STORE_SCHEMES):
+        problems.append(
+            f"key '{key}': expected a URL starting sqlite+aiosqlite:/// or "
+            f"postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DATABASE, got scheme {scheme!r}"
+            + (
+                " (PostgreSQL needs the asyncpg driver: postgresql+asyncpg://)"
+                if scheme in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg")
+                else ""
+            )
+        )
+    elif scheme == "postgresql+asyncpg" and not rest.split("?", 1)[0].rpartition("/")[2]:
+        problems.append(f"key '{key}': the PostgreSQL URL names no database (…/DATABASE)")
+    elif scheme == "sqlite+aiosqlite" and not rest.startswith("/"):
+        problems.append(f"key '{key}': expected sqlite+aiosqlite:///PATH")
+    if s.pool_size < 1:
+        problems.append("key 'store.pool_size': expected an integer >= 1")
+    if s.max_overflow < 0:
+        problems.append("key 'store.max_overflow': expected an integer >= 0")
+    for name in ("pool_timeout_seconds", "connect_timeout_seconds", "pool_recycle_seconds"):
+        if getattr(s, name) <= 0:
+            problems.append(f"key 'store.{name}': expected a positive number")
+    for name in (
+        "statement_timeout_seconds",
+        "lock_timeout_seconds",
+        "idle_in_transaction_timeout_seconds",
+    ):
+        if getattr(s, name) < 0:
+            problems.append(f"key 'store.{name}': expected a number >= 0 (0: none)")
+    return problems
+
+
+def deprecation_warnings(config: Config) -> list[str]:
+    """Warnings for keys that still work but have a new name."""
+    if config.daemon.database_url and not config.store.url:
+        return [
+            "key 'daemon.database_url' is deprecated: use [store] url = ... (same value; "
+            "docs/configuration.md)"
+        ]
+    return []
+
+
 def secret_file_warnings(config: Config) -> list[str]:
     """Warnings for a configuration file holding secrets that others may read."""
     if config.source.startswith("<"):
@@ -304,7 +367,9 @@ def secret_file_warnings(config: Config) -> list[str]:
         holds.append("notifier URLs")
     if config.auth.tokens:
         holds.append("token hashes")
-    if "@" in config.daemon.database_url or "@" in config.mlflow.tracking_uri:
+    from_env = {os.environ.get("MLWARDEN_STORE_URL"), os.environ.get("MLFLOW_TRACKING_URI")}
+    in_file = [u for u in (config.database_url, config.mlflow.tracking_uri) if u not in from_env]
+    if any("@" in u for u in in_file):
         holds.append("database credentials")
     if not holds:
         return []

@@ -27,6 +27,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "MLFLOW_TRACKING_URI": ("mlflow", "tracking_uri"),
     "MLOPS_BASE_PATH": ("daemon", "base_path"),
     "MLWARDEN_INSTANCE": ("cluster", "instance"),
+    "MLWARDEN_STORE_URL": ("store", "url"),
     "MAX_CONCURRENT_TRAINING_JOBS": ("training", "max_concurrent_jobs"),
     "TRAINING_JOB_TIMEOUT_HOURS": ("training", "job_timeout_hours"),
     "MIN_TRAINING_DATA_POINTS": ("training", "min_training_data_points"),

@@ -28,10 +28,12 @@ def secrets_of(config: Config) -> list[str]:
                 found.add(parts.password)
             found.update(p for p in parts.path.split("/") if len(p) >= _MIN)
             found.update(v for _k, v in parse_qsl(parts.query) if len(v) >= _MIN)
-    for uri in (config.daemon.database_url, config.mlflow.tracking_uri):
-        password = urlsplit(uri).password if "@" in uri else None
+    for uri in (config.database_url, config.daemon.database_url, config.mlflow.tracking_uri):
+        parts = urlsplit(uri)
+        password = parts.password if "@" in parts.netloc else None
         if password:
             found.add(password)
+        found.update(v for k, v in parse_qsl(parts.query) if k.lower() == "password")
     return sorted((s for s in found if len(s) >= _MIN), key=len, reverse=True)
 
 

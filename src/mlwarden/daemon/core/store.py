@@ -1,32 +1,57 @@
-"""Persistence: SQLAlchemy Core over an async engine; SQLite in WAL mode by default.
+"""Persistence: SQLAlchemy Core over an async engine; SQLite in WAL mode by default,
+PostgreSQL (asyncpg) when several daemons share one store.
 
 Each component owns its tables and declares a Schema: an ordered list of migration
 steps. The store records, per component, how many steps have been applied (table
 ``schema_version``) and applies the missing ones at start, each in its own
-transaction. A step is never edited once released; a change is a new step.
+transaction. A step is never edited once released; a change is a new step. On
+PostgreSQL the whole migration runs under a session advisory lock
+(:data:`MIGRATION_LOCK`), so daemons starting together apply each step exactly once:
+the first migrates, the others wait and then find the versions current.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
+import os
 import time
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from ...errors import NotFound
+from ...errors import ConfigError, NotFound
+from .config import StoreConfig, redact_uri
 
-__all__ = ["Schema", "Store", "create_tables"]
+__all__ = [
+    "ALERT_LOCKS",
+    "AUDIT_LOCK",
+    "MIGRATION_LOCK",
+    "Schema",
+    "Store",
+    "create_tables",
+    "insert_ignore",
+    "lock_for_transaction",
+    "upsert",
+]
 
 logger = logging.getLogger(__name__)
 
 Step = Callable[[sa.Connection], None]
+
+#: PostgreSQL advisory-lock keys (one 64-bit space per database; "mlw" + a number).
+MIGRATION_LOCK = 0x6D6C77_0001
+AUDIT_LOCK = 0x6D6C77_0002
+#: Namespaces (32-bit) of the two-key advisory locks of :func:`lock_for_transaction`.
+ALERT_LOCKS = 0x6D6C7701
 
 _versions = sa.Table(
     "schema_version",
@@ -56,25 +81,115 @@ def create_tables(*tables: sa.Table) -> Step:
     return step
 
 
+def _insert(dialect: sa.Dialect, table: sa.Table) -> Any:
+    if dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"no upsert for the {dialect.name} dialect")
+
+
+def upsert(dialect: sa.Dialect, table: sa.Table, keys: Sequence[str] = ()) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of every other column, on either backend.
+
+    ``keys`` default to the primary key. Atomic under concurrent writers, unlike a
+    select-then-insert or a delete-then-insert (PostgreSQL runs writers concurrently).
+    """
+    keys = list(keys) or [c.name for c in table.primary_key.columns]
+    stmt = _insert(dialect, table)
+    rest = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    return stmt.on_conflict_do_update(index_elements=keys, set_=rest)
+
+
+def insert_ignore(dialect: sa.Dialect, table: sa.Table) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` on either backend (rowcount: rows inserted)."""
+    return _insert(dialect, table).on_conflict_do_nothing()
+
+
+async def lock_for_transaction(conn: AsyncConnection, namespace: int, key: str) -> None:
+    """Serialise the transactions that name ``key`` (PostgreSQL; held until commit).
+
+    For a read-then-write on rows no constraint protects (several daemons may run it at
+    once on PostgreSQL). On SQLite, the one daemon's own logic serialises them already.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(namespace, sa.func.hashtext(key)))
+        )
+
+
 class Store:
     """The daemon's SQL database. ``begin()`` is a transaction, ``connect()`` is not."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, settings: StoreConfig | None = None) -> None:
         self.url = url
+        self.settings = settings or StoreConfig()
         self.engine: AsyncEngine | None = None
 
     @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
 
+    @property
+    def is_postgresql(self) -> bool:
+        return self.url.startswith("postgresql")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file (None for PostgreSQL or an in-memory database)."""
+        if not self.is_sqlite or ":memory:" in self.url:
+            return None
+        return Path(self.url.split(":///", 1)[1].split("?", 1)[0])
+
     async def open(self, schemas: Iterable[Schema] = ()) -> None:
-        if self.is_sqlite and ":memory:" not in self.url:
-            path = self.url.split(":///", 1)[1]
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_async_engine(self.url)
+        if (path := self.sqlite_path) is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_async_engine(self.url, **self._engine_options())
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        await self.migrate(schemas)
+        try:
+            if self.is_postgresql:
+                await self._reach()
+            await self.migrate(schemas)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _reach(self) -> None:
+        """Connect once; ConfigError naming the (redacted) URL when the server says no."""
+        assert self.engine is not None
+        try:
+            async with self.engine.connect():
+                pass
+        except (OSError, TimeoutError, sa.exc.DBAPIError) as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise ConfigError(
+                f"cannot connect to the store {redact_uri(self.url)} (store.url): "
+                f"{type(reason).__name__}: {reason}"
+            ) from None
+
+    def _engine_options(self) -> dict[str, Any]:
+        if not self.is_postgresql:
+            return {}
+        s = self.settings
+        server_settings = {"application_name": s.application_name}
+        for name, seconds in (
+            ("statement_timeout", s.statement_timeout_seconds),
+            ("lock_timeout", s.lock_timeout_seconds),
+            ("idle_in_transaction_session_timeout", s.idle_in_transaction_timeout_seconds),
+        ):
+            server_settings[name] = str(int(seconds * 1000))
+        return {
+            "pool_size": s.pool_size,
+            "max_overflow": s.max_overflow,
+            "pool_timeout": s.pool_timeout_seconds,
+            "pool_recycle": s.pool_recycle_seconds,
+            "pool_pre_ping": True,
+            "connect_args": {
+                "timeout": s.connect_timeout_seconds,
+                "server_settings": server_settings,
+            },
+        }
 
     async def close(self) -> None:
         if self.engine is not None:
@@ -104,19 +219,47 @@ class Store:
             await conn.execute(sa.text("SELECT 1"))
 
     async def migrate(self, schemas: Iterable[Schema]) -> dict[str, int]:
-        """Apply every missing step of every schema; return the versions now in force."""
-        async with self.begin() as conn:
-            await conn.run_sync(lambda c: _versions.create(c, checkfirst=True))
-        applied: dict[str, int] = {}
-        for schema in schemas:
-            async with self.begin() as conn:
-                applied[schema.component] = await conn.run_sync(_apply, schema)
-        return applied
+        """Apply every missing step of every schema; return the versions now in force.
+
+        On PostgreSQL one connection holds :data:`MIGRATION_LOCK` throughout, so of
+        several daemons starting at once exactly one applies each step. On SQLite a file
+        lock beside the database does the same for a daemon and a CLI command that open
+        the store at once.
+        """
+        assert self.engine is not None, "store is not open"
+        if (path := self.sqlite_path) is not None:
+            lock = _file_lock(path.with_name(path.name + ".migrate.lock"))
+            async with lock, self.engine.connect() as conn:
+                return await _migrate(conn, schemas)
+        async with self.engine.connect() as conn:
+            if self.is_postgresql:
+                # A migration may legitimately outlast the statement timeout.
+                await conn.exec_driver_sql("SET statement_timeout = 0")
+                await conn.execute(sa.select(sa.func.pg_advisory_lock(MIGRATION_LOCK)))
+                await conn.commit()
+            try:
+                return await _migrate(conn, schemas)
+            finally:
+                if self.is_postgresql and not conn.invalidated:
+                    await conn.rollback()
+                    await conn.execute(sa.select(sa.func.pg_advisory_unlock(MIGRATION_LOCK)))
+                    await conn.exec_driver_sql("RESET statement_timeout")
+                    await conn.commit()
 
     async def schema_versions(self) -> dict[str, int]:
         async with self.connect() as conn:
             rows = await conn.execute(sa.select(_versions.c.component, _versions.c.version))
             return dict(rows.all())
+
+
+async def _migrate(conn: AsyncConnection, schemas: Iterable[Schema]) -> dict[str, int]:
+    async with conn.begin():
+        await conn.run_sync(lambda c: _versions.create(c, checkfirst=True))
+    applied: dict[str, int] = {}
+    for schema in schemas:
+        async with conn.begin():
+            applied[schema.component] = await conn.run_sync(_apply, schema)
+    return applied
 
 
 def _apply(conn: sa.Connection, schema: Schema) -> int:
@@ -141,6 +284,17 @@ def _apply(conn: sa.Connection, schema: Schema) -> int:
         else:
             conn.execute(_versions.insert(), {"component": schema.component, **values})
     return len(schema.steps)
+
+
+@asynccontextmanager
+async def _file_lock(path: Path) -> AsyncIterator[None]:
+    """An exclusive ``flock`` of ``path`` (waited for in a thread), held for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from .config import Config
 
 __all__ = ["Tracking", "disable_telemetry"]
+
+_upgrading = threading.Lock()
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +114,13 @@ def upgrade_schema(uri: str) -> None:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(uri)
     try:
-        if sa.inspect(engine).has_table("alembic_version"):
-            _upgrade_db(engine)
-        else:
-            logger.info("creating the MLflow tracking schema at %s", redact_uri(uri))
-            _initialize_tables(engine)
+        # alembic's EnvironmentContext keeps module-global state: one upgrade at a time
+        # per process (several Wardens in one process, as tests start them, trip on it).
+        with _upgrading:
+            if sa.inspect(engine).has_table("alembic_version"):
+                _upgrade_db(engine)
+            else:
+                logger.info("creating the MLflow tracking schema at %s", redact_uri(uri))
+                _initialize_tables(engine)
     finally:
         engine.dispose()

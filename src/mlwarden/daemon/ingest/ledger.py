@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..core.config import Config
 from ..core.context import Context
+from ..core.store import upsert
 from ..profiles.profile import Profile
 from ..profiles.reference import layout_without_reference
 from .batches import BatchRejected, LabelBatch
@@ -29,8 +30,8 @@ from .startup import load_reference, replay_journal
 from .state import ModelState
 from .tables import (
     INGEST_SCHEMA,
-    batch_ids_table,
     check_new_ids,
+    claim_batch_id,
     insert_rows,
     journal_table,
     known_batch,
@@ -45,8 +46,6 @@ from .window import closed_buckets, move_windows
 __all__ = ["INGEST_SCHEMA", "Ledger"]
 
 logger = logging.getLogger(__name__)
-
-_ID_CHUNK = 500
 
 T = TypeVar("T")
 
@@ -121,8 +120,8 @@ class Ledger:
                 async with self.context.store.begin() as conn:
                     for work in group:
                         try:
-                            results.append((True, await work.write(conn)))
-                        except BatchRejected as exc:  # checked before anything is written
+                            results.append((True, await self._write(conn, work)))
+                        except BatchRejected as exc:  # nothing of it is written
                             results.append((False, exc))
             except Exception as exc:
                 logger.exception("ingest commit failed")
@@ -142,6 +141,18 @@ class Ledger:
                 except Exception as exc:  # never leave a caller hanging
                     logger.exception("ingest fold failed after commit")
                     work.future.set_exception(exc)
+
+    async def _write(self, conn: AsyncConnection, work: _Work[T]) -> T:
+        """``work.write`` in the group's transaction.
+
+        On SQLite the single writer makes every check before a write final, so an item
+        refuses before it writes. On PostgreSQL another daemon may write between the
+        check and the write; a savepoint undoes the item's rows when it then refuses.
+        """
+        if not self.context.store.is_postgresql:
+            return await work.write(conn)
+        async with conn.begin_nested():
+            return await work.write(conn)
 
     # -- predictions and labels ----------------------------------------------------------
 
@@ -165,13 +176,19 @@ class Ledger:
                 return
             # Refusals first: a refused item's statements are not rolled back (the group
             # shares one transaction), so nothing may be written before this check.
-            await check_new_ids(conn, name, batch)
-            if batch_id is not None:
-                await conn.execute(
-                    batch_ids_table.insert().values(
-                        model=name, batch_id=batch_id, rows=len(batch), created_at=now
-                    )
-                )
+            try:
+                await check_new_ids(conn, name, batch)
+            except BatchRejected:
+                # Another daemon committed this very batch since known_batch looked.
+                if batch_id is not None and await known_batch(conn, name, batch_id) is not None:
+                    replayed = True
+                    return
+                raise
+            if batch_id is not None and not await claim_batch_id(
+                conn, name, batch_id, len(batch), now
+            ):
+                replayed = True  # another daemon stored it since known_batch looked
+                return
             await store_predictions(conn, name, batch, prepared.predictions)
             journal = [
                 (name, version, start, fingerprint, blob)
@@ -203,12 +220,9 @@ class Ledger:
             matched = await stored_predictions(conn, name, list(labels))
             if not matched:
                 return 0
-            matched_ids = [r["id"] for r in matched]
-            for i in range(0, len(matched_ids), _ID_CHUNK):
-                chunk = matched_ids[i : i + _ID_CHUNK]
-                await conn.execute(o.delete().where(o.c.model == name, o.c.id.in_(chunk)))
+            # A label sent again replaces the earlier one (atomic under concurrent daemons).
             await conn.execute(
-                o.insert(),
+                upsert(conn.dialect, o),
                 [
                     {
                         **r,

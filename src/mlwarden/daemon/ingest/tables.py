@@ -6,7 +6,11 @@ versions, times, predictions, latencies and errors as one JSON blob), plus one n
 ``prediction_ids`` row per record, keyed by (model, id), naming its batch: that index
 is what finds a label's prediction and refuses an id already stored. On SQLite the
 per-record rows are written and looked up with one statement per batch (``json_each``
-over a JSON array of the ids), which keeps the per-record cost inside SQLite.
+over a JSON array of the ids), which keeps the per-record cost inside SQLite; on
+PostgreSQL the same statements take the ids as one array parameter (``unnest``,
+``= ANY``). Concurrent daemons on PostgreSQL are kept honest by the primary keys: the
+id rows are inserted ``ON CONFLICT DO NOTHING`` and a shortfall refuses the batch, and a
+sender's batch id is claimed the same way (:func:`claim_batch_id`).
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from typing import TypedDict, cast
 import numpy as np
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..core.encryption import SealedBytes
-from ..core.store import Schema, create_tables
+from ..core.store import Schema, create_tables, insert_ignore
 from ..profiles.reference import reference_table
 from .batches import BatchRejected, PredictionBatch
 
@@ -29,6 +34,7 @@ __all__ = [
     "StoredPrediction",
     "batch_ids_table",
     "check_new_ids",
+    "claim_batch_id",
     "count_stored",
     "insert_rows",
     "journal_table",
@@ -44,6 +50,7 @@ __all__ = [
 ]
 
 _ID_CHUNK = 500
+_TEXTS = ARRAY(sa.String)
 
 _meta = sa.MetaData()
 #: The first layout (one row per prediction); migration step 2 moves its rows out.
@@ -250,19 +257,40 @@ async def store_predictions(
     key = (await conn.execute(b.insert().values(**values))).inserted_primary_key
     assert key is not None  # None only for an executemany
     seq = key[0]
+    ids = batch.ids.tolist()
     if conn.dialect.name == "sqlite":
         await conn.exec_driver_sql(
             "INSERT INTO prediction_ids (model, id, batch) SELECT ?, value, ? FROM json_each(?)",
-            (model, seq, orjson.dumps(batch.ids.tolist()).decode()),
+            (model, seq, orjson.dumps(ids).decode()),
         )
-    else:
-        await conn.execute(
-            i.insert(), [{"model": model, "id": rid, "batch": seq} for rid in batch.ids.tolist()]
+        return
+    # Another daemon may have stored one of these ids since check_new_ids looked (its
+    # transaction was not committed yet): the insert waits for it, skips the clash, and
+    # the shortfall refuses this batch (the caller's savepoint undoes its rows).
+    unnested = sa.select(
+        sa.literal(model, sa.String),
+        sa.func.unnest(sa.bindparam("ids", type_=_TEXTS)),
+        sa.literal(seq, sa.Integer),
+    )
+    inserted = await conn.execute(
+        insert_ignore(conn.dialect, i).from_select(["model", "id", "batch"], unnested),
+        {"ids": ids},
+    )
+    if inserted.rowcount != len(ids):
+        await check_new_ids(conn, model, batch, exclude_batch=seq)
+        raise BatchRejected(
+            "duplicate_id",
+            f"a prediction id of this batch was just stored for model {model!r}",
+            status=409,
         )
 
 
 async def _batches_of(
-    conn: AsyncConnection, model: str, ids: list[str], limit: int | None
+    conn: AsyncConnection,
+    model: str,
+    ids: list[str],
+    limit: int | None,
+    exclude_batch: int | None = None,
 ) -> Sequence[sa.Row[str, int]]:
     """(id, batch) of the stored ``ids`` of ``model``, at most ``limit`` of them."""
     if conn.dialect.name == "sqlite":
@@ -278,23 +306,24 @@ async def _batches_of(
         # variadic Row reads as rows of one column; textual SQL's rows have any (two here).
         return cast("Sequence[sa.Row[str, int]]", result.all())
     i = prediction_ids_table
-    found: list[sa.Row[str, int]] = []
-    for start in range(0, len(ids), _ID_CHUNK):
-        query = sa.select(i.c.id, i.c.batch).where(
-            i.c.model == model, i.c.id.in_(ids[start : start + _ID_CHUNK])
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        found.extend((await conn.execute(query)).all())
-        if limit is not None and len(found) >= limit:
-            break
-    return found
+    # One statement, the ids as one array parameter: a primary-key probe per id.
+    query = sa.select(i.c.id, i.c.batch).where(
+        i.c.model == model, i.c.id == sa.any_(sa.bindparam("ids", type_=_TEXTS))
+    )
+    if exclude_batch is not None:
+        query = query.where(i.c.batch != exclude_batch)
+    if limit is not None:
+        query = query.limit(limit)
+    return list((await conn.execute(query, {"ids": ids})).all())
 
 
-async def check_new_ids(conn: AsyncConnection, model: str, batch: PredictionBatch) -> None:
-    """BatchRejected (409) naming the first record whose id is stored already."""
+async def check_new_ids(
+    conn: AsyncConnection, model: str, batch: PredictionBatch, exclude_batch: int | None = None
+) -> None:
+    """BatchRejected (409) naming the first record whose id is stored already (by another
+    batch than ``exclude_batch``)."""
     ids = batch.ids.tolist()
-    found = await _batches_of(conn, model, ids, limit=1)
+    found = await _batches_of(conn, model, ids, limit=1, exclude_batch=exclude_batch)
     if found:
         rid = found[0][0]
         raise BatchRejected(
@@ -387,6 +416,20 @@ async def known_batch(conn: AsyncConnection, model: str, batch_id: str) -> int |
     query = sa.select(t.c.rows).where(t.c.model == model, t.c.batch_id == batch_id)
     rows = (await conn.execute(query)).scalar()
     return None if rows is None else int(rows)
+
+
+async def claim_batch_id(
+    conn: AsyncConnection, model: str, batch_id: str, rows: int, now: float
+) -> bool:
+    """Record ``batch_id`` as stored; False if it already was (by a concurrent daemon).
+
+    The insert waits for a concurrent transaction holding the same key, so of two
+    daemons storing one batch id at once exactly one gets True.
+    """
+    t = batch_ids_table
+    values = {"model": model, "batch_id": batch_id, "rows": rows, "created_at": now}
+    result = await conn.execute(insert_ignore(conn.dialect, t).values(**values))
+    return result.rowcount == 1
 
 
 async def purge_predictions(conn: AsyncConnection, older_than: float) -> None:

@@ -40,7 +40,7 @@ from ..core.config import ModelConfig
 from ..core.context import Context
 from ..core.leases import LeaseLost, fence, holding
 from ..core.service import Service
-from ..core.store import Schema, create_tables
+from ..core.store import Schema, create_tables, insert_ignore
 from ..registry.interfaces import VersionRecords
 
 __all__ = ["PerformanceService", "history_table", "watched_metric"]
@@ -234,8 +234,9 @@ class PerformanceService(Service):
             degraded = False
             async with self.context.store.begin() as conn:
                 await fence(conn)
+                # A concurrent daemon may have set the baseline first: its row stays.
                 await conn.execute(
-                    state_table.insert(),
+                    insert_ignore(conn.dialect, state_table),
                     {
                         "model": model,
                         "version": version,

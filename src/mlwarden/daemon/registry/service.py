@@ -26,6 +26,7 @@ from ...errors import Conflict, InvalidInput, NotFound
 from ...types import Event, Severity
 from ..core.context import Context
 from ..core.service import Service
+from ..core.store import upsert
 from . import mlflow as mlf
 from . import promotion
 from .cleanup import CleanupReport, cleanup
@@ -490,10 +491,10 @@ class RegistryService(Service):
 
 
 async def _put_alias(conn: AsyncConnection, model: str, alias: str, version: str) -> None:
+    # One statement: atomic when two daemons move the same alias at once.
     await conn.execute(
-        aliases_table.delete().where(aliases_table.c.model == model, aliases_table.c.alias == alias)
+        upsert(conn.dialect, aliases_table), {"model": model, "alias": alias, "version": version}
     )
-    await conn.execute(aliases_table.insert(), {"model": model, "alias": alias, "version": version})
 
 
 def _describe(check: GateCheckRecord) -> str:

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from ...errors import InvalidInput, MlwardenError
 from ..core.context import Context
+from ..core.store import upsert
 from ..ingest.interfaces import PredictionSink
 from ..registry.interfaces import VersionRecord, VersionRecords
 from .records import shadow_table
@@ -283,14 +284,16 @@ class Gateway:
             logger.warning("gateway: shadow %s@%s failed: %r", model, version, exc)
             values, latency, error = None, 0.0, True
         now = self.context.clock()
+        # Keyed by id: a repeated id is stored once (PostgreSQL's upsert refuses to touch
+        # a row twice in one statement), its last prediction kept.
+        rows = {
+            rec.id: {"model": model, "version": version, "id": rec.id, "ts": now,
+                     "prediction": None if values is None else json.dumps(values[i]),
+                     "latency": None if error else latency, "error": error}
+            for i, rec in enumerate(records)
+        }  # fmt: skip
         async with self.context.store.begin() as conn:
-            await conn.execute(shadow_table.insert().prefix_with("OR REPLACE")
-                               if self.context.store.is_sqlite else shadow_table.insert(), [
-                {"model": model, "version": version, "id": rec.id, "ts": now,
-                 "prediction": None if values is None else json.dumps(values[i]),
-                 "latency": None if error else latency, "error": error}
-                for i, rec in enumerate(records)
-            ])  # fmt: skip
+            await conn.execute(upsert(conn.dialect, shadow_table), list(rows.values()))
         shadow = [PredictRecord(f"{rec.id}~shadow", rec.key, rec.features) for rec in records]
         await self._record(model, version, shadow, values, latency, error=error)
 
