@@ -165,8 +165,8 @@ async def _sync_open(
     """Bring the other writers' open parts to the listed journal rows; False: read again."""
     others = state.others
     for key in list(others):
-        seqs = listed.get(key)
-        if seqs is None or not others[key].seqs <= seqs:
+        listed_seqs = listed.get(key)
+        if listed_seqs is None or not others[key].seqs <= listed_seqs:
             del others[key]  # flushed by its writer (now a stored bucket)
     wanted = {
         seq: key
