@@ -249,3 +249,34 @@ async def test_a_traffic_change_at_one_daemon_routes_at_the_other(daemons):
     a.rollouts.traffic_tables.adopt("m", {"1.0.0": 0.5, "1.0.1": 0.5})
     await a.rollouts.set_traffic("m", {"1.0.0": 0.5, "1.0.1": 0.5}, reason="back", actor="t")
     assert (await a.rollouts.traffic_tables.stored("m"))["m"] == {"1.0.0": 0.5, "1.0.1": 0.5}
+
+
+async def test_upgrade_adds_the_writer_and_claims_old_journal_rows(
+    make_config, tmp_path, store_url
+):
+    """A store from before the writer column: step 4 adds it, the first daemon replays."""
+    text = _config(write_reference(tmp_path))
+
+    def config(instance: str):
+        return make_config(text, **{"daemon.database_url": store_url, "cluster.instance": instance})
+
+    clock = lambda: START + 5.0  # noqa: E731
+    async with Warden(config("old"), clock=clock) as warden:
+        await warden.ingest.model_state("m").ready.wait()
+        await warden.ingest.record_predictions("m", _batch(30, 0, START + 5))
+        async with warden.store.begin() as conn:  # as the release before wrote them
+            await conn.execute(sa.text("UPDATE ingest_journal SET writer = NULL"))
+            for table in ("ingest_journal", "profile_buckets"):
+                await conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN writer"))
+            await conn.execute(
+                sa.text("UPDATE schema_version SET version = 3 WHERE component = 'ingest'")
+            )
+    async with Warden(config("new"), clock=clock) as warden:
+        state = warden.ingest.model_state("m")
+        await state.ready.wait()
+        assert (await warden.store.schema_versions())["ingest"] == 4
+        assert sum(p.rows for p in state.open.values()) == 30
+        async with warden.store.connect() as conn:
+            writers = await conn.execute(sa.select(journal_table.c.writer).distinct())
+            assert [w for (w,) in writers] == ["new"]
+        assert (await warden.ingest.window("m", START - 60, START + 600)).rows == 30
