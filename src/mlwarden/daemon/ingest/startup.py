@@ -120,10 +120,15 @@ async def replay_journal(
     j = journal_table
     name, fingerprint = state.config.name, state.layout.fingerprint
     mine = sa.select(j).where(j.c.model == name, j.c.writer == writer).order_by(j.c.seq)
-    async with context.store.begin() as conn:
-        await conn.execute(
-            j.update().where(j.c.model == name, j.c.writer.is_(None)).values(writer=writer)
-        )
+    unclaimed = sa.select(j.c.seq).where(j.c.model == name, j.c.writer.is_(None)).limit(1)
+    async with context.store.connect() as conn:
+        old = (await conn.execute(unclaimed)).first() is not None
+    if old:  # written before the writer column: taken over in one transaction
+        async with context.store.begin() as conn:
+            await conn.execute(
+                j.update().where(j.c.model == name, j.c.writer.is_(None)).values(writer=writer)
+            )
+    async with context.store.connect() as conn:
         rows = (await conn.execute(mine)).all()
     stale = [r.seq for r in rows if r.layout != fingerprint]
     if stale:
