@@ -504,7 +504,9 @@ async def test_predictions_stored_one_row_each_move_to_batches(make_config, refe
     async with Warden(config_obj) as warden:
         ingest = await ready(warden)
         await ready(warden, "cls")
-        assert (await warden.store.schema_versions())["ingest"] == 3
+        assert (await warden.store.schema_versions())["ingest"] == len(
+            ingest_tables.INGEST_SCHEMA.steps
+        )
         async with warden.store.connect() as conn:
             names = await conn.run_sync(lambda c: sa.inspect(c).get_table_names())
         assert "predictions" not in names

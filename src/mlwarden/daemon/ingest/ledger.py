@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..core.config import Config
@@ -26,6 +27,7 @@ from ..profiles.profile import Profile
 from ..profiles.reference import layout_without_reference
 from .batches import BatchRejected, LabelBatch
 from .prepare import BucketKey, PreparedBatch
+from .shared import merge_open, shared_window
 from .startup import load_reference, replay_journal
 from .state import ModelState
 from .tables import (
@@ -47,6 +49,9 @@ __all__ = ["INGEST_SCHEMA", "Ledger"]
 
 logger = logging.getLogger(__name__)
 
+#: Tries of an item alone after its group hit another daemon's row (a unique key).
+_ALONE_ATTEMPTS = 3
+
 T = TypeVar("T")
 
 
@@ -67,11 +72,18 @@ class Ledger:
 
     def __init__(self, context: Context) -> None:
         self.context = context
+        #: This daemon in the ``writer`` column of its journal rows and buckets.
+        self.writer = context.config.instance
         self.models: dict[str, ModelState] = {}
         self._queue: deque[_Work[Any]] = deque()
         self._wake = asyncio.Event()
         # One reference is read at a time: the peak memory is that of one load.
         self._loading = asyncio.Semaphore(1)
+
+    @property
+    def shared(self) -> bool:
+        """Whether other daemons may write the store too (any store but SQLite)."""
+        return not self.context.store.is_sqlite
 
     @property
     def sample_size(self) -> int:
@@ -116,31 +128,41 @@ class Ledger:
             while not group[0].exclusive and self._queue and not self._queue[0].exclusive:
                 group.append(self._queue.popleft())
             try:
-                results: list[tuple[bool, Any]] = []
-                async with self.context.store.begin() as conn:
-                    for work in group:
-                        try:
-                            results.append((True, await self._write(conn, work)))
-                        except BatchRejected as exc:  # nothing of it is written
-                            results.append((False, exc))
-            except Exception as exc:
-                logger.exception("ingest commit failed")
+                results = await self._commit(group)
+            except sa.exc.IntegrityError:
+                # Another daemon committed the same key first (a batch id, a prediction
+                # id, a label): each item is tried again alone, and now sees that row.
                 for work in group:
-                    if not work.future.done():
-                        work.future.set_exception(exc)
+                    await self._commit_alone(work)
                 continue
-            for work, (ok, value) in zip(group, results, strict=True):
-                if work.future.done():
-                    continue
-                if not ok:
-                    work.future.set_exception(value)
-                    continue
+            except Exception as exc:
+                _fail(group, exc)
+                continue
+            _settle(group, results)
+
+    async def _commit(self, group: list[_Work[Any]]) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        async with self.context.store.begin() as conn:
+            for work in group:
                 try:
-                    work.after(value)
-                    work.future.set_result(value)
-                except Exception as exc:  # never leave a caller hanging
-                    logger.exception("ingest fold failed after commit")
-                    work.future.set_exception(exc)
+                    results.append((True, await self._write(conn, work)))
+                except BatchRejected as exc:  # nothing of it is written
+                    results.append((False, exc))
+        return results
+
+    async def _commit_alone(self, work: _Work[Any]) -> None:
+        for attempt in range(_ALONE_ATTEMPTS):
+            try:
+                results = await self._commit([work])
+            except sa.exc.IntegrityError as exc:
+                if attempt + 1 < _ALONE_ATTEMPTS:
+                    continue
+                _fail([work], exc)
+            except Exception as exc:
+                _fail([work], exc)
+            else:
+                _settle([work], results)
+            return
 
     async def _write(self, conn: AsyncConnection, work: _Work[T]) -> T:
         """``work.write`` in the group's transaction.
@@ -171,6 +193,7 @@ class Ledger:
 
         async def write(conn: AsyncConnection) -> None:
             nonlocal replayed
+            replayed = False  # tried again alone after a unique-key race (see _writer)
             if batch_id is not None and await known_batch(conn, name, batch_id) is not None:
                 replayed = True
                 return
@@ -191,7 +214,7 @@ class Ledger:
                 return
             await store_predictions(conn, name, batch, prepared.predictions)
             journal = [
-                (name, version, start, fingerprint, blob)
+                (name, version, start, fingerprint, blob, self.writer)
                 for (version, start), blob, _ in prepared.parts
             ]
             await insert_rows(conn, journal_table, journal, skip_first=True)
@@ -270,6 +293,7 @@ class Ledger:
                     "has_sample": True,
                     "profile": profile.to_bytes(),
                     "created_at": now,
+                    "writer": self.writer,
                 }
                 for s, key, profile in due
             ]
@@ -281,6 +305,7 @@ class Ledger:
                         j.c.model == s.config.name,
                         j.c.version == version,
                         j.c.bucket_start == start,
+                        j.c.writer == self.writer,  # other daemons' rows are theirs to flush
                     )
                 )
 
@@ -301,15 +326,16 @@ class Ledger:
         bucket_seconds = self.context.config.monitoring.bucket_seconds
         first = math.floor(since / bucket_seconds) * bucket_seconds
         last = math.ceil(until / bucket_seconds) * bucket_seconds  # buckets starting < until
-        total = await closed_buckets(
-            self.context.store, state, first, last, version, self.sample_size
-        )
+        store = self.context.store
+        if self.shared:  # with the other daemons' buckets, closed and open
+            total = await shared_window(
+                store, state, self.writer, first, last, version, self.sample_size
+            )
+        else:
+            total = await closed_buckets(store, state, first, last, version, self.sample_size)
         for (v, start), profile in list(state.open.items()):
             if first <= start < last and (version is None or v == version):
-                if not total.rows:  # merge would take over its arrays: open ones change
-                    profile = profile.copy()
-                    profile.keys, profile.sample = profile.keys.copy(), profile.sample.copy()
-                total.merge(profile)
+                total = merge_open(total, profile)
         return total
 
     async def move_windows(self) -> int:
@@ -339,7 +365,7 @@ class Ledger:
             if fallback is not None:
                 state.layout, state.open_schema = fallback, False
         try:
-            profiles = await replay_journal(self.context, state, self.sample_size)
+            profiles = await replay_journal(self.context, state, self.sample_size, self.writer)
             for key, profile in profiles:
                 _fold(state, key, profile)
         finally:
@@ -387,6 +413,28 @@ async def _noop(conn: AsyncConnection) -> None:
 
 def _ignore(_: object) -> None:
     return None
+
+
+def _fail(group: list[_Work[Any]], exc: Exception) -> None:
+    logger.error("ingest commit failed: %r", exc, exc_info=exc)
+    for work in group:
+        if not work.future.done():
+            work.future.set_exception(exc)
+
+
+def _settle(group: list[_Work[Any]], results: list[tuple[bool, Any]]) -> None:
+    for work, (ok, value) in zip(group, results, strict=True):
+        if work.future.done():
+            continue
+        if not ok:
+            work.future.set_exception(value)
+            continue
+        try:
+            work.after(value)
+            work.future.set_result(value)
+        except Exception as exc:  # never leave a caller hanging
+            logger.exception("ingest fold failed after commit")
+            work.future.set_exception(exc)
 
 
 def _fold(state: ModelState, key: BucketKey, profile: Profile) -> None:

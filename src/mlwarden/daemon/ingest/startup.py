@@ -109,16 +109,27 @@ async def load_reference(context: Context, state: ModelState, loading: asyncio.S
 
 
 async def replay_journal(
-    context: Context, state: ModelState, sample_size: int
+    context: Context, state: ModelState, sample_size: int, writer: str
 ) -> list[tuple[BucketKey, Profile]]:
     """The open buckets' profiles rebuilt from the journal of committed batches.
 
-    Journal rows of another reference layout are deleted.
+    Only ``writer``'s rows (this daemon's: other daemons replay theirs); rows written
+    before the ``writer`` column (one daemon then) are taken over by the first daemon
+    that starts. Journal rows of another reference layout are deleted.
     """
     j = journal_table
     name, fingerprint = state.config.name, state.layout.fingerprint
+    mine = sa.select(j).where(j.c.model == name, j.c.writer == writer).order_by(j.c.seq)
+    unclaimed = sa.select(j.c.seq).where(j.c.model == name, j.c.writer.is_(None)).limit(1)
     async with context.store.connect() as conn:
-        rows = (await conn.execute(sa.select(j).where(j.c.model == name).order_by(j.c.seq))).all()
+        old = (await conn.execute(unclaimed)).first() is not None
+    if old:  # written before the writer column: taken over in one transaction
+        async with context.store.begin() as conn:
+            await conn.execute(
+                j.update().where(j.c.model == name, j.c.writer.is_(None)).values(writer=writer)
+            )
+    async with context.store.connect() as conn:
+        rows = (await conn.execute(mine)).all()
     stale = [r.seq for r in rows if r.layout != fingerprint]
     if stale:
         logger.warning(

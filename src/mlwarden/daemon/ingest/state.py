@@ -12,7 +12,15 @@ from ..profiles.reference import Reference
 from .prepare import BucketKey
 from .window import BucketWindow
 
-__all__ = ["ModelState"]
+__all__ = ["ModelState", "OpenPart"]
+
+
+@dataclass
+class OpenPart:
+    """Another daemon's open bucket, folded from its journal rows (daemon/ingest/shared.py)."""
+
+    seqs: set[int]
+    profile: Profile
 
 
 @dataclass
@@ -31,3 +39,5 @@ class ModelState:
     # Windows of closed buckets by version filter (daemon/ingest/window.py), moved under the lock.
     windows: dict[str | None, BucketWindow] = field(default_factory=dict)
     window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # On a shared store: other daemons' open buckets by (writer, version, bucket start).
+    others: dict[tuple[str, str, float], OpenPart] = field(default_factory=dict)

@@ -96,6 +96,8 @@ profile_table = sa.Table(
     # Sealed with encryption on: a profile carries a sample of raw rows.
     sa.Column("profile", SealedBytes("profile_buckets"), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+    # The daemon that wrote it (Config.instance; NULL: written before step 4).
+    sa.Column("writer", sa.String(200), nullable=True),
     sa.Index("ix_profile_buckets_model_start", "model", "bucket_start"),
 )
 journal_table = sa.Table(
@@ -107,6 +109,8 @@ journal_table = sa.Table(
     sa.Column("bucket_start", sa.Float, nullable=False),
     sa.Column("layout", sa.String(64), nullable=False),
     sa.Column("columns", SealedBytes("ingest_journal"), nullable=False),
+    # The daemon whose open bucket holds it (Config.instance; NULL: before step 4).
+    sa.Column("writer", sa.String(200), nullable=True),
     sa.Index("ix_ingest_journal_bucket", "model", "version", "bucket_start"),
 )
 
@@ -181,6 +185,15 @@ def _columnar_predictions(conn: sa.Connection) -> None:
     p.drop(conn)
 
 
+def _writer_columns(conn: sa.Connection) -> None:
+    """Add ``writer`` to profile_buckets and ingest_journal (several daemons, one store)."""
+    inspector = sa.inspect(conn)
+    for table in (profile_table, journal_table):
+        # A store created by this release made the column with its table in step 1.
+        if "writer" not in {c["name"] for c in inspector.get_columns(table.name)}:
+            conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN writer VARCHAR(200)"))
+
+
 INGEST_SCHEMA = Schema(
     "ingest",
     [
@@ -193,6 +206,7 @@ INGEST_SCHEMA = Schema(
         ),
         _columnar_predictions,
         create_tables(batch_ids_table),
+        _writer_columns,
     ],
 )
 

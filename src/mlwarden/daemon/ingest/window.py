@@ -56,7 +56,16 @@ from ..profiles.layout import Layout
 from ..profiles.profile import Profile
 from .tables import profile_table
 
-__all__ = ["BucketWindow", "WindowState", "closed_buckets", "move_windows"]
+__all__ = [
+    "BucketWindow",
+    "WindowState",
+    "add_rows",
+    "bucket_query",
+    "closed_buckets",
+    "move_windows",
+    "moved_window",
+    "window_profile",
+]
 
 #: The additive parts of a profile, summed and subtracted exactly.
 _SUMS = ("count", "nulls", "nans", "infs", "hist", "cat_counts", "cat_nulls", "cat_unseen")
@@ -108,7 +117,7 @@ class BucketWindow:
         #: ((first, last, generation), profile) of the buckets before ``last`` when some
         #: counted bucket starts at or after it (clock skew): merged apart, kept until
         #: the window changes.
-        self.bounded: tuple[tuple[float, float, int], Profile] | None = None
+        self.bounded: tuple[tuple[float, float, int, int, int], Profile] | None = None
 
     @property
     def held_limit(self) -> int:
@@ -294,20 +303,31 @@ async def closed_buckets(
     """
     async with state.window_lock:
         try:
-            window = await _moved(store, state, first, version, sample_size)
-            if not window.beyond(last):
-                return window.profile()
-            # A bucket past the end (a clock stepped back): the window up to ``last`` is
-            # merged apart, once per change of the window, not at every check.
-            key = (first, last, window.generation)
-            if window.bounded is None or window.bounded[0] != key:
-                layout = window.layout
-                bounded = await _build(store, state, layout, first, version, sample_size, last)
-                window.bounded = (key, bounded.profile())
-            return window.bounded[1].copy()  # merged into by the caller, as profile() is
+            window = await moved_window(store, state, first, version, sample_size)
+            return await window_profile(store, state, window, last)
         except BaseException:
             state.windows.pop(version, None)  # half moved: read it anew next time
             raise
+
+
+async def window_profile(
+    store: Store, state: WindowState, window: BucketWindow, last: float
+) -> Profile:
+    """The profile of ``window``'s buckets that start before ``last`` (a copy to merge into).
+
+    The caller holds ``state.window_lock``.
+    """
+    if not window.beyond(last):
+        return window.profile()
+    # A bucket past the end (a clock stepped back): the window up to ``last`` is merged
+    # apart, once per change of the window, not at every check.
+    key = (window.first, last, window.generation, window.max_seq, len(window.buckets))
+    if window.bounded is None or window.bounded[0] != key:
+        bounded = await _build(
+            store, state, window.layout, window.first, window.version, window.sample_size, last
+        )
+        window.bounded = (key, bounded.profile())
+    return window.bounded[1].copy()  # merged into by the caller, as profile() is
 
 
 async def move_windows(store: Store, state: WindowState, first: float, sample_size: int) -> int:
@@ -330,7 +350,7 @@ async def move_windows(store: Store, state: WindowState, first: float, sample_si
             if first == window.first and window.generation == state.generation:
                 continue  # nothing closed or expired since
             try:
-                window = await _moved(store, state, first, version, sample_size)
+                window = await moved_window(store, state, first, version, sample_size)
                 await asyncio.to_thread(window.assemble)
             except BaseException:
                 state.windows.pop(version, None)
@@ -339,7 +359,7 @@ async def move_windows(store: Store, state: WindowState, first: float, sample_si
     return moved
 
 
-async def _moved(
+async def moved_window(
     store: Store, state: WindowState, first: float, version: str | None, sample_size: int
 ) -> BucketWindow:
     """``state``'s window for ``version`` moved to ``first`` (or rebuilt), kept in ``state``.
@@ -378,7 +398,7 @@ async def _moved(
     return window
 
 
-def _query(
+def bucket_query(
     state: WindowState, version: str | None, *columns: sa.ColumnElement[Any]
 ) -> sa.Select[*tuple[Any, ...]]:
     """Select ``columns`` of ``state``'s stored buckets (of ``version``, if given)."""
@@ -402,7 +422,7 @@ async def _build(
     b = profile_table
     generation = state.generation
     window = BucketWindow(layout, sample_size, version, first)
-    query = _query(state, version, b.c.seq, b.c.version, b.c.bucket_start, b.c.profile).where(
+    query = bucket_query(state, version, b.c.seq, b.c.version, b.c.bucket_start, b.c.profile).where(
         b.c.bucket_start >= first
     )
     if last is not None:
@@ -422,7 +442,7 @@ async def _build(
                 async for rows in result.partitions(_CHUNK):
                     if adding is not None:
                         await adding
-                    adding = asyncio.ensure_future(asyncio.to_thread(_add_rows, window, rows))
+                    adding = asyncio.ensure_future(asyncio.to_thread(add_rows, window, rows))
             finally:
                 if mapped:
                     await conn.exec_driver_sql("PRAGMA mmap_size=0")
@@ -441,7 +461,7 @@ async def _catch_up(store: Store, state: WindowState, window: BucketWindow) -> N
     b = profile_table
     # The new seqs first (a range of the primary key), then their blobs by key: one
     # statement filtering the blob rows on the start index cost tens of ms.
-    query = _query(state, window.version, b.c.seq, b.c.bucket_start)
+    query = bucket_query(state, window.version, b.c.seq, b.c.bucket_start)
     async with store.connect() as conn:
         found = (await conn.execute(query.where(b.c.seq > window.max_seq))).all()
         seqs = [seq for seq, start in found if start >= window.first]
@@ -449,9 +469,11 @@ async def _catch_up(store: Store, state: WindowState, window: BucketWindow) -> N
         window.max_seq = max([window.max_seq, *(seq for seq, _ in found)])
         if not seqs:
             return
-        blobs = _query(state, window.version, b.c.seq, b.c.version, b.c.bucket_start, b.c.profile)
+        blobs = bucket_query(
+            state, window.version, b.c.seq, b.c.version, b.c.bucket_start, b.c.profile
+        )
         rows = (await conn.execute(blobs.where(b.c.seq.in_(seqs)))).all()
-    await asyncio.to_thread(_add_rows, window, sorted(rows, key=lambda row: row.seq))
+    await asyncio.to_thread(add_rows, window, sorted(rows, key=lambda row: row.seq))
 
 
 async def _evict(store: Store, state: WindowState, window: BucketWindow, first: float) -> bool:
@@ -460,7 +482,7 @@ async def _evict(store: Store, state: WindowState, window: BucketWindow, first: 
     expired: list[Profile] = []
     if seqs:
         b = profile_table
-        query = _query(state, window.version, b.c.profile).where(b.c.seq.in_(seqs))
+        query = bucket_query(state, window.version, b.c.profile).where(b.c.seq.in_(seqs))
         async with store.connect() as conn:
             blobs = (await conn.execute(query)).scalars().all()
         expired = await asyncio.to_thread(
@@ -474,7 +496,7 @@ async def _evict(store: Store, state: WindowState, window: BucketWindow, first: 
 async def _matches_store(store: Store, state: WindowState, window: BucketWindow) -> bool:
     """Whether the store holds exactly the buckets the window counts."""
     b = profile_table
-    query = _query(
+    query = bucket_query(
         state, window.version, sa.func.count(), sa.func.sum(b.c.rows), sa.func.max(b.c.seq)
     ).where(b.c.bucket_start >= window.first)
     async with store.connect() as conn:
@@ -483,7 +505,7 @@ async def _matches_store(store: Store, state: WindowState, window: BucketWindow)
     return (count, rows or 0, newest or 0) == (len(mine), window.rows, max(mine, default=0))
 
 
-def _add_rows(window: BucketWindow, rows: Iterable[_BucketRow]) -> None:
+def add_rows(window: BucketWindow, rows: Iterable[_BucketRow]) -> None:
     for row in rows:
         profile = decode_bucket(window.layout, row.profile, window.sample_size, True)
         window.add(row.seq, row.version, row.bucket_start, profile)

@@ -152,6 +152,8 @@ class RolloutService(Service):
                 rollout["state"],
             )
         self.context.spawn(self._loop(), name="rollouts-tick")
+        if not self.context.store.is_sqlite:  # other daemons may change the tables
+            self.context.spawn(self.traffic_tables.follow(), name="traffic-follow")
 
     def check_config(self, config: Config) -> None:
         """ConfigError naming the key when a strategy named or configured is unusable."""

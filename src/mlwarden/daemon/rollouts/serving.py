@@ -196,7 +196,11 @@ class Serving:
 
     async def _commit(self, change: ServingChange, live: Rollout | None) -> None:
         model, weights, rollout = change["model"], change["weights"], change["rollout"]
-        write_table = weights is not None and weights != (self.traffic_tables.get(model) or {})
+        current = self.traffic_tables.get(model) or {}
+        if weights is not None and not self.context.store.is_sqlite:
+            # Another daemon may have changed the table since this one last read it.
+            current = (await self.traffic_tables.stored(model)).get(model, {})
+        write_table = weights is not None and weights != current
         if write_table or rollout is not None:
             async with self.context.store.begin() as conn:
                 if write_table:
@@ -214,9 +218,9 @@ class Serving:
                     if done.rowcount == 0:
                         await conn.execute(rollouts_table.insert().values(**values))
         # The in-memory view follows the commit with no await in between.
-        if write_table:
-            assert weights is not None
-            self.traffic_tables.adopt(model, weights)
+        routed = self.traffic_tables.get(model) or {}
+        if weights is not None and (write_table or weights != routed):
+            self.traffic_tables.adopt(model, weights)  # or as another daemon stored it
         if rollout is not None:
             if live is not None and live["id"] == rollout["id"]:
                 live.update(rollout)

@@ -9,6 +9,7 @@ advances: a key that reached the candidate at 5% still reaches it at 25%.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
 import inspect
@@ -29,6 +30,7 @@ from ..core.context import Context
 from ..core.store import create_tables
 
 __all__ = [
+    "FOLLOW_SECONDS",
     "TRAFFIC_SCHEMA",
     "Router",
     "TrafficBackend",
@@ -75,6 +77,9 @@ serving_table = sa.Table(
 )
 
 _TOLERANCE = 1e-6
+#: On a store several daemons share, each daemon re-reads the traffic tables this often:
+#: a change made through another daemon routes here at most this much later.
+FOLLOW_SECONDS = 1.0
 
 
 class TrafficChange(TypedDict):
@@ -214,15 +219,53 @@ class TrafficTables:
         self.backends = backends
 
     async def load(self) -> None:
-        async with self.context.store.connect() as conn:
-            rows = (await conn.execute(sa.select(traffic_table))).all()
-        tables: dict[str, dict[str, float]] = {}
-        for row in rows:
-            tables.setdefault(row.model, {})[row.version] = row.weight
+        tables = await self.stored()
         self.tables = tables
         self.routers = {m: Router(w) for m, w in tables.items()}
         for model, weights in tables.items():
             self._export(model, weights, {})
+
+    async def stored(self, model: str | None = None) -> dict[str, dict[str, float]]:
+        """The tables in the store (of ``model`` only, if given)."""
+        query = sa.select(traffic_table)
+        if model is not None:
+            query = query.where(traffic_table.c.model == model)
+        async with self.context.store.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        tables: dict[str, dict[str, float]] = {}
+        for row in rows:
+            tables.setdefault(row.model, {})[row.version] = row.weight
+        return tables
+
+    async def follow(self) -> None:
+        """Route by the stored tables, read every FOLLOW_SECONDS (several daemons, one store).
+
+        A change committed through another daemon (PUT traffic, a rollout step) is
+        adopted here; a table this daemon changed while the read was under way is left
+        as this daemon adopted it (its own commit is at least as new).
+        """
+        while True:
+            await asyncio.sleep(FOLLOW_SECONDS)
+            try:
+                await self.refresh()
+            except Exception as exc:  # the store away: routing goes on with the last tables
+                logger.warning("reading the traffic tables failed: %r", exc)
+                self.context.record_error("traffic tables", repr(exc))
+
+    async def refresh(self) -> list[str]:
+        """Adopt the stored tables that differ from the ones routed by; return their models."""
+        before = dict(self.tables)
+        stored = await self.stored()
+        changed = []
+        for model in sorted(set(stored) | set(before)):
+            if self.tables.get(model) is not before.get(model):
+                continue  # adopted by this daemon meanwhile
+            if stored.get(model, {}) != before.get(model, {}):
+                self.adopt(model, stored.get(model, {}))
+                changed.append(model)
+        if changed:
+            logger.info("traffic tables changed through another daemon: %s", ", ".join(changed))
+        return changed
 
     def get(self, model: str) -> dict[str, float] | None:
         table = self.tables.get(model)
