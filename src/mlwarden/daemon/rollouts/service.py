@@ -382,9 +382,24 @@ class RolloutService(Service):
     ) -> Rollout | DirectRollback:
         """Fast path, no analysis: end the active rollout (back to its baseline), or
         switch production back to the previous version (registry, aliases and traffic
-        table in one serving change)."""
+        table in one serving change).
+
+        What the caller asked to roll back is what it saw when it asked: when another
+        rollback (here or on another daemon) ended that rollout or moved production
+        while this one waited for the model's lock, this is a Conflict (409) and nothing
+        is rolled back twice."""
+        seen_rollout = self.active.get(model)
+        seen = await self.registry.production(model)
         async with self.controller.locks[model]:
             rollout = self.active.get(model)
+            if seen_rollout is not None and (
+                rollout is None or rollout["id"] != seen_rollout["id"]
+            ):
+                raise Conflict(
+                    f"model {model!r}: the rollout of {seen_rollout['candidate']} (id "
+                    f"{seen_rollout['id']}) ended while this rollback waited; nothing else "
+                    "was rolled back"
+                )
             if rollout is not None:
                 if version is not None and version != rollout["baseline"]:
                     raise Conflict(
@@ -396,14 +411,23 @@ class RolloutService(Service):
                     rollout, f"manual rollback by {actor}", actor=actor, automatic=False
                 )
                 return public(await self.get(rollout["id"]))
-            return await self._rollback_production(model, version, actor=actor)
+            return await self._rollback_production(
+                model, version, actor=actor, seen=seen["version"] if seen else None
+            )
 
     async def _rollback_production(
-        self, model: str, version: str | None, *, actor: str
+        self, model: str, version: str | None, *, actor: str, seen: str | None
     ) -> DirectRollback:
-        """Restore the previous production version (or ``version``, a deprecated one)."""
+        """Restore the previous production version (or ``version``, a deprecated one);
+        ``seen`` is the production version the caller saw when it asked."""
         registry = self.registry
         current = await registry.production(model)
+        now = current["version"] if current else None
+        if version is None and now != seen:
+            raise Conflict(
+                f"model {model!r}: production moved from {seen} to {now} while this rollback "
+                "waited (another rollback or promotion); nothing was rolled back"
+            )
         target = version if version is not None else await registry.rollback_target(model)
         if target is None:
             raise Conflict(f"model {model!r} has no previous production version to roll back to")

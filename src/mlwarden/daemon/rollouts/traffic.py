@@ -224,6 +224,17 @@ class TrafficTables:
         for model, weights in tables.items():
             self._export(model, weights, {})
 
+    async def refresh(self, model: str) -> None:
+        """Re-read ``model``'s table from the store (another daemon may have written it)
+        and route by it; the serving step calls this under the model's lock."""
+        async with self.context.store.connect() as conn:
+            rows = (
+                await conn.execute(sa.select(traffic_table).where(traffic_table.c.model == model))
+            ).all()
+        stored = {row.version: row.weight for row in rows}
+        if stored != (self.tables.get(model) or {}):
+            self.adopt(model, stored)
+
     def get(self, model: str) -> dict[str, float] | None:
         table = self.tables.get(model)
         return dict(table) if table else None
