@@ -15,6 +15,7 @@ import pytest
 
 from mlwarden.daemon.core.keys import new_key, write_key_file
 from mlwarden.daemon.warden import Warden
+from mlwarden.errors import Conflict
 from tests.daemon.rollouts.helpers import DEPLOYMENT_CONFIG, _saved_linear
 
 FEATURES = '["x1", "x2", "x3"]'
@@ -180,11 +181,11 @@ async def test_encryption_with_a_non_proxied_server_location_is_refused(on_serve
 
 
 @pytest.fixture
-async def pair(mlflow_server, make_config, make_client, postgres_url, tmp_path: Path):
-    """Two Wardens on one PostgreSQL store and one MLflow server (and their clients)."""
+async def pair(mlflow_server, make_config, postgres_url, tmp_path: Path):
+    """Two Wardens on one PostgreSQL store and one MLflow server."""
     model = _name("race")
     experiment = _name("exp")
-    wardens, clients = [], []
+    wardens = []
     for name in ("a", "b"):
         base = tmp_path / f"daemon-{name}"
         base.mkdir()
@@ -201,18 +202,22 @@ async def pair(mlflow_server, make_config, make_client, postgres_url, tmp_path: 
         warden = Warden(config)
         await warden.start()
         wardens.append(warden)
-        clients.append(await make_client(warden))
-    yield model, wardens, clients
+    yield model, wardens
     for warden in wardens:
         await warden.stop()
 
 
-async def _both(clients, method: str, path: str, body: dict) -> list[tuple[int, dict]]:
-    async def call(client):
-        resp = await client.request(method, path, json=body)
-        return resp.status, await resp.json()
+async def _race(*calls) -> list:
+    """Run the calls at once; each one's result, or the exception it raised."""
+    return list(await asyncio.gather(*calls, return_exceptions=True))
 
-    return list(await asyncio.gather(*(call(c) for c in clients)))
+
+def _outcome(results: list) -> tuple[list, list[Exception]]:
+    """(the results, the exceptions) of a race."""
+    return (
+        [r for r in results if not isinstance(r, BaseException)],
+        [r for r in results if isinstance(r, BaseException)],
+    )
 
 
 async def _serving_state(warden: Warden, model: str) -> dict:
@@ -243,40 +248,51 @@ async def _serving_state(warden: Warden, model: str) -> dict:
 
 
 async def test_two_daemons_racing_register_alias_promote_and_roll_back_agree(pair):
-    model, (a, b), clients = pair
-    uris = [await asyncio.to_thread(_log_model, a, seed) for seed in (4, 5)]
+    """In-process calls, as the API makes them (two API requests at once also race
+    on the audit log's next row id, which is the audit chain's part of issue 18)."""
+    model, (a, b) = pair
+    uris = [await asyncio.to_thread(_log_model, a, seed) for seed in (4, 5, 6, 7)]
 
     # Both register the same run's model at once: one version, both get it.
-    answers = await _both(clients, "POST", f"/api/models/{model}/versions", {"model_uri": uris[0]})
-    assert [s for s, _ in answers] == [201, 201], answers
-    assert answers[0][1] == answers[1][1]
-    assert answers[0][1]["version"] == "1.0.0"
+    first, second = await _race(
+        a.register_model(model, model_uri=uris[0]), b.register_model(model, model_uri=uris[0])
+    )
+    assert first == second and first["version"] == "1.0.0"
     mlflow_versions = a.tracking.client.search_model_versions(f"name = '{model}'")
     assert len(mlflow_versions) == 1
     assert len(await a.registry.history(model)) == 1
     # Asked again later, it is a new registration, as on one daemon.
-    second = await b.registry.register(model, model_uri=uris[1])
-    assert second["version"] == "1.0.1"
+    again = await b.register_model(model, model_uri=uris[1])
+    assert again["version"] == "1.0.1"
+    # Two different models at once: numbered one after the other, never both 1.0.2.
+    both = await _race(
+        a.register_model(model, model_uri=uris[2]), b.register_model(model, model_uri=uris[3])
+    )
+    assert sorted(r["version"] for r in both) == ["1.0.2", "1.0.3"]
+    assert len(a.tracking.client.search_model_versions(f"name = '{model}'")) == 4
 
     # The same alias from both: set once, the same everywhere.
-    await asyncio.gather(
+    await _race(
         a.registry.set_alias(model, "stable", "1.0.0"),
         b.registry.set_alias(model, "stable", "1.0.0"),
     )
     aliases, _ = await asyncio.to_thread(_mlflow_view, a, model)
-    assert aliases["stable"] == answers[0][1]["mlflow_version"]
+    assert aliases["stable"] == first["mlflow_version"]
     assert (await b.registry.get(model, "1.0.0"))["aliases"] == ["stable"]
 
     # Both promote 1.0.0: one does, the other hears it already is (409), nothing twice.
-    answers = await _both(clients, "POST", f"/api/models/{model}/promote", {"version": "1.0.0"})
-    assert sorted(s for s, _ in answers) == [200, 409], answers
-    lost = next(body for s, body in answers if s == 409)
-    assert "already in production" in lost["error"]["message"]
+    done, lost = _outcome(await _race(a.promote(model, "1.0.0"), b.promote(model, "1.0.0")))
+    assert len(done) == 1 and len(lost) == 1, lost
+    assert isinstance(lost[0], Conflict) and "already in production" in str(lost[0])
     # Then both promote the candidate 1.0.1.
-    answers = await _both(clients, "POST", f"/api/models/{model}/promote", {"version": "1.0.1"})
-    assert sorted(s for s, _ in answers) == [200, 409], answers
+    done, lost = _outcome(await _race(a.promote(model, "1.0.1"), b.promote(model, "1.0.1")))
+    assert len(done) == 1 and isinstance(lost[0], Conflict), lost
+    assert done[0]["previous_version"] == "1.0.0"
     state = await _serving_state(a, model)
-    assert state["statuses"] == {"1.0.0": "deprecated", "1.0.1": "production"}
+    assert state["statuses"] == {
+        "1.0.0": "deprecated", "1.0.1": "production", "1.0.2": "validation",
+        "1.0.3": "validation",
+    }  # fmt: skip
     assert state["champion"] == "1.0.1"
     assert state["by_mlflow"][state["mlflow_champion"]] == "1.0.1"
     assert state["table"] == {"1.0.1": 1.0} and state["pending"] == 0
@@ -291,13 +307,15 @@ async def test_two_daemons_racing_register_alias_promote_and_roll_back_agree(pai
     for warden in (a, b):
         assert warden.rollouts.traffic_tables.get(model) == {"1.0.1": 1.0}
 
-    # Both roll back: one does, the other is told 1.0.0 already is in production.
-    answers = await _both(clients, "POST", f"/api/models/{model}/rollback", {})
-    assert sorted(s for s, _ in answers) == [200, 409], answers
-    lost = next(body for s, body in answers if s == 409)
-    assert "production moved from 1.0.1 to 1.0.0" in lost["error"]["message"]
+    # Both roll back: one does, the other is told production moved meanwhile.
+    done, lost = _outcome(await _race(a.rollback(model), b.rollback(model)))
+    assert len(done) == 1 and len(lost) == 1, lost
+    assert isinstance(lost[0], Conflict)
+    assert "production moved from 1.0.1 to 1.0.0" in str(lost[0])
     state = await _serving_state(b, model)
-    assert state["statuses"] == {"1.0.0": "production", "1.0.1": "deprecated"}
+    assert (state["statuses"]["1.0.0"], state["statuses"]["1.0.1"]) == (
+        "production", "deprecated",
+    )  # fmt: skip
     assert state["champion"] == "1.0.0"
     assert state["by_mlflow"][state["mlflow_champion"]] == "1.0.0"
     assert state["table"] == {"1.0.0": 1.0} and state["pending"] == 0
