@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from ...errors import ConfigError
 from .config import Config, redact_uri
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Tracking:
         self.uri = config.tracking_uri
         self.artifact_location = config.artifact_location
         self.remote = is_remote(self.uri)
+        self.source = config.source
         #: Only what the configuration says (a server's experiment defaults to the server's).
         self.configured_artifact_location = config.mlflow.artifact_location
         self.experiment_name = config.mlflow.experiment
@@ -82,10 +84,15 @@ class Tracking:
             else:
                 os.environ[key] = value
         client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
-        experiment = client.get_experiment_by_name(self.experiment_name)
         location = self._experiment_location()
-        if experiment is None:
-            experiment = _create_experiment(client, self.experiment_name, location)
+        try:
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                experiment = _create_experiment(client, self.experiment_name, location)
+        except Exception as exc:
+            if not self.remote:
+                raise
+            raise _unreachable(self.uri, exc, self.source) from exc
         if experiment is None:
             raise RuntimeError(f"MLflow experiment {self.experiment_name!r} vanished at start")
         self.experiment_id = experiment.experiment_id
@@ -137,6 +144,23 @@ def _create_experiment(client: MlflowClient, name: str, location: str | None) ->
             raise
         logger.info("MLflow experiment %r was created by another daemon meanwhile", name)
     return client.get_experiment_by_name(name)
+
+
+def _unreachable(uri: str, exc: Exception, source: str | None) -> ConfigError:
+    """Why the daemon cannot use the MLflow server at ``uri``, as a start-up error."""
+    code = getattr(exc, "error_code", "")
+    text = str(getattr(exc, "message", None) or exc).strip().splitlines()[0]
+    hint = ""
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED") or "401" in text or "403" in text:
+        hint = (
+            "; the daemon's MLflow credentials come from its environment: "
+            "MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        )
+    return ConfigError(
+        f"key 'mlflow.tracking_uri': the MLflow server at {redact_uri(uri)} cannot be used: "
+        f"{text}{hint}",
+        source,
+    )
 
 
 def _is_sealed_location(location: str) -> bool:

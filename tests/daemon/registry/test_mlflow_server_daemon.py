@@ -1,0 +1,135 @@
+"""``mlwarden run`` (a real process) on a shared ``mlflow server`` behind a token check.
+
+A small reverse proxy (aiohttp, in the test) sits in front of the session's real
+``mlflow server`` and answers 401 to any request without ``Authorization: Bearer
+TOKEN``: the daemon reaches MLflow only with ``MLFLOW_TRACKING_TOKEN`` in its
+environment, passed through to MLflow's client unchanged (tracking, registry and the
+proxied artifacts alike).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from tests.daemon.rollouts.helpers import _saved_linear
+from tests.helpers import DaemonProcess, free_port
+
+TOKEN = "s3cret-mlflow-token"
+HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
+
+
+@pytest.fixture
+async def guarded(mlflow_server):
+    """The URL of a token-checking proxy to the MLflow server; the requests it saw."""
+    seen: list[tuple[str, int]] = []
+    session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            seen.append((request.path, 401))
+            return web.json_response({"error_code": "UNAUTHENTICATED"}, status=401)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
+        async with session.request(
+            request.method,
+            mlflow_server.url + request.rel_url.path_qs,
+            headers=headers,
+            data=await request.read(),
+        ) as upstream:
+            body = await upstream.read()
+            seen.append((request.path, upstream.status))
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
+            return web.Response(status=upstream.status, body=body, headers=out)
+
+    app = web.Application(client_max_size=1 << 30)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}", seen
+    await runner.cleanup()
+    await session.close()
+
+
+def _log_model(tracking_uri: str, experiment: str) -> str:
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    run = client.create_run(experiment_id)
+    mlflow.set_tracking_uri(tracking_uri)
+    client.log_artifacts(run.info.run_id, _saved_linear(np.array([1.0, -2.0, 0.5]), 8), "model")
+    client.set_terminated(run.info.run_id)
+    return f"runs:/{run.info.run_id}/model"
+
+
+async def test_mlwarden_run_on_a_server_that_wants_a_token(guarded, tmp_path: Path, monkeypatch):
+    url, seen = guarded
+    model, experiment = f"guarded-{uuid.uuid4().hex[:8]}", f"exp-{uuid.uuid4().hex[:8]}"
+    config = (
+        f'[mlflow]\ntracking_uri = "{url}"\nexperiment = "{experiment}"\n'
+        f'[[models]]\nname = "{model}"\nfeatures = ["x1", "x2", "x3"]\n'
+    )
+    # Without the token the daemon cannot set MLflow up: it exits, saying why.
+    refused = DaemonProcess(tmp_path / "refused", config)
+    with pytest.raises(AssertionError, match="daemon exited"):
+        await asyncio.to_thread(refused.start, True, 120)
+    assert (
+        "key 'mlflow.tracking_uri': the MLflow server at " + url + " cannot be used: "
+        "UNAUTHENTICATED"
+    ) in refused.log()
+    assert "MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME" in refused.log()
+
+    daemon = DaemonProcess(tmp_path / "daemon", config, env={"MLFLOW_TRACKING_TOKEN": TOKEN})
+    await asyncio.to_thread(daemon.start, True, 120)
+    try:
+        status, ready = await asyncio.to_thread(daemon.call, "GET", "/readyz")
+        assert status == 200 and ready["checks"]["mlflow"] == "ok", ready
+        # A server owns its schema and artifacts: nothing of MLflow's on the daemon's disk.
+        assert not (daemon.base_path / "mlflow.db").exists()
+        assert not (daemon.base_path / "mlartifacts").exists()
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", TOKEN)
+        uri = await asyncio.to_thread(_log_model, url, experiment)
+        status, record = await asyncio.to_thread(
+            daemon.call, "POST", f"/api/models/{model}/versions", {"model_uri": uri}
+        )
+        assert status == 201, record
+        status, body = await asyncio.to_thread(
+            daemon.call, "POST", f"/api/models/{model}/promote", {"version": "1.0.0"}
+        )
+        assert status == 200, body
+        status, body = await asyncio.to_thread(
+            daemon.call,
+            "POST",
+            f"/api/models/{model}/predict",
+            {"features": {"x1": 1.0, "x2": 0.0, "x3": 2.0}},
+        )
+        assert status == 200 and body["predictions"][0]["version"] == "1.0.0", body
+        status, health = await asyncio.to_thread(daemon.call, "GET", "/api/system/health")
+        assert health["components"]["mlflow"]["tracking_uri"] == url
+    finally:
+        assert await asyncio.to_thread(daemon.stop) == 0
+    # The artifacts went through the proxy too (upload and the gateway's download).
+    artifact_calls = [p for p, s in seen if "/mlflow-artifacts/artifacts/" in p and s == 200]
+    assert artifact_calls
+
+    # `mlwarden check-config` shows the server's URI as configured.
+    result = subprocess.run(
+        [sys.executable, "-m", "mlwarden", "check-config", "--config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["mlflow"]["tracking_uri"] == url
