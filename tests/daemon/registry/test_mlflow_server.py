@@ -319,5 +319,28 @@ async def test_two_daemons_racing_register_alias_promote_and_roll_back_agree(pai
     assert state["champion"] == "1.0.0"
     assert state["by_mlflow"][state["mlflow_champion"]] == "1.0.0"
     assert state["table"] == {"1.0.0": 1.0} and state["pending"] == 0
+
+    # Both start a canary of 1.0.1: one rollout; the other hears there is one (409).
+    done, lost = _outcome(
+        await _race(
+            a.promote(model, "1.0.1", strategy="canary"),
+            b.promote(model, "1.0.1", strategy="canary"),
+        )
+    )
+    assert len(done) == 1 and isinstance(lost[0], Conflict), lost
+    assert "already has an active rollout of version 1.0.1" in str(lost[0])
+    driver, other = (a, b) if model in a.rollouts.active else (b, a)
+    assert model not in other.rollouts.active
+    history = await a.rollouts.history(model)
+    assert [r["state"] for r in history].count("progressing") == 1
+    # The daemon that does not drive it may not roll it back or promote around it.
+    with pytest.raises(Conflict, match="that another daemon drives"):
+        await other.rollback(model)
+    with pytest.raises(Conflict, match=r"has a running rollout of version 1\.0\.1"):
+        await other.promote(model, "1.0.3")
+    await driver.rollback(model)
+    state = await _serving_state(other, model)
+    assert state["statuses"]["1.0.0"] == "production" and state["champion"] == "1.0.0"
+    assert state["table"] == {"1.0.0": 1.0} and state["pending"] == 0
     for warden in (a, b):
         assert not warden.registry.mirror_failing

@@ -133,7 +133,7 @@ class Tracking:
         return {"tracking_uri": redact_uri(self.uri), "experiment_id": self.experiment_id}
 
 
-def _create_experiment(client: MlflowClient, name: str, location: str | None) -> Experiment:
+def _create_experiment(client: MlflowClient, name: str, location: str | None) -> Experiment | None:
     """Create the experiment; when another daemon sharing the server was quicker, its."""
     from mlflow.exceptions import MlflowException
 

@@ -246,7 +246,7 @@ class RolloutService(Service):
         if chosen and chosen != "direct":
             return await self.start_rollout(model, version, strategy=chosen, actor=actor)
         async with self.controller.locks[model]:
-            self._refuse_during_rollout(model, f"a direct promotion of {version}")
+            await self._refuse_during_rollout(model, f"a direct promotion of {version}")
             record = await self.registry.get(model, version)
             if record["status"] == "production":
                 raise Conflict(f"model {model!r} version {version} is already in production")
@@ -266,8 +266,12 @@ class RolloutService(Service):
             "record": await self.registry.get(model, version),
         }
 
-    def _refuse_during_rollout(self, model: str, what: str) -> None:
-        rollout = self.active.get(model)
+    async def _active(self, model: str) -> Rollout | None:
+        """The model's active rollout: this daemon's, or one another daemon started."""
+        return self.active.get(model) or await self.serving.stored_rollout(model)
+
+    async def _refuse_during_rollout(self, model: str, what: str) -> None:
+        rollout = await self._active(model)
         if rollout is not None:
             raise Conflict(
                 f"model {model!r} has a running rollout of version {rollout['candidate']} "
@@ -288,12 +292,12 @@ class RolloutService(Service):
         """
         async with self.controller.locks[model]:
             record = await self.registry.get(model, version)
-            rollout = self.active.get(model)
+            rollout = await self._active(model)
             touches_serving = status == "production" or record["status"] == "production"
             if rollout is not None and (
                 touches_serving or version in (rollout["candidate"], rollout["baseline"])
             ):
-                self._refuse_during_rollout(model, f"moving {version} to {status}")
+                await self._refuse_during_rollout(model, f"moving {version} to {status}")
             reason = reason or f"set by {actor}"
             if status == "production" and record["status"] != "production":
                 change = serving_change(
@@ -328,8 +332,8 @@ class RolloutService(Service):
         name = strategy or self.controller.default_strategy(model)
         instance = self.controller.strategy_for(name, None)
         async with self.controller.locks[model]:
-            if model in self.active:
-                active = self.active[model]
+            active = await self._active(model)
+            if active is not None:
                 raise Conflict(
                     f"model {model!r} already has an active rollout of version "
                     f"{active['candidate']} ({active['state']}, id "
@@ -399,6 +403,12 @@ class RolloutService(Service):
                     f"model {model!r}: the rollout of {seen_rollout['candidate']} (id "
                     f"{seen_rollout['id']}) ended while this rollback waited; nothing else "
                     "was rolled back"
+                )
+            stored = None if rollout is not None else await self.serving.stored_rollout(model)
+            if stored is not None:
+                raise Conflict(
+                    f"model {model!r} has an active rollout of {stored['candidate']} (id "
+                    f"{stored['id']}) that another daemon drives; roll it back there"
                 )
             if rollout is not None:
                 if version is not None and version != rollout["baseline"]:

@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from ...errors import Conflict
 from ..core.context import Context
 from ..registry.interfaces import VersionLifecycle
-from .records import ACTIVE, Rollout, public, rollouts_table, row_values
+from .records import ACTIVE, Rollout, public, rollout_from_row, rollouts_table, row_values
 from .traffic import TrafficTables, serving_table, validate_weights
 
 __all__ = ["RolloutLocks", "Serving", "ServingChange", "StatusMove", "serving_change"]
@@ -259,6 +259,19 @@ class Serving:
     async def _forget(self, change_id: str) -> None:
         async with self.context.store.begin() as conn:
             await conn.execute(serving_table.delete().where(serving_table.c.id == change_id))
+
+    async def stored_rollout(self, model: str) -> Rollout | None:
+        """The model's active rollout as stored: another daemon sharing the store may
+        have started one this daemon does not hold in memory."""
+        async with self.context.store.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(rollouts_table).where(
+                        rollouts_table.c.model == model, rollouts_table.c.state.in_(ACTIVE)
+                    )
+                )
+            ).first()
+        return rollout_from_row(row) if row is not None else None
 
     async def pending(self, model: str) -> list[ServingChange]:
         """The changes of ``model`` begun and not finished (after a crash, before start)."""
