@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .helpers import free_port
 
-__all__ = ["MlflowServer", "sync_url"]
+__all__ = ["MlflowServer", "ServerProxy", "sync_url"]
 
 
 def sync_url(url: str) -> str:
@@ -107,3 +107,61 @@ class MlflowServer:
         if self.proc is not None:
             self._log.close()
         asyncio.run(self._admin(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
+
+
+class ServerProxy:
+    """A reverse proxy (aiohttp, in the test's loop) in front of an MLflow server.
+
+    ``token``: answer 401 to any request without ``Authorization: Bearer <token>``.
+    ``lose_answer``: the first request to that path is forwarded and done by the server,
+    but its caller gets a 503 instead of the answer (a reply lost on the way), so
+    MLflow's client retries it. ``seen`` holds (path, status) of every request.
+    """
+
+    def __init__(self, target: str, *, token: str | None = None, lose_answer: str = "") -> None:
+        self.target = target
+        self.token = token
+        self.lose_answer = lose_answer
+        self.seen: list[tuple[str, int]] = []
+        self.url = ""
+
+    async def start(self) -> ServerProxy:
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=1 << 30)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def _forward(self, request):
+        from aiohttp import web
+
+        hop = {"host", "content-length", "transfer-encoding", "connection"}
+        if self.token and request.headers.get("Authorization") != f"Bearer {self.token}":
+            self.seen.append((request.path, 401))
+            return web.json_response({"error_code": "UNAUTHENTICATED"}, status=401)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in hop}
+        async with self._session.request(
+            request.method,
+            self.target + request.rel_url.path_qs,
+            headers=headers,
+            data=await request.read(),
+        ) as upstream:
+            body = await upstream.read()
+            if request.path == self.lose_answer:
+                self.lose_answer = ""
+                self.seen.append((request.path, 503))
+                return web.json_response({"error_code": "TEMPORARILY_UNAVAILABLE"}, status=503)
+            self.seen.append((request.path, upstream.status))
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in hop}
+            return web.Response(status=upstream.status, body=body, headers=out)
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+        await self._session.close()

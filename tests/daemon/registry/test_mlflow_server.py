@@ -17,6 +17,7 @@ from mlwarden.daemon.core.keys import new_key, write_key_file
 from mlwarden.daemon.warden import Warden
 from mlwarden.errors import Conflict
 from tests.daemon.rollouts.helpers import DEPLOYMENT_CONFIG, _saved_linear
+from tests.mlflow_server import ServerProxy
 
 FEATURES = '["x1", "x2", "x3"]'
 
@@ -129,6 +130,31 @@ async def test_registry_promotion_rollback_and_serving_through_the_server(
         assert (await again.registry.production(model))["version"] == "1.0.0"
     finally:
         await again.stop()
+
+
+async def test_an_answer_lost_and_retried_by_mlflow_still_makes_one_version(
+    mlflow_server, on_server
+):
+    """The server creates the version, the answer is lost (503), MLflow's client retries
+    the POST and the server creates a second one: the registration keeps one."""
+    create = "/api/2.0/mlflow/model-versions/create"
+    proxy = await ServerProxy(mlflow_server.url, lose_answer=create).start()
+    model = _name("lossy")
+    warden = Warden(on_server(_config(model), **{"mlflow.tracking_uri": proxy.url}))
+    await warden.start()
+    try:
+        uri = await asyncio.to_thread(_log_model, warden, 9)
+        record = await warden.registry.register(model, model_uri=uri)
+        assert [s for p, s in proxy.seen if p == create] == [503, 200]
+        # (In a thread: the proxy answers on this event loop.)
+        versions = await asyncio.to_thread(
+            warden.tracking.client.search_model_versions, f"name = '{model}'"
+        )
+        assert [int(v.version) for v in versions] == [record["mlflow_version"]] == [2]
+        assert versions[0].tags["mlwarden.version"] == "1.0.0"
+    finally:
+        await warden.stop()
+        await proxy.close()
 
 
 async def test_encrypted_artifacts_go_sealed_through_the_proxy(

@@ -1,10 +1,10 @@
 """``mlwarden run`` (a real process) on a shared ``mlflow server`` behind a token check.
 
-A small reverse proxy (aiohttp, in the test) sits in front of the session's real
-``mlflow server`` and answers 401 to any request without ``Authorization: Bearer
-TOKEN``: the daemon reaches MLflow only with ``MLFLOW_TRACKING_TOKEN`` in its
-environment, passed through to MLflow's client unchanged (tracking, registry and the
-proxied artifacts alike).
+A small reverse proxy (tests/mlflow_server.py, in the test's loop) sits in front of
+the session's real ``mlflow server`` and answers 401 to any request without
+``Authorization: Bearer TOKEN``: the daemon reaches MLflow only with
+``MLFLOW_TRACKING_TOKEN`` in its environment, passed through to MLflow's client
+unchanged (tracking, registry and the proxied artifacts alike).
 """
 
 from __future__ import annotations
@@ -16,49 +16,22 @@ import sys
 import uuid
 from pathlib import Path
 
-import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from tests.daemon.rollouts.helpers import _saved_linear
-from tests.helpers import DaemonProcess, free_port
+from tests.helpers import DaemonProcess
+from tests.mlflow_server import ServerProxy
 
 TOKEN = "s3cret-mlflow-token"
-HOP_HEADERS = {"host", "content-length", "transfer-encoding", "connection"}
 
 
 @pytest.fixture
 async def guarded(mlflow_server):
-    """The URL of a token-checking proxy to the MLflow server; the requests it saw."""
-    seen: list[tuple[str, int]] = []
-    session = aiohttp.ClientSession(auto_decompress=False)
-
-    async def forward(request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
-            seen.append((request.path, 401))
-            return web.json_response({"error_code": "UNAUTHENTICATED"}, status=401)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        async with session.request(
-            request.method,
-            mlflow_server.url + request.rel_url.path_qs,
-            headers=headers,
-            data=await request.read(),
-        ) as upstream:
-            body = await upstream.read()
-            seen.append((request.path, upstream.status))
-            out = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
-            return web.Response(status=upstream.status, body=body, headers=out)
-
-    app = web.Application(client_max_size=1 << 30)
-    app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
-    await session.close()
+    """A proxy to the MLflow server that wants ``Bearer TOKEN``."""
+    proxy = await ServerProxy(mlflow_server.url, token=TOKEN).start()
+    yield proxy.url, proxy.seen
+    await proxy.close()
 
 
 def _log_model(tracking_uri: str, experiment: str) -> str:
