@@ -171,5 +171,7 @@ class ServerProxy:
             return web.Response(status=upstream.status, body=body, headers=out)
 
     async def close(self) -> None:
-        await self._runner.cleanup()
-        await self._session.close()
+        """Stop answering (the port then refuses connections); idempotent."""
+        if not self._session.closed:
+            await self._runner.cleanup()
+            await self._session.close()

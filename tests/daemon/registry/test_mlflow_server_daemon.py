@@ -13,6 +13,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -30,7 +31,7 @@ TOKEN = "s3cret-mlflow-token"
 async def guarded(mlflow_server):
     """A proxy to the MLflow server that wants ``Bearer TOKEN``."""
     proxy = await ServerProxy(mlflow_server.url, token=TOKEN).start()
-    yield proxy.url, proxy.seen
+    yield proxy
     await proxy.close()
 
 
@@ -48,7 +49,7 @@ def _log_model(tracking_uri: str, experiment: str) -> str:
 
 
 async def test_mlwarden_run_on_a_server_that_wants_a_token(guarded, tmp_path: Path, monkeypatch):
-    url, seen = guarded
+    url, seen = guarded.url, guarded.seen
     model, experiment = f"guarded-{uuid.uuid4().hex[:8]}", f"exp-{uuid.uuid4().hex[:8]}"
     config = (
         f'[mlflow]\ntracking_uri = "{url}"\nexperiment = "{experiment}"\n'
@@ -91,6 +92,13 @@ async def test_mlwarden_run_on_a_server_that_wants_a_token(guarded, tmp_path: Pa
         assert status == 200 and body["predictions"][0]["version"] == "1.0.0", body
         status, health = await asyncio.to_thread(daemon.call, "GET", "/api/system/health")
         assert health["components"]["mlflow"]["tracking_uri"] == url
+        # The server gone: /readyz says so at once (one try, a short timeout), not after
+        # MLflow's client has retried for minutes.
+        await guarded.close()
+        began = time.monotonic()
+        status, ready = await asyncio.to_thread(daemon.call, "GET", "/readyz")
+        assert status == 503 and ready["checks"]["mlflow"].startswith("down:"), ready
+        assert time.monotonic() - began < 20
     finally:
         assert await asyncio.to_thread(daemon.stop) == 0
     # The artifacts went through the proxy too (upload and the gateway's download).

@@ -32,6 +32,9 @@ __all__ = ["Tracking", "disable_telemetry", "is_remote"]
 
 logger = logging.getLogger(__name__)
 
+#: How long a readiness probe waits for an MLflow tracking server.
+PING_TIMEOUT_SECONDS = 5.0
+
 
 def disable_telemetry() -> None:
     """Turn MLflow's usage telemetry off; must run before mlflow is imported."""
@@ -124,10 +127,28 @@ class Tracking:
         return Path(self.artifact_location).as_uri()
 
     def ping(self) -> None:
-        """Raise when the tracking store cannot be read."""
+        """Raise when the tracking store cannot be read.
+
+        A server is asked once, with a short timeout: MLflow's client would retry for
+        minutes while the server is down, holding a thread of the daemon's executor per
+        readiness probe.
+        """
         if self.experiment_id is None:
             raise RuntimeError("MLflow tracking is not set up yet (Tracking.setup)")
-        self.client.get_experiment(self.experiment_id)
+        if not self.remote:
+            self.client.get_experiment(self.experiment_id)
+            return
+        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils.rest_utils import http_request_safe
+
+        http_request_safe(
+            get_default_host_creds(self.uri),
+            "/api/2.0/mlflow/experiments/get",
+            "GET",
+            params={"experiment_id": self.experiment_id},
+            max_retries=0,
+            timeout=PING_TIMEOUT_SECONDS,
+        )
 
     def health(self) -> dict[str, Any]:
         return {"tracking_uri": redact_uri(self.uri), "experiment_id": self.experiment_id}
