@@ -370,3 +370,45 @@ async def test_two_daemons_racing_register_alias_promote_and_roll_back_agree(pai
     assert state["table"] == {"1.0.0": 1.0} and state["pending"] == 0
     for warden in (a, b):
         assert not warden.registry.mirror_failing
+
+
+async def test_a_starting_daemon_finishes_only_changes_nobody_is_applying(pair):
+    """``Serving.recover`` (at start) lists the unfinished serving changes; one that a
+    live daemon is applying (it holds the model's lock) is finished by that daemon and
+    not applied again; one a dead daemon left is finished."""
+    import json
+
+    import sqlalchemy as sa
+
+    from mlwarden.daemon.rollouts.serving import serving_change
+    from mlwarden.daemon.rollouts.traffic import serving_table
+
+    model, (a, b) = pair
+    uri = await asyncio.to_thread(_log_model, a, 10)
+    version = (await a.register_model(model, model_uri=uri))["version"]
+    change = serving_change(model, actor="a", reason="test", weights={version: 1.0})
+
+    async def record() -> None:
+        async with a.store.begin() as conn:
+            await conn.execute(
+                serving_table.insert().values(
+                    id=change["id"], model=model, created_at=0.0, change=json.dumps(change)
+                )
+            )
+
+    await record()
+    async with a.registry.exclusive(model):  # a is applying it
+        recovering = asyncio.create_task(b.rollouts.serving.recover())
+        await asyncio.sleep(1.0)
+        assert not recovering.done()  # b waits for the model's lock
+        async with a.store.begin() as conn:  # a finishes: its record goes
+            await conn.execute(serving_table.delete().where(serving_table.c.id == change["id"]))
+    assert await recovering == 0
+    assert (await _serving_state(b, model))["table"] == {}
+
+    await record()  # left by a daemon that died: nobody holds the lock
+    assert await b.rollouts.serving.recover() == 1
+    state = await _serving_state(b, model)
+    assert state["table"] == {version: 1.0} and state["pending"] == 0
+    async with b.store.connect() as conn:
+        assert (await conn.execute(sa.select(serving_table))).first() is None

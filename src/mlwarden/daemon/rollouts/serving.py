@@ -171,28 +171,43 @@ class Serving:
             await self._finish(change, live)
 
     async def recover(self) -> int:
-        """Finish the changes a stop interrupted, oldest first; how many there were."""
+        """Finish the changes a stop interrupted, oldest first; how many there were.
+
+        With several daemons a change listed here may be one another daemon is applying
+        right now: it holds the model's lock until it has deleted its record, so a
+        record gone once the lock is ours was finished, and is not applied again.
+        """
         async with self.context.store.connect() as conn:
             rows = (
                 await conn.execute(sa.select(serving_table).order_by(serving_table.c.created_at))
             ).all()
+        finished = 0
         for row in rows:
             change: ServingChange = json.loads(row.change)
-            logger.warning(
-                "finishing serving change %s of %s interrupted by a stop: %s",
-                change["id"],
-                change["model"],
-                change["reason"],
-            )
             model = change["model"]
             async with self.registry.exclusive(model), self._locks[model]:
+                async with self.context.store.connect() as conn:
+                    still = (
+                        await conn.execute(
+                            sa.select(serving_table.c.id).where(serving_table.c.id == row.id)
+                        )
+                    ).first()
+                if still is None:
+                    continue
+                logger.warning(
+                    "finishing serving change %s of %s interrupted by a stop: %s",
+                    change["id"],
+                    model,
+                    change["reason"],
+                )
+                finished += 1
                 await self.traffic_tables.refresh(model)
                 try:
                     await self._finish(change, self.active.get(model))
                 except Conflict as exc:
                     logger.error("serving change %s dropped: %s", change["id"], exc)
                     self.context.record_error(f"serving {change['model']}", str(exc))
-        return len(rows)
+        return finished
 
     async def _finish(self, change: ServingChange, live: Rollout | None) -> None:
         try:
