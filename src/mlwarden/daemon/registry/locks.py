@@ -79,9 +79,16 @@ class ModelLocks:
         assert self.store.engine is not None
         key = lock_key(model)
         async with self.store.engine.connect() as conn:
-            await conn.execute(sa.select(sa.func.pg_advisory_lock(key)))
-            # Leave no transaction open while the work runs (idle in transaction).
-            await conn.commit()
+            try:
+                await conn.execute(sa.select(sa.func.pg_advisory_lock(key)))
+                # Leave no transaction open while the work runs (idle in transaction).
+                await conn.commit()
+            except BaseException:
+                # Cancelled (or failed) while waiting: the server may have granted the
+                # lock all the same. Close the session rather than pool a connection
+                # that holds it; PostgreSQL releases it with the session.
+                await conn.invalidate()
+                raise
             try:
                 yield
             finally:
