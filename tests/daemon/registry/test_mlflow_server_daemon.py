@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -36,13 +37,13 @@ async def guarded(mlflow_server):
 
 
 def _log_model(tracking_uri: str, experiment: str) -> str:
-    import mlflow
+    # Through a client only: mlflow.set_tracking_uri would also export
+    # MLFLOW_TRACKING_URI to every later test's subprocesses.
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
     run = client.create_run(experiment_id)
-    mlflow.set_tracking_uri(tracking_uri)
     client.log_artifacts(run.info.run_id, _saved_linear(np.array([1.0, -2.0, 0.5]), 8), "model")
     client.set_terminated(run.info.run_id)
     return f"runs:/{run.info.run_id}/model"
@@ -114,3 +115,5 @@ async def test_mlwarden_run_on_a_server_that_wants_a_token(guarded, tmp_path: Pa
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["mlflow"]["tracking_uri"] == url
+    # Nothing here leaks the server's URI to later tests' subprocesses.
+    assert "MLFLOW_TRACKING_URI" not in os.environ
