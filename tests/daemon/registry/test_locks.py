@@ -33,6 +33,29 @@ def _enter(lock) -> tuple[asyncio.Task, asyncio.Event]:
     return asyncio.create_task(enter()), entered
 
 
+async def _held_by(locks: ModelLocks, model: str) -> tuple[asyncio.Task, asyncio.Event]:
+    """A task holding ``model``'s lock until the returned event is set."""
+    release = asyncio.Event()
+
+    async def hold():
+        async with locks.hold(model):
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    await asyncio.sleep(0.2)
+    return holder, release
+
+
+async def _waits_until_released(lock, holder: asyncio.Task, release: asyncio.Event) -> None:
+    """Entering ``lock`` waits while ``holder`` holds it, and gets in once released."""
+    task, entered = _enter(lock)
+    await asyncio.sleep(0.5)
+    assert not entered.is_set()
+    release.set()
+    await asyncio.wait_for(asyncio.gather(task, holder), 10)
+    assert entered.is_set()
+
+
 async def test_one_holder_per_model_within_a_daemon_and_reentrant_per_task(stores):
     locks = ModelLocks(stores[0])
     release = asyncio.Event()
@@ -49,52 +72,29 @@ async def test_one_holder_per_model_within_a_daemon_and_reentrant_per_task(store
     holder = asyncio.create_task(hold())
     await asyncio.sleep(0.2)
     assert not locks.held("m")  # held by the other task, not this one
-    task, entered = _enter(locks.hold("m"))
     async with locks.hold("other"):  # other models are free
         pass
-    await asyncio.sleep(0.5)
-    assert not entered.is_set()
-    release.set()
-    await asyncio.wait_for(asyncio.gather(task, holder), 10)
-    assert entered.is_set()
+    await _waits_until_released(locks.hold("m"), holder, release)
 
 
 async def test_two_daemons_exclude_each_other_on_postgresql(stores):
     if stores[0].is_sqlite:
         pytest.skip("one daemon per SQLite base path: the daemon's own lock is the lock")
     a, b = ModelLocks(stores[0]), ModelLocks(stores[1])
-    release = asyncio.Event()
-
-    async def hold():
-        async with a.hold("m"):
-            await release.wait()
-
-    holder = asyncio.create_task(hold())
-    await asyncio.sleep(0.2)
-    task, entered = _enter(b.hold("m"))
-    await asyncio.sleep(0.5)
-    assert not entered.is_set()  # the other daemon waits for it
-    release.set()
-    await asyncio.wait_for(asyncio.gather(task, holder), 10)
-    assert entered.is_set()
+    holder, release = await _held_by(a, "m")
+    await _waits_until_released(b.hold("m"), holder, release)  # the other daemon waits
 
 
 async def test_a_waiter_cancelled_leaves_no_lock_behind(stores):
     if stores[0].is_sqlite:
         pytest.skip("PostgreSQL advisory locks only")
     a, b = ModelLocks(stores[0]), ModelLocks(stores[1])
-    release = asyncio.Event()
-
-    async def hold():
-        async with a.hold("m"):
-            await release.wait()
 
     async def wait_for_it():
         async with b.hold("m"):
             raise AssertionError("the cancelled waiter got the lock")
 
-    holder = asyncio.create_task(hold())
-    await asyncio.sleep(0.2)
+    holder, release = await _held_by(a, "m")
     waiter = asyncio.create_task(wait_for_it())
     await asyncio.sleep(0.3)
     waiter.cancel()
