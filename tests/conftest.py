@@ -59,6 +59,22 @@ async def postgres_url():
         await conn.close()
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real ``mlflow server`` for the session (tests/mlflow_server.py): its own
+    PostgreSQL database, artifacts proxied to a temp dir. Tests keep apart by model names.
+    """
+    from .mlflow_server import MlflowServer
+
+    server = MlflowServer(postgres_server_url(), tmp_path_factory.mktemp("mlflow-server"))
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of an empty store, once on each backend (SQLite in a temp dir, PostgreSQL)."""

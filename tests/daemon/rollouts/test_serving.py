@@ -52,8 +52,8 @@ async def test_every_path_leaves_the_four_in_agreement(make_config, make_client)
             if rollouts.traffic_tables.get("price") == {stable: 1.0}:
                 break
             await asyncio.sleep(0.02)
-        await rollouts.controller.locks["price"].acquire()  # the follower has finished
-        rollouts.controller.locks["price"].release()
+        async with rollouts.controller.locks["price"]:  # the follower has finished
+            pass
         await agree(warden, stable, {stable: 1.0}, None)
 
         # blue_green switches: the candidate takes the traffic, production stays.

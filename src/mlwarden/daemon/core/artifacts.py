@@ -13,6 +13,14 @@ the artifacts through MLflow's own client, as plaintext, transparently.
 Downloads decrypt each file completely before it appears at its destination; a file
 that fails its tag check raises :class:`~mlwarden.errors.DecryptionFailed` naming it and
 leaves nothing behind.
+
+With a shared ``mlflow server`` that proxies artifacts (docs/registry.md), the scheme
+``mlwarden-encrypted-proxied:/…`` seals the same way on this side and hands the sealed
+files to the server's artifact proxy (as ``mlflow-artifacts:/…``): the server and its
+artifact store only ever hold envelopes, and its UI cannot show the files. (Not
+``mlwarden-encrypted+mlflow-artifacts``: the server's check of model version sources
+unquotes a ``+`` to a space and then refuses the URI.)
+Key rotation re-wraps local artifact directories only (:func:`iter_artifact_files`).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from .encryption import Sealer, current_sealer, is_sealed
 from .keys import load_keyring
 
 __all__ = [
+    "PROXIED_SCHEME",
     "SCHEME",
     "EncryptedArtifactRepository",
     "check_file",
@@ -41,9 +50,12 @@ __all__ = [
     "local_path",
     "register_scheme",
     "rewrap_file",
+    "sealed_location",
 ]
 
 SCHEME = "mlwarden-encrypted"
+#: Sealed here, stored through an ``mlflow server``'s artifact proxy.
+PROXIED_SCHEME = SCHEME + "-proxied"
 PURPOSE = "artifact"
 
 _env_sealer: Sealer | None = None
@@ -53,6 +65,19 @@ _env_lock = threading.Lock()
 def encrypted_uri(directory: str | Path) -> str:
     """The ``mlwarden-encrypted://`` URI of a local directory."""
     return SCHEME + "://" + Path(directory).resolve().as_uri().removeprefix("file://")
+
+
+def sealed_location(location: str) -> str:
+    """The sealed form of an ``mlflow-artifacts:`` location (ConfigError for another)."""
+    from ...errors import ConfigError
+
+    if not location.startswith("mlflow-artifacts:"):
+        raise ConfigError(
+            f"mlflow.artifact_location: with encryption on and an MLflow tracking server, "
+            f"artifacts are sealed here and stored through the server's artifact proxy; "
+            f"expected an 'mlflow-artifacts:/…' location (or none), got {location!r}"
+        )
+    return PROXIED_SCHEME + location.removeprefix("mlflow-artifacts")
 
 
 def local_path(uri: str) -> Path:
@@ -73,14 +98,25 @@ def _sealer() -> Sealer:
 
 
 class EncryptedArtifactRepository(ArtifactRepository):
-    """Wraps MLflow's local artifact repository; each file is sealed on the way in."""
+    """Wraps MLflow's local (or the server's proxied) artifact repository; each file is
+    sealed on the way in and opened on the way out."""
 
     def __init__(
         self, artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None
     ) -> None:
         super().__init__(artifact_uri, tracking_uri, registry_uri)
-        self.root = local_path(artifact_uri)
-        self.inner = LocalArtifactRepository(self.root.as_uri())
+        self.root: Path | None = None
+        self.inner: ArtifactRepository
+        if artifact_uri.startswith(PROXIED_SCHEME + ":"):
+            from mlflow.store.artifact.artifact_repository_registry import (
+                get_artifact_repository,
+            )
+
+            inner_uri = "mlflow-artifacts" + artifact_uri.removeprefix(PROXIED_SCHEME)
+            self.inner = get_artifact_repository(inner_uri, tracking_uri, registry_uri)
+        else:
+            self.root = local_path(artifact_uri)
+            self.inner = LocalArtifactRepository(self.root.as_uri())
 
     def log_artifact(self, local_file: str, artifact_path: str | None = None) -> None:
         data = Path(local_file).read_bytes()
@@ -102,21 +138,31 @@ class EncryptedArtifactRepository(ArtifactRepository):
         return self.inner.list_artifacts(path)
 
     def _download_file(self, remote_file_path: str, local_path: str) -> None:
-        source = self.root / remote_file_path
-        what = f"artifact {source}"
-        plaintext = _sealer().open(source.read_bytes(), PURPOSE, what)
         dest = Path(local_path)
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.partial")
-        tmp.write_bytes(plaintext)
-        os.replace(tmp, dest)
+        if self.root is not None:
+            source = self.root / remote_file_path
+            sealed, what = source.read_bytes(), f"artifact {source}"
+        else:
+            with tempfile.TemporaryDirectory(prefix="mlwarden-open-") as tmp:
+                staged = Path(tmp) / "sealed"
+                self.inner._download_file(remote_file_path, str(staged))
+                sealed = staged.read_bytes()
+            what = f"artifact {self.artifact_uri.rstrip('/')}/{remote_file_path}"
+        plaintext = _sealer().open(sealed, PURPOSE, what)
+        tmp_path = dest.with_name(f".{dest.name}.partial")
+        tmp_path.write_bytes(plaintext)
+        os.replace(tmp_path, dest)
 
     def download_artifacts(self, artifact_path: str, dst_path: str | None = None) -> str:
         """Decrypt ``artifact_path`` (a file or a directory) under ``dst_path``; its path.
 
-        A direct walk of the local tree: MLflow's generic download (a listing per
+        Locally a direct walk of the tree: MLflow's generic download (a listing per
         directory, a thread pool per file) costs more than the decryption itself.
+        Through a server, MLflow's generic download, each file opened by ``_download_file``.
         """
+        if self.root is None:
+            return super().download_artifacts(artifact_path, dst_path)
         source = self.root / artifact_path if artifact_path else self.root
         dst = Path(dst_path or tempfile.mkdtemp(prefix="mlwarden-artifacts-"))
         target = dst / artifact_path if artifact_path else dst
@@ -143,6 +189,7 @@ def register_scheme() -> None:
     from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
 
     _artifact_repository_registry.register(SCHEME, EncryptedArtifactRepository)
+    _artifact_repository_registry.register(PROXIED_SCHEME, EncryptedArtifactRepository)
 
 
 def iter_artifact_files(root: Path) -> Iterator[Path]:

@@ -5,7 +5,8 @@ transitions (``status.py``), what a registration carries (``input.py``), registe
 (``registration.py``), the validation gates (``gates.py``), direct promotion and
 rollback (``promotion.py``), the removal of old versions (``cleanup.py``) and the
 MLflow side (``mlflow.py``: models, versions, tags, the ``champion`` and
-``challenger`` aliases); tables ``registry_versions``, ``registry_transitions`` and
+``challenger`` aliases), the per-model write lock shared by every daemon on one
+PostgreSQL store (``locks.py``); tables ``registry_versions``, ``registry_transitions`` and
 ``registry_aliases`` (``tables.py``); metric ``mlwarden_model_info``; events
 ``version_registered`` and ``version_status_changed``. No background task.
 

@@ -9,6 +9,7 @@ answers (docs/registry.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from ...types import AliasRegistry
@@ -66,6 +67,12 @@ class VersionLifecycle(VersionRecords, AliasRegistry, Protocol):
         self, model: str, version: str, status: str, *, actor: str, reason: str = ""
     ) -> VersionRecord:
         """Move a version to ``status``; Conflict (409) when the lifecycle forbids it."""
+        ...
+
+    def exclusive(self, model: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``model``'s write lock: one writer per model across every daemon that
+        shares the store (re-entrant within a task). Whoever reads a model's state to
+        decide a change holds it from the read to the last write."""
         ...
 
     async def promote(

@@ -233,8 +233,16 @@ def create_version(
     run_id: str | None,
     tags: dict[str, str],
     description: str,
+    version: str,
 ) -> int:
-    """Create the MLflow model version (and the registered model when new)."""
+    """Create the MLflow model version of semantic ``version`` (and the registered model
+    when new); its MLflow version number.
+
+    Done once even when asked twice: an MLflow version of the same source already
+    tagged ``mlwarden.version = version`` (left by a daemon stopped between this and
+    its registry row) is taken over, and a second one created by the MLflow client's
+    own retry of a request whose answer was lost is deleted again.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
@@ -242,7 +250,15 @@ def create_version(
     except MlflowException as exc:
         if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
-    version = client.create_model_version(
+    earlier = _tagged(client, model, found.source, version)
+    if earlier:
+        logger.warning(
+            "model %s version %s: taking over MLflow version %d left by an interrupted "
+            "registration", model, version, earlier[0],
+        )  # fmt: skip
+        set_version_tags(client, model, earlier[0], tags)
+        return earlier[0]
+    created = client.create_model_version(
         model,
         source=found.source,
         run_id=run_id,
@@ -250,7 +266,21 @@ def create_version(
         description=description or None,
         model_id=found.model_id,
     )
-    return int(version.version)
+    number = int(created.version)
+    for extra in _tagged(client, model, found.source, version):
+        if extra != number:
+            logger.warning("model %s: deleting duplicate MLflow version %d", model, extra)
+            delete_version(client, model, extra)
+    return number
+
+
+def _tagged(client: MlflowClient, model: str, source: str, version: str) -> list[int]:
+    """MLflow versions of ``model`` from ``source`` tagged as semantic ``version``."""
+    return sorted(
+        int(v.version)
+        for v in client.search_model_versions(f"name = '{_quote(model)}'")
+        if v.source == source and (v.tags or {}).get("mlwarden.version") == version
+    )
 
 
 def set_version_tags(

@@ -44,10 +44,24 @@ async def promote(
 
 
 async def rollback(
-    registry: VersionLifecycle, model: str, version: str | None, *, actor: str
+    registry: VersionLifecycle,
+    model: str,
+    version: str | None,
+    *,
+    actor: str,
+    seen: str | None = None,
 ) -> DirectRollback:
-    """Restore the previous production version (or ``version``); the current one is deprecated."""
+    """Restore the previous production version (or ``version``); the current one is
+    deprecated. ``seen``: the production version the caller saw when it asked; when
+    production moved since (another daemon rolled back first), Conflict, not a second
+    rollback."""
     current = await registry.production(model)
+    now = current["version"] if current else None
+    if version is None and seen is not None and now != seen:
+        raise Conflict(
+            f"model {model!r}: production moved from {seen} to {now} while this rollback "
+            "waited (another rollback or promotion); nothing was rolled back"
+        )
     target = version if version is not None else await registry.rollback_target(model)
     if target is None:
         raise Conflict(f"model {model!r} has no previous production version to roll back to")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["choose_version", "register_version"]
 
+logger = logging.getLogger(__name__)
+
 
 #: The gate report of a new version against the production version (or None).
 Gates = Callable[[VersionFields, VersionFields | None], GateReport]
@@ -33,11 +36,24 @@ async def register_version(
     existing: list[VersionRecord],
     gates: Gates,
     status: Status = Status.VALIDATION,
+    concurrent: list[VersionRecord] | None = None,
 ) -> VersionRecord:
     """Register a validated registration (see ``registry/input.py``) of a model whose
     versions are ``existing`` in ``status`` (``validation``, or ``training`` while the
-    job that made it runs); returns the new version's record as stored."""
+    job that made it runs); returns the new version's record as stored.
+
+    Idempotent under races: ``concurrent`` are the versions registered while this
+    caller waited for the model's lock. When one of them is this registration (the same
+    model URI, or one resolving to the same source; the same version when one is given),
+    it is returned and nothing changes, so two daemons asked at once to register one
+    run's model both answer with one version. Asked again later, the same model is
+    registered again (a new version; an explicit version that exists is a Conflict).
+    """
     by_version = {r["version"]: r for r in existing}
+    concurrent = concurrent or []
+    replayed = _replayed(concurrent, given, None)
+    if replayed is not None:
+        return replayed
     if given.get("version") in by_version:
         error = Conflict(f"model {model!r} already has version {given.get('version')}")
         error.code = "version_exists"
@@ -46,6 +62,9 @@ async def register_version(
     if parent is not None and parent not in by_version:
         raise InvalidInput(f"parent: model {model!r} has no version {parent!r}")
     found = await asyncio.to_thread(mlf.resolve_source, client, given["model_uri"])
+    replayed = _replayed(concurrent, given, found.source)
+    if replayed is not None:
+        return replayed
     now = context.clock()
     lineage = dict(given["lineage"])
     if parent:
@@ -98,6 +117,7 @@ async def register_version(
         fields["run_id"],
         mlflow_tags,
         fields["description"],
+        version,
     )
     # A new version: no alias points at it yet.
     record: VersionRecord = {**fields, "mlflow_version": mlflow_version, "aliases": []}
@@ -136,6 +156,22 @@ async def register_version(
         )
     )
     return record
+
+
+def _replayed(
+    existing: list[VersionRecord], given: Registration, source: str | None
+) -> VersionRecord | None:
+    """The version that ``given`` registers again, if any (see ``register_version``)."""
+    explicit = given.get("version")
+    for record in existing:
+        same = record["model_uri"] == given["model_uri"] or record["source"] == source
+        if same and explicit in (None, record["version"]):
+            logger.info(
+                "model %s: %s was registered as %s meanwhile; registration returns it",
+                record["model"], given["model_uri"], record["version"],
+            )  # fmt: skip
+            return record
+    return None
 
 
 def choose_version(

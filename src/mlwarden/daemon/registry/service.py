@@ -17,6 +17,7 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import sqlalchemy as sa
@@ -32,6 +33,7 @@ from . import promotion
 from .cleanup import CleanupReport, cleanup
 from .gates import GateReport, evaluate_gates
 from .input import check_model_name, clean_registration
+from .locks import ModelLocks
 from .records import (
     DirectPromotion,
     DirectRollback,
@@ -91,7 +93,8 @@ class RegistryService(Service):
 
     def __init__(self, context: Context) -> None:
         super().__init__(context)
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: One writer per model, across the daemons sharing the store (locks.py).
+        self.locks = ModelLocks(context.store)
         #: Models whose MLflow mirror failed last time (repaired at the next change or start).
         self.mirror_failing: set[str] = set()
 
@@ -112,6 +115,10 @@ class RegistryService(Service):
         if self.mirror_failing:
             out["mlflow_mirror_failing"] = sorted(self.mirror_failing)
         return out
+
+    def exclusive(self, model: str) -> AbstractAsyncContextManager[None]:
+        """Hold ``model``'s lock, cluster-wide (re-entrant within a task; locks.py)."""
+        return self.locks.hold(model)
 
     @property
     def client(self) -> MlflowClient:
@@ -260,15 +267,20 @@ class RegistryService(Service):
         if initial not in (Status.TRAINING, Status.VALIDATION):
             raise InvalidInput(f"a new version starts in training or validation, not {status}")
         given = clean_registration(body)
-        async with self._locks[model]:
+        # What was there before waiting for the lock: a version that appears meanwhile
+        # may be this very registration, made by another daemon at the same time.
+        before = {r["version"] for r in await self.versions(model)}
+        async with self.locks.hold(model):
+            existing = await self.versions(model)
             record = await register_version(
                 self.context,
                 self.client,
                 model,
                 given,
-                await self.versions(model),
+                existing,
                 functools.partial(self.gate_report, model),
                 initial,
+                [r for r in existing if r["version"] not in before],
             )
         return await self.get(model, record["version"])
 
@@ -324,7 +336,7 @@ class RegistryService(Service):
         event, an audit entry, and mirrored to MLflow (status tag, ``champion`` alias).
         """
         target = parse_status(status)
-        async with self._locks[model]:
+        async with self.locks.hold(model):
             return await self._transition(model, version, target, actor=actor, reason=reason)
 
     async def _transition(
@@ -415,13 +427,18 @@ class RegistryService(Service):
         self, model: str, version: str, *, actor: str, strategy: str | None = None
     ) -> DirectPromotion:
         """Switch production to ``version`` directly (no rollout; registry/promotion.py)."""
-        return await promotion.promote(self, model, version, actor=actor, strategy=strategy)
+        async with self.locks.hold(model):
+            return await promotion.promote(self, model, version, actor=actor, strategy=strategy)
 
     async def rollback(
         self, model: str, version: str | None = None, *, actor: str
     ) -> DirectRollback:
         """Switch production back to the previous (or a given) deprecated version."""
-        return await promotion.rollback(self, model, version, actor=actor)
+        seen = await self.production(model)
+        async with self.locks.hold(model):
+            return await promotion.rollback(
+                self, model, version, actor=actor, seen=seen["version"] if seen else None
+            )
 
     async def cleanup(
         self,
@@ -441,7 +458,7 @@ class RegistryService(Service):
         """Point an alias at a version (or remove it with ``None``), here and in MLflow."""
         if not _ALIAS.match(alias):
             raise InvalidInput(f"alias: expected letters, digits, '_' or '-', got {alias!r}")
-        async with self._locks[model]:
+        async with self.locks.hold(model):
             async with self.context.store.begin() as conn:
                 if version is None:
                     await conn.execute(

@@ -10,10 +10,8 @@ audit entries and ``mlwarden_rollouts_total``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +33,7 @@ from .records import (
     shadow_table,
     step_record,
 )
-from .serving import Serving, StatusMove, serving_change
+from .serving import RolloutLocks, Serving, StatusMove, serving_change
 from .strategy import DeploymentStrategy
 from .traffic import TrafficTables
 
@@ -63,8 +61,9 @@ class RolloutController:
         self.gateway = gateway
         #: The active rollout of each model (at most one), as persisted.
         self.active: dict[str, Rollout] = {}
-        #: Held while a model's rollout changes (a tick, a start, a rollback).
-        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        #: Held while a model's rollout changes (a tick, a start, a rollback): by this
+        #: daemon's tasks and, through the registry's lock, by every daemon's.
+        self.locks = RolloutLocks(registry, traffic_tables)
         #: The one place where what serves changes (registry, aliases, table, rollout).
         self.serving = Serving(
             context, registry=registry, traffic_tables=traffic_tables, active=self.active

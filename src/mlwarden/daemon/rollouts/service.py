@@ -280,7 +280,7 @@ class RolloutService(Service):
                 model, version, strategy=chosen, actor=actor, reason=reason
             )
         async with self.controller.locks[model]:
-            self._refuse_during_rollout(model, f"a direct promotion of {version}")
+            await self._refuse_during_rollout(model, f"a direct promotion of {version}")
             record = await self.registry.get(model, version)
             if record["status"] == "production":
                 raise Conflict(f"model {model!r} version {version} is already in production")
@@ -302,8 +302,12 @@ class RolloutService(Service):
             "record": await self.registry.get(model, version),
         }
 
-    def _refuse_during_rollout(self, model: str, what: str) -> None:
-        rollout = self.active.get(model)
+    async def _active(self, model: str) -> Rollout | None:
+        """The model's active rollout: this daemon's, or one another daemon started."""
+        return self.active.get(model) or await self.serving.stored_rollout(model)
+
+    async def _refuse_during_rollout(self, model: str, what: str) -> None:
+        rollout = await self._active(model)
         if rollout is not None:
             raise Conflict(
                 f"model {model!r} has a running rollout of version {rollout['candidate']} "
@@ -324,12 +328,12 @@ class RolloutService(Service):
         """
         async with self.controller.locks[model]:
             record = await self.registry.get(model, version)
-            rollout = self.active.get(model)
+            rollout = await self._active(model)
             touches_serving = status == "production" or record["status"] == "production"
             if rollout is not None and (
                 touches_serving or version in (rollout["candidate"], rollout["baseline"])
             ):
-                self._refuse_during_rollout(model, f"moving {version} to {status}")
+                await self._refuse_during_rollout(model, f"moving {version} to {status}")
             reason = reason or f"set by {actor}"
             if status == "production" and record["status"] != "production":
                 change = serving_change(
@@ -370,8 +374,8 @@ class RolloutService(Service):
         name = strategy or self.controller.default_strategy(model)
         instance = self.controller.strategy_for(name, None)
         async with self.controller.locks[model]:
-            if model in self.active:
-                active = self.active[model]
+            active = await self._active(model)
+            if active is not None:
                 raise Conflict(
                     f"model {model!r} already has an active rollout of version "
                     f"{active['candidate']} ({active['state']}, id "
@@ -434,9 +438,30 @@ class RolloutService(Service):
     ) -> Rollout | DirectRollback:
         """Fast path, no analysis: end the active rollout (back to its baseline), or
         switch production back to the previous version (registry, aliases and traffic
-        table in one serving change)."""
+        table in one serving change).
+
+        What the caller asked to roll back is what it saw when it asked: when another
+        rollback (here or on another daemon) ended that rollout or moved production
+        while this one waited for the model's lock, this is a Conflict (409) and nothing
+        is rolled back twice."""
+        seen_rollout = self.active.get(model)
+        seen = await self.registry.production(model)
         async with self.controller.locks[model]:
             rollout = self.active.get(model)
+            if seen_rollout is not None and (
+                rollout is None or rollout["id"] != seen_rollout["id"]
+            ):
+                raise Conflict(
+                    f"model {model!r}: the rollout of {seen_rollout['candidate']} (id "
+                    f"{seen_rollout['id']}) ended while this rollback waited; nothing else "
+                    "was rolled back"
+                )
+            stored = None if rollout is not None else await self.serving.stored_rollout(model)
+            if stored is not None:
+                raise Conflict(
+                    f"model {model!r} has an active rollout of {stored['candidate']} (id "
+                    f"{stored['id']}) that another daemon drives; roll it back there"
+                )
             if rollout is not None:
                 if version is not None and version != rollout["baseline"]:
                     raise Conflict(
@@ -451,14 +476,27 @@ class RolloutService(Service):
                     automatic=False,
                 )
                 return public(await self.get(rollout["id"]))
-            return await self._rollback_production(model, version, actor=actor, reason=reason)
+            return await self._rollback_production(
+                model,
+                version,
+                actor=actor,
+                reason=reason,
+                seen=seen["version"] if seen else None,
+            )
 
     async def _rollback_production(
-        self, model: str, version: str | None, *, actor: str, reason: str = ""
+        self, model: str, version: str | None, *, actor: str, seen: str | None, reason: str = ""
     ) -> DirectRollback:
-        """Restore the previous production version (or ``version``, a deprecated one)."""
+        """Restore the previous production version (or ``version``, a deprecated one);
+        ``seen`` is the production version the caller saw when it asked."""
         registry = self.registry
         current = await registry.production(model)
+        now = current["version"] if current else None
+        if version is None and now != seen:
+            raise Conflict(
+                f"model {model!r}: production moved from {seen} to {now} while this rollback "
+                "waited (another rollback or promotion); nothing was rolled back"
+            )
         target = version if version is not None else await registry.rollback_target(model)
         if target is None:
             raise Conflict(f"model {model!r} has no previous production version to roll back to")

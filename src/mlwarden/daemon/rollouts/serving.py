@@ -24,6 +24,14 @@ the middle finishes the change at its next start (:meth:`Serving.recover`, befor
 rollout resumes): the change rolls forward. The only undo is the refusal of step 2,
 which happens before anything else moved. Readers that must see the four agree
 (``GET …/deployment``) take :meth:`Serving.lock` of the model.
+
+Several daemons on one store: a change is applied under the registry's model lock
+(``VersionLifecycle.exclusive``, a PostgreSQL advisory lock), and the callers that
+decide a change from what they read (promote, rollback, a rollout's tick) take it
+before reading, through :class:`RolloutLocks`. So of two daemons promoting the same
+candidate at once, the second reads the first's result and answers the same 409 as
+if it had come a moment later; before it compares, the step re-reads the stored
+traffic table, which another daemon may have written.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ import json
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TypedDict
 
 import sqlalchemy as sa
@@ -41,10 +51,10 @@ from ...errors import Conflict
 from ..core.context import Context
 from ..core.leases import fence
 from ..registry.interfaces import VersionLifecycle
-from .records import ACTIVE, Rollout, public, rollouts_table, row_values
+from .records import ACTIVE, Rollout, public, rollout_from_row, rollouts_table, row_values
 from .traffic import TrafficTables, serving_table, validate_weights
 
-__all__ = ["Serving", "ServingChange", "StatusMove", "serving_change"]
+__all__ = ["RolloutLocks", "Serving", "ServingChange", "StatusMove", "serving_change"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +107,26 @@ def serving_change(
     }  # fmt: skip
 
 
+class RolloutLocks:
+    """``locks[model]``: this daemon's lock of a model's rollout, then the registry's
+    model lock (every daemon's), in that order, wherever a decision reads the state;
+    holding it, the traffic table is re-read (another daemon may have changed it)."""
+
+    def __init__(self, registry: VersionLifecycle, traffic_tables: TrafficTables) -> None:
+        self.registry = registry
+        self.traffic_tables = traffic_tables
+        self._local: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def __getitem__(self, model: str) -> AbstractAsyncContextManager[None]:
+        return self._hold(model)
+
+    @asynccontextmanager
+    async def _hold(self, model: str) -> AsyncIterator[None]:
+        async with self._local[model], self.registry.exclusive(model):
+            await self.traffic_tables.refresh_model(model)
+            yield
+
+
 class Serving:
     """Applies serving changes; owns nothing but the ``serving_changes`` record."""
 
@@ -127,7 +157,9 @@ class Serving:
             change["weights"] = validate_weights(change["model"], change["weights"])
         if change["rollout"] is not None:
             change["rollout"] = public(change["rollout"])
-        async with self._locks[change["model"]]:
+        model = change["model"]
+        async with self.registry.exclusive(model), self._locks[model]:
+            await self.traffic_tables.refresh_model(model)
             async with self.context.store.begin() as conn:
                 # A rollout tick's change is journaled under its lease: a former holder's
                 # is refused here, before it touched anything.
@@ -143,26 +175,43 @@ class Serving:
             await self._finish(change, live)
 
     async def recover(self) -> int:
-        """Finish the changes a stop interrupted, oldest first; how many there were."""
+        """Finish the changes a stop interrupted, oldest first; how many there were.
+
+        With several daemons a change listed here may be one another daemon is applying
+        right now: it holds the model's lock until it has deleted its record, so a
+        record gone once the lock is ours was finished, and is not applied again.
+        """
         async with self.context.store.connect() as conn:
             rows = (
                 await conn.execute(sa.select(serving_table).order_by(serving_table.c.created_at))
             ).all()
+        finished = 0
         for row in rows:
             change: ServingChange = json.loads(row.change)
-            logger.warning(
-                "finishing serving change %s of %s interrupted by a stop: %s",
-                change["id"],
-                change["model"],
-                change["reason"],
-            )
-            async with self._locks[change["model"]]:
+            model = change["model"]
+            async with self.registry.exclusive(model), self._locks[model]:
+                async with self.context.store.connect() as conn:
+                    still = (
+                        await conn.execute(
+                            sa.select(serving_table.c.id).where(serving_table.c.id == row.id)
+                        )
+                    ).first()
+                if still is None:
+                    continue
+                logger.warning(
+                    "finishing serving change %s of %s interrupted by a stop: %s",
+                    change["id"],
+                    model,
+                    change["reason"],
+                )
+                finished += 1
+                await self.traffic_tables.refresh_model(model)
                 try:
-                    await self._finish(change, self.active.get(change["model"]))
+                    await self._finish(change, self.active.get(model))
                 except Conflict as exc:
                     logger.error("serving change %s dropped: %s", change["id"], exc)
                     self.context.record_error(f"serving {change['model']}", str(exc))
-        return len(rows)
+        return finished
 
     async def _finish(self, change: ServingChange, live: Rollout | None) -> None:
         try:
@@ -233,6 +282,19 @@ class Serving:
     async def _forget(self, change_id: str) -> None:
         async with self.context.store.begin() as conn:
             await conn.execute(serving_table.delete().where(serving_table.c.id == change_id))
+
+    async def stored_rollout(self, model: str) -> Rollout | None:
+        """The model's active rollout as stored: another daemon sharing the store may
+        have started one this daemon does not hold in memory."""
+        async with self.context.store.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(rollouts_table).where(
+                        rollouts_table.c.model == model, rollouts_table.c.state.in_(ACTIVE)
+                    )
+                )
+            ).first()
+        return rollout_from_row(row) if row is not None else None
 
     async def pending(self, model: str) -> list[ServingChange]:
         """The changes of ``model`` begun and not finished (after a crash, before start)."""

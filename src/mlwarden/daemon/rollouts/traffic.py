@@ -267,6 +267,13 @@ class TrafficTables:
             logger.info("traffic tables changed through another daemon: %s", ", ".join(changed))
         return changed
 
+    async def refresh_model(self, model: str) -> None:
+        """Re-read ``model``'s table from the store (another daemon may have written it)
+        and route by it; the serving step calls this under the model's lock."""
+        stored = (await self.stored(model)).get(model, {})
+        if stored != (self.tables.get(model) or {}):
+            self.adopt(model, stored)
+
     def get(self, model: str) -> dict[str, float] | None:
         table = self.tables.get(model)
         return dict(table) if table else None
