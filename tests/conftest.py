@@ -22,6 +22,20 @@ from mlwarden.daemon.warden import Warden  # noqa: E402
 from .helpers import DaemonProcess, postgres_server_url  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_uri_restored():
+    """MLflow 3's ``set_tracking_uri`` writes ``MLFLOW_TRACKING_URI`` into os.environ:
+    undone after each test, or later tests' subprocesses inherit another test's store."""
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow SQLite store with its schema created once; copied into each test.
