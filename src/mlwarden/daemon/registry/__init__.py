@@ -2,7 +2,7 @@
 
 Owns: versions with semantic versions (``semver.py``), their statuses and the allowed
 transitions (``status.py``), what a registration carries (``input.py``), registering
-(``registration.py``), the validation gates (``gates.py``), direct promotion and
+(``registration.py``), reading versions, transitions and aliases (``reads.py``), the validation gates (``gates.py``), direct promotion and
 rollback (``promotion.py``), the removal of old versions (``cleanup.py``) and the
 MLflow side (``mlflow.py``: models, versions, tags, the ``champion`` and
 ``challenger`` aliases), the per-model write lock shared by every daemon on one

@@ -15,12 +15,10 @@ import functools
 import json
 import logging
 import re
-from collections import defaultdict
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...errors import Conflict, InvalidInput, NotFound
@@ -34,6 +32,15 @@ from .cleanup import CleanupReport, cleanup
 from .gates import GateReport, evaluate_gates
 from .input import check_model_name, clean_registration
 from .locks import ModelLocks
+from .reads import (
+    ModelSummary,
+    fetch_aliases,
+    fetch_history,
+    fetch_version,
+    fetch_versions,
+    registered_models,
+    summarize,
+)
 from .records import (
     DirectPromotion,
     DirectRollback,
@@ -44,15 +51,11 @@ from .records import (
     VersionRecord,
 )
 from .registration import register_version
-from .semver import parse_semver
 from .status import Status, check_transition, parse_status
 from .tables import (
     REGISTRY_SCHEMA,
     aliases_table,
     log_transition,
-    record_from_row,
-    transition_from_row,
-    transitions_table,
     versions_table,
 )
 
@@ -66,23 +69,6 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 _ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
-
-
-class ModelSummary(TypedDict):
-    """A model at a glance (``GET /api/models/{name}``)."""
-
-    name: str
-    configured: bool
-    task: str | None
-    #: The model's ``[models.gates]`` as configured.
-    gates: dict[str, Any]
-    production_version: str | None
-    latest_version: str | None
-    versions: int
-    by_status: dict[str, int]
-    #: Every alias of the model -> the version it points at.
-    aliases: dict[str, str]
-    rollback_target: str | None
 
 
 class RegistryService(Service):
@@ -128,46 +114,17 @@ class RegistryService(Service):
 
     async def model_names(self) -> list[str]:
         """Every model with a registered version or a ``[[models]]`` entry."""
-        async with self.context.store.connect() as conn:
-            rows = await conn.execute(sa.select(versions_table.c.model).distinct())
-            names = {r[0] for r in rows}
+        names = await registered_models(self.context.store)
         names.update(m.name for m in self.context.config.models)
         return sorted(names)
 
     async def get(self, model: str, version: str) -> VersionRecord:
         """The record of one version; NotFound names the model and version."""
-        async with self.context.store.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        sa.select(versions_table).where(
-                            versions_table.c.model == model, versions_table.c.version == version
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                raise NotFound(f"model {model!r} has no version {version!r}")
-            aliases = await self._aliases(conn, model)
-        return record_from_row(row, aliases)
+        return await fetch_version(self.context.store, model, version)
 
     async def versions(self, model: str) -> list[VersionRecord]:
         """Every version of ``model``, oldest semantic version first."""
-        async with self.context.store.connect() as conn:
-            rows = (
-                (
-                    await conn.execute(
-                        sa.select(versions_table).where(versions_table.c.model == model)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            aliases = await self._aliases(conn, model)
-        records = [record_from_row(r, aliases) for r in rows]
-        return sorted(records, key=lambda r: parse_semver(r["version"]))
+        return await fetch_versions(self.context.store, model)
 
     async def production(self, model: str) -> VersionRecord | None:
         """The version in ``production``, or None."""
@@ -177,12 +134,7 @@ class RegistryService(Service):
 
     async def history(self, model: str, version: str | None = None) -> list[TransitionRecord]:
         """Status transitions of ``model`` (of one version when given), oldest first."""
-        query = sa.select(transitions_table).where(transitions_table.c.model == model)
-        if version is not None:
-            query = query.where(transitions_table.c.version == version)
-        async with self.context.store.connect() as conn:
-            rows = (await conn.execute(query.order_by(transitions_table.c.id))).mappings().all()
-        return [transition_from_row(r) for r in rows]
+        return await fetch_history(self.context.store, model, version)
 
     async def model(self, model: str) -> ModelSummary:
         """A model's summary: config, production version, latest version, aliases."""
@@ -190,24 +142,9 @@ class RegistryService(Service):
         config = self.context.config.model(model)
         if not records and config is None:
             raise NotFound(f"model {model!r} is neither configured nor registered")
-        production = next((r for r in records if r["status"] == Status.PRODUCTION), None)
         async with self.context.store.connect() as conn:
-            aliases = await self._aliases(conn, model)
-        counts: dict[str, int] = defaultdict(int)
-        for r in records:
-            counts[r["status"]] += 1
-        return {
-            "name": model,
-            "configured": config is not None,
-            "task": config.task if config else None,
-            "gates": dict(config.gates) if config else {},
-            "production_version": production["version"] if production else None,
-            "latest_version": records[-1]["version"] if records else None,
-            "versions": len(records),
-            "by_status": dict(counts),
-            "aliases": aliases,
-            "rollback_target": await self.rollback_target(model),
-        }
+            aliases = await fetch_aliases(conn, model)
+        return summarize(model, records, aliases, config, await self.rollback_target(model))
 
     async def rollback_target(self, model: str) -> str | None:
         """The previous production version: the latest to leave production, still deprecated."""
@@ -489,7 +426,7 @@ class RegistryService(Service):
         if not records:
             return
         async with self.context.store.connect() as conn:
-            wanted = await self._aliases(conn, model)
+            wanted = await fetch_aliases(conn, model)
         await asyncio.to_thread(mlf.mirror_model, self.client, model, records, wanted)
         self.mirror_failing.discard(model)
 
@@ -497,14 +434,6 @@ class RegistryService(Service):
         self.mirror_failing.add(model)
         logger.error("could not mirror model %s to MLflow: %s", model, exc, exc_info=exc)
         self.context.record_error(f"registry mirror {model}", repr(exc))
-
-    async def _aliases(self, conn: AsyncConnection, model: str) -> dict[str, str]:
-        rows = await conn.execute(
-            sa.select(aliases_table.c.alias, aliases_table.c.version).where(
-                aliases_table.c.model == model
-            )
-        )
-        return {alias: version for alias, version in rows.all()}
 
 
 async def _put_alias(conn: AsyncConnection, model: str, alias: str, version: str) -> None:
