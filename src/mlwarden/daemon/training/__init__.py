@@ -1,7 +1,7 @@
 """Training (services ``jobs`` and ``scheduler``): triggers, the job queue, the runner.
 
 Owns: the training-job queue and its runner (``jobs.py``, ``queue.py``, ``records.py``,
-``steps.py``: at most ``training.max_concurrent_jobs`` at once, timeouts that kill the
+``attempt.py``, ``steps.py``: at most ``training.max_concurrent_jobs`` at once, timeouts that kill the
 process tree, retries with backoff, the runner lock; table ``training_jobs``; metrics
 ``mlwarden_training_jobs``, ``mlwarden_training_jobs_total``,
 ``mlwarden_training_job_duration_seconds``; events ``training_started``,

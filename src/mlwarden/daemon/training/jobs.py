@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import os
 import time
@@ -32,11 +31,7 @@ from ...errors import (
     Conflict,
     InvalidInput,
     NotFound,
-    PluginError,
-    TrainingFailed,
-    TrainingTimedOut,
 )
-from ...types import Event, TrainingResult
 from ..core.cluster import JOBS_WORK
 from ..core.config import Config
 from ..core.context import Context
@@ -45,6 +40,7 @@ from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import PredictionCounter
 from ..registry.interfaces import VersionRecord, VersionRegistrar
+from .attempt import run_attempt
 from .queue import (
     active_job,
     fetch_job,
@@ -69,14 +65,9 @@ from .records import (
     log_tail,
 )
 from .steps import (
-    NotRetryable,
-    check_reported_data,
-    check_training_data,
     make_trainer,
     outcome_event,
-    register_result,
     settle_versions,
-    training_request,
 )
 
 __all__ = ["JobService"]
@@ -85,9 +76,6 @@ logger = logging.getLogger(__name__)
 
 #: How often the runner looks at the queue when nothing wakes it.
 POLL_SECONDS = 2.0
-#: Extra time granted past the job timeout before the runner cancels a trainer that
-#: did not enforce the timeout itself.
-BACKSTOP_SECONDS = 30.0
 
 
 class JobService(Service):
@@ -356,63 +344,13 @@ class JobService(Service):
 
     async def _attempt(self, job_id: str, begun: float) -> None:
         job = await self.get(job_id)
-        model, attempt = job["model"], job["attempt"]
-        training = self.context.config.training
-        timeout = training.job_timeout_hours * 3600.0
-        try:
-            await self.context.emit(
-                Event(
-                    kind="training_started",
-                    model=model,
-                    message=f"training job {job_id} started (attempt {attempt})",
-                    data={"job_id": job_id, "reason": job["reason"], "attempt": attempt},
-                )
-            )
-            model_config = self.context.config.model(model)
-            if model_config is None or not model_config.trainer:
-                raise NotRetryable(f"model {model!r} has no trainer configured any more")
-            try:
-                trainer = make_trainer(self.context.plugins, model, model_config.trainer)
-            except PluginError as exc:
-                raise NotRetryable(str(exc)) from exc
-            await check_training_data(self.predictions, self.context.config, model)
-            request = training_request(self.context.config, job, self.jobs_dir / job_id)
-            try:
-                async with asyncio.timeout(
-                    timeout + training.kill_grace_seconds + BACKSTOP_SECONDS
-                ):
-                    result = await trainer.train(request)
-            except TimeoutError as exc:
-                raise TrainingTimedOut(
-                    f"trainer did not finish within the job timeout of {timeout:g}s"
-                ) from exc
-            if not isinstance(result, TrainingResult):
-                raise NotRetryable(f"trainer returned {type(result).__name__}, not TrainingResult")
-            check_reported_data(self.context.config, result)
-            version = await register_result(self.registry, job_id, model, result)
-        except TrainingTimedOut as exc:
-            await self._finish(job_id, "timed_out", begun, {"error": str(exc)})
-        except Exception as exc:
-            retry = not isinstance(exc, NotRetryable) and attempt < job["max_attempts"]
-            if not isinstance(exc, TrainingFailed | NotRetryable):
-                logger.exception("training job %s: trainer raised", job_id)
-            message = str(exc) or type(exc).__name__
-            if retry:
-                await self._retry(job_id, attempt, begun, message)
-            else:
-                await self._finish(job_id, "failed", begun, {"error": message})
+        outcome = await run_attempt(
+            self.context, self.predictions, self.registry, job, self.jobs_dir / job_id
+        )
+        if outcome.state == "retry":
+            await self._retry(job_id, job["attempt"], begun, str(outcome.values["error"]))
         else:
-            await self._finish(
-                job_id,
-                "succeeded",
-                begun,
-                {
-                    "model_uri": result.model_uri,
-                    "run_id": result.run_id,
-                    "metrics": json.dumps(result.metrics),
-                    "version": version,
-                },
-            )
+            await self._finish(job_id, outcome.state, begun, outcome.values)
 
     # -- state changes -------------------------------------------------------------------
 
