@@ -227,8 +227,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_check_config(args: argparse.Namespace) -> int:
     from .daemon.core.config import redacted
     from .daemon.core.config_checks import deprecation_warnings, secret_file_warnings
+    from .daemon.core.plugin_checks import plugin_problems
+    from .daemon.core.plugins import PluginCatalog, make_plugin_manager
 
     config = _load(args)
+    pm = make_plugin_manager(config.daemon.plugins, config.daemon.disable_plugins)
+    problems = plugin_problems(config, PluginCatalog(pm, config.daemon.disable_plugins))
+    if problems:
+        raise ConfigError(problems, config.source)
     for warning in deprecation_warnings(config) + secret_file_warnings(config):
         print(f"mlwarden: warning: {warning}", file=sys.stderr)
     print(json.dumps(redacted(config), indent=2, sort_keys=True))

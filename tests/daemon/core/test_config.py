@@ -204,6 +204,27 @@ def test_check_config_command_exits_1_naming_file_and_key(tmp_path):
     assert f"{path}: key 'daemon.port': unknown key" in result.stderr
 
 
+def test_check_config_holds_the_configuration_against_the_installed_plugins(tmp_path, capsys):
+    """Unknown plugin names and options a plugin refuses are found before the start."""
+    path = write(
+        tmp_path,
+        '[deployment]\ndefault_strategy = "canary"\n'
+        '[deployment.strategies.canary]\nsteps = "x"\n'
+        '[[models]]\nname = "m"\ndrift_methods = ["ks", "kss"]\ntriggers = ["nada"]\n'
+        'strategy = "zzz"\n[models.drift_options.ks]\nthreshold = 2\n'
+        '[[notifiers]]\nname = "n"\nplugin = "pager"\n',
+    )
+    assert main(["check-config", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: key 'models[0].drift_methods[1]': unknown drift_method 'kss' (available: " in err
+    assert "key 'models[0].drift_methods[0]': drift_method 'ks' refuses its options" in err
+    assert "key 'models[0].triggers[0]': unknown trigger 'nada'" in err
+    assert "key 'models[0].strategy': unknown strategy 'zzz'" in err
+    assert "key 'deployment.strategies.canary': strategy 'canary' refuses its options: " in err
+    assert "key 'notifiers[0].plugin': unknown notifier 'pager'" in err
+    assert "key 'deployment.default_strategy'" not in err  # canary is installed
+
+
 def test_check_config_without_file_prints_defaults(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("MLOPS_BASE_PATH", str(tmp_path))
     assert main(["check-config"]) == 0
