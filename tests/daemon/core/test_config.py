@@ -216,7 +216,8 @@ def test_check_config_holds_the_configuration_against_the_installed_plugins(tmp_
     )
     assert main(["check-config", "--config", str(path)]) == 1
     err = capsys.readouterr().err
-    assert f"{path}: key 'models[0].drift_methods[1]': unknown drift_method 'kss' (available: " in err
+    unknown = "key 'models[0].drift_methods[1]': unknown drift_method 'kss' (available: "
+    assert f"{path}: {unknown}" in err
     assert "key 'models[0].drift_methods[0]': drift_method 'ks' refuses its options" in err
     assert "key 'models[0].triggers[0]': unknown trigger 'nada'" in err
     assert "key 'models[0].strategy': unknown strategy 'zzz'" in err

@@ -43,7 +43,8 @@ def _configured(config: Config) -> Iterator[tuple[str, str, str, Mapping[str, An
     for i, model in enumerate(config.models):
         at = f"models[{i}]"
         for j, name in enumerate(model.drift_methods):
-            yield f"{at}.drift_methods[{j}]", "drift_method", name, model.drift_options.get(name, {})
+            options = model.drift_options.get(name, {})
+            yield f"{at}.drift_methods[{j}]", "drift_method", name, options
         triggers = list(model.triggers)
         if model.schedule and "schedule" not in triggers:
             triggers.insert(0, "schedule")

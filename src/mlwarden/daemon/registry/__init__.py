@@ -2,13 +2,14 @@
 
 Owns: versions with semantic versions (``semver.py``), their statuses and the allowed
 transitions (``status.py``), what a registration carries (``input.py``), registering
-(``registration.py``), reading versions, transitions and aliases (``reads.py``), the validation gates (``gates.py``), direct promotion and
-rollback (``promotion.py``), the removal of old versions (``cleanup.py``) and the
-MLflow side (``mlflow.py``: models, versions, tags, the ``champion`` and
-``challenger`` aliases), the per-model write lock shared by every daemon on one
-PostgreSQL store (``locks.py``); tables ``registry_versions``, ``registry_transitions`` and
-``registry_aliases`` (``tables.py``); metric ``mlwarden_model_info``; events
-``version_registered`` and ``version_status_changed``. No background task.
+(``registration.py``), reading versions, transitions and aliases (``reads.py``), the
+validation gates (``gates.py``), direct promotion and rollback (``promotion.py``), the
+removal of old versions (``cleanup.py``) and the MLflow side (``mlflow.py``: models,
+versions, tags, the ``champion`` and ``challenger`` aliases), the per-model write lock
+shared by every daemon on one PostgreSQL store (``locks.py``); tables
+``registry_versions``, ``registry_transitions`` and ``registry_aliases``
+(``tables.py``); metric ``mlwarden_model_info``; events ``version_registered`` and
+``version_status_changed``. No background task.
 
 Exposes (``interfaces.py``): ``VersionRecords`` (reading versions), ``VersionLifecycle``
 (moving them through their statuses; the rollouts service), ``VersionRegistrar``

@@ -1,8 +1,8 @@
 """Training (services ``jobs`` and ``scheduler``): triggers, the job queue, the runner.
 
 Owns: the training-job queue and its runner (``jobs.py``, ``queue.py``, ``records.py``,
-``attempt.py``, ``steps.py``: at most ``training.max_concurrent_jobs`` at once, timeouts that kill the
-process tree, retries with backoff, the runner lock; table ``training_jobs``; metrics
+``attempt.py``, ``steps.py``: at most ``training.max_concurrent_jobs`` at once, timeouts
+that kill the process tree, retries with backoff, the runner lock; table ``training_jobs``; metrics
 ``mlwarden_training_jobs``, ``mlwarden_training_jobs_total``,
 ``mlwarden_training_job_duration_seconds``; events ``training_started``,
 ``training_succeeded``, ``training_failed``, ``training_cancelled``; tasks
