@@ -137,11 +137,12 @@ async def test_a_paused_daemon_does_not_flush_what_was_taken_over(cluster):
     # B wakes up, takes another batch into the same open bucket, and flushes it.
     await b.ingest.record_predictions("m", _batch(10, 100, START + 5))
     assert (await a.ingest.window("m", SINCE, UNTIL)).rows == 30
+    # B's first flush finds one journal row where its bucket folded two: it writes
+    # nothing and rebuilds the bucket from its row; the next writes that (the
+    # housekeeping loops flush too, so the calls here may find nothing left).
     cluster.now[0] = START + 65
-    assert await b.ingest.ledger.flush() == 0  # its journal lacks a batch: rebuilt
-    assert sum(p.rows for p in b.ingest.model_state("m").open.values()) == 10
-    assert await b.ingest.ledger.flush() == 1
-    assert await a.ingest.ledger.flush() == 1
+    for warden in (b, b, a):
+        await warden.ingest.ledger.flush()
     assert await _stored(a) == {"a": 20, "b": 10} and await _journal(a) == {}
     for warden in (a, b):
         assert (await warden.ingest.window("m", SINCE, UNTIL)).rows == 30
