@@ -143,9 +143,7 @@ async def test_many_models_locked_at_once_leave_the_pool_to_the_work(postgres_ur
                 order.append(model)
 
         async with asyncio.timeout(30):
-            await asyncio.gather(
-                *(change(a if i % 2 else b, m) for i, m in enumerate(models))
-            )
+            await asyncio.gather(*(change(a if i % 2 else b, m) for i, m in enumerate(models)))
         assert sorted(order) == sorted(models)
         # Across the two daemons the locks still exclude each other on that session.
         holder, release = await _held_by(a, "model-0")

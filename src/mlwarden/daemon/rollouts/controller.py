@@ -147,7 +147,7 @@ class RolloutController:
             if held is not None:
                 await self._apply(rollout, held, None)
             return
-        fast = gateway_errors(self.context, self.gateway, rollout, strategy)
+        fast = await gateway_errors(self.context, self.gateway, rollout, strategy)
         if fast is not None:
             await self._apply(rollout, Step("rollback", reason=fast.reason), fast)
             return
