@@ -12,9 +12,11 @@ import asyncio
 import pytest
 
 from mlwarden.daemon.warden import Warden
-from tests.daemon.experiments.test_experiments import CONFIG, START, lab, serve  # noqa: F401
+from tests.daemon.experiments import test_experiments
+from tests.daemon.experiments.test_experiments import CONFIG, START, serve
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+lab = test_experiments.lab  # the fixture: A, with models m@1.0.0 and m@1.1.0
 
 
 @pytest.fixture

@@ -210,12 +210,12 @@ async def locked_record(
         return
     t = experiments_table
     async with store.begin() as conn:
-        row = (
+        locked = (
             await conn.execute(sa.select(t).where(t.c.id == experiment_id).with_for_update())
         ).first()
-        if row is None:
+        if locked is None:
             raise NotFound(f"no experiment with id {experiment_id!r}")
-        yield conn, record_from_row(row)
+        yield conn, record_from_row(locked)
 
 
 async def store_evaluation(

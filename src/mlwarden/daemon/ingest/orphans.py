@@ -224,7 +224,7 @@ async def own_journal(
 
 
 def _profiles(
-    rows: Sequence[sa.Row[Any]], layout: Layout, sample_size: int
+    rows: Sequence[Any], layout: Layout, sample_size: int
 ) -> list[tuple[BucketKey, Profile]]:
     rng = np.random.default_rng()
     return [
