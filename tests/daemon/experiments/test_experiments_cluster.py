@@ -14,6 +14,7 @@ import pytest
 from mlwarden.daemon.warden import Warden
 from tests.daemon.experiments import test_experiments
 from tests.daemon.experiments.test_experiments import CONFIG, START, serve
+from tests.helpers import second_warden
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 lab = test_experiments.lab  # the fixture: A, with models m@1.0.0 and m@1.1.0
@@ -25,18 +26,7 @@ async def second(make_config, tmp_path):
     made: list[Warden] = []
 
     async def make(a: Warden, clock) -> Warden:
-        b = Warden(
-            make_config(
-                CONFIG,
-                **{
-                    "daemon.base_path": str(tmp_path / "b"),
-                    "cluster.instance": "b",
-                    "mlflow.tracking_uri": a.config.tracking_uri,
-                    "mlflow.artifact_location": a.config.artifact_location,
-                },
-            ),
-            clock=clock,
-        )
+        b = second_warden(make_config, CONFIG, a, tmp_path / "b", "b", clock)
         await b.start()
         await b.ingest.model_state("m").ready.wait()
         made.append(b)

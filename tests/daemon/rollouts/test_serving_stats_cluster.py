@@ -24,6 +24,7 @@ from tests.daemon.rollouts.helpers import (
     register_models,
     send_traffic,
 )
+from tests.helpers import second_warden
 
 pytestmark = pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 
@@ -34,18 +35,7 @@ async def pair(make_config, make_client, tmp_path):
     clock = Clock()
     a = Warden(make_config(MODEL_CONFIG, **{"cluster.instance": "a"}), clock=clock)
     await a.start()
-    b = Warden(
-        make_config(
-            MODEL_CONFIG,
-            **{
-                "daemon.base_path": str(tmp_path / "b"),
-                "cluster.instance": "b",
-                "mlflow.tracking_uri": a.config.tracking_uri,
-                "mlflow.artifact_location": a.config.artifact_location,
-            },
-        ),
-        clock=clock,
-    )
+    b = second_warden(make_config, MODEL_CONFIG, a, tmp_path / "b", "b", clock)
     await b.start()
     try:
         versions = await register_models(a)
