@@ -184,3 +184,19 @@ def wait_until(predicate: Any, timeout: float = 30.0, what: str = "condition") -
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def second_warden(
+    make_config: Any, text: str, first: Any, base_path: Path, instance: str, clock: Any
+) -> Any:
+    """A Warden (not started) beside ``first``: its store and MLflow, but a base path
+    and a ``cluster.instance`` of its own (another daemon of the cluster)."""
+    from mlwarden.daemon.warden import Warden
+
+    overrides = {
+        "daemon.base_path": str(base_path),
+        "cluster.instance": instance,
+        "mlflow.tracking_uri": first.config.tracking_uri,
+        "mlflow.artifact_location": first.config.artifact_location,
+    }
+    return Warden(make_config(text, **overrides), clock=clock)

@@ -117,3 +117,45 @@ async def test_a_waiter_cancelled_leaves_no_lock_behind(stores):
             {"key": key & 0xFFFFFFFFFFFFFFFF},
         )
         assert rows.scalar() == 0
+
+
+async def test_many_models_locked_at_once_leave_the_pool_to_the_work(postgres_url):
+    """Holding a model's lock takes no pooled connection: twelve models held at once,
+    each doing its work in a transaction, on a pool of two connections and no overflow.
+    (Each lock on a pooled connection of its own would take the pool and wait for it.)"""
+    from mlwarden.daemon.core.config import StoreConfig
+
+    settings = StoreConfig(pool_size=2, max_overflow=0, pool_timeout_seconds=3.0)
+    stores = [Store(postgres_url, settings), Store(postgres_url, settings)]
+    for store in stores:
+        await store.open()
+    try:
+        a, b = ModelLocks(stores[0]), ModelLocks(stores[1])
+        models = [f"model-{i}" for i in range(12)]
+        everyone_in = asyncio.Barrier(len(models))
+        order: list[str] = []
+
+        async def change(locks: ModelLocks, model: str) -> None:
+            async with locks.hold(model):
+                await everyone_in.wait()  # all twelve locks are held at this point
+                async with locks.store.begin() as conn:
+                    await conn.execute(sa.text("SELECT pg_sleep(0.05)"))
+                order.append(model)
+
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(change(a if i % 2 else b, m) for i, m in enumerate(models)))
+        assert sorted(order) == sorted(models)
+        # Across the two daemons the locks still exclude each other on that session.
+        holder, release = await _held_by(a, "model-0")
+        await _waits_until_released(b.hold("model-0"), holder, release)
+        sessions = await _sessions(stores[0])
+        assert sessions <= 2 * settings.pool_size + 2  # two pools and two lock sessions
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def _sessions(store: Store) -> int:
+    async with store.connect() as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        return int((await conn.execute(sa.text(query))).scalar())

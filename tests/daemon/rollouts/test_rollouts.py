@@ -291,3 +291,27 @@ async def test_a_tick_under_a_lost_lease_applies_no_step(setup, clock):
     assert (after["state"], after["step"], after["weight"]) == ("progressing", 1, 0.5)
     body = await (await client.get("/api/models/price/deployment")).json()
     assert body["rollout"]["step"] == 1 and len(body["rollout"]["analyses"]) == 1
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_the_holders_reread_waits_for_an_action_on_the_model(make_config, clock):
+    """On PostgreSQL the rollout holder re-reads the active rollouts at every tick; an
+    action holding the model's lock (an API rollback, a pause) keeps its copy until it
+    ends, and the re-read then sees what it stored."""
+    fast = MODEL_CONFIG.replace("tick_seconds = 3600", "tick_seconds = 0.05")
+    async with Warden(make_config(fast), clock=clock) as warden:
+        _stable, good, _bad = await register_models(warden)
+        rollouts = warden.rollouts
+        await rollouts.start_rollout("price", good, strategy="canary", actor="alice")
+        async with rollouts.controller.locks["price"]:
+            live = rollouts.active["price"]
+            await asyncio.sleep(1.0)  # some twenty ticks of the loop try to re-read
+            assert rollouts.active["price"] is live
+            live["state"], live["held"] = "paused", None
+            await rollouts.controller._save(live)
+        for _ in range(200):  # the next tick's re-read: the stored copy
+            if rollouts.active["price"] is not live:
+                break
+            await asyncio.sleep(0.05)
+        assert rollouts.active["price"] is not live
+        assert rollouts.active["price"]["state"] == "paused"

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from ...errors import ConfigError, NotFound
 from .config import StoreConfig, redact_uri
@@ -125,6 +126,9 @@ class Store:
         self.url = url
         self.settings = settings or StoreConfig()
         self.engine: AsyncEngine | None = None
+        #: Connections outside the pool (``session()``), closed with the store.
+        self._sessions: set[AsyncConnection] = set()
+        self._session_engine: AsyncEngine | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -192,9 +196,39 @@ class Store:
         }
 
     async def close(self) -> None:
+        for conn in list(self._sessions):
+            await self.end_session(conn)
+        if self._session_engine is not None:
+            await self._session_engine.dispose()
+            self._session_engine = None
         if self.engine is not None:
             await self.engine.dispose()
             self.engine = None
+
+    async def session(self) -> AsyncConnection:
+        """A PostgreSQL session of its own, outside the pool, in autocommit.
+
+        For state a session holds for long, such as the advisory locks of the model
+        locks (daemon/registry/locks.py): it takes no connection from ``pool_size``.
+        End it with ``end_session`` (``close`` ends those left).
+        """
+        if self._session_engine is None:
+            options = self._engine_options()
+            self._session_engine = create_async_engine(
+                self.url, poolclass=NullPool, connect_args=options["connect_args"]
+            )
+        conn = await self._session_engine.connect()
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        self._sessions.add(conn)
+        return conn
+
+    async def end_session(self, conn: AsyncConnection) -> None:
+        """Close a connection ``session()`` opened (an error closing it is ignored)."""
+        self._sessions.discard(conn)
+        try:
+            await conn.close()
+        except Exception as exc:  # the server or the network went first
+            logger.debug("closing a store session: %s", exc)
 
     def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection in a transaction, committed when the block ends without error."""

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal, NotRequired, TypedDict
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ...errors import InvalidInput
-from ...stats import Arm, metric_values
+from ...errors import InvalidInput, NotFound
+from ...stats import Arm, Evaluation, metric_values
 from ...types import Outcomes
 from ..core.config import ModelConfig
-from ..core.store import Schema, create_tables
+from ..core.leases import fence
+from ..core.store import Schema, Store, create_tables
 from ..rollouts.interfaces import Rollout
 
 __all__ = [
@@ -27,9 +31,11 @@ __all__ = [
     "evaluation_from_row",
     "evaluations_table",
     "experiments_table",
+    "locked_record",
     "parse_arms",
     "public",
     "record_from_row",
+    "store_evaluation",
 ]
 
 ExperimentStatus = Literal["running", "concluded", "stopped"]
@@ -182,6 +188,67 @@ def public(record: ExperimentRecord) -> ExperimentRecord:
     out = record.copy()
     out.pop("_state", None)
     return out
+
+
+@asynccontextmanager
+async def locked_record(
+    store: Store, experiment_id: str
+) -> AsyncIterator[tuple[AsyncConnection | None, ExperimentRecord]]:
+    """The experiment's record, its row locked until the block's writes commit.
+
+    On PostgreSQL ``SELECT … FOR UPDATE`` in a transaction the block writes in (the
+    connection it yields). On SQLite one daemon runs, and this daemon's tasks take
+    turns on the asyncio lock: the record is read and the block writes in a
+    transaction of its own (None), as a long open SQLite transaction would hold up
+    every other writer.
+    """
+    if store.is_sqlite:
+        row = await store.row_by_id(
+            experiments_table, experiment_id, missing=f"no experiment with id {experiment_id!r}"
+        )
+        yield None, record_from_row(row)
+        return
+    t = experiments_table
+    async with store.begin() as conn:
+        locked = (
+            await conn.execute(sa.select(t).where(t.c.id == experiment_id).with_for_update())
+        ).first()
+        if locked is None:
+            raise NotFound(f"no experiment with id {experiment_id!r}")
+        yield conn, record_from_row(locked)
+
+
+async def store_evaluation(
+    conn: AsyncConnection,
+    record: ExperimentRecord,
+    evaluation: Evaluation,
+    data: dict[str, Any],
+) -> None:
+    """Store one evaluation and the sequential state it leaves, in ``conn``'s transaction."""
+    now = data["evaluated_at"]
+    states = {k: s.to_dict() for k, s in evaluation.states.items()}
+    await fence(conn)  # the loop's evaluation: only while this daemon owns the model
+    await conn.execute(
+        evaluations_table.insert().values(
+            experiment_id=record["id"],
+            ts=now,
+            recommendation=str(evaluation.recommendation),
+            p_value=data["p_value"],
+            samples_a=data["samples"]["A"],
+            samples_b=data["samples"]["B"],
+            result=json.dumps(data),
+        )
+    )
+    await conn.execute(
+        experiments_table.update()
+        .where(experiments_table.c.id == record["id"])
+        .values(
+            result=json.dumps(data),
+            recommendation=str(evaluation.recommendation),
+            sequential_state=json.dumps(states),
+            evaluations=experiments_table.c.evaluations + 1,
+        )
+    )
 
 
 def evaluation_from_row(row: RowMapping) -> EvaluationSummary:

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from ...errors import Conflict, InvalidInput, NotFound
 from ...hookspecs import hookimpl
-from ...stats import Evaluation, is_final
+from ...stats import is_final
 from ...types import Event, OutcomeSource, Severity
 from ..core.cluster import EXPERIMENT_WORK
 from ..core.context import Context
@@ -44,8 +44,10 @@ from .records import (
     evaluation_from_row,
     evaluations_table,
     experiments_table,
+    locked_record,
     public,
     record_from_row,
+    store_evaluation,
 )
 from .tracking import (
     clear_gauges,
@@ -211,48 +213,29 @@ class ExperimentService(Service):
     # -- evaluate --------------------------------------------------------------------
 
     async def evaluate(self, experiment_id: str, *, actor: str = "mlwarden") -> ExperimentRecord:
-        """Evaluate now; a final recommendation concludes the experiment. Returns the record."""
+        """Evaluate now; a final recommendation concludes the experiment. Returns the record.
+
+        The read, the evaluation and the write of the sequential state are one
+        read-modify-write on the experiment's row, locked (``locked_record``): an evaluation
+        through one daemon's API and the owner's loop on another take turns, each
+        starting from the state the other stored.
+        """
         lock = self._locks.setdefault(experiment_id, asyncio.Lock())
         async with lock:
-            record = await self.get(experiment_id)
-            if record["status"] != "running":
-                return record
-            evaluation, data = await evaluate_arms(self.outcomes, record, self.context.clock)
-            await self._store_evaluation(record, evaluation, data)
+            async with locked_record(self.context.store, experiment_id) as (conn, record):
+                if record["status"] != "running":
+                    return record
+                evaluation, data = await evaluate_arms(self.outcomes, record, self.context.clock)
+                if conn is None:  # SQLite: a transaction of its own (see locked_record)
+                    async with self.context.store.begin() as own:
+                        await store_evaluation(own, record, evaluation, data)
+                else:
+                    await store_evaluation(conn, record, evaluation, data)
+            export_gauges(self.context.metrics, record["model"], data)
+            await self._tracking(log_evaluation, record, data)
             if is_final(evaluation.recommendation):
                 await self._conclude(record, data, status="concluded", actor=actor)
             return await self.get(experiment_id)
-
-    async def _store_evaluation(
-        self, record: ExperimentRecord, evaluation: Evaluation, data: dict[str, Any]
-    ) -> None:
-        now = data["evaluated_at"]
-        states = {k: s.to_dict() for k, s in evaluation.states.items()}
-        async with self.context.store.begin() as conn:
-            await fence(conn)  # the loop's evaluation: only while this daemon owns the model
-            await conn.execute(
-                evaluations_table.insert().values(
-                    experiment_id=record["id"],
-                    ts=now,
-                    recommendation=str(evaluation.recommendation),
-                    p_value=data["p_value"],
-                    samples_a=data["samples"]["A"],
-                    samples_b=data["samples"]["B"],
-                    result=json.dumps(data),
-                )
-            )
-            await conn.execute(
-                experiments_table.update()
-                .where(experiments_table.c.id == record["id"])
-                .values(
-                    result=json.dumps(data),
-                    recommendation=str(evaluation.recommendation),
-                    sequential_state=json.dumps(states),
-                    evaluations=experiments_table.c.evaluations + 1,
-                )
-            )
-        export_gauges(self.context.metrics, record["model"], data)
-        await self._tracking(log_evaluation, record, data)
 
     # -- stop and conclude -----------------------------------------------------------
 
@@ -299,14 +282,19 @@ class ExperimentService(Service):
             if not record["auto_promote"]:
                 promotion["reason"] = "auto-promotion is off"
         # Concluded before promoting: the rollout's start event must not find it running.
-        await self._update(
+        # Only a running experiment concludes: of two daemons concluding it at once (an
+        # API stop and the owner's evaluation) the second stops here.
+        if not await self._update(
             record["id"],
+            running=True,
             status=status,
             concluded_at=now,
             winner=winner,
             result=json.dumps(data) if data else None,
             promotion=json.dumps(promotion) if promotion else None,
-        )
+        ):
+            logger.info("experiment %s was concluded meanwhile elsewhere", record["id"])
+            return
         if promotion and promotion["status"] == "pending":
             promotion = await self._promote(record, actor)
             await self._update(record["id"], promotion=json.dumps(promotion))
@@ -396,14 +384,15 @@ class ExperimentService(Service):
         running = await self.history(model=model, status="running", limit=1)
         return running[0] if running else None
 
-    async def _update(self, experiment_id: str, **values: object) -> None:
+    async def _update(self, experiment_id: str, *, running: bool = False, **values: object) -> bool:
+        """Update the experiment's row (only while it runs, with ``running``); whether it did."""
+        t = experiments_table
+        query = t.update().where(t.c.id == experiment_id)
+        if running:
+            query = query.where(t.c.status == "running")
         async with self.context.store.begin() as conn:
             await fence(conn)
-            await conn.execute(
-                experiments_table.update()
-                .where(experiments_table.c.id == experiment_id)
-                .values(**values)
-            )
+            return bool((await conn.execute(query.values(**values))).rowcount)
 
     async def _tracking(self, function: Callable[[Tracking, *Ts], T], *args: *Ts) -> T | None:
         """Run an MLflow logging call off the loop; a failure is logged, never fatal."""

@@ -2,8 +2,9 @@
 
 Owns: the decoding and validation of batches (``decode.py``, ``records.py``,
 ``validate.py``, ``batches.py``, ``prepare.py``), the single writer and its open
-buckets (``ledger.py``, ``state.py``, ``startup.py``: the reference load and the
-journal replay), the windows of closed buckets (``window.py``); tables
+buckets (``ledger.py``, ``work.py``, ``state.py``, ``startup.py``: the reference load
+and the journal replay; ``orphans.py``: a gone daemon's journal taken over), the
+windows of closed buckets (``window.py``, ``shared.py``: every daemon's); tables
 ``prediction_batches``, ``prediction_ids``, ``outcomes``, ``profile_buckets``,
 ``ingest_journal`` (``tables.py``) and ``reference_profiles``; metrics
 ``mlwarden_predictions_total``, ``mlwarden_labels_total``,

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,7 +25,8 @@ from ..core.store import upsert
 from ..profiles.profile import Profile
 from ..profiles.reference import layout_without_reference
 from .batches import BatchRejected, LabelBatch
-from .prepare import BucketKey, PreparedBatch
+from .orphans import JournalTaken, adopt_gone, rebuild_open
+from .prepare import PreparedBatch
 from .shared import merge_open, shared_window
 from .startup import load_reference, replay_journal
 from .state import ModelState
@@ -44,6 +44,7 @@ from .tables import (
     stored_predictions,
 )
 from .window import closed_buckets, move_windows
+from .work import Work, fold
 
 __all__ = ["INGEST_SCHEMA", "Ledger"]
 
@@ -55,18 +56,6 @@ _ALONE_ATTEMPTS = 3
 T = TypeVar("T")
 
 
-@dataclass
-class _Work(Generic[T]):
-    """One item for the writer: ``write`` in the shared transaction, ``after`` its commit."""
-
-    write: Callable[[AsyncConnection], Awaitable[T]]
-    after: Callable[[T], None]
-    exclusive: bool = False
-    future: asyncio.Future[T] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
 class Ledger:
     """Tables, the writer task, open buckets and windows of the ingest service."""
 
@@ -75,7 +64,7 @@ class Ledger:
         #: This daemon in the ``writer`` column of its journal rows and buckets.
         self.writer = context.config.instance
         self.models: dict[str, ModelState] = {}
-        self._queue: deque[_Work[Any]] = deque()
+        self._queue: deque[Work[Any]] = deque()
         self._wake = asyncio.Event()
         # One reference is read at a time: the peak memory is that of one load.
         self._loading = asyncio.Semaphore(1)
@@ -96,7 +85,7 @@ class Ledger:
 
     async def stop(self) -> None:
         # Open buckets need no flush: their journal rows are replayed at the next start.
-        await self.submit(_Work(_noop, _ignore, exclusive=True))
+        await self.submit(Work(_noop, _ignore, exclusive=True))
 
     async def reload(self, config: Config) -> None:
         """Watch the configured models; a changed model reloads its reference."""
@@ -114,7 +103,7 @@ class Ledger:
 
     # -- the writer --------------------------------------------------------------------
 
-    async def submit(self, work: _Work[T]) -> T:
+    async def submit(self, work: Work[T]) -> T:
         self._queue.append(work)
         self._wake.set()
         return await work.future
@@ -140,7 +129,7 @@ class Ledger:
                 continue
             _settle(group, results)
 
-    async def _commit(self, group: list[_Work[Any]]) -> list[tuple[bool, Any]]:
+    async def _commit(self, group: list[Work[Any]]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
         async with self.context.store.begin() as conn:
             for work in group:
@@ -150,7 +139,7 @@ class Ledger:
                     results.append((False, exc))
         return results
 
-    async def _commit_alone(self, work: _Work[Any]) -> None:
+    async def _commit_alone(self, work: Work[Any]) -> None:
         for attempt in range(_ALONE_ATTEMPTS):
             try:
                 results = await self._commit([work])
@@ -164,7 +153,7 @@ class Ledger:
                 _settle([work], results)
             return
 
-    async def _write(self, conn: AsyncConnection, work: _Work[T]) -> T:
+    async def _write(self, conn: AsyncConnection, work: Work[T]) -> T:
         """``work.write`` in the group's transaction.
 
         On SQLite the single writer makes every check before a write final, so an item
@@ -223,10 +212,10 @@ class Ledger:
             if replayed:
                 return
             for key, _, profile in prepared.parts:
-                _fold(state, key, profile)
+                fold(state, key, profile)
 
         now = self.context.clock()
-        await self.submit(_Work(write, after))
+        await self.submit(Work(write, after))
         result: dict[str, Any] = {"accepted": len(batch), "profiled": not state.open_schema}
         if replayed:
             result["replayed"] = True
@@ -259,7 +248,7 @@ class Ledger:
             )
             return len(matched)
 
-        matched = await self.submit(_Work(write, _ignore))
+        matched = await self.submit(Work(write, _ignore))
         return {"accepted": len(batch), "matched": matched, "unmatched": len(batch) - matched}
 
     # -- buckets and windows -------------------------------------------------------------
@@ -299,24 +288,39 @@ class Ledger:
             ]
             await conn.execute(profile_table.insert(), rows)
             j = journal_table
-            for s, (version, start), _ in due:
-                await conn.execute(
+            taken = set()
+            for s, key, _ in due:
+                deleted = await conn.execute(
                     j.delete().where(
                         j.c.model == s.config.name,
-                        j.c.version == version,
-                        j.c.bucket_start == start,
+                        j.c.version == key[0],
+                        j.c.bucket_start == key[1],
                         j.c.writer == self.writer,  # other daemons' rows are theirs to flush
                     )
                 )
+                if deleted.rowcount != s.journalled.get(key, 0):
+                    taken.add(s.config.name)  # daemon/ingest/orphans.py
+            if taken:  # rolled back: the bucket holds batches another daemon has now
+                raise JournalTaken(taken)
 
         def after(_result: None) -> None:
             for s, key, profile in due:
                 if s.open.get(key) is profile:
                     del s.open[key]
+                    s.journalled.pop(key, None)
                 s.generation += 1
 
-        await self.submit(_Work(write, after, exclusive=True))
+        try:
+            await self.submit(Work(write, after, exclusive=True))
+        except JournalTaken as exc:
+            await rebuild_open(self, exc.models)
+            return 0
         return len(due)  # as written
+
+    async def adopt(self) -> int:
+        """Take over the open buckets of daemons that are gone (daemon/ingest/orphans.py);
+        returns the journalled batches taken over."""
+        return await adopt_gone(self)
 
     async def window(
         self, state: ModelState, since: float, until: float, version: str | None = None
@@ -367,7 +371,7 @@ class Ledger:
         try:
             profiles = await replay_journal(self.context, state, self.sample_size, self.writer)
             for key, profile in profiles:
-                _fold(state, key, profile)
+                fold(state, key, profile)
         finally:
             state.ready.set()
 
@@ -375,10 +379,14 @@ class Ledger:
 
     async def _housekeeping(self) -> None:
         last_purge = 0.0
+        last_adopt = -math.inf  # monotonic: the injected clock may stand still
         while True:
             monitoring = self.context.config.monitoring
             await asyncio.sleep(min(1.0, monitoring.bucket_seconds / 10))
             try:
+                if time.monotonic() - last_adopt >= self.context.cluster.heartbeat_seconds:
+                    last_adopt = time.monotonic()
+                    await self.adopt()
                 await self.flush()
                 await self.move_windows()
                 now = self.context.clock()
@@ -401,7 +409,7 @@ class Ledger:
             await conn.execute(o.delete().where(o.c.ts < retention))
             await conn.execute(b.delete().where(b.c.bucket_start < retention))
 
-        await self.submit(_Work(write, _ignore, exclusive=True))
+        await self.submit(Work(write, _ignore, exclusive=True))
 
 
 # -- helpers (pure; the blocking ones run in threads) --------------------------------------
@@ -415,14 +423,14 @@ def _ignore(_: object) -> None:
     return None
 
 
-def _fail(group: list[_Work[Any]], exc: Exception) -> None:
+def _fail(group: list[Work[Any]], exc: Exception) -> None:
     logger.error("ingest commit failed: %r", exc, exc_info=exc)
     for work in group:
         if not work.future.done():
             work.future.set_exception(exc)
 
 
-def _settle(group: list[_Work[Any]], results: list[tuple[bool, Any]]) -> None:
+def _settle(group: list[Work[Any]], results: list[tuple[bool, Any]]) -> None:
     for work, (ok, value) in zip(group, results, strict=True):
         if work.future.done():
             continue
@@ -435,8 +443,3 @@ def _settle(group: list[_Work[Any]], results: list[tuple[bool, Any]]) -> None:
         except Exception as exc:  # never leave a caller hanging
             logger.exception("ingest fold failed after commit")
             work.future.set_exception(exc)
-
-
-def _fold(state: ModelState, key: BucketKey, profile: Profile) -> None:
-    current = state.open.get(key)
-    state.open[key] = profile if current is None else current.fold(profile)

@@ -40,6 +40,7 @@ from .interfaces import ScoredPredictions, WatchedModel
 from .ledger import Ledger
 from .prepare import prepare_batch
 from .scores import Scores
+from .shared import shared_count
 from .state import ModelState
 from .tables import (
     INGEST_SCHEMA,
@@ -235,7 +236,8 @@ class IngestService(Service):
         """Predictions accepted for ``model`` (with ``ts >= since``, when given).
 
         Exact within the label TTL (the stored predictions); older than that, counted
-        from the profile buckets (at bucket granularity).
+        from the profile buckets (at bucket granularity) and the open buckets: this
+        daemon's and, on a shared store, every other daemon's (their journal rows).
         """
         state = self.model_state(model)
         now = self.context.clock()
@@ -244,11 +246,14 @@ class IngestService(Service):
             async with self.context.store.connect() as conn:
                 return await count_stored(conn, model, since)
         b = profile_table
-        query = sa.select(sa.func.coalesce(sa.func.sum(b.c.rows), 0)).where(b.c.model == model)
-        if since is not None:
-            query = query.where(b.c.bucket_start >= since)
-        async with self.context.store.connect() as conn:
-            stored = int((await conn.execute(query)).scalar() or 0)
+        if self.ledger.shared:  # with every other daemon's open buckets (journal rows)
+            stored = await shared_count(self.context.store, model, self.ledger.writer, since)
+        else:
+            query = sa.select(sa.func.coalesce(sa.func.sum(b.c.rows), 0)).where(b.c.model == model)
+            if since is not None:
+                query = query.where(b.c.bucket_start >= since)
+            async with self.context.store.connect() as conn:
+                stored = int((await conn.execute(query)).scalar() or 0)
         opened = sum(
             p.rows for (_, start), p in state.open.items() if since is None or start >= since
         )

@@ -43,7 +43,7 @@ from .state import ModelState, OpenPart
 from .tables import journal_table, profile_table
 from .window import BucketWindow, add_rows, bucket_query, moved_window, window_profile
 
-__all__ = ["StoreChanged", "merge_open", "shared_window"]
+__all__ = ["StoreChanged", "merge_open", "shared_count", "shared_window"]
 
 #: Listings of the store tried before a check gives up (the store kept moving between
 #: the listing and the reads that follow it: buckets flushed or purged meanwhile).
@@ -105,6 +105,29 @@ async def shared_window(
         f"the stored buckets of {name!r} changed under {_ATTEMPTS} reads in a row; "
         "the next check reads them again"
     )
+
+
+async def shared_count(store: Store, model: str, writer: str, since: float | None) -> int:
+    """Records of ``model`` in every stored bucket and every other daemon's open one.
+
+    The other daemons' open buckets are their journal rows (a dead daemon's too, until
+    a live one takes them over); both are read in one statement, so a bucket flushed
+    meanwhile counts once. ``writer``'s own open buckets are the caller's to add.
+    """
+    b, j = profile_table, journal_table
+    journal = sa.select(sa.literal(1).label("kind"), sa.literal(0).label("rows"), j.c.columns)
+    journal = journal.where(j.c.model == model, j.c.writer.is_distinct_from(writer))
+    stored = sa.select(sa.literal(0), sa.func.coalesce(sa.func.sum(b.c.rows), 0), sa.null()).where(
+        b.c.model == model
+    )
+    if since is not None:
+        journal = journal.where(j.c.bucket_start >= since)
+        stored = stored.where(b.c.bucket_start >= since)
+    async with store.connect() as conn:
+        rows = (await conn.execute(sa.union_all(journal, stored))).all()
+    blobs = [blob for kind, _, blob in rows if kind == 1]
+    total = sum(int(count) for kind, count, _ in rows if kind == 0)
+    return total + sum(await asyncio.to_thread(lambda: [Columns.count(x) for x in blobs]))
 
 
 async def _listing(

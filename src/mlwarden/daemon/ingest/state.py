@@ -35,6 +35,8 @@ class ModelState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # Open buckets; their samples change in place as batches fold in (Profile.fold).
     open: dict[BucketKey, Profile] = field(default_factory=dict)
+    # Journal rows folded into each open bucket (a flush checks it deletes as many).
+    journalled: dict[BucketKey, int] = field(default_factory=dict)
     generation: int = 0  # bumped when closed buckets are written
     # Windows of closed buckets by version filter (daemon/ingest/window.py), moved under the lock.
     windows: dict[str | None, BucketWindow] = field(default_factory=dict)

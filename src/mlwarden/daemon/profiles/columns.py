@@ -45,6 +45,16 @@ class Columns:
             + [np.ascontiguousarray(a).tobytes() for a in arrays.values()]
         )
 
+    @staticmethod
+    def count(blob: bytes) -> int:
+        """The rows of a journal blob, read from its header alone."""
+        if not blob.startswith(_COLUMNS_MAGIC):
+            return Columns.from_bytes(blob).rows
+        start = len(_COLUMNS_MAGIC) + 4
+        end = start + int.from_bytes(blob[start - 4 : start], "little")
+        shapes = {name: shape for name, _, shape in json.loads(blob[start:end])}
+        return int(shapes["numeric"][0])
+
     @classmethod
     def from_bytes(cls, blob: bytes) -> Columns:
         if not blob.startswith(_COLUMNS_MAGIC):  # written before the raw layout: .npz

@@ -14,7 +14,13 @@ import numpy as np
 
 from ...types import Analysis, Check, Outcomes, Thresholds
 
-__all__ = ["VersionSample", "compare", "model_metric", "sample_from_outcomes"]
+__all__ = [
+    "VersionSample",
+    "compare",
+    "latency_quantile",
+    "model_metric",
+    "sample_from_outcomes",
+]
 
 
 @dataclass
@@ -24,6 +30,9 @@ class VersionSample:
     requests: int = 0
     errors: int = 0
     latency: np.ndarray = field(default_factory=lambda: np.empty(0))
+    #: How many calls each ``latency`` stands for (histogram bins merged from several
+    #: daemons' gateways); None: one call each.
+    latency_counts: np.ndarray | None = None
     prediction: np.ndarray = field(default_factory=lambda: np.empty(0))
     label: np.ndarray = field(default_factory=lambda: np.empty(0))
 
@@ -51,6 +60,15 @@ def sample_from_outcomes(outcomes: Outcomes) -> VersionSample:
         latency=latency[np.isfinite(latency)],
         prediction=np.asarray(outcomes.prediction)[ok],
         label=np.asarray(outcomes.label)[ok],
+    )
+
+
+def latency_quantile(sample: VersionSample, q: float) -> float:
+    """The ``q`` quantile of the sample's latencies (weighted by their counts, if any)."""
+    if sample.latency_counts is None:
+        return float(np.quantile(sample.latency, q))
+    return float(
+        np.quantile(sample.latency, q, weights=sample.latency_counts, method="inverted_cdf")
     )
 
 
@@ -118,8 +136,7 @@ def compare(
     )
     if len(candidate.latency) and len(baseline.latency):
         q = t.latency_quantile
-        cand_q = float(np.quantile(candidate.latency, q))
-        base_q = float(np.quantile(baseline.latency, q))
+        cand_q, base_q = latency_quantile(candidate, q), latency_quantile(baseline, q)
         limit = base_q * t.max_latency_ratio + t.latency_slack_seconds
         checks.append(
             Check(

@@ -15,19 +15,24 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
+
 from ...errors import Conflict, InvalidInput, PluginError
 from ...types import Analysis, Event, RolloutView, Severity, Step
 from ..core.context import Context
 from ..core.leases import fence
+from ..core.store import Store
 from ..ingest.interfaces import PredictionSink
 from ..registry.interfaces import VersionLifecycle
 from .evidence import analyze, gateway_errors, preflight
 from .gateway import Gateway
 from .records import (
+    ACTIVE,
     Rollout,
     RolloutState,
     analyses_table,
     public,
+    rollout_from_row,
     rollouts_table,
     row_values,
     shadow_table,
@@ -68,6 +73,29 @@ class RolloutController:
         self.serving = Serving(
             context, registry=registry, traffic_tables=traffic_tables, active=self.active
         )
+
+    # -- the active rollouts ----------------------------------------------------------
+
+    async def load_active(self, *, locked: bool = False) -> None:
+        """Read the active rollouts from the store (what every daemon agrees on).
+
+        ``locked`` (a store other daemons share, read at every tick): each model's copy
+        is re-read and replaced under the model's lock (``locks[model]``), so an action
+        of this daemon in progress on a model (an API rollback holding its copy) ends
+        before the copy is replaced, and the copy read is the state it left.
+        """
+        listed = await _read_active(self.context.store)
+        if not locked:
+            self.active.clear()
+            self.active.update(listed)
+            return
+        for model in sorted(set(listed) | set(self.active)):
+            async with self.locks[model]:
+                fresh = (await _read_active(self.context.store, model)).get(model)
+                if fresh is None:
+                    self.active.pop(model, None)
+                else:
+                    self.active[model] = fresh
 
     # -- the controller --------------------------------------------------------------
 
@@ -119,7 +147,7 @@ class RolloutController:
             if held is not None:
                 await self._apply(rollout, held, None)
             return
-        fast = gateway_errors(self.context, self.gateway, rollout, strategy)
+        fast = await gateway_errors(self.context, self.gateway, rollout, strategy)
         if fast is not None:
             await self._apply(rollout, Step("rollback", reason=fast.reason), fast)
             return
@@ -416,3 +444,14 @@ class RolloutController:
                 f"strategy {name!r} ([deployment.strategies.{name}]): {exc}",
                 code="invalid_strategy_options",
             ) from None
+
+
+async def _read_active(store: Store, model: str | None = None) -> dict[str, Rollout]:
+    """The active rollouts in the store (of ``model`` only, when given), by model."""
+    t = rollouts_table
+    query = sa.select(t).where(t.c.state.in_(ACTIVE))
+    if model is not None:
+        query = query.where(t.c.model == model)
+    async with store.connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return {row.model: rollout_from_row(row) for row in rows}

@@ -44,15 +44,16 @@ async def preflight(context: Context, gateway: Gateway, rollout: Rollout) -> Ana
     return None
 
 
-def gateway_errors(
+async def gateway_errors(
     context: Context, gateway: Gateway, rollout: Rollout, strategy: DeploymentStrategy
 ) -> Analysis | None:
-    """The fast path: gateway errors of the candidate over the threshold in this step."""
+    """The fast path: gateway errors of the candidate over the threshold in this step
+    (every daemon's gateway calls on a shared store)."""
     now = context.clock()
-    stats = gateway.stats.get((rollout["model"], rollout["candidate"]))
-    if stats is None:
-        return None
-    calls, errors, _ = stats.window(rollout["step_started_at"], now)
+    served = await gateway.served(
+        rollout["model"], rollout["candidate"], rollout["step_started_at"], now
+    )
+    calls, errors = served.requests, served.errors
     limit = strategy.thresholds.max_error_rate
     if calls < min(_FAST_FAIL_MIN_CALLS, strategy.thresholds.min_samples):
         return None
@@ -125,11 +126,10 @@ async def _sample(
     sample = sample_from_outcomes(
         await outcomes.outcomes(model, version=version, since=since, until=until)
     )
-    stats = gateway.stats.get((model, version))
-    if stats is not None:
-        calls, errors, latency = stats.window(since, until)
-        if calls:  # the gateway saw every call, labelled or not
-            sample.requests, sample.errors, sample.latency = calls, errors, latency
+    served = await gateway.served(model, version, since, until)
+    if served.requests:  # the gateways saw every call, labelled or not
+        sample.requests, sample.errors = served.requests, served.errors
+        sample.latency, sample.latency_counts = served.latency, served.counts
     return sample
 
 
@@ -153,7 +153,7 @@ async def _shadow_sample(
     ]
     sample.prediction = np.array([p for p, _ in pairs])
     sample.label = np.array([y for _, y in pairs])
-    stats = gateway.stats.get((model, version))
-    if stats is not None:
-        sample.requests, sample.errors, sample.latency = stats.window(since, until)
+    served = await gateway.served(model, version, since, until)
+    sample.requests, sample.errors = served.requests, served.errors
+    sample.latency, sample.latency_counts = served.latency, served.counts
     return sample

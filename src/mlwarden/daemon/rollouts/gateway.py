@@ -22,7 +22,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import numpy as np
 import sqlalchemy as sa
@@ -33,6 +33,7 @@ from ..core.store import upsert
 from ..ingest.interfaces import PredictionSink
 from ..registry.interfaces import VersionRecord, VersionRecords
 from .records import shadow_table
+from .serving_stats import SharedServingStats
 from .traffic import Router, key_point
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ __all__ = [
     "Gateway",
     "ModelUnavailable",
     "PredictRecord",
+    "Served",
     "ServingStats",
     "parse_predict_body",
 ]
@@ -75,6 +77,17 @@ class ServingStats:
         errors = sum(1 for c in picked if c[2])
         latency = np.array([c[1] for c in picked if not c[2]], dtype=float)
         return len(picked), errors, latency
+
+
+class Served(NamedTuple):
+    """A version's gateway calls in a window (``Gateway.served``)."""
+
+    requests: int
+    errors: int
+    #: The latencies of the successful calls, seconds; with ``counts``, bin values
+    #: and how many calls each stands for (merged from several daemons).
+    latency: np.ndarray
+    counts: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -137,6 +150,11 @@ class Gateway:
         self._models: OrderedDict[tuple[str, str], PyFuncModel] = OrderedDict()
         self._loading: dict[tuple[str, str], asyncio.Lock] = {}
         self.stats: dict[tuple[str, str], ServingStats] = {}
+        #: On a store several daemons share: the calls per interval, every daemon's.
+        self.shared: SharedServingStats | None = None
+        if not context.store.is_sqlite:
+            self.shared = SharedServingStats(context.store, context.config.instance, context.clock)
+        self._flusher: asyncio.Task[None] | None = None
         self.load_errors: dict[tuple[str, str], str] = {}
         self._mirrors: set[asyncio.Task[None]] = set()
 
@@ -146,6 +164,18 @@ class Gateway:
 
     def serving(self, model: str, version: str) -> ServingStats:
         return self.stats.setdefault((model, version), ServingStats())
+
+    async def served(self, model: str, version: str, since: float, until: float) -> Served:
+        """The gateway calls of ``version`` in [since, until]: this daemon's on SQLite
+        (one daemon), every daemon's on a shared store (daemon/rollouts/serving_stats.py)."""
+        if self.shared is None:
+            stats = self.stats.get((model, version))
+            if stats is None:
+                return Served(0, 0, np.empty(0), None)
+            return Served(*stats.window(since, until), None)
+        totals = await self.shared.window(model, version, since, until)
+        values, counts = totals.latency.arrays()
+        return Served(totals.requests, totals.errors, values, counts)
 
     async def load(self, model: str, version: str) -> PyFuncModel:
         """The version's pyfunc model, loaded once; the least recently used is evicted."""
@@ -333,6 +363,10 @@ class Gateway:
     ) -> None:
         now = self.context.clock()
         self.serving(model, version).add(now, latency, error, len(records))
+        if self.shared is not None:
+            self.shared.add(model, version, now, latency, error, len(records))
+            if self._flusher is None:
+                self._flusher = self.context.spawn(self.shared.run(), name="gateway-stats")
         payload = {
             "records": [
                 {
@@ -364,6 +398,15 @@ class Gateway:
             task.cancel()
         await asyncio.gather(*list(self._mirrors), return_exceptions=True)
         self._models.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        if self.shared is not None:
+            try:  # the calls counted since the last write
+                await self.shared.flush()
+            except Exception as exc:
+                logger.warning("writing the gateway's serving stats at stop failed: %r", exc)
 
 
 def _to_list(raw: Any) -> list[object]:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from ...types import Action, Step
 from ..core.store import Schema, create_tables
+from .serving_stats import serving_stats_table
 from .traffic import TRAFFIC_SCHEMA, serving_table
 
 __all__ = [
@@ -97,6 +98,7 @@ ROLLOUTS_SCHEMA = Schema(
         *TRAFFIC_SCHEMA,
         create_tables(rollouts_table, analyses_table, shadow_table),
         create_tables(serving_table),
+        create_tables(serving_stats_table),  # the gateways' calls, every daemon's
     ],
 )
 

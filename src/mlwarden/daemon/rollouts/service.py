@@ -20,8 +20,6 @@ import logging
 import uuid
 from typing import Any, TypedDict
 
-import sqlalchemy as sa
-
 from ...errors import ConfigError, Conflict, InvalidInput, NotFound
 from ...hookspecs import hookimpl
 from ...types import Event, Severity
@@ -39,15 +37,11 @@ from ..registry.interfaces import (
 )
 from .controller import RolloutController
 from .gateway import Answer, Gateway, parse_predict_body
+from .reads import Deployment, RolloutReads, RolloutReport
 from .records import (
-    ACTIVE,
     ROLLOUTS_SCHEMA,
-    AnalysisRecord,
     Rollout,
-    analyses_table,
-    analysis_from_row,
     public,
-    rollout_from_row,
     rollouts_table,
     row_values,
 )
@@ -62,24 +56,6 @@ def _why(what: str, reason: str) -> str:
     return f"{what}: {reason}" if reason else what
 
 
-class RolloutReport(Rollout):
-    """A rollout with every analysis of it (measured values and thresholds)."""
-
-    analyses: list[AnalysisRecord]
-
-
-class Deployment(TypedDict):
-    """A model's deployment (``GET /api/models/{name}/deployment``)."""
-
-    model: str
-    traffic: dict[str, float]
-    #: The active (or latest) rollout.
-    rollout: RolloutReport | None
-    #: The version receiving a mirrored copy of the traffic (a shadow candidate).
-    mirror: str | None
-    gateway: bool
-
-
 class Predictions(TypedDict):
     """What the gateway answered (``POST /api/models/{name}/predict``)."""
 
@@ -90,7 +66,7 @@ class Predictions(TypedDict):
 logger = logging.getLogger(__name__)
 
 
-class RolloutService(Service):
+class RolloutService(RolloutReads, Service):
     """Owns traffic tables, sticky routing, the gateway and the rollout controller."""
 
     name = "rollouts"
@@ -182,16 +158,9 @@ class RolloutService(Service):
         self.check_config(config)
         self.traffic_tables.build_backends()
 
-    async def _load_active(self) -> None:
-        """Read the active rollouts from the store (what every daemon agrees on)."""
-        async with self.context.store.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(rollouts_table).where(rollouts_table.c.state.in_(ACTIVE))
-                )
-            ).all()
-        self.controller.active.clear()
-        self.controller.active.update({r.model: rollout_from_row(r) for r in rows})
+    async def _load_active(self, *, locked: bool = False) -> None:
+        """Read the active rollouts from the store (RolloutController.load_active)."""
+        await self.controller.load_active(locked=locked)
 
     async def _loop(self) -> None:
         while True:
@@ -205,7 +174,7 @@ class RolloutService(Service):
                 if self._lease is None:
                     continue
                 if self._lease != held or not self.context.store.is_sqlite:
-                    await self._load_active()
+                    await self._load_active(locked=not self.context.store.is_sqlite)
                 with holding(self._lease):
                     await self.tick()
             except LeaseLost as exc:
@@ -521,66 +490,6 @@ class RolloutService(Service):
             "previous_version": current["version"] if current else None,
             "record": await registry.get(model, target),
         }
-
-    # -- reads ---------------------------------------------------------------------
-
-    async def get(self, rollout_id: str) -> Rollout:
-        row = await self.context.store.row_by_id(
-            rollouts_table, rollout_id, missing=f"no rollout with id {rollout_id!r}"
-        )
-        return rollout_from_row(row)
-
-    async def history(self, model: str, limit: int = 20) -> list[Rollout]:
-        async with self.context.store.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(rollouts_table)
-                    .where(rollouts_table.c.model == model)
-                    .order_by(rollouts_table.c.started_at.desc())
-                    .limit(limit)
-                )
-            ).all()
-        return [public(rollout_from_row(r)) for r in rows]
-
-    async def analyses(self, rollout_id: str) -> list[AnalysisRecord]:
-        async with self.context.store.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(analyses_table)
-                    .where(analyses_table.c.rollout_id == rollout_id)
-                    .order_by(analyses_table.c.id)
-                )
-            ).all()
-        return [analysis_from_row(r) for r in rows]
-
-    async def deployment(self, model: str) -> Deployment:
-        """The active (or latest) rollout with its analyses, and the traffic table.
-
-        Read under the model's serving lock, so that a rollout and its table are seen
-        as one serving change left them; NotFound for a model neither configured nor
-        registered."""
-        if model not in await self.registry.model_names():
-            raise NotFound(f"model {model!r} is neither configured nor registered")
-        async with self.serving.lock(model):
-            try:
-                table = await self.traffic(model)
-            except NotFound:
-                table = {}
-            history = await self.history(model, limit=1)
-            rollout: RolloutReport | None = None
-            if history:
-                rollout = {**history[0], "analyses": await self.analyses(history[0]["id"])}
-        return {
-            "model": model,
-            "traffic": table,
-            "rollout": rollout,
-            "mirror": self.mirror_target(model),
-            "gateway": self.context.config.deployment.gateway,
-        }
-
-    def mirror_target(self, model: str) -> str | None:
-        rollout = self.active.get(model)
-        return rollout["candidate"] if rollout and rollout["mirror"] else None
 
     # -- the gateway ---------------------------------------------------------------
 
