@@ -118,6 +118,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "both_backends: run the test's Warden on SQLite and on PostgreSQL"
     )
+    config.addinivalue_line(
+        "markers",
+        "store_backend: (set by conftest) the test's store follows MLWARDEN_TEST_BACKEND; "
+        "`-m store_backend` selects what a run on PostgreSQL adds to one on SQLite",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests whose store ``MLWARDEN_TEST_BACKEND`` picks: they use ``backend``
+    (``make_config``, ``warden``, ``make_warden``, ``daemon_factory``…) and do not fix it
+    themselves (``both_backends`` or their own parametrize run on each store anyway)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if "backend" in getattr(item, "fixturenames", ()) and not (
+            callspec and "backend" in callspec.params
+        ):
+            item.add_marker(pytest.mark.store_backend)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
