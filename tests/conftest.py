@@ -127,12 +127,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the tests whose store ``MLWARDEN_TEST_BACKEND`` picks: they use ``backend``
-    (``make_config``, ``warden``, ``make_warden``, ``daemon_factory``…) and do not fix it
-    themselves (``both_backends`` or their own parametrize run on each store anyway)."""
+    (``make_config``, ``warden``, ``make_warden``…) and do not choose the store
+    themselves (``both_backends``, a ``backend`` or ``store_url`` parameter: they run on
+    each store in every run anyway)."""
     for item in items:
-        callspec = getattr(item, "callspec", None)
+        params = getattr(getattr(item, "callspec", None), "params", {})
         if "backend" in getattr(item, "fixturenames", ()) and not (
-            callspec and "backend" in callspec.params
+            "backend" in params or "store_url" in params
         ):
             item.add_marker(pytest.mark.store_backend)
 
