@@ -51,26 +51,40 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def postgres_url():
-    """A fresh, empty PostgreSQL database on the test server; dropped afterwards."""
+async def new_postgres_url():
+    """A factory of fresh, empty PostgreSQL databases on the test server; all dropped after."""
     import uuid
 
     import asyncpg
 
     server = postgres_server_url()
-    name = f"mlwarden_test_{uuid.uuid4().hex[:12]}"
     admin = server.replace("postgresql+asyncpg://", "postgresql://")
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield server.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    names: list[str] = []
+
+    async def make() -> str:
+        name = f"mlwarden_test_{uuid.uuid4().hex[:12]}"
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        names.append(name)
+        return server.rsplit("/", 1)[0] + "/" + name
+
+    yield make
+    if names:
+        conn = await asyncpg.connect(admin)
+        try:
+            for name in names:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def postgres_url(new_postgres_url) -> str:
+    """A fresh, empty PostgreSQL database on the test server; dropped afterwards."""
+    return await new_postgres_url()
 
 
 @pytest.fixture(scope="session")
@@ -104,6 +118,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "both_backends: run the test's Warden on SQLite and on PostgreSQL"
     )
+    config.addinivalue_line(
+        "markers",
+        "store_backend: (set by conftest) the test's store follows MLWARDEN_TEST_BACKEND; "
+        "`-m store_backend` selects what a run on PostgreSQL adds to one on SQLite",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests whose store ``MLWARDEN_TEST_BACKEND`` picks: they use ``backend``
+    (``make_config``, ``warden``, ``make_warden``…) and do not choose the store
+    themselves (``both_backends``, a ``backend`` or ``store_url`` parameter: they run on
+    each store in every run anyway)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "backend" in getattr(item, "fixturenames", ()) and not (
+            "backend" in params or "store_url" in params
+        ):
+            item.add_marker(pytest.mark.store_backend)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -135,6 +167,19 @@ def store_overrides(backend: str, request: pytest.FixtureRequest) -> dict[str, s
     if backend == "postgresql":
         return {"store.url": request.getfixturevalue("postgres_url")}
     return {}
+
+
+@pytest.fixture
+def new_store_overrides(backend: str, request: pytest.FixtureRequest):
+    """A factory of overrides for one more Warden with a store of its own: on SQLite
+    nothing (its own ``daemon.base_path`` gives it one), on PostgreSQL a fresh database."""
+
+    new_url = request.getfixturevalue("new_postgres_url") if backend == "postgresql" else None
+
+    async def make() -> dict[str, str]:
+        return {"store.url": await new_url()} if new_url else {}
+
+    return make
 
 
 @pytest.fixture

@@ -81,6 +81,23 @@ def http(
         return status, payload.decode(errors="replace")
 
 
+async def store_sql(url: str, statement: str, params: Any = None) -> list[dict[str, Any]]:
+    """Run one SQL statement (``:name`` parameters; a list of dicts runs it per dict) on
+    the store at ``url``, SQLite or PostgreSQL, from outside the daemon, as someone with
+    access to the database would: the rows it returns, as dicts, committed.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement), params or {})
+            return [dict(row) for row in result.mappings()] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
 class DaemonProcess:
     """``mlwarden run`` in a real subprocess on a free loopback port."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
 import subprocess
@@ -15,6 +16,7 @@ from mlwarden.daemon.api.auth import mint_token
 from mlwarden.daemon.core.audit import GENESIS, entry_hash
 from mlwarden.daemon.core.audit_seal import load_key
 from tests.fake_plugins import fake_routes
+from tests.helpers import store_sql
 
 TOKENS = {role: mint_token() for role in ("viewer", "operator", "admin")}
 TOKENS_TOML = "".join(
@@ -28,9 +30,27 @@ def auth(role: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def client(make_warden, make_client):
-    warden = await make_warden(TOKENS_TOML)
-    return await make_client(warden, extra_routes=fake_routes.routes())
+async def audited(make_warden):
+    return await make_warden(TOKENS_TOML)
+
+
+@pytest.fixture
+async def client(audited, make_client):
+    return await make_client(audited, extra_routes=fake_routes.routes())
+
+
+@pytest.fixture
+def sql(audited):
+    """Edit the store behind the daemon's back, as a forger with database access would."""
+    return functools.partial(store_sql, audited.config.database_url)
+
+
+@pytest.fixture
+def verify_log(audited, base_path):
+    """``mlwarden audit verify`` on the test's store, on either backend."""
+    url = audited.config.database_url
+    store = {} if url.startswith("sqlite") else {"MLWARDEN_STORE_URL": url}
+    return lambda **env: verify(base_path, **store, **env)
 
 
 async def audit_entries(client) -> list[dict]:
@@ -124,50 +144,43 @@ async def test_internal_state_changes_can_be_recorded(warden):
     assert (await warden.audit.verify()).ok
 
 
-async def test_verify_names_an_edited_row(client, base_path):
+async def test_verify_names_an_edited_row(client, sql, verify_log):
     await make_history(client)
-    ok = verify(base_path)
+    ok = verify_log()
     assert ok.returncode == 0, ok.stderr
     assert "audit log OK: 5 entries" in ok.stdout
 
-    with sqlite3.connect(base_path / "mlwarden.db") as db:
-        db.execute("UPDATE audit_log SET outcome = '200' WHERE id = 3")
-    bad = verify(base_path)
+    await sql("UPDATE audit_log SET outcome = '200' WHERE id = 3")
+    bad = verify_log()
     assert bad.returncode == 1
     assert "audit log TAMPERED at row 3: content does not match its hash" in bad.stderr
 
 
-async def test_verify_names_the_row_after_a_rehashed_edit_or_a_deletion(client, base_path):
+async def test_verify_names_the_row_after_a_rehashed_edit_or_a_deletion(client, sql, verify_log):
     await make_history(client)
-    db = sqlite3.connect(base_path / "mlwarden.db")
-    db.row_factory = sqlite3.Row
-    row = dict(db.execute("SELECT * FROM audit_log WHERE id = 2").fetchone())
+    [row] = await sql("SELECT * FROM audit_log WHERE id = 2")
     row["outcome"] = "201"
     # A forger who recomputes the edited row's hash still breaks the next link.
-    db.execute(
-        "UPDATE audit_log SET outcome = ?, hash = ? WHERE id = 2",
-        (row["outcome"], entry_hash(row["prev_hash"], row)),
+    await sql(
+        "UPDATE audit_log SET outcome = :outcome, hash = :hash WHERE id = 2",
+        {"outcome": row["outcome"], "hash": entry_hash(row["prev_hash"], row)},
     )
-    db.commit()
-    result = verify(base_path)
+    result = verify_log()
     assert result.returncode == 1
     assert "TAMPERED at row 2: content does not match its hash" in result.stderr
 
-    db.execute("DELETE FROM audit_log WHERE id >= 2")
-    db.execute("DELETE FROM audit_log WHERE id = 1")
-    db.commit()
-    db.close()
-    result = verify(base_path)  # emptied: the checkpoints remember the rows
+    await sql("DELETE FROM audit_log WHERE id >= 2")
+    await sql("DELETE FROM audit_log WHERE id = 1")
+    result = verify_log()  # emptied: the checkpoints remember the rows
     assert result.returncode == 1
     assert "TAMPERED at row 1: truncated: checkpoint" in result.stderr
     assert "names row 5, but the log ends at row 0" in result.stderr
 
 
-async def test_verify_names_a_deleted_row(client, base_path):
+async def test_verify_names_a_deleted_row(client, sql, verify_log):
     await make_history(client)
-    with sqlite3.connect(base_path / "mlwarden.db") as db:
-        db.execute("DELETE FROM audit_log WHERE id = 4")
-    result = verify(base_path)
+    await sql("DELETE FROM audit_log WHERE id = 4")
+    result = verify_log()
     assert result.returncode == 1
     assert "TAMPERED at row 5: expected row 4 (a row is missing)" in result.stderr
 
@@ -189,75 +202,70 @@ async def test_concurrent_entries_share_commits_and_keep_the_chain(warden):
     assert (await warden.audit.verify()).ok
 
 
-def rehash_all(db: sqlite3.Connection, scheme: str | None = None) -> None:
+async def rehash_all(sql, scheme: str | None = None) -> None:
     """What a forger without the key can do: recompute every hash with plain SHA-256."""
-    db.row_factory = sqlite3.Row
     prev = GENESIS
-    for row in [dict(r) for r in db.execute("SELECT * FROM audit_log ORDER BY id")]:
+    for row in await sql("SELECT * FROM audit_log ORDER BY id"):
         new = entry_hash(prev, row)
-        db.execute(
-            "UPDATE audit_log SET prev_hash = ?, hash = ?, scheme = ? WHERE id = ?",
-            (prev, new, scheme or row["scheme"], row["id"]),
+        await sql(
+            "UPDATE audit_log SET prev_hash = :prev, hash = :new, scheme = :scheme WHERE id = :id",
+            {"prev": prev, "new": new, "scheme": scheme or row["scheme"], "id": row["id"]},
         )
         prev = new
-    db.commit()
 
 
-async def test_an_edit_with_every_later_hash_recomputed_is_detected(client, base_path):
+async def test_an_edit_with_every_later_hash_recomputed_is_detected(client, sql, verify_log):
     # The attack of issue 23: edit a row, recompute every later hash (SHA-256, no key).
     await make_history(client)
-    with sqlite3.connect(base_path / "mlwarden.db") as db:
-        db.execute("UPDATE audit_log SET outcome = '201' WHERE id = 2")
-        rehash_all(db)
-    result = verify(base_path)
+    await sql("UPDATE audit_log SET outcome = '201' WHERE id = 2")
+    await rehash_all(sql)
+    result = verify_log()
     assert result.returncode == 1
     assert "TAMPERED at row 1: content does not match its hash" in result.stderr
     # Relabelled as legacy rows, the chain is consistent, but the checkpoints say
     # there were none, and that row 5's hash was another.
-    with sqlite3.connect(base_path / "mlwarden.db") as db:
-        rehash_all(db, scheme="sha256")
-    result = verify(base_path)
+    await rehash_all(sql, scheme="sha256")
+    result = verify_log()
     assert result.returncode == 1
     assert "TAMPERED at row 1: an unkeyed row past the last legacy row 0" in result.stderr
 
 
-async def test_deleting_the_newest_rows_is_detected(client, base_path):
+async def test_deleting_the_newest_rows_is_detected(client, sql, verify_log):
     await make_history(client)
-    with sqlite3.connect(base_path / "mlwarden.db") as db:
-        db.execute("DELETE FROM audit_log WHERE id >= 4")
-    result = verify(base_path)
+    await sql("DELETE FROM audit_log WHERE id >= 4")
+    result = verify_log()
     assert result.returncode == 1
     assert "TAMPERED at row 4: truncated: checkpoint" in result.stderr
     assert "names row 5, but the log ends at row 3" in result.stderr
 
 
-async def test_a_forged_or_missing_checkpoint_is_detected(client, base_path):
+async def test_a_forged_or_missing_checkpoint_is_detected(client, base_path, verify_log):
     await make_history(client)
     [path] = (base_path / "audit").glob("audit-checkpoints.*.jsonl")
     lines = path.read_text().splitlines()
     assert len(lines) == 5  # one per commit
     path.write_text("\n".join([*lines[:-1], lines[-1].replace('"id": 5', '"id": 4')]) + "\n")
-    result = verify(base_path)
+    result = verify_log()
     assert result.returncode == 1
     assert f"checkpoint {path}:5 does not carry the key's seal" in result.stderr
     path.unlink()
-    result = verify(base_path)
+    result = verify_log()
     assert result.returncode == 1
     assert "keyed rows but no checkpoint" in result.stderr
 
 
-async def test_the_key_file_is_created_0600_and_verify_needs_it(client, base_path):
+async def test_the_key_file_is_created_0600_and_verify_needs_it(client, base_path, verify_log):
     await make_history(client)
     key_file = base_path / "audit.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     moved = base_path.parent / "elsewhere.key"
     key_file.rename(moved)
-    result = verify(base_path)
+    result = verify_log()
     assert result.returncode == 1
     assert "TAMPERED at row 1: the row is keyed (HMAC) and no audit key was found" in (
         result.stderr
     )
-    env_key = verify(base_path, MLWARDEN_AUDIT_KEY=moved.read_text().strip())
+    env_key = verify_log(MLWARDEN_AUDIT_KEY=moved.read_text().strip())
     assert env_key.returncode == 0, env_key.stderr
     assert "audit log OK: 5 entries, hash chain intact, 5 checkpoints" in env_key.stdout
     short = subprocess.run(
@@ -271,6 +279,9 @@ async def test_the_key_file_is_created_0600_and_verify_needs_it(client, base_pat
     assert "audit key from $MLWARDEN_AUDIT_KEY is 8 characters; at least 32" in short.stderr
 
 
+@pytest.mark.parametrize(
+    "backend", ["sqlite"], indirect=True
+)  # stores from before the audit key (schema version 1) predate PostgreSQL support
 async def test_rows_from_before_the_key_verify_as_legacy(make_config, base_path):
     # A store written by a release without the key: schema version 1, plain SHA-256.
     from mlwarden.daemon.warden import Warden

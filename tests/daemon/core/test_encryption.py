@@ -26,6 +26,7 @@ from mlwarden.daemon.warden import Warden
 from mlwarden.errors import ConfigError, DecryptionFailed
 from mlwarden.types import Event, Severity
 from tests.daemon.rollouts.helpers import MODEL_CONFIG, register_models, send_traffic
+from tests.helpers import store_sql
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -164,6 +165,19 @@ def _disk_bytes(root: Path, skip: Path) -> dict[Path, bytes]:
     }
 
 
+async def _postgres_rows(url: str) -> bytes:
+    """Every value of every table of a PostgreSQL store, as the server keeps it on its
+    disk; nothing for SQLite, whose file under the base path is among the disk bytes."""
+    if not url.startswith("postgresql"):
+        return b""
+    tables = await store_sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    values = []
+    for table in tables:
+        for row in await store_sql(url, f'SELECT * FROM "{table["tablename"]}"'):
+            values += [v if isinstance(v, bytes) else str(v).encode() for v in row.values()]
+    return b"".join(values)
+
+
 async def _run_daemon(make_config, make_client, tmp_path, enabled: bool):
     key_file = tmp_path / "keys"
     if not key_file.exists():
@@ -199,14 +213,10 @@ async def test_no_plaintext_on_disk_while_predictions_are_served(
         assert await warden.alerts.outbox.counts() == {"pending": 1}
     finally:
         await warden.stop()
-    import sqlite3
-
-    with sqlite3.connect(base_path / "mlwarden.db") as db:
-        outbox_rows = b"".join(
-            str(row).encode() for row in db.execute("SELECT * FROM notification_outbox")
-        )
+    rows = await store_sql(warden.config.database_url, "SELECT * FROM notification_outbox")
+    outbox_rows = b"".join(str(row).encode() for row in rows)
     files = _disk_bytes(base_path, skip=tmp_path / "reference.csv")
-    everything = b"".join(files.values())
+    everything = b"".join(files.values()) + await _postgres_rows(warden.config.database_url)
     artifacts = b"".join(v for p, v in files.items() if "mlartifacts" in p.parts)
     assert artifacts  # the models are on disk
     markers = {

@@ -136,6 +136,7 @@ async def test_a_wrong_password_is_named_without_showing_it(postgres_url):
 # -- one daemon per SQLite store ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # SQLite's own lock
 async def test_a_second_warden_on_one_sqlite_store_is_refused(make_config, base_path):
     config = make_config()
     async with Warden(config) as first:

@@ -71,6 +71,7 @@ async def test_ingest_through_workers_matches_ingest_in_threads(
     make_client,
     reference,
     tmp_path,
+    new_store_overrides,
 ):
     batch = records(40)
     columns = {
@@ -85,6 +86,7 @@ async def test_ingest_through_workers_matches_ingest_in_threads(
         warden = await make_warden(
             config(reference, f"ingest_workers = {workers}"),
             **{"daemon.base_path": str(tmp_path / f"state-{workers}")},
+            **await new_store_overrides(),
         )
         await ready(warden)
         assert warden.ingest.workers.processes == workers

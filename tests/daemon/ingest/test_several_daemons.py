@@ -36,7 +36,7 @@ class _Daemons:
         text = _config(reference)
         self.now = [START + 5.0]
         clock = lambda: self.now[0]  # noqa: E731
-        shared = {"daemon.database_url": postgres_url}
+        shared = {"store.url": postgres_url}
 
         def config(name: str, **overrides: str):
             return make_config(text, **{"daemon.base_path": str(tmp_path / name), **overrides})
@@ -48,7 +48,8 @@ class _Daemons:
             "mlflow.artifact_location": str(tmp_path / "a" / "mlartifacts"),
         }
         self.b = Warden(config("b", **shared, **mlflow, **{"cluster.instance": "b"}), clock=clock)
-        self.c = Warden(config("c"), clock=clock)
+        alone = {"store.url": f"sqlite+aiosqlite:///{tmp_path / 'c' / 'mlwarden.db'}"}
+        self.c = Warden(config("c", **alone), clock=clock)
 
     async def __aenter__(self) -> _Daemons:
         for warden in (self.a, self.b, self.c):
@@ -258,7 +259,7 @@ async def test_upgrade_adds_the_writer_and_claims_old_journal_rows(
     text = _config(write_reference(tmp_path))
 
     def config(instance: str):
-        return make_config(text, **{"daemon.database_url": store_url, "cluster.instance": instance})
+        return make_config(text, **{"store.url": store_url, "cluster.instance": instance})
 
     clock = lambda: START + 5.0  # noqa: E731
     async with Warden(config("old"), clock=clock) as warden:

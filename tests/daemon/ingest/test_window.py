@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import zipfile
 
@@ -212,6 +213,29 @@ async def test_concurrent_flushes_write_a_closed_bucket_once(make_config, refere
             assert tuple((await conn.execute(query)).one()) == (1, 40)
 
 
+_watched: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("watched", default=None)
+
+
+@contextlib.contextmanager
+def statements_run(warden: Warden):
+    """The SQL statements that the code inside the block runs (and the tasks it starts):
+    not those of the daemon's own timers beside it (leases, retention, the outbox)."""
+    seen: list[str] = []
+
+    def listener(conn, cursor, statement: str, *rest) -> None:
+        if _watched.get() is seen:  # the context follows SQLAlchemy's greenlets
+            seen.append(statement)
+
+    engine = warden.store.engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    token = _watched.set(seen)
+    try:
+        yield seen
+    finally:
+        _watched.reset(token)
+        sa.event.remove(engine, "before_cursor_execute", listener)
+
+
 def assert_reads_only_the_listing(warden: Warden, statements: list[str]) -> None:
     """A kept window's check reads nothing on SQLite (one daemon); on PostgreSQL it asks
     the shared store, in one statement, what other daemons wrote since (and reads no
@@ -219,6 +243,7 @@ def assert_reads_only_the_listing(warden: Warden, statements: list[str]) -> None
     if warden.store.is_sqlite:
         assert statements == []
         return
+    assert len(statements) == 1, statements
     [listing] = statements
     assert "profile_buckets.seq" in listing and "ingest_journal" in listing, listing
     assert "profile_buckets.profile" not in listing, listing
@@ -241,13 +266,8 @@ async def kept_window(make_config, reference):
 
 
 async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_config, reference):
-    from sqlalchemy import event
-
     async with kept_window(make_config, reference) as (warden, ingest, state, now):
         ledger = ingest.ledger
-        statements: list[str] = []
-        engine = warden.store.engine.sync_engine
-        listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
         for minute in range(1, 7):  # a bucket closes, and from minute 3 on one expires
             await send(ingest, minute, 40)
             now[0] = START + (minute + 1) * BUCKET
@@ -257,14 +277,10 @@ async def test_housekeeping_moves_the_window_so_the_check_reads_nothing(make_con
             since = now[0] - 3 * BUCKET
             assert kept.first == since and kept.generation == state.generation
             assert len(kept.buckets) == min(minute + 1, 3)
-            event.listen(engine, "before_cursor_execute", listener)
-            try:
+            with statements_run(warden) as statements:
                 window = await ledger.window(state, since, now[0])
-            finally:
-                event.remove(engine, "before_cursor_execute", listener)
             # Moved by the housekeeping: the check reads no bucket.
             assert_reads_only_the_listing(warden, statements)
-            statements.clear()
             assert state.windows[None] is kept
             assert_same(window, await stored_window(warden, since, now[0]))
         # Nothing closed and nothing expired: moving again is a no-op.
@@ -291,7 +307,6 @@ async def test_a_window_that_cannot_be_moved_is_dropped_and_reported(make_config
 
 
 async def test_a_clock_stepped_back_merges_the_window_apart_once(make_config, reference):
-    from sqlalchemy import event
 
     async with kept_window(make_config, reference) as (warden, ingest, state, now):
         ledger = ingest.ledger
@@ -304,14 +319,8 @@ async def test_a_clock_stepped_back_merges_the_window_apart_once(make_config, re
         window = await ledger.window(state, START, now[0])
         assert window.rows == 120 and state.windows[None].beyond(now[0])
         assert_same(window, expected)
-        statements: list[str] = []
-        engine = warden.store.engine.sync_engine
-        listener = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
-        event.listen(engine, "before_cursor_execute", listener)
-        try:
+        with statements_run(warden) as statements:
             again = await ledger.window(state, START, now[0])
-        finally:
-            event.remove(engine, "before_cursor_execute", listener)
         assert_reads_only_the_listing(warden, statements)  # merged apart once, not each check
         assert_same(again, expected)
         # An open bucket merged into one check's result leaves the next one's alone.

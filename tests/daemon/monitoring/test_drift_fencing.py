@@ -14,7 +14,7 @@ from .test_drift import reference
 
 
 async def test_a_check_under_a_lost_lease_stores_nothing(make_warden, reference, store_url):
-    warden = await make_warden(config(reference), **{"daemon.database_url": store_url})
+    warden = await make_warden(config(reference), **{"store.url": store_url})
     await warden.ingest.model_state("m").ready.wait()
     await send(warden, frame(300, seed=3), "fenced")
     owned = await warden.cluster.models()

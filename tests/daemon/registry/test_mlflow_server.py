@@ -219,7 +219,7 @@ async def pair(mlflow_server, make_config, postgres_url, tmp_path: Path):
             _config(model),
             **{
                 "daemon.base_path": str(base),
-                "daemon.database_url": postgres_url,
+                "store.url": postgres_url,
                 "cluster.instance": f"daemon-{name}",
                 "mlflow.tracking_uri": mlflow_server.url,
                 "mlflow.experiment": experiment,

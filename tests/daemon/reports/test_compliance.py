@@ -4,11 +4,11 @@ promotion, rollback, an alert, a token of each role; then an edited audit row.""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 from mlwarden.daemon.api.auth import mint_token
 from mlwarden.types import Event, Severity
 from tests.daemon.registry.helpers import log_model_files
+from tests.helpers import store_sql
 
 TOKENS = {role: mint_token() for role in ("viewer", "auditor", "operator", "admin")}
 CONFIG = (
@@ -26,9 +26,7 @@ def auth(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role][0]}"}
 
 
-async def test_compliance_report_lists_every_event_and_the_broken_row(
-    make_warden, make_client, base_path
-):
+async def test_compliance_report_lists_every_event_and_the_broken_row(make_warden, make_client):
     warden = await make_warden(CONFIG)
     client = await make_client(warden)
     runs = [
@@ -88,8 +86,11 @@ async def test_compliance_report_lists_every_event_and_the_broken_row(
     assert "Audit chain intact" in html and "operator-token" in html and "FAILED" in html
 
     victim = 2
-    with sqlite3.connect(base_path / "mlwarden.db") as db:
-        db.execute("UPDATE audit_log SET actor = 'someone-else' WHERE id = ?", (victim,))
+    await store_sql(
+        warden.config.database_url,
+        "UPDATE audit_log SET actor = 'someone-else' WHERE id = :id",
+        {"id": victim},
+    )
     report = await (
         await client.get("/api/compliance/report?format=json", headers=auth("auditor"))
     ).json()

@@ -174,8 +174,8 @@ async def test_a_cooldown_holds_across_daemons_of_a_cluster(make_config, postgre
     text = TRAINING + model(
         "btc", 'triggers = ["drift"]\n[models.trigger_options.drift]\ncooldown_seconds = 3600\n'
     )
-    one = make_config(text, **{"daemon.database_url": postgres_url, "cluster.instance": "one"})
-    two = make_config(text, **{"daemon.database_url": postgres_url, "cluster.instance": "two"})
+    one = make_config(text, **{"store.url": postgres_url, "cluster.instance": "one"})
+    two = make_config(text, **{"store.url": postgres_url, "cluster.instance": "two"})
     async with Warden(one) as first, Warden(two) as second:
         await first.emit(drift_event("btc"))
         (job,) = await first.jobs.list()
