@@ -250,11 +250,12 @@ class Cluster:
 
     def _note(self, kind: str, keys: Sequence[str] | None, taken: list[Lease]) -> None:
         """Record what a take returned: of ``kind`` (only ``keys``, or all) now ``taken``."""
+        before = dict(self.held)  # a renewal (same token) is not logged as a take
         for held in list(self.held):
             if held[0] == kind and (keys is None or held[1] in keys):
                 del self.held[held]
         for lease in taken:
-            previous = self.held.get((kind, lease.key))
+            previous = before.get((kind, lease.key))
             if previous is None or previous.token != lease.token:
                 logger.info(
                     "%s took the %s lease %s (token %d)",
