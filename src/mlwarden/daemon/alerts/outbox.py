@@ -18,6 +18,12 @@ destination is retried only once that send has ended and failed; when it succeed
 row is marked sent. At stop the daemon waits (within its shutdown timeout) for such
 sends to end and records their outcome.
 
+Several daemons: the holder of the ``outbox`` lease delivers, and each delivery pass
+pins that lease (``leases.pinned``: its row locked ``FOR KEY SHARE`` in a transaction
+of its own, owner and token checked again before each send), so no other daemon can
+take the outbox over while a send is under way, even one whose daemon froze past the
+lease's TTL; the new holder finds each row sent or not, and sends it at most once.
+
 What remains is the crash window: a kill -9 between a delivery and the commit that
 marks its row sent (or during a send still running at stop) re-sends that one row at
 the next start; PagerDuty's dedup key makes that harmless.
@@ -44,7 +50,7 @@ from ...types import Notification, Severity
 from ..core.config import AlertsConfig
 from ..core.context import Clock
 from ..core.encryption import SealedText, open_text
-from ..core.leases import fence
+from ..core.leases import Pin, fence, pinned
 from ..core.metrics import Metrics
 from ..core.store import Store
 from .notifiers import Notifier
@@ -160,6 +166,8 @@ class Outbox:
         self.backoff: dict[tuple[str, str], tuple[int, float]] = {}
         #: (notifier, target) -> its send that outlived the timeout and still runs
         self.running: dict[tuple[str, str], _Send] = {}
+        #: The outbox lease pinned for the delivery pass under way (PostgreSQL).
+        self._pin: Pin | None = None
 
     # -- writing ---------------------------------------------------------------------
 
@@ -192,26 +200,39 @@ class Outbox:
 
     async def deliver(self) -> int:
         """One delivery pass over the due rows; returns how many were sent."""
-        async with self._lock:
-            await self.drop_expired()
-            async with self.store.connect() as conn:
-                rows = (
-                    (
-                        await conn.execute(
-                            sa.select(*_ROWS)
-                            .where(outbox_table.c.status == "pending")
-                            .order_by(outbox_table.c.id)
-                            .limit(_BATCH)
-                        )
+        engine = self.store.engine
+        assert engine is not None, "store is not open"
+        async with self._lock, pinned(engine, self._pin_timeout()) as pin:
+            self._pin = pin
+            try:
+                return await self._pass()
+            finally:
+                self._pin = None
+
+    def _pin_timeout(self) -> float:
+        """How long the pin may sit idle: one send's timeout, its delay and a margin."""
+        return self.settings().send_timeout_seconds + 60.0
+
+    async def _pass(self) -> int:
+        await self.drop_expired()
+        async with self.store.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        sa.select(*_ROWS)
+                        .where(outbox_table.c.status == "pending")
+                        .order_by(outbox_table.c.id)
+                        .limit(_BATCH)
                     )
-                    .mappings()
-                    .all()
                 )
-            queues: dict[tuple[str, str], list[RowMapping]] = {}
-            for row in rows:
-                queues.setdefault((row["notifier"], row["target"]), []).append(row)
-            sent = await asyncio.gather(*(self._send_queue(k, q) for k, q in queues.items()))
-            return sum(sent)
+                .mappings()
+                .all()
+            )
+        queues: dict[tuple[str, str], list[RowMapping]] = {}
+        for row in rows:
+            queues.setdefault((row["notifier"], row["target"]), []).append(row)
+        sent = await asyncio.gather(*(self._send_queue(k, q) for k, q in queues.items()))
+        return sum(sent)
 
     async def _send_queue(self, key: tuple[str, str], rows: list[RowMapping]) -> int:
         name, target = key
@@ -244,10 +265,8 @@ class Outbox:
                 await self._drop(row, str(exc))
                 continue
             attempts = row["attempts"] + 1
-            # A daemon that lost the outbox (a pause past its lease) stops before a send
-            # that the new holder will make.
-            async with self.store.begin() as conn:
-                await fence(conn)
+            # A daemon that lost the outbox stops before a send the new holder makes.
+            await self._fence()
             # The library's own throttling comes on top of the time the send may take.
             timeout = self.settings().send_timeout_seconds + notifier.send_delay(target)
             started = time.monotonic()
@@ -283,6 +302,14 @@ class Outbox:
             await self._sent(key, row["id"], attempts)
             sent += 1
         return sent
+
+    async def _fence(self) -> None:
+        """LeaseLost when this daemon no longer holds the outbox (pinned or not)."""
+        if self._pin is not None:
+            await self._pin.check()
+            return
+        async with self.store.begin() as conn:
+            await fence(conn)
 
     async def _settle(self, key: tuple[str, str], running: _Send) -> bool:
         """Record the outcome of a send that outlived its timeout; True when it delivered."""

@@ -24,18 +24,22 @@ SQLite ignores ``FOR UPDATE``; it serves one daemon, which holds every lease.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...errors import MlwardenError
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Lease",
@@ -48,6 +52,7 @@ __all__ = [
     "leases_table",
     "members_table",
     "no_lease",
+    "pinned",
 ]
 
 leases_table = sa.Table(
@@ -96,12 +101,16 @@ class Lease:
         updates the row) then waits for that transaction to end, and a write after a
         takeover sees the new owner or token and is refused.
         """
+        await self._verify(conn, key_share=False)
+
+    async def _verify(self, conn: AsyncConnection, *, key_share: bool) -> None:
+        """Lock the row (``FOR SHARE``, or ``FOR KEY SHARE``) and check owner and token."""
         t = leases_table
         row = (
             await conn.execute(
                 sa.select(t.c.owner, t.c.token)
                 .where(t.c.kind == self.kind, t.c.key == self.key)
-                .with_for_update(read=True)
+                .with_for_update(read=True, key_share=key_share)
             )
         ).first()
         if row is None or row.owner != self.owner or row.token != self.token:
@@ -143,6 +152,62 @@ async def fence(conn: AsyncConnection) -> None:
     lease = _current.get()
     if lease is not None:
         await lease.check(conn)
+
+
+class Pin:
+    """The current lease held for a stretch of work that is not one transaction.
+
+    A transaction of its own keeps the lease row locked ``FOR KEY SHARE`` while the
+    work runs (notification sends: calls to the outside world that no transaction can
+    undo). Its owner's renewals (a plain ``UPDATE``, which takes ``FOR NO KEY UPDATE``)
+    go on unhindered, but a takeover (``SELECT … FOR UPDATE SKIP LOCKED``) skips the
+    row: the work cannot change hands in the middle, even when its daemon pauses past
+    the TTL. If the daemon dies, PostgreSQL ends the transaction with the connection.
+    """
+
+    def __init__(self, lease: Lease, conn: AsyncConnection) -> None:
+        self.lease = lease
+        self.conn = conn
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
+
+    async def check(self) -> None:
+        """LeaseLost unless the lease is still ours (and the idle timer starts anew)."""
+        async with self._lock:
+            await self.lease._verify(self.conn, key_share=True)
+
+
+@contextlib.asynccontextmanager
+async def pinned(engine: AsyncEngine, idle_timeout: float) -> AsyncIterator[Pin | None]:
+    """Hold the current lease (if any, on PostgreSQL) pinned for the block.
+
+    ``idle_timeout`` (seconds) bounds how long the pin outlives a daemon cut off from the
+    database: PostgreSQL ends the pinning session once it has been idle that long
+    (``idle_in_transaction_session_timeout``); every :meth:`Pin.check` restarts the
+    count. On SQLite (one daemon) and outside leased work it pins nothing (None).
+    """
+    lease = _current.get()
+    if lease is None or engine.dialect.name != "postgresql":
+        yield None
+        return
+    conn = await engine.connect()
+    try:
+        await conn.begin()
+        milliseconds = max(1000, math.ceil(idle_timeout * 1000))
+        await conn.execute(
+            sa.text(f"SET LOCAL idle_in_transaction_session_timeout = {milliseconds}")
+        )
+        pin = Pin(lease, conn)
+        await pin.check()
+        yield pin
+    finally:
+        try:  # it wrote nothing
+            await conn.rollback()
+        except Exception as exc:  # the server ended the session (idle timeout, restart)
+            logger.warning("the pin of lease %s/%s ended badly: %s", lease.kind, lease.key, exc)
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+        with contextlib.suppress(Exception):
+            await conn.close()
 
 
 async def db_now(conn: AsyncConnection) -> float:
