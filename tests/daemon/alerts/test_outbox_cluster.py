@@ -114,6 +114,9 @@ async def test_no_takeover_while_a_paused_holder_is_sending(store):
         assert await deliver(second, taken) == 0
         assert len(receiver.requests) == 1
         assert [e["status"] for e in await second.entries()] == ["sent"]
-        # The former holder's next pass is refused before it sends anything.
+        # A new row: the former holder's next pass is refused before it sends anything.
+        async with store.begin() as conn:
+            await first.enqueue(conn, note, "hook", notifier.targets())
         with pytest.raises(LeaseLost):
             await deliver(first, held)
+        assert len(receiver.requests) == 1

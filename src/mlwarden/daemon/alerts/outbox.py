@@ -18,11 +18,8 @@ destination is retried only once that send has ended and failed; when it succeed
 row is marked sent. At stop the daemon waits (within its shutdown timeout) for such
 sends to end and records their outcome.
 
-Several daemons: the holder of the ``outbox`` lease delivers, and each delivery pass
-pins that lease (``leases.pinned``: its row locked ``FOR KEY SHARE`` in a transaction
-of its own, owner and token checked again before each send), so no other daemon can
-take the outbox over while a send is under way, even one whose daemon froze past the
-lease's TTL; the new holder finds each row sent or not, and sends it at most once.
+Several daemons: the ``outbox`` lease's holder delivers; each pass pins the lease
+(``leases.pinned``), so it cannot change hands while a send is under way.
 
 What remains is the crash window: a kill -9 between a delivery and the commit that
 marks its row sent (or during a send still running at stop) re-sends that one row at
@@ -202,16 +199,22 @@ class Outbox:
         """One delivery pass over the due rows; returns how many were sent."""
         engine = self.store.engine
         assert engine is not None, "store is not open"
-        async with self._lock, pinned(engine, self._pin_timeout()) as pin:
-            self._pin = pin
-            try:
-                return await self._pass()
-            finally:
-                self._pin = None
+        async with self._lock:
+            if not self.running and not await self._anything_pending():
+                return 0  # nothing to send: no pin (a pass runs every alerts tick)
+            # A pin idle longer than one send and a margin belongs to a lost daemon.
+            idle = self.settings().send_timeout_seconds + 60.0
+            async with pinned(engine, idle) as pin:
+                self._pin = pin
+                try:
+                    return await self._pass()
+                finally:
+                    self._pin = None
 
-    def _pin_timeout(self) -> float:
-        """How long the pin may sit idle: one send's timeout, its delay and a margin."""
-        return self.settings().send_timeout_seconds + 60.0
+    async def _anything_pending(self) -> bool:
+        async with self.store.connect() as conn:
+            query = sa.select(outbox_table.c.id).where(outbox_table.c.status == "pending")
+            return (await conn.execute(query.limit(1))).first() is not None
 
     async def _pass(self) -> int:
         await self.drop_expired()
