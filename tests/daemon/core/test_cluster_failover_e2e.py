@@ -266,13 +266,24 @@ async def _run(run: Run) -> None:
         return len(due) == 2 and jobs
 
     jobs = await until(slot_fired, 60, "the jobs of the slot that fell in the failover")
+    assert all(j["trigger"] == "schedule" and "missed" not in j["reason"] for j in jobs), jobs
     for model in (drift_model, canary_model):
         slots = sorted(_due(j) for j in jobs if j["model"] == model)
-        assert all(j["trigger"] == "schedule" for j in jobs), jobs
         assert len(slots) == len(set(slots)), slots  # no slot twice
         assert np.all(np.diff(slots) == 60.0), slots  # and none skipped
         assert slot in slots
-        assert not any("missed" in j["reason"] for j in jobs)
+
+    # Each slot fired once (a second fire would find the job active and make none); the
+    # audit entry of a fire follows its job.
+    async def fired():
+        audit = (await ok(c, "GET", "/api/audit?limit=1000"))["entries"]
+        fires = [
+            (e["target"], e["detail"]["due_at"]) for e in audit if e["action"] == "trigger fired"
+        ]
+        return len(fires) >= len(jobs) and Counter(fires)
+
+    fires = await until(fired, 30, "an audit entry for every fire")
+    assert set(fires.values()) == {1} and len(fires) == len(jobs), fires
 
     # -- every alert reached the receiver exactly once ----------------------------------
     async def delivered():
