@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ...errors import ConfigError, NotFound
 from .config import StoreConfig, redact_uri
+from .outage import Outage, unavailable
 
 __all__ = [
     "ALERT_LOCKS",
@@ -125,6 +126,8 @@ class Store:
         self.url = url
         self.settings = settings or StoreConfig()
         self.engine: AsyncEngine | None = None
+        #: Whether the store is out of reach now (core/outage.py); logged once per outage.
+        self.outage = Outage(redact_uri(url))
 
     @property
     def is_sqlite(self) -> bool:
@@ -147,6 +150,8 @@ class Store:
         self.engine = create_async_engine(self.url, **self._engine_options())
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        # A new connection made: the server is there (again).
+        event.listen(self.engine.sync_engine, "connect", lambda *_: self.outage.ended())
         try:
             if self.is_postgresql:
                 await self._reach()
@@ -215,8 +220,15 @@ class Store:
         return row
 
     async def ping(self) -> None:
-        async with self.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        """A round trip to the store; an unreachable store is noted (``outage``)."""
+        try:
+            async with self.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            if unavailable(exc):
+                self.outage.began(exc)
+            raise
+        self.outage.ended()
 
     async def migrate(self, schemas: Iterable[Schema]) -> dict[str, int]:
         """Apply every missing step of every schema; return the versions now in force.
