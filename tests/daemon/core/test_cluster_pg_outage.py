@@ -34,7 +34,7 @@ from mlwarden.daemon.ingest.tables import (
     prediction_batches_table,
     prediction_ids_table,
 )
-from mlwarden.daemon.monitoring.drift import reports_table
+from tests.daemon.core.test_cluster_failover import reports
 from tests.helpers import postgres_server_url, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -95,12 +95,13 @@ def _config(url: str, reference: Path) -> str:
     )
 
 
-def _post(url: str, body: object, headers: dict[str, str]) -> tuple[int, dict[str, str], object]:
+def _call(
+    url: str, body: object = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], object]:
+    """GET ``url``, or POST ``body`` as JSON: (status, headers, parsed JSON or text)."""
+    data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", **headers},
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -114,15 +115,7 @@ def _post(url: str, body: object, headers: dict[str, str]) -> tuple[int, dict[st
 
 
 def _get(url: str) -> tuple[int, dict[str, str], object]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            status, headers, payload = response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        status, headers, payload = exc.code, dict(exc.headers), exc.read()
-    try:
-        return status, headers, json.loads(payload)
-    except ValueError:
-        return status, headers, payload.decode(errors="replace")
+    return _call(url)
 
 
 @dataclass
@@ -168,7 +161,7 @@ class Sender:
 
     def _send(self, index: int, route: str, body: object, headers: dict[str, str]) -> int:
         daemon = self.daemons[index]
-        status, answer, payload = _post(daemon.url + route, body, headers)
+        status, answer, payload = _call(daemon.url + route, body, headers)
         self.answers.append((time.monotonic(), index, route.rsplit("/", 1)[1], status))
         if status == 503 and answer.get("Retry-After", "").isdigit():
             self.retry_after.add(answer["Retry-After"])
@@ -223,13 +216,6 @@ async def _stored(url: str) -> dict[str, object]:
             rows = (await conn.execute(sa.select(sa.func.sum(p.c.rows)))).scalar() or 0
             ids = (await conn.execute(sa.select(i.c.model, i.c.id))).all()
             outcomes = (await conn.execute(sa.select(o.c.model, o.c.id))).all()
-            reports = (
-                await conn.execute(
-                    sa.select(reports_table.c.model, reports_table.c.ts).order_by(
-                        reports_table.c.ts
-                    )
-                )
-            ).all()
     finally:
         await store.close()
     return {
@@ -237,7 +223,7 @@ async def _stored(url: str) -> dict[str, object]:
         "rows": int(rows),
         "ids": ids,
         "outcomes": outcomes,
-        "reports": reports,
+        "reports": await reports(url),  # model -> check times, oldest first
     }
 
 
@@ -305,7 +291,7 @@ async def test_postgresql_stopped_for_30_s_under_load(daemon_factory, own_postgr
                 api.append(_get(daemons[len(api)].url + "/api/system/cluster"))
             time.sleep(0.5)
         _postgres("resume", own_postgres)
-        resumed = time.monotonic()
+        resumed, resumed_at = time.monotonic(), time.time()
 
         # -- recovery --------------------------------------------------------------------
         ready_after = []
@@ -375,12 +361,11 @@ async def test_postgresql_stopped_for_30_s_under_load(daemon_factory, own_postgr
 
     # No model was checked twice in one interval (two owners at once), before, during
     # or after the outage; and each was checked again after it.
-    stamps: dict[str, list[float]] = {m: [] for m in MODELS}
-    for model, ts in stored["reports"]:
-        stamps[model].append(ts)
-    for model, ts in stamps.items():
+    for model in MODELS:
+        ts = stored["reports"][model]
         gaps = np.diff(ts)
         assert len(ts) >= 4 and gaps.min() > INTERVAL * 0.5, (model, gaps.min())
+        assert ts[-1] > resumed_at, (model, "not checked since the outage")
     # Each daemon logged the outage in a few lines, not a traceback every tick.
     for daemon in daemons:
         log = daemon.log()
