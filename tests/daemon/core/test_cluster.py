@@ -205,6 +205,7 @@ async def test_the_heartbeat_loop_renews(store):
             await write_step(store, "still a's")
     finally:
         task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     assert a.metrics.cluster_members._value.get() >= 1
 
 
@@ -259,3 +260,30 @@ async def test_a_write_in_flight_never_costs_its_own_daemon_the_lease(postgres_u
         assert set(a.held) == {("model", "m1"), ("model", "m2"), ("training-jobs", "")}
     finally:
         await store.close()
+
+
+async def test_an_owner_that_cannot_renew_gives_its_leases_up_before_they_expire(store):
+    """No heartbeat (the store out of reach, a stall): the daemon drops its leases
+    after ttl - heartbeat; once expired, a lease is taken again with a new token, even
+    by its former owner, and work begun under the old token can no longer write."""
+    a = Cluster(store, member("a", ttl=0.6, heartbeat=0.2), Metrics())
+    await a.join()
+    await a.heartbeat()
+    lease = await a.singleton("rollouts")
+    assert lease is not None and a.held
+    sample = a.metrics.registry.get_sample_value
+    assert sample("mlwarden_leases_held", {"kind": "rollouts"}) == 1
+    await asyncio.sleep(0.5)  # ttl - heartbeat = 0.4 s after the heartbeat began
+    assert a.held == {}
+    assert sample("mlwarden_leases_held", {"kind": "rollouts"}) == 0
+    await asyncio.sleep(0.2)  # now expired in the store too, and nobody took it
+    await a.heartbeat()  # renews nothing: an expired lease is not renewed
+    assert a.held == {}
+    again = await a.singleton("rollouts")
+    assert again is not None and again.token == lease.token + 1
+    with holding(lease), pytest.raises(LeaseLost):
+        await write_step(store, "begun before the outage")
+    with holding(again):
+        await write_step(store, "after the outage")
+    assert await written(store) == ["after the outage"]
+    await a.leave()

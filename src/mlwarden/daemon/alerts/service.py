@@ -115,8 +115,7 @@ class AlertService(Service):
             except LeaseLost as exc:
                 logger.info("alert tick stopped: %s", exc)
             except Exception as exc:
-                logger.exception("alert tick failed")
-                self.context.record_error("alerts", repr(exc))
+                self.context.failed(logger, exc, "alerts", "alert tick failed")
 
     # -- events ----------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import time
 from aiohttp import web
 
 from ...errors import MlwardenError
+from ..core.outage import RETRY_AFTER_SECONDS, unavailable
 from .auth import IDENTITY, route_method
 from .http import IN_FLIGHT, ROUTES, WARDEN, Handler, error_body, json_response
 
@@ -38,7 +39,11 @@ async def in_flight_middleware(request: web.Request, handler: Handler) -> web.St
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every error into ``{"error": {"code", "message"}}`` with a fitting status."""
+    """Turn every error into ``{"error": {"code", "message"}}`` with a fitting status.
+
+    A store out of reach (core/outage.py) is a 503 ``store_unavailable`` with
+    ``Retry-After``: nothing of the request was committed, it may be sent again.
+    """
     try:
         return await handler(request)
     except MlwardenError as exc:
@@ -62,7 +67,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if "Allow" in exc.headers:  # a 405 says which methods the path has (RFC 9110)
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
+    except Exception as exc:
+        if unavailable(exc):  # the database is down or restarting: not a bug, retry later
+            outage = request.app[WARDEN].store.outage
+            outage.began(exc)
+            message = f"the store is unreachable ({outage.reason}); try again later"
+            response = json_response(error_body("store_unavailable", message), 503)
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return json_response(error_body("internal_error", "internal error; see the log"), 500)
 

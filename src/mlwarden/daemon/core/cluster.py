@@ -15,6 +15,12 @@ lets go of the rest, so the work spreads and rebalances as members come and go).
 
 With SQLite there is one daemon: it holds every lease, and at start it takes over the
 leases and membership a previous run left behind.
+
+A daemon that cannot renew its leases (the store is out of reach) gives them up on its
+own clock before they can expire on the database's: ``lease_ttl_seconds -
+heartbeat_seconds`` after the start of its last renewal, it holds nothing (its loops
+start no leased work, it exports no model's gauges). An expired lease is not renewed
+but taken again, with a new token, so nothing begun under the old one is written.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from .leases import (
     take,
 )
 from .metrics import Metrics
+from .outage import log_failure
 from .store import Schema, Store, create_tables
 
 __all__ = [
@@ -94,6 +101,12 @@ class Cluster:
         self.held: dict[tuple[str, str], Lease] = {}
         self.started_at: float | None = None
         self._kinds: set[str] = set()
+        #: Gives up ``held`` when no renewal succeeds in time (``_renewed``).
+        self._lapse: asyncio.TimerHandle | None = None
+        #: One lease transaction of this daemon at a time: two of them (a heartbeat
+        #: and a share that lets one key go and renews another) would lock the same
+        #: rows in opposite orders and deadlock.
+        self._serial = asyncio.Lock()
         if not store.is_sqlite:  # one SQLite daemon exports everything, as before
             metrics.owns_model = self.owns_model
 
@@ -114,7 +127,7 @@ class Cluster:
         what an earlier run left behind: all are let go, so they are taken at once.
         """
         m, t = members_table, leases_table
-        async with self.store.begin() as conn:
+        async with self._serial, self.store.begin() as conn:
             now = await db_now(conn)
             self.started_at = now
             if self.store.is_sqlite:
@@ -143,48 +156,86 @@ class Cluster:
     async def leave(self) -> None:
         """Release every lease and leave the members (a graceful stop)."""
         m, t = members_table, leases_table
-        async with self.store.begin() as conn:
+        async with self._serial, self.store.begin() as conn:
             await conn.execute(
                 t.update().where(t.c.owner == self.instance).values(owner=None, expires_at=0.0)
             )
             await conn.execute(m.delete().where(m.c.instance == self.instance))
+        if self._lapse is not None:
+            self._lapse.cancel()
+            self._lapse = None
         self.held.clear()
         self._count()
 
     async def heartbeat(self) -> None:
-        """Refresh this member's heartbeat and renew every lease it holds."""
+        """Refresh this member's heartbeat and renew every lease it holds (not expired)."""
         m, t = members_table, leases_table
-        async with self.store.begin() as conn:
+        began = asyncio.get_running_loop().time()
+        async with self._serial, self.store.begin() as conn:
             now = await db_now(conn)
             updated = await conn.execute(
                 m.update().where(m.c.instance == self.instance).values(heartbeat_at=now)
             )
             if not updated.rowcount:  # removed by hand, or the table was reset: rejoin
                 await conn.execute(m.insert(), self._member(now))
-            await conn.execute(
-                t.update().where(t.c.owner == self.instance).values(expires_at=now + self.ttl)
+            renewed = await conn.execute(
+                t.update()
+                .where(t.c.owner == self.instance, t.c.expires_at > now)
+                .values(expires_at=now + self.ttl)
+                .returning(t.c.kind, t.c.key, t.c.token)
             )
-            mine = await owned(conn, self.instance)
+            mine = [Lease(r.kind, r.key, self.instance, r.token) for r in renewed.all()]
             members = await live_members(conn, now, self.ttl)
+        self._renewed(began)
         self.held = {(lease.kind, lease.key): lease for lease in mine}
         self.metrics.cluster_members.set(members)
         self._count()
 
+    def _renewed(self, began: float) -> None:
+        """Every held lease was renewed by a transaction begun at ``began`` (loop time):
+        they expire ``ttl`` after a moment after it, so this daemon gives them up
+        ``ttl - heartbeat_seconds`` after it unless a later renewal succeeds."""
+        if self._lapse is not None:
+            self._lapse.cancel()
+        self._lapse = asyncio.get_running_loop().call_at(
+            began + self.ttl - self.heartbeat_seconds, self._lapsed
+        )
+
+    def _lapsed(self) -> None:
+        self._lapse = None
+        if not self.held:
+            return
+        kinds = sorted({kind for kind, _ in self.held})
+        logger.warning(
+            "%s did not renew its %d leases (%s) within %.1f s (the store is unreachable "
+            "or the daemon stalled): it stops their work and takes them again, with new "
+            "tokens, once it can",
+            self.instance,
+            len(self.held),
+            ", ".join(kinds),
+            self.ttl - self.heartbeat_seconds,
+        )
+        self.held.clear()
+        self._count()
+
     async def run(self) -> None:
-        """The heartbeat loop (owned by the daemon); a failed beat is logged and retried."""
+        """The heartbeat loop (owned by the daemon); a failed beat is logged and retried
+        at the next one (an unreachable store once per outage)."""
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             try:
                 await self.heartbeat()
-            except Exception:
-                logger.exception("cluster heartbeat of %s failed", self.instance)
+            except Exception as exc:
+                log_failure(
+                    logger, self.store.outage, exc, "cluster heartbeat of %s failed", self.instance
+                )
 
     # -- leases ------------------------------------------------------------------------
 
     async def singleton(self, kind: str, key: str = "") -> Lease | None:
         """This daemon's lease on the one (kind, key), taken or renewed now; None if
         another live daemon holds it."""
-        async with self.store.begin() as conn:
+        async with self._serial, self.store.begin() as conn:
             now = await db_now(conn)
             await ensure_rows(conn, kind, [key])
             taken = await renew(conn, self.instance, kind, [key], now=now, ttl=self.ttl)
@@ -202,7 +253,7 @@ class Cluster:
         free ones), then takes free or expired keys up to its share.
         """
         keys = sorted(set(keys))
-        async with self.store.begin() as conn:
+        async with self._serial, self.store.begin() as conn:
             now = await db_now(conn)
             await ensure_rows(conn, kind, keys)
             quota = fair_share(len(keys), await live_members(conn, now, self.ttl))
@@ -211,7 +262,8 @@ class Cluster:
             extra = [k for k in mine if k not in keep]
             await release(conn, self.instance, kind, extra)
             held = await renew(conn, self.instance, kind, keep, now=now, ttl=self.ttl)
-            free = [k for k in keys if k not in mine]
+            renewed = {lease.key for lease in held}  # those of ``keep`` that had expired
+            free = [k for k in keys if k not in renewed and k not in extra]  # are taken
             held += await take(
                 conn,
                 self.instance,
@@ -242,7 +294,7 @@ class Cluster:
 
     async def release(self, kind: str, keys: Sequence[str]) -> None:
         """Let go of this daemon's leases of ``kind`` on ``keys``."""
-        async with self.store.begin() as conn:
+        async with self._serial, self.store.begin() as conn:
             await release(conn, self.instance, kind, keys)
         for key in keys:
             self.held.pop((kind, key), None)

@@ -33,6 +33,7 @@ from .config import Config
 from .encryption import Sealer
 from .leases import no_lease
 from .metrics import Metrics
+from .outage import log_failure
 from .store import Store
 from .tracking import Tracking
 
@@ -212,6 +213,15 @@ class Context:
         """Keep ``message`` among the last errors that ``/api/system/health`` shows."""
         self.last_errors.append({"ts": self.clock(), "where": where, "message": message})
         del self.last_errors[:-20]
+
+    def failed(
+        self, log: logging.Logger, exc: BaseException, where: str, message: str, *args: object
+    ) -> None:
+        """A tick of background work failed with ``exc``: a store out of reach is logged
+        once per outage (core/outage.py) and the loop tries again at its next tick;
+        anything else is logged with its traceback and kept as one of ``last_errors``."""
+        if not log_failure(log, self.store.outage, exc, message, *args):
+            self.record_error(where, repr(exc))
 
     # -- plugins and events ----------------------------------------------------------
 

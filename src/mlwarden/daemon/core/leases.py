@@ -254,14 +254,22 @@ async def renew(
 
     A plain ``UPDATE``: it waits for a write of the same daemon that holds the row
     (``Lease.check``) instead of skipping it, so a daemon never mistakes its own
-    write in flight for a lost lease.
+    write in flight for a lost lease. A lease that has expired is not renewed, even
+    if nobody took it meanwhile (the store was out of reach, say): its owner stopped
+    its work when it could not renew it, and takes it again with a new token
+    (:func:`take`), so a write of the work begun before is refused.
     """
     if not keys:
         return []
     t = leases_table
     rows = await conn.execute(
         t.update()
-        .where(t.c.kind == kind, t.c.key.in_(list(keys)), t.c.owner == owner)
+        .where(
+            t.c.kind == kind,
+            t.c.key.in_(list(keys)),
+            t.c.owner == owner,
+            t.c.expires_at > now,
+        )
         .values(expires_at=now + ttl)
         .returning(t.c.key, t.c.token)
     )
@@ -281,7 +289,8 @@ async def take(
     """Take up to ``limit`` of ``keys`` that nobody holds (free or expired) for ``owner``.
 
     Rows another transaction has locked (another daemon taking them) are skipped, not
-    waited for. Each lease taken gets its token plus one.
+    waited for. Each lease taken gets its token plus one, also one of ``owner``'s own
+    that expired (see :func:`renew`).
     """
     if limit <= 0 or not keys:
         return []
@@ -292,7 +301,6 @@ async def take(
             .where(
                 t.c.kind == kind,
                 t.c.key.in_(list(keys)),
-                sa.or_(t.c.owner.is_(None), t.c.owner != owner),
                 sa.or_(t.c.owner.is_(None), t.c.expires_at <= now),
             )
             .order_by(t.c.key)

@@ -31,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from ...errors import ConfigError, NotFound
 from .config import StoreConfig, redact_uri
+from .outage import Outage, unavailable
 
 __all__ = [
     "ALERT_LOCKS",
@@ -129,6 +130,8 @@ class Store:
         #: Connections outside the pool (``session()``), closed with the store.
         self._sessions: set[AsyncConnection] = set()
         self._session_engine: AsyncEngine | None = None
+        #: Whether the store is out of reach now (core/outage.py); logged once per outage.
+        self.outage = Outage(redact_uri(url))
 
     @property
     def is_sqlite(self) -> bool:
@@ -151,6 +154,8 @@ class Store:
         self.engine = create_async_engine(self.url, **self._engine_options())
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        # A new connection made: the server is there (again).
+        event.listen(self.engine.sync_engine, "connect", lambda *_: self.outage.ended())
         try:
             if self.is_postgresql:
                 await self._reach()
@@ -249,8 +254,15 @@ class Store:
         return row
 
     async def ping(self) -> None:
-        async with self.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        """A round trip to the store; an unreachable store is noted (``outage``)."""
+        try:
+            async with self.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception as exc:
+            if unavailable(exc):
+                self.outage.began(exc)
+            raise
+        self.outage.ended()
 
     async def migrate(self, schemas: Iterable[Schema]) -> dict[str, int]:
         """Apply every missing step of every schema; return the versions now in force.

@@ -411,28 +411,29 @@ class ExperimentService(Service):
             await asyncio.sleep(self.context.config.ab_testing.evaluation_interval_seconds)
             try:  # a model's experiment is evaluated by the daemon that owns the model
                 owned = await self.context.cluster.models()
+                running = await self.history(status="running", limit=1000)
             except Exception as exc:  # the store is away: evaluate nothing this round
-                logger.warning("cannot take the model leases: %s", exc)
+                self.context.failed(logger, exc, "experiments", "cannot read the experiments")
                 continue
-            for record in await self.history(status="running", limit=1000):
+            for record in running:
                 fixed = not record["settings"]["sequential"]
                 if fixed and self.context.clock() < record["ends_at"]:
                     continue
-                lease = owned.get(record["model"])
-                if lease is None and self.context.config.model(record["model"]) is None:
-                    # A model not in [[models]] has no lease of its own.
-                    lease = await self.context.cluster.singleton(EXPERIMENT_WORK)
-                if lease is None:
-                    continue
                 try:
+                    lease = owned.get(record["model"])
+                    if lease is None and self.context.config.model(record["model"]) is None:
+                        # A model not in [[models]] has no lease of its own.
+                        lease = await self.context.cluster.singleton(EXPERIMENT_WORK)
+                    if lease is None:
+                        continue
                     with holding(lease):
                         await self.evaluate(record["id"])
                 except LeaseLost as exc:
                     logger.info("evaluation of experiment %s not stored: %s", record["id"], exc)
                 except Exception as exc:
                     self._loop_errors += 1
-                    logger.exception("evaluating experiment %s failed", record["id"])
-                    self.context.record_error(f"experiment {record['id']}", repr(exc))
+                    where, key = f"experiment {record['id']}", record["id"]
+                    self.context.failed(logger, exc, where, "evaluating experiment %s failed", key)
 
     @hookimpl
     async def mlwarden_event(self, event: Event) -> None:

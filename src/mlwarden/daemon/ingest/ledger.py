@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..core.config import Config
 from ..core.context import Context
+from ..core.outage import Outage, log_failure
 from ..core.store import upsert
 from ..profiles.profile import Profile
 from ..profiles.reference import layout_without_reference
@@ -125,7 +126,7 @@ class Ledger:
                     await self._commit_alone(work)
                 continue
             except Exception as exc:
-                _fail(group, exc)
+                _fail(group, exc, self.context.store.outage)
                 continue
             _settle(group, results)
 
@@ -146,9 +147,9 @@ class Ledger:
             except sa.exc.IntegrityError as exc:
                 if attempt + 1 < _ALONE_ATTEMPTS:
                     continue
-                _fail([work], exc)
+                _fail([work], exc, self.context.store.outage)
             except Exception as exc:
-                _fail([work], exc)
+                _fail([work], exc, self.context.store.outage)
             else:
                 _settle([work], results)
             return
@@ -352,8 +353,10 @@ class Ledger:
             try:
                 moved += await move_windows(self.context.store, state, first, self.sample_size)
             except Exception as exc:  # dropped: the model's next check reads it anew
-                logger.exception("moving the window of %s failed", state.config.name)
-                self.context.record_error(f"window {state.config.name}", repr(exc))
+                name = state.config.name
+                self.context.failed(
+                    logger, exc, f"window {name}", "moving the window of %s failed", name
+                )
         return moved
 
     # -- start-up: references and the journal --------------------------------------------
@@ -394,8 +397,9 @@ class Ledger:
                     last_purge = now
                     await self.purge(now)
             except Exception as exc:
-                logger.exception("ingest housekeeping failed")
-                self.context.record_error("ingest housekeeping", repr(exc))
+                self.context.failed(
+                    logger, exc, "ingest housekeeping", "ingest housekeeping failed"
+                )
 
     async def purge(self, now: float) -> None:
         """Delete what is past its time: predictions (label TTL), outcomes and buckets."""
@@ -423,8 +427,10 @@ def _ignore(_: object) -> None:
     return None
 
 
-def _fail(group: list[Work[Any]], exc: Exception) -> None:
-    logger.error("ingest commit failed: %r", exc, exc_info=exc)
+def _fail(group: list[Work[Any]], exc: Exception, outage: Outage) -> None:
+    """Fail every caller of ``group``: nothing of it was committed (or, if the store
+    dropped the connection during the commit, nothing is acknowledged)."""
+    log_failure(logger, outage, exc, "ingest commit failed")
     for work in group:
         if not work.future.done():
             work.future.set_exception(exc)

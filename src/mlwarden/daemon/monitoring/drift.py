@@ -133,14 +133,19 @@ class MonitorService(Service):
                 except LeaseLost as exc:
                     logger.info("drift check of %s not stored: %s", name, exc)
                 except Exception as exc:
-                    logger.exception("drift check of %s failed", name)
-                    self.context.record_error(f"drift check {name}", repr(exc))
+                    where = f"drift check {name}"
+                    self.context.failed(logger, exc, where, "drift check of %s failed", name)
             now = self.context.clock()
             if now - last_purge > 3600:
-                last_purge = now
-                cutoff = now - self.context.config.monitoring.retention_days * 86400
-                async with self.context.store.begin() as conn:
-                    await conn.execute(reports_table.delete().where(reports_table.c.ts < cutoff))
+                try:
+                    cutoff = now - self.context.config.monitoring.retention_days * 86400
+                    async with self.context.store.begin() as conn:
+                        await conn.execute(
+                            reports_table.delete().where(reports_table.c.ts < cutoff)
+                        )
+                    last_purge = now
+                except Exception as exc:
+                    self.context.failed(logger, exc, "drift purge", "purging drift reports failed")
 
     async def _owned(self, before: dict[str, Lease]) -> dict[str, Lease]:
         """The models whose checks are this daemon's now; a model taken over from another
@@ -148,12 +153,12 @@ class MonitorService(Service):
         only: ``Metrics.owns_model``)."""
         try:
             owned = await self.context.cluster.models()
+            for model, lease in owned.items():
+                if before.get(model) != lease:
+                    await self._load_verdict(model)
         except Exception as exc:  # the store is away: check nothing this round
-            logger.warning("cannot take the model leases: %s", exc)
+            self.context.failed(logger, exc, "model leases", "cannot take the model leases")
             return {}
-        for model, lease in owned.items():
-            if before.get(model) != lease:
-                await self._load_verdict(model)
         return owned
 
     async def _load_verdict(self, model: str) -> None:
@@ -200,8 +205,8 @@ class MonitorService(Service):
         try:
             await self.estimation.run(model, since, until, version)
         except Exception as exc:
-            logger.exception("performance estimation of %s failed", model)
-            self.context.record_error(f"performance estimation {model}", repr(exc))
+            where = f"performance estimation {model}"
+            self.context.failed(logger, exc, where, "performance estimation of %s failed", model)
 
     async def check_frame(self, model: str, frame: Any) -> dict[str, Any]:
         """Check a DataFrame against the reference (``Warden.monitor_model_drift``)."""

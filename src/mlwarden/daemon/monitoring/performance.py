@@ -107,11 +107,11 @@ class PerformanceService(Service):
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.context.config.monitoring.interval_seconds)
-            await self.purge()
             try:
+                await self.purge()
                 owned = await self.context.cluster.models()
             except Exception as exc:  # the store is away: evaluate nothing this round
-                logger.warning("cannot take the model leases: %s", exc)
+                self.context.failed(logger, exc, "model leases", "cannot take the model leases")
                 continue
             for model in self.context.config.models:
                 lease = owned.get(model.name)
@@ -125,8 +125,10 @@ class PerformanceService(Service):
                 except NotFound as exc:
                     logger.debug("performance of %s not evaluated: %s", model.name, exc)
                 except Exception as exc:
-                    logger.exception("performance evaluation of %s failed", model.name)
-                    self.context.record_error(f"performance {model.name}", repr(exc))
+                    where, name = f"performance {model.name}", model.name
+                    self.context.failed(
+                        logger, exc, where, "performance evaluation of %s failed", name
+                    )
 
     async def health(self) -> dict[str, Any]:
         return {"status": "ok", "last_run": self.last_run}

@@ -157,7 +157,8 @@ class ReportService(Service):
             try:  # one daemon of a cluster runs the scheduled reports
                 lease = await self.context.cluster.singleton(REPORT_WORK)
             except Exception as exc:  # the store is away: try at the next tick
-                logger.warning("cannot take the scheduled reports' lease: %s", exc)
+                where = "scheduled reports"
+                self.context.failed(logger, exc, where, "cannot take the scheduled reports' lease")
                 continue
             if lease is None:
                 continue

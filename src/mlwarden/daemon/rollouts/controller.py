@@ -110,8 +110,10 @@ class RolloutController:
                 try:
                     await self.advance(rollout)
                 except Exception as exc:
-                    logger.exception("rollout %s of %s: tick failed", rollout["id"], model)
-                    self.context.record_error(f"rollout {model}", repr(exc))
+                    self.context.failed(
+                        logger, exc, f"rollout {model}", "rollout %s of %s: tick failed",
+                        rollout["id"], model,
+                    )  # fmt: skip
                 out.append(public(rollout))
         return out
 

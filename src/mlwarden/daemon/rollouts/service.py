@@ -180,8 +180,7 @@ class RolloutService(RolloutReads, Service):
             except LeaseLost as exc:
                 logger.info("rollout tick stopped: %s", exc)
             except Exception as exc:  # a bad tick must not end the loop
-                logger.exception("rollout tick failed")
-                self.context.record_error("rollouts tick", repr(exc))
+                self.context.failed(logger, exc, "rollouts tick", "rollout tick failed")
 
     async def health(self) -> dict[str, Any]:
         errors = dict(self.traffic_tables.backend_errors)

@@ -249,7 +249,8 @@ class TrafficTables:
             try:
                 await self.refresh()
             except Exception as exc:  # the store away: routing goes on with the last tables
-                logger.warning("reading the traffic tables failed: %r", exc)
+                where = "traffic tables"
+                self.context.failed(logger, exc, where, "reading the traffic tables failed")
                 self.context.record_error("traffic tables", repr(exc))
 
     async def refresh(self) -> list[str]:

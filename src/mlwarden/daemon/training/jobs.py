@@ -280,8 +280,8 @@ class JobService(Service):
             timeout = POLL_SECONDS
             try:
                 timeout = await self._dispatch()
-            except Exception:
-                logger.exception("training job runner failed; retrying")
+            except Exception as exc:
+                self.context.failed(logger, exc, "training jobs", "training job runner failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()

@@ -205,8 +205,8 @@ class SchedulerService(Service):
                         await self.tick()
             except LeaseLost as exc:
                 logger.info("scheduler tick stopped: %s", exc)
-            except Exception:
-                logger.exception("scheduler tick failed")
+            except Exception as exc:
+                self.context.failed(logger, exc, "scheduler", "scheduler tick failed")
             await asyncio.sleep(self.context.config.training.scheduler_interval_seconds)
 
     async def tick(self) -> list[JobRecord]:
