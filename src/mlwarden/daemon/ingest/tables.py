@@ -81,6 +81,10 @@ outcomes_table = sa.Table(
     sa.Column("latency", sa.Float, nullable=True),
     sa.Column("error", sa.Boolean, nullable=False),
     sa.Column("labeled_at", sa.Float, nullable=False),
+    # A classifier's scores, as its prediction carried them (step 5; NULL: none):
+    # P(positive class) of a binary model, or JSON {class: probability}.
+    sa.Column("probability", sa.Float, nullable=True),
+    sa.Column("probabilities", sa.Text, nullable=True),
     sa.Index("ix_outcomes_model_version_ts", "model", "version", "ts"),
 )
 profile_table = sa.Table(
@@ -194,6 +198,14 @@ def _writer_columns(conn: sa.Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN writer VARCHAR(200)"))
 
 
+def _outcome_scores(conn: sa.Connection) -> None:
+    """Add the scores to ``outcomes`` (realized ROC AUC needs them)."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns(outcomes_table.name)}
+    for name, kind in (("probability", "FLOAT"), ("probabilities", "TEXT")):
+        if name not in present:  # a store created by this release has them from step 1
+            conn.execute(sa.text(f"ALTER TABLE outcomes ADD COLUMN {name} {kind}"))
+
+
 INGEST_SCHEMA = Schema(
     "ingest",
     [
@@ -207,6 +219,7 @@ INGEST_SCHEMA = Schema(
         _columnar_predictions,
         create_tables(batch_ids_table),
         _writer_columns,
+        _outcome_scores,
     ],
 )
 
@@ -358,6 +371,8 @@ class StoredPrediction(TypedDict):
     prediction_cls: str | None
     latency: float | None
     error: bool
+    probability: float | None  # a binary classifier's P(positive class)
+    probabilities: str | None  # a multiclass classifier's JSON {class: probability}
 
 
 async def stored_predictions(
@@ -378,6 +393,8 @@ async def stored_predictions(
         for seq, data in (await conn.execute(query)).all():
             columns = orjson.loads(data)
             keep = wanted[seq]
+            probability = columns.get("probability")
+            by_class = columns.get("probabilities")
             for k, rid in enumerate(columns["id"]):
                 if rid in keep:
                     prediction = columns["prediction"][k]
@@ -391,6 +408,10 @@ async def stored_predictions(
                             "prediction_cls": prediction if classification else None,
                             "latency": columns["latency"][k],
                             "error": columns["error"][k],
+                            "probability": None if probability is None else probability[k],
+                            "probabilities": None
+                            if by_class is None
+                            else orjson.dumps({c: v[k] for c, v in by_class.items()}).decode(),
                         }
                     )
     return out

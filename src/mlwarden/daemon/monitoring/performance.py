@@ -369,7 +369,8 @@ def _selected(outcomes: Outcomes, mask: np.ndarray) -> Outcomes:
     """The outcomes where ``mask`` (a boolean array over them) is true."""
     return Outcomes(
         **{
-            f.name: np.asarray(getattr(outcomes, f.name))[mask]
+            f.name: None if value is None else np.asarray(value)[mask]
             for f in dataclasses.fields(outcomes)
+            for value in (getattr(outcomes, f.name),)
         }
     )
