@@ -177,3 +177,30 @@ def test_realized_roc_auc_is_sklearns_binary_and_multiclass():
     assert realized["roc_auc"] == pytest.approx(
         roc_auc_score(truth, matrix, multi_class="ovr", average="macro")
     )
+
+
+async def test_labels_over_many_stored_batches_join_in_bounded_reads(make_config):
+    """The join reads the stored batches a few at a time (tables._BATCHES_PER_READ)."""
+    from mlwarden.daemon.ingest import tables
+
+    warden = await started(make_config)
+    try:
+        batches = 3 * tables._BATCHES_PER_READ + 1
+        for b in range(batches):
+            ids = [f"b{b}-{i}" for i in range(5)]
+            await warden.ingest.record_predictions(
+                "bin",
+                {"columns": {"id": ids, "features": {"x": [float(b)] * 5},
+                             "prediction": ["1"] * 5, "probability": [b / batches] * 5}},
+            )  # fmt: skip
+        labels = [{"id": f"b{b}-{i}", "label": "1"} for b in range(batches) for i in range(5)]
+        labels.append({"id": "nowhere", "label": "0"})
+        result = await warden.ingest.record_labels("bin", {"labels": labels})
+        assert (result["matched"], result["unmatched"]) == (5 * batches, 1)
+        out = await warden.ingest.outcomes("bin")
+        got = dict(zip(out.id, out.scores, strict=True))
+        assert got == {
+            f"b{b}-{i}": pytest.approx(b / batches) for b in range(batches) for i in range(5)
+        }
+    finally:
+        await warden.stop()

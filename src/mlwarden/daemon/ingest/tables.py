@@ -49,7 +49,9 @@ __all__ = [
     "window_predictions",
 ]
 
-_ID_CHUNK = 500
+#: Stored batches the label join holds decoded at once: its memory is this many batches
+#: (each at most ``monitoring.max_batch_records`` rows), however many the labels touch.
+_BATCHES_PER_READ = 16
 _TEXTS = ARRAY(sa.String)
 
 _meta = sa.MetaData()
@@ -388,8 +390,9 @@ async def stored_predictions(
     b = prediction_batches_table
     out: list[StoredPrediction] = []
     seqs = list(wanted)
-    for start in range(0, len(seqs), _ID_CHUNK):
-        query = sa.select(b.c.seq, b.c.data).where(b.c.seq.in_(seqs[start : start + _ID_CHUNK]))
+    for start in range(0, len(seqs), _BATCHES_PER_READ):
+        chunk = seqs[start : start + _BATCHES_PER_READ]
+        query = sa.select(b.c.seq, b.c.data).where(b.c.seq.in_(chunk))
         for seq, data in (await conn.execute(query)).all():
             columns = orjson.loads(data)
             keep = wanted[seq]
