@@ -11,7 +11,9 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
+from mlwarden.daemon.ingest import tables
 from mlwarden.daemon.ingest.arrow import TableBody
+from mlwarden.daemon.ingest.tables import INGEST_SCHEMA
 from mlwarden.daemon.monitoring.estimation_data import realized_from_outcomes
 from mlwarden.daemon.warden import Warden
 from mlwarden.types import Outcomes
@@ -88,7 +90,7 @@ async def test_outcomes_keep_the_scores_of_json_and_arrow_predictions(make_confi
         await warden.stop()
 
 
-async def test_a_store_before_step_5_gets_the_score_columns(make_config):
+async def test_a_store_before_the_scores_step_gets_the_score_columns(make_config):
     warden = await started(make_config)
     try:
         await warden.ingest.record_predictions(
@@ -100,14 +102,16 @@ async def test_a_store_before_step_5_gets_the_score_columns(make_config):
         async with warden.store.begin() as conn:  # as the release before wrote it
             for column in ("probability", "probabilities"):
                 await conn.execute(sa.text(f"ALTER TABLE outcomes DROP COLUMN {column}"))
+            before = INGEST_SCHEMA.steps.index(tables._outcome_scores)  # steps done
             await conn.execute(
-                sa.text("UPDATE schema_version SET version = 4 WHERE component = 'ingest'")
+                sa.text("UPDATE schema_version SET version = :v WHERE component = 'ingest'"),
+                {"v": before},
             )
     finally:
         await warden.stop()
     warden = await started(make_config)
     try:
-        assert (await warden.store.schema_versions())["ingest"] == 5
+        assert (await warden.store.schema_versions())["ingest"] == len(INGEST_SCHEMA.steps)
         out = await warden.ingest.outcomes("bin")
         assert list(out.id) == ["old"] and out.scores.tolist() == [None]
         await warden.ingest.record_predictions(
@@ -181,8 +185,6 @@ def test_realized_roc_auc_is_sklearns_binary_and_multiclass():
 
 async def test_labels_over_many_stored_batches_join_in_bounded_reads(make_config):
     """The join reads the stored batches a few at a time (tables._BATCHES_PER_READ)."""
-    from mlwarden.daemon.ingest import tables
-
     warden = await started(make_config)
     try:
         batches = 3 * tables._BATCHES_PER_READ + 1
