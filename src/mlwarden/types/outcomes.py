@@ -22,7 +22,10 @@ class Outcomes:
 
     ``version`` (str), ``ts`` (prediction time, unix seconds), ``prediction`` and
     ``label`` (float64 for regression, str objects for classification), ``latency``
-    (seconds, NaN when not reported), ``error`` (bool: the serving call failed), ``id``.
+    (seconds, NaN when not reported), ``error`` (bool: the serving call failed), ``id``,
+    and a classifier's ``scores`` as its prediction carried them: an object array whose
+    items are None (no scores), a float (a binary model's P(positive class)) or a dict
+    class -> probability (a multiclass model); None when the source keeps no scores.
     """
 
     id: np.ndarray
@@ -32,6 +35,7 @@ class Outcomes:
     label: np.ndarray
     latency: np.ndarray
     error: np.ndarray
+    scores: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.id)

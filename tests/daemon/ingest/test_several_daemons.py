@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from mlwarden.daemon.ingest.tables import journal_table, outcomes_table, profile_table
+from mlwarden.daemon.ingest.tables import (
+    INGEST_SCHEMA,
+    journal_table,
+    outcomes_table,
+    profile_table,
+)
 from mlwarden.daemon.warden import Warden
 from tests.daemon.ingest.test_ingest import records, write_reference
 
@@ -275,7 +280,7 @@ async def test_upgrade_adds_the_writer_and_claims_old_journal_rows(
     async with Warden(config("new"), clock=clock) as warden:
         state = warden.ingest.model_state("m")
         await state.ready.wait()
-        assert (await warden.store.schema_versions())["ingest"] == 4
+        assert (await warden.store.schema_versions())["ingest"] == len(INGEST_SCHEMA.steps)
         assert sum(p.rows for p in state.open.values()) == 30
         async with warden.store.connect() as conn:
             writers = await conn.execute(sa.select(journal_table.c.writer).distinct())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from mlwarden import hookimpl
 from mlwarden.plugins.triggers.performance import PerformanceTrigger
@@ -141,6 +142,12 @@ async def test_harmful_shift_is_estimated_and_triggers_the_harmless_does_not(war
         )
         assert metric["error"] == pytest.approx(metric["value"] - metric["realized"])
         assert abs(metric["error"]) < 0.05
+        # The scores came through the join: ROC AUC is compared too.
+        roc = entry["metrics"]["roc_auc"]
+        assert roc["realized"] == pytest.approx(
+            roc_auc_score(shifted["label"] == "1", shifted["probability"])
+        )
+        assert roc["error"] == pytest.approx(roc["value"] - roc["realized"])
     assert first["labelled_rows"] == 2000
     error = sample(warden, "mlwarden_estimation_error", labels)
     assert error == pytest.approx(second["metrics"]["accuracy"]["error"])

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 
 from ...errors import NotFound
@@ -219,7 +220,8 @@ class IngestService(Service):
         t = outcomes_table
         query = sa.select(
             t.c.id, t.c.version, t.c.ts, t.c.prediction_num, t.c.prediction_cls,
-            t.c.label_num, t.c.label_cls, t.c.latency, t.c.error,
+            t.c.label_num, t.c.label_cls, t.c.latency, t.c.error, t.c.probability,
+            t.c.probabilities,
         ).where(t.c.model == model)  # fmt: skip
         if version is not None:
             query = query.where(t.c.version == version)
@@ -308,7 +310,7 @@ def _outcomes_from_rows(rows: Sequence[sa.Row[*tuple[Any, ...]]], classification
         kind = object if classification else np.float64
         return Outcomes(
             np.empty(0, object), np.empty(0, object), np.empty(0), np.empty(0, kind),
-            np.empty(0, kind), np.empty(0), np.empty(0, bool),
+            np.empty(0, kind), np.empty(0), np.empty(0, bool), np.empty(0, object),
         )  # fmt: skip
     cols = list(zip(*rows, strict=True))
     if classification:
@@ -318,6 +320,9 @@ def _outcomes_from_rows(rows: Sequence[sa.Row[*tuple[Any, ...]]], classification
         prediction = np.array(cols[3], dtype=np.float64)
         label = np.array(cols[5], dtype=np.float64)
     latency = np.array([np.nan if v is None else v for v in cols[7]], dtype=np.float64)
+    scores = np.empty(n, dtype=object)  # None, P(positive class) or {class: probability}
+    for k, (p, by_class) in enumerate(zip(cols[9], cols[10], strict=True)):
+        scores[k] = p if by_class is None else orjson.loads(by_class)
     return Outcomes(
         id=np.array(cols[0], dtype=object),
         version=np.array(cols[1], dtype=object),
@@ -326,6 +331,7 @@ def _outcomes_from_rows(rows: Sequence[sa.Row[*tuple[Any, ...]]], classification
         label=label,
         latency=latency,
         error=np.array(cols[8], dtype=bool),
+        scores=scores,
     )
 
 
@@ -333,8 +339,6 @@ def _scored(
     blobs: list[bytes], since: float, until: float, version: str | None
 ) -> ScoredPredictions:
     """The predictions (and scores) of the batch blobs in [since, until) of ``version``."""
-    import orjson
-
     predictions: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     classes: tuple[str, ...] | None = None

@@ -49,7 +49,9 @@ __all__ = [
     "window_predictions",
 ]
 
-_ID_CHUNK = 500
+#: Stored batches the label join holds decoded at once: its memory is this many batches
+#: (each at most ``monitoring.max_batch_records`` rows), however many the labels touch.
+_BATCHES_PER_READ = 16
 _TEXTS = ARRAY(sa.String)
 
 _meta = sa.MetaData()
@@ -81,6 +83,10 @@ outcomes_table = sa.Table(
     sa.Column("latency", sa.Float, nullable=True),
     sa.Column("error", sa.Boolean, nullable=False),
     sa.Column("labeled_at", sa.Float, nullable=False),
+    # A classifier's scores, as its prediction carried them (step 5; NULL: none):
+    # P(positive class) of a binary model, or JSON {class: probability}.
+    sa.Column("probability", sa.Float, nullable=True),
+    sa.Column("probabilities", sa.Text, nullable=True),
     sa.Index("ix_outcomes_model_version_ts", "model", "version", "ts"),
 )
 profile_table = sa.Table(
@@ -194,6 +200,14 @@ def _writer_columns(conn: sa.Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN writer VARCHAR(200)"))
 
 
+def _outcome_scores(conn: sa.Connection) -> None:
+    """Add the scores to ``outcomes`` (realized ROC AUC needs them)."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns(outcomes_table.name)}
+    for name, kind in (("probability", "FLOAT"), ("probabilities", "TEXT")):
+        if name not in present:  # a store created by this release has them from step 1
+            conn.execute(sa.text(f"ALTER TABLE outcomes ADD COLUMN {name} {kind}"))
+
+
 INGEST_SCHEMA = Schema(
     "ingest",
     [
@@ -207,6 +221,7 @@ INGEST_SCHEMA = Schema(
         _columnar_predictions,
         create_tables(batch_ids_table),
         _writer_columns,
+        _outcome_scores,
     ],
 )
 
@@ -358,6 +373,8 @@ class StoredPrediction(TypedDict):
     prediction_cls: str | None
     latency: float | None
     error: bool
+    probability: float | None  # a binary classifier's P(positive class)
+    probabilities: str | None  # a multiclass classifier's JSON {class: probability}
 
 
 async def stored_predictions(
@@ -373,11 +390,14 @@ async def stored_predictions(
     b = prediction_batches_table
     out: list[StoredPrediction] = []
     seqs = list(wanted)
-    for start in range(0, len(seqs), _ID_CHUNK):
-        query = sa.select(b.c.seq, b.c.data).where(b.c.seq.in_(seqs[start : start + _ID_CHUNK]))
+    for start in range(0, len(seqs), _BATCHES_PER_READ):
+        chunk = seqs[start : start + _BATCHES_PER_READ]
+        query = sa.select(b.c.seq, b.c.data).where(b.c.seq.in_(chunk))
         for seq, data in (await conn.execute(query)).all():
             columns = orjson.loads(data)
             keep = wanted[seq]
+            probability = columns.get("probability")
+            by_class = columns.get("probabilities")
             for k, rid in enumerate(columns["id"]):
                 if rid in keep:
                     prediction = columns["prediction"][k]
@@ -391,6 +411,10 @@ async def stored_predictions(
                             "prediction_cls": prediction if classification else None,
                             "latency": columns["latency"][k],
                             "error": columns["error"][k],
+                            "probability": None if probability is None else probability[k],
+                            "probabilities": None
+                            if by_class is None
+                            else orjson.dumps({c: v[k] for c, v in by_class.items()}).decode(),
                         }
                     )
     return out

@@ -209,8 +209,10 @@ def realized_from_outcomes(
 ) -> dict[str, float]:
     """The realized metrics of a window's labelled outcomes.
 
-    A classifier's ROC AUC needs its scores, which the joined outcomes do not keep: it is
-    left out here (the benchmark and the tests measure it on data with scores).
+    ROC AUC is computed from the scores the predictions carried (``outcomes.scores``),
+    over the outcomes that have them in ``classes``' terms (a binary model's P(positive
+    class), ``classes[1]``; a multiclass model's probabilities of exactly ``classes``);
+    without any such outcome it is left out.
     """
     if task == "regression":
         return regression_scores(outcomes.prediction, outcomes.label)
@@ -222,7 +224,27 @@ def realized_from_outcomes(
         return {}
     y = np.array([index[v] for v in labels[keep]], dtype=np.intp)
     p = np.array([index[v] for v in predicted[keep]], dtype=np.intp)
-    scores = np.zeros((len(y), len(classes)))  # no scores: only the confusion-based metrics
-    out = classification_scores(scores, p, y)
-    out.pop("roc_auc", None)
+    scores = _score_matrix(outcomes.scores, classes)
+    out = classification_scores(np.zeros((len(y), len(classes))), p, y)
+    out.pop("roc_auc")
+    if scores is not None:
+        scored = np.isfinite(scores[keep]).all(axis=1)
+        if scored.any():
+            ranked = classification_scores(scores[keep][scored], p[scored], y[scored])
+            if np.isfinite(ranked["roc_auc"]):
+                out["roc_auc"] = ranked["roc_auc"]
+    return out
+
+
+def _score_matrix(scores: np.ndarray | None, classes: tuple[str, ...]) -> np.ndarray | None:
+    """Rows x ``classes`` probabilities of the outcomes' scores (NaN rows: none or others)."""
+    if scores is None or not len(classes):
+        return None
+    out = np.full((len(scores), len(classes)), np.nan)
+    wanted = set(classes)
+    for k, item in enumerate(scores.tolist()):
+        if isinstance(item, int | float) and len(classes) == 2:
+            out[k] = (1.0 - item, item)
+        elif isinstance(item, dict) and set(item) == wanted:
+            out[k] = [item[c] for c in classes]
     return out
