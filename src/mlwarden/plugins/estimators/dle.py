@@ -19,20 +19,24 @@ __all__ = ["DLE"]
 class DLE(PerformanceEstimator):
     """Estimate MAE and MSE with a model of the loss fitted on the reference.
 
-    Two gradient-boosted trees (scikit-learn's ``HistGradientBoostingRegressor``) learn
-    the absolute and the squared error of each reference row from its features and the
+    Gradient-boosted trees (scikit-learn's ``HistGradientBoostingRegressor``) learn the
+    absolute and the squared error of each reference row from its features and the
     model's prediction; a window's MAE (MSE) is the mean of the predicted absolute
-    (squared) errors of its rows. The trees are fitted on ``1 - holdout`` of the
-    reference; on the held-out rows the standard deviation ``s`` of the loss around its
-    prediction gives the band: the realized mean of ``n`` rows falls within
-    ``estimate ± z s / sqrt(n)``.
+    (squared) errors of its rows. The reference is split in two halves and each half
+    fits its own pair of trees (cross-fitting): every reference row is then predicted
+    by trees that never saw it, which measures the loss's spread honestly, and the
+    estimate is the mean of both halves' predictions (the whole reference is used).
+
+    The band adds two variances: the sampling error of the window's ``n`` rows (the
+    loss of a row varies around its prediction, by a variance whose shape comes from
+    the two models and whose scale from the out-of-fold rows, divided by ``n``) and the
+    loss model's own error, measured on the window by how far the two halves' estimates
+    disagree (``(a - b)^2 / 4`` is the variance of their mean).
 
     Parameters
     ----------
     max_iter, learning_rate, max_leaf_nodes:
-        The trees' boosting rounds (100), shrinkage (0.1) and leaves (31).
-    holdout:
-        Share of the reference kept aside to measure the band (0.25).
+        Each half's boosting rounds (50), shrinkage (0.2) and leaves (31).
     confidence:
         Level of the band around each estimate (0.95).
     seed:
@@ -63,7 +67,7 @@ class DLE(PerformanceEstimator):
     metrics = REGRESSION_METRICS
     test_params: ClassVar[list[dict[str, Any]]] = [
         {},
-        {"max_iter": 30, "learning_rate": 0.2, "holdout": 0.3, "confidence": 0.9},
+        {"max_iter": 30, "learning_rate": 0.2, "confidence": 0.9},
     ]
 
     def __init__(
@@ -72,7 +76,6 @@ class DLE(PerformanceEstimator):
         max_iter: int = 100,
         learning_rate: float = 0.1,
         max_leaf_nodes: int = 31,
-        holdout: float = 0.25,
         confidence: float = 0.95,
         seed: int = 0,
     ) -> None:
@@ -81,10 +84,12 @@ class DLE(PerformanceEstimator):
             self.name, "learning_rate", learning_rate, minimum=0.0, open_minimum=True
         )
         self.max_leaf_nodes = check_int(self.name, "max_leaf_nodes", max_leaf_nodes, minimum=2)
-        self.holdout = check_number(self.name, "holdout", holdout, minimum=0.05, maximum=0.5)
         self.confidence = self._check_confidence(confidence)
         self.seed = check_int(self.name, "seed", seed, minimum=0)
-        self._models: dict[str, Any] = {}
+        #: The trees of the absolute and the squared error: of the whole reference, and
+        #: of each of its halves (which measure the band).
+        self._models: list[tuple[Any, Any]] = []
+        self._halves: list[tuple[Any, Any]] = []
         self._scale: dict[str, float] = {}
         self._floor: dict[str, float] = {}
 
@@ -94,67 +99,72 @@ class DLE(PerformanceEstimator):
         return np.hstack([np.asarray(data.features, dtype=np.float64), prediction])
 
     def _fit(self, reference: EstimationData) -> None:
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
         x = self._inputs(reference)
         error = np.asarray(reference.labels, dtype=np.float64) - x[:, -1]
         keep = np.isfinite(error)
         x, error = x[keep], error[keep]
-        if len(error) < 20:
+        if len(error) < 40:
             raise ValueError(
-                f'performance estimator "{self.name}" needs at least 20 reference rows with '
+                f'performance estimator "{self.name}" needs at least 40 reference rows with '
                 f"a finite label and prediction, got {len(error)}"
             )
         rng = np.random.default_rng(self.seed)
-        held = rng.random(len(error)) < self.holdout
-        if held.sum() < 10 or (~held).sum() < 10:
-            raise ValueError(
-                f'performance estimator "{self.name}": the reference is too small to keep '
-                f"a holdout of {self.holdout:g} (at least 10 rows on each side)"
-            )
-        for metric, loss in (("mae", np.abs(error)), ("mse", error**2)):
-            self._models[metric] = HistGradientBoostingRegressor(
-                max_iter=self.max_iter,
-                learning_rate=self.learning_rate,
-                max_leaf_nodes=self.max_leaf_nodes,
-                early_stopping=False,
-                random_state=self.seed,
-            ).fit(x[~held], loss[~held])
-        # The band: the loss of a row varies around its prediction by a variance that
-        # depends on the row (heteroscedastic); its shape comes from the two models
-        # (Var |e| = E e^2 - (E |e|)^2, Var e^2 ~ (E e^2)^2) and its scale from the
-        # holdout, where the realized spread is measured.
-        mae, mse = self._predict(x[held])
-        for metric, loss, shape in (
-            ("mae", np.abs(error[held]), _mae_variance(mae, mse)),
-            ("mse", error[held] ** 2, mse**2),
+        half = rng.permutation(len(error)) % 2 == 1
+        self._models = [self._trees(x, error)]  # the estimate: the whole reference
+        self._halves = [self._trees(x[side], error[side]) for side in (~half, half)]
+        # The sampling part of the band: the loss of a row varies around its prediction
+        # by a variance that depends on the row (heteroscedastic); its shape comes from
+        # the two models (Var |e| = E e^2 - (E |e|)^2, Var e^2 ~ (E e^2)^2) and its scale
+        # from the out-of-fold rows (each half predicted by the other half's trees).
+        mae, mse = np.empty(len(error)), np.empty(len(error))
+        for side, trees in zip((half, ~half), self._halves, strict=True):
+            mae[side], mse[side] = _predict(trees, x[side])
+        for metric, loss, fitted, shape in (
+            ("mae", np.abs(error), mae, _mae_variance(mae, mse)),
+            ("mse", error**2, mse, mse**2),
         ):
-            fitted = mae if metric == "mae" else mse
             observed = float(np.mean((loss - fitted) ** 2))
             expected = float(np.mean(shape))
             self._scale[metric] = observed / expected if expected > 0 else 0.0
             self._floor[metric] = observed
 
-    def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The predicted absolute and squared error of each row (never below 0)."""
-        mae = np.maximum(self._models["mae"].predict(x), 0.0)
-        mse = np.maximum(self._models["mse"].predict(x), 0.0)
-        return mae, mse
+    def _trees(self, x: np.ndarray, error: np.ndarray) -> tuple[Any, Any]:
+        """The trees of the absolute and of the squared error fitted on these rows."""
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        def fit(loss: np.ndarray) -> Any:
+            return HistGradientBoostingRegressor(
+                max_iter=self.max_iter,
+                learning_rate=self.learning_rate,
+                max_leaf_nodes=self.max_leaf_nodes,
+                early_stopping=False,
+                random_state=self.seed,
+            ).fit(x, loss)
+
+        return fit(np.abs(error)), fit(error**2)
 
     def _estimate(self, current: EstimationData) -> dict[str, tuple[float, float]]:
         x = self._inputs(current)
         n = len(x)
-        mae, mse = self._predict(x)
+        mae, mse = _predict(self._models[0], x)
+        halves = [_predict(trees, x) for trees in self._halves]
         out = {}
-        for metric, fitted, shape in (
-            ("mae", mae, _mae_variance(mae, mse)),
-            ("mse", mse, mse**2),
+        for i, (metric, fitted, shape) in enumerate(
+            (("mae", mae, _mae_variance(mae, mse)), ("mse", mse, mse**2))
         ):
             variance = float(np.mean(shape)) * self._scale[metric]
             if not variance > 0:
                 variance = self._floor[metric]
-            out[metric] = (float(np.mean(fitted)), math.sqrt(variance / n))
+            # Each half's trees err twice as much as the whole reference's (the variance
+            # of a fit goes as 1 / rows), so (a - b)^2 / 4 estimates the whole's variance.
+            a, b = (float(np.mean(h[i])) for h in halves)
+            out[metric] = (float(np.mean(fitted)), math.sqrt(variance / n + (a - b) ** 2 / 4))
         return out
+
+
+def _predict(trees: tuple[Any, Any], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The predicted absolute and squared error of each row (never below 0)."""
+    return np.maximum(trees[0].predict(x), 0.0), np.maximum(trees[1].predict(x), 0.0)
 
 
 def _mae_variance(mae: np.ndarray, mse: np.ndarray) -> np.ndarray:
