@@ -15,30 +15,31 @@ from .base import PerformanceEstimator
 
 __all__ = ["DLE"]
 
+#: Rows of a window on which the whole reference's and the half's trees are compared.
+_SUBSAMPLE = 256
+
 
 class DLE(PerformanceEstimator):
     """Estimate MAE and MSE with a model of the loss fitted on the reference.
 
     Gradient-boosted trees (scikit-learn's ``HistGradientBoostingRegressor``) learn the
     absolute and the squared error of each reference row from its features and the
-    model's prediction; a window's MAE (MSE) is the mean of the predicted absolute
-    (squared) errors of its rows. The reference is split in two halves and each half
-    fits its own pair of trees (cross-fitting): every reference row is then predicted
-    by trees that never saw it, which measures the loss's spread honestly, and the
-    estimate is the mean of both halves' predictions (the whole reference is used).
-    Each half boosts 50 rounds at a shrinkage of 0.2: as accurate here as 100 at 0.1,
-    at half the cost of a prediction (benchmarks/estimation.py).
+    model's prediction, on the whole reference (as NannyML's LightGBM does); a window's
+    MAE (MSE) is the mean of the predicted absolute (squared) errors of its rows.
 
-    The band adds two variances: the sampling error of the window's ``n`` rows (the
-    loss of a row varies around its prediction, by a variance whose shape comes from
-    the two models and whose scale from the out-of-fold rows, divided by ``n``) and the
-    loss model's own error, measured on the window by how far the two halves' estimates
-    disagree (``(a - b)^2 / 4`` is the variance of their mean).
+    The band adds two variances. The sampling error of the window's ``n`` rows: the loss
+    of a row varies around its prediction by a variance whose shape comes from the two
+    models and whose scale from rows the trees never saw (a second pair of trees is
+    fitted on a random half of the reference and measured on the other half), divided
+    by ``n``. And the loss model's own error: the whole reference's trees ``F`` are
+    close to the mean of two halves' trees, so the half's estimate ``A`` of the window
+    differs from ``F``'s by about half the difference of two independent fits, and
+    ``(A - F)^2`` estimates the variance of ``F``'s estimate.
 
     Parameters
     ----------
     max_iter, learning_rate, max_leaf_nodes:
-        Each half's boosting rounds (50), shrinkage (0.2) and leaves (31).
+        The trees' boosting rounds (50), shrinkage (0.2) and leaves (31).
     confidence:
         Level of the band around each estimate (0.95).
     seed:
@@ -88,8 +89,10 @@ class DLE(PerformanceEstimator):
         self.max_leaf_nodes = check_int(self.name, "max_leaf_nodes", max_leaf_nodes, minimum=2)
         self.confidence = self._check_confidence(confidence)
         self.seed = check_int(self.name, "seed", seed, minimum=0)
-        #: Per half of the reference: the trees of the absolute and the squared error.
-        self._halves: list[tuple[Any, Any]] = []
+        #: The trees of the absolute and the squared error: of the whole reference (the
+        #: estimate) and of one half of it (the band).
+        self._models: tuple[Any, Any] = (None, None)
+        self._half: tuple[Any, Any] = (None, None)
         self._scale: dict[str, float] = {}
         self._floor: dict[str, float] = {}
 
@@ -110,17 +113,16 @@ class DLE(PerformanceEstimator):
             )
         rng = np.random.default_rng(self.seed)
         half = rng.permutation(len(error)) % 2 == 1
-        self._halves = [self._trees(x[side], error[side]) for side in (~half, half)]
+        self._models = self._trees(x, error)  # the estimate: the whole reference
+        self._half = self._trees(x[half], error[half])  # the band: half of it
         # The sampling part of the band: the loss of a row varies around its prediction
         # by a variance that depends on the row (heteroscedastic); its shape comes from
         # the two models (Var |e| = E e^2 - (E |e|)^2, Var e^2 ~ (E e^2)^2) and its scale
-        # from the out-of-fold rows (each half predicted by the other half's trees).
-        mae, mse = np.empty(len(error)), np.empty(len(error))
-        for side, trees in zip((half, ~half), self._halves, strict=True):
-            mae[side], mse[side] = _predict(trees, x[side])
+        # from the other half's rows, predicted by trees that never saw them.
+        mae, mse = _predict(self._half, x[~half])
         for metric, loss, fitted, shape in (
-            ("mae", np.abs(error), mae, _mae_variance(mae, mse)),
-            ("mse", error**2, mse, mse**2),
+            ("mae", np.abs(error[~half]), mae, _mae_variance(mae, mse)),
+            ("mse", error[~half] ** 2, mse, mse**2),
         ):
             observed = float(np.mean((loss - fitted) ** 2))
             expected = float(np.mean(shape))
@@ -145,8 +147,14 @@ class DLE(PerformanceEstimator):
     def _estimate(self, current: EstimationData) -> dict[str, tuple[float, float]]:
         x = self._inputs(current)
         n = len(x)
-        halves = [_predict(trees, x) for trees in self._halves]
-        mae, mse = ((halves[0][i] + halves[1][i]) / 2 for i in (0, 1))
+        mae, mse = _predict(self._models, x)
+        # The loss model's own error: the whole reference's trees F against the trees A
+        # of one half. F is close to the mean of A and of a B on the other half, so
+        # A - F ~ (A - B) / 2, whose square estimates Var(F). Compared on an evenly
+        # spaced subsample of the window (the difference is smooth; this keeps the
+        # half's predictions cheap).
+        sub = x[:: max(1, n // _SUBSAMPLE)]
+        whole, part = _predict(self._models, sub), _predict(self._half, sub)
         out = {}
         for i, (metric, fitted, shape) in enumerate(
             (("mae", mae, _mae_variance(mae, mse)), ("mse", mse, mse**2))
@@ -154,11 +162,8 @@ class DLE(PerformanceEstimator):
             variance = float(np.mean(shape)) * self._scale[metric]
             if not variance > 0:
                 variance = self._floor[metric]
-            # The halves' trees are fitted on disjoint rows: their estimates a and b err
-            # independently, and (a - b)^2 / 4 is an unbiased estimate of the variance of
-            # their mean, the loss model's own error on this window.
-            a, b = (float(np.mean(h[i])) for h in halves)
-            out[metric] = (float(np.mean(fitted)), math.sqrt(variance / n + (a - b) ** 2 / 4))
+            model = float(np.mean(part[i]) - np.mean(whole[i])) ** 2
+            out[metric] = (float(np.mean(fitted)), math.sqrt(variance / n + model))
         return out
 
 
