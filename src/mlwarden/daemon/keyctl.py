@@ -114,13 +114,8 @@ def keys_rotate(config: Config, client: DaemonClient, out: Any) -> int:
     key_id = new_key_id(ring.ids)
     write_key_file(path, {**ring.keys, key_id: new_key()})
     print(f"added key {key_id} to {path}; it is now the active key", file=out, flush=True)
-    if client.reachable():
-        progress = _rotate_online(client, out)
-    else:
-        print("no daemon answers at", client.url, "- re-wrapping here", file=out, flush=True)
-        progress = asyncio.run(_rotate_offline(config))
+    progress = _rewrap(config, client, out)
     if progress.get("state") != "done":
-        print(f"rotation failed: {progress.get('error')}", file=out)
         return 1
     remaining = {k: n for k, n in progress.get("remaining_by_key", {}).items() if n}
     if remaining:
@@ -136,6 +131,18 @@ def keys_rotate(config: Config, client: DaemonClient, out: Any) -> int:
             return 1
     print(f"retired key(s) {', '.join(old)}; {path} now holds {key_id} only", file=out)
     return 0
+
+
+def _rewrap(config: Config, client: DaemonClient, out: Any) -> dict[str, Any]:
+    """Every data key re-wrapped with the active key: by the daemon, else here."""
+    if client.reachable():
+        progress = _rotate_online(client, out)
+    else:
+        print("no daemon answers at", client.url, "- re-wrapping here", file=out, flush=True)
+        progress = asyncio.run(_rotate_offline(config))
+    if progress.get("state") != "done":
+        print(f"rotation failed: {progress.get('error')}", file=out)
+    return progress
 
 
 def _key(path: Path, key_id: str) -> bytes:
@@ -204,13 +211,8 @@ def _rotate_guided(config: Config, client: DaemonClient, out: Any) -> int:
             print(line, file=out, flush=True)
         return EXIT_ACTION_NEEDED
     if any(n for k, n in keys.items() if k != active) and not status.get("unknown_keys"):
-        if client.reachable():
-            progress = _rotate_online(client, out)
-        else:
-            print("no daemon answers at", client.url, "- re-wrapping here", file=out, flush=True)
-            progress = asyncio.run(_rotate_offline(config))
+        progress = _rewrap(config, client, out)
         if progress.get("state") != "done":
-            print(f"rotation failed: {progress.get('error')}", file=out)
             return 1
         status = keys_status(config, client)
     step = str(status["next_step"])

@@ -309,7 +309,9 @@ class SealedBytes(sa.types.TypeDecorator[bytes]):
     def process_result_value(self, value: bytes | None, dialect: sa.Dialect) -> bytes | None:
         if value is None:
             return None
-        return bytes(_active().open_stored(bytes(value), self.purpose))
+        opened = _active().open_stored(bytes(value), self.purpose)
+        assert isinstance(opened, bytes)  # bytes in, bytes out
+        return opened
 
 
 class SealedText(sa.types.TypeDecorator[str]):
@@ -328,4 +330,6 @@ class SealedText(sa.types.TypeDecorator[str]):
     def process_result_value(self, value: str | None, dialect: sa.Dialect) -> str | None:
         if value is None:
             return None
-        return str(_active().open_stored(value, self.purpose))
+        opened = _active().open_stored(value, self.purpose)
+        assert isinstance(opened, str)  # text in, text out
+        return opened

@@ -382,7 +382,6 @@ class Gateway:
         async with self._loading.setdefault(key, asyncio.Lock()):
             self._models.pop(key, None)
             await asyncio.to_thread(self.decrypted.discard, model, version)
-        self._loading.pop(key, None)
 
 
 def _to_list(raw: Any) -> list[object]:
