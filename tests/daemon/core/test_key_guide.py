@@ -23,7 +23,8 @@ def test_rotating_a_ring_held_in_the_environment(daemon_factory, tmp_path):
         f'[[auth.tokens]]\nname = "ops"\nsha256 = "{digest}"\nrole = "admin"\n'
         '[encryption]\nenabled = true\n[[models]]\nname = "m"\nfeatures = ["x"]\n'
     )
-    env = {"PYTHONPATH": str(REPO / "src")}
+    # MLWARDEN_KEY_FILE (set by a daemon in this process for its children) would win.
+    env = {"PYTHONPATH": str(REPO / "src"), "MLWARDEN_KEY_FILE": ""}
     daemon = daemon_factory(config, env={**env, "MLWARDEN_ENCRYPTION_KEYS": first})
     daemon.start()
     records = [{"id": f"r{i}", "features": {"x": float(i)}, "prediction": 0.5} for i in range(20)]
