@@ -293,6 +293,7 @@ def main() -> None:
     parser.add_argument("--tools", default=",".join(RUNNERS))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per tool")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the simulated data")
     parser.add_argument("--run", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -301,11 +302,11 @@ def main() -> None:
         return
     tools = args.tools.split(",")
     report: dict[str, Any] = {"size": args.size, "scenarios": {}}
-    print(f"size {args.size}: reference {SIZES[args.size][0]} rows, "
+    print(f"seed {args.seed}, size {args.size}: reference {SIZES[args.size][0]} rows, "
           f"{3 * SIZES[args.size][1]} windows of {SIZES[args.size][2]}")  # fmt: skip
     for scenario in args.scenarios.split(","):
         with tempfile.TemporaryDirectory(prefix="estimation-bench-") as tmp:
-            meta = make_data(Path(tmp), scenario, args.size)
+            meta = make_data(Path(tmp), scenario, args.size, seed=args.seed)
             truth = realized(Path(tmp))
             results = {tool: run_tool(tool, Path(tmp), args.timeout) for tool in tools}
         print(f"\n{scenario} ({'/'.join(meta['metrics'])})")

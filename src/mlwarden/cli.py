@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="stop after this many seconds (default: run until Ctrl-C)",
     )
+    demo.add_argument("--tls-cert", metavar="FILE", default="", help="serve HTTPS: certificate")
+    demo.add_argument("--tls-key", metavar="FILE", default="", help="serve HTTPS: its key")
+    demo.add_argument(
+        "--cacert",
+        metavar="FILE",
+        default=os.environ.get("MLWARDEN_CA_BUNDLE", ""),
+        help="CA bundle that signed the certificate (env MLWARDEN_CA_BUNDLE)",
+    )
 
     sub.add_parser("token", help="mint a bearer token and print its SHA-256 for the config")
 
@@ -197,6 +205,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         apprise_urls=args.apprise_url,
         shift_after=args.shift_after,
         duration=args.duration,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        cafile=args.cacert,
     )
 
 

@@ -108,6 +108,10 @@ class DecryptionFailed(MlwardenError):
 
     status = 500
     code = "decryption_failed"
+    #: A value read from a sealed column: its table and the stored (sealed) value, by
+    #: which the row is found (the daemon names its key in the error and the audit).
+    table: str = ""
+    stored: bytes | str | None = None
 
     def __init__(self, what: str, reason: str) -> None:
         self.what = what

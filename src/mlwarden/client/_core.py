@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from ._tables import Entry, entry, label_entry, score_columns, to_table
 
-__all__ = ["ARROW_STREAM", "Client", "ClientStats"]
+__all__ = ["ARROW_STREAM", "Client", "ClientStats", "tls_context"]
 
 logger = logging.getLogger("mlwarden.client")
 

@@ -5,6 +5,8 @@ running daemon re-wrap every data key with it (``POST /api/system/keys/rotate``)
 printing the progress, and finally removes the old keys from the file once nothing
 uses them (``POST /api/system/keys/reload`` refuses while anything does). When no
 daemon answers, the same work runs in the command's own process against the store.
+A ring in the environment or a systemd credential is rotated step by step with the
+operator (keyguide.py); ``status`` says the next step for any ring.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 from ..errors import ConfigError
 from .core.config import Config
 from .core.keys import check_key_file, new_key, parse_keyring, write_key_file
+from .keyguide import EXIT_ACTION_NEEDED, new_entry_steps, next_step
 
 __all__ = ["DaemonClient", "keys_new", "keys_rotate", "keys_status", "new_key_id"]
 
@@ -101,31 +104,18 @@ def keys_new(key_file: str) -> str:
     return f"wrote key {key_id} to {path} (mode 0600)"
 
 
-def _file_of(config: Config) -> Path:
+def keys_rotate(config: Config, client: DaemonClient, out: Any) -> int:
+    """Rotate the ring: by itself in a key file, step by step elsewhere (keyguide.py)."""
     if not config.encryption.key_file:
-        raise ConfigError(
-            "`mlwarden keys rotate` edits encryption.key_file; with a systemd credential or "
-            "an environment variable, add a key to the ring by hand (docs/security.md)",
-            config.source,
-        )
+        return _rotate_guided(config, client, out)
     path = Path(config.encryption.key_file)
     check_key_file(path)
-    return path
-
-
-def keys_rotate(config: Config, client: DaemonClient, out: Any) -> int:
-    path = _file_of(config)
     ring = parse_keyring(path.read_text(encoding="utf-8"), str(path))
     key_id = new_key_id(ring.ids)
     write_key_file(path, {**ring.keys, key_id: new_key()})
     print(f"added key {key_id} to {path}; it is now the active key", file=out, flush=True)
-    if client.reachable():
-        progress = _rotate_online(client, out)
-    else:
-        print("no daemon answers at", client.url, "- re-wrapping here", file=out, flush=True)
-        progress = asyncio.run(_rotate_offline(config))
+    progress = _rewrap(config, client, out)
     if progress.get("state") != "done":
-        print(f"rotation failed: {progress.get('error')}", file=out)
         return 1
     remaining = {k: n for k, n in progress.get("remaining_by_key", {}).items() if n}
     if remaining:
@@ -141,6 +131,18 @@ def keys_rotate(config: Config, client: DaemonClient, out: Any) -> int:
             return 1
     print(f"retired key(s) {', '.join(old)}; {path} now holds {key_id} only", file=out)
     return 0
+
+
+def _rewrap(config: Config, client: DaemonClient, out: Any) -> dict[str, Any]:
+    """Every data key re-wrapped with the active key: by the daemon, else here."""
+    if client.reachable():
+        progress = _rotate_online(client, out)
+    else:
+        print("no daemon answers at", client.url, "- re-wrapping here", file=out, flush=True)
+        progress = asyncio.run(_rotate_offline(config))
+    if progress.get("state") != "done":
+        print(f"rotation failed: {progress.get('error')}", file=out)
+    return progress
 
 
 def _key(path: Path, key_id: str) -> bytes:
@@ -198,7 +200,34 @@ async def _rotate_offline(config: Config) -> dict[str, Any]:
         await warden.store.close()
 
 
+def _rotate_guided(config: Config, client: DaemonClient, out: Any) -> int:
+    """A ring in the environment or a credential: the step the daemon's ring is at."""
+    status = keys_status(config, client)
+    if not status.get("enabled"):
+        raise ConfigError("encryption is not enabled", "encryption.enabled")
+    keys, active = dict(status.get("keys") or {}), str(status.get("active", ""))
+    if list(keys) == [active] and not status.get("unknown_keys"):
+        for line in new_entry_steps(status, config, new_key_id(list(keys))):
+            print(line, file=out, flush=True)
+        return EXIT_ACTION_NEEDED
+    if any(n for k, n in keys.items() if k != active) and not status.get("unknown_keys"):
+        progress = _rewrap(config, client, out)
+        if progress.get("state") != "done":
+            return 1
+        status = keys_status(config, client)
+    step = str(status["next_step"])
+    print(f"next: {step}", file=out)
+    return 0 if step.startswith("nothing to do") else EXIT_ACTION_NEEDED
+
+
 def keys_status(config: Config, client: DaemonClient) -> dict[str, Any]:
+    """The daemon's account of its ring, with ``next_step`` (keyguide.next_step)."""
+    status = _status(config, client)
+    status["next_step"] = next_step(status, config)
+    return status
+
+
+def _status(config: Config, client: DaemonClient) -> dict[str, Any]:
     if client.reachable():
         status, body = client.call("GET", "/api/system/keys")
         if status != 200:

@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from .._version import __version__
-from ..errors import ConfigError, Conflict
+from ..errors import ConfigError, Conflict, DecryptionFailed
 from .alerts.service import AlertService
 from .core.artifacts import register_scheme
 from .core.audit import AUDIT_SCHEMA, AuditLog
@@ -39,7 +39,14 @@ from .core.encryption import Sealer, set_current_sealer
 from .core.keys import KEY_FILE_ENV, Keyring, load_keyring
 from .core.metrics import Metrics
 from .core.plugins import PluginCatalog, make_plugin_manager
-from .core.rotation import Inventory, KeyRotation, check_keys, inventory, sealed_columns
+from .core.rotation import (
+    Inventory,
+    KeyRotation,
+    check_keys,
+    inventory,
+    name_stored_row,
+    sealed_columns,
+)
 from .core.service import Service
 from .core.store import Store
 from .core.tracking import Tracking, disable_telemetry
@@ -96,7 +103,11 @@ class Warden(Context):
             store=store,
             audit=AuditLog(store, clock),
             tracking=Tracking(config),
-            sealer=Sealer(keyring, on_failure=self._decryption_failed),
+            sealer=Sealer(
+                keyring,
+                on_failure=self._decryption_failed,
+                on_stored_failure=lambda exc: self._decryption_failed(exc.what, exc.reason, exc),
+            ),
         )
         self.alerts = AlertService(self)
         self.registry = RegistryService(self)
@@ -325,23 +336,36 @@ class Warden(Context):
         except Exception as exc:
             self.record_error("key-rotation", str(exc))
 
-    def _decryption_failed(self, what: str, reason: str) -> None:
-        """Log and audit an object that could not be opened (called from any thread)."""
-        logger.error("refused %s: cannot decrypt it: %s", what, reason)
+    def _decryption_failed(
+        self, what: str, reason: str, error: DecryptionFailed | None = None
+    ) -> None:
+        """Log and audit an object that could not be opened (called from any thread);
+        a sealed column's value (``error``) is named by its row key once found."""
         loop = self._loop
+        if error is None or loop is None or loop.is_closed():
+            logger.error("refused %s: cannot decrypt it: %s", what, reason)
         if loop is None or loop.is_closed():
             return
 
+        async def record(what: str) -> None:
+            if error is not None:
+                what = (await self.name_stored_row(error)).what
+                logger.error("refused %s: cannot decrypt it: %s", what, reason)
+            await self.audit.record(
+                "system", "decryption_failed", what, "refused", {"reason": reason}
+            )
+
         def audit() -> None:
             if self.store.engine is not None:
-                self.spawn(
-                    self.audit.record(
-                        "system", "decryption_failed", what, "refused", {"reason": reason}
-                    ),
-                    name="audit-decryption-failure",
-                )
+                self.spawn(record(what), name="audit-decryption-failure")
+            elif error is not None:
+                logger.error("refused %s: cannot decrypt it: %s", what, reason)
 
         loop.call_soon_threadsafe(audit)
+
+    async def name_stored_row(self, error: DecryptionFailed) -> DecryptionFailed:
+        """``error`` naming the table, column and key of the row it came from."""
+        return await name_stored_row(self.store, self.sealed_columns(), error)
 
     def service(self, name: str) -> Service:
         """The service called ``name``. Deprecated: use the attribute (``warden.ingest``)."""

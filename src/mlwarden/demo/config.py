@@ -10,8 +10,13 @@ __all__ = ["MODEL", "demo_config_text"]
 MODEL = "btc-usdt"
 
 
-def demo_config_text(base_path: Path, listen: str, apprise_urls: list[str]) -> str:
-    """TOML for the demo daemon; ``data/`` under the base path holds the market log."""
+def demo_config_text(
+    base_path: Path, listen: str, apprise_urls: list[str], tls: tuple[str, str] | None = None
+) -> str:
+    """TOML for the demo daemon; ``data/`` under the base path holds the market log.
+
+    ``tls``: (certificate, key) files; the demo daemon then serves HTTPS.
+    """
     data = base_path / "demo"
     notifiers = '[[notifiers]]\nname = "log"\nplugin = "log"\nmin_severity = "info"\n'
     if apprise_urls:
@@ -26,7 +31,7 @@ def demo_config_text(base_path: Path, listen: str, apprise_urls: list[str]) -> s
 base_path = {json.dumps(str(base_path))}
 listen = {json.dumps(listen)}
 
-[monitoring]
+{_tls_section(tls)}[monitoring]
 performance_threshold = 0.5    # the shift makes MSE ~20x worse; 15% is noise here
 window_hours = 0.025           # 90 s window
 bucket_seconds = 5
@@ -92,3 +97,10 @@ kwargs = {{ data_path = {json.dumps(str(data / "market.csv"))}, rows = 500 }}
 max_mse = 0.01
 
 {notifiers}"""
+
+
+def _tls_section(tls: tuple[str, str] | None) -> str:
+    if not tls:
+        return ""
+    cert, key = (str(Path(p).resolve()) for p in tls)
+    return f"[tls]\ncert_file = {json.dumps(cert)}\nkey_file = {json.dumps(key)}\n\n"

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import ConfigError
 from .config import MODEL, demo_config_text
 from .scenario import Scenario
 
@@ -26,15 +27,26 @@ def run_demo(
     apprise_urls: list[str] | None = None,
     shift_after: float = 45.0,
     duration: float | None = None,
+    tls_cert: str = "",
+    tls_key: str = "",
+    cafile: str = "",
 ) -> int:
-    """Run the demo until Ctrl-C (or for ``duration`` seconds); return the exit code."""
+    """Run the demo until Ctrl-C (or for ``duration`` seconds); return the exit code.
+
+    With ``tls_cert`` and ``tls_key`` the demo daemon serves HTTPS; the driver checks
+    its certificate against ``cafile`` (else ``$MLWARDEN_CA_BUNDLE``, else the system's
+    trust store), as ``mlwarden.client`` does.
+    """
     from ..daemon.app import Daemon
     from ..daemon.core.config_loader import load_config
 
     base = Path(base_path).resolve()
     base.mkdir(parents=True, exist_ok=True)
     config_path = base / "demo.toml"
-    config_path.write_text(demo_config_text(base, listen, list(apprise_urls or [])))
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError("the demo's HTTPS needs both --tls-cert and --tls-key", "demo")
+    tls = (tls_cert, tls_key) if tls_cert else None
+    config_path.write_text(demo_config_text(base, listen, list(apprise_urls or []), tls))
     config = load_config(config_path)
     logging.basicConfig(
         level=logging.WARNING,
@@ -44,14 +56,19 @@ def run_demo(
     # The story's milestones and the alerts the log notifier delivers are the point.
     for name in ("mlwarden.demo", "mlwarden.notifications"):
         logging.getLogger(name).setLevel(logging.INFO)
+    scheme = "https" if tls else "http"
     scenario = Scenario(
-        f"http://{listen}", base / "demo", config.tracking_uri, shift_after=shift_after
+        f"{scheme}://{listen}",
+        base / "demo",
+        config.tracking_uri,
+        shift_after=shift_after,
+        cafile=cafile,
     )
     asyncio.run(scenario.prepare())
     daemon = Daemon(config, config_path=str(config_path))
 
     async def drive(d: Daemon) -> None:
-        url = f"http://{d.address}"
+        url = f"{d.scheme}://{d.address}"
         scenario.url = url
         print(_banner(url, base), flush=True)
         stop = asyncio.Event()

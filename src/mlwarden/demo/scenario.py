@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from ..client._core import tls_context
 from .config import MODEL
 from .market import FEATURES, Market
 from .trainer import fit_and_log, fit_ridge
@@ -68,8 +69,12 @@ class Scenario:
         steps_per_tick: int = 20,
         tick_seconds: float = 0.25,
         seed: int = 7,
+        cafile: str = "",
     ) -> None:
         self.url = url.rstrip("/")
+        #: CA bundle that signed an HTTPS daemon's certificate ("": $MLWARDEN_CA_BUNDLE,
+        #: else the system's trust store), as mlwarden.client takes it.
+        self.cafile = cafile
         self.data_dir = data_dir
         self.tracking_uri = tracking_uri
         self.shift_after = shift_after
@@ -113,7 +118,9 @@ class Scenario:
         self._reference.to_csv(self._market_log, index=False)
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with aiohttp.ClientSession() as self.session:
+        tls = tls_context(self.cafile or None) if self.url.startswith("https:") else None
+        connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+        async with aiohttp.ClientSession(connector=connector) as self.session:
             await self.bootstrap()
             self.streaming_since = time.monotonic()
             while not stop.is_set():

@@ -29,6 +29,7 @@ __all__ = [
     "REGRESSION_METRICS",
     "classification_scores",
     "classification_spread",
+    "expected_classification_batch",
     "expected_classification_scores",
     "regression_scores",
 ]
@@ -124,12 +125,21 @@ def expected_classification_scores(
     scores: np.ndarray, calibrated: np.ndarray, predicted: np.ndarray
 ) -> dict[str, float]:
     """CBPE: the metrics of the expected confusion matrix and the expected ROC AUC."""
-    k = calibrated.shape[1]
-    confusion = np.zeros((k, k))
+    return {
+        m: float(v) for m, v in expected_classification_batch(scores, calibrated, predicted).items()
+    }
+
+
+def expected_classification_batch(
+    scores: np.ndarray, calibrated: np.ndarray, predicted: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``expected_classification_scores`` of calibrations ``[..., rows, classes]`` at once."""
+    k = calibrated.shape[-1]
+    confusion = np.zeros((*calibrated.shape[:-2], k, k))
     for j in range(k):  # column j: the rows predicted j, by their chances of each class
-        confusion[:, j] = calibrated[predicted == j].sum(axis=0)
-    out = {name: float(v) for name, v in _from_confusion(confusion).items()}
-    out["roc_auc"] = float(_roc_auc(scores, calibrated))
+        confusion[..., :, j] = calibrated[..., predicted == j, :].sum(axis=-2)
+    out = _from_confusion(confusion)
+    out["roc_auc"] = _roc_auc(scores, calibrated)
     return out
 
 

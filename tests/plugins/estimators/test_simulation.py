@@ -18,7 +18,7 @@ from mlwarden.plugins.estimators.dle import DLE
 
 from .scenarios import classification, regression
 
-WINDOWS = 6
+WINDOWS = 10
 
 
 def run(estimator, make, shift: str, seed: int):
@@ -38,7 +38,11 @@ def test_cbpe_follows_accuracy_under_covariate_shift(classes, calibration):
     phases = {shift: run(estimator, make, shift, 10 + i) for i, shift in
               enumerate(("none", "harmful", "harmless"))}  # fmt: skip
     within = [e.within_band for windows in phases.values() for w in windows for e in w.values()]
-    assert sum(within) >= 0.8 * len(within), f"{sum(within)}/{len(within)} within the band"
+    print(f"cbpe within the band: {sum(within)}/{len(within)}")
+    # A 95% band: ~95% of the 150 windows x metrics; 85% leaves room for chance (the
+    # bands of one window's metrics are correlated) but not for a band that is too
+    # narrow (the sampling error alone, without the calibration's, covered ~80%).
+    assert sum(within) >= 0.85 * len(within), f"{sum(within)}/{len(within)} within the band"
     for shift, windows in phases.items():
         estimated = np.mean([w["accuracy"].value for w in windows])
         realized = np.mean([w["accuracy"].realized for w in windows])
@@ -54,8 +58,14 @@ def test_dle_follows_mae_under_covariate_shift():
     baseline = estimator.baseline["mae"]
     phases = {shift: run(estimator, regression, shift, 20 + i) for i, shift in
               enumerate(("none", "harmful", "harmless"))}  # fmt: skip
-    within = [e.within_band for windows in phases.values() for w in windows for e in w.values()]
-    assert sum(within) >= 0.7 * len(within), f"{sum(within)}/{len(within)} within the band"
+    within = {shift: [e.within_band for w in windows for e in w.values()]
+              for shift, windows in phases.items()}  # fmt: skip
+    print({shift: f"{sum(v)}/{len(v)}" for shift, v in within.items()})
+    # Within the reference's support the 95% band holds ~95% of the time; the harmful
+    # shift takes inputs past it, where the trees flatten (docs/estimation.md).
+    supported = within["none"] + within["harmless"]
+    assert sum(supported) >= 0.85 * len(supported), f"{sum(supported)}/{len(supported)}"
+    assert sum(within["harmful"]) >= 0.6 * len(within["harmful"]), within["harmful"]
     for shift, windows in phases.items():
         estimated = np.mean([w["mae"].value for w in windows])
         realized = np.mean([w["mae"].realized for w in windows])

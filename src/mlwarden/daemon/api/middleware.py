@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from ...errors import MlwardenError
+from ...errors import DecryptionFailed, MlwardenError
 from ..core.outage import RETRY_AFTER_SECONDS, unavailable
 from .auth import IDENTITY, route_method
 from .http import IN_FLIGHT, ROUTES, WARDEN, Handler, error_body, json_response
@@ -47,6 +47,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except MlwardenError as exc:
+        if isinstance(exc, DecryptionFailed) and exc.stored is not None:
+            exc = await request.app[WARDEN].name_stored_row(exc)  # the row's key, not the table
         response = json_response(error_body(exc.code, str(exc)), exc.status)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="mlwarden"'  # RFC 6750

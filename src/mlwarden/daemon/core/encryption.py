@@ -100,9 +100,13 @@ class Sealer:
         self,
         keyring: Keyring | None,
         on_failure: Callable[[str, str], None] | None = None,
+        on_stored_failure: Callable[[DecryptionFailed], None] | None = None,
     ) -> None:
         self.keyring = keyring
         self.on_failure = on_failure
+        #: Called instead of ``on_failure`` for a value read from a sealed column: the
+        #: error carries the table and the stored value, so the row can be found.
+        self.on_stored_failure = on_stored_failure
         self._lock = threading.Lock()
 
     @property
@@ -127,8 +131,11 @@ class Sealer:
         body = nonce + AESGCM(dek).encrypt(nonce, data, purpose.encode())
         return Envelope(kid, wrap_nonce, wrapped, body).to_bytes()
 
-    def open(self, data: bytes, purpose: str, what: str) -> bytes:
-        """The plaintext of ``data`` (as is when not sealed); DecryptionFailed names ``what``."""
+    def open(self, data: bytes, purpose: str, what: str, *, report: bool = True) -> bytes:
+        """The plaintext of ``data`` (as is when not sealed); DecryptionFailed names ``what``.
+
+        ``report``: call ``on_failure`` on a failure (the sealed columns report theirs).
+        """
         if not is_sealed(data):
             return data
         try:
@@ -142,7 +149,8 @@ class Sealer:
                     what, "its authentication tag does not match (the data was altered)"
                 ) from None
         except DecryptionFailed as exc:
-            self._failed(what, exc.reason)
+            if report:
+                self._failed(what, exc.reason)
             raise
 
     def rewrap(self, data: bytes, what: str) -> bytes | None:
@@ -198,15 +206,39 @@ class Sealer:
             return text
         return TEXT_PREFIX + base64.b64encode(self.seal(text.encode(), purpose)).decode()
 
-    def open_text(self, text: str, purpose: str, what: str) -> str:
+    def open_text(self, text: str, purpose: str, what: str, *, report: bool = True) -> str:
         if not text.startswith(TEXT_PREFIX):
             return text
         try:
             raw = base64.b64decode(text[len(TEXT_PREFIX) :], validate=True)
         except ValueError:
-            self._failed(what, "its base64 text is damaged")
+            if report:
+                self._failed(what, "its base64 text is damaged")
             raise DecryptionFailed(what, "its base64 text is damaged") from None
-        return self.open(raw, purpose, what).decode()
+        return self.open(raw, purpose, what, report=report).decode()
+
+    def open_stored(self, value: bytes | str, table: str) -> bytes | str:
+        """A value read from a sealed column of ``table``; a failure carries both.
+
+        The error names the table only (the row's key is not at hand while a result is
+        being read); ``on_stored_failure`` and the API find the row by its stored value
+        (``rotation.name_stored_row``).
+        """
+        what = f"a stored {table} value"
+        try:
+            if isinstance(value, str):
+                return self.open_text(value, table, what, report=False)
+            return self.open(value, table, what, report=False)
+        except DecryptionFailed as exc:
+            exc.table, exc.stored = table, value
+            if self.on_stored_failure is not None:
+                try:
+                    self.on_stored_failure(exc)
+                except Exception:
+                    logger.exception("recording the decryption failure of %s failed", what)
+            else:
+                self._failed(what, exc.reason)
+            raise
 
     def rewrap_text(self, text: str, what: str) -> str | None:
         if not text.startswith(TEXT_PREFIX):
@@ -277,7 +309,9 @@ class SealedBytes(sa.types.TypeDecorator[bytes]):
     def process_result_value(self, value: bytes | None, dialect: sa.Dialect) -> bytes | None:
         if value is None:
             return None
-        return _active().open(bytes(value), self.purpose, f"a stored {self.purpose} value")
+        opened = _active().open_stored(bytes(value), self.purpose)
+        assert isinstance(opened, bytes)  # bytes in, bytes out
+        return opened
 
 
 class SealedText(sa.types.TypeDecorator[str]):
@@ -296,4 +330,6 @@ class SealedText(sa.types.TypeDecorator[str]):
     def process_result_value(self, value: str | None, dialect: sa.Dialect) -> str | None:
         if value is None:
             return None
-        return _active().open_text(value, self.purpose, f"a stored {self.purpose} value")
+        opened = _active().open_stored(value, self.purpose)
+        assert isinstance(opened, str)  # text in, text out
+        return opened

@@ -29,7 +29,14 @@ from .artifacts import check_file, iter_artifact_files, rewrap_file
 from .encryption import SealedBytes, SealedText, Sealer, key_id_of
 from .store import Store
 
-__all__ = ["KeyRotation", "SealedColumn", "check_keys", "inventory", "sealed_columns"]
+__all__ = [
+    "KeyRotation",
+    "SealedColumn",
+    "check_keys",
+    "inventory",
+    "name_stored_row",
+    "sealed_columns",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +156,30 @@ async def check_keys(
                 what, f"{exc.reason}; {more} more stored objects use key {key_id!r}"
             ) from None
     return inv
+
+
+async def name_stored_row(
+    store: Store, columns: list[SealedColumn], error: DecryptionFailed
+) -> DecryptionFailed:
+    """``error`` (a sealed column's value failed) naming the table, column and row key.
+
+    The row is found by its stored value, which a tampered row no longer shares with
+    any other; when it is gone (deleted meanwhile) the table alone is named.
+    """
+    if error.stored is None:
+        return error
+    found: list[str] = []
+    for col in columns:
+        if col.table.name != error.table:
+            continue
+        query = sa.select(*col.pk).where(col.raw == error.stored).limit(3)
+        async with store.connect() as conn:
+            found += [col.describe(row) for row in (await conn.execute(query)).all()]
+    if not found:
+        return error
+    named = DecryptionFailed(" and ".join(found), error.reason)
+    named.table, named.stored = error.table, error.stored
+    return named
 
 
 @dataclass

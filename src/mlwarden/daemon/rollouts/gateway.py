@@ -1,7 +1,9 @@
 """The serving gateway: predictions from the versions' MLflow pyfunc models, routed by traffic.
 
 Each version's model is loaded once (``mlflow.pyfunc.load_model`` in a thread) and kept
-in a least-recently-used cache of at most ``deployment.max_loaded_models`` models.
+in a least-recently-used cache of at most ``deployment.max_loaded_models`` models; with
+encryption at rest, from a decrypted copy kept per version (decrypted.py) until the
+version is retired or the daemon stops.
 Records are routed by sticky hashing of their key (the traffic table), or mirrored to a
 shadow candidate whose answers are recorded but never returned. Every prediction is
 recorded on the ingest path with its version and latency; per-version serving stats
@@ -15,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import tempfile
 import threading
 import time
 import uuid
@@ -32,6 +33,7 @@ from ..core.context import Context
 from ..core.store import upsert
 from ..ingest.interfaces import PredictionSink
 from ..registry.interfaces import VersionRecord, VersionRecords
+from .decrypted import DecryptedModels
 from .records import shadow_table
 from .serving_stats import SharedServingStats
 from .traffic import Router, key_point
@@ -157,6 +159,7 @@ class Gateway:
         self._flusher: asyncio.Task[None] | None = None
         self.load_errors: dict[tuple[str, str], str] = {}
         self._mirrors: set[asyncio.Task[None]] = set()
+        self.decrypted = DecryptedModels()
 
     @property
     def loaded(self) -> list[str]:
@@ -217,13 +220,20 @@ class Gateway:
                 model, str(record["mlflow_version"])
             )
         if self.context.sealer.enabled:
-            # The decrypted copy lives only while the model loads (PrivateTmp= under systemd).
-            with tempfile.TemporaryDirectory(prefix="mlwarden-model-") as tmp:
+            # Decrypted once per version into a private directory (decrypted.py).
+
+            def download(directory: str) -> str:
                 with _LOAD_LOCK:
-                    local = mlflow.artifacts.download_artifacts(
-                        artifact_uri=uri, tracking_uri=tracking, registry_uri=tracking, dst_path=tmp
+                    return mlflow.artifacts.download_artifacts(
+                        artifact_uri=uri,
+                        tracking_uri=tracking,
+                        registry_uri=tracking,
+                        dst_path=directory,
                     )
-                return mlflow.pyfunc.load_model(local)
+
+            return mlflow.pyfunc.load_model(
+                self.decrypted.path(model, str(record["version"]), download)
+            )
         with _LOAD_LOCK:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, tracking_uri=tracking, registry_uri=tracking
@@ -407,6 +417,14 @@ class Gateway:
                 await self.shared.flush()
             except Exception as exc:
                 logger.warning("writing the gateway's serving stats at stop failed: %r", exc)
+        await asyncio.to_thread(self.decrypted.close)
+
+    async def retire(self, model: str, version: str) -> None:
+        """Forget a retired version: its loaded model and its decrypted copy."""
+        key = (model, version)
+        async with self._loading.setdefault(key, asyncio.Lock()):
+            self._models.pop(key, None)
+            await asyncio.to_thread(self.decrypted.discard, model, version)
 
 
 def _to_list(raw: Any) -> list[object]:

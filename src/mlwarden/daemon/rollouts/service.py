@@ -65,6 +65,9 @@ class Predictions(TypedDict):
 
 logger = logging.getLogger(__name__)
 
+#: Statuses after which a version serves no more: the gateway drops it (and its copy).
+_RETIRED = frozenset({"deprecated", "archived", "failed"})
+
 
 class RolloutService(RolloutReads, Service):
     """Owns traffic tables, sticky routing, the gateway and the rollout controller."""
@@ -512,8 +515,14 @@ class RolloutService(RolloutReads, Service):
     @hookimpl
     async def mlwarden_event(self, event: Event) -> None:
         """Follow production changes made around the serving step (an in-process
-        ``registry.transition`` to production): the table follows, as a serving change."""
-        if event.kind != "version_status_changed" or event.data.get("to") != "production":
+        ``registry.transition`` to production): the table follows, as a serving change.
+        A retired version (deprecated, archived, failed) leaves the gateway."""
+        if event.kind != "version_status_changed":
+            return
+        if event.data.get("to") in _RETIRED and event.model and event.data.get("version"):
+            await self.gateway.retire(event.model, str(event.data["version"]))
+            return
+        if event.data.get("to") != "production":
             return
         model, version = event.model, event.data.get("version")
         if not model or not version or model in self.active:

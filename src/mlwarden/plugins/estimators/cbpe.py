@@ -10,6 +10,7 @@ from ...hookspecs import hookimpl
 from ...stats.estimation import (
     CLASSIFICATION_METRICS,
     classification_spread,
+    expected_classification_batch,
     expected_classification_scores,
 )
 from ...types import EstimationData, EstimationTask
@@ -28,9 +29,11 @@ class CBPE(PerformanceEstimator):
     Each class's probability is calibrated on the reference against its labels (one
     class against the rest; isotonic regression or Platt scaling, scikit-learn), the
     calibrated rows are normalised to sum to 1, and the metrics of a window are read
-    from its expected confusion matrix (``mlwarden.stats.estimation``). The band is the
-    spread of the realized metrics when the window's labels are drawn from the
-    calibrated probabilities.
+    from its expected confusion matrix (``mlwarden.stats.estimation``). The band adds
+    two variances: the spread of the realized metrics when the window's labels are
+    drawn from the calibrated probabilities (sampling error), and the calibration's
+    own error, the spread of the estimate over calibrations fitted on bootstrap
+    resamples of the reference.
 
     Parameters
     ----------
@@ -39,9 +42,12 @@ class CBPE(PerformanceEstimator):
     confidence:
         Level of the band around each estimate (0.95).
     draws:
-        Label draws that measure the band (100).
+        Label draws that measure the sampling error (100).
+    bootstrap:
+        Calibrations on resamples of the reference that measure the calibration's
+        error (20; 0 leaves it out of the band).
     seed:
-        Seed of those draws (the band is reproducible).
+        Seed of the draws and resamples (the band is reproducible).
 
     Example
     -------
@@ -70,7 +76,7 @@ class CBPE(PerformanceEstimator):
     test_params: ClassVar[list[dict[str, Any]]] = [
         {},
         {"calibration": "platt", "confidence": 0.9},
-        {"draws": 50, "seed": 3},
+        {"draws": 50, "bootstrap": 0, "seed": 3},
     ]
 
     def __init__(
@@ -79,6 +85,7 @@ class CBPE(PerformanceEstimator):
         calibration: str = "isotonic",
         confidence: float = 0.95,
         draws: int = 100,
+        bootstrap: int = 20,
         seed: int = 0,
     ) -> None:
         self.calibration = check_choice(
@@ -86,8 +93,10 @@ class CBPE(PerformanceEstimator):
         )
         self.confidence = self._check_confidence(confidence)
         self.draws = check_int(self.name, "draws", draws, minimum=10, maximum=100_000)
+        self.bootstrap = check_int(self.name, "bootstrap", bootstrap, minimum=0, maximum=1000)
         self.seed = check_int(self.name, "seed", seed, minimum=0)
         self._calibrators: list[Any] = []
+        self._resampled: list[list[Any]] = []
 
     def _fit(self, reference: EstimationData) -> None:
         scores = np.asarray(reference.probabilities, dtype=np.float64)
@@ -96,6 +105,15 @@ class CBPE(PerformanceEstimator):
         # Binary: the positive column alone; the negative one is its complement.
         columns = [1] if scores.shape[1] == 2 else range(scores.shape[1])
         self._calibrators = [self._calibrator(scores[:, j], label == j) for j in columns]
+        self._resampled = []
+        if self.calibration == "none":
+            return  # nothing fitted, nothing to resample
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.bootstrap):
+            rows = rng.integers(0, len(label), len(label))
+            self._resampled.append(
+                [self._calibrator(scores[rows, j], label[rows] == j) for j in columns]
+            )
 
     def _calibrator(self, score: np.ndarray, truth: np.ndarray) -> Any:
         if self.calibration == "none" or truth.all() or not truth.any():
@@ -110,11 +128,12 @@ class CBPE(PerformanceEstimator):
 
         return LogisticRegression(C=1e6).fit(_logit(score)[:, None], truth)
 
-    def calibrate(self, scores: np.ndarray) -> np.ndarray:
+    def calibrate(self, scores: np.ndarray, calibrators: list[Any] | None = None) -> np.ndarray:
         """The calibrated probabilities of ``scores`` (rows x classes), rows summing to 1."""
         columns = [1] if scores.shape[1] == 2 else range(scores.shape[1])
         out = np.array(scores, dtype=np.float64, copy=True)
-        for j, calibrator in zip(columns, self._calibrators, strict=True):
+        chosen = self._calibrators if calibrators is None else calibrators
+        for j, calibrator in zip(columns, chosen, strict=True):
             if calibrator is None:
                 continue
             if self.calibration == "isotonic":
@@ -140,7 +159,17 @@ class CBPE(PerformanceEstimator):
             draws=self.draws,
             rng=np.random.default_rng(self.seed),
         )
-        return {m: (values[m], spread[m]) for m in self.metrics}
+        if not self._resampled:
+            return {m: (values[m], spread[m]) for m in self.metrics}
+        resampled = expected_classification_batch(
+            scores, np.stack([self.calibrate(scores, c) for c in self._resampled]), predicted
+        )
+        out = {}
+        for m in self.metrics:
+            finite = resampled[m][np.isfinite(resampled[m])]
+            model = float(np.std(finite)) if finite.size > 1 else 0.0
+            out[m] = (values[m], float(np.hypot(spread[m], model)))
+        return out
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
