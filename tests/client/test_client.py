@@ -269,6 +269,40 @@ async def test_async_client(served):
     assert found.scores.tolist() == [[0.75]]
 
 
+async def test_predictions_and_labels_mixing_numbers_and_strings_arrive(served):
+    """One buffer, class 1 (an int) from some calls and "up" from others: sent as one
+    batch of strings, which the daemon reads as it reads any class (str(value))."""
+    warden, url = served
+    client = Client(url, max_age_seconds=60, batch_rows=1000)  # one batch per model
+    frame = pd.DataFrame({"x": [0.1, 0.9], "kind": ["a", "b"]})
+    try:
+        client.log_predictions("cls", frame, ids=["i0", "i1"], predictions=[0, 1])
+        client.log_predictions("cls", frame, ids=["s0", "s1"], predictions=["down", "up"])
+        client.log_predictions("cls", {"x": 0.5, "kind": "a"}, ids="one", predictions=1)
+        rows = [
+            {"x": 0.2, "kind": "a", "prediction": 1},
+            {"x": 0.3, "kind": "b", "prediction": "up"},
+        ]
+        client.log_predictions("cls", rows, ids=["r0", "r1"])  # mixed within one call too
+        assert await asyncio.to_thread(client.flush, 30)
+        assert await stored(warden, "cls") == 7
+        client.log_labels("cls", ["i0", "i1", "s0"], [0, 1, "down"])
+        assert await asyncio.to_thread(client.flush, 30)
+        stats = client.stats()
+        assert stats["sent_rows"] == 10 and stats["rejected_rows"] == 0, stats
+        outcomes = await warden.ingest.outcomes("cls")
+        by_id = dict(
+            zip(
+                outcomes.id.tolist(),
+                zip(outcomes.prediction.tolist(), outcomes.label.tolist(), strict=True),
+                strict=True,
+            )
+        )
+        assert by_id == {"i0": ("0", "0"), "i1": ("1", "1"), "s0": ("down", "down")}
+    finally:
+        await asyncio.to_thread(client.close)
+
+
 async def test_monitor_wraps_a_callable_and_a_model(served):
     warden, url = served
     client = Client(url, max_age_seconds=0.05)
