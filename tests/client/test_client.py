@@ -344,6 +344,48 @@ async def test_monitor_wraps_a_callable_and_a_model(served):
         await asyncio.to_thread(client.close)
 
 
+class _Doubler:  # an MLflow pyfunc PythonModel (defined at module level: cloudpickled)
+    def predict(self, context, model_input, params=None):
+        return (model_input["x"] * 2.0 + model_input["y"]).to_numpy()
+
+
+async def test_monitor_wraps_a_real_mlflow_pyfunc_model(served, tmp_path):
+    """A pyfunc model logged into a temporary MLflow store, loaded back and wrapped:
+    its predictions are the model's, and every call arrives at a real daemon."""
+    import mlflow
+    import mlflow.pyfunc
+
+    warden, url = served
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = mlflow.create_experiment("pyfunc", str((tmp_path / "artifacts").as_uri()))
+        python_model = type("Doubler", (_Doubler, mlflow.pyfunc.PythonModel), {})()
+        with mlflow.start_run(experiment_id=experiment):
+            info = await asyncio.to_thread(
+                mlflow.pyfunc.log_model, name="model", python_model=python_model
+            )
+        loaded = await asyncio.to_thread(mlflow.pyfunc.load_model, info.model_uri)
+    finally:
+        mlflow.set_tracking_uri(before)
+    client = Client(url, max_age_seconds=0.05)
+    try:
+        model = monitor(loaded, client, "m", version="7")
+        frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0.5, 0.25, 0.0], "kind": ["a", "b", "a"]})
+        assert model.predict(frame, ids=["f0", "f1", "f2"]).tolist() == [2.5, 4.25, 6.0]
+        assert model.predict(frame.iloc[:1]).tolist() == [2.5]  # ids generated
+        assert model.metadata.model_uuid == loaded.metadata.model_uuid  # the pyfunc's own
+        assert await asyncio.to_thread(client.flush, 30)
+        assert await stored(warden) == 4 and model.log_errors == 0
+        client.log_labels("m", ["f0", "f2"], [2.0, 6.5])
+        assert await asyncio.to_thread(client.flush, 30)
+        outcomes = await warden.ingest.outcomes("m")
+        got = sorted(zip(outcomes.id.tolist(), outcomes.prediction.tolist(), strict=True))
+        assert got == [("f0", 2.5), ("f2", 6.0)]
+    finally:
+        await asyncio.to_thread(client.close)
+
+
 def test_a_daemon_killed_mid_stream_loses_nothing_the_buffer_accepted(daemon_factory, tmp_path):
     """kill -9 and restart while a sender logs: every accepted row is stored once."""
     import sqlite3
