@@ -288,11 +288,11 @@ def bench_memory(root: Path, quick: bool) -> dict[str, float]:
     with Daemon(root / "models", config) as daemon:
         for m in range(models):  # /readyz answers before every reference is loaded
             _wait_ready(daemon.url, f"m{m}")
-        loaded = daemon.rss_mb()
+        loaded, loaded_peak = daemon.rss_mb(), daemon.peak_rss_mb()
         for m in range(models):
             url = f"{daemon.url}/api/models/m{m}/predictions"
             asyncio.run(send_all(url, column_bodies(20, 1000, seed=1000 + m), senders=2))
-        ingested = daemon.rss_mb()
+        ingested, ingested_peak = daemon.rss_mb(), daemon.peak_rss_mb()
         for m in range(models):
             req = urllib.request.Request(f"{daemon.url}/api/models/m{m}/drift-check", method="POST")
             with urllib.request.urlopen(req, timeout=120) as r:
@@ -300,12 +300,14 @@ def bench_memory(root: Path, quick: bool) -> dict[str, float]:
         rss = daemon.rss_mb()
         peak = daemon.peak_rss_mb()
     per_model = (rss - baseline) / models
-    print(f"RSS with {models} models x 50 features: references loaded {loaded:.0f} MB, "
-          f"20k rows ingested each {ingested:.0f} MB, one check each {rss:.0f} MB "
+    print(f"RSS with {models} models x 50 features: references loaded {loaded:.0f} MB "
+          f"(peak so far {loaded_peak:.0f}), 20k rows ingested each {ingested:.0f} MB "
+          f"(peak so far {ingested_peak:.0f}), one check each {rss:.0f} MB "
           f"(peak {peak:.0f} MB); {per_model:.1f} MB per model over the baseline",
           flush=True)  # fmt: skip
-    return {"baseline": baseline, "loaded": loaded, "ingested": ingested, "rss": rss,
-            "peak": peak, "per_model": per_model}  # fmt: skip
+    return {"baseline": baseline, "loaded": loaded, "loaded_peak": loaded_peak,
+            "ingested": ingested, "ingested_peak": ingested_peak, "rss": rss, "peak": peak,
+            "per_model": per_model}  # fmt: skip
 
 
 def _wait_ready(url: str, model: str) -> None:

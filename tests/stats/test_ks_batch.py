@@ -34,12 +34,12 @@ def test_a_subset_of_rows_is_compared_with_its_own_references():
     assert got.tolist() == [ks_statistic(references[i], current[i]) for i in rows]
 
 
-def test_the_references_become_views_of_the_stack():
+def test_the_references_share_the_stacked_rank_tables():
     references = [SortedReference(np.random.default_rng(i).normal(size=500)) for i in range(4)]
+    values = [r.values for r in references]
     stacked = StackedReferences(references)
     for i, reference in enumerate(references):
-        assert reference.values.base is stacked.values or np.shares_memory(
-            reference.values, stacked.values
-        )
-        assert np.array_equal(reference.values, stacked.values[i])
-        assert np.array_equal(reference.edges, reference.values[:: reference.stride])
+        assert reference.values is values[i]  # the sorted values are not copied
+        assert np.shares_memory(reference.left, stacked.left)
+        assert np.shares_memory(reference.right, stacked.right)
+        assert np.array_equal(reference.left, stacked.left[i])
