@@ -49,6 +49,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -287,11 +288,11 @@ def bench_memory(root: Path, quick: bool) -> dict[str, float]:
     with Daemon(root / "models", config) as daemon:
         for m in range(models):  # /readyz answers before every reference is loaded
             _wait_ready(daemon.url, f"m{m}")
-        loaded = daemon.rss_mb()
+        loaded, loaded_peak = daemon.rss_mb(), daemon.peak_rss_mb()
         for m in range(models):
             url = f"{daemon.url}/api/models/m{m}/predictions"
             asyncio.run(send_all(url, column_bodies(20, 1000, seed=1000 + m), senders=2))
-        ingested = daemon.rss_mb()
+        ingested, ingested_peak = daemon.rss_mb(), daemon.peak_rss_mb()
         for m in range(models):
             req = urllib.request.Request(f"{daemon.url}/api/models/m{m}/drift-check", method="POST")
             with urllib.request.urlopen(req, timeout=120) as r:
@@ -299,12 +300,14 @@ def bench_memory(root: Path, quick: bool) -> dict[str, float]:
         rss = daemon.rss_mb()
         peak = daemon.peak_rss_mb()
     per_model = (rss - baseline) / models
-    print(f"RSS with {models} models x 50 features: references loaded {loaded:.0f} MB, "
-          f"20k rows ingested each {ingested:.0f} MB, one check each {rss:.0f} MB "
+    print(f"RSS with {models} models x 50 features: references loaded {loaded:.0f} MB "
+          f"(peak so far {loaded_peak:.0f}), 20k rows ingested each {ingested:.0f} MB "
+          f"(peak so far {ingested_peak:.0f}), one check each {rss:.0f} MB "
           f"(peak {peak:.0f} MB); {per_model:.1f} MB per model over the baseline",
           flush=True)  # fmt: skip
-    return {"baseline": baseline, "loaded": loaded, "ingested": ingested, "rss": rss,
-            "peak": peak, "per_model": per_model}  # fmt: skip
+    return {"baseline": baseline, "loaded": loaded, "loaded_peak": loaded_peak,
+            "ingested": ingested, "ingested_peak": ingested_peak, "rss": rss, "peak": peak,
+            "per_model": per_model}  # fmt: skip
 
 
 def _wait_ready(url: str, model: str) -> None:
@@ -425,6 +428,9 @@ async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
             report = await monitor.check("m")
             live.append(time.perf_counter() - t)
         assert report["rows"]["current"] == per_bucket * (buckets + 1), report["rows"]
+        # Before and after in the same run: the same checks (open bucket merged in) with
+        # the methods one feature at a time (no batch scorers, no remembered p-values).
+        one_by_one = await _one_by_one(monitor, "m")
     numeric_drifted = [f for f in report["drifted_features"] if f.startswith("f")]
     assert numeric_drifted == ["f3"], report["drifted_features"]
     result = {
@@ -437,6 +443,7 @@ async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
         "warm_median_s": statistics.median(warm),
         "moved_median_s": statistics.median(moved) if moved else 0.0,
         "open_median_s": statistics.median(live),
+        **one_by_one,
     }
     print(f"drift check, window of {result['rows']:>9,d} rows in {buckets} buckets: "
           f"first (fit) {first * 1000:7.1f} ms, window re-read {rebuild * 1000:7.1f} ms, "
@@ -447,11 +454,54 @@ async def bench_window(root: Path, rows: int, buckets: int) -> dict[str, float]:
           flush=True)  # fmt: skip
     print(f"  steady state with an open bucket of {per_bucket:,d} rows merged in: median "
           f"{result['open_median_s'] * 1000:6.1f} ms", flush=True)  # fmt: skip
+    print(f"  same run, interleaved, open bucket merged in: methods feature by feature "
+          f"median {one_by_one['serial_median_s'] * 1000:6.1f} ms (CPU "
+          f"{one_by_one['serial_cpu_s'] * 1000:.1f}), batched median "
+          f"{one_by_one['batched_median_s'] * 1000:6.1f} ms (CPU "
+          f"{one_by_one['batched_cpu_s'] * 1000:.1f}); reports equal: "
+          f"{one_by_one['equal']}", flush=True)  # fmt: skip
     if moved:
         print(f"  window moved after the flush (ingest housekeeping task, off the check): "
               f"median {result['moved_median_s'] * 1000:6.1f} ms (max {max(moved) * 1000:6.1f})",
               flush=True)  # fmt: skip
     return result
+
+
+async def _one_by_one(monitor: Any, model: str) -> dict[str, Any]:
+    """Checks alternately without and with the batch scorers (``DriftMethod.batch``).
+
+    Without: ``Detectors.batches`` emptied and the remembered KS p-values dropped before
+    each check, so every method scores one feature at a time as before issue 19. Wall
+    and CPU medians of 10 each; whether both gave the same verdicts and p-values.
+    """
+    from mlwarden.stats.kolmogorov import kolmogorov_sf
+
+    detectors = monitor._detectors[model][1]
+    batches = dict(detectors.batches)
+    times: dict[str, tuple[list[float], list[float]]] = {"serial": ([], []), "batched": ([], [])}
+    reports: dict[str, Any] = {}
+    for _ in range(10):
+        for mode, (wall, cpu) in times.items():
+            detectors.batches.clear()
+            if mode == "serial":
+                kolmogorov_sf.cache_clear()
+            else:
+                detectors.batches.update(batches)
+            t, c = time.perf_counter(), time.process_time()
+            report = await monitor.check(model)
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+            reports[mode] = {
+                (f, m): (score["statistic"], score["p_value"], score["drifted"])
+                for f, d in report["feature_drifts"].items()
+                for m, score in d["methods"].items()
+            }
+    detectors.batches.update(batches)
+    out: dict[str, Any] = {"equal": reports["serial"] == reports["batched"]}
+    for mode, (wall, cpu) in times.items():
+        out[f"{mode}_median_s"] = statistics.median(wall)
+        out[f"{mode}_cpu_s"] = statistics.median(cpu)
+    return out
 
 
 def main() -> None:

@@ -269,6 +269,40 @@ async def test_async_client(served):
     assert found.scores.tolist() == [[0.75]]
 
 
+async def test_predictions_and_labels_mixing_numbers_and_strings_arrive(served):
+    """One buffer, class 1 (an int) from some calls and "up" from others: sent as one
+    batch of strings, which the daemon reads as it reads any class (str(value))."""
+    warden, url = served
+    client = Client(url, max_age_seconds=60, batch_rows=1000)  # one batch per model
+    frame = pd.DataFrame({"x": [0.1, 0.9], "kind": ["a", "b"]})
+    try:
+        client.log_predictions("cls", frame, ids=["i0", "i1"], predictions=[0, 1])
+        client.log_predictions("cls", frame, ids=["s0", "s1"], predictions=["down", "up"])
+        client.log_predictions("cls", {"x": 0.5, "kind": "a"}, ids="one", predictions=1)
+        rows = [
+            {"x": 0.2, "kind": "a", "prediction": 1},
+            {"x": 0.3, "kind": "b", "prediction": "up"},
+        ]
+        client.log_predictions("cls", rows, ids=["r0", "r1"])  # mixed within one call too
+        assert await asyncio.to_thread(client.flush, 30)
+        assert await stored(warden, "cls") == 7
+        client.log_labels("cls", ["i0", "i1", "s0"], [0, 1, "down"])
+        assert await asyncio.to_thread(client.flush, 30)
+        stats = client.stats()
+        assert stats["sent_rows"] == 10 and stats["rejected_rows"] == 0, stats
+        outcomes = await warden.ingest.outcomes("cls")
+        by_id = dict(
+            zip(
+                outcomes.id.tolist(),
+                zip(outcomes.prediction.tolist(), outcomes.label.tolist(), strict=True),
+                strict=True,
+            )
+        )
+        assert by_id == {"i0": ("0", "0"), "i1": ("1", "1"), "s0": ("down", "down")}
+    finally:
+        await asyncio.to_thread(client.close)
+
+
 async def test_monitor_wraps_a_callable_and_a_model(served):
     warden, url = served
     client = Client(url, max_age_seconds=0.05)
@@ -306,6 +340,48 @@ async def test_monitor_wraps_a_callable_and_a_model(served):
         np.testing.assert_allclose(found.scores, [[0.9, 0.1], [0.1, 0.9]])
         with pytest.raises(TypeError, match="predict_proba"):
             monitor(Model(), client, "cls", scores=True)
+    finally:
+        await asyncio.to_thread(client.close)
+
+
+class _Doubler:  # an MLflow pyfunc PythonModel (defined at module level: cloudpickled)
+    def predict(self, context, model_input, params=None):
+        return (model_input["x"] * 2.0 + model_input["y"]).to_numpy()
+
+
+async def test_monitor_wraps_a_real_mlflow_pyfunc_model(served, tmp_path):
+    """A pyfunc model logged into a temporary MLflow store, loaded back and wrapped:
+    its predictions are the model's, and every call arrives at a real daemon."""
+    import mlflow
+    import mlflow.pyfunc
+
+    warden, url = served
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        experiment = mlflow.create_experiment("pyfunc", str((tmp_path / "artifacts").as_uri()))
+        python_model = type("Doubler", (_Doubler, mlflow.pyfunc.PythonModel), {})()
+        with mlflow.start_run(experiment_id=experiment):
+            info = await asyncio.to_thread(
+                mlflow.pyfunc.log_model, name="model", python_model=python_model
+            )
+        loaded = await asyncio.to_thread(mlflow.pyfunc.load_model, info.model_uri)
+    finally:
+        mlflow.set_tracking_uri(before)
+    client = Client(url, max_age_seconds=0.05)
+    try:
+        model = monitor(loaded, client, "m", version="7")
+        frame = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0.5, 0.25, 0.0], "kind": ["a", "b", "a"]})
+        assert model.predict(frame, ids=["f0", "f1", "f2"]).tolist() == [2.5, 4.25, 6.0]
+        assert model.predict(frame.iloc[:1]).tolist() == [2.5]  # ids generated
+        assert model.metadata.model_uuid == loaded.metadata.model_uuid  # the pyfunc's own
+        assert await asyncio.to_thread(client.flush, 30)
+        assert await stored(warden) == 4 and model.log_errors == 0
+        client.log_labels("m", ["f0", "f2"], [2.0, 6.5])
+        assert await asyncio.to_thread(client.flush, 30)
+        outcomes = await warden.ingest.outcomes("m")
+        got = sorted(zip(outcomes.id.tolist(), outcomes.prediction.tolist(), strict=True))
+        assert got == [("f0", 2.5), ("f2", 6.0)]
     finally:
         await asyncio.to_thread(client.close)
 

@@ -211,21 +211,77 @@ def to_table(entries: Sequence[Entry], new_ids: Any) -> Any:
     if entries[0].kind == "labels":
         ids = list(itertools.chain.from_iterable(e.ids for e in entries))
         labels = list(itertools.chain.from_iterable(e.predictions for e in entries))
-        return pa.table({"id": _ids_array(ids), "label": pa.array(labels)})
+        return pa.table({"id": _ids_array(ids), "label": _array(labels)})
     tables = []
     for is_rows, group in itertools.groupby(entries, key=lambda e: isinstance(e.data, list)):
         part = list(group)
         if is_rows:
-            rows = list(itertools.chain.from_iterable(e.data for e in part))
-            table = pa.Table.from_pylist(rows)
+            table = _rows_table(list(itertools.chain.from_iterable(e.data for e in part)))
         else:
-            table = pa.concat_tables(
-                [_columns_table(e.data) for e in part], promote_options="permissive"
-            )
+            table = _concat([_columns_table(e.data) for e in part])
         tables.append(_with_fields(table, part, new_ids))
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")
+    return tables[0] if len(tables) == 1 else _concat(tables)
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> Any:
+    """The table of a list of records: every key of any record a column (null where a
+    record has none; ``from_pylist`` would keep the first record's keys only)."""
+    import pyarrow as pa
+
+    first = rows[0].keys()
+    if all(row.keys() == first for row in rows):
+        try:
+            return pa.Table.from_pylist(rows)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a key mixing numbers and strings
+            pass
+    names = dict.fromkeys(k for row in rows for k in row)
+    return pa.table({k: _array([row.get(k) for row in rows]) for k in names})
+
+
+def _array(values: list[Any]) -> Any:
+    """``pa.array(values)``; values mixing numbers and strings become strings.
+
+    A classifier's labels may come as ``1`` from one call and ``"spam"`` from the next;
+    Arrow cannot hold both in one column, and the daemon reads a class as its string
+    anyway (``str(value)``: 1 and "1" are one class), so the column is sent as strings.
+    """
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        if not all(v is None or isinstance(v, _SCALARS) for v in values):
+            raise
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _concat(tables: list[Any]) -> Any:
+    """The tables concatenated, a column of strings in one and numbers in another as
+    strings in all (see ``_array``)."""
+    import pyarrow as pa
+
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        text = {
+            field.name
+            for table in tables
+            for field in table.schema
+            if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)
+        }
+        return pa.concat_tables(
+            [_as_strings(table, text) for table in tables], promote_options="permissive"
+        )
+
+
+def _as_strings(table: Any, names: set[str]) -> Any:
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if field.name in names and not pa.types.is_string(field.type):
+            column = _array([None if v is None else str(v) for v in table.column(i).to_pylist()])
+            table = table.set_column(i, field.name, column.cast(pa.string()))
+    return table
 
 
 def _columns_table(data: Any) -> Any:
@@ -233,7 +289,12 @@ def _columns_table(data: Any) -> Any:
 
     if isinstance(data, pa.Table):
         return data
-    return pa.table({name: pa.array(values) for name, values in data.items()})
+    return pa.table(
+        {
+            name: _array(values) if isinstance(values, list) else pa.array(values)
+            for name, values in data.items()
+        }
+    )
 
 
 def _ids_array(ids: list[Any]) -> Any:
@@ -279,7 +340,7 @@ def _with_fields(table: Any, entries: Sequence[Entry], new_ids: Any) -> Any:
                 values.extend(own[len(values) : len(values) + e.rows])
             else:
                 values.extend([None] * e.rows)
-        columns["prediction"] = pa.array(values)
+        columns["prediction"] = _array(values)
     if entries[0].scores is not None:  # every entry has these columns (score_columns)
         for name in entries[0].scores:
             parts = [pa.array(e.scores[name], pa.float64()) for e in entries if e.scores]

@@ -35,6 +35,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from fractions import Fraction
@@ -85,7 +86,7 @@ class SortedReference:
     only in the few bins that can hold the supremum.
     """
 
-    __slots__ = ("edges", "left", "right", "size", "values")
+    __slots__ = ("edges", "left", "right", "size", "stride", "values")
 
     def __init__(self, values: np.ndarray, *, stride: int | None = None) -> None:
         ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
@@ -95,6 +96,7 @@ class SortedReference:
             # Measured: about sqrt(n)/6 balances the edge search against the values
             # left to search (200k: 75, 1M: 167; 4-9x faster than searching them all).
             stride = min(max(4, int(math.sqrt(n) / 6)), 256)
+        self.stride = stride
         self.edges = ordered[::stride]  # a view: the index adds 8 bytes per edge
         rank = np.int32 if n < 2**31 else np.int64
         #: #reference < edge and #reference <= edge
@@ -201,11 +203,14 @@ def ks_2samp_sorted(
     return d, kolmogorov_sf(d, int(np.round(en))), "asymp"
 
 
+@functools.lru_cache(maxsize=4096)
 def kolmogorov_sf(d: float, n: int) -> float:
     """``scipy.stats.kstwo.sf(d, n)``: P(D_n >= d) of the two-sided one-sample KS test.
 
     For ``n > 140`` every branch of scipy's ``_kolmogn`` is evaluated here, in its order;
     smaller ``n`` (a window of at most ~140 values against its reference) goes to scipy.
+    Remembered for the last few thousand ``(d, n)``: a window checked again unchanged,
+    or a feature whose statistic did not move, costs a lookup.
     """
     if n <= 140:
         return _scipy_kolmogorov_sf(d, n)

@@ -315,7 +315,7 @@ async def test_monitor_loop_checks_every_interval(make_warden, reference):
 def test_report_is_made_plain_in_one_pass_as_json_gives_it_back():
     import json
 
-    from mlwarden.daemon.monitoring.drift import _plain
+    from mlwarden.daemon.monitoring.report_json import plain as _plain
 
     report = {
         "a": np.float64(1.5),
@@ -344,7 +344,8 @@ def test_report_text_is_what_plain_and_json_give():
     import enum
     import json
 
-    from mlwarden.daemon.monitoring.drift import _as_json, _plain
+    from mlwarden.daemon.monitoring.report_json import as_json as _as_json
+    from mlwarden.daemon.monitoring.report_json import plain as _plain
 
     class Level(enum.IntEnum):
         HIGH = 2

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
-import math
 import time
 from typing import Any
 
 import numpy as np
-import orjson
 import sqlalchemy as sa
 from prometheus_client import Gauge
 
@@ -29,6 +26,7 @@ from ...errors import Conflict, InvalidInput
 from ...types import DriftReport, DriftSource, DriftWindow, Event, RowCounts, Severity
 from ..core.context import Context
 from ..core.leases import Lease, LeaseLost, fence, holding
+from ..core.memory import release_memory
 from ..core.metrics import Metrics
 from ..core.service import Service
 from ..core.store import Schema, create_tables
@@ -48,6 +46,7 @@ from .report import (
     fit_detectors,
     insufficient_data,
 )
+from .report_json import as_json
 
 __all__ = ["MonitorService", "reports_table"]
 
@@ -195,6 +194,10 @@ class MonitorService(Service):
             finally:
                 await _settled(fitting)
             plain = await self._finish(report, started)
+        if fitting is not None:
+            # A first check fits the methods and reads the whole window: tens of MB
+            # freed among the few MB kept (docs/benchmarks.md, Memory), handed back now.
+            await asyncio.to_thread(release_memory)
         await self._estimate(model, since, now, version)
         return plain
 
@@ -369,7 +372,7 @@ class MonitorService(Service):
         duration = time.perf_counter() - started
         report = dataclasses.replace(report, duration_seconds=duration)
         # Serialised once: the text stored, and what JSON keeps of it for the caller.
-        plain, text = _as_json(report.to_dict())
+        plain, text = as_json(report.to_dict())
         async with self.context.store.begin() as conn:
             await fence(conn)  # a loop's check: only while this daemon holds the model
             result = await conn.execute(
@@ -476,70 +479,3 @@ def _profile_frame(frame: Any, layout: Layout, sample_size: int) -> Profile:
     return Profile.from_columns(
         layout, frame_columns(frame, layout), sample_size, np.random.default_rng()
     )
-
-
-#: Types orjson would write that ``json.dumps`` refuses: they go to ``_numpy_value``.
-_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
-
-
-def _as_json(report: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """``report`` as JSON gives it back (``_plain``'s result), and its JSON text.
-
-    orjson writes and reads a report in a fraction of ``_plain`` and ``json.dumps``
-    (0.5 vs 3 ms for 55 features): numpy values through ``.tolist()`` as ``_plain``
-    does, NaN and infinities as null. What orjson refuses (a key that is not a string,
-    an int past 64 bits, ...) takes ``_plain``'s path, which writes it as ``json`` does
-    or raises TypeError.
-    """
-    try:
-        text = orjson.dumps(report, default=_numpy_value, option=_STRICT)
-    except TypeError:
-        plain = _plain(report)
-        return plain, json.dumps(plain, allow_nan=False)
-    return orjson.loads(text), text.decode()
-
-
-def _numpy_value(value: Any) -> Any:
-    if isinstance(value, np.generic | np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as JSON gives it back: numpy scalars and arrays as Python values, tuples
-    as lists, dict keys as strings, NaN and infinite floats as None (JSON has neither).
-
-    One pass instead of dumping with a ``default`` hook and loading the text again.
-    """
-    kind = type(value)
-    if kind is float:
-        return value if math.isfinite(value) else None
-    if kind is dict:
-        return {k if type(k) is str else _key(k): _plain(v) for k, v in value.items()}
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is list or kind is tuple:
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic | np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, bool | int | str):  # subclasses (an IntEnum, a StrEnum)
-        return json.loads(json.dumps(value))
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return _plain(dict(value))
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _key(key: Any) -> str:
-    """A dict key as ``json.dumps`` writes it (it only takes str, int, float, bool, None)."""
-    key = _plain(key)
-    if isinstance(key, str):
-        return key
-    if key is None or isinstance(key, bool):
-        return json.dumps(key)
-    if isinstance(key, int | float):
-        return repr(key) if isinstance(key, float) else str(key)
-    raise TypeError(f"keys must be str, int, float, bool or None, not {type(key).__name__}")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...types import (
     RECOMMENDATIONS,
@@ -46,6 +46,9 @@ from ..core.parallel import map_threads, workers_for
 from ..profiles.layout import Layout
 from ..profiles.profile import Profile
 from ..profiles.reference import Reference
+
+if TYPE_CHECKING:
+    from ...plugins.drift.base import BatchScorer
 
 __all__ = [
     "RECOMMENDATIONS",
@@ -97,6 +100,9 @@ class Detectors:
     errors: dict[str, str] = field(default_factory=dict)
     #: the methods that failed to fit (each counted once, when the fit is made)
     failures: list[MethodFailure] = field(default_factory=list)
+    #: per method name: the features it checks and its scorer of all of them at once
+    #: (``DriftMethod.batch``), for the methods that have one
+    batches: dict[str, tuple[list[str], BatchScorer]] = field(default_factory=dict)
 
     def add_error(self, where: str, error: str) -> None:
         before = self.errors.get(where)
@@ -176,6 +182,7 @@ def fit_detectors(model: ModelConfig, reference: Reference, catalog: dict[str, t
     names = (*layout.numeric, *layout.categorical)
     for name, data in zip(names, profile.features_data(names), strict=True):
         detectors.features[name] = fit_all(name, data.kind, data)
+    _batch(model, detectors, catalog)
     numeric = _multivariate_columns(layout)
     if len(numeric) >= 2:
         rows = profile.multivariate_data(numeric)
@@ -187,6 +194,51 @@ def fit_detectors(model: ModelConfig, reference: Reference, catalog: dict[str, t
     return detectors
 
 
+def _batch(model: ModelConfig, detectors: Detectors, catalog: dict[str, type]) -> None:
+    """The batch scorers of the fitted feature methods whose class offers one."""
+    for method in dict.fromkeys(n for fitted in detectors.features.values() for n, _ in fitted):
+        batch = getattr(catalog[method], "batch", None)
+        if batch is None:
+            continue
+        where = [
+            (feature, fitted)
+            for feature, methods in detectors.features.items()
+            for name, fitted in methods
+            if name == method
+        ]
+        try:
+            scorer = batch([m for _, m in where])
+        except Exception:  # the methods still score one by one
+            logger.exception("drift method %s cannot score %s in one batch", method, model.name)
+            continue
+        if scorer is not None:
+            detectors.batches[method] = ([f for f, _ in where], scorer)
+
+
+def score_batches(
+    detectors: Detectors, names: tuple[str, ...], features: list[FeatureData], model: str
+) -> dict[tuple[str, str], DriftScore]:
+    """(feature, method) -> the score of every feature a batch scorer could score.
+
+    A batch that fails leaves its features to the methods one by one (which then name
+    the error per feature, as without batches).
+    """
+    by_name = dict(zip(names, features, strict=True))
+    out: dict[tuple[str, str], DriftScore] = {}
+    for method, (where, scorer) in detectors.batches.items():
+        if not all(f in by_name for f in where):
+            continue
+        try:
+            scores = scorer.score([by_name[f] for f in where])
+        except Exception:
+            logger.debug("batch of drift method %s failed for %s", method, model, exc_info=True)
+            continue
+        for feature, score in zip(where, scores, strict=True):
+            if score is not None:
+                out[feature, method] = score
+    return out
+
+
 def _score_all(
     model: str,
     where: str,
@@ -194,10 +246,16 @@ def _score_all(
     data: FeatureData,
     vote: str,
     failures: list[MethodFailure],
+    scored: dict[tuple[str, str], DriftScore] | None = None,
 ) -> tuple[bool, dict[str, DriftScore], str | None]:
     results: dict[str, DriftScore] = {}
     error = None
     for name, method in fitted:
+        if scored is not None:
+            done = scored.get((where, name))
+            if done is not None:
+                results[name] = done
+                continue
         try:
             results[name] = method.score(data)
         except Exception as exc:  # ValueError: too little data, a constant feature, ...
@@ -251,11 +309,18 @@ def evaluate(
     prediction_drift: PredictionDrift | None = None
     names = (*layout.numeric, *layout.categorical)
     features = current.features_data(names)
+    batched = score_batches(detectors, names, features, name_of)
     # Big samples: each feature's methods on a worker thread (numpy releases the GIL).
     sampled = max((len(d.sample) for d in features if d.sample is not None), default=0)
     scored = map_threads(
         lambda item: _score_all(
-            name_of, item[0], detectors.features.get(item[0], []), item[1], vote, failures
+            name_of,
+            item[0],
+            detectors.features.get(item[0], []),
+            item[1],
+            vote,
+            failures,
+            batched,
         ),
         zip(names, features, strict=True),
         workers=workers_for(sampled),

@@ -19,6 +19,12 @@ How a method reaches the data inside a :class:`~mlwarden.types.FeatureData`:
   the union of both sides' categories (so unseen categories get a zero on the
   reference side).
 
+A method may also score all the features it checks at once: ``batch(fitted)``, a
+classmethod, returns a :class:`BatchScorer` over fitted instances of the class (or None),
+whose ``score(data)`` gives each feature's DriftScore, or None where the batch cannot
+(that feature is then scored by ``score`` alone). The monitor builds it once per fit;
+the results must be those of ``score``, only cheaper (``ks`` and ``psi`` have one).
+
 Histogram convention: ``counts`` has either ``len(bin_edges) + 1`` entries (an
 underflow bin ``x < edges[0]``, then ``edges[i-1] <= x < edges[i]``, then an overflow
 bin ``x >= edges[-1]``) or ``len(bin_edges) - 1`` entries (numpy's ``histogram``). A
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Self, get_args
+from typing import Any, ClassVar, Protocol, Self, get_args
 
 import numpy as np
 
@@ -38,6 +44,7 @@ from ...types import DriftScore, FeatureData, FeatureKind
 
 __all__ = [
     "FEATURE_KINDS",
+    "BatchScorer",
     "DriftMethod",
     "align_categories",
     "bin_counts",
@@ -125,6 +132,18 @@ def check_bool(owner: str, option: str, value: object) -> bool:
     return bool(value)
 
 
+class BatchScorer(Protocol):
+    """Scores the features of several fitted instances of one method in one pass."""
+
+    def score(self, data: Sequence[FeatureData]) -> list[DriftScore | None]:
+        """Per instance (in the order ``batch`` got them), its score of ``data[i]``.
+
+        None where the batch does not score that feature (a missing or non-finite
+        sample, another size): the caller scores it with the instance's ``score``.
+        """
+        ...
+
+
 class DriftMethod:
     """Base of the built-in drift methods: kind checks and the fitted state.
 
@@ -161,6 +180,11 @@ class DriftMethod:
                 f"but the reference was {self._reference_kind}"
             )
         return self._score(current)
+
+    @classmethod
+    def batch(cls, fitted: Sequence[Self]) -> BatchScorer | None:
+        """A scorer of the ``fitted`` instances all at once; None: one at a time."""
+        return None
 
     def _fit(self, reference: FeatureData) -> None:
         raise NotImplementedError

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, ClassVar, Self
+
+import numpy as np
 
 from ...hookspecs import hookimpl
-from ...stats.kolmogorov import SortedReference, ks_2samp_sorted
+from ...stats.kolmogorov import MAX_EXACT_SIZE, SortedReference, kolmogorov_sf, ks_2samp_sorted
+from ...stats.ks_batch import StackedReferences, ks_statistics
 from ...types import DriftScore, FeatureData, FeatureKind
-from .base import DriftMethod, check_choice, check_number, check_probability, numeric_sample
+from .base import (
+    BatchScorer,
+    DriftMethod,
+    check_choice,
+    check_number,
+    check_probability,
+    numeric_sample,
+)
 
 
 class KolmogorovSmirnov(DriftMethod):
@@ -83,6 +95,11 @@ class KolmogorovSmirnov(DriftMethod):
         )
         self._reference: SortedReference | None = None
 
+    @classmethod
+    def batch(cls, fitted: Sequence[Self]) -> BatchScorer | None:
+        """The asymptotic tests of every fitted feature at once (``ks_batch``)."""
+        return _Batch(fitted) if fitted else None
+
     def _fit(self, reference: FeatureData) -> None:
         self._reference = SortedReference(numeric_sample(self.name, reference))
 
@@ -90,14 +107,93 @@ class KolmogorovSmirnov(DriftMethod):
         assert self._reference is not None
         values = numeric_sample(self.name, current)
         statistic, p_value, used = ks_2samp_sorted(self._reference, values, self.method)
+        return self._scored(statistic, p_value, used, values.size)
+
+    def _scored(self, statistic: float, p_value: float, used: str, size: int) -> DriftScore:
+        assert self._reference is not None
         return self._result(
             statistic,
             p_value=p_value,
             drifted=p_value < self.threshold and statistic >= self.min_effect,
             p_value_method=used,
             reference_size=int(self._reference.size),
-            current_size=int(values.size),
+            current_size=int(size),
         )
+
+
+class _Batch:
+    """KS of many features in one pass: the references of the commonest size, stacked.
+
+    A feature is scored here when its sample is 1-D, finite and as long as the others
+    scored (every feature of a window's sample, unless some have NaN or infinities),
+    and its p-value is asymptotic; the others are left to ``score``.
+    """
+
+    def __init__(self, fitted: Sequence[KolmogorovSmirnov]) -> None:
+        self.methods = list(fitted)
+        shapes = Counter(
+            (m._reference.size, m._reference.stride)
+            for m in fitted
+            if m._reference is not None and m._reference.size
+        )
+        self.members: list[int] = []
+        self.stacked: StackedReferences | None = None
+        if shapes:
+            shape = shapes.most_common(1)[0][0]
+            self.members = [
+                i
+                for i, m in enumerate(fitted)
+                if m._reference is not None and (m._reference.size, m._reference.stride) == shape
+            ]
+            self.stacked = StackedReferences(
+                [m._reference for m in (fitted[i] for i in self.members)]  # type: ignore[misc]
+            )
+
+    def score(self, data: Sequence[FeatureData]) -> list[DriftScore | None]:
+        out: list[DriftScore | None] = [None] * len(self.methods)
+        if self.stacked is None:
+            return out
+        n1 = self.stacked.size
+        chosen: list[int] = []  # rows of the stack
+        samples: list[np.ndarray] = []
+        for row, i in enumerate(self.members):
+            sample = data[i].sample
+            method = self.methods[i]
+            if (
+                data[i].kind != "numeric"
+                or method._reference_kind != "numeric"
+                or not isinstance(sample, np.ndarray)
+                or sample.ndim != 1
+                or sample.dtype != np.float64
+                or (samples and sample.size != samples[0].size)
+                or not _asymptotic(method.method, n1, sample.size)
+            ):
+                continue
+            chosen.append(row)
+            samples.append(sample)
+        if not samples or not samples[0].size:
+            return out
+        current = np.stack(samples)
+        finite = np.isfinite(current).all(axis=1)
+        if not finite.all():  # those rows go one by one (their sizes differ)
+            current = current[finite]
+            chosen = [row for row, ok in zip(chosen, finite.tolist(), strict=True) if ok]
+        if not chosen:
+            return out
+        statistics = ks_statistics(self.stacked, current, chosen).tolist()
+        n2 = current.shape[1]
+        big, small = max(n1, n2), min(n1, n2)
+        en = int(np.round(float(big) * float(small) / float(big + small)))
+        for row, statistic in zip(chosen, statistics, strict=True):
+            i = self.members[row]
+            p_value = kolmogorov_sf(statistic, en)
+            out[i] = self.methods[i]._scored(statistic, p_value, "asymp", n2)
+        return out
+
+
+def _asymptotic(method: str, n1: int, n2: int) -> bool:
+    """Whether ``ks_2samp_sorted`` takes the asymptotic path for these sizes."""
+    return method == "asymp" or (method == "auto" and max(n1, n2) > MAX_EXACT_SIZE)
 
 
 @hookimpl
