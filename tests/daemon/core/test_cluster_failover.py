@@ -81,7 +81,12 @@ async def test_three_daemons_spread_the_checks_and_take_over_a_killed_one(
     for daemon in daemons.values():
         _, text_metrics = daemon.call("GET", "/metrics")
         assert 'mlwarden_leases_held{kind="model"} 1.0' in text_metrics
-        assert "mlwarden_cluster_members 3.0" in text_metrics
+        # The gauge follows the member rows at the daemon's next heartbeat.
+        wait_until(
+            lambda d=daemon: "mlwarden_cluster_members 3.0" in d.call("GET", "/metrics")[1],
+            30,
+            "every daemon counting three members",
+        )
 
     # kill -9 the owner of m1: another daemon checks m1 within TTL + one interval.
     victim = daemons[spread["m1"]]

@@ -15,6 +15,7 @@ a connection succeeds again, instead of a traceback at every tick of every loop.
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 from collections.abc import Iterator
@@ -97,10 +98,18 @@ class Outage:
         self.since: float | None = None
         #: The error that began the current outage (or ended the last one).
         self.reason = ""
+        #: Monotonic time the last outage ended (None if there was none).
+        self.ended_at: float | None = None
 
     @property
     def down(self) -> bool:
         return self.since is not None
+
+    def reachable_for(self) -> float:
+        """Seconds the store has been reachable since the last outage (inf: never down)."""
+        if self.since is not None:
+            return 0.0
+        return math.inf if self.ended_at is None else time.monotonic() - self.ended_at
 
     def began(self, exc: BaseException) -> None:
         """A store call failed with an error :func:`unavailable` accepts."""
@@ -121,6 +130,7 @@ class Outage:
         if self.since is None:
             return
         lasted, self.since = time.monotonic() - self.since, None
+        self.ended_at = time.monotonic()
         logger.warning("store %s reachable again after %.1f s", self.url, lasted)
 
 

@@ -120,7 +120,12 @@ async def inventory(store: Store, columns: list[SealedColumn], artifacts: Path |
     if artifacts is not None:
         files = await asyncio.to_thread(lambda: list(iter_artifact_files(artifacts)))
         for path in files:
-            head = await asyncio.to_thread(_head, path)
+            if path.name.startswith(".") and path.name.endswith(".rewrap"):
+                continue  # a re-wrap in progress (artifacts.py): its file is listed
+            try:
+                head = await asyncio.to_thread(_head, path)
+            except FileNotFoundError:  # renamed or removed since it was listed
+                continue
             inv.add(key_id_of(head), f"artifact {path}", path)
     return inv
 

@@ -430,7 +430,8 @@ def _ignore(_: object) -> None:
 def _fail(group: list[Work[Any]], exc: Exception, outage: Outage) -> None:
     """Fail every caller of ``group``: nothing of it was committed (or, if the store
     dropped the connection during the commit, nothing is acknowledged)."""
-    log_failure(logger, outage, exc, "ingest commit failed")
+    if not isinstance(exc, JournalTaken):  # expected: the flush rebuilds and says so
+        log_failure(logger, outage, exc, "ingest commit failed")
     for work in group:
         if not work.future.done():
             work.future.set_exception(exc)

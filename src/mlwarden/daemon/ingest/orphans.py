@@ -172,6 +172,11 @@ async def adopt_gone(ledger: Ledger) -> int:
     if not ledger.shared:
         return 0
     cluster = ledger.context.cluster
+    # After an outage of the store every member's heartbeat is old: the others are
+    # judged only once they have had a TTL to renew it (they are alive, just cut off
+    # like this daemon was).
+    if ledger.context.store.outage.reachable_for() < cluster.ttl:
+        return 0
     states = [s for s in ledger.models.values() if s.ready.is_set() and not s.open_schema]
     async with ledger.context.store.connect() as conn:
         gone = await gone_writers(conn, ledger.writer, [s.config.name for s in states], cluster.ttl)
