@@ -213,6 +213,42 @@ async def test_concurrent_flushes_write_a_closed_bucket_once(make_config, refere
             assert tuple((await conn.execute(query)).one()) == (1, 40)
 
 
+@pytest.mark.parametrize("flushed", ["before", "after"])
+async def test_a_bucket_flushed_while_the_window_is_read_counts_once(
+    make_config, reference, monkeypatch, flushed
+):
+    """A flush between the read of the stored buckets and that of the open ones (or
+    just before the store is read) neither loses the bucket nor counts it twice."""
+    from mlwarden.daemon.ingest import ledger as ledger_module
+
+    now = [START]
+    async with Warden(make_config(settings(reference)), clock=lambda: now[0]) as warden:
+        ingest = warden.ingest
+        state = ingest.model_state("m")
+        await state.ready.wait()
+        await send(ingest, 0, 40)
+        now[0] = START + BUCKET
+        # The store's part: closed buckets (SQLite), with the other daemons' (shared).
+        name = "shared_window" if ingest.ledger.shared else "closed_buckets"
+        read = getattr(ledger_module, name)
+        calls = []
+
+        async def flushing_read(*args, **kwargs):
+            calls.append(flushed)
+            if len(calls) == 1 and flushed == "before":
+                assert await ingest.ledger.flush() == 1
+            profile = await read(*args, **kwargs)
+            if len(calls) == 1 and flushed == "after":
+                assert await ingest.ledger.flush() == 1
+            return profile
+
+        monkeypatch.setattr(ledger_module, name, flushing_read)
+        window = await ingest.ledger.window(state, START, now[0])
+        assert window.rows == 40
+        assert len(calls) == 2  # read again: a flush was under way
+        assert not state.open and state.moving == 0
+
+
 _watched: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("watched", default=None)
 
 

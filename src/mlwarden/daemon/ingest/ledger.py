@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -108,6 +109,23 @@ class Ledger:
         self._queue.append(work)
         self._wake.set()
         return await work.future
+
+    async def submit_moving(self, states: Iterable[ModelState], work: Work[T]) -> T:
+        """Submit ``work``, which moves open rows of ``states`` into the store (a flush
+        writes them as closed buckets, a takeover makes another daemon's rows ours): a
+        window read while it is under way is read again (see :meth:`window`)."""
+        moving = list({id(s): s for s in states}.values())
+        for state in moving:
+            state.moving += 1
+            state.settled.clear()
+        try:
+            return await self.submit(work)
+        finally:
+            for state in moving:
+                state.moving -= 1
+                state.moves += 1
+                if not state.moving:
+                    state.settled.set()
 
     async def _writer(self) -> None:
         while True:
@@ -312,7 +330,7 @@ class Ledger:
                 s.generation += 1
 
         try:
-            await self.submit(Work(write, after, exclusive=True))
+            await self.submit_moving([s for s, _, _ in due], Work(write, after, exclusive=True))
         except JournalTaken as exc:
             await rebuild_open(self, exc.models)
             return 0
@@ -326,21 +344,35 @@ class Ledger:
     async def window(
         self, state: ModelState, since: float, until: float, version: str | None = None
     ) -> Profile:
-        """The merged profile of ``state``'s buckets starting in [since, until)."""
+        """The merged profile of ``state``'s buckets starting in [since, until).
+
+        The open buckets are taken before the store is read and the read is done again
+        when a flush or a takeover was under way meanwhile: a bucket flushed between
+        the two reads would otherwise be in neither (or, taken after, in both).
+        """
         await state.ready.wait()
         bucket_seconds = self.context.config.monitoring.bucket_seconds
         first = math.floor(since / bucket_seconds) * bucket_seconds
         last = math.ceil(until / bucket_seconds) * bucket_seconds  # buckets starting < until
         store = self.context.store
-        if self.shared:  # with the other daemons' buckets, closed and open
-            total = await shared_window(
-                store, state, self.writer, first, last, version, self.sample_size
-            )
-        else:
-            total = await closed_buckets(store, state, first, last, version, self.sample_size)
-        for (v, start), profile in list(state.open.items()):
-            if first <= start < last and (version is None or v == version):
-                total = merge_open(total, profile)
+        while True:
+            await state.settled.wait()
+            moves = state.moves
+            opened = [
+                profile
+                for (v, start), profile in state.open.items()
+                if first <= start < last and (version is None or v == version)
+            ]
+            if self.shared:  # with the other daemons' buckets, closed and open
+                total = await shared_window(
+                    store, state, self.writer, first, last, version, self.sample_size
+                )
+            else:
+                total = await closed_buckets(store, state, first, last, version, self.sample_size)
+            if not state.moving and state.moves == moves:
+                break
+        for profile in opened:
+            total = merge_open(total, profile)
         return total
 
     async def move_windows(self) -> int:

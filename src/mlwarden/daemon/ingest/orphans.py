@@ -160,7 +160,7 @@ async def rebuild_open(ledger: Ledger, models: set[str]) -> None:
                 fold(state, key, profile)
             state.generation += 1
 
-    await ledger.submit(Work(write, after, exclusive=True))
+    await ledger.submit_moving(states, Work(write, after, exclusive=True))
 
 
 async def adopt_gone(ledger: Ledger) -> int:
@@ -207,7 +207,7 @@ async def _adopt(ledger: Ledger, states: list[ModelState], gone: str, lease: Lea
         for state, key, profile in taken:
             fold(state, key, profile)
 
-    await ledger.submit(Work(write, after, exclusive=True))
+    await ledger.submit_moving(states, Work(write, after, exclusive=True))
     return len(taken)
 
 

@@ -23,6 +23,11 @@ class OpenPart:
     profile: Profile
 
 
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class ModelState:
     """What the ingest service holds of one watched model."""
@@ -38,6 +43,11 @@ class ModelState:
     # Journal rows folded into each open bucket (a flush checks it deletes as many).
     journalled: dict[BucketKey, int] = field(default_factory=dict)
     generation: int = 0  # bumped when closed buckets are written
+    # Writer items under way that move open rows into the store (a flush, a takeover)
+    # and how many have ended: a window read spanning one is read again (Ledger.window).
+    moving: int = 0
+    moves: int = 0
+    settled: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
     # Windows of closed buckets by version filter (daemon/ingest/window.py), moved under the lock.
     windows: dict[str | None, BucketWindow] = field(default_factory=dict)
     window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
