@@ -66,7 +66,7 @@ class EncryptionAtRest:
 
     def sealed_columns(self) -> list[Any]:
         """The store's sealed columns (outbox, journal, batches, profiles, references)."""
-        from .alerts.outbox import outbox_table
+        from .alerts.outbox_records import outbox_table
         from .ingest.tables import journal_table, prediction_batches_table, profile_table
         from .profiles.reference import reference_table
 
