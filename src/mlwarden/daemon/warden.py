@@ -7,7 +7,8 @@ the provider's ``interfaces.py``. It is the only place that knows every service.
 starts and stops them, reloads the configuration, and offers the original
 specification's calls (``monitor_model_drift``, ``get_model_performance_history``,
 ``get_system_health``, ...) as async methods. The HTTP API (``daemon/api/``) and the
-CLI are thin layers over it.
+CLI are thin layers over it. The key ring in use and what it seals (status, reload,
+rotation) are ``warden.at_rest`` (daemon/at_rest.py).
 """
 
 from __future__ import annotations
