@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ingest as bench  # the bodies and the reference of the HTTP benchmark
+import ingest_harness as bench  # the bodies and the reference of the HTTP benchmark
 
 from mlwarden.daemon.core.config_loader import load_config
 from mlwarden.daemon.ingest import ledger as ledger_module
