@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ingest as bench  # the same bodies, client and daemon harness
+import ingest_harness as bench  # the same bodies, client and daemon harness
 
 from mlwarden.daemon.core.config import ModelConfig, MonitoringConfig
 from mlwarden.daemon.ingest.prepare import prepare_batch

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ingest as bench  # the bodies and the reference of the HTTP benchmark
+import ingest_harness as bench  # the bodies and the reference of the HTTP benchmark
 
 from mlwarden.daemon.core.config_loader import load_config
 from mlwarden.daemon.ingest import ledger as ledger_module
@@ -88,7 +88,7 @@ def _instrument() -> None:
         ("journal", ledger_module.insert_rows),
     ):
         setattr(ledger_module, fn.__name__, _timed_async(name, fn))
-    ledger_module._fold = _timed("fold", ledger_module._fold)  # type: ignore[attr-defined]
+    ledger_module.fold = _timed("fold", ledger_module.fold)
     commit = ledger_module.Ledger._commit
     ledger_module.Ledger._commit = _timed_async("transaction", commit)  # type: ignore[method-assign]
 

@@ -190,8 +190,9 @@ async def _rotate_offline(config: Config) -> dict[str, Any]:
 
     warden = await _open_offline(config)
     try:
+        at_rest = warden.at_rest
         rotation = KeyRotation(
-            warden.store, warden.sealer, warden.sealed_columns(), warden.artifact_root
+            warden.store, warden.sealer, at_rest.sealed_columns(), at_rest.artifact_root
         )
         with contextlib.suppress(Exception):  # the progress says why
             await rotation.run()
@@ -237,7 +238,7 @@ def _status(config: Config, client: DaemonClient) -> dict[str, Any]:
     async def offline() -> dict[str, Any]:
         warden = await _open_offline(config)
         try:
-            return await warden.key_status()
+            return await warden.at_rest.status()
         finally:
             await warden.store.close()
 

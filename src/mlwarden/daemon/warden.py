@@ -7,7 +7,8 @@ the provider's ``interfaces.py``. It is the only place that knows every service.
 starts and stops them, reloads the configuration, and offers the original
 specification's calls (``monitor_model_drift``, ``get_model_performance_history``,
 ``get_system_health``, ...) as async methods. The HTTP API (``daemon/api/``) and the
-CLI are thin layers over it.
+CLI are thin layers over it. The key ring in use and what it seals (status, reload,
+rotation) are ``warden.at_rest`` (daemon/at_rest.py).
 """
 
 from __future__ import annotations
@@ -15,18 +16,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from .._version import __version__
-from ..errors import ConfigError, Conflict, DecryptionFailed
 from .alerts.service import AlertService
-from .core.artifacts import register_scheme
+from .at_rest import EncryptionAtRest
 from .core.audit import AUDIT_SCHEMA, AuditLog
 from .core.audit_seal import CheckpointWriter, checkpoint_dir, load_key
 from .core.cluster import CLUSTER_SCHEMA
@@ -35,18 +33,10 @@ from .core.config_checks import deprecation_warnings
 from .core.config_loader import load_config
 from .core.context import Clock, Context
 from .core.daemon_lock import DaemonLock
-from .core.encryption import Sealer, set_current_sealer
-from .core.keys import KEY_FILE_ENV, Keyring, load_keyring
+from .core.encryption import Sealer
+from .core.keys import load_keyring
 from .core.metrics import Metrics
 from .core.plugins import PluginCatalog, make_plugin_manager
-from .core.rotation import (
-    Inventory,
-    KeyRotation,
-    check_keys,
-    inventory,
-    name_stored_row,
-    sealed_columns,
-)
 from .core.service import Service
 from .core.store import Store
 from .core.tracking import Tracking, disable_telemetry
@@ -105,10 +95,14 @@ class Warden(Context):
             tracking=Tracking(config),
             sealer=Sealer(
                 keyring,
-                on_failure=self._decryption_failed,
-                on_stored_failure=lambda exc: self._decryption_failed(exc.what, exc.reason, exc),
+                on_failure=lambda what, reason: self.at_rest.decryption_failed(what, reason),
+                on_stored_failure=lambda exc: self.at_rest.decryption_failed(
+                    exc.what, exc.reason, exc
+                ),
             ),
         )
+        #: The key ring in use and what it seals (daemon/at_rest.py).
+        self.at_rest = EncryptionAtRest(self)
         self.alerts = AlertService(self)
         self.registry = RegistryService(self)
         self.ingest = IngestService(self, registry=self.registry)
@@ -141,7 +135,6 @@ class Warden(Context):
         }
         self.started_at: float | None = None
         self._started: list[Service] = []
-        self.rotation: KeyRotation | None = None
         path = store.sqlite_path
         #: One daemon per SQLite store (core/daemon_lock.py); None on PostgreSQL.
         self.daemon_lock = DaemonLock(path) if path is not None else None
@@ -171,11 +164,7 @@ class Warden(Context):
 
     async def _start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        set_current_sealer(self.sealer)
-        register_scheme()
-        if self.config.encryption.key_file:
-            # Trainer subprocesses and MLflow read the artifacts through the same ring.
-            os.environ[KEY_FILE_ENV] = str(Path(self.config.encryption.key_file).resolve())
+        self.at_rest.start()
         # The audit chain's key and checkpoints live outside the database (audit_seal.py).
         key = load_key(self.config.base_path, create=True)
         assert key is not None  # created when missing
@@ -185,7 +174,7 @@ class Warden(Context):
         ]
         await self.store.open(schemas)
         try:
-            await check_keys(self.store, self.sealer, self.sealed_columns(), self.artifact_root)
+            await self.at_rest.check_keys()
         except Exception:
             await self.store.close()
             raise
@@ -234,7 +223,7 @@ class Warden(Context):
         if self.daemon_lock is not None:
             self.daemon_lock.release()
         self.started_at = None
-        set_current_sealer(None)
+        self.at_rest.stop()
 
     async def reload(self, config: Config) -> None:
         """Adopt ``config``; on any error the old configuration stays in force."""
@@ -259,113 +248,6 @@ class Warden(Context):
             for service in self._started:
                 await service.reload(old)
             raise
-
-    # -- encryption at rest ----------------------------------------------------------
-
-    def sealed_columns(self) -> list[Any]:
-        """The store's sealed columns (outbox, journal, batches, profiles, references)."""
-        from .alerts.outbox import outbox_table
-        from .ingest.tables import journal_table, prediction_batches_table, profile_table
-        from .profiles.reference import reference_table
-
-        return sealed_columns(
-            [outbox_table, journal_table, prediction_batches_table, profile_table, reference_table]
-        )
-
-    @property
-    def artifact_root(self) -> Path | None:
-        """The encrypted MLflow artifact directory (None with encryption off)."""
-        return Path(self.config.artifact_location) if self.sealer.enabled else None
-
-    async def key_status(self) -> dict[str, Any]:
-        """Keys in the ring, sealed objects per key, the last rotation's progress."""
-        ring = self.sealer.keyring
-        inv: Inventory = await inventory(self.store, self.sealed_columns(), self.artifact_root)
-        return {
-            "enabled": ring is not None,
-            "source": ring.source if ring else "",
-            "active": ring.active if ring else "",
-            "keys": {k: inv.counts.get(k, 0) for k in (ring.ids if ring else [])},
-            "unknown_keys": {k: n for k, n in inv.counts.items() if not ring or k not in ring.keys},
-            "clear_objects": inv.clear,
-            "rotation": self.rotation.progress.to_dict() if self.rotation else None,
-        }
-
-    def reload_keys(self) -> Keyring:
-        """Re-read the key ring from its source; refuse one that lacks a key in use."""
-        enc = self.config.encryption
-        if not enc.enabled:
-            raise ConfigError("encryption is not enabled", "encryption.enabled")
-        ring = load_keyring(enc.key_file, enc.key_env, enc.credential)
-        self.sealer.replace_keyring(ring)
-        return ring
-
-    async def retire_keys(self) -> Keyring:
-        """Re-read the ring without its retired keys; 409 while one still wraps objects."""
-        old = self.sealer.keyring
-        ring = self.reload_keys()
-        inv = await inventory(self.store, self.sealed_columns(), self.artifact_root)
-        missing = sorted(k for k in inv.counts if k not in ring.keys)
-        if missing:
-            if old is not None:
-                self.sealer.replace_keyring(old)
-            raise Conflict(
-                f"the key ring ({ring.source}) lacks key(s) {', '.join(missing)} that still "
-                f"wrap {sum(inv.counts[k] for k in missing)} stored objects; keep them until "
-                "a rotation has re-wrapped those objects"
-            )
-        retired = sorted(set(old.ids if old else []) - set(ring.ids))
-        await self.audit.record("system", "keys_reload", ring.active, detail={"retired": retired})
-        return ring
-
-    async def rotate_keys(self) -> dict[str, Any]:
-        """Re-read the ring (a new active key) and re-wrap every data key in the background."""
-        if self.rotation is not None and self.rotation.progress.state == "running":
-            raise Conflict("a key rotation is already running")
-        ring = await self.retire_keys()
-        self.rotation = KeyRotation(
-            self.store, self.sealer, self.sealed_columns(), self.artifact_root
-        )
-        self.spawn(self._rotate(self.rotation), name="key-rotation")
-        await self.audit.record("system", "keys_rotate", ring.active, detail={"keys": ring.ids})
-        return self.rotation.progress.to_dict()
-
-    async def _rotate(self, rotation: KeyRotation) -> None:
-        try:
-            await rotation.run()
-        except Exception as exc:
-            self.record_error("key-rotation", str(exc))
-
-    def _decryption_failed(
-        self, what: str, reason: str, error: DecryptionFailed | None = None
-    ) -> None:
-        """Log and audit an object that could not be opened (called from any thread);
-        a sealed column's value (``error``) is named by its row key once found."""
-        loop = self._loop
-        if error is None or loop is None or loop.is_closed():
-            logger.error("refused %s: cannot decrypt it: %s", what, reason)
-        if loop is None or loop.is_closed():
-            return
-
-        async def record(what: str) -> None:
-            if error is not None:
-                what = (await self.name_stored_row(error)).what
-                logger.error("refused %s: cannot decrypt it: %s", what, reason)
-            await self.audit.record(
-                "system", "decryption_failed", what, "refused", {"reason": reason}
-            )
-
-        def audit() -> None:
-            if self.store.engine is not None:
-                self.spawn(record(what), name="audit-decryption-failure")
-            elif error is not None:
-                logger.error("refused %s: cannot decrypt it: %s", what, reason)
-
-        loop.call_soon_threadsafe(audit)
-
-    async def name_stored_row(self, error: DecryptionFailed) -> DecryptionFailed:
-        """``error`` naming the table, column and key of the row it came from."""
-        return await name_stored_row(self.store, self.sealed_columns(), error)
 
     def service(self, name: str) -> Service:
         """The service called ``name``. Deprecated: use the attribute (``warden.ingest``)."""

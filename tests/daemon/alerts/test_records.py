@@ -6,7 +6,7 @@ import json
 
 import sqlalchemy as sa
 
-from mlwarden.daemon.alerts.outbox import OutboxEntry, outbox_table
+from mlwarden.daemon.alerts.outbox_records import OutboxEntry, outbox_table
 from mlwarden.daemon.alerts.records import Alert, alert_from_row, alerts_table
 from mlwarden.daemon.alerts.silences import SilenceRecord, silences_table
 

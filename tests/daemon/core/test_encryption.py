@@ -302,7 +302,7 @@ async def test_a_flipped_byte_in_a_row_and_an_artifact_is_refused_and_audited(
 ):
     warden, client, _versions, _ = await _run_daemon(make_config, make_client, tmp_path, True)
     try:
-        from mlwarden.daemon.alerts.outbox import outbox_table
+        from mlwarden.daemon.alerts.outbox_records import outbox_table
 
         raw = sa.type_coerce(outbox_table.c.notification, sa.Text())
         async with warden.store.begin() as conn:

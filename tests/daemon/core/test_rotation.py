@@ -34,7 +34,7 @@ async def test_rotation_under_load_rewraps_everything_and_retires_the_old_key(
         client = await make_client(warden)
         for n in range(3):
             sent += len(await send_traffic(client, 40, f"before{n}", seed=n))
-        before = await warden.key_status()
+        before = await warden.at_rest.status()
         assert set(before["keys"]) == {"k1"} and before["keys"]["k1"] > 0
         # A new active key, then the rotation while predictions flow and a retrain
         # registers a version.
@@ -49,12 +49,12 @@ async def test_rotation_under_load_rewraps_everything_and_retires_the_old_key(
             return n
 
         flow = asyncio.create_task(traffic())
-        progress = await warden.rotate_keys()
+        progress = await warden.at_rest.rotate()
         assert progress["active"] == "k2"
         uri = await asyncio.to_thread(_log_linear, warden, [1.0, -2.0, 0.5], 9)
         retrained = await warden.registry.register("price", model_uri=uri)
         for _ in range(600):
-            state = (await warden.key_status())["rotation"]
+            state = (await warden.at_rest.status())["rotation"]
             if state["state"] != "running":
                 break
             await asyncio.sleep(0.05)
@@ -63,11 +63,11 @@ async def test_rotation_under_load_rewraps_everything_and_retires_the_old_key(
         sent += await flow
         assert state["state"] == "done", state
         assert state["rewrapped"] > 0 and state["remaining_by_key"] == {}
-        status = await warden.key_status()
+        status = await warden.at_rest.status()
         assert status["keys"]["k1"] == 0 and status["keys"]["k2"] > 0
         # The old key is removable: the daemon accepts a ring without it.
         write_key_file(key_file, {"k2": load_keyring(str(key_file)).keys["k2"]})
-        await warden.retire_keys()
+        await warden.at_rest.retire()
         assert warden.sealer.keyring is not None and warden.sealer.keyring.ids == ["k2"]
     finally:
         await warden.stop()
@@ -113,7 +113,7 @@ def test_cli_keys_new_rotate_status_without_a_daemon(make_config, tmp_path, base
         async with w.store.begin() as conn:  # three sealed outbox rows under the first key
             note = Notification(title="t", body="b", fingerprint="f")
             await w.alerts.outbox.enqueue(conn, note, "gone", ["a", "b", "c"])
-        assert (await w.key_status())["keys"] == {first: 3}
+        assert (await w.at_rest.status())["keys"] == {first: 3}
         await w.stop()
 
     asyncio.run(seed())

@@ -50,7 +50,7 @@ async def test_a_flipped_byte_in_a_reference_row_names_the_row_and_is_audited(
             async with warden.store.connect() as conn:
                 (await conn.execute(sa.select(reference_table))).first()
         assert info.value.table == "reference_profiles"
-        assert (await warden.name_stored_row(info.value)).what == named
+        assert (await warden.at_rest.name_stored_row(info.value)).what == named
         for _ in range(100):
             entries = await warden.audit.entries(limit=50)
             refused = [e for e in entries if e["action"] == "decryption_failed"]

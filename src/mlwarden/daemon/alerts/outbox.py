@@ -29,69 +29,38 @@ the next start; PagerDuty's dedup key makes that harmless.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...errors import DecryptionFailed
-from ...types import Notification, Severity
+from ...types import Notification
 from ..core.config import AlertsConfig
 from ..core.context import Clock
-from ..core.encryption import SealedText, open_text
 from ..core.leases import Pin, fence, pinned
 from ..core.metrics import Metrics
 from ..core.store import Store
 from .notifiers import Notifier
-
-__all__ = [
-    "Outbox",
-    "OutboxEntry",
-    "notification_from_json",
-    "notification_to_json",
-    "outbox_table",
-]
-
-logger = logging.getLogger(__name__)
-
-_meta = sa.MetaData()
-outbox_table = sa.Table(
-    "notification_outbox",
-    _meta,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("notifier", sa.String(128), nullable=False),
-    sa.Column("target", sa.String(64), nullable=False),
-    sa.Column("fingerprint", sa.String(64), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),  # pending | sent | dropped
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("next_attempt_at", sa.Float, nullable=False),
-    sa.Column("last_error", sa.Text, nullable=False),
-    sa.Column("sent_at", sa.Float, nullable=True),
-    sa.Column("notification", SealedText("notification_outbox"), nullable=False),
-    sa.Index("ix_notification_outbox_status", "status", "id"),
+from .outbox_records import (
+    OUTBOX_ROWS,
+    OutboxEntry,
+    entry_from_row,
+    notification_from_json,
+    notification_payload,
+    notification_title,
+    notification_to_json,
+    outbox_table,
 )
 
-#: The outbox's columns with the notification as stored (sealed with encryption on):
-#: each row is opened on its own, so one that fails its tag check is named and dropped
-#: without holding up the others.
-_ROWS = [c for c in outbox_table.c if c.name != "notification"] + [
-    sa.type_coerce(outbox_table.c.notification, sa.Text()).label("notification")
-]
+__all__ = ["Outbox"]
 
-
-def _payload(row: RowMapping) -> str:
-    """The row's notification JSON; DecryptionFailed names the row."""
-    return open_text(row["notification"], "notification_outbox", f"outbox row {row['id']}")
-
+logger = logging.getLogger(__name__)
 
 #: How many pending rows one delivery pass looks at.
 _BATCH = 500
@@ -105,35 +74,6 @@ class _Send:
     attempts: int
     task: asyncio.Task[None]
     since: float  # time.monotonic() when it started
-
-
-class OutboxEntry(TypedDict):
-    """One notification to one destination of a notifier (``GET /api/alerts/outbox``)."""
-
-    id: int
-    created_at: float
-    notifier: str
-    #: The destination's key ("" for a notifier with one destination).
-    target: str
-    fingerprint: str
-    #: ``pending``, ``sent`` or ``dropped``.
-    status: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str
-    sent_at: float | None
-    #: The :class:`~mlwarden.types.Notification` as JSON.
-    notification: dict[str, Any]
-
-
-def notification_to_json(n: Notification) -> str:
-    return json.dumps(dataclasses.asdict(n), default=str, sort_keys=True)
-
-
-def notification_from_json(text: str) -> Notification:
-    raw = json.loads(text)
-    raw["severity"] = Severity(raw["severity"])
-    return Notification(**raw)
 
 
 class Outbox:
@@ -222,7 +162,7 @@ class Outbox:
             rows = (
                 (
                     await conn.execute(
-                        sa.select(*_ROWS)
+                        sa.select(*OUTBOX_ROWS)
                         .where(outbox_table.c.status == "pending")
                         .order_by(outbox_table.c.id)
                         .limit(_BATCH)
@@ -263,7 +203,7 @@ class Outbox:
             return sent
         for row in rows:
             try:
-                notification = notification_from_json(_payload(row))
+                notification = notification_from_json(notification_payload(row))
             except DecryptionFailed as exc:
                 await self._drop(row, str(exc))
                 continue
@@ -414,7 +354,7 @@ class Outbox:
             reason,
             row["attempts"],
             row["last_error"] or "none",
-            _title(row),
+            notification_title(row),
         )
         await self._update(row["id"], status="dropped", last_error=reason)
         self.metrics.notifications.labels(row["notifier"], "dropped").inc()
@@ -432,7 +372,7 @@ class Outbox:
             rows = (
                 (
                     await conn.execute(
-                        sa.select(*_ROWS).where(
+                        sa.select(*OUTBOX_ROWS).where(
                             outbox_table.c.status == "pending",
                             outbox_table.c.created_at < cutoff,
                         )
@@ -448,12 +388,12 @@ class Outbox:
     # -- reading and housekeeping ----------------------------------------------------
 
     async def entries(self, status: str | None = None, limit: int = 100) -> list[OutboxEntry]:
-        query = sa.select(*_ROWS).order_by(outbox_table.c.id.desc()).limit(limit)
+        query = sa.select(*OUTBOX_ROWS).order_by(outbox_table.c.id.desc()).limit(limit)
         if status:
             query = query.where(outbox_table.c.status == status)
         async with self.store.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:
         async with self.store.connect() as conn:
@@ -483,26 +423,3 @@ def _error_of(task: asyncio.Task[None]) -> str | None:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return f"{exc}" or repr(exc)
-
-
-def _title(row: RowMapping) -> str:
-    try:
-        return str(json.loads(_payload(row)).get("title", ""))
-    except DecryptionFailed:
-        return "(cannot be decrypted)"
-
-
-def _entry(row: RowMapping) -> OutboxEntry:
-    return {
-        "id": row["id"],
-        "created_at": row["created_at"],
-        "notifier": row["notifier"],
-        "target": row["target"],
-        "fingerprint": row["fingerprint"],
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "next_attempt_at": row["next_attempt_at"],
-        "last_error": row["last_error"],
-        "sent_at": row["sent_at"],
-        "notification": json.loads(_payload(row)),
-    }

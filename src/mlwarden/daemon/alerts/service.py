@@ -32,7 +32,8 @@ from ..core.leases import LeaseLost, fence, holding
 from ..core.service import Service
 from ..core.store import ALERT_LOCKS, Schema, create_tables, lock_for_transaction
 from .notifiers import Notifier, build_notifiers, format_notification, routes_to
-from .outbox import Outbox, outbox_table
+from .outbox import Outbox
+from .outbox_records import outbox_table
 from .records import Alert, alert_from_row, alerts_table
 from .rules import AlertRule, build_rules, fingerprint
 from .silences import Silences, silences_table

@@ -48,7 +48,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except MlwardenError as exc:
         if isinstance(exc, DecryptionFailed) and exc.stored is not None:
-            exc = await request.app[WARDEN].name_stored_row(exc)  # the row's key, not the table
+            # Named by the row's key, not only by its table.
+            exc = await request.app[WARDEN].at_rest.name_stored_row(exc)
         response = json_response(error_body(exc.code, str(exc)), exc.status)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="mlwarden"'  # RFC 6750

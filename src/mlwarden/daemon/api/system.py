@@ -114,7 +114,7 @@ async def cluster(request: web.Request) -> web.Response:
 
 async def key_status(request: web.Request) -> web.Response:
     """Encryption keys: the active one, sealed objects per key, the rotation's progress."""
-    return json_response(await request.app[WARDEN].key_status())
+    return json_response(await request.app[WARDEN].at_rest.status())
 
 
 async def key_rotate(request: web.Request) -> web.Response:
@@ -122,7 +122,7 @@ async def key_rotate(request: web.Request) -> web.Response:
     warden = request.app[WARDEN]
     if not warden.sealer.enabled:
         raise InvalidInput("encryption is not enabled ([encryption] enabled = true)")
-    return json_response(await warden.rotate_keys(), 202)
+    return json_response(await warden.at_rest.rotate(), 202)
 
 
 async def key_reload(request: web.Request) -> web.Response:
@@ -130,8 +130,8 @@ async def key_reload(request: web.Request) -> web.Response:
     warden = request.app[WARDEN]
     if not warden.sealer.enabled:
         raise InvalidInput("encryption is not enabled ([encryption] enabled = true)")
-    await warden.retire_keys()
-    return json_response(await warden.key_status())
+    await warden.at_rest.retire()
+    return json_response(await warden.at_rest.status())
 
 
 class AuditQuery(Paged):

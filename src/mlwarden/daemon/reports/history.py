@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..alerts.outbox import outbox_table
+from ..alerts.outbox_records import outbox_table
 from ..alerts.records import alerts_table
 from ..core.store import Store
 from ..experiments.records import evaluations_table, experiments_table

@@ -2,7 +2,9 @@
 
 Owns: the rollout controller (``controller.py``: the state machine that drives a
 strategy plugin step by step, typed by ``strategy.DeploymentStrategy``, the
-confirm-promotion hook, promotion and rollback), the
+confirm-promotion hook, a rollout's promotion and rollback), the operator's changes
+checked against the active rollout (``promotion.py``: direct promotions, lifecycle
+moves, rollout starts, rollbacks), the
 evidence a step is decided on (``evidence.py``) and the canary analysis itself
 (``analysis.py``: candidate against baseline over the same interval), the traffic
 tables with sticky routing and the traffic backends (``traffic.py``), the serving

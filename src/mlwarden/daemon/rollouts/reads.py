@@ -19,6 +19,7 @@ from .records import (
     analyses_table,
     analysis_from_row,
     public,
+    read_rollout,
     rollout_from_row,
     rollouts_table,
 )
@@ -63,10 +64,7 @@ class RolloutReads:
         raise NotImplementedError
 
     async def get(self, rollout_id: str) -> Rollout:
-        row = await self.context.store.row_by_id(
-            rollouts_table, rollout_id, missing=f"no rollout with id {rollout_id!r}"
-        )
-        return rollout_from_row(row)
+        return await read_rollout(self.context.store, rollout_id)
 
     async def history(self, model: str, limit: int = 20) -> list[Rollout]:
         async with self.context.store.connect() as conn:

@@ -8,7 +8,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 import sqlalchemy as sa
 
 from ...types import Action, Step
-from ..core.store import Schema, create_tables
+from ..core.store import Schema, Store, create_tables
 from .serving_stats import serving_stats_table
 from .traffic import TRAFFIC_SCHEMA, serving_table
 
@@ -23,6 +23,7 @@ __all__ = [
     "analyses_table",
     "analysis_from_row",
     "public",
+    "read_rollout",
     "rollout_from_row",
     "rollouts_table",
     "row_values",
@@ -195,6 +196,14 @@ def rollout_from_row(row: sa.Row[Any]) -> Rollout:
         "reason": r["reason"],
         "active": r["state"] in ACTIVE,
     }
+
+
+async def read_rollout(store: Store, rollout_id: str) -> Rollout:
+    """The stored rollout ``rollout_id``; NotFound (404) naming it when there is none."""
+    row = await store.row_by_id(
+        rollouts_table, rollout_id, missing=f"no rollout with id {rollout_id!r}"
+    )
+    return rollout_from_row(row)
 
 
 def row_values(rollout: Rollout) -> dict[str, object]:
