@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from mlwarden.stats.kolmogorov import SortedReference, ks_statistic
-from mlwarden.stats.ks_batch import StackedReferences, ks_statistics
+from mlwarden.stats.ks_batch import StackedReferences, batch_stride, ks_statistics
 
 
+@pytest.mark.parametrize("stride", [None, 1, 7, 16])
 @pytest.mark.parametrize("seed", range(8))
-def test_every_row_equals_the_one_feature_statistic(seed):
+def test_every_row_equals_the_one_feature_statistic(seed, stride):
     rng = np.random.default_rng(seed)
     features = int(rng.integers(1, 40))
     n1, n2 = int(rng.integers(1, 12_000)), int(rng.integers(1, 6_000))
@@ -20,8 +21,12 @@ def test_every_row_equals_the_one_feature_statistic(seed):
         reference, current = np.round(reference * 3), np.round(current * 3)
     references = [SortedReference(row) for row in reference]
     one = np.array([ks_statistic(r, c) for r, c in zip(references, current, strict=True)])
-    together = ks_statistics(StackedReferences(references), current.copy())
+    # Stacked at another stride than the references' own (batch_stride by default).
+    together = ks_statistics(StackedReferences(references, stride), current.copy())
     assert np.array_equal(together, one)
+    # The references re-indexed at the stack's stride give the same statistics alone.
+    again = [ks_statistic(r, c) for r, c in zip(references, current, strict=True)]
+    assert np.array_equal(np.array(again), one)
 
 
 def test_a_subset_of_rows_is_compared_with_its_own_references():
@@ -40,6 +45,8 @@ def test_the_references_share_the_stacked_rank_tables():
     stacked = StackedReferences(references)
     for i, reference in enumerate(references):
         assert reference.values is values[i]  # the sorted values are not copied
+        assert np.shares_memory(reference.edges, stacked.edges)
+        assert reference.stride == stacked.stride == batch_stride(500)
         assert np.shares_memory(reference.left, stacked.left)
         assert np.shares_memory(reference.right, stacked.right)
         assert np.array_equal(reference.left, stacked.left[i])

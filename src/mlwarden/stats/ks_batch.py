@@ -14,36 +14,53 @@ and subtracted the same way).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from .kolmogorov import SortedReference
 
-__all__ = ["StackedReferences", "ks_statistics"]
+__all__ = ["StackedReferences", "batch_stride", "ks_statistics"]
 
 
 class StackedReferences:
-    """Sorted references of one size and stride, their rank tables stacked.
+    """Sorted references of one size, re-indexed at one stride and stacked.
 
-    Built once from the fitted ``SortedReference`` objects (all of ``size`` n1 and the
-    same edge stride). The sorted values stay where they are, one array per feature
-    (stacking them would hold a second copy until the heap gives the first back); the
-    edges' ranks are stacked into ``(features, edges)`` matrices and each reference's
-    ``left`` and ``right`` rebound to a view of its row, so nothing is held twice.
+    Built once from the fitted ``SortedReference`` objects (all of ``size`` n1). The
+    sorted values stay where they are, one array per feature (stacking them would hold
+    a second copy until the heap gives the first back); the edges and their ranks are
+    stacked into ``(features, edges)`` matrices and each reference's ``edges``,
+    ``left`` and ``right`` rebound to views of its row, so nothing is held twice (the
+    one-feature path is exact at any stride).
+
+    The stride is :func:`batch_stride`'s, coarser than a lone reference's: searching a
+    sorted sample for contiguous edges here costs more per edge than the candidate
+    values it saves (measured at 10,000 against 5,000 values: stride 25 is 5-15% faster
+    than 16, 40 and more are slower).
     """
 
-    __slots__ = ("left", "references", "right", "size", "stride")
+    __slots__ = ("edges", "left", "references", "right", "size", "stride")
 
-    def __init__(self, references: Sequence[SortedReference]) -> None:
+    def __init__(self, references: Sequence[SortedReference], stride: int | None = None) -> None:
         first = references[0]
-        self.size = int(first.size)
-        self.stride = first.stride
+        self.size = n = int(first.size)
+        self.stride = stride = batch_stride(n) if stride is None else stride
         self.references = list(references)
-        self.left = np.stack([r.left for r in references])
-        self.right = np.stack([r.right for r in references])
+        self.edges = np.stack([r.values[::stride] for r in references])
+        rank = first.left.dtype
+        pairs = list(zip(references, self.edges, strict=True))
+        self.left = np.stack([np.searchsorted(r.values, e, side="left") for r, e in pairs])
+        self.right = np.stack([np.searchsorted(r.values, e, side="right") for r, e in pairs])
+        self.left, self.right = self.left.astype(rank), self.right.astype(rank)
         for i, reference in enumerate(references):
+            reference.edges, reference.stride = self.edges[i], stride
             reference.left, reference.right = self.left[i], self.right[i]
+
+
+def batch_stride(size: int) -> int:
+    """The edge stride of stacked references of ``size`` values: about sqrt(n)/4."""
+    return min(max(4, int(math.sqrt(size) / 4)), 256)
 
 
 def ks_statistics(
@@ -76,8 +93,9 @@ def ks_statistics(
     # bounds[:, k] .. bounds[:, k + 1]: the positions in each sorted row of bin k's values.
     bounds = np.empty((features, bins + 1), dtype=np.int64)
     bounds[:, 0], bounds[:, -1] = 0, n2
-    for i, reference in enumerate(references):
-        bounds[i, 1:-1] = np.searchsorted(current[i], reference.edges, side="left")
+    edges = stacked.edges[index]
+    for i in range(features):
+        bounds[i, 1:-1] = np.searchsorted(current[i], edges[i], side="left")
     first, stop = bounds[:, :-1], bounds[:, 1:]
     filled = stop > first
     first_n2, stop_n2 = first / n2, stop / n2

@@ -173,6 +173,15 @@ async def test_what_is_missing_is_named_and_drift_checks_go_on(warden, make_clie
     assert "label column" in (await response.json())["status"]
 
 
+async def test_a_reference_without_labels_is_not_read_again(warden, references):
+    """Its profile has no target: estimation is off without reading the file (memory)."""
+    references[1].unlink()  # the profile was built from it at the start
+    await warden.ingest.record_predictions("nolabels", body(frame(500, seed=23), "d"))
+    assert (await warden.check_drift("nolabels"))["status"] == "ok"
+    status = warden.estimation.status("nolabels")
+    assert "no label column 'label'" in status, status
+
+
 async def test_an_estimator_that_raises_or_hangs_is_isolated_and_counted(warden):
     from tests.fake_plugins.broken_estimator import RELEASE
 

@@ -37,11 +37,13 @@ from ...errors import Conflict
 from ...stats.metrics import higher_is_better, relative_worsening
 from ...types import EstimationData, Event, MetricEstimate, PerformanceEstimate, Severity
 from ..core.context import Context
+from ..core.memory import release_memory
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import WatchedModel, WindowSource
 from .estimation_data import (
     EstimationUnavailable,
+    check_reference,
     realized_from_outcomes,
     reference_data,
     window_data,
@@ -135,6 +137,11 @@ class EstimationService(Service):
             return fitted
         layout = state.reference.layout
         timeout = self.context.config.monitoring.estimation_timeout_seconds
+        try:  # from the reference held: a file without labels is not read again
+            check_reference(mc, state.reference.target is not None, bool(layout.prediction))
+        except EstimationUnavailable as exc:
+            fitted.status = f"unavailable: {exc}"
+            return fitted
         try:
             reference = await asyncio.wait_for(
                 asyncio.to_thread(
@@ -154,6 +161,9 @@ class EstimationService(Service):
         except Exception as exc:  # the reference could not be read
             fitted.status = f"error: {exc}"
             self.context.record_error(f"estimation {mc.name}", repr(exc))
+        # The reference file was read whole (tens of MB, freed by now): handed back, as
+        # after a reference load (core/memory.py).
+        await asyncio.to_thread(release_memory)
         return fitted
 
     async def _isolated(self, name: str, step: str, call: Any, timeout: float) -> Any:

@@ -35,6 +35,7 @@ from ..profiles.reference import load_frame
 
 __all__ = [
     "EstimationUnavailable",
+    "check_reference",
     "estimation_features",
     "realized_from_outcomes",
     "reference_data",
@@ -51,22 +52,34 @@ def estimation_features(layout: Layout) -> tuple[str, ...]:
     return tuple(n for n in layout.numeric if n != layout.prediction)
 
 
-def reference_data(mc: ModelConfig, layout: Layout, tracking_uri: str) -> EstimationData:
-    """The labelled reference of ``mc`` for fitting an estimator (blocking)."""
+def check_reference(mc: ModelConfig, has_labels: bool, has_predictions: bool) -> None:
+    """EstimationUnavailable when the reference lacks labels or predictions.
+
+    Asked first of the reference profile the daemon holds (its target and its layout's
+    prediction), so that a reference without them is not read again from its file
+    (tens of MB for a wide reference, at every model's first check), then of the file.
+    """
     where = f"model {mc.name!r}: performance estimation"
     if not mc.reference:
         raise EstimationUnavailable(f"{where} needs a reference (models.reference)")
-    frame = load_frame(mc.reference, tracking_uri)
-    if mc.label_column not in frame.columns:
+    if not has_labels:
         raise EstimationUnavailable(
             f"{where} needs labels: the reference has no label column {mc.label_column!r} "
             "(models.label_column)"
         )
-    if mc.prediction_column not in frame.columns:
+    if not has_predictions:
         raise EstimationUnavailable(
             f"{where} needs the model's predictions: the reference has no column "
             f"{mc.prediction_column!r} (models.prediction_column)"
         )
+
+
+def reference_data(mc: ModelConfig, layout: Layout, tracking_uri: str) -> EstimationData:
+    """The labelled reference of ``mc`` for fitting an estimator (blocking)."""
+    where = f"model {mc.name!r}: performance estimation"
+    check_reference(mc, True, True)
+    frame = load_frame(mc.reference, tracking_uri)
+    check_reference(mc, mc.label_column in frame.columns, mc.prediction_column in frame.columns)
     labelled = frame[mc.label_column].notna().to_numpy()
     rows = np.flatnonzero(labelled)  # each kept row's place in the file, for the messages
     frame = frame[labelled]
