@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..core.config import Config
+from ..core.config import Config, ModelConfig
 from ..core.context import Context
 from ..core.outage import Outage, log_failure
 from ..core.store import upsert
@@ -31,6 +31,7 @@ from .prepare import PreparedBatch
 from .shared import merge_open, shared_window
 from .startup import load_reference, replay_journal
 from .state import ModelState
+from .uploads import follow_uploads
 from .tables import (
     INGEST_SCHEMA,
     check_new_ids,
@@ -68,7 +69,9 @@ class Ledger:
         self._queue: deque[Work[Any]] = deque()
         self._wake = asyncio.Event()
         # One reference is read at a time: the peak memory is that of one load.
-        self._loading = asyncio.Semaphore(1)
+        self.loading = asyncio.Semaphore(1)
+        # One reference upload (or removal) at a time (daemon/ingest/uploads.py).
+        self.uploading = asyncio.Lock()
 
     @property
     def shared(self) -> bool:
@@ -98,9 +101,16 @@ class Ledger:
             state = self.models.get(name)
             if state is not None and state.config == mc:
                 continue
-            state = ModelState(config=mc)
-            self.models[name] = state
-            self.context.spawn(self._prepare(state), name=f"ingest-reference-{name}")
+            self.prepare_again(mc)
+
+    def prepare_again(self, mc: ModelConfig) -> ModelState:
+        """A fresh state for model ``mc`` whose reference is loaded anew (a changed
+        configuration or uploaded reference); its open buckets start empty, as the
+        journal rows of the previous reference's layout are dropped on replay."""
+        state = ModelState(config=mc)
+        self.models[mc.name] = state
+        self.context.spawn(self._prepare(state), name=f"ingest-reference-{mc.name}")
+        return state
 
     # -- the writer --------------------------------------------------------------------
 
@@ -363,7 +373,7 @@ class Ledger:
 
     async def _prepare(self, state: ModelState) -> None:
         try:
-            await load_reference(self.context, state, self._loading)
+            await load_reference(self.context, state, self.loading)
         except Exception as exc:
             logger.error("model %s: reference not loaded: %s", state.config.name, exc)
             self.context.record_error(f"reference {state.config.name}", str(exc))
@@ -390,6 +400,8 @@ class Ledger:
                 if time.monotonic() - last_adopt >= self.context.cluster.heartbeat_seconds:
                     last_adopt = time.monotonic()
                     await self.adopt()
+                    if self.shared:
+                        await follow_uploads(self)
                 await self.flush()
                 await self.move_windows()
                 now = self.context.clock()

@@ -43,6 +43,7 @@ from .prepare import prepare_batch
 from .scores import Scores
 from .shared import shared_count
 from .state import ModelState
+from .uploads import reference_info, remove_reference, upload_reference
 from .tables import (
     INGEST_SCHEMA,
     count_stored,
@@ -206,6 +207,21 @@ class IngestService(Service):
         if result["unmatched"]:
             self.unmatched_labels[model] = self.unmatched_labels.get(model, 0) + result["unmatched"]
         return result
+
+    # -- uploaded references (daemon/ingest/uploads.py) -----------------------------------
+
+    async def upload_reference(self, model: str, data: bytes, media_type: str) -> dict[str, Any]:
+        """Check, profile and store ``data`` (Arrow stream, Parquet or CSV) as the model's
+        reference, in force over the configured one; 400 names a bad column or row."""
+        return await upload_reference(self.ledger, self.model_state(model), data, media_type)
+
+    async def remove_reference(self, model: str) -> dict[str, Any]:
+        """Delete the model's uploaded reference (404 when none): the configured one is back."""
+        return await remove_reference(self.ledger, self.model_state(model))
+
+    async def reference_info(self, model: str) -> dict[str, Any]:
+        """Which reference is in force for ``model``, and its summary."""
+        return await reference_info(self.ledger, self.model_state(model))
 
     async def outcomes(
         self,
