@@ -3,6 +3,8 @@ one in force (drift verdicts follow it), kept over restarts, removable, sealed."
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -253,7 +255,7 @@ async def test_an_upload_is_in_force_survives_a_restart_and_delete_reverts(
 
 
 async def test_a_model_without_schema_takes_the_uploads_columns(daemon):
-    warden, client = daemon
+    _, client = daemon
     resp = await put(client, "open", stream(table().drop(["label"])))
     info = await resp.json()
     assert resp.status == 200, info
@@ -278,3 +280,108 @@ async def test_arrow_and_feather_reference_files(make_warden, tmp_path):
         assert state.reference is not None and state.reference.rows == 500, state.reference_status
         assert state.layout.features == ("x", "y", "kind")
         await warden.stop()
+
+
+MARKER = "zebra-7f3a-plaintext"
+
+
+async def _raw_upload(warden) -> bytes:
+    t = reference_table
+    raw = sa.type_coerce(t.c.upload, sa.LargeBinary())
+    async with warden.store.connect() as conn:
+        value = (await conn.execute(sa.select(raw).where(t.c.model == "m"))).scalar()
+    assert value is not None
+    return bytes(value)
+
+
+@pytest.mark.both_backends
+async def test_the_stored_body_is_sealed_counted_and_rotated(
+    make_warden, make_client, reference, tmp_path
+):
+    from mlwarden.daemon.core.encryption import key_id_of
+    from mlwarden.daemon.core.keys import load_keyring, new_key, write_key_file
+
+    key_file = tmp_path / "keys"
+    write_key_file(key_file, {"k1": new_key()})
+    text = config(reference, f'[encryption]\nenabled = true\nkey_file = "{key_file}"\n')
+    warden = await make_warden(text)
+    await warden.ingest.model_state("m").ready.wait()
+    client = await make_client(warden)
+    before = (await warden.key_status())["keys"]["k1"]
+    body = stream(table(200, kind=[MARKER] * 200))
+    assert MARKER.encode() in body
+    resp = await put(client, "m", body)
+    assert resp.status == 200, await resp.text()
+    raw = await _raw_upload(warden)
+    assert MARKER.encode() not in raw and key_id_of(raw) == "k1"
+    assert (await stored_row(warden)).upload == body  # opened through the Sealer
+    # The body is one more sealed object (the profile row's columns were counted before).
+    assert (await warden.key_status())["keys"]["k1"] == before + 1
+    ring = load_keyring(str(key_file))
+    write_key_file(key_file, {**ring.keys, "k2": new_key()})
+    await warden.rotate_keys()
+    for _ in range(600):
+        progress = (await warden.key_status())["rotation"]
+        if progress["state"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert progress["state"] == "done", progress
+    raw = await _raw_upload(warden)
+    assert key_id_of(raw) == "k2" and MARKER.encode() not in raw
+    status = await warden.key_status()
+    assert status["keys"]["k1"] == 0 and status["keys"]["k2"] == before + 1
+    await warden.stop()
+    write_key_file(key_file, {"k2": load_keyring(str(key_file)).keys["k2"]})
+    warden = await make_warden(text)  # k2 alone opens the upload at the next start
+    state = warden.ingest.model_state("m")
+    await state.ready.wait()
+    assert state.uploaded and state.reference_status == "ready (uploaded, stored profile)"
+    assert (await stored_row(warden)).upload == body
+
+
+async def _until(predicate, seconds: float = 30.0) -> None:
+    for _ in range(int(seconds / 0.1)):
+        if predicate():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("not reached in time")
+
+
+async def test_other_daemons_on_postgresql_follow_an_upload_and_its_removal(
+    make_config, make_client, reference, tmp_path, postgres_url
+):
+    from mlwarden.daemon.warden import Warden
+
+    text = config(reference)
+    fast = {"cluster.heartbeat_seconds": 0.3, "cluster.lease_ttl_seconds": 3.0}
+    wardens = []
+    for name in ("a", "b"):
+        overrides = {"daemon.base_path": str(tmp_path / name), "store.url": postgres_url}
+        w = Warden(make_config(text, **overrides, **fast, **{"cluster.instance": name}))
+        await w.start()
+        wardens.append(w)
+    a, b = wardens
+    try:
+        for w in wardens:
+            await w.ingest.model_state("m").ready.wait()
+        configured = b.ingest.model_state("m").layout.fingerprint
+        client_a, client_b = await make_client(a), await make_client(b)
+        resp = await put(client_a, "m", parquet(pa.Table.from_pandas(frame(3000, 9, 3.0))), PARQUET)
+        info = await resp.json()
+        assert resp.status == 200, info
+        await _until(lambda: b.ingest.model_state("m").layout.fingerprint == info["fingerprint"])
+        state = b.ingest.model_state("m")
+        await state.ready.wait()
+        assert state.uploaded == info["upload"]["sha256"]
+        shown = await (await client_b.get(PATH.format("m"))).json()
+        assert shown["in_force"] == "upload" and shown["upload"] == info["upload"]
+        # B checks its traffic against the uploaded reference, fitted from the store.
+        await _traffic(client_b, 600, "b", shift=3.0)
+        assert (await b.check_drift("m"))["drifted_features"] == []
+        assert (await client_a.delete(PATH.format("m"))).status == 200
+        await _until(lambda: b.ingest.model_state("m").layout.fingerprint == configured)
+        await b.ingest.model_state("m").ready.wait()
+        assert b.ingest.model_state("m").uploaded == ""
+    finally:
+        for w in reversed(wardens):
+            await w.stop()

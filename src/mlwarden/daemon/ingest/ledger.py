@@ -31,7 +31,6 @@ from .prepare import PreparedBatch
 from .shared import merge_open, shared_window
 from .startup import load_reference, replay_journal
 from .state import ModelState
-from .uploads import follow_uploads
 from .tables import (
     INGEST_SCHEMA,
     check_new_ids,
@@ -45,6 +44,7 @@ from .tables import (
     store_predictions,
     stored_predictions,
 )
+from .uploads import follow_uploads
 from .window import closed_buckets, move_windows
 from .work import Work, fold
 

@@ -85,16 +85,15 @@ def read_reference_body(data: bytes, media_type: str) -> pa.Table:
     try:
         return pcsv.read_csv(pa.BufferReader(data))
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise BatchRejected("malformed", f"request body is not a readable CSV file: {exc}") from None
+        message = f"request body is not a readable CSV file: {exc}"
+        raise BatchRejected("malformed", message) from None
 
 
 def _scores(table: pa.Table, model: ModelConfig) -> list[str]:
     if model.task != "classification":
         return []
     prefix = model.probabilities_prefix
-    return [
-        n for n in table.column_names if n == model.probability_column or n.startswith(prefix)
-    ]
+    return [n for n in table.column_names if n == model.probability_column or n.startswith(prefix)]
 
 
 def check_reference(table: pa.Table, model: ModelConfig, schema: Schema) -> tuple[str, ...]:

@@ -43,7 +43,6 @@ from .prepare import prepare_batch
 from .scores import Scores
 from .shared import shared_count
 from .state import ModelState
-from .uploads import reference_info, remove_reference, upload_reference
 from .tables import (
     INGEST_SCHEMA,
     count_stored,
@@ -51,6 +50,7 @@ from .tables import (
     profile_table,
     window_predictions,
 )
+from .uploads import reference_info, remove_reference, upload_reference
 
 __all__ = ["IngestService", "Outcomes"]
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from ...errors import Conflict
 from ..core.context import Context
 from ..profiles.columns import Columns
 from ..profiles.layout import Layout
@@ -102,8 +103,7 @@ async def load_reference(context: Context, state: ModelState, loading: asyncio.S
             "created_at": context.clock(),
         }
         async with context.store.begin() as conn:
-            await conn.execute(t.delete().where(t.c.model == mc.name))
-            await conn.execute(t.insert(), values)
+            await conn.execute(_configured_row(conn.dialect), values)
         state.reference_status = "ready (built)"
         logger.info(
             "model %s: reference profile built from %s (%d rows)",
@@ -112,6 +112,23 @@ async def load_reference(context: Context, state: ModelState, loading: asyncio.S
             reference.rows,
         )
     _in_force(context, state, reference)
+
+
+def _configured_row(dialect: sa.Dialect) -> Any:
+    """Insert or replace a model's row with its configured reference's, unless the row
+    holds an upload meanwhile (another daemon's: it wins, follow_uploads loads it).
+
+    An upsert, not a delete and an insert: daemons starting together on PostgreSQL
+    would otherwise both insert, and one fail on the primary key.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    t = reference_table
+    insert = (postgresql if dialect.name == "postgresql" else sqlite).insert(t)
+    rest = {c.name: insert.excluded[c.name] for c in t.columns if c.name != "model"}
+    return insert.on_conflict_do_update(
+        index_elements=[t.c.model], set_=rest, where=t.c.source != UPLOAD_SOURCE
+    )
 
 
 def _in_force(context: Context, state: ModelState, reference: Reference) -> None:
@@ -137,6 +154,8 @@ async def _load_uploaded(
     t = reference_table
     async with context.store.connect() as conn:
         body = (await conn.execute(sa.select(t.c.upload).where(t.c.model == mc.name))).scalar()
+    if body is None:  # removed meanwhile (another daemon): the configured one, next time
+        raise Conflict(f"model {mc.name!r}: the uploaded reference was removed meanwhile")
     fingerprint = f"{params[:16]}{row.sha256[:16]}"
     schema = Schema.in_force(mc, layout_without_reference(mc, monitoring))
     async with loading:
