@@ -385,3 +385,20 @@ async def test_other_daemons_on_postgresql_follow_an_upload_and_its_removal(
     finally:
         for w in reversed(wardens):
             await w.stop()
+
+
+async def test_performance_estimation_reads_the_uploaded_reference(daemon):
+    warden, client = daemon
+    resp = await put(client, "m", stream(table(500, label=None)))
+    assert resp.status == 200, await resp.text()
+    await _traffic(client, 300, "e", shift=0.0)
+    resp = await client.post("/api/models/m/performance-estimate")
+    assert resp.status == 409
+    message = (await resp.json())["error"]["message"]
+    assert "the uploaded reference has no label column 'label'" in message
+    resp = await put(client, "m", stream(table(500)))  # with labels now
+    assert resp.status == 200, await resp.text()
+    await _traffic(client, 300, "f", shift=0.0)
+    resp = await client.post("/api/models/m/performance-estimate")
+    assert resp.status == 200, await resp.text()
+    assert warden.estimation.status("m") == "ready"

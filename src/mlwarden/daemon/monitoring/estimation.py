@@ -40,6 +40,7 @@ from ..core.context import Context
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import WatchedModel, WindowSource
+from ..profiles.reference import stored_upload
 from .estimation_data import (
     EstimationUnavailable,
     realized_from_outcomes,
@@ -136,12 +137,14 @@ class EstimationService(Service):
         layout = state.reference.layout
         timeout = self.context.config.monitoring.estimation_timeout_seconds
         try:
+            upload = await stored_upload(self.context.store, mc.name, layout.fingerprint)
             reference = await asyncio.wait_for(
                 asyncio.to_thread(
-                    reference_data, mc, layout, self.context.config.mlflow.tracking_uri
+                    reference_data, mc, layout, self.context.config.mlflow.tracking_uri, upload
                 ),
                 timeout,
             )
+            del upload
             fitted.estimator = await self._isolated(
                 name, "fit", lambda: cls(**mc.estimator_options).fit(reference), timeout
             )

@@ -61,6 +61,8 @@ __all__ = [
     "read_reference",
     "reference_table",
     "source_stat",
+    "stored_upload",
+    "upload_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -266,6 +268,38 @@ def load_frame(
         raise ConfigError(
             f"reference {source!r}: expected a .parquet, .csv, .arrow or .feather file"
         )
+
+
+async def stored_upload(store: Store, model: str, fingerprint: str) -> tuple[bytes, str] | None:
+    """The uploaded reference body of ``model`` and its media type, when it is the one
+    of layout ``fingerprint`` (None: the reference in force is not an upload)."""
+    t = reference_table
+    query = sa.select(t.c.sha256, t.c.upload, t.c.upload_type).where(
+        t.c.model == model, t.c.source == UPLOAD_SOURCE
+    )
+    async with store.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None or row.upload is None or fingerprint[16:] != row.sha256[:16]:
+        return None
+    return row.upload, row.upload_type
+
+
+def upload_frame(data: bytes, media_type: str) -> Any:
+    """An uploaded reference body (checked when it was stored) as a DataFrame (blocking)."""
+    import pyarrow as pa
+
+    if media_type == "text/csv":
+        import pyarrow.csv as pcsv
+
+        table = pcsv.read_csv(pa.BufferReader(data))
+    elif media_type == "application/vnd.apache.parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(pa.BufferReader(data))
+    else:
+        with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
+            table = reader.read_all()
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def build_reference(
