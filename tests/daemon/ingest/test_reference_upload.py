@@ -51,13 +51,7 @@ def frame(n: int = 2000, seed: int = 3, shift: float = 0.0) -> pd.DataFrame:
 
 def table(n: int = 50, **columns) -> pa.Table:
     """A good reference table of model ``m``; ``columns`` replace (None: drop) columns."""
-    data = {k: pa.array(v) for k, v in frame(n).items()}
-    for name, value in columns.items():
-        if value is None:
-            del data[name]
-        else:
-            data[name] = value if isinstance(value, pa.Array) else pa.array(value)
-    return pa.table(data)
+    return _with({k: pa.array(v) for k, v in frame(n).items()}, columns)
 
 
 def scored(n: int = 20, **columns) -> pa.Table:
@@ -70,12 +64,17 @@ def scored(n: int = 20, **columns) -> pa.Table:
         "label": pa.array(rng.choice(["yes", "no"], n)),
         "probability": pa.array(rng.uniform(size=n)),
     }
-    for name, value in columns.items():
-        if value is None:
-            del data[name]
-        else:
-            data[name] = value if isinstance(value, pa.Array) else pa.array(value)
-    return pa.table(data)
+    return _with(data, columns)
+
+
+def _with(data: dict, columns: dict) -> pa.Table:
+    """``data`` with ``columns`` put in (arrays, or lists made arrays) or taken out (None)."""
+    put = {
+        k: v if isinstance(v, pa.Array) else pa.array(v)
+        for k, v in columns.items()
+        if v is not None
+    }
+    return pa.table({k: v for k, v in {**data, **put}.items() if columns.get(k, 0) is not None})
 
 
 def _set(values: np.ndarray | list, row: int, value) -> list:

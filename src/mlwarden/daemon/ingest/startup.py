@@ -26,9 +26,9 @@ from ..profiles.reference import (
     UPLOAD_SOURCE,
     Reference,
     decode_reference,
-    encode_target,
     layout_without_reference,
     params_fingerprint,
+    profile_values,
     read_reference,
     reference_table,
     source_sha256,
@@ -96,10 +96,7 @@ async def load_reference(context: Context, state: ModelState, loading: asyncio.S
             "size": size,
             "mtime_ns": mtime,
             "sha256": sha,
-            "rows": reference.rows,
-            "layout": reference.layout.to_bytes(),
-            "profile": reference.profile.to_bytes(),
-            "target": None if reference.target is None else encode_target(reference.target),
+            **profile_values(reference),
             "created_at": context.clock(),
         }
         async with context.store.begin() as conn:
@@ -163,14 +160,7 @@ async def _load_uploaded(
             build_uploaded, body, row.upload_type, mc, monitoring, schema, fingerprint
         )
     del body
-    values = {
-        "params": params,
-        "rows": reference.rows,
-        "layout": reference.layout.to_bytes(),
-        "profile": reference.profile.to_bytes(),
-        "target": None if reference.target is None else encode_target(reference.target),
-        "created_at": context.clock(),
-    }
+    values = {"params": params, **profile_values(reference), "created_at": context.clock()}
     async with context.store.begin() as conn:
         await conn.execute(t.update().where(t.c.model == mc.name, t.c.sha256 == row.sha256), values)
     state.reference_status = "ready (uploaded, rebuilt)"

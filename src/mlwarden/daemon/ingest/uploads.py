@@ -35,8 +35,8 @@ import sqlalchemy as sa
 from ...errors import Conflict, InvalidInput, NotFound
 from ..profiles.reference import (
     UPLOAD_SOURCE,
-    encode_target,
     params_fingerprint,
+    profile_values,
     reference_table,
 )
 from .reference_body import UPLOAD_TYPES, Schema, build_uploaded
@@ -83,10 +83,7 @@ async def upload_reference(
             "size": len(data),
             "mtime_ns": 0,
             "sha256": sha,
-            "rows": reference.rows,
-            "layout": reference.layout.to_bytes(),
-            "profile": reference.profile.to_bytes(),
-            "target": None if reference.target is None else encode_target(reference.target),
+            **profile_values(reference),
             "created_at": context.clock(),
             "upload": data,
             "upload_type": media_type,

@@ -58,6 +58,7 @@ __all__ = [
     "decode_reference",
     "encode_target",
     "load_frame",
+    "profile_values",
     "read_reference",
     "reference_table",
     "source_stat",
@@ -452,6 +453,16 @@ def read_reference(
     finally:
         del frame
         release_memory()
+
+
+def profile_values(reference: Reference) -> dict[str, Any]:
+    """The columns of a ``reference_profiles`` row that hold ``reference``'s profile."""
+    return {
+        "rows": reference.rows,
+        "layout": reference.layout.to_bytes(),
+        "profile": reference.profile.to_bytes(),
+        "target": None if reference.target is None else encode_target(reference.target),
+    }
 
 
 def encode_target(target: Profile) -> bytes:
