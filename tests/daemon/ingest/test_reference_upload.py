@@ -401,3 +401,15 @@ async def test_performance_estimation_reads_the_uploaded_reference(daemon):
     resp = await client.post("/api/models/m/performance-estimate")
     assert resp.status == 200, await resp.text()
     assert warden.estimation.status("m") == "ready"
+
+
+async def test_a_feature_keeps_its_kind_whatever_type_carries_it(daemon):
+    warden, client = daemon
+    # kind is categorical in force (strings in the file): integers stay categories;
+    # an all-null y stays numeric.
+    t = table(60, kind=pa.array([1, 2, 3] * 20, pa.int32()), y=pa.nulls(60))
+    resp = await put(client, "m", parquet(t), PARQUET)
+    assert resp.status == 200, await resp.text()
+    layout = warden.ingest.model_state("m").layout
+    assert "kind" in layout.categorical and "y" in layout.numeric
+    assert set(layout.categories[layout.categorical.index("kind")]) == {"1", "2", "3"}

@@ -191,6 +191,25 @@ def _check_scores(table: pa.Table, model: ModelConfig) -> None:
         check_probability(values(model.probability_column), rows, model.probability_column, error)
 
 
+def _as_in_force(table: pa.Table, features: tuple[str, ...], schema: Schema) -> pa.Table:
+    """Columns whose type alone would give a feature another kind than the one in force:
+    integers or nulls of a categorical feature become strings (as ingest reads them),
+    nulls of any other feature numbers."""
+    for name in features:
+        column = table.column(name)
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        kind = kind_of(column.type)
+        if name in schema.categorical and kind in ("integer", "null"):
+            column = column.cast(pa.string())
+        elif kind == "null":
+            column = column.cast(pa.float64())
+        else:
+            continue
+        table = table.set_column(table.column_names.index(name), name, column)
+    return table
+
+
 def build_uploaded(
     data: bytes,
     media_type: str,
@@ -204,6 +223,7 @@ def build_uploaded(
     features = check_reference(table, model, schema)
     keep = [*features, model.prediction_column, model.label_column, *_scores(table, model)]
     table = table.select([n for n in dict.fromkeys(keep) if n in table.column_names])
+    table = _as_in_force(table, features, schema)
     frame = table.to_pandas(split_blocks=True, self_destruct=True)
     del table
     try:
