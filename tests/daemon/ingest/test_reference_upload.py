@@ -264,6 +264,10 @@ async def test_a_model_without_schema_takes_the_uploads_columns(daemon):
     resp = await put(client, "open", stream(table(y=None)))
     assert resp.status == 400
     assert "column 'y': missing feature" in (await resp.json())["error"]["message"]
+    # Removed, the model is back to no reference and no schema.
+    info = await (await client.delete(PATH.format("open"))).json()
+    assert info["in_force"] == "none" and info["features"] is None and info["rows"] is None
+    assert (await client.get(PATH.format("open"))).status == 200
 
 
 async def test_arrow_and_feather_reference_files(make_warden, tmp_path):
@@ -413,3 +417,22 @@ async def test_a_feature_keeps_its_kind_whatever_type_carries_it(daemon):
     layout = warden.ingest.model_state("m").layout
     assert "kind" in layout.categorical and "y" in layout.numeric
     assert set(layout.categories[layout.categorical.index("kind")]) == {"1", "2", "3"}
+
+
+async def test_a_batch_journalled_under_the_previous_reference_does_not_stall_flushes(daemon):
+    """A batch acknowledged while the reference changed, journalled under the previous
+    layout after the new state's replay: the open bucket still flushes."""
+    from mlwarden.daemon.ingest.tables import journal_table, profile_table
+
+    warden, client = daemon
+    await _traffic(client, 50, "j", shift=0.0)
+    j = journal_table
+    async with warden.store.begin() as conn:
+        row = (await conn.execute(sa.select(j).where(j.c.model == "m"))).first()
+        stale = {c: row._mapping[c] for c in row._mapping if c != "seq"}
+        await conn.execute(j.insert(), {**stale, "layout": "the-previous-reference"})
+    assert await warden.ingest.ledger.flush(everything=True) == 1
+    async with warden.store.connect() as conn:
+        left = (await conn.execute(sa.select(sa.func.count()).select_from(j))).scalar()
+        written = (await conn.execute(sa.select(profile_table.c.rows))).scalars().all()
+    assert left == 0 and written == [50]

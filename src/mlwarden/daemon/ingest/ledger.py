@@ -301,16 +301,21 @@ class Ledger:
             j = journal_table
             taken = set()
             for s, key, _ in due:
+                mine = (j.c.model == s.config.name, j.c.writer == self.writer)
                 deleted = await conn.execute(
                     j.delete().where(
-                        j.c.model == s.config.name,
+                        *mine,  # other daemons' rows are theirs to flush
                         j.c.version == key[0],
                         j.c.bucket_start == key[1],
-                        j.c.writer == self.writer,  # other daemons' rows are theirs to flush
+                        j.c.layout == s.layout.fingerprint,
                     )
                 )
                 if deleted.rowcount != s.journalled.get(key, 0):
                     taken.add(s.config.name)  # daemon/ingest/orphans.py
+                # A batch acknowledged while the model's reference changed (an upload,
+                # a new configuration) may be journalled under the previous layout after
+                # the replay dropped those rows: dropped now, as the replay does.
+                await conn.execute(j.delete().where(*mine, j.c.layout != s.layout.fingerprint))
             if taken:  # rolled back: the bucket holds batches another daemon has now
                 raise JournalTaken(taken)
 
