@@ -116,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--batch-rows", type=int, default=10_000, help="rows per request")
     backfill.add_argument("--label-column", default="label", help="column of the labels")
 
+    reference = sub.add_parser("reference", help="a model's uploaded reference data")
+    reference_sub = reference.add_subparsers(dest="reference_command", required=True)
+    upload = reference_sub.add_parser(
+        "upload", help="put a Parquet, CSV, Arrow or Feather file in force as the reference"
+    )
+    remove = reference_sub.add_parser("remove", help="remove it: the configured one is back")
+    for cmd in (upload, remove):
+        cmd.add_argument("model", help="the watched model")
+    upload.add_argument("file", type=Path, help="a .parquet, .csv, .arrow or .feather file")
+    for cmd in (upload, remove):
+        cmd.add_argument("--url", default="http://127.0.0.1:9741", help="the daemon's URL")
+        cmd.add_argument(
+            "--token", default=os.environ.get("MLWARDEN_TOKEN") or None, help="an operator token"
+        )
+
     audit = sub.add_parser("audit", help="audit log tools")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = audit_sub.add_parser("verify", help="verify the audit log's hash chain")
@@ -233,6 +248,32 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     for first, last, why in summary.refused:
         print(f"rows {first}-{last} refused, nothing of them stored: {why}")
     return 0 if summary.ok else 1
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from .client import Client, ReferenceRefused
+
+    client = Client(args.url, token=args.token)
+    try:
+        if args.reference_command == "upload":
+            info = client.upload_reference(args.model, args.file)
+            print(
+                f"{args.file}: in force as the reference of {args.model!r}: {info['rows']} "
+                f"rows, features {', '.join(info['features'])}, fingerprint "
+                f"{info['fingerprint']}"
+            )
+        else:
+            info = client.remove_reference(args.model)
+            print(f"{args.model!r}: uploaded reference removed; in force: {info['in_force']}")
+    except ReferenceRefused as exc:
+        print(f"mlwarden: refused: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"mlwarden: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        client.close(timeout=1.0)
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -395,6 +436,7 @@ COMMANDS = {
     "plugins": cmd_plugins,
     "token": cmd_token,
     "backfill": cmd_backfill,
+    "reference": cmd_reference,
     "audit": cmd_audit,
     "keys": cmd_keys,
     "report": cmd_fetch,

@@ -8,7 +8,8 @@ Two lines in a serving system::
 Calls only append to a bounded buffer; a background thread batches them by size and
 age and sends Arrow IPC streams, retrying under the same batch id (see ``_core``).
 ``monitor(model, client, "my-model")`` wraps any ``predict`` callable or MLflow pyfunc
-model in one line. Importing this package imports neither the daemon, nor MLflow,
+model in one line. ``client.upload_reference("my-model", frame)`` puts a model's
+reference data in force. Importing this package imports neither the daemon, nor MLflow,
 scipy or scikit-learn; pyarrow and numpy are imported when a client is made.
 """
 
@@ -19,8 +20,9 @@ from typing import Any
 from ._async import AsyncClient
 from ._core import Client, ClientStats
 from ._monitor import Monitored
+from ._reference import ReferenceRefused
 
-__all__ = ["AsyncClient", "Client", "ClientStats", "Monitored", "monitor"]
+__all__ = ["AsyncClient", "Client", "ClientStats", "Monitored", "ReferenceRefused", "monitor"]
 
 
 def monitor(

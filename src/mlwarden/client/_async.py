@@ -74,6 +74,18 @@ class AsyncClient:
                 await asyncio.sleep(_POLL_SECONDS)
         return client._put(item)
 
+    async def upload_reference(self, model: str, data: Any) -> dict[str, Any]:
+        """As ``Client.upload_reference``, in a thread."""
+        import asyncio
+
+        return await asyncio.to_thread(self._client.upload_reference, model, data)
+
+    async def remove_reference(self, model: str) -> dict[str, Any]:
+        """As ``Client.remove_reference``, in a thread."""
+        import asyncio
+
+        return await asyncio.to_thread(self._client.remove_reference, model)
+
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait (in a thread) until everything buffered is acknowledged."""
         import asyncio

@@ -37,6 +37,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from ._reference import reference_table, send_reference
 from ._tables import Entry, entry, label_entry, score_columns, to_table
 
 __all__ = ["ARROW_STREAM", "Client", "ClientStats", "tls_context"]
@@ -226,6 +227,22 @@ class Client:
         )
 
     # -- flush, close, stats ---------------------------------------------------------------
+
+    def upload_reference(self, model: str, data: Any) -> dict[str, Any]:
+        """Send ``data`` as the model's reference (``PUT /api/models/{name}/reference``).
+
+        ``data``: a pandas DataFrame, a pyarrow Table or the path of a Parquet, CSV,
+        Arrow or Feather file, sent as an Arrow IPC stream. Blocks until the daemon has
+        checked, stored and put it in force; returns its summary (rows, features,
+        fingerprint). ``ReferenceRefused`` carries the daemon's message for a refusal
+        (a missing or mistyped column, a bad score's row). Needs the ``operator`` role.
+        """
+        body = _ipc(reference_table(data))
+        return send_reference(self, "PUT", model, body)
+
+    def remove_reference(self, model: str) -> dict[str, Any]:
+        """Remove the model's uploaded reference: the configured one is in force again."""
+        return send_reference(self, "DELETE", model, None)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything buffered now; True once the daemon acknowledged all of it."""

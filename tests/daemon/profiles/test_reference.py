@@ -84,7 +84,7 @@ async def test_csv_reference_and_bad_reference_fallback(make_warden, tmp_path):
     ingest = warden.ingest
     for name in ("csv", "gone", "text"):
         await ingest.model_state(name).ready.wait()
-    assert ".parquet or .csv" in ingest.model_state("text").reference_status
+    assert ".parquet, .csv, .arrow or .feather" in ingest.model_state("text").reference_status
     assert ingest.model_state("text").open_schema  # no features configured either
     assert ingest.model_state("csv").reference_status == "ready (built)"
     gone = ingest.model_state("gone")

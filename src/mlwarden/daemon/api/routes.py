@@ -27,6 +27,7 @@ from .middleware import (
     metrics_middleware,
 )
 from .monitoring import ingest_routes, monitor_routes, performance_routes
+from .references import reference_routes
 from .registry import registry_routes
 from .reports import report_routes
 from .rollouts import rollout_routes
@@ -40,6 +41,7 @@ ROUTE_GROUPS: tuple[Callable[[], list[Route]], ...] = (
     alert_routes,
     ingest_routes,
     monitor_routes,
+    reference_routes,
     registry_routes,
     performance_routes,
     rollout_routes,

@@ -36,6 +36,7 @@ __all__ = [
     "PARQUET",
     "TableBody",
     "check_schema",
+    "kind_of",
     "read_table",
     "table_labels",
     "table_predictions",
@@ -90,9 +91,10 @@ def read_table(body: TableBody) -> pa.Table:
         ) from None
 
 
-def _kind(dtype: pa.DataType) -> str:
+def kind_of(dtype: pa.DataType) -> str:
+    """The kind of a column type as the checks name it (``integer``, ``string``, ...)."""
     if pa.types.is_dictionary(dtype):
-        return _kind(dtype.value_type)
+        return kind_of(dtype.value_type)
     if pa.types.is_boolean(dtype):
         return "bool"
     if pa.types.is_integer(dtype):
@@ -164,7 +166,7 @@ def check_schema(schema: pa.Schema, layout: Layout | None, task: str) -> dict[st
     for name, role in roles.items():
         if role in SCORE_ROLES:  # typed by score_roles
             continue
-        kind = _kind(schema.field(name).type)
+        kind = kind_of(schema.field(name).type)
         if kind not in _ACCEPTS[role]:
             raise BatchRejected(
                 "wrong_type",
@@ -184,7 +186,7 @@ def _ids(table: pa.Table) -> np.ndarray:
         )
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    if _kind(column.type) == "integer":
+    if kind_of(column.type) == "integer":
         column = column.cast(pa.string())
     empty = pc.equal(pc.utf8_length(column), 0)
     if pc.any(empty).as_py():
@@ -355,7 +357,7 @@ def table_labels(table: pa.Table, *, task: str, max_batch: int) -> LabelBatch:
     role = "category" if task == "classification" else "number"
     for name, want in (("id", "id"), ("label", role)):
         dtype = table.schema.field(name).type
-        if _kind(dtype) not in _ACCEPTS[want]:
+        if kind_of(dtype) not in _ACCEPTS[want]:
             raise BatchRejected(
                 "wrong_type", f"column {name!r}: expected {_EXPECTED[want]}, got {dtype}"
             )

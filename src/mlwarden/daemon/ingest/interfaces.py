@@ -53,6 +53,8 @@ class WatchedModel:
     config: ModelConfig
     reference: Reference | None
     reference_status: str
+    #: The reference in force was uploaded over the API (not ``models.reference``).
+    uploaded: bool = False
 
 
 class WindowSource(OutcomeSource, Protocol):

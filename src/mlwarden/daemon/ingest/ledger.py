@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..core.config import Config
+from ..core.config import Config, ModelConfig
 from ..core.context import Context
 from ..core.outage import Outage, log_failure
 from ..core.store import upsert
@@ -45,6 +45,7 @@ from .tables import (
     store_predictions,
     stored_predictions,
 )
+from .uploads import follow_uploads
 from .window import closed_buckets, move_windows
 from .work import Work, fold
 
@@ -69,7 +70,9 @@ class Ledger:
         self._queue: deque[Work[Any]] = deque()
         self._wake = asyncio.Event()
         # One reference is read at a time: the peak memory is that of one load.
-        self._loading = asyncio.Semaphore(1)
+        self.loading = asyncio.Semaphore(1)
+        # One reference upload (or removal) at a time (daemon/ingest/uploads.py).
+        self.uploading = asyncio.Lock()
 
     @property
     def shared(self) -> bool:
@@ -99,9 +102,16 @@ class Ledger:
             state = self.models.get(name)
             if state is not None and state.config == mc:
                 continue
-            state = ModelState(config=mc)
-            self.models[name] = state
-            self.context.spawn(self._prepare(state), name=f"ingest-reference-{name}")
+            self.prepare_again(mc)
+
+    def prepare_again(self, mc: ModelConfig) -> ModelState:
+        """A fresh state for model ``mc`` whose reference is loaded anew (a changed
+        configuration or uploaded reference); its open buckets start empty, as the
+        journal rows of the previous reference's layout are dropped on replay."""
+        state = ModelState(config=mc)
+        self.models[mc.name] = state
+        self.context.spawn(self._prepare(state), name=f"ingest-reference-{mc.name}")
+        return state
 
     # -- the writer --------------------------------------------------------------------
 
@@ -309,16 +319,21 @@ class Ledger:
             j = journal_table
             taken = set()
             for s, key, _ in due:
+                mine = (j.c.model == s.config.name, j.c.writer == self.writer)
                 deleted = await conn.execute(
                     j.delete().where(
-                        j.c.model == s.config.name,
+                        *mine,  # other daemons' rows are theirs to flush
                         j.c.version == key[0],
                         j.c.bucket_start == key[1],
-                        j.c.writer == self.writer,  # other daemons' rows are theirs to flush
+                        j.c.layout == s.layout.fingerprint,
                     )
                 )
                 if deleted.rowcount != s.journalled.get(key, 0):
                     taken.add(s.config.name)  # daemon/ingest/orphans.py
+                # A batch acknowledged while the model's reference changed (an upload,
+                # a new configuration) may be journalled under the previous layout after
+                # the replay dropped those rows: dropped now, as the replay does.
+                await conn.execute(j.delete().where(*mine, j.c.layout != s.layout.fingerprint))
             if taken:  # rolled back: the bucket holds batches another daemon has now
                 raise JournalTaken(taken)
 
@@ -395,7 +410,7 @@ class Ledger:
 
     async def _prepare(self, state: ModelState) -> None:
         try:
-            await load_reference(self.context, state, self._loading)
+            await load_reference(self.context, state, self.loading)
         except Exception as exc:
             logger.error("model %s: reference not loaded: %s", state.config.name, exc)
             self.context.record_error(f"reference {state.config.name}", str(exc))
@@ -422,6 +437,8 @@ class Ledger:
                 if time.monotonic() - last_adopt >= self.context.cluster.heartbeat_seconds:
                     last_adopt = time.monotonic()
                     await self.adopt()
+                    if self.shared:
+                        await follow_uploads(self)
                 await self.flush()
                 await self.move_windows()
                 now = self.context.clock()

@@ -50,6 +50,7 @@ from .tables import (
     profile_table,
     window_predictions,
 )
+from .uploads import reference_info, remove_reference, upload_reference
 
 __all__ = ["IngestService", "Outcomes"]
 
@@ -114,7 +115,9 @@ class IngestService(Service):
         """``model`` once its reference is loaded; NotFound (404) names the known models."""
         state = self.model_state(model)
         await state.ready.wait()
-        return WatchedModel(state.config, state.reference, state.reference_status)
+        return WatchedModel(
+            state.config, state.reference, state.reference_status, bool(state.uploaded)
+        )
 
     def rejections(self, model: str) -> Mapping[str, int]:
         """Batches of ``model`` refused since start, by reason."""
@@ -206,6 +209,21 @@ class IngestService(Service):
         if result["unmatched"]:
             self.unmatched_labels[model] = self.unmatched_labels.get(model, 0) + result["unmatched"]
         return result
+
+    # -- uploaded references (daemon/ingest/uploads.py) -----------------------------------
+
+    async def upload_reference(self, model: str, data: bytes, media_type: str) -> dict[str, Any]:
+        """Check, profile and store ``data`` (Arrow stream, Parquet or CSV) as the model's
+        reference, in force over the configured one; 400 names a bad column or row."""
+        return await upload_reference(self.ledger, self.model_state(model), data, media_type)
+
+    async def remove_reference(self, model: str) -> dict[str, Any]:
+        """Delete the model's uploaded reference (404 when none): the configured one is back."""
+        return await remove_reference(self.ledger, self.model_state(model))
+
+    async def reference_info(self, model: str) -> dict[str, Any]:
+        """Which reference is in force for ``model``, and its summary."""
+        return await reference_info(self.ledger, self.model_state(model))
 
     async def outcomes(
         self,

@@ -37,6 +37,8 @@ class ModelState:
     open_schema: bool = True
     reference: Reference | None = None
     reference_status: str = "loading"
+    #: The SHA-256 of the uploaded reference in force ("": the configured one, or none).
+    uploaded: str = ""
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     # Open buckets; their samples change in place as batches fold in (Profile.fold).
     open: dict[BucketKey, Profile] = field(default_factory=dict)

@@ -208,6 +208,15 @@ def _outcome_scores(conn: sa.Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE outcomes ADD COLUMN {name} {kind}"))
 
 
+def _reference_uploads(conn: sa.Connection) -> None:
+    """Add the uploaded body and its media type to ``reference_profiles`` (uploads.py)."""
+    present = {c["name"] for c in sa.inspect(conn).get_columns(reference_table.name)}
+    binary = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    for name, kind in (("upload", binary), ("upload_type", "VARCHAR(100)")):
+        if name not in present:  # a store created by this release has them from step 1
+            conn.execute(sa.text(f"ALTER TABLE {reference_table.name} ADD COLUMN {name} {kind}"))
+
+
 INGEST_SCHEMA = Schema(
     "ingest",
     [
@@ -222,6 +231,7 @@ INGEST_SCHEMA = Schema(
         create_tables(batch_ids_table),
         _writer_columns,
         _outcome_scores,
+        _reference_uploads,
     ],
 )
 

@@ -253,8 +253,9 @@ class MonitorService(Service):
         if state.reference is None:
             raise Conflict(
                 f"model {state.config.name!r} has no reference profile "
-                f"({state.reference_status}); set models.reference to a Parquet or CSV file "
-                "or an MLflow artifact URI"
+                f"({state.reference_status}); set models.reference to a Parquet, CSV or "
+                "Arrow file or an MLflow artifact URI, or upload one "
+                f"(PUT /api/models/{state.config.name}/reference)"
             )
         return state.reference
 

@@ -41,11 +41,13 @@ from ..core.memory import release_memory
 from ..core.service import Service
 from ..core.store import Schema, create_tables
 from ..ingest.interfaces import WatchedModel, WindowSource
+from ..profiles.reference import stored_upload
 from .estimation_data import (
     EstimationUnavailable,
     check_reference,
     realized_from_outcomes,
     reference_data,
+    reference_source,
     window_data,
 )
 from .history import stored_reports
@@ -138,17 +140,20 @@ class EstimationService(Service):
         layout = state.reference.layout
         timeout = self.context.config.monitoring.estimation_timeout_seconds
         try:  # from the reference held: a file without labels is not read again
-            check_reference(mc, state.reference.target is not None, bool(layout.prediction))
+            source = reference_source(mc, state.uploaded)
+            check_reference(mc, source, state.reference.target is not None, bool(layout.prediction))
         except EstimationUnavailable as exc:
             fitted.status = f"unavailable: {exc}"
             return fitted
         try:
+            upload = await stored_upload(self.context.store, mc.name, layout.fingerprint)
             reference = await asyncio.wait_for(
                 asyncio.to_thread(
-                    reference_data, mc, layout, self.context.config.mlflow.tracking_uri
+                    reference_data, mc, layout, self.context.config.mlflow.tracking_uri, upload
                 ),
                 timeout,
             )
+            del upload
             fitted.estimator = await self._isolated(
                 name, "fit", lambda: cls(**mc.estimator_options).fit(reference), timeout
             )

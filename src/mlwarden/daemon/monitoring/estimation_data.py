@@ -31,7 +31,7 @@ from ..ingest.interfaces import ScoredPredictions
 from ..profiles.layout import Layout
 from ..profiles.probabilities import PlaceError, check_matrix, check_probability
 from ..profiles.profile import Profile
-from ..profiles.reference import load_frame
+from ..profiles.reference import load_frame, upload_frame
 
 __all__ = [
     "EstimationUnavailable",
@@ -39,6 +39,7 @@ __all__ = [
     "estimation_features",
     "realized_from_outcomes",
     "reference_data",
+    "reference_source",
     "window_data",
 ]
 
@@ -52,7 +53,12 @@ def estimation_features(layout: Layout) -> tuple[str, ...]:
     return tuple(n for n in layout.numeric if n != layout.prediction)
 
 
-def check_reference(mc: ModelConfig, has_labels: bool, has_predictions: bool) -> None:
+def reference_source(mc: ModelConfig, uploaded: bool) -> str:
+    """How the messages name the reference in force: uploaded, or ``models.reference``."""
+    return "the uploaded reference" if uploaded else f"the reference {mc.reference!r}"
+
+
+def check_reference(mc: ModelConfig, source: str, has_labels: bool, has_predictions: bool) -> None:
     """EstimationUnavailable when the reference lacks labels or predictions.
 
     Asked first of the reference profile the daemon holds (its target and its layout's
@@ -60,26 +66,39 @@ def check_reference(mc: ModelConfig, has_labels: bool, has_predictions: bool) ->
     (tens of MB for a wide reference, at every model's first check), then of the file.
     """
     where = f"model {mc.name!r}: performance estimation"
-    if not mc.reference:
-        raise EstimationUnavailable(f"{where} needs a reference (models.reference)")
     if not has_labels:
         raise EstimationUnavailable(
-            f"{where} needs labels: the reference has no label column {mc.label_column!r} "
+            f"{where} needs labels: {source} has no label column {mc.label_column!r} "
             "(models.label_column)"
         )
     if not has_predictions:
         raise EstimationUnavailable(
-            f"{where} needs the model's predictions: the reference has no column "
+            f"{where} needs the model's predictions: {source} has no column "
             f"{mc.prediction_column!r} (models.prediction_column)"
         )
 
 
-def reference_data(mc: ModelConfig, layout: Layout, tracking_uri: str) -> EstimationData:
-    """The labelled reference of ``mc`` for fitting an estimator (blocking)."""
+def reference_data(
+    mc: ModelConfig,
+    layout: Layout,
+    tracking_uri: str,
+    upload: tuple[bytes, str] | None = None,
+) -> EstimationData:
+    """The labelled reference of ``mc`` for fitting an estimator (blocking).
+
+    ``upload``: the body and media type of the uploaded reference in force, read
+    instead of ``models.reference``.
+    """
     where = f"model {mc.name!r}: performance estimation"
-    check_reference(mc, True, True)
-    frame = load_frame(mc.reference, tracking_uri)
-    check_reference(mc, mc.label_column in frame.columns, mc.prediction_column in frame.columns)
+    if upload is not None:
+        frame = upload_frame(*upload)
+    elif not mc.reference:
+        raise EstimationUnavailable(f"{where} needs a reference (models.reference)")
+    else:
+        frame = load_frame(mc.reference, tracking_uri)
+    source = reference_source(mc, upload is not None)
+    columns = frame.columns
+    check_reference(mc, source, mc.label_column in columns, mc.prediction_column in columns)
     labelled = frame[mc.label_column].notna().to_numpy()
     rows = np.flatnonzero(labelled)  # each kept row's place in the file, for the messages
     frame = frame[labelled]
@@ -102,15 +121,15 @@ def reference_data(mc: ModelConfig, layout: Layout, tracking_uri: str) -> Estima
     if multi:
         classes = tuple(c[len(prefix) :] for c in multi)
         scores = np.column_stack([_scores_column(frame, c, mc) for c in multi])
-        check_matrix(scores, classes, rows, _reference_error(mc), f"{prefix}*", prefix)
+        check_matrix(scores, classes, rows, _reference_error(mc, source), f"{prefix}*", prefix)
     elif mc.probability_column in frame.columns:
         classes = binary_classes(mc, set(labels.tolist()) | set(prediction.tolist()))
         positive = _scores_column(frame, mc.probability_column, mc)
-        check_probability(positive, rows, mc.probability_column, _reference_error(mc))
+        check_probability(positive, rows, mc.probability_column, _reference_error(mc, source))
         scores = np.c_[1.0 - positive, positive]
     else:
         raise EstimationUnavailable(
-            f"{where} needs the classifier's probabilities: the reference has neither a "
+            f"{where} needs the classifier's probabilities: {source} has neither a "
             f"{mc.probability_column!r} column (binary) nor {prefix}<class> columns "
             "(multiclass) (models.probability_column, models.probabilities_prefix)"
         )
@@ -138,12 +157,12 @@ def _scores_column(frame: Any, name: str, mc: ModelConfig) -> np.ndarray:
     return column.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _reference_error(mc: ModelConfig) -> PlaceError:
+def _reference_error(mc: ModelConfig, source: str) -> PlaceError:
     """The error naming a bad score of the reference: its row in the file and its column."""
 
     def error(reason: str, rows: Any, i: int, column: str, expected: str) -> Exception:
         return EstimationUnavailable(
-            f"model {mc.name!r}: the reference {mc.reference!r}, row {int(rows[i])} "
+            f"model {mc.name!r}: {source}, row {int(rows[i])} "
             f"(0-based, first data row 0), column {column!r}: {expected}"
         )
 

@@ -1,8 +1,12 @@
 """References: a model's reference data, loaded once into a persisted reference profile.
 
-A reference is a Parquet or CSV file path, or an MLflow artifact URI (``runs:/...``,
+A reference is a Parquet, CSV or Arrow IPC (``.arrow``, ``.feather``) file path, an
+MLflow artifact URI (``runs:/...``,
 ``models:/...``, ``mlflow-artifacts:/...``, downloaded with
-``mlflow.artifacts.download_artifacts``). It is read once, off the event loop, into a
+``mlflow.artifacts.download_artifacts``), or a table uploaded over the API
+(``PUT /api/models/{name}/reference``, daemon/ingest/uploads.py), whose bytes are
+kept in the row itself (``upload``, sealed) and take precedence over the configured
+file. It is read once, off the event loop, into a
 ``Layout`` (the model's feature schema: numeric features with histogram edges at the
 reference quantiles, categorical features with their categories) and a reference
 ``Profile``, both stored in the ``reference_profiles`` table. At the next start the
@@ -47,14 +51,19 @@ from .layout import Layout
 from .profile import Profile
 
 __all__ = [
+    "REFERENCE_SUFFIXES",
+    "UPLOAD_SOURCE",
     "Reference",
     "build_reference",
     "decode_reference",
     "encode_target",
     "load_frame",
+    "profile_values",
     "read_reference",
     "reference_table",
     "source_stat",
+    "stored_upload",
+    "upload_frame",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,6 +72,10 @@ logger = logging.getLogger(__name__)
 MAX_CATEGORIES = 100_000
 #: A reference is profiled this many rows at a time (``profile_frame``).
 PROFILE_CHUNK_ROWS = 65_536
+#: The ``source`` of a reference uploaded over the API (its bytes are in ``upload``).
+UPLOAD_SOURCE = "upload"
+#: The reference files the daemon reads, by suffix.
+REFERENCE_SUFFIXES = (".parquet", ".csv", ".arrow", ".feather")
 
 reference_table = sa.Table(
     "reference_profiles",
@@ -80,6 +93,10 @@ reference_table = sa.Table(
     sa.Column("profile", SealedBytes("reference_profiles"), nullable=False),
     sa.Column("target", SealedBytes("reference_profiles"), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
+    # An uploaded reference (source UPLOAD_SOURCE): the body as sent, and its media
+    # type. In the store, not on one host's disk, so every daemon of a cluster reads it.
+    sa.Column("upload", SealedBytes("reference_profiles"), nullable=True),
+    sa.Column("upload_type", sa.String(100), nullable=True),
 )
 
 
@@ -172,10 +189,15 @@ def source_sha256(source: str) -> str:
     return digest.hexdigest()
 
 
-def params_fingerprint(model: ModelConfig, monitoring: MonitoringConfig) -> str:
-    """A hash of everything besides the data that shapes the reference profile."""
+def params_fingerprint(
+    model: ModelConfig, monitoring: MonitoringConfig, source: str | None = None
+) -> str:
+    """A hash of everything besides the data that shapes the reference profile.
+
+    ``source`` replaces ``model.reference`` (``UPLOAD_SOURCE`` for an uploaded one).
+    """
     params = {
-        "source": model.reference,
+        "source": model.reference if source is None else source,
         "features": list(model.features),
         "categorical": list(model.categorical),
         "task": model.task,
@@ -216,11 +238,11 @@ def load_frame(
                 )
             )
             if path.is_dir():
-                found = sorted(p for p in path.rglob("*") if p.suffix in (".parquet", ".csv"))
+                found = sorted(p for p in path.rglob("*") if p.suffix in REFERENCE_SUFFIXES)
                 if len(found) != 1:
                     raise ConfigError(
-                        f"reference {source!r}: expected one .parquet or .csv file in the "
-                        f"artifact, found {len(found)}"
+                        f"reference {source!r}: expected one .parquet, .csv, .arrow or "
+                        f".feather file in the artifact, found {len(found)}"
                     )
                 path = found[0]
         if path.suffix == ".parquet":
@@ -237,7 +259,48 @@ def load_frame(
         if path.suffix == ".csv":
             wanted = None if columns is None else set(columns)
             return pd.read_csv(path, usecols=None if wanted is None else wanted.__contains__)
-        raise ConfigError(f"reference {source!r}: expected a .parquet or .csv file")
+        if path.suffix in (".arrow", ".feather"):
+            import pyarrow.feather as feather
+
+            table = feather.read_table(path, memory_map=True)  # columns mapped, not read
+            if columns is not None:
+                table = table.select([c for c in columns if c in table.column_names])
+            return table.to_pandas(split_blocks=True)
+        raise ConfigError(
+            f"reference {source!r}: expected a .parquet, .csv, .arrow or .feather file"
+        )
+
+
+async def stored_upload(store: Store, model: str, fingerprint: str) -> tuple[bytes, str] | None:
+    """The uploaded reference body of ``model`` and its media type, when it is the one
+    of layout ``fingerprint`` (None: the reference in force is not an upload)."""
+    t = reference_table
+    query = sa.select(t.c.sha256, t.c.upload, t.c.upload_type).where(
+        t.c.model == model, t.c.source == UPLOAD_SOURCE
+    )
+    async with store.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None or row.upload is None or fingerprint[16:] != row.sha256[:16]:
+        return None
+    return row.upload, row.upload_type
+
+
+def upload_frame(data: bytes, media_type: str) -> Any:
+    """An uploaded reference body (checked when it was stored) as a DataFrame (blocking)."""
+    import pyarrow as pa
+
+    if media_type == "text/csv":
+        import pyarrow.csv as pcsv
+
+        table = pcsv.read_csv(pa.BufferReader(data))
+    elif media_type == "application/vnd.apache.parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(pa.BufferReader(data))
+    else:
+        with pa.ipc.open_stream(pa.py_buffer(data)) as reader:
+            table = reader.read_all()
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def build_reference(
@@ -390,6 +453,16 @@ def read_reference(
     finally:
         del frame
         release_memory()
+
+
+def profile_values(reference: Reference) -> dict[str, Any]:
+    """The columns of a ``reference_profiles`` row that hold ``reference``'s profile."""
+    return {
+        "rows": reference.rows,
+        "layout": reference.layout.to_bytes(),
+        "profile": reference.profile.to_bytes(),
+        "target": None if reference.target is None else encode_target(reference.target),
+    }
 
 
 def encode_target(target: Profile) -> bytes:
