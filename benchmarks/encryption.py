@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mlwarden.daemon.core import encryption as _enc
 from mlwarden.daemon.core.config_loader import load_config
 from mlwarden.daemon.core.keys import new_key, write_key_file
+from mlwarden.daemon.ingest import ids as _ids
 from mlwarden.daemon.warden import Warden
 
 FEATURES = [f"f{i}" for i in range(50)]
@@ -76,6 +77,22 @@ def _timed_open(self: _enc.Sealer, data: bytes, purpose: str, what: str) -> byte
 
 _enc.Sealer.seal = _timed_seal  # type: ignore[method-assign]
 _enc.Sealer.open = _timed_open  # type: ignore[method-assign]
+
+#: Seconds spent digesting prediction ids (daemon/ingest/ids.py; the identity when off).
+DIGESTS: dict[str, float] = {"ingest": 0.0}
+_of = _ids.IdDigests.of
+
+
+def _timed_of(self: _ids.IdDigests, model: str, ids: list[str]) -> list[str]:
+    start = time.perf_counter()
+    try:
+        return _of(self, model, ids)
+    finally:
+        if self.enabled:
+            DIGESTS["ingest"] += time.perf_counter() - start
+
+
+_ids.IdDigests.of = _timed_of  # type: ignore[method-assign]
 
 
 def _bodies(batches: int, rows: int = 1000) -> list[bytes]:
@@ -261,10 +278,14 @@ async def main(batches: int, loads: int, rounds: int) -> None:
         print(f"  {title}")
         print(f"    encryption off: {1000 * off:8.1f} ms")
         print(f"    encryption on:  {1000 * on:8.1f} ms   cost {100 * (on / off - 1):+.1f}%")
-    print("time inside seal/open, share of the encrypted runs' wall time")
+    print("time inside seal/open (and the id digests), share of the encrypted runs' wall time")
     for phase in ("ingest", "load"):
         share = 100 * CRYPTO[phase] / WALL[phase] if WALL[phase] else 0.0
         print(f"  {phase:7s} {1000 * CRYPTO[phase]:8.1f} ms of {WALL[phase]:6.2f} s = {share:.1f}%")
+        if phase == "ingest":
+            digests = DIGESTS["ingest"]
+            both = 100 * (CRYPTO[phase] + digests) / WALL[phase] if WALL[phase] else 0.0
+            print(f"  id digests {1000 * digests:5.1f} ms (ingest with them: {both:.1f}%)")
 
 
 if __name__ == "__main__":

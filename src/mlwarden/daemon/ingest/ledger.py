@@ -184,7 +184,7 @@ class Ledger:
         fingerprint = state.layout.fingerprint
         replayed = False
         clear = batch.ids.tolist()
-        ids = self.ids.of(name, clear)
+        ids = await self.ids.digest(name, clear)
 
         async def write(conn: AsyncConnection) -> None:
             nonlocal replayed
@@ -233,7 +233,7 @@ class Ledger:
         now = self.context.clock()
         labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
         clear = list(labels)
-        stored = dict(zip(clear, self.ids.of(name, clear), strict=True))
+        stored = dict(zip(clear, await self.ids.digest(name, clear), strict=True))
         o = outcomes_table
 
         async def write(conn: AsyncConnection) -> int:
