@@ -158,6 +158,10 @@ async def test_ids_are_digested_at_rest_and_everything_answers_as_in_clear(
                 table: {r["id"] for r in await store_sql(url, f"SELECT id FROM {table}")}
                 for table in ("prediction_ids", "outcomes")
             }
+            raw = "prediction_num, prediction_cls, label_num, label_cls, probability"
+            values = await store_sql(url, f"SELECT {raw} FROM outcomes")
+            # With encryption on an outcome's raw values are in its sealed column only.
+            assert all(v is None for r in values for v in r.values()) == enabled
         finally:
             await warden.stop()
         hay = await _store_bytes(warden, base_path if enabled else clear_base)

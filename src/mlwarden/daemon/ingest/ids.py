@@ -81,26 +81,32 @@ class IdDigests:
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key
-        self._model_keys: dict[str, bytes] = {}
+        self._macs: dict[str, hmac.HMAC] = {}
 
     @property
     def enabled(self) -> bool:
         return self._key is not None
 
-    def _model_key(self, model: str) -> bytes:
+    def _mac(self, model: str) -> hmac.HMAC:
+        """An HMAC keyed with ``model``'s key, copied for each id (no key set-up per id)."""
         assert self._key is not None
-        key = self._model_keys.get(model)
-        if key is None:
+        mac = self._macs.get(model)
+        if mac is None:
             key = hmac.digest(self._key, _MODEL_CONTEXT + model.encode(), "sha256")
-            self._model_keys[model] = key
-        return key
+            mac = self._macs[model] = hmac.new(key, digestmod="sha256")
+        return mac
 
     def of(self, model: str, ids: Sequence[str]) -> list[str]:
         """The stored form of ``ids`` of ``model``: digests, or the ids themselves."""
         if self._key is None:
             return list(ids)
-        key = self._model_key(model)
-        return [hmac.digest(key, i.encode(), "sha256")[:_DIGEST_BYTES].hex() for i in ids]
+        copy = self._mac(model).copy
+        out = []
+        for i in ids:
+            mac = copy()
+            mac.update(i.encode())
+            out.append(mac.digest()[:_DIGEST_BYTES].hex())
+        return out
 
     async def digest(self, model: str, ids: list[str]) -> list[str]:
         """:meth:`of`, in a thread for a large batch (an HMAC costs a few microseconds)."""
