@@ -8,8 +8,10 @@ figure is a median (ingest: of the rounds, alternating which side goes first).
 
 1. Ingest: ``IngestService.record_predictions`` with columnar JSON bodies of 1,000
    records x 50 numeric features (encoded beforehand), 4 concurrent senders; each call
-   commits the batch (sealed: prediction batch, journal rows) before it returns.
-   Records/s.
+   commits the batch (sealed: prediction batch, journal rows; the ids digested)
+   before it returns. Records/s. Then a label for every stored prediction (1,000 per
+   call, 4 senders; each outcome sealed with encryption on), labels/s, and one read of
+   all the outcomes back (what a performance check reads; each opened), seconds.
 2. Model load, three ways, two daemons (off and on) started side by side and their
    loads interleaved (off, on, on, off, ...: ``--loads`` x ``--rounds`` of each), the
    median seconds per load:
@@ -47,13 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from mlwarden.daemon.core import encryption as _enc
 from mlwarden.daemon.core.config_loader import load_config
 from mlwarden.daemon.core.keys import new_key, write_key_file
+from mlwarden.daemon.ingest import ids as _ids
 from mlwarden.daemon.warden import Warden
 
 FEATURES = [f"f{i}" for i in range(50)]
 SENDERS = 4
 
 #: Seconds spent sealing and opening, by phase ("ingest", "load").
-CRYPTO: dict[str, float] = {"ingest": 0.0, "load": 0.0}
+CRYPTO: dict[str, float] = {"ingest": 0.0, "labels": 0.0, "load": 0.0}
 _phase = ["ingest"]
 _seal, _open = _enc.Sealer.seal, _enc.Sealer.open
 
@@ -66,16 +69,36 @@ def _timed_seal(self: _enc.Sealer, data: bytes, purpose: str) -> bytes:
         CRYPTO[_phase[0]] += time.perf_counter() - start
 
 
-def _timed_open(self: _enc.Sealer, data: bytes, purpose: str, what: str) -> bytes:
+def _timed_open(
+    self: _enc.Sealer, data: bytes, purpose: str, what: str, *, report: bool = True
+) -> bytes:
     start = time.perf_counter()
     try:
-        return _open(self, data, purpose, what)
+        return _open(self, data, purpose, what, report=report)
     finally:
         CRYPTO[_phase[0]] += time.perf_counter() - start
 
 
 _enc.Sealer.seal = _timed_seal  # type: ignore[method-assign]
 _enc.Sealer.open = _timed_open  # type: ignore[method-assign]
+
+#: Seconds spent digesting prediction ids (daemon/ingest/ids.py; the identity when off).
+DIGESTS: dict[str, float] = {"ingest": 0.0}
+_of = _ids.IdDigests.of
+
+
+def _timed_of(self: _ids.IdDigests, model: str, ids: list[str]) -> list[str]:
+    # CPU time of the calling thread: a big batch is digested in a thread, whose wall
+    # time would count its waits for the GIL too.
+    start = time.thread_time()
+    try:
+        return _of(self, model, ids)
+    finally:
+        if self.enabled:
+            DIGESTS[_phase[0]] = DIGESTS.get(_phase[0], 0.0) + time.thread_time() - start
+
+
+_ids.IdDigests.of = _timed_of  # type: ignore[method-assign]
 
 
 def _bodies(batches: int, rows: int = 1000) -> list[bytes]:
@@ -121,7 +144,7 @@ async def _warden(encrypted: bool) -> tuple[Warden, Path]:
     return warden, base
 
 
-WALL: dict[str, float] = {"ingest": 0.0, "load": 0.0}
+WALL: dict[str, float] = {"ingest": 0.0, "labels": 0.0, "load": 0.0}
 
 
 async def ingest_rate(encrypted: bool, bodies: list[bytes]) -> float:
@@ -148,9 +171,46 @@ async def ingest_rate(encrypted: bool, bodies: list[bytes]) -> float:
             WALL["ingest"] += wall
         else:
             CRYPTO["ingest"] = before
+        LABELS[encrypted].append(await _label_rate(warden, encrypted, bodies))
         return sent / wall
     finally:
         await warden.stop()
+
+
+#: Per side: (labels/s, seconds to read every outcome back) of each round.
+LABELS: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+
+
+async def _label_rate(warden: Warden, encrypted: bool, bodies: list[bytes]) -> tuple[float, float]:
+    """Labels for every stored prediction (1,000 per call, 4 senders), then one read of
+    all the outcomes (what a performance check reads): labels/s and the read's seconds."""
+    _phase[0] = "labels" if encrypted else "ignored"
+    queue = [
+        {
+            "labels": [
+                {"id": i, "label": float(n)} for n, i in enumerate(json.loads(b)["columns"]["id"])
+            ]
+        }
+        for b in bodies
+    ]
+
+    async def sender() -> int:
+        n = 0
+        while queue:
+            n += (await warden.ingest.record_labels("bench", queue.pop()))["matched"]
+        return n
+
+    start = time.perf_counter()
+    matched = sum(await asyncio.gather(*(sender() for _ in range(SENDERS))))
+    wall = time.perf_counter() - start
+    if encrypted:
+        WALL["labels"] += wall
+    _phase[0] = "ignored"  # the read's decryptions are in its own figure
+    start = time.perf_counter()
+    outcomes = await warden.ingest.outcomes("bench")
+    read = time.perf_counter() - start
+    assert len(outcomes) == matched == 1000 * len(bodies), (len(outcomes), matched)
+    return matched / wall, read
 
 
 def _log_model(warden: Warden) -> str:
@@ -249,6 +309,14 @@ async def main(batches: int, loads: int, rounds: int) -> None:
     print(f"ingest (columnar, 1,000 x 50, {SENDERS} senders, median of {rounds} rounds)")
     print(f"  encryption off: {off:10,.0f} records/s")
     print(f"  encryption on:  {on:10,.0f} records/s   cost {100 * (1 - on / off):+.1f}%")
+    off, on = (statistics.median(r for r, _ in LABELS[side]) for side in (False, True))
+    print("labels (1,000 per call, each joined to its stored prediction, 4 senders)")
+    print(f"  encryption off: {off:10,.0f} labels/s")
+    print(f"  encryption on:  {on:10,.0f} labels/s    cost {100 * (1 - on / off):+.1f}%")
+    off, on = (statistics.median(t for _, t in LABELS[side]) for side in (False, True))
+    print(f"reading every outcome back ({1000 * (len(bodies))} rows)")
+    print(f"  encryption off: {1000 * off:8.1f} ms")
+    print(f"  encryption on:  {1000 * on:8.1f} ms   cost {100 * (on / off - 1):+.1f}%")
     titles = {
         "fresh": "like for like: downloaded into a fresh directory, then loaded",
         "first": "the gateway's first load of a version (on: decrypted to its private copy)",
@@ -261,10 +329,14 @@ async def main(batches: int, loads: int, rounds: int) -> None:
         print(f"  {title}")
         print(f"    encryption off: {1000 * off:8.1f} ms")
         print(f"    encryption on:  {1000 * on:8.1f} ms   cost {100 * (on / off - 1):+.1f}%")
-    print("time inside seal/open, share of the encrypted runs' wall time")
-    for phase in ("ingest", "load"):
+    print("time inside seal/open (and the id digests), share of the encrypted runs' wall time")
+    for phase in ("ingest", "labels", "load"):
         share = 100 * CRYPTO[phase] / WALL[phase] if WALL[phase] else 0.0
         print(f"  {phase:7s} {1000 * CRYPTO[phase]:8.1f} ms of {WALL[phase]:6.2f} s = {share:.1f}%")
+        if phase in ("ingest", "labels"):
+            digests = DIGESTS.get(phase, 0.0)
+            both = 100 * (CRYPTO[phase] + digests) / WALL[phase] if WALL[phase] else 0.0
+            print(f"    + id digests {1000 * digests:6.1f} ms CPU = {both:.1f}% with them")
 
 
 if __name__ == "__main__":

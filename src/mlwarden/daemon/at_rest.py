@@ -65,14 +65,20 @@ class EncryptionAtRest:
         set_current_sealer(None)
 
     def sealed_columns(self) -> list[Any]:
-        """The store's sealed columns (outbox, journal, batches, profiles, references)."""
+        """The store's sealed columns (outbox, journal, batches, profiles, references,
+        outcomes, the id key)."""
         from .alerts.outbox_records import outbox_table
-        from .ingest.tables import journal_table, prediction_batches_table, profile_table
+        from .ingest.ids import id_key_table
+        from .ingest.tables import (
+            journal_table,
+            outcomes_table,
+            prediction_batches_table,
+            profile_table,
+        )
         from .profiles.reference import reference_table
 
-        return sealed_columns(
-            [outbox_table, journal_table, prediction_batches_table, profile_table, reference_table]
-        )
+        tables = [outbox_table, journal_table, prediction_batches_table, profile_table]
+        return sealed_columns([*tables, reference_table, outcomes_table, id_key_table])
 
     @property
     def artifact_root(self) -> Path | None:

@@ -224,6 +224,8 @@ async def test_no_plaintext_on_disk_while_predictions_are_served(
         "pickled model": (b"sklearn.linear_model", artifacts),
         "reference sample": (struct.pack("<d", MARKER), everything),
         "outbox summary": (SUMMARY.encode(), outbox_rows),
+        # Served and labelled over the API: digested at rest (test_encrypted_ids.py).
+        "prediction and label ids": (b"cust-17", everything),
     }
     found = {name: needle in hay for name, (needle, hay) in markers.items()}
     if enabled:

@@ -113,7 +113,8 @@ def test_cli_keys_new_rotate_status_without_a_daemon(make_config, tmp_path, base
         async with w.store.begin() as conn:  # three sealed outbox rows under the first key
             note = Notification(title="t", body="b", fingerprint="f")
             await w.alerts.outbox.enqueue(conn, note, "gone", ["a", "b", "c"])
-        assert (await w.at_rest.status())["keys"] == {first: 3}
+        # ... and the store's id key (daemon/ingest/ids.py), sealed like any row
+        assert (await w.at_rest.status())["keys"] == {first: 4}
         await w.stop()
 
     asyncio.run(seed())
@@ -129,7 +130,7 @@ def test_cli_keys_new_rotate_status_without_a_daemon(make_config, tmp_path, base
     )
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
-    assert status["active"] == ring.active and status["keys"] == {ring.active: 3}
+    assert status["active"] == ring.active and status["keys"] == {ring.active: 4}
 
 
 def test_cli_keys_rotate_against_a_running_daemon(daemon_factory, tmp_path):

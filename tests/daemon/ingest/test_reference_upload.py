@@ -310,7 +310,7 @@ async def test_the_stored_body_is_sealed_counted_and_rotated(
     warden = await make_warden(text)
     await warden.ingest.model_state("m").ready.wait()
     client = await make_client(warden)
-    before = (await warden.key_status())["keys"]["k1"]
+    before = (await warden.at_rest.status())["keys"]["k1"]
     body = stream(table(200, kind=[MARKER] * 200))
     assert MARKER.encode() in body
     resp = await put(client, "m", body)
@@ -319,19 +319,19 @@ async def test_the_stored_body_is_sealed_counted_and_rotated(
     assert MARKER.encode() not in raw and key_id_of(raw) == "k1"
     assert (await stored_row(warden)).upload == body  # opened through the Sealer
     # The body is one more sealed object (the profile row's columns were counted before).
-    assert (await warden.key_status())["keys"]["k1"] == before + 1
+    assert (await warden.at_rest.status())["keys"]["k1"] == before + 1
     ring = load_keyring(str(key_file))
     write_key_file(key_file, {**ring.keys, "k2": new_key()})
-    await warden.rotate_keys()
+    await warden.at_rest.rotate()
     for _ in range(600):
-        progress = (await warden.key_status())["rotation"]
+        progress = (await warden.at_rest.status())["rotation"]
         if progress["state"] != "running":
             break
         await asyncio.sleep(0.05)
     assert progress["state"] == "done", progress
     raw = await _raw_upload(warden)
     assert key_id_of(raw) == "k2" and MARKER.encode() not in raw
-    status = await warden.key_status()
+    status = await warden.at_rest.status()
     assert status["keys"]["k1"] == 0 and status["keys"]["k2"] == before + 1
     await warden.stop()
     write_key_file(key_file, {"k2": load_keyring(str(key_file)).keys["k2"]})

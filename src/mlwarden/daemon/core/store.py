@@ -36,6 +36,7 @@ from .outage import Outage, unavailable
 __all__ = [
     "ALERT_LOCKS",
     "AUDIT_LOCK",
+    "INGEST_LOCKS",
     "MIGRATION_LOCK",
     "Schema",
     "Store",
@@ -54,6 +55,7 @@ MIGRATION_LOCK = 0x6D6C77_0001
 AUDIT_LOCK = 0x6D6C77_0002
 #: Namespaces (32-bit) of the two-key advisory locks of :func:`lock_for_transaction`.
 ALERT_LOCKS = 0x6D6C7701
+INGEST_LOCKS = 0x6D6C7702
 
 _versions = sa.Table(
     "schema_version",

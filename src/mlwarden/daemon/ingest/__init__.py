@@ -4,9 +4,11 @@ Owns: the decoding and validation of batches (``decode.py``, ``records.py``,
 ``validate.py``, ``batches.py``, ``prepare.py``), the single writer and its open
 buckets (``ledger.py``, ``work.py``, ``state.py``, ``startup.py``: the reference load
 and the journal replay; ``orphans.py``: a gone daemon's journal taken over), the
-windows of closed buckets (``window.py``, ``shared.py``: every daemon's); tables
-``prediction_batches``, ``prediction_ids``, ``outcomes``, ``profile_buckets``,
-``ingest_journal`` (``tables.py``) and ``reference_profiles``; metrics
+windows of closed buckets (``window.py``, ``shared.py``: every daemon's), how ids are
+stored (``ids.py``: keyed digests with encryption on; ``id_migration.py``: the id key
+and the rewrite of ids stored in clear); tables ``prediction_batches``,
+``prediction_ids``, ``outcomes``, ``profile_buckets``, ``ingest_journal``
+(``tables.py``), ``ingest_id_key`` and ``reference_profiles``; metrics
 ``mlwarden_predictions_total``, ``mlwarden_labels_total``,
 ``mlwarden_ingest_rejected_total``, ``mlwarden_prediction_latency_seconds``; background
 tasks ``ingest-writer``, ``ingest-housekeeping`` and ``ingest-reference-<model>``.

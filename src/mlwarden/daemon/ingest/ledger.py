@@ -27,6 +27,7 @@ from ..core.store import upsert
 from ..profiles.profile import Profile
 from ..profiles.reference import layout_without_reference
 from .batches import BatchRejected, LabelBatch
+from .ids import IdDigests, seal_outcomes
 from .orphans import JournalTaken, adopt_gone, rebuild_open
 from .prepare import PreparedBatch
 from .shared import merge_open, shared_window
@@ -73,6 +74,8 @@ class Ledger:
         self.loading = asyncio.Semaphore(1)
         # One reference upload (or removal) at a time (daemon/ingest/uploads.py).
         self.uploading = asyncio.Lock()
+        #: How ids are stored (digests with encryption on; set at start, ids.py).
+        self.ids = IdDigests()
 
     @property
     def shared(self) -> bool:
@@ -208,6 +211,8 @@ class Ledger:
         batch = prepared.batch
         fingerprint = state.layout.fingerprint
         replayed = False
+        clear = batch.ids.tolist()
+        ids = await self.ids.digest(name, clear)
 
         async def write(conn: AsyncConnection) -> None:
             nonlocal replayed
@@ -218,7 +223,7 @@ class Ledger:
             # Refusals first: a refused item's statements are not rolled back (the group
             # shares one transaction), so nothing may be written before this check.
             try:
-                await check_new_ids(conn, name, batch)
+                await check_new_ids(conn, name, ids, clear)
             except BatchRejected:
                 # Another daemon committed this very batch since known_batch looked.
                 if batch_id is not None and await known_batch(conn, name, batch_id) is not None:
@@ -230,7 +235,7 @@ class Ledger:
             ):
                 replayed = True  # another daemon stored it since known_batch looked
                 return
-            await store_predictions(conn, name, batch, prepared.predictions)
+            await store_predictions(conn, name, batch, prepared.predictions, ids)
             journal = [
                 (name, version, start, fingerprint, blob, self.writer)
                 for (version, start), blob, _ in prepared.parts
@@ -255,25 +260,27 @@ class Ledger:
         classification = state.config.task == "classification"
         now = self.context.clock()
         labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
+        clear = list(labels)
+        stored = dict(zip(clear, await self.ids.digest(name, clear), strict=True))
         o = outcomes_table
 
         async def write(conn: AsyncConnection) -> int:
-            matched = await stored_predictions(conn, name, list(labels))
+            matched = await stored_predictions(conn, name, {v: k for k, v in stored.items()})
             if not matched:
                 return 0
+            rows = [
+                {
+                    **r,
+                    "model": name,
+                    "label_num": None if classification else labels[r["id"]],
+                    "label_cls": labels[r["id"]] if classification else None,
+                    "labeled_at": now,
+                }
+                for r in matched
+            ]
             # A label sent again replaces the earlier one (atomic under concurrent daemons).
             await conn.execute(
-                upsert(conn.dialect, o),
-                [
-                    {
-                        **r,
-                        "model": name,
-                        "label_num": None if classification else labels[r["id"]],
-                        "label_cls": labels[r["id"]] if classification else None,
-                        "labeled_at": now,
-                    }
-                    for r in matched
-                ],
+                upsert(conn.dialect, o), seal_outcomes(rows, stored, self.ids.enabled)
             )
             return len(matched)
 

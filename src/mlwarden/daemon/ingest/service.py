@@ -37,6 +37,8 @@ from ..profiles.profile import Profile
 from ..registry.interfaces import VersionRecords
 from .arrow import TableBody, read_table, table_labels
 from .batches import BatchRejected, LabelBatch, parse_labels
+from .id_migration import prepare_ids
+from .ids import open_outcomes
 from .interfaces import ScoredPredictions, WatchedModel
 from .ledger import Ledger
 from .prepare import prepare_batch
@@ -57,6 +59,11 @@ __all__ = ["IngestService", "Outcomes"]
 logger = logging.getLogger(__name__)
 
 _VERSION_TTL_SECONDS = 2.0
+#: What ``outcomes()`` reads of a row, in this order (_outcomes_from_rows).
+_OUTCOME_COLUMNS = (
+    "id", "version", "ts", "prediction_num", "prediction_cls", "label_num", "label_cls",
+    "latency", "error", "probability", "probabilities", "sealed",
+)  # fmt: skip
 
 
 class IngestService(Service):
@@ -76,6 +83,10 @@ class IngestService(Service):
         self._versions: dict[str, tuple[float, str]] = {}
 
     async def start(self) -> None:
+        # Ids are digested with encryption on (ids.py); ids stored in clear before are
+        # rewritten first (id_migration.py), so every stored prediction still joins.
+        context = self.context
+        self.ledger.ids = await prepare_ids(context.store, context.sealer, context.clock)
         await self.ledger.start()
 
     async def stop(self) -> None:
@@ -236,11 +247,11 @@ class IngestService(Service):
         """Joined pairs of ``model`` (optionally one version, prediction time in [since, until))."""
         state = self.model_state(model)
         t = outcomes_table
+        # The sealed raw values read as stored: opened in the thread, not on the loop.
         query = sa.select(
-            t.c.id, t.c.version, t.c.ts, t.c.prediction_num, t.c.prediction_cls,
-            t.c.label_num, t.c.label_cls, t.c.latency, t.c.error, t.c.probability,
-            t.c.probabilities,
-        ).where(t.c.model == model)  # fmt: skip
+            *(t.c[name] for name in _OUTCOME_COLUMNS[:-1]),
+            sa.type_coerce(t.c.sealed, sa.LargeBinary()),
+        ).where(t.c.model == model)
         if version is not None:
             query = query.where(t.c.version == version)
         if since is not None:
@@ -250,7 +261,14 @@ class IngestService(Service):
         async with self.context.store.connect() as conn:
             rows = (await conn.execute(query.order_by(t.c.ts, t.c.id))).all()
         classification = state.config.task == "classification"
-        return await asyncio.to_thread(_outcomes_from_rows, rows, classification)
+        sealer = self.context.sealer
+
+        def build() -> Outcomes:  # in a thread: a sealed row is one decryption
+            return _outcomes_from_rows(
+                open_outcomes(rows, _OUTCOME_COLUMNS, sealer), classification
+            )
+
+        return await asyncio.to_thread(build)
 
     async def count_predictions(self, model: str, *, since: float | None = None) -> int:
         """Predictions accepted for ``model`` (with ``ts >= since``, when given).
@@ -322,7 +340,7 @@ def _table_labels(body: TableBody, task: str, max_batch: int) -> LabelBatch:
     return table_labels(read_table(body), task=task, max_batch=max_batch)
 
 
-def _outcomes_from_rows(rows: Sequence[sa.Row[*tuple[Any, ...]]], classification: bool) -> Outcomes:
+def _outcomes_from_rows(rows: Sequence[Sequence[Any]], classification: bool) -> Outcomes:
     n = len(rows)
     if not n:
         kind = object if classification else np.float64

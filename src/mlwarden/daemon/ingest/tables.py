@@ -28,6 +28,7 @@ from ..core.encryption import SealedBytes
 from ..core.store import Schema, create_tables, insert_ignore
 from ..profiles.reference import reference_table
 from .batches import BatchRejected, PredictionBatch
+from .ids import id_key_table
 
 __all__ = [
     "INGEST_SCHEMA",
@@ -87,6 +88,9 @@ outcomes_table = sa.Table(
     # P(positive class) of a binary model, or JSON {class: probability}.
     sa.Column("probability", sa.Float, nullable=True),
     sa.Column("probabilities", sa.Text, nullable=True),
+    # With encryption on (step 6): ``id`` is a digest and this holds the raw values
+    # (ids.RAW_OUTCOME: the clear id, prediction, label, scores), their columns NULL.
+    sa.Column("sealed", SealedBytes("outcomes"), nullable=True),
     sa.Index("ix_outcomes_model_version_ts", "model", "version", "ts"),
 )
 profile_table = sa.Table(
@@ -217,6 +221,14 @@ def _reference_uploads(conn: sa.Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {reference_table.name} ADD COLUMN {name} {kind}"))
 
 
+def _sealed_outcomes(conn: sa.Connection) -> None:
+    """Add ``outcomes.sealed`` and the id key's table (ids digested, daemon/ingest/ids.py)."""
+    id_key_table.create(conn, checkfirst=True)  # made by this step, unless re-run
+    if "sealed" not in {c["name"] for c in sa.inspect(conn).get_columns(outcomes_table.name)}:
+        kind = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+        conn.execute(sa.text(f"ALTER TABLE outcomes ADD COLUMN sealed {kind}"))
+
+
 INGEST_SCHEMA = Schema(
     "ingest",
     [
@@ -232,6 +244,7 @@ INGEST_SCHEMA = Schema(
         _writer_columns,
         _outcome_scores,
         _reference_uploads,
+        _sealed_outcomes,
     ],
 )
 
@@ -279,11 +292,16 @@ def _bind_sealed(
 
 
 async def store_predictions(
-    conn: AsyncConnection, model: str, batch: PredictionBatch, blob: bytes
+    conn: AsyncConnection,
+    model: str,
+    batch: PredictionBatch,
+    blob: bytes,
+    ids: list[str],
 ) -> None:
     """Insert ``batch`` (one batch row, one id row per record) in ``conn``'s transaction.
 
-    ``blob`` is its columns as prepare.encode_predictions wrote them.
+    ``blob`` is its columns as prepare.encode_predictions wrote them; ``ids`` its ids as
+    the store keys them (ids.IdDigests: digests with encryption on).
     """
     b, i = prediction_batches_table, prediction_ids_table
     values = {
@@ -296,7 +314,6 @@ async def store_predictions(
     key = (await conn.execute(b.insert().values(**values))).inserted_primary_key
     assert key is not None  # None only for an executemany
     seq = key[0]
-    ids = batch.ids.tolist()
     if conn.dialect.name == "sqlite":
         await conn.exec_driver_sql(
             "INSERT INTO prediction_ids (model, id, batch) SELECT ?, value, ? FROM json_each(?)",
@@ -316,7 +333,7 @@ async def store_predictions(
         {"ids": ids},
     )
     if inserted.rowcount != len(ids):
-        await check_new_ids(conn, model, batch, exclude_batch=seq)
+        await check_new_ids(conn, model, ids, batch.ids.tolist(), exclude_batch=seq)
         raise BatchRejected(
             "duplicate_id",
             f"a prediction id of this batch was just stored for model {model!r}",
@@ -357,17 +374,21 @@ async def _batches_of(
 
 
 async def check_new_ids(
-    conn: AsyncConnection, model: str, batch: PredictionBatch, exclude_batch: int | None = None
+    conn: AsyncConnection,
+    model: str,
+    ids: list[str],
+    clear: list[str],
+    exclude_batch: int | None = None,
 ) -> None:
     """BatchRejected (409) naming the first record whose id is stored already (by another
-    batch than ``exclude_batch``)."""
-    ids = batch.ids.tolist()
+    batch than ``exclude_batch``). ``ids`` as the store keys them, ``clear`` as sent:
+    the message names the id the client sent, never its digest."""
     found = await _batches_of(conn, model, ids, limit=1, exclude_batch=exclude_batch)
     if found:
-        rid = found[0][0]
+        n = ids.index(found[0][0])
         raise BatchRejected(
             "duplicate_id",
-            f"record {ids.index(rid)} (id {rid!r}), field 'id': a prediction with this id is "
+            f"record {n} (id {clear[n]!r}), field 'id': a prediction with this id is "
             f"already stored for model {model!r}",
             status=409,
         )
@@ -388,15 +409,19 @@ class StoredPrediction(TypedDict):
 
 
 async def stored_predictions(
-    conn: AsyncConnection, model: str, ids: list[str]
+    conn: AsyncConnection, model: str, ids: dict[str, str]
 ) -> list[StoredPrediction]:
-    """The stored predictions of ``model`` with these ids, as outcome-ready dicts."""
-    found = await _batches_of(conn, model, ids, limit=None)
+    """The stored predictions of ``model`` with these ids, as outcome-ready dicts.
+
+    ``ids`` maps each id as the store keys it to the id as sent; the dicts hold the
+    latter (read from the sealed batch blob).
+    """
+    found = await _batches_of(conn, model, list(ids), limit=None)
     if not found:
         return []
     wanted: dict[int, set[str]] = {}
     for rid, seq in found:
-        wanted.setdefault(seq, set()).add(rid)
+        wanted.setdefault(seq, set()).add(ids[rid])
     b = prediction_batches_table
     out: list[StoredPrediction] = []
     seqs = list(wanted)
