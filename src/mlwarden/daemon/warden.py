@@ -158,8 +158,12 @@ class Warden(Context):
         try:
             await self._start()
         except BaseException:
-            if self.daemon_lock is not None:
-                self.daemon_lock.release()
+            # Undo what started (services, their tasks, the cluster membership, the
+            # store, the lock) so that a failed start leaves nothing running or held.
+            try:
+                await self.stop()
+            except Exception:
+                logger.exception("could not undo a failed start cleanly")
             raise
 
     async def _start(self) -> None:
@@ -173,11 +177,7 @@ class Warden(Context):
             s.schema for s in self.services.values() if s.schema
         ]
         await self.store.open(schemas)
-        try:
-            await self.at_rest.check_keys()
-        except Exception:
-            await self.store.close()
-            raise
+        await self.at_rest.check_keys()
         await asyncio.get_running_loop().run_in_executor(None, self.tracking.setup)
         await self.cluster.join()
         await self.cluster.heartbeat()

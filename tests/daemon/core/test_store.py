@@ -177,3 +177,25 @@ def test_a_second_daemon_process_is_refused_and_a_killed_one_leaves_no_lock(
     first.kill()  # kill -9: the kernel drops the lock with the process
     again = daemon_factory(name="state").start()
     assert again.call("GET", "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_failed_start_stops_what_started_and_releases_the_store(make_config, monkeypatch):
+    config = make_config()
+    warden = Warden(config)
+    started = list(warden.services.values())
+    assert len(started) > 2
+
+    async def broken() -> None:
+        raise RuntimeError("the last service could not start")
+
+    monkeypatch.setattr(started[-1], "start", broken)
+    with pytest.raises(RuntimeError, match="could not start"):
+        await warden.start()
+    # The services before it were stopped, their tasks and the heartbeat cancelled,
+    # the cluster left, the store closed and its lock released.
+    assert warden._started == [] and warden._tasks == set()
+    assert warden.store.engine is None and warden.cluster.started_at is None
+    assert warden.daemon_lock is not None and not warden.daemon_lock.held
+    async with Warden(config) as again:
+        assert again.daemon_lock is not None and again.daemon_lock.held
