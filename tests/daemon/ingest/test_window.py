@@ -89,6 +89,36 @@ def test_sliding_window_equals_merging_its_buckets_anew(sizes):
         assert window.cutoff < math.inf and rebuilt > 0
 
 
+def test_the_window_sample_is_held_column_by_column_and_read_in_place():
+    # The window's sample is assembled column by column when the window moves (off the
+    # check): a check reads each feature's values in place, without a transposed copy.
+    lay, rng = layout(), np.random.default_rng(8)
+    window = BucketWindow(lay, 40, None, first=1.0)
+    codes = np.zeros((200, 1), dtype=np.int32)
+    parts = [  # every value finite: each column is a view (a copy of the finite values else)
+        Profile.from_columns(lay, Columns(rng.normal(size=(200, 3)), codes), 40, rng)
+        for _ in range(6)
+    ]
+    for seq, part in enumerate(parts, start=1):
+        window.add(seq, "1", float(seq), part)
+    profile = window.profile()
+    assert profile.sample.strides[0] == profile.sample.itemsize
+    full = merged(lay, parts, 40)
+    assert_same(profile, full)
+    names = lay.numeric
+    for data, name in zip(profile.features_data(names), names, strict=True):
+        assert data.sample is not None and not data.sample.flags.writeable
+        assert np.shares_memory(data.sample, profile.sample)
+        alone = full.feature_data(name)  # a sample held row by row: a copy per feature
+        assert alone.sample is not None
+        np.testing.assert_array_equal(np.sort(data.sample), np.sort(alone.sample))
+    # An open bucket merged in keeps the layout; the window's own arrays are untouched.
+    before = window.profile().sample.copy()
+    total = window.profile().merge(bucket(lay, 100, rng, 40))
+    assert total.sample.strides[0] == total.sample.itemsize
+    np.testing.assert_array_equal(window.profile().sample, before)
+
+
 def test_eviction_that_does_not_match_the_store_asks_for_a_rebuild():
     lay, rng = layout(), np.random.default_rng(4)
     parts = [bucket(lay, 50, rng, 10) for _ in range(3)]

@@ -279,6 +279,30 @@ def test_merge_into_a_full_sample_keeps_the_bottom_k_of_the_union():
         np.testing.assert_array_equal(merged.sample[order], sample[smallest])
 
 
+def test_a_sample_held_column_by_column_merges_to_the_same_rows_in_that_layout():
+    # A kept window's sample is held column by column (daemon/ingest/window.py); merged
+    # with an open bucket it keeps that layout, with the same rows in the same order.
+    lay = layout(np.tile(np.linspace(-3, 3, 11), (3, 1)), categories=())
+    rng = np.random.default_rng(12)
+    for rows_a, rows_b in ((500, 300), (500, 40), (30, 10)):
+        a = Profile.from_columns(lay, columns(lay, rng.normal(size=(rows_a, 3))), 50, rng)
+        b = Profile.from_columns(lay, columns(lay, rng.normal(size=(rows_b, 3))), 50, rng)
+        by_rows = a.copy().merge(b)
+        a.sample = np.asfortranarray(a.sample)
+        by_column = a.copy().merge(b)
+        assert by_column.sample.flags.f_contiguous and by_rows.sample.flags.c_contiguous
+        np.testing.assert_array_equal(by_column.keys, by_rows.keys)
+        np.testing.assert_array_equal(by_column.sample, by_rows.sample)
+        # Each feature is read in place, read-only (the sample may be a window's).
+        data = by_column.features_data(["x0", "x1", "x2"])
+        for i, column in enumerate(data):
+            assert column.sample is not None and not column.sample.flags.writeable
+            assert np.shares_memory(column.sample, by_column.sample)
+            np.testing.assert_array_equal(column.sample, by_rows.sample[:, i])
+        for copied in by_rows.features_data(["x0", "x1", "x2"]):
+            assert copied.sample is not None and not np.shares_memory(copied.sample, by_rows.sample)
+
+
 def test_multivariate_rows_drop_only_non_finite_values_of_their_columns():
     rng = np.random.default_rng(5)
     lay = layout(np.tile(np.linspace(-3, 3, 11), (3, 1)), categories=())

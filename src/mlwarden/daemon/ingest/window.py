@@ -15,7 +15,8 @@ keeps instead, per model (and per version filter):
 - the sampled rows of its buckets whose bottom-k key is at most a ``cutoff``: all of
   them while at most ``sample_size * 5 / 4`` are held, otherwise the cutoff drops to the
   key of rank ``sample_size * 9 / 8``. The window's sample is the ``sample_size`` held
-  rows with the smallest keys (held sorted by key, the sample is a view of them). That
+  rows with the smallest keys (held sorted by key and column by column, the sample is a
+  view of them whose per-feature columns a check reads in place). That
   is exactly the bottom-k sample of the union of the stored bucket samples (what a full
   merge gives) as long as at least ``sample_size`` rows are held or the cutoff was never
   lowered; when evictions leave fewer, the window is rebuilt.
@@ -241,6 +242,11 @@ class BucketWindow:
                 self.keys[by_key], self.sample[by_key], self.starts[by_key]
             )  # fmt: skip
             self._sorted = True
+        if not self.sample.flags.f_contiguous:
+            # Held column by column: each feature's sampled values are contiguous, so a
+            # check reads them in place (Profile.features_data) instead of transposing
+            # the sample (5,000 x 50 values) at every check.
+            self.sample = np.asfortranarray(self.sample)
         profile.keys, profile.sample = (
             self.keys[: self.sample_size],
             self.sample[: self.sample_size],

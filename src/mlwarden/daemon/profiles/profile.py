@@ -197,7 +197,7 @@ class Profile:
                 keys, sample = keys[keep], sample[keep]
         if len(keys):
             self.keys = np.concatenate([self.keys, keys])
-            self.sample = np.concatenate([self.sample, sample])
+            self.sample = _joined_rows(self.sample, sample)
         if cut:
             self._cut()
         return self
@@ -241,7 +241,7 @@ class Profile:
     def _cut(self) -> None:
         if len(self.keys) > self.sample_size:
             keep = np.argpartition(self.keys, self.sample_size)[: self.sample_size]
-            self.keys, self.sample = self.keys[keep], self.sample[keep]
+            self.keys, self.sample = self.keys[keep], _rows(self.sample, keep)
 
     def copy(self) -> Profile:
         """A shallow copy: merging never changes an array in place, so sharing is safe."""
@@ -266,15 +266,22 @@ class Profile:
     def features_data(self, names: Sequence[str]) -> list[FeatureData]:
         """``[self.feature_data(name) for name in names]``, the per-feature work batched.
 
-        The sample is transposed once (each feature's values contiguous, a view when all
-        of them are finite) and the moments are read as Python numbers in one pass: a
-        drift check reads every feature.
+        Each feature's values are read as one contiguous column (a view when all of them
+        are finite): in place from a sample held column by column (a kept window's,
+        daemon/ingest/window.py; the views are read-only, the window's sample is shared),
+        from one transposed copy otherwise. The moments are read as Python numbers in
+        one pass: a drift check reads every feature.
         """
         layout = self.layout
         numeric = {name: i for i, name in enumerate(layout.numeric)}
         if not any(name in numeric for name in names):
             return [self.feature_data(name) for name in names]
-        columns = np.ascontiguousarray(self.sample.T)
+        sample = self.sample
+        if sample.strides[0] == sample.itemsize:  # column by column: read in place
+            columns = sample.T
+            columns.flags.writeable = False
+        else:
+            columns = np.ascontiguousarray(sample.T)
         finite = np.isfinite(columns).all(axis=1).tolist()
         moments = [a.tolist() for a in (self.count, self.mean, self.m2, self.minimum, self.maximum)]
         out = []
@@ -361,6 +368,24 @@ class Profile:
         profile = cls(layout, sample_size, rows=int(arrays.pop("rows")[0]), **arrays)
         profile._cut()
         return profile
+
+
+def _by_column(sample: np.ndarray) -> bool:
+    """Whether ``sample`` (rows x features) is held column by column (a kept window's)."""
+    return sample.ndim == 2 and sample.strides[0] == sample.itemsize
+
+
+def _joined_rows(sample: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """The rows of ``sample`` then those of ``more``, column by column if ``sample`` is."""
+    if _by_column(sample):
+        return np.concatenate([sample.T, more.T], axis=1).T
+    return np.concatenate([sample, more])
+
+
+def _rows(sample: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``sample[index]``, column by column if ``sample`` is: a window merged with an open
+    bucket keeps the layout that ``features_data`` reads in place."""
+    return np.take(sample.T, index, axis=1).T if _by_column(sample) else sample[index]
 
 
 def _histogram(edges: np.ndarray, x: np.ndarray, finite: np.ndarray) -> np.ndarray:
