@@ -10,8 +10,9 @@ figure is a median (ingest: of the rounds, alternating which side goes first).
    records x 50 numeric features (encoded beforehand), 4 concurrent senders; each call
    commits the batch (sealed: prediction batch, journal rows; the ids digested)
    before it returns. Records/s. Then a label for every stored prediction (1,000 per
-   call, 4 senders; each outcome sealed with encryption on), labels/s, and one read of
-   all the outcomes back (what a performance check reads; each opened), seconds.
+   call, 4 senders; with encryption on each call's outcomes are sealed under one data
+   key, itself sealed), labels/s, and one read of all the outcomes back (what a
+   performance check reads; each opened), seconds.
 2. Model load, three ways, two daemons (off and on) started side by side and their
    loads interleaved (off, on, on, off, ...: ``--loads`` x ``--rounds`` of each), the
    median seconds per load:
@@ -24,9 +25,10 @@ figure is a median (ingest: of the rounds, alternating which side goes first).
      rollout's preflight): on, from the decrypted copy, which is what serving pays.
 
 Besides the side-by-side figures (noisy on a shared machine: each round starts two
-fresh daemons), the script counts the time spent inside ``Sealer.seal``/``open``
-during the encrypted runs and prints it as a share of their wall time: the direct
-cost of the cryptography, which machine noise does not move.
+fresh daemons), the script counts the time spent inside ``Sealer.seal``/``open``,
+``RowCipher`` (set-up, ``seal``, ``open``) and the id digests during the encrypted
+runs and prints it as a share of their wall time: the direct cost of the cryptography,
+which machine noise does not move.
 
 Goal (issue 22): the encrypted path costs < 10% of each.
 """
@@ -56,7 +58,7 @@ FEATURES = [f"f{i}" for i in range(50)]
 SENDERS = 4
 
 #: Seconds spent sealing and opening, by phase ("ingest", "load").
-CRYPTO: dict[str, float] = {"ingest": 0.0, "labels": 0.0, "load": 0.0}
+CRYPTO: dict[str, float] = {"ingest": 0.0, "labels": 0.0, "read": 0.0, "load": 0.0}
 _phase = ["ingest"]
 _seal, _open = _enc.Sealer.seal, _enc.Sealer.open
 
@@ -81,6 +83,38 @@ def _timed_open(
 
 _enc.Sealer.seal = _timed_seal  # type: ignore[method-assign]
 _enc.Sealer.open = _timed_open  # type: ignore[method-assign]
+_row_seal, _row_open = _enc.RowCipher.seal, _enc.RowCipher.open
+_row_new = _enc.RowCipher.__init__
+
+
+def _timed_row_seal(self: _enc.RowCipher, data: bytes, aad: bytes) -> bytes:
+    start = time.perf_counter()
+    try:
+        return _row_seal(self, data, aad)
+    finally:
+        CRYPTO[_phase[0]] += time.perf_counter() - start
+
+
+def _timed_row_open(self: _enc.RowCipher, data: bytes, aad: bytes, what: str) -> bytes:
+    start = time.perf_counter()
+    try:
+        return _row_open(self, data, aad, what)
+    finally:
+        CRYPTO[_phase[0]] += time.perf_counter() - start
+
+
+def _timed_row_new(self: _enc.RowCipher, key: bytes) -> None:
+    start = time.perf_counter()
+    try:
+        _row_new(self, key)
+    finally:
+        CRYPTO[_phase[0]] += time.perf_counter() - start
+
+
+# The rows a label batch seals under one data key (outcomes), and the key's set-up.
+_enc.RowCipher.seal = _timed_row_seal  # type: ignore[method-assign]
+_enc.RowCipher.open = _timed_row_open  # type: ignore[method-assign]
+_enc.RowCipher.__init__ = _timed_row_new  # type: ignore[method-assign]
 
 #: Seconds spent digesting prediction ids (daemon/ingest/ids.py; the identity when off).
 DIGESTS: dict[str, float] = {"ingest": 0.0}
@@ -144,7 +178,7 @@ async def _warden(encrypted: bool) -> tuple[Warden, Path]:
     return warden, base
 
 
-WALL: dict[str, float] = {"ingest": 0.0, "labels": 0.0, "load": 0.0}
+WALL: dict[str, float] = {"ingest": 0.0, "labels": 0.0, "read": 0.0, "load": 0.0}
 
 
 async def ingest_rate(encrypted: bool, bodies: list[bytes]) -> float:
@@ -205,10 +239,12 @@ async def _label_rate(warden: Warden, encrypted: bool, bodies: list[bytes]) -> t
     wall = time.perf_counter() - start
     if encrypted:
         WALL["labels"] += wall
-    _phase[0] = "ignored"  # the read's decryptions are in its own figure
+    _phase[0] = "read" if encrypted else "ignored"  # the read's decryptions: their own
     start = time.perf_counter()
     outcomes = await warden.ingest.outcomes("bench")
     read = time.perf_counter() - start
+    if encrypted:
+        WALL["read"] += read
     assert len(outcomes) == matched == 1000 * len(bodies), (len(outcomes), matched)
     return matched / wall, read
 
@@ -330,7 +366,7 @@ async def main(batches: int, loads: int, rounds: int) -> None:
         print(f"    encryption off: {1000 * off:8.1f} ms")
         print(f"    encryption on:  {1000 * on:8.1f} ms   cost {100 * (on / off - 1):+.1f}%")
     print("time inside seal/open (and the id digests), share of the encrypted runs' wall time")
-    for phase in ("ingest", "labels", "load"):
+    for phase in ("ingest", "labels", "read", "load"):
         share = 100 * CRYPTO[phase] / WALL[phase] if WALL[phase] else 0.0
         print(f"  {phase:7s} {1000 * CRYPTO[phase]:8.1f} ms of {WALL[phase]:6.2f} s = {share:.1f}%")
         if phase in ("ingest", "labels"):

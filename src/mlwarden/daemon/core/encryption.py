@@ -103,7 +103,7 @@ def is_sealed(data: bytes) -> bool:
 
 def is_row_sealed(data: bytes) -> bool:
     """Sealed by a :class:`RowCipher` (its data key is a sealed object of its own)."""
-    return bytes(data[:4]) == ROW_MAGIC
+    return data[:4] == ROW_MAGIC
 
 
 class RowCipher:

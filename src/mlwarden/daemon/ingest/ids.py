@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -193,16 +194,18 @@ def seal_outcomes(
     With a ``key`` (encryption on) their raw values go to ``sealed`` (JSON, sealed by
     the key; ``sealed_key`` names it) and their clear columns are NULL.
     """
+    if key is None:
+        return [
+            {**row, "id": digest[row["id"]], "sealed": None, "sealed_key": None} for row in rows
+        ]
+    seq, cipher = key
+    seal, cleared = cipher.seal, dict.fromkeys(RAW_OUTCOME[1:])
     out = []
     for row in rows:
-        stored = {**row, "id": digest[row["id"]], "sealed": None, "sealed_key": None}
-        if key is not None:
-            seq, cipher = key
-            raw = orjson.dumps({k: row[k] for k in RAW_OUTCOME})
-            stored["sealed"] = cipher.seal(raw, _aad(seq, row["model"], stored["id"]))
-            stored["sealed_key"] = seq
-            stored.update({k: None for k in RAW_OUTCOME[1:]})
-        out.append(stored)
+        stored_id = digest[row["id"]]
+        raw = orjson.dumps({k: row[k] for k in RAW_OUTCOME})
+        sealed = seal(raw, _aad(seq, row["model"], stored_id))
+        out.append({**row, **cleared, "id": stored_id, "sealed": sealed, "sealed_key": seq})
     return out
 
 
@@ -222,7 +225,8 @@ def open_outcomes(
     Runs in a thread. A row that fails to open raises DecryptionFailed naming it (its
     table, column and key), reported for the audit; nothing of the read is returned.
     """
-    at = {name: n for n, name in enumerate(columns[:-2]) if name in RAW_OUTCOME}
+    names = [name for name in columns[:-2] if name in RAW_OUTCOME]
+    at, fields_of = [columns.index(name) for name in names], itemgetter(*names)
     rid = columns.index("id")
     out = []
     opened = False
@@ -235,10 +239,9 @@ def open_outcomes(
         if seq is None:  # one envelope per row (written before outcome_keys)
             plain = sealer.open_stored(bytes(raw), "outcomes")
         else:
-            plain = _open_row(model, values[rid], int(seq), bytes(raw), sealer, ciphers)
-        fields = orjson.loads(plain)
-        for name, n in at.items():
-            values[n] = fields[name]
+            plain = _open_row(model, values[rid], seq, raw, sealer, ciphers)
+        for n, value in zip(at, fields_of(orjson.loads(plain)), strict=True):
+            values[n] = value
         out.append(tuple(values))
         opened = True
     if opened:
@@ -250,12 +253,12 @@ def open_outcomes(
 def _open_row(
     model: str, stored_id: str, seq: int, raw: bytes, sealer: Sealer, ciphers: dict[int, RowCipher]
 ) -> bytes:
-    what = f"outcomes.sealed row (model={model!r}, id={stored_id!r})"
     try:
         cipher = ciphers.get(seq)
         if cipher is None:
-            raise DecryptionFailed(what, f"its data key (outcome_keys row seq={seq}) is missing")
-        return cipher.open(raw, _aad(seq, model, stored_id), what)
-    except DecryptionFailed as exc:
+            raise DecryptionFailed("", f"its data key (outcome_keys row seq={seq}) is missing")
+        return cipher.open(raw, _aad(seq, model, stored_id), "")
+    except DecryptionFailed as exc:  # named here: the name is not made for every row
+        what = f"outcomes.sealed row (model={model!r}, id={stored_id!r})"
         sealer.report(what, exc.reason)
-        raise
+        raise DecryptionFailed(what, exc.reason) from None
