@@ -37,12 +37,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -60,61 +63,30 @@ SENDERS = 4
 #: Seconds spent sealing and opening, by phase ("ingest", "load").
 CRYPTO: dict[str, float] = {"ingest": 0.0, "labels": 0.0, "read": 0.0, "load": 0.0}
 _phase = ["ingest"]
-_seal, _open = _enc.Sealer.seal, _enc.Sealer.open
 
 
-def _timed_seal(self: _enc.Sealer, data: bytes, purpose: str) -> bytes:
-    start = time.perf_counter()
-    try:
-        return _seal(self, data, purpose)
-    finally:
-        CRYPTO[_phase[0]] += time.perf_counter() - start
+def _timing(call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call``, its wall time added to the phase's CRYPTO."""
+
+    @functools.wraps(call)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            CRYPTO[_phase[0]] += time.perf_counter() - start
+
+    return timed
 
 
-def _timed_open(
-    self: _enc.Sealer, data: bytes, purpose: str, what: str, *, report: bool = True
-) -> bytes:
-    start = time.perf_counter()
-    try:
-        return _open(self, data, purpose, what, report=report)
-    finally:
-        CRYPTO[_phase[0]] += time.perf_counter() - start
-
-
-_enc.Sealer.seal = _timed_seal  # type: ignore[method-assign]
-_enc.Sealer.open = _timed_open  # type: ignore[method-assign]
-_row_seal, _row_open = _enc.RowCipher.seal, _enc.RowCipher.open
-_row_new = _enc.RowCipher.__init__
-
-
-def _timed_row_seal(self: _enc.RowCipher, data: bytes, aad: bytes) -> bytes:
-    start = time.perf_counter()
-    try:
-        return _row_seal(self, data, aad)
-    finally:
-        CRYPTO[_phase[0]] += time.perf_counter() - start
-
-
-def _timed_row_open(self: _enc.RowCipher, data: bytes, aad: bytes, what: str) -> bytes:
-    start = time.perf_counter()
-    try:
-        return _row_open(self, data, aad, what)
-    finally:
-        CRYPTO[_phase[0]] += time.perf_counter() - start
-
-
-def _timed_row_new(self: _enc.RowCipher, key: bytes) -> None:
-    start = time.perf_counter()
-    try:
-        _row_new(self, key)
-    finally:
-        CRYPTO[_phase[0]] += time.perf_counter() - start
-
-
-# The rows a label batch seals under one data key (outcomes), and the key's set-up.
-_enc.RowCipher.seal = _timed_row_seal  # type: ignore[method-assign]
-_enc.RowCipher.open = _timed_row_open  # type: ignore[method-assign]
-_enc.RowCipher.__init__ = _timed_row_new  # type: ignore[method-assign]
+# Envelopes (Sealer), and the rows a label batch seals under one data key (RowCipher:
+# the key's set-up, each row's seal and open).
+for _cls, _names in (
+    (_enc.Sealer, ("seal", "open")),
+    (_enc.RowCipher, ("__init__", "seal", "open")),
+):
+    for _name in _names:
+        setattr(_cls, _name, _timing(getattr(_cls, _name)))
 
 #: Seconds spent digesting prediction ids (daemon/ingest/ids.py; the identity when off).
 DIGESTS: dict[str, float] = {"ingest": 0.0}
@@ -365,7 +337,7 @@ async def main(batches: int, loads: int, rounds: int) -> None:
         print(f"  {title}")
         print(f"    encryption off: {1000 * off:8.1f} ms")
         print(f"    encryption on:  {1000 * on:8.1f} ms   cost {100 * (on / off - 1):+.1f}%")
-    print("time inside seal/open (and the id digests), share of the encrypted runs' wall time")
+    print("time inside the cryptography (Sealer, RowCipher; the id digests), share of the encrypted runs' wall time")
     for phase in ("ingest", "labels", "read", "load"):
         share = 100 * CRYPTO[phase] / WALL[phase] if WALL[phase] else 0.0
         print(f"  {phase:7s} {1000 * CRYPTO[phase]:8.1f} ms of {WALL[phase]:6.2f} s = {share:.1f}%")

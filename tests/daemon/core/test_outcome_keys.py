@@ -47,6 +47,16 @@ async def _seen(warden: Warden) -> list[tuple[str, str, object]]:
     return sorted(zip(out.id, out.label, out.prediction, strict=True))
 
 
+async def _labelled(make_config, key_file: Path, batches: list[list[str]]) -> Warden:
+    """A started encrypted daemon with predictions for these ids, labelled batch by batch."""
+    warden = await _started(make_config, key_file, enabled=True)
+    ids = [i for batch in batches for i in batch]
+    await warden.ingest.record_predictions("cls", {"records": _records(ids)})
+    for batch in batches:
+        assert await _label(warden, batch) == len(batch)
+    return warden
+
+
 async def _rotate(warden: Warden, key_file: Path, new_id: str) -> dict:
     keys = dict(load_keyring(str(key_file)).keys)
     keys[new_id] = new_key()
@@ -62,12 +72,9 @@ async def test_a_label_batch_shares_one_sealed_data_key_and_nothing_is_clear(
     make_config, tmp_path, base_path
 ):
     key_file = tmp_path / "keys"
-    warden = await _started(make_config, key_file, enabled=True)
+    warden = await _labelled(make_config, key_file, [IDS[:8], IDS[8:12]])
     url = warden.config.database_url
     try:
-        await warden.ingest.record_predictions("cls", {"records": _records(IDS[:12])})
-        assert await _label(warden, IDS[:8]) == 8
-        assert await _label(warden, IDS[8:12]) == 4
         seen = await _seen(warden)
         assert [s[0] for s in seen] == sorted(IDS[:12]) and {s[1] for s in seen} == {LABEL}
         # Relabelled: the earlier batch's key still seals the other seven.
@@ -115,12 +122,9 @@ async def _refused_read(warden: Warden, what: str) -> None:
 
 async def test_a_tampered_outcome_is_refused_by_name_and_audited(make_config, tmp_path):
     key_file = tmp_path / "keys"
-    warden = await _started(make_config, key_file, enabled=True)
+    warden = await _labelled(make_config, key_file, [IDS[:3], IDS[3:6]])
     url = warden.config.database_url
     try:
-        await warden.ingest.record_predictions("cls", {"records": _records(IDS[:6])})
-        assert await _label(warden, IDS[:3]) == 3
-        assert await _label(warden, IDS[3:6]) == 3
         before = await _seen(warden)
         rows = await store_sql(url, "SELECT id, sealed, sealed_key FROM outcomes ORDER BY id")
         a, b = rows[0], next(r for r in rows if r["sealed_key"] != rows[0]["sealed_key"])
@@ -182,11 +186,10 @@ async def test_an_existing_store_migrates_and_rotation_covers_old_and_new_rows(
     make_config, tmp_path
 ):
     key_file = tmp_path / "keys"
-    warden = await _started(make_config, key_file, enabled=True)
+    warden = await _labelled(make_config, key_file, [IDS[:5]])
     url = warden.config.database_url
     try:
-        await warden.ingest.record_predictions("cls", {"records": _records(IDS[:10])})
-        assert await _label(warden, IDS[:5]) == 5
+        await warden.ingest.record_predictions("cls", {"records": _records(IDS[5:10])})
         before = await _seen(warden)
     finally:
         await warden.stop()
