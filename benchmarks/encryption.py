@@ -337,7 +337,8 @@ async def main(batches: int, loads: int, rounds: int) -> None:
         print(f"  {title}")
         print(f"    encryption off: {1000 * off:8.1f} ms")
         print(f"    encryption on:  {1000 * on:8.1f} ms   cost {100 * (on / off - 1):+.1f}%")
-    print("time inside the cryptography (Sealer, RowCipher; the id digests), share of the encrypted runs' wall time")
+    print("time inside the cryptography (Sealer, RowCipher; the id digests),")
+    print("share of the encrypted runs' wall time")
     for phase in ("ingest", "labels", "read", "load"):
         share = 100 * CRYPTO[phase] / WALL[phase] if WALL[phase] else 0.0
         print(f"  {phase:7s} {1000 * CRYPTO[phase]:8.1f} ms of {WALL[phase]:6.2f} s = {share:.1f}%")
