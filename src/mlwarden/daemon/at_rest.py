@@ -66,9 +66,9 @@ class EncryptionAtRest:
 
     def sealed_columns(self) -> list[Any]:
         """The store's sealed columns (outbox, journal, batches, profiles, references,
-        outcomes, the id key)."""
+        outcomes and their data keys, the id key)."""
         from .alerts.outbox_records import outbox_table
-        from .ingest.ids import id_key_table
+        from .ingest.ids import id_key_table, outcome_keys_table
         from .ingest.tables import (
             journal_table,
             outcomes_table,
@@ -78,7 +78,8 @@ class EncryptionAtRest:
         from .profiles.reference import reference_table
 
         tables = [outbox_table, journal_table, prediction_batches_table, profile_table]
-        return sealed_columns([*tables, reference_table, outcomes_table, id_key_table])
+        sealed = [reference_table, outcomes_table, outcome_keys_table, id_key_table]
+        return sealed_columns([*tables, *sealed])
 
     @property
     def artifact_root(self) -> Path | None:

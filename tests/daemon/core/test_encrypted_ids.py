@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from mlwarden.daemon.core.encryption import Sealer, key_id_of, set_current_sealer
+from mlwarden.daemon.core.encryption import Sealer, is_row_sealed, key_id_of, set_current_sealer
 from mlwarden.daemon.core.keys import load_keyring, new_key, write_key_file
 from mlwarden.daemon.core.store import Store
 from mlwarden.daemon.ingest import id_migration
@@ -269,8 +269,11 @@ async def test_turning_encryption_on_rewrites_clear_ids_and_resumes_after_a_kill
     for table in ("prediction_ids", "outcomes"):
         rows = await store_sql(url, f"SELECT id FROM {table}")
         assert rows and all(DIGEST.match(r["id"]) for r in rows), table
-    outcome = (await store_sql(url, "SELECT label_cls, sealed FROM outcomes"))[0]
-    assert outcome["label_cls"] is None and key_id_of(bytes(outcome["sealed"])) == "k1"
+    outcome = (await store_sql(url, "SELECT label_cls, sealed, sealed_key FROM outcomes"))[0]
+    assert outcome["label_cls"] is None and is_row_sealed(bytes(outcome["sealed"]))
+    keys = await store_sql(url, "SELECT seq, key FROM outcome_keys")
+    assert outcome["sealed_key"] in {k["seq"] for k in keys}  # one data key per chunk
+    assert all(key_id_of(bytes(k["key"])) == "k1" for k in keys)
     for row in await store_sql(url, "SELECT data FROM prediction_batches"):
         assert key_id_of(bytes(row["data"])) == "k1"  # sealed on the way
 

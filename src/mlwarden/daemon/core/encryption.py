@@ -16,6 +16,13 @@ Reading a sealed object either returns every byte of the plaintext or raises
 :class:`~mlwarden.errors.DecryptionFailed` naming the object: a wrong key, a missing key
 and a flipped byte (the GCM tag check) all end there, never in partial plaintext.
 Objects written while encryption was off (no magic) are read as they are.
+
+Many small rows written together (a label batch's outcomes) share one data key instead:
+:class:`RowCipher` seals each row under it with a fresh nonce and the row's identity as
+associated data (``b"MWR1" | nonce (12) | ciphertext and tag``); the data key itself is
+stored as an ordinary sealed object (the caller's key table), so it is wrapped by a
+key-encryption key with an id, and rotation, the inventory and the start-up check cover
+it like any other. A :class:`SealedRows` column holds such rows.
 """
 
 from __future__ import annotations
@@ -36,12 +43,16 @@ from .keys import Keyring
 
 __all__ = [
     "MAGIC",
+    "ROW_MAGIC",
     "TEXT_PREFIX",
     "Envelope",
+    "RowCipher",
     "SealedBytes",
+    "SealedRows",
     "SealedText",
     "Sealer",
     "current_sealer",
+    "is_row_sealed",
     "is_sealed",
     "key_id_of",
     "open_text",
@@ -51,6 +62,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MAGIC = b"MWE1"
+ROW_MAGIC = b"MWR1"
 TEXT_PREFIX = "mwenc1:"
 _NONCE = 12
 _WRAPPED = 32 + 16
@@ -87,6 +99,43 @@ class Envelope:
 
 def is_sealed(data: bytes) -> bool:
     return data[:4] == MAGIC
+
+
+def is_row_sealed(data: bytes) -> bool:
+    """Sealed by a :class:`RowCipher` (its data key is a sealed object of its own)."""
+    return data[:4] == ROW_MAGIC
+
+
+class RowCipher:
+    """One data key that seals many small rows: AES-256-GCM, a fresh nonce per row.
+
+    The key is meant to be stored sealed (an envelope of its own) next to the rows; the
+    associated data of each row names it (its table, the key's row, the row's key), so
+    a row moved to another row or put under another key fails its tag check.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self._aead = AESGCM(key)
+
+    @classmethod
+    def generate(cls) -> RowCipher:
+        return cls(AESGCM.generate_key(bit_length=256))
+
+    def seal(self, data: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(_NONCE)
+        return ROW_MAGIC + nonce + self._aead.encrypt(nonce, data, aad)
+
+    def open(self, data: bytes, aad: bytes, what: str) -> bytes:
+        """The plaintext of ``data``; DecryptionFailed naming ``what`` (never part of it)."""
+        if not is_row_sealed(data) or len(data) < 4 + _NONCE + 16:
+            raise DecryptionFailed(what, "its sealed row header is damaged")
+        try:
+            return self._aead.decrypt(data[4 : 4 + _NONCE], data[4 + _NONCE :], aad)
+        except InvalidTag:
+            raise DecryptionFailed(
+                what, "its authentication tag does not match (the data was altered)"
+            ) from None
 
 
 class Sealer:
@@ -191,6 +240,10 @@ class Sealer:
                 f"key {env.kek_id!r} of the key ring ({ring.source}) does not unwrap its "
                 "data key (a wrong key, or the header was altered)",
             ) from None
+
+    def report(self, what: str, reason: str) -> None:
+        """Record an object that failed to open elsewhere (a :class:`RowCipher` row)."""
+        self._failed(what, reason)
 
     def _failed(self, what: str, reason: str) -> None:
         if self.on_failure is not None:
@@ -312,6 +365,26 @@ class SealedBytes(sa.types.TypeDecorator[bytes]):
         opened = _active().open_stored(bytes(value), self.purpose)
         assert isinstance(opened, bytes)  # bytes in, bytes out
         return opened
+
+
+class SealedRows(SealedBytes):
+    """A binary column of rows sealed by a :class:`RowCipher` (its reader opens them).
+
+    Values are bound sealed and read as stored: opening a row needs its key's row and
+    its own key (the caller's). Rows sealed one envelope each (written before such
+    columns existed) are read as stored too, and a rotation re-wraps them as any
+    :class:`SealedBytes` value; a plaintext value is refused, never stored in clear.
+    """
+
+    cache_ok = True
+
+    def process_bind_param(self, value: bytes | None, dialect: sa.Dialect) -> bytes | None:
+        if value is not None and not is_row_sealed(value):
+            raise ValueError(f"a {self.purpose} row must be sealed before it is stored")
+        return None if value is None else bytes(value)
+
+    def process_result_value(self, value: bytes | None, dialect: sa.Dialect) -> bytes | None:
+        return None if value is None else bytes(value)
 
 
 class SealedText(sa.types.TypeDecorator[str]):

@@ -3,7 +3,10 @@
 The sealed objects are the values of the store's sealed columns
 (:class:`~.encryption.SealedBytes`, :class:`~.encryption.SealedText`) and the files under
 the encrypted artifact root. Each names the key that wraps its data key in its clear
-header, so an inventory costs a read of the headers.
+header, so an inventory costs a read of the headers. Rows of a
+:class:`~.encryption.SealedRows` column sealed under a shared data key are not objects of
+their own: that key is, sealed in its own table's column (``outcome_keys``), and its
+re-wrap covers them all.
 
 :func:`check_keys` runs at start: for every key id in use it opens one object
 completely; a missing or wrong key stops the start with
@@ -26,7 +29,7 @@ import sqlalchemy as sa
 
 from ...errors import DecryptionFailed
 from .artifacts import check_file, iter_artifact_files, rewrap_file
-from .encryption import SealedBytes, SealedText, Sealer, key_id_of
+from .encryption import SealedBytes, SealedText, Sealer, is_row_sealed, key_id_of
 from .store import Store
 
 __all__ = [
@@ -115,8 +118,9 @@ async def inventory(store: Store, columns: list[SealedColumn], artifacts: Path |
     for col in columns:
         async for rows in _pages(store, col, head_only=True):
             for row in rows:
-                if row[-1] is not None:
-                    inv.add(key_id_of(row[-1]), col.describe(row), (col, tuple(row[:-1])))
+                if row[-1] is None or (not col.text and is_row_sealed(row[-1])):
+                    continue  # a row under a RowCipher key: the key's own row counts
+                inv.add(key_id_of(row[-1]), col.describe(row), (col, tuple(row[:-1])))
     if artifacts is not None:
         files = await asyncio.to_thread(lambda: list(iter_artifact_files(artifacts)))
         for path in files:

@@ -12,7 +12,8 @@
   (by a start with encryption off, or by a release before ids were digested) are
   rewritten: the ``prediction_ids`` of each stored batch from the clear ids in its
   blob (the blob is sealed on the way if it was in clear), then each ``outcomes`` row
-  whose raw values are not sealed yet. Each chunk is one transaction that also moves
+  whose raw values are not sealed yet (sealed under one data key per chunk and model,
+  stored in the chunk's transaction: ids.py). Each chunk is one transaction that also moves
   the progress (``migrated_batch``; an outcome's ``sealed`` column); a start killed
   midway resumes where the last commit left it, and the rewrite derives every digest
   from a clear id, so doing a chunk twice writes the same rows. On PostgreSQL an
@@ -33,7 +34,7 @@ import sqlalchemy as sa
 from ...errors import DecryptionFailed
 from ..core.encryption import Sealer, is_sealed
 from ..core.store import INGEST_LOCKS, Store, insert_ignore, lock_for_transaction
-from .ids import ID_KEY_NAME, RAW_OUTCOME, IdDigests, id_key_table
+from .ids import ID_KEY_NAME, RAW_OUTCOME, IdDigests, id_key_table, new_outcome_key, seal_outcomes
 from .tables import outcomes_table, prediction_batches_table, prediction_ids_table
 
 __all__ = ["ID_KEY_WHAT", "migrate_ids", "prepare_ids"]
@@ -71,7 +72,7 @@ async def prepare_ids(
         logger.info("made the store's id key: prediction and label ids are stored digested")
     digests = IdDigests(key)
     if state != "done":
-        await migrate_ids(store, sealer, digests)
+        await migrate_ids(store, sealer, digests, clock)
     return digests
 
 
@@ -105,14 +106,16 @@ async def _refuse_lost_key(store: Store) -> None:
         )
 
 
-async def migrate_ids(store: Store, sealer: Sealer, digests: IdDigests) -> None:
+async def migrate_ids(
+    store: Store, sealer: Sealer, digests: IdDigests, clock: Callable[[], float] = time.time
+) -> None:
     """Rewrite the ids stored in clear into digests, chunk by chunk (module doc)."""
     batches = outcomes = 0
     while (n := await _batch_chunk(store, sealer, digests)) is not None:
         batches += n
         if batches % 1000 < n:
             logger.info("digesting stored prediction ids: %d batches done", batches)
-    while n := await _outcome_chunk(store, digests):
+    while n := await _outcome_chunk(store, digests, clock):
         outcomes += n
         if outcomes % 10000 < n:
             logger.info("digesting stored outcome ids: %d outcomes done", outcomes)
@@ -158,7 +161,7 @@ async def _batch_chunk(store: Store, sealer: Sealer, digests: IdDigests) -> int 
     return len(rows)
 
 
-async def _outcome_chunk(store: Store, digests: IdDigests) -> int:
+async def _outcome_chunk(store: Store, digests: IdDigests, clock: Callable[[], float]) -> int:
     """Digest and seal the next outcomes stored in clear; how many (0: none left)."""
     o = outcomes_table
     async with store.begin() as conn:
@@ -179,13 +182,22 @@ async def _outcome_chunk(store: Store, digests: IdDigests) -> int:
             .values(
                 id=sa.bindparam("new"),
                 sealed=sa.bindparam("raw", type_=o.c.sealed.type),
+                sealed_key=sa.bindparam("key"),
                 **{name: None for name in RAW_OUTCOME[1:]},
             )
         )
         params: list[dict[str, Any]] = []
+        now = clock()
+        keys = {}  # one data key per model in the chunk, stored in its transaction
+        for model in dict.fromkeys(row[0] for row in rows):
+            keys[model] = await new_outcome_key(conn, model, now)
         for row in rows:
             model, raw = row[0], dict(zip(RAW_OUTCOME, row[1:], strict=True))
             (new,) = digests.of(model, [raw["id"]])
-            params.append({"m": model, "old": raw["id"], "new": new, "raw": orjson.dumps(raw)})
+            (sealed,) = seal_outcomes([{**raw, "model": model}], {raw["id"]: new}, keys[model])
+            key = sealed["sealed_key"]
+            params.append(
+                {"m": model, "old": raw["id"], "new": new, "raw": sealed["sealed"], "key": key}
+            )
         await conn.execute(update, params)
     return len(rows)

@@ -21,6 +21,14 @@ outcome's raw values (:data:`RAW_OUTCOME`: the id, prediction, label and scores)
 their clear columns stay NULL. Version, times, latency and the error flag stay in clear
 (the queries filter on them). With encryption off :class:`IdDigests` is the identity
 and ``sealed`` is NULL: ids and values are stored as sent, as before.
+
+The outcomes a label batch stores share one data key (:class:`~..core.encryption.RowCipher`,
+a fresh nonce per row): it is one ``outcome_keys`` row, sealed like every sealed row
+(so wrapped by a key-encryption key, re-wrapped by a rotation, counted by ``keys
+status``), and each outcome names it in ``sealed_key``. A row's associated data is
+(``outcomes``, its key's row, model, stored id), so a row copied onto another, or put
+under another key, fails its tag check. Outcomes sealed one envelope each (stores of the
+release before) have ``sealed_key`` NULL and are opened as before.
 """
 
 from __future__ import annotations
@@ -28,19 +36,26 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..core.encryption import SealedBytes, Sealer
+from ...errors import DecryptionFailed
+from ..core.encryption import RowCipher, SealedBytes, Sealer
 
 __all__ = [
     "ID_KEY_NAME",
     "RAW_OUTCOME",
     "IdDigests",
     "id_key_table",
+    "new_outcome_key",
     "open_outcomes",
+    "outcome_ciphers",
+    "outcome_keys_table",
+    "purge_outcome_keys",
     "seal_outcomes",
 ]
 
@@ -63,6 +78,19 @@ id_key_table = sa.Table(
     sa.Column("migrated_batch", sa.BigInteger, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
 )
+
+#: The data keys of sealed outcomes, one per label batch (module doc).
+outcome_keys_table = sa.Table(
+    "outcome_keys",
+    sa.MetaData(),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    # The 32-byte data key, sealed: only the key ring opens it, a rotation re-wraps it.
+    sa.Column("key", SealedBytes("outcome_keys"), nullable=False),
+)
+#: Keys read per statement by :func:`outcome_ciphers`.
+_KEYS_PER_READ = 500
 
 #: The columns of an ``outcomes`` row kept in its ``sealed`` column with encryption on.
 RAW_OUTCOME = (
@@ -115,50 +143,122 @@ class IdDigests:
         return await asyncio.to_thread(self.of, model, ids)
 
 
+async def new_outcome_key(conn: AsyncConnection, model: str, now: float) -> tuple[int, RowCipher]:
+    """A fresh data key for outcomes of ``model``, stored sealed in ``conn``'s transaction."""
+    cipher = RowCipher.generate()
+    t = outcome_keys_table
+    inserted = await conn.execute(t.insert().values(model=model, created_at=now, key=cipher.key))
+    assert inserted.inserted_primary_key is not None
+    return int(inserted.inserted_primary_key[0]), cipher
+
+
+async def outcome_ciphers(conn: AsyncConnection, seqs: set[int]) -> dict[int, RowCipher]:
+    """The data keys ``seqs`` of ``outcome_keys`` (each opened by its column's type: a
+    failure is named by its row and audited). A missing one is left out (its rows fail)."""
+    t = outcome_keys_table
+    out: dict[int, RowCipher] = {}
+    wanted = sorted(seqs)
+    for start in range(0, len(wanted), _KEYS_PER_READ):
+        query = sa.select(t.c.seq, t.c.key).where(
+            t.c.seq.in_(wanted[start : start + _KEYS_PER_READ])
+        )
+        for seq, key in (await conn.execute(query)).all():
+            out[int(seq)] = RowCipher(bytes(key))
+    return out
+
+
+async def purge_outcome_keys(conn: AsyncConnection) -> None:
+    """Delete the data keys no outcome uses any more (relabelled or past retention).
+
+    A key is stored in the transaction of its outcomes, so a committed key without
+    outcomes has none left; one being written is not visible here yet.
+    """
+    t = outcome_keys_table
+    used = sa.select(_outcomes_key.c.sealed_key).where(_outcomes_key.c.sealed_key.is_not(None))
+    await conn.execute(t.delete().where(t.c.seq.not_in(used.distinct())))
+
+
+#: ``outcomes.sealed_key`` (tables.py defines the table; it imports this module).
+_outcomes_key = sa.table("outcomes", sa.column("sealed_key", sa.Integer))
+
+
+def _aad(seq: int, model: str, stored_id: str) -> bytes:
+    return orjson.dumps(["outcomes", seq, model, stored_id])
+
+
 def seal_outcomes(
-    rows: list[dict[str, Any]], digest: dict[str, str], enabled: bool
+    rows: list[dict[str, Any]], digest: dict[str, str], key: tuple[int, RowCipher] | None
 ) -> list[dict[str, Any]]:
     """``outcomes`` rows (their ``id`` the clear id) keyed by ``digest[id]``.
 
-    With ``enabled`` their raw values go to ``sealed`` (as JSON; the column type seals
-    it) and their clear columns are NULL.
+    With a ``key`` (encryption on) their raw values go to ``sealed`` (JSON, sealed by
+    the key; ``sealed_key`` names it) and their clear columns are NULL.
     """
+    if key is None:
+        return [
+            {**row, "id": digest[row["id"]], "sealed": None, "sealed_key": None} for row in rows
+        ]
+    seq, cipher = key
+    seal, cleared = cipher.seal, dict.fromkeys(RAW_OUTCOME[1:])
     out = []
     for row in rows:
-        stored = {**row, "id": digest[row["id"]], "sealed": None}
-        if enabled:
-            stored["sealed"] = orjson.dumps({k: row[k] for k in RAW_OUTCOME})
-            stored.update({k: None for k in RAW_OUTCOME[1:]})
-        out.append(stored)
+        stored_id = digest[row["id"]]
+        raw = orjson.dumps({k: row[k] for k in RAW_OUTCOME})
+        sealed = seal(raw, _aad(seq, row["model"], stored_id))
+        out.append({**row, **cleared, "id": stored_id, "sealed": sealed, "sealed_key": seq})
     return out
 
 
 def open_outcomes(
-    rows: Sequence[Sequence[Any]], columns: Sequence[str], sealer: Sealer
+    model: str,
+    rows: Sequence[Sequence[Any]],
+    columns: Sequence[str],
+    sealer: Sealer,
+    ciphers: dict[int, RowCipher],
 ) -> list[tuple[Any, ...]]:
-    """``rows`` of ``columns`` of ``outcomes`` (the last one the raw ``sealed`` value)
-    as stored in clear: a sealed row's raw values in place of its NULLs, without it.
+    """``rows`` of ``columns`` of ``model``'s ``outcomes`` (the last two ``sealed_key``
+    and the raw ``sealed`` value) as stored in clear: a sealed row's raw values in place
+    of its NULLs, without those two.
 
     ``rows`` come ordered by (ts, id); sealed ones are put back in that order by their
     clear id, so outcomes (and sums over them) come in the same order either way.
-    Runs in a thread: each sealed row is one decryption. A row that fails to open
-    raises DecryptionFailed (reported, named by its row once found).
+    Runs in a thread. A row that fails to open raises DecryptionFailed naming it (its
+    table, column and key), reported for the audit; nothing of the read is returned.
     """
-    at = {name: n for n, name in enumerate(columns[:-1]) if name in RAW_OUTCOME}
+    names = [name for name in columns[:-2] if name in RAW_OUTCOME]
+    at, fields_of = [columns.index(name) for name in names], itemgetter(*names)
+    rid = columns.index("id")
     out = []
     opened = False
     for row in rows:
-        raw = row[-1]
+        raw, seq = row[-1], row[-2]
         if raw is None:
-            out.append(tuple(row[:-1]))
+            out.append(tuple(row[:-2]))
             continue
-        values = list(row[:-1])
-        plain = orjson.loads(sealer.open_stored(bytes(raw), "outcomes"))
-        for name, n in at.items():
-            values[n] = plain[name]
+        values = list(row[:-2])
+        if seq is None:  # one envelope per row (written before outcome_keys)
+            plain = sealer.open_stored(bytes(raw), "outcomes")
+        else:
+            plain = _open_row(model, values[rid], seq, raw, sealer, ciphers)
+        for n, value in zip(at, fields_of(orjson.loads(plain)), strict=True):
+            values[n] = value
         out.append(tuple(values))
         opened = True
     if opened:
-        ts, rid = columns.index("ts"), columns.index("id")
+        ts = columns.index("ts")
         out.sort(key=lambda r: (r[ts], r[rid]))
     return out
+
+
+def _open_row(
+    model: str, stored_id: str, seq: int, raw: bytes, sealer: Sealer, ciphers: dict[int, RowCipher]
+) -> bytes:
+    try:
+        cipher = ciphers.get(seq)
+        if cipher is None:
+            raise DecryptionFailed("", f"its data key (outcome_keys row seq={seq}) is missing")
+        return cipher.open(raw, _aad(seq, model, stored_id), "")
+    except DecryptionFailed as exc:  # named here: the name is not made for every row
+        what = f"outcomes.sealed row (model={model!r}, id={stored_id!r})"
+        sealer.report(what, exc.reason)
+        raise DecryptionFailed(what, exc.reason) from None

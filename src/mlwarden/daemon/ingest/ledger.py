@@ -27,7 +27,7 @@ from ..core.store import upsert
 from ..profiles.profile import Profile
 from ..profiles.reference import layout_without_reference
 from .batches import BatchRejected, LabelBatch
-from .ids import IdDigests, seal_outcomes
+from .ids import IdDigests, new_outcome_key, purge_outcome_keys, seal_outcomes
 from .orphans import JournalTaken, adopt_gone, rebuild_open
 from .prepare import PreparedBatch
 from .shared import merge_open, shared_window
@@ -278,10 +278,10 @@ class Ledger:
                 }
                 for r in matched
             ]
+            # With encryption on, one data key seals this batch's outcomes (ids.py).
+            key = await new_outcome_key(conn, name, now) if self.ids.enabled else None
             # A label sent again replaces the earlier one (atomic under concurrent daemons).
-            await conn.execute(
-                upsert(conn.dialect, o), seal_outcomes(rows, stored, self.ids.enabled)
-            )
+            await conn.execute(upsert(conn.dialect, o), seal_outcomes(rows, stored, key))
             return len(matched)
 
         matched = await self.submit(Work(write, _ignore))
@@ -468,6 +468,7 @@ class Ledger:
             await purge_predictions(conn, ttl)
             await conn.execute(o.delete().where(o.c.ts < retention))
             await conn.execute(b.delete().where(b.c.bucket_start < retention))
+            await purge_outcome_keys(conn)
 
         await self.submit(Work(write, _ignore, exclusive=True))
 

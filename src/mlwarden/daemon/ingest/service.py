@@ -38,7 +38,7 @@ from ..registry.interfaces import VersionRecords
 from .arrow import TableBody, read_table, table_labels
 from .batches import BatchRejected, LabelBatch, parse_labels
 from .id_migration import prepare_ids
-from .ids import open_outcomes
+from .ids import open_outcomes, outcome_ciphers
 from .interfaces import ScoredPredictions, WatchedModel
 from .ledger import Ledger
 from .prepare import prepare_batch
@@ -62,7 +62,7 @@ _VERSION_TTL_SECONDS = 2.0
 #: What ``outcomes()`` reads of a row, in this order (_outcomes_from_rows).
 _OUTCOME_COLUMNS = (
     "id", "version", "ts", "prediction_num", "prediction_cls", "label_num", "label_cls",
-    "latency", "error", "probability", "probabilities", "sealed",
+    "latency", "error", "probability", "probabilities", "sealed_key", "sealed",
 )  # fmt: skip
 
 
@@ -260,12 +260,15 @@ class IngestService(Service):
             query = query.where(t.c.ts < until)
         async with self.context.store.connect() as conn:
             rows = (await conn.execute(query.order_by(t.c.ts, t.c.id))).all()
+            # The data keys of the sealed rows: one per label batch, opened once each.
+            keys = {row[-2] for row in rows if row[-2] is not None}
+            ciphers = await outcome_ciphers(conn, keys) if keys else {}
         classification = state.config.task == "classification"
         sealer = self.context.sealer
 
         def build() -> Outcomes:  # in a thread: a sealed row is one decryption
             return _outcomes_from_rows(
-                open_outcomes(rows, _OUTCOME_COLUMNS, sealer), classification
+                open_outcomes(model, rows, _OUTCOME_COLUMNS, sealer, ciphers), classification
             )
 
         return await asyncio.to_thread(build)

@@ -24,11 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ..core.encryption import SealedBytes
+from ..core.encryption import SealedBytes, SealedRows
 from ..core.store import Schema, create_tables, insert_ignore
 from ..profiles.reference import reference_table
 from .batches import BatchRejected, PredictionBatch
-from .ids import id_key_table
+from .ids import id_key_table, outcome_keys_table
 
 __all__ = [
     "INGEST_SCHEMA",
@@ -88,9 +88,12 @@ outcomes_table = sa.Table(
     # P(positive class) of a binary model, or JSON {class: probability}.
     sa.Column("probability", sa.Float, nullable=True),
     sa.Column("probabilities", sa.Text, nullable=True),
-    # With encryption on (step 6): ``id`` is a digest and this holds the raw values
-    # (ids.RAW_OUTCOME: the clear id, prediction, label, scores), their columns NULL.
-    sa.Column("sealed", SealedBytes("outcomes"), nullable=True),
+    # With encryption on (step 7): ``id`` is a digest and this holds the raw values
+    # (ids.RAW_OUTCOME: the clear id, prediction, label, scores), their columns NULL,
+    # sealed under the label batch's data key: the outcome_keys row ``sealed_key``
+    # (step 8; NULL: one envelope per row, as step 7 wrote them).
+    sa.Column("sealed", SealedRows("outcomes"), nullable=True),
+    sa.Column("sealed_key", sa.Integer, nullable=True),
     sa.Index("ix_outcomes_model_version_ts", "model", "version", "ts"),
 )
 profile_table = sa.Table(
@@ -229,6 +232,13 @@ def _sealed_outcomes(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE outcomes ADD COLUMN sealed {kind}"))
 
 
+def _outcome_keys(conn: sa.Connection) -> None:
+    """Add ``outcome_keys`` and ``outcomes.sealed_key``: one data key per label batch."""
+    outcome_keys_table.create(conn, checkfirst=True)  # made by this step, unless re-run
+    if "sealed_key" not in {c["name"] for c in sa.inspect(conn).get_columns("outcomes")}:
+        conn.execute(sa.text("ALTER TABLE outcomes ADD COLUMN sealed_key INTEGER"))
+
+
 INGEST_SCHEMA = Schema(
     "ingest",
     [
@@ -245,6 +255,7 @@ INGEST_SCHEMA = Schema(
         _outcome_scores,
         _reference_uploads,
         _sealed_outcomes,
+        _outcome_keys,
     ],
 )
 

@@ -1,0 +1,227 @@
+"""Sealed outcomes under one data key per label batch (daemon/ingest/ids.py).
+
+On SQLite and PostgreSQL, with encryption on: a label batch's outcomes are sealed under
+one ``outcome_keys`` row (itself sealed by the key ring) and nothing of them is in clear
+in the store; a flipped byte, a row copied onto another and a row pointed at another key
+all fail their tag check, named by table, column and row key, and audited; a rotation
+re-wraps the outcome keys and the rows sealed one envelope each by the release before,
+after which the old key can be retired; such a store migrates (schema step 8) and its
+old rows read back as before, side by side with new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from mlwarden.daemon.core.encryption import (
+    Sealer,
+    is_row_sealed,
+    is_sealed,
+    key_id_of,
+    set_current_sealer,
+)
+from mlwarden.daemon.core.keys import load_keyring, new_key, write_key_file
+from mlwarden.daemon.ingest.ids import RowCipher
+from mlwarden.daemon.ingest.tables import INGEST_SCHEMA
+from mlwarden.daemon.warden import Warden
+from mlwarden.errors import DecryptionFailed
+from tests.daemon.core.test_encrypted_ids import IDS, NEEDLE, NOW, _records, _started, _store_bytes
+from tests.helpers import store_sql
+
+pytestmark = pytest.mark.both_backends
+
+LABEL = "churned-marker"  # a label value that must not be in clear on disk
+
+
+async def _label(warden: Warden, ids: list[str], label: str = LABEL) -> int:
+    body = {"labels": [{"id": i, "label": label} for i in ids]}
+    return int((await warden.ingest.record_labels("cls", body))["matched"])
+
+
+async def _seen(warden: Warden) -> list[tuple[str, str, object]]:
+    out = await warden.ingest.outcomes("cls")
+    return sorted(zip(out.id, out.label, out.prediction, strict=True))
+
+
+async def _labelled(make_config, key_file: Path, batches: list[list[str]]) -> Warden:
+    """A started encrypted daemon with predictions for these ids, labelled batch by batch."""
+    warden = await _started(make_config, key_file, enabled=True)
+    ids = [i for batch in batches for i in batch]
+    await warden.ingest.record_predictions("cls", {"records": _records(ids)})
+    for batch in batches:
+        assert await _label(warden, batch) == len(batch)
+    return warden
+
+
+async def _rotate(warden: Warden, key_file: Path, new_id: str) -> dict:
+    keys = dict(load_keyring(str(key_file)).keys)
+    keys[new_id] = new_key()
+    write_key_file(key_file, keys)
+    await warden.at_rest.rotate()
+    while warden.at_rest.rotation.progress.state == "running":
+        await asyncio.sleep(0.05)
+    assert warden.at_rest.rotation.progress.state == "done"
+    return keys
+
+
+async def test_a_label_batch_shares_one_sealed_data_key_and_nothing_is_clear(
+    make_config, tmp_path, base_path
+):
+    key_file = tmp_path / "keys"
+    warden = await _labelled(make_config, key_file, [IDS[:8], IDS[8:12]])
+    url = warden.config.database_url
+    try:
+        seen = await _seen(warden)
+        assert [s[0] for s in seen] == sorted(IDS[:12]) and {s[1] for s in seen} == {LABEL}
+        # Relabelled: the earlier batch's key still seals the other seven.
+        assert await _label(warden, IDS[:1], "other") == 1
+        status = await warden.at_rest.status()
+    finally:
+        await warden.stop()
+    keys = await store_sql(url, "SELECT seq, model, key FROM outcome_keys ORDER BY seq")
+    assert len(keys) == 3 and all(k["model"] == "cls" for k in keys)
+    assert all(key_id_of(bytes(k["key"])) == "k1" for k in keys)  # wrapped by the ring
+    rows = await store_sql(url, "SELECT sealed, sealed_key, label_cls FROM outcomes")
+    by_key: dict[int, int] = {}
+    for row in rows:
+        assert is_row_sealed(bytes(row["sealed"])) and row["label_cls"] is None
+        by_key[row["sealed_key"]] = by_key.get(row["sealed_key"], 0) + 1
+    assert sorted(by_key.values()) == [1, 4, 7]
+    # The status counts the data keys (and the id key), not each outcome.
+    assert status["keys"] == {"k1": status["keys"]["k1"]} and status["clear_objects"] == 0
+    hay = await _store_bytes(warden, base_path)
+    assert NEEDLE not in hay and LABEL.encode() not in hay
+
+    # Unused keys are purged with the outcomes that used them.
+    warden = await _started(make_config, key_file, enabled=True)
+    try:
+        await store_sql(url, f"DELETE FROM outcomes WHERE sealed_key = {keys[1]['seq']}")
+        await warden.ingest.ledger.purge(NOW)
+    finally:
+        await warden.stop()
+    left = [k["seq"] for k in await store_sql(url, "SELECT seq FROM outcome_keys ORDER BY seq")]
+    assert left == [keys[0]["seq"], keys[2]["seq"]]
+
+
+async def _refused_read(warden: Warden, what: str) -> None:
+    with pytest.raises(DecryptionFailed) as caught:
+        await warden.ingest.outcomes("cls")
+    assert caught.value.what == what
+    assert "authentication tag does not match" in str(caught.value)
+    for _ in range(50):
+        entries = await warden.audit.entries(limit=20)
+        if any(e["action"] == "decryption_failed" and e["target"] == what for e in entries):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no audit entry for {what}")
+
+
+async def test_a_tampered_outcome_is_refused_by_name_and_audited(make_config, tmp_path):
+    key_file = tmp_path / "keys"
+    warden = await _labelled(make_config, key_file, [IDS[:3], IDS[3:6]])
+    url = warden.config.database_url
+    try:
+        before = await _seen(warden)
+        rows = await store_sql(url, "SELECT id, sealed, sealed_key FROM outcomes ORDER BY id")
+        a, b = rows[0], next(r for r in rows if r["sealed_key"] != rows[0]["sealed_key"])
+        named = f"outcomes.sealed row (model='cls', id='{a['id']}')"
+        update = "UPDATE outcomes SET sealed = :s, sealed_key = :k WHERE id = :i"
+
+        flipped = bytearray(a["sealed"])
+        flipped[-5] ^= 0x01
+        for sealed, key in (
+            (bytes(flipped), a["sealed_key"]),  # a flipped byte
+            (bytes(b["sealed"]), b["sealed_key"]),  # another row's values copied onto it
+            (bytes(a["sealed"]), b["sealed_key"]),  # pointed at another batch's key
+        ):
+            await store_sql(url, update, {"s": sealed, "k": key, "i": a["id"]})
+            await _refused_read(warden, named)
+        # Put back, the read is whole again.
+        await store_sql(url, update, {"s": bytes(a["sealed"]), "k": a["sealed_key"], "i": a["id"]})
+        assert await _seen(warden) == before
+        # An altered data key: its row named, as for any sealed column.
+        (key,) = await store_sql(url, f"SELECT key FROM outcome_keys WHERE seq = {a['sealed_key']}")
+        altered = bytearray(key["key"])
+        altered[-2] ^= 0x01
+        await store_sql(
+            url, "UPDATE outcome_keys SET key = :k WHERE seq = :s",
+            {"k": bytes(altered), "s": a["sealed_key"]},
+        )  # fmt: skip
+        with pytest.raises(DecryptionFailed, match="authentication tag") as caught:
+            await warden.ingest.outcomes("cls")
+        named = await warden.at_rest.name_stored_row(caught.value)
+        assert named.what == f"outcome_keys.key row (seq={a['sealed_key']})"
+    finally:
+        await warden.stop()
+
+
+async def _make_legacy(url: str, key_file: Path) -> int:
+    """Turn the store into one written by the release before step 8: every outcome one
+    envelope of its own, no outcome_keys, no sealed_key, the schema at step 7."""
+    sealer = Sealer(load_keyring(str(key_file)))
+    keys = {
+        k["seq"]: RowCipher(sealer.open(bytes(k["key"]), "outcome_keys", "key"))
+        for k in await store_sql(url, "SELECT seq, key FROM outcome_keys")
+    }
+    rows = await store_sql(url, "SELECT model, id, sealed, sealed_key FROM outcomes")
+    for row in rows:
+        aad = orjson.dumps(["outcomes", row["sealed_key"], row["model"], row["id"]])
+        plain = keys[row["sealed_key"]].open(bytes(row["sealed"]), aad, "row")
+        await store_sql(
+            url, "UPDATE outcomes SET sealed = :s WHERE model = :m AND id = :i",
+            {"s": sealer.seal(plain, "outcomes"), "m": row["model"], "i": row["id"]},
+        )  # fmt: skip
+    await store_sql(url, "DROP TABLE outcome_keys")
+    await store_sql(url, "ALTER TABLE outcomes DROP COLUMN sealed_key")
+    steps = len(INGEST_SCHEMA.steps) - 1
+    await store_sql(url, f"UPDATE schema_version SET version = {steps} WHERE component = 'ingest'")
+    return len(rows)
+
+
+async def test_an_existing_store_migrates_and_rotation_covers_old_and_new_rows(
+    make_config, tmp_path
+):
+    key_file = tmp_path / "keys"
+    warden = await _labelled(make_config, key_file, [IDS[:5]])
+    url = warden.config.database_url
+    try:
+        await warden.ingest.record_predictions("cls", {"records": _records(IDS[5:10])})
+        before = await _seen(warden)
+    finally:
+        await warden.stop()
+    assert await _make_legacy(url, key_file) == 5
+
+    warden = await _started(make_config, key_file, enabled=True)  # step 8 runs
+    try:
+        versions = await warden.store.schema_versions()
+        assert versions["ingest"] == len(INGEST_SCHEMA.steps)
+        assert await _seen(warden) == before  # the old rows read as before
+        assert await _label(warden, IDS[5:10]) == 5  # new ones under a batch key
+        both = await _seen(warden)
+        assert [s[0] for s in both] == sorted(IDS[:10])
+        rows = await store_sql(url, "SELECT sealed, sealed_key FROM outcomes")
+        old = [r for r in rows if r["sealed_key"] is None]
+        assert len(old) == 5 and all(key_id_of(bytes(r["sealed"])) == "k1" for r in old)
+        status = await warden.at_rest.status()
+        counted = status["keys"]["k1"]
+        keys = await _rotate(warden, key_file, "k2")
+        status = await warden.at_rest.status()
+        assert status["keys"] == {"k1": 0, "k2": counted}  # every object re-wrapped
+    finally:
+        await warden.stop()
+    for row in await store_sql(url, "SELECT sealed, sealed_key FROM outcomes"):
+        raw = bytes(row["sealed"])
+        assert (is_sealed(raw) and key_id_of(raw) == "k2") or is_row_sealed(raw)
+    for row in await store_sql(url, "SELECT key FROM outcome_keys"):
+        assert key_id_of(bytes(row["key"])) == "k2"
+    write_key_file(key_file, {"k2": keys["k2"]})  # the old key retired
+    warden = await _started(make_config, key_file, enabled=True)
+    try:
+        assert await _seen(warden) == both
+    finally:
+        await warden.stop()
+        set_current_sealer(None)
