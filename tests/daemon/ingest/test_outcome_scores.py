@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import roc_auc_score
 
-from mlwarden.daemon.ingest import tables
+from mlwarden.daemon.ingest import predictions, tables
 from mlwarden.daemon.ingest.arrow import TableBody
 from mlwarden.daemon.ingest.tables import INGEST_SCHEMA
 from mlwarden.daemon.monitoring.estimation_data import realized_from_outcomes
@@ -184,10 +184,10 @@ def test_realized_roc_auc_is_sklearns_binary_and_multiclass():
 
 
 async def test_labels_over_many_stored_batches_join_in_bounded_reads(make_config):
-    """The join reads the stored batches a few at a time (tables._BATCHES_PER_READ)."""
+    """The join reads the stored batches a few at a time (predictions._BATCHES_PER_READ)."""
     warden = await started(make_config)
     try:
-        batches = 3 * tables._BATCHES_PER_READ + 1
+        batches = 3 * predictions._BATCHES_PER_READ + 1
         for b in range(batches):
             ids = [f"b{b}-{i}" for i in range(5)]
             await warden.ingest.record_predictions(

@@ -8,7 +8,8 @@ windows of closed buckets (``window.py``, ``shared.py``: every daemon's), how id
 stored (``ids.py``: keyed digests with encryption on; ``id_migration.py``: the id key
 and the rewrite of ids stored in clear); tables ``prediction_batches``,
 ``prediction_ids``, ``outcomes``, ``profile_buckets``, ``ingest_journal``
-(``tables.py``), ``ingest_id_key`` and ``reference_profiles``; metrics
+(``tables.py``; their statements: ``predictions.py``), ``ingest_id_key`` and
+``reference_profiles``; metrics
 ``mlwarden_predictions_total``, ``mlwarden_labels_total``,
 ``mlwarden_ingest_rejected_total``, ``mlwarden_prediction_latency_seconds``; background
 tasks ``ingest-writer``, ``ingest-housekeeping`` and ``ingest-reference-<model>``.

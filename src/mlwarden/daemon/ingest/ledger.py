@@ -29,23 +29,20 @@ from ..profiles.reference import layout_without_reference
 from .batches import BatchRejected, LabelBatch
 from .ids import IdDigests, new_outcome_key, purge_outcome_keys, seal_outcomes
 from .orphans import JournalTaken, adopt_gone, rebuild_open
-from .prepare import PreparedBatch
-from .shared import merge_open, shared_window
-from .startup import load_reference, replay_journal
-from .state import ModelState
-from .tables import (
-    INGEST_SCHEMA,
+from .predictions import (
     check_new_ids,
     claim_batch_id,
     insert_rows,
-    journal_table,
     known_batch,
-    outcomes_table,
-    profile_table,
     purge_predictions,
     store_predictions,
     stored_predictions,
 )
+from .prepare import PreparedBatch
+from .shared import merge_open, shared_window
+from .startup import load_reference, replay_journal
+from .state import ModelState
+from .tables import INGEST_SCHEMA, journal_table, outcomes_table, profile_table
 from .uploads import follow_uploads
 from .window import closed_buckets, move_windows
 from .work import Work, fold

@@ -4,8 +4,8 @@ Per batch: decode, validate and profile the whole batch off the event loop, in a
 thread or a worker process (ingest/prepare.py, batches.py, core/workers.py), then
 hand it to the single writer (daemon/ingest/ledger.py), which in one transaction checks
 ids against stored ones, stores the batch's predictions (for the label TTL, so labels
-can join by id; one row per batch plus an id index, daemon/ingest/tables.py), and
-journals the batch's feature columns for its open time bucket; only after
+can join by id; one row per batch plus an id index, daemon/ingest/tables.py and predictions.py),
+and journals the batch's feature columns for its open time bucket; only after
 the commit is the batch folded into the in-memory open profile and the call answered.
 What a 2xx acknowledged is therefore on disk: at start the journal is replayed into the
 open buckets. A bucket that has closed is written as one profile row and its journal
@@ -41,17 +41,12 @@ from .id_migration import prepare_ids
 from .ids import open_outcomes, outcome_ciphers
 from .interfaces import ScoredPredictions, WatchedModel
 from .ledger import Ledger
+from .predictions import count_stored, window_predictions
 from .prepare import prepare_batch
 from .scores import Scores
 from .shared import shared_count
 from .state import ModelState
-from .tables import (
-    INGEST_SCHEMA,
-    count_stored,
-    outcomes_table,
-    profile_table,
-    window_predictions,
-)
+from .tables import INGEST_SCHEMA, outcomes_table, profile_table
 from .uploads import reference_info, remove_reference, upload_reference
 
 __all__ = ["IngestService", "Outcomes"]
