@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -126,7 +127,12 @@ class DaemonProcess:
         self.config_path.write_text(text)
 
     def start(self, wait: bool = True, timeout: float = 60) -> DaemonProcess:
-        env = {**os.environ, "MLWARDEN_DISABLE_PLUGIN_AUTOLOAD": "", **self.env}
+        env = {
+            **os.environ,
+            "MLWARDEN_DISABLE_PLUGIN_AUTOLOAD": "",
+            "PYTHONFAULTHANDLER": "1",  # stacks on SIGABRT (see wait)
+            **self.env,
+        }
         for var in ("MLOPS_BASE_PATH", "MLFLOW_TRACKING_URI"):
             if var not in self.env:
                 env.pop(var, None)
@@ -180,9 +186,25 @@ class DaemonProcess:
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return self.wait(timeout)
         finally:
             self._log.close()
+
+    def wait(self, timeout: float = 30) -> int:
+        """Wait for the exit code; a daemon still running after ``timeout`` is aborted
+        (faulthandler writes every thread's stack to its log) and the test fails with
+        the end of that log."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+            raise AssertionError(
+                f"daemon still running {timeout}s after it was asked to stop; the end of "
+                f"its log:\n{self.log()[-20000:]}"
+            ) from None
 
     def kill(self) -> None:
         """kill -9: no cleanup at all."""

@@ -117,7 +117,7 @@ def test_ready_watchdog_reload_and_stopping_on_a_path_socket(daemon_factory, not
     mark = len(sock.messages)
     daemon.signal(signal.SIGTERM)
     sock.wait_for("STOPPING=1", after=mark)
-    assert daemon.proc.wait(30) == 0
+    assert daemon.wait(30) == 0
 
 
 def test_abstract_socket_reload_changes_tokens_and_bad_reload_keeps_running(
@@ -161,7 +161,7 @@ def test_abstract_socket_reload_changes_tokens_and_bad_reload_keeps_running(
     mark = len(sock.messages)
     daemon.signal(signal.SIGTERM)
     sock.wait_for("STOPPING=1", after=mark)
-    assert daemon.proc.wait(30) == 0
+    assert daemon.wait(30) == 0
 
 
 def _start_request(port: int, token: str, body: bytes, sent: int) -> socket.socket:
@@ -213,7 +213,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0_within_the_bound(
     assert '"unmatched": 1' in response
 
     # The stalled request is cut off after the graceful timeout; the exit is clean.
-    code = daemon.proc.wait(SHUTDOWN_TIMEOUT + 15)
+    code = daemon.wait(SHUTDOWN_TIMEOUT + 15)
     elapsed = time.monotonic() - started
     assert code == 0, daemon.log()
     assert elapsed < SHUTDOWN_TIMEOUT + 10, elapsed
@@ -241,7 +241,7 @@ def test_second_sigterm_cuts_the_drain_short(daemon_factory, notify_socket):
     sock.wait_for("STOPPING=1")
     wait_for_log(daemon, "waiting up to 60.0s for 1 in-flight requests")
     daemon.signal(signal.SIGTERM)
-    assert daemon.proc.wait(30) == 0
+    assert daemon.wait(30) == 0
     assert time.monotonic() - started < 30  # not the 60 s drain
     assert "not waiting for in-flight requests" in daemon.log()
     stalled.close()

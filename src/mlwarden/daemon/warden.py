@@ -61,6 +61,10 @@ __all__ = ["Warden"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a stop waits to leave the cluster on a SQLite store another connection has
+#: locked (the next start there lets every lease go anyway).
+_LEAVE_WAIT = 2.0
+
 
 class Warden(Context):
     """mlwarden in-process: ``async with Warden(config) as warden: ...``.
@@ -214,9 +218,12 @@ class Warden(Context):
         await self.cancel_tasks(timeout)
         if self.store.engine is not None and self.cluster.started_at is not None:
             try:
-                await self.cluster.leave()
+                await self.cluster.leave(wait=min(timeout, _LEAVE_WAIT))
             except Exception:
-                logger.exception("could not leave the cluster cleanly")
+                logger.exception(
+                    "could not leave the cluster cleanly (pooled connections held by: %s)",
+                    self.store.holders(),
+                )
             self.cluster.started_at = None
         await self.store.close()
         self.audit.close()

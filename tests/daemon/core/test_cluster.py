@@ -287,3 +287,43 @@ async def test_an_owner_that_cannot_renew_gives_its_leases_up_before_they_expire
         await write_step(store, "after the outage")
     assert await written(store) == ["after the outage"]
     await a.leave()
+
+
+async def test_a_stop_on_a_locked_sqlite_store_waits_for_wait_not_busy_timeout(tmp_path):
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
+    await store.open([CLUSTER_SCHEMA])
+    try:
+        a = Cluster(store, member("a"), Metrics())
+        await a.join()
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async with store.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE locker (x INTEGER)"))
+
+        async def hold_the_write_lock() -> None:
+            async with store.begin() as conn:
+                await conn.execute(sa.text("INSERT INTO locker VALUES (1)"))
+                held.set()
+                await release.wait()
+
+        holder = asyncio.create_task(hold_the_write_lock(), name="the-holder")
+        await held.wait()
+        assert store.holders().startswith("the-holder for ")
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            await a.leave(wait=0.3)
+        # SQLite's busy_timeout is 30 s: the stop gave up after its own wait.
+        assert asyncio.get_running_loop().time() - began < 15
+        release.set()
+        await holder
+        assert store.holders() == "none"
+        await a.leave(wait=0.3)
+        async with store.connect() as conn:
+            members = (await conn.execute(sa.text("SELECT count(*) FROM cluster_members"))).scalar()
+            # Every pooled connection waits busy_timeout again.
+            timeout = (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+        assert members == 0
+        assert timeout == 30_000
+    finally:
+        await store.close()

@@ -51,7 +51,7 @@ from .leases import (
 )
 from .metrics import Metrics
 from .outage import log_failure
-from .store import Schema, Store, create_tables
+from .store import SQLITE_BUSY_TIMEOUT_MS, Schema, Store, create_tables
 
 __all__ = [
     "ALERT_WORK",
@@ -153,14 +153,26 @@ class Cluster:
             "heartbeat_at": now,
         }
 
-    async def leave(self) -> None:
-        """Release every lease and leave the members (a graceful stop)."""
+    async def leave(self, wait: float | None = None) -> None:
+        """Release every lease and leave the members (a graceful stop).
+
+        ``wait`` (seconds) bounds how long SQLite waits for a lock another connection
+        holds, in place of ``busy_timeout``: at a stop, since the next start on SQLite
+        lets every lease go anyway (:meth:`join`).
+        """
         m, t = members_table, leases_table
         async with self._serial, self.store.begin() as conn:
-            await conn.execute(
-                t.update().where(t.c.owner == self.instance).values(owner=None, expires_at=0.0)
-            )
-            await conn.execute(m.delete().where(m.c.instance == self.instance))
+            patience = wait is not None and self.store.is_sqlite
+            if patience:
+                await conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            try:
+                await conn.execute(
+                    t.update().where(t.c.owner == self.instance).values(owner=None, expires_at=0.0)
+                )
+                await conn.execute(m.delete().where(m.c.instance == self.instance))
+            finally:
+                if patience:
+                    await conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         if self._lapse is not None:
             self._lapse.cancel()
             self._lapse = None
@@ -209,11 +221,12 @@ class Cluster:
         logger.warning(
             "%s did not renew its %d leases (%s) within %.1f s (the store is unreachable "
             "or the daemon stalled): it stops their work and takes them again, with new "
-            "tokens, once it can",
+            "tokens, once it can (pooled connections held by: %s)",
             self.instance,
             len(self.held),
             ", ".join(kinds),
             self.ttl - self.heartbeat_seconds,
+            self.store.holders(),
         )
         self.held.clear()
         self._count()

@@ -53,6 +53,8 @@ Step = Callable[[sa.Connection], None]
 #: PostgreSQL advisory-lock keys (one 64-bit space per database; "mlw" + a number).
 MIGRATION_LOCK = 0x6D6C77_0001
 AUDIT_LOCK = 0x6D6C77_0002
+#: SQLite's wait for a lock another connection holds (``PRAGMA busy_timeout``), in ms.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: Namespaces (32-bit) of the two-key advisory locks of :func:`lock_for_transaction`.
 ALERT_LOCKS = 0x6D6C7701
 INGEST_LOCKS = 0x6D6C7702
@@ -134,6 +136,8 @@ class Store:
         self._session_engine: AsyncEngine | None = None
         #: Whether the store is out of reach now (core/outage.py); logged once per outage.
         self.outage = Outage(redact_uri(url))
+        #: Who holds each pooled connection checked out now: (task name, since).
+        self._held: dict[int, tuple[str, float]] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -158,6 +162,8 @@ class Store:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         # A new connection made: the server is there (again).
         event.listen(self.engine.sync_engine, "connect", lambda *_: self.outage.ended())
+        event.listen(self.engine.sync_engine, "checkout", self._checked_out)
+        event.listen(self.engine.sync_engine, "checkin", self._checked_in)
         try:
             if self.is_postgresql:
                 await self._reach()
@@ -201,6 +207,23 @@ class Store:
                 "server_settings": server_settings,
             },
         }
+
+    def _checked_out(self, _dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no loop in this thread
+            task = None
+        self._held[id(record)] = (task.get_name() if task else "?", time.monotonic())
+
+    def _checked_in(self, _dbapi_conn: Any, record: Any) -> None:
+        self._held.pop(id(record), None)
+
+    def holders(self) -> str:
+        """The tasks holding a pooled connection now, longest first ("ingest-writer for
+        31.2s, ..."; "none"): what to look at when the store says it is locked."""
+        now = time.monotonic()
+        held = sorted(self._held.values(), key=lambda held: held[1])
+        return ", ".join(f"{name} for {now - since:.1f}s" for name, since in held) or "none"
 
     async def close(self) -> None:
         for conn in list(self._sessions):
@@ -349,6 +372,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
