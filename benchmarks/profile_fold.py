@@ -6,7 +6,7 @@ An open bucket keeps ``sample_size`` (5,000) sampled rows of 51 numeric features
 ingest batch of 1,000 rows is added to it. ``Profile.merge`` builds the sample anew
 (the rows joined, then cut to the smallest keys); ``Profile.fold`` overwrites the rows a
 batch displaces. Run under the daemon's malloc settings (daemon/core/memory.py: arrays from
-256 kB get fresh pages), or with ``--glibc-defaults``. Prints ms per batch and the ratio.
+1 MB get fresh pages), or with ``--glibc-defaults``. Prints ms per batch and the ratio.
 """
 
 from __future__ import annotations
