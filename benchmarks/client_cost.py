@@ -14,6 +14,7 @@ Goal (issue 19): a 1-row ``log_predictions`` < 20 µs median on the caller's thr
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -76,4 +77,7 @@ def bench_client() -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     bench_client()

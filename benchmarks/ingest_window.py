@@ -22,6 +22,7 @@ verdicts and p-values (issue 19).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import statistics
@@ -224,4 +225,7 @@ def run(root: Path) -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     main()

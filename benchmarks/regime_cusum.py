@@ -9,6 +9,8 @@ come from this script (fixed seeds).
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from mlwarden.stats.cusum import VolatilityCusum
@@ -48,5 +50,8 @@ def measure(threshold: float, warmup: int, series: int = 40) -> dict[str, float]
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    ).parse_args()
     for threshold in (8.0, 10.0, 12.0, 15.0):
         print(f"threshold={threshold:g} warmup=500", measure(threshold, 500))
