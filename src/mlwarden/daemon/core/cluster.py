@@ -162,16 +162,16 @@ class Cluster:
         """
         m, t = members_table, leases_table
         async with self._serial, self.store.begin() as conn:
-            patience = wait is not None and self.store.is_sqlite
-            if patience:
-                await conn.exec_driver_sql(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            patience = int(wait * 1000) if wait is not None and self.store.is_sqlite else None
+            if patience is not None:
+                await conn.exec_driver_sql(f"PRAGMA busy_timeout={patience}")
             try:
                 await conn.execute(
                     t.update().where(t.c.owner == self.instance).values(owner=None, expires_at=0.0)
                 )
                 await conn.execute(m.delete().where(m.c.instance == self.instance))
             finally:
-                if patience:
+                if patience is not None:
                     await conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         if self._lapse is not None:
             self._lapse.cancel()
