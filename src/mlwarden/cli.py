@@ -9,10 +9,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .errors import ConfigError, PluginError
+
+if TYPE_CHECKING:  # the CLI starts fast: the daemon is imported by the command that runs
+    from .daemon.core.config import Config
+    from .daemon.keys.at_rest import EncryptionAtRest
 
 __all__ = ["main"]
 
@@ -322,25 +328,32 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from .daemon import keyctl
+    from .daemon.keys import command
 
     if args.keys_command == "new":
         key_file = args.key_file or (_load(args).encryption.key_file if args.config else "")
-        print(keyctl.keys_new(key_file))
+        print(command.keys_new(key_file))
         return 0
     config = _load(args)
-    client = keyctl.DaemonClient(
-        url=args.url or keyctl.default_url(config),
+    client = command.DaemonClient(
+        url=args.url or command.default_url(config),
         token=args.token,
         cafile=args.cacert,
         certfile=args.cert,
         keyfile=args.key,
     )
     if args.keys_command == "rotate":
-        return keyctl.keys_rotate(config, client, sys.stdout)
-    status = keyctl.keys_status(config, client)
+        return command.keys_rotate(config, client, _offline_at_rest, sys.stdout)
+    status = command.keys_status(config, client, _offline_at_rest)
     print(json.dumps(status, indent=2, sort_keys=True))
     return 0
+
+
+def _offline_at_rest(config: Config) -> AbstractAsyncContextManager[EncryptionAtRest]:
+    """The store's key ring opened here (no daemon answers); the Warden imported only then."""
+    from .daemon.warden import offline_at_rest
+
+    return offline_at_rest(config)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -8,7 +8,8 @@ starts and stops them, reloads the configuration, and offers the original
 specification's calls (``monitor_model_drift``, ``get_model_performance_history``,
 ``get_system_health``, ...) as async methods. The HTTP API (``daemon/api/``) and the
 CLI are thin layers over it. The key ring in use and what it seals (status, reload,
-rotation) are ``warden.at_rest`` (daemon/at_rest.py).
+rotation) are ``warden.at_rest`` (daemon/keys/at_rest.py); :func:`offline_at_rest` opens
+them for ``mlwarden keys`` when no daemon runs.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import gc
 import logging
 import time
 import warnings
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from .._version import __version__
 from .alerts.service import AlertService
-from .at_rest import EncryptionAtRest
 from .core.audit import AUDIT_SCHEMA, AuditLog
 from .core.audit_seal import CheckpointWriter, checkpoint_dir, load_key
 from .core.cluster import CLUSTER_SCHEMA
@@ -33,7 +35,7 @@ from .core.config_checks import deprecation_warnings
 from .core.config_loader import load_config
 from .core.context import Clock, Context
 from .core.daemon_lock import DaemonLock
-from .core.encryption import Sealer
+from .core.encryption import Sealer, set_current_sealer
 from .core.keys import load_keyring
 from .core.metrics import Metrics
 from .core.plugins import PluginCatalog, make_plugin_manager
@@ -43,6 +45,7 @@ from .core.tracking import Tracking, disable_telemetry
 from .experiments.records import parse_arms
 from .experiments.service import ExperimentService
 from .ingest.service import IngestService
+from .keys.at_rest import EncryptionAtRest
 from .monitoring.compare import compare_versions
 from .monitoring.drift import MonitorService
 from .monitoring.estimation import EstimationService
@@ -57,7 +60,7 @@ from .rollouts.service import RolloutService
 from .training.jobs import JobService
 from .training.scheduler import SchedulerService
 
-__all__ = ["Warden"]
+__all__ = ["Warden", "offline_at_rest"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ class Warden(Context):
                 ),
             ),
         )
-        #: The key ring in use and what it seals (daemon/at_rest.py).
+        #: The key ring in use and what it seals (daemon/keys/at_rest.py).
         self.at_rest = EncryptionAtRest(self)
         self.alerts = AlertService(self)
         self.registry = RegistryService(self)
@@ -410,3 +413,17 @@ class Warden(Context):
             "plugin_modules": sorted(getattr(self.pm, "origins", {})),
             "last_errors": list(self.last_errors),
         }
+
+
+@asynccontextmanager
+async def offline_at_rest(config: Config) -> AsyncIterator[EncryptionAtRest]:
+    """The key ring and sealed store of ``config`` with no daemon running (``mlwarden keys``
+    when none answers): the store opened with every service's tables, closed on exit."""
+    warden = Warden(config)
+    schemas = [AUDIT_SCHEMA] + [s.schema for s in warden.services.values() if s.schema]
+    await warden.store.open(schemas)
+    set_current_sealer(warden.sealer)
+    try:
+        yield warden.at_rest
+    finally:
+        await warden.store.close()

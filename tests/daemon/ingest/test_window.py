@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from mlwarden.daemon.ingest.bucket_window import BucketWindow
 from mlwarden.daemon.ingest.tables import profile_table
-from mlwarden.daemon.ingest.window import BucketWindow
 from mlwarden.daemon.profiles.columns import Columns
 from mlwarden.daemon.profiles.layout import Layout
 from mlwarden.daemon.profiles.profile import Profile

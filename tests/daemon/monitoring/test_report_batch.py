@@ -104,7 +104,7 @@ def test_the_batches_score_every_feature_they_can():
 @pytest.mark.parametrize("batched", [True, False])
 def test_a_window_sample_held_column_by_column_gives_the_same_report(batched):
     # A kept window's sample is held column by column and read in place
-    # (daemon/ingest/window.py); the report is the one of the same rows held row by row.
+    # (daemon/ingest/bucket_window.py); the report is the one of the same rows held row by row.
     model = ModelConfig(name="m", drift_methods=("ks", "psi", "chi2", "page_hinkley"))
     monitoring = MonitoringConfig()
     reference = build_reference(frame(30_000, seed=1), model, monitoring, "fp")

@@ -280,7 +280,7 @@ def test_merge_into_a_full_sample_keeps_the_bottom_k_of_the_union():
 
 
 def test_a_sample_held_column_by_column_merges_to_the_same_rows_in_that_layout():
-    # A kept window's sample is held column by column (daemon/ingest/window.py); merged
+    # A kept window's sample is held column by column (daemon/ingest/bucket_window.py); merged
     # with an open bucket it keeps that layout, with the same rows in the same order.
     lay = layout(np.tile(np.linspace(-3, 3, 11), (3, 1)), categories=())
     rng = np.random.default_rng(12)

@@ -4,7 +4,8 @@ Owns: the decoding and validation of batches (``decode.py``, ``records.py``,
 ``validate.py``, ``batches.py``, ``prepare.py``), the single writer and its open
 buckets (``ledger.py``, ``work.py``, ``state.py``, ``startup.py``: the reference load
 and the journal replay; ``orphans.py``: a gone daemon's journal taken over), the
-windows of closed buckets (``window.py``, ``shared.py``: every daemon's), how ids are
+windows of closed buckets (``window.py`` keeps them in step with the store,
+``bucket_window.py`` holds one in memory, ``shared.py``: every daemon's), how ids are
 stored (``ids.py``: keyed digests with encryption on; ``id_migration.py``: the id key
 and the rewrite of ids stored in clear); tables ``prediction_batches``,
 ``prediction_ids``, ``outcomes``, ``profile_buckets``, ``ingest_journal``

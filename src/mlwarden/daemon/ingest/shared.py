@@ -39,9 +39,10 @@ from ..core.store import Store
 from ..profiles.columns import Columns
 from ..profiles.layout import Layout
 from ..profiles.profile import Profile
+from .bucket_window import BucketWindow
 from .state import ModelState, OpenPart
 from .tables import journal_table, profile_table
-from .window import BucketWindow, add_rows, bucket_query, moved_window, window_profile
+from .window import add_rows, bucket_query, moved_window, window_profile
 
 __all__ = ["StoreChanged", "merge_open", "shared_count", "shared_window"]
 

@@ -9,8 +9,8 @@ from ..core.config import ModelConfig
 from ..profiles.layout import Layout
 from ..profiles.profile import Profile
 from ..profiles.reference import Reference
+from .bucket_window import BucketWindow
 from .prepare import BucketKey
-from .window import BucketWindow
 
 __all__ = ["ModelState", "OpenPart"]
 
@@ -50,7 +50,8 @@ class ModelState:
     moving: int = 0
     moves: int = 0
     settled: asyncio.Event = field(default_factory=lambda: _set(asyncio.Event()))
-    # Windows of closed buckets by version filter (daemon/ingest/window.py), moved under the lock.
+    # Windows of closed buckets by version filter (bucket_window.py), moved under the lock
+    # (window.py).
     windows: dict[str | None, BucketWindow] = field(default_factory=dict)
     window_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # On a shared store: other daemons' open buckets by (writer, version, bucket start).

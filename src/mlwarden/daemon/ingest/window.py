@@ -1,33 +1,18 @@
-"""A model's window of closed buckets, kept in memory and moved one bucket at a time.
+"""A model's kept windows of closed buckets, moved along the store one bucket at a time.
 
-The window of a drift check is the sum of the stored bucket profiles that start in
-``[first, last)``. Re-reading and merging every stored bucket whenever a bucket closes
-or the window slides (once per ``bucket_seconds``) costs O(window): 288 buckets of a
-24-hour window carry up to ``sample_size`` sampled rows each. :class:`BucketWindow`
-keeps instead, per model (and per version filter):
-
-- the sums of the additive parts (row, value, null/NaN/inf counts, histograms,
-  category counts): a closed bucket is added, an expired one subtracted, exactly (the
-  expired bucket's counts are read back from the store: one row, not the window);
-- per bucket, its count, mean, M2, min and max (a few numbers per feature): mean and M2
-  of the window are merged from them (Chan et al.'s pairwise formula, vectorised over
-  the buckets in (start, version, seq) order), min and max are taken over them;
-- the sampled rows of its buckets whose bottom-k key is at most a ``cutoff``: all of
-  them while at most ``sample_size * 5 / 4`` are held, otherwise the cutoff drops to the
-  key of rank ``sample_size * 9 / 8``. The window's sample is the ``sample_size`` held
-  rows with the smallest keys (held sorted by key and column by column, the sample is a
-  view of them whose per-feature columns a check reads in place). That
-  is exactly the bottom-k sample of the union of the stored bucket samples (what a full
-  merge gives) as long as at least ``sample_size`` rows are held or the cutoff was never
-  lowered; when evictions leave fewer, the window is rebuilt.
+A check's window (the stored bucket profiles that start in ``[first, last)``) is kept
+in memory per model and version filter (``ModelState.windows``) as a
+:class:`~.bucket_window.BucketWindow`, which adds a closed bucket and evicts an expired
+one without merging the whole window again. This module keeps each in step with the
+store.
 
 New buckets are found by their ``seq`` in ``profile_buckets`` (the store stays the one
 source of truth, whoever wrote the row), and every change is checked against the
 store's count, row sum and newest ``seq`` of the window; any mismatch (a purge, a
-reused rowid) rebuilds the window from the store. A rebuild streams the stored
-buckets in seq order, a few at a time, so its memory is bounded. The result depends
-only on which buckets are stored, not on the order they arrived: the window after a
-restart is the window before it.
+reused rowid) rebuilds the window from the store, and so does a window whose held
+sample is no longer exact. A rebuild streams the stored buckets in seq order, a few at
+a time, so its memory is bounded. The result depends only on which buckets are stored,
+not on the order they arrived: the window after a restart is the window before it.
 
 The ingest housekeeping moves every kept window right after it writes the closed
 buckets (:func:`move_windows`), so the check after a bucket closes finds its window
@@ -42,24 +27,20 @@ profile until the window changes (a bucket closes or expires).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
-from ..core.config import ModelConfig
 from ..core.store import Store
 from ..profiles.blobs import decode_bucket
 from ..profiles.layout import Layout
 from ..profiles.profile import Profile
+from .bucket_window import BucketWindow
+from .state import ModelState
 from .tables import profile_table
 
 __all__ = [
-    "BucketWindow",
-    "WindowState",
     "add_rows",
     "bucket_query",
     "closed_buckets",
@@ -68,9 +49,6 @@ __all__ = [
     "window_profile",
 ]
 
-#: The additive parts of a profile, summed and subtracted exactly.
-_SUMS = ("count", "nulls", "nans", "infs", "hist", "cat_counts", "cat_nulls", "cat_unseen")
-_MOMENTS = ("count", "mean", "m2", "minimum", "maximum")
 #: Stored buckets decoded per thread hop while a window is rebuilt (two chunks in flight).
 _CHUNK = 8
 #: While a window is read from SQLite, this much of the database file is memory-mapped
@@ -80,222 +58,13 @@ _MMAP_BYTES = 1 << 30
 #: At most this many version filters keep a window per model.
 _MAX_WINDOWS = 4
 
-
-@dataclass
-class _Bucket:
-    """What the window keeps of one stored bucket besides its share of the sums."""
-
-    seq: int
-    version: str
-    start: float
-    rows: int
-    moments: np.ndarray  # (5, F) float64: count, mean, m2, minimum, maximum
-
-
-class BucketWindow:
-    """The closed buckets of one model (and version filter) starting at or after ``first``."""
-
-    def __init__(self, layout: Layout, sample_size: int, version: str | None, first: float):
-        self.layout = layout
-        self.sample_size = sample_size
-        self.version = version
-        self.first = first
-        self.generation = -1
-        self.max_seq = 0
-        self.rows = 0
-        empty = Profile(layout, sample_size)
-        self.sums = {name: getattr(empty, name) for name in _SUMS}
-        self.buckets: dict[int, _Bucket] = {}
-        self.cutoff = math.inf
-        self.keys = np.zeros(0)
-        self.sample = np.zeros((0, len(layout.numeric)))
-        self.starts = np.zeros(0)
-        # Held rows added since the last gather, concatenated once (not at every add).
-        self._parts: list[tuple[np.ndarray, np.ndarray, float]] = []
-        self._pending = 0
-        self._sorted = True
-        self._profile: Profile | None = None
-        #: ((first, last, generation), profile) of the buckets before ``last`` when some
-        #: counted bucket starts at or after it (clock skew): merged apart, kept until
-        #: the window changes.
-        self.bounded: tuple[tuple[float, float, int, int, int], Profile] | None = None
-
-    @property
-    def held_limit(self) -> int:
-        """Held sampled rows are cut back to this many (an eighth over ``sample_size``)."""
-        return self.sample_size + max(self.sample_size // 8, 1)
-
-    # -- changes -----------------------------------------------------------------------
-
-    def add(self, seq: int, version: str, start: float, profile: Profile) -> None:
-        """Count a stored bucket (its profile as decoded, sample included) in."""
-        self.max_seq = max(self.max_seq, seq)
-        if start < self.first or seq in self.buckets:
-            return
-        self.rows += profile.rows
-        for name in _SUMS:
-            self.sums[name] = self.sums[name] + getattr(profile, name)
-        moments = np.array([getattr(profile, name) for name in _MOMENTS], dtype=np.float64)
-        self.buckets[seq] = _Bucket(seq, version, start, profile.rows, moments)
-        keys = profile.keys
-        if len(keys):
-            keep = keys <= self.cutoff
-            if keep.all():  # copies: the decoded arrays are views of the stored blob
-                keys, sample = keys.copy(), profile.sample.copy()
-            else:
-                keys, sample = keys[keep], profile.sample[keep]
-            if len(keys):
-                self._parts.append((keys, sample, start))
-                self._pending += len(keys)
-                self._sorted = False
-                if len(self.keys) + self._pending > self.held_limit + self.sample_size // 8:
-                    self._lower_cutoff()
-        self._profile = None
-
-    def _gather(self) -> None:
-        """Concatenate the held rows added since the last gather."""
-        if not self._parts:
-            return
-        keys, samples, starts = zip(*self._parts, strict=True)
-        self.keys = np.concatenate([self.keys, *keys])
-        self.sample = np.concatenate([self.sample, *samples])
-        self.starts = np.concatenate(
-            [self.starts, *(np.full(len(k), start) for k, start in zip(keys, starts, strict=True))]
-        )
-        self._parts, self._pending = [], 0
-
-    def expiring(self, first: float) -> list[int]:
-        """The seqs of the buckets that start before ``first``."""
-        return [b.seq for b in self.buckets.values() if b.start < first]
-
-    def evict(self, first: float, expired: list[Profile], seqs: list[int]) -> bool:
-        """Move the window's start to ``first``, subtracting the ``expired`` buckets.
-
-        ``expired`` are the stored profiles of ``seqs`` (``expiring(first)``), read back
-        from the store (their counts are needed, not their samples). False when they do
-        not match what the window counted: the window must then be rebuilt.
-        """
-        gone = [self.buckets.pop(seq) for seq in seqs]
-        self.first = first
-        if len(expired) != len(gone) or sum(p.rows for p in expired) != sum(b.rows for b in gone):
-            return False
-        for profile in expired:
-            self.rows -= profile.rows
-            for name in _SUMS:
-                self.sums[name] = self.sums[name] - getattr(profile, name)
-        self._gather()
-        if len(self.starts):
-            keep = self.starts >= first
-            self.keys, self.sample, self.starts = (
-                self.keys[keep], self.sample[keep], self.starts[keep]
-            )  # fmt: skip
-        self._profile = None
-        return True
-
-    def exact(self) -> bool:
-        """Whether the held rows still give the exact bottom-k sample of the window."""
-        return self.cutoff == math.inf or len(self.keys) + self._pending >= self.sample_size
-
-    def beyond(self, last: float) -> bool:
-        """Whether a counted bucket starts at or after ``last`` (outside the window)."""
-        return any(b.start >= last for b in self.buckets.values())
-
-    def _lower_cutoff(self) -> None:
-        self._gather()
-        limit = self.held_limit
-        self.cutoff = float(np.partition(self.keys, limit - 1)[limit - 1])
-        keep = self.keys <= self.cutoff  # every held row up to the cutoff, ties included
-        self.keys, self.sample, self.starts = self.keys[keep], self.sample[keep], self.starts[keep]
-
-    # -- the window's profile ----------------------------------------------------------
-
-    def profile(self) -> Profile:
-        """The merged profile of the counted buckets (cached until the window changes)."""
-        return self.assemble().copy()
-
-    def assemble(self) -> Profile:
-        """The cached merged profile, assembled now if the window changed (blocking)."""
-        if self._profile is None:
-            self._profile = self._assemble()
-        return self._profile
-
-    def _assemble(self) -> Profile:
-        profile = Profile(self.layout, self.sample_size)
-        if not self.buckets:
-            return profile
-        profile.rows = self.rows
-        for name in _SUMS:
-            setattr(profile, name, self.sums[name])
-        order = sorted(self.buckets.values(), key=lambda b: (b.start, b.version, b.seq))
-        count, mean, m2, low, high = np.stack([b.moments for b in order], axis=1)
-        n = self.sums["count"]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            total_mean = np.where(n > 0, (count * mean).sum(axis=0) / n, 0.0)
-            spread = (count * (mean - total_mean) ** 2).sum(axis=0)
-        profile.mean = total_mean
-        profile.m2 = np.where(n > 0, m2.sum(axis=0) + spread, 0.0)
-        profile.minimum, profile.maximum = low.min(axis=0), high.max(axis=0)
-        self._gather()
-        if not self._sorted:  # held rows by key: the window's sample is a prefix, not a copy
-            by_key = np.argsort(self.keys, kind="stable")
-            self.keys, self.sample, self.starts = (
-                self.keys[by_key], self.sample[by_key], self.starts[by_key]
-            )  # fmt: skip
-            self._sorted = True
-        if not self.sample.flags.f_contiguous:
-            # Held column by column: each feature's sampled values are contiguous, so a
-            # check reads them in place (Profile.features_data) instead of transposing
-            # the sample (5,000 x 50 values) at every check.
-            self.sample = np.asfortranarray(self.sample)
-        profile.keys, profile.sample = (
-            self.keys[: self.sample_size],
-            self.sample[: self.sample_size],
-        )
-        return profile
-
-
-# -- the store side --------------------------------------------------------------------
-
-
-class WindowState(Protocol):
-    """What the windows of one model are kept in: the ingest service's ModelState.
-
-    A Protocol, not ModelState itself: daemon/ingest/state.py imports this module.
-    """
-
-    @property
-    def config(self) -> ModelConfig:
-        """The model's configuration (its ``name`` selects its buckets)."""
-        ...
-
-    @property
-    def layout(self) -> Layout:
-        """The layout of its stored buckets (their ``fingerprint`` selects them)."""
-        ...
-
-    @property
-    def generation(self) -> int:
-        """Bumped whenever closed buckets are written."""
-        ...
-
-    @property
-    def windows(self) -> dict[str | None, BucketWindow]:
-        """The kept windows by version filter (None: every version)."""
-        ...
-
-    @property
-    def window_lock(self) -> asyncio.Lock:
-        """Held while a window is moved or rebuilt."""
-        ...
-
-
 #: A ``profile_buckets`` row as a window reads it.
 _BucketRow = sa.Row[int, str, float, bytes]  # seq, version, bucket_start, profile
 
 
 async def closed_buckets(
     store: Store,
-    state: WindowState,
+    state: ModelState,
     first: float,
     last: float,
     version: str | None,
@@ -303,9 +72,8 @@ async def closed_buckets(
 ) -> Profile:
     """The merged profile of ``state``'s stored buckets starting in [first, last).
 
-    ``state`` is the ingest service's ModelState (see WindowState). The window is moved
-    and caught up when it can be, rebuilt from the store when it cannot (see the module
-    docstring).
+    The window is moved and caught up when it can be, rebuilt from the store when it
+    cannot (see the module docstring).
     """
     async with state.window_lock:
         try:
@@ -317,7 +85,7 @@ async def closed_buckets(
 
 
 async def window_profile(
-    store: Store, state: WindowState, window: BucketWindow, last: float
+    store: Store, state: ModelState, window: BucketWindow, last: float
 ) -> Profile:
     """The profile of ``window``'s buckets that start before ``last`` (a copy to merge into).
 
@@ -336,7 +104,7 @@ async def window_profile(
     return window.bounded[1].copy()  # merged into by the caller, as profile() is
 
 
-async def move_windows(store: Store, state: WindowState, first: float, sample_size: int) -> int:
+async def move_windows(store: Store, state: ModelState, first: float, sample_size: int) -> int:
     """Move ``state``'s kept windows to ``first`` now, so that the next check finds them moved.
 
     Called by the ingest service's housekeeping after its flush (off the check path): a
@@ -366,7 +134,7 @@ async def move_windows(store: Store, state: WindowState, first: float, sample_si
 
 
 async def moved_window(
-    store: Store, state: WindowState, first: float, version: str | None, sample_size: int
+    store: Store, state: ModelState, first: float, version: str | None, sample_size: int
 ) -> BucketWindow:
     """``state``'s window for ``version`` moved to ``first`` (or rebuilt), kept in ``state``.
 
@@ -405,7 +173,7 @@ async def moved_window(
 
 
 def bucket_query(
-    state: WindowState, version: str | None, *columns: sa.ColumnElement[Any]
+    state: ModelState, version: str | None, *columns: sa.ColumnElement[Any]
 ) -> sa.Select[*tuple[Any, ...]]:
     """Select ``columns`` of ``state``'s stored buckets (of ``version``, if given)."""
     b = profile_table
@@ -417,7 +185,7 @@ def bucket_query(
 
 async def _build(
     store: Store,
-    state: WindowState,
+    state: ModelState,
     layout: Layout,
     first: float,
     version: str | None,
@@ -462,7 +230,7 @@ async def _build(
     return window
 
 
-async def _catch_up(store: Store, state: WindowState, window: BucketWindow) -> None:
+async def _catch_up(store: Store, state: ModelState, window: BucketWindow) -> None:
     """Count in the buckets stored since the window last looked (seq above its newest)."""
     b = profile_table
     # The new seqs first (a range of the primary key), then their blobs by key: one
@@ -482,7 +250,7 @@ async def _catch_up(store: Store, state: WindowState, window: BucketWindow) -> N
     await asyncio.to_thread(add_rows, window, sorted(rows, key=lambda row: row.seq))
 
 
-async def _evict(store: Store, state: WindowState, window: BucketWindow, first: float) -> bool:
+async def _evict(store: Store, state: ModelState, window: BucketWindow, first: float) -> bool:
     """Move the window's start to ``first``; False when it must be rebuilt."""
     seqs = window.expiring(first)
     expired: list[Profile] = []
@@ -499,7 +267,7 @@ async def _evict(store: Store, state: WindowState, window: BucketWindow, first: 
     return window.evict(first, expired, seqs)
 
 
-async def _matches_store(store: Store, state: WindowState, window: BucketWindow) -> bool:
+async def _matches_store(store: Store, state: ModelState, window: BucketWindow) -> bool:
     """Whether the store holds exactly the buckets the window counts."""
     b = profile_table
     query = bucket_query(

@@ -268,7 +268,7 @@ class Profile:
 
         Each feature's values are read as one contiguous column (a view when all of them
         are finite): in place from a sample held column by column (a kept window's,
-        daemon/ingest/window.py; the views are read-only, the window's sample is shared),
+        daemon/ingest/bucket_window.py; the views are read-only, the window's sample is shared),
         from one transposed copy otherwise. The moments are read as Python numbers in
         one pass: a drift check reads every feature.
         """

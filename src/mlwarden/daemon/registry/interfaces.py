@@ -19,6 +19,7 @@ from .records import (
     DirectRollback,
     GateCheckRecord,
     GateReportRecord,
+    RollbackPlan,
     VersionRecord,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "DirectRollback",
     "GateCheckRecord",
     "GateReportRecord",
+    "RollbackPlan",
     "VersionLifecycle",
     "VersionRecord",
     "VersionRecords",
@@ -85,6 +87,19 @@ class VersionLifecycle(VersionRecords, AliasRegistry, Protocol):
         self, model: str, version: str | None = None, *, actor: str
     ) -> DirectRollback:
         """Switch production back to the previous (or a given) deprecated version."""
+        ...
+
+    async def rollback_plan(
+        self, model: str, version: str | None = None, *, seen: str | None
+    ) -> RollbackPlan:
+        """What rolling production back would do, checked: the version it restores
+        (``version``, else the previous production version) and the one it replaces.
+
+        Conflict (409) when there is none to restore, it is already in production, it is
+        not deprecated, or (no ``version`` given) production moved from ``seen``, the
+        production version the caller saw when it asked. The caller holds the model's
+        lock from this check to its change of what serves.
+        """
         ...
 
 

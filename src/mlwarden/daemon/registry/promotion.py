@@ -2,18 +2,20 @@
 
 The version enters ``production`` (the ``champion`` alias follows) and the version
 that held production is deprecated. A promotion through a deployment strategy, and
-the rollback of an active rollout, are the rollouts service's (daemon/rollouts/);
-it calls these for the direct path.
+the rollback of an active rollout, are the rollouts service's (daemon/rollouts/).
+What a rollback of production may restore (:func:`rollback_plan`) is checked here
+for both: the rollouts service asks for it through ``VersionLifecycle.rollback_plan``
+before its one serving change (registry, aliases and traffic table together).
 """
 
 from __future__ import annotations
 
 from ...errors import Conflict
-from .interfaces import VersionLifecycle
-from .records import DirectPromotion, DirectRollback
+from .interfaces import VersionLifecycle, VersionRecords
+from .records import DirectPromotion, DirectRollback, RollbackPlan
 from .status import Status
 
-__all__ = ["promote", "rollback"]
+__all__ = ["promote", "rollback", "rollback_plan"]
 
 
 async def promote(
@@ -43,21 +45,18 @@ async def promote(
     }
 
 
-async def rollback(
-    registry: VersionLifecycle,
-    model: str,
-    version: str | None,
-    *,
-    actor: str,
-    seen: str | None = None,
-) -> DirectRollback:
-    """Restore the previous production version (or ``version``); the current one is
-    deprecated. ``seen``: the production version the caller saw when it asked; when
-    production moved since (another daemon rolled back first), Conflict, not a second
-    rollback."""
+async def rollback_plan(
+    registry: VersionRecords, model: str, version: str | None, *, seen: str | None
+) -> RollbackPlan:
+    """The version a rollback restores (``version``, else the previous production one)
+    and the one it replaces; Conflict when it may not (``VersionLifecycle.rollback_plan``).
+
+    ``seen``: the production version the caller saw when it asked; when production
+    moved since (another daemon rolled back first), Conflict, not a second rollback.
+    """
     current = await registry.production(model)
     now = current["version"] if current else None
-    if version is None and seen is not None and now != seen:
+    if version is None and now != seen:
         raise Conflict(
             f"model {model!r}: production moved from {seen} to {now} while this rollback "
             "waited (another rollback or promotion); nothing was rolled back"
@@ -73,11 +72,16 @@ async def rollback(
             f"model {model!r} version {target} is {record['status']}: only a deprecated former "
             "production version can be rolled back to"
         )
-    reason = f"rolled back by {actor}" + (f" from {current['version']}" if current else "")
+    return {"version": target, "previous_version": now}
+
+
+async def rollback(
+    registry: VersionLifecycle, model: str, version: str | None, *, actor: str, seen: str | None
+) -> DirectRollback:
+    """Restore the previous production version (or ``version``); the current one is
+    deprecated. ``seen`` as for :func:`rollback_plan`."""
+    plan = await rollback_plan(registry, model, version, seen=seen)
+    target, previous = plan["version"], plan["previous_version"]
+    reason = f"rolled back by {actor}" + (f" from {previous}" if previous else "")
     record = await registry.transition(model, target, Status.PRODUCTION, actor=actor, reason=reason)
-    return {
-        "model": model,
-        "version": target,
-        "previous_version": current["version"] if current else None,
-        "record": record,
-    }
+    return {"model": model, "version": target, "previous_version": previous, "record": record}

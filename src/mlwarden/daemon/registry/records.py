@@ -16,6 +16,7 @@ __all__ = [
     "GateCheckRecord",
     "GateReportRecord",
     "Measure",
+    "RollbackPlan",
     "TransitionRecord",
     "VersionFields",
     "VersionRecord",
@@ -113,6 +114,15 @@ class DirectPromotion(TypedDict):
     requested_strategy: str | None
     previous_version: str | None
     record: VersionRecord
+
+
+class RollbackPlan(TypedDict):
+    """What a rollback of production would do, checked but not done (``rollback_plan``)."""
+
+    #: The deprecated version put back into production.
+    version: str
+    #: The production version it replaces (None: nothing is in production).
+    previous_version: str | None
 
 
 class DirectRollback(TypedDict):

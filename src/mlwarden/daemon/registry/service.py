@@ -46,6 +46,7 @@ from .records import (
     DirectRollback,
     GateCheckRecord,
     GateReportRecord,
+    RollbackPlan,
     TransitionRecord,
     VersionFields,
     VersionRecord,
@@ -376,6 +377,12 @@ class RegistryService(Service):
             return await promotion.rollback(
                 self, model, version, actor=actor, seen=seen["version"] if seen else None
             )
+
+    async def rollback_plan(
+        self, model: str, version: str | None = None, *, seen: str | None
+    ) -> RollbackPlan:
+        """What rolling production back would do, checked (registry/promotion.py)."""
+        return await promotion.rollback_plan(self, model, version, seen=seen)
 
     async def cleanup(
         self,

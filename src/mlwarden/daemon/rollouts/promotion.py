@@ -289,29 +289,12 @@ class Promotions:
         self, model: str, version: str | None, *, actor: str, seen: str | None, reason: str = ""
     ) -> DirectRollback:
         """Restore the previous production version (or ``version``, a deprecated one);
-        ``seen`` is the production version the caller saw when it asked."""
+        ``seen`` is the production version the caller saw when it asked. What may be
+        restored is the registry's rule (``VersionLifecycle.rollback_plan``)."""
         registry = self.registry
-        current = await registry.production(model)
-        now = current["version"] if current else None
-        if version is None and now != seen:
-            raise Conflict(
-                f"model {model!r}: production moved from {seen} to {now} while this rollback "
-                "waited (another rollback or promotion); nothing was rolled back"
-            )
-        target = version if version is not None else await registry.rollback_target(model)
-        if target is None:
-            raise Conflict(f"model {model!r} has no previous production version to roll back to")
-        record = await registry.get(model, target)
-        if current is not None and current["version"] == target:
-            raise Conflict(f"model {model!r} version {target} is already in production")
-        if record["status"] != "deprecated":
-            raise Conflict(
-                f"model {model!r} version {target} is {record['status']}: only a deprecated "
-                "former production version can be rolled back to"
-            )
-        reason = _why(
-            f"rolled back by {actor}" + (f" from {current['version']}" if current else ""), reason
-        )
+        plan = await registry.rollback_plan(model, version, seen=seen)
+        target, previous = plan["version"], plan["previous_version"]
+        reason = _why(f"rolled back by {actor}" + (f" from {previous}" if previous else ""), reason)
         change = serving_change(
             model, actor=actor, reason=reason, production=target, weights={target: 1.0}
         )
@@ -319,6 +302,6 @@ class Promotions:
         return {
             "model": model,
             "version": target,
-            "previous_version": current["version"] if current else None,
+            "previous_version": previous,
             "record": await registry.get(model, target),
         }

@@ -79,7 +79,7 @@ def test_rotating_a_ring_held_in_the_environment(daemon_factory, tmp_path):
 
 
 def test_the_steps_name_a_systemd_credential_and_keys_the_ring_lacks(make_config):
-    from mlwarden.daemon.keyguide import new_entry_steps, next_step
+    from mlwarden.daemon.keys.guide import new_entry_steps, next_step
 
     config = make_config()
     status = {"enabled": True, "source": "credential:mlwarden-keys", "active": "k2",

@@ -23,8 +23,8 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from .core.config import Config
-from .core.keys import new_key
+from ..core.config import Config
+from ..core.keys import new_key
 
 __all__ = ["EXIT_ACTION_NEEDED", "new_entry_steps", "next_step", "source_of"]
 

@@ -4,9 +4,11 @@
 running daemon re-wrap every data key with it (``POST /api/system/keys/rotate``),
 printing the progress, and finally removes the old keys from the file once nothing
 uses them (``POST /api/system/keys/reload`` refuses while anything does). When no
-daemon answers, the same work runs in the command's own process against the store.
+daemon answers, the same work runs in the command's own process against the store,
+opened by the caller's ``offline`` (the CLI hands in daemon/warden.py's
+``offline_at_rest``: this package sits below the Warden and may not import it).
 A ring in the environment or a systemd credential is rotated step by step with the
-operator (keyguide.py); ``status`` says the next step for any ring.
+operator (guide.py); ``status`` says the next step for any ring.
 """
 
 from __future__ import annotations
@@ -19,16 +21,33 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError
-from .core.config import Config
-from .core.keys import check_key_file, new_key, parse_keyring, write_key_file
-from .keyguide import EXIT_ACTION_NEEDED, new_entry_steps, next_step
+from ...errors import ConfigError
+from ..core.config import Config
+from ..core.keys import check_key_file, new_key, parse_keyring, write_key_file
+from .guide import EXIT_ACTION_NEEDED, new_entry_steps, next_step
 
-__all__ = ["DaemonClient", "keys_new", "keys_rotate", "keys_status", "new_key_id"]
+if TYPE_CHECKING:  # the sealing machinery is loaded only when no daemon answers
+    from .at_rest import EncryptionAtRest
+
+__all__ = [
+    "DaemonClient",
+    "OfflineAtRest",
+    "default_url",
+    "keys_new",
+    "keys_rotate",
+    "keys_status",
+    "new_key_id",
+]
+
+#: Opens the store of ``config`` in this process, for the key ring's work when no daemon
+#: answers: its :class:`EncryptionAtRest`, the store closed on exit.
+OfflineAtRest = Callable[[Config], AbstractAsyncContextManager["EncryptionAtRest"]]
 
 
 def new_key_id(existing: list[str]) -> str:
@@ -104,17 +123,17 @@ def keys_new(key_file: str) -> str:
     return f"wrote key {key_id} to {path} (mode 0600)"
 
 
-def keys_rotate(config: Config, client: DaemonClient, out: Any) -> int:
-    """Rotate the ring: by itself in a key file, step by step elsewhere (keyguide.py)."""
+def keys_rotate(config: Config, client: DaemonClient, offline: OfflineAtRest, out: Any) -> int:
+    """Rotate the ring: by itself in a key file, step by step elsewhere (guide.py)."""
     if not config.encryption.key_file:
-        return _rotate_guided(config, client, out)
+        return _rotate_guided(config, client, offline, out)
     path = Path(config.encryption.key_file)
     check_key_file(path)
     ring = parse_keyring(path.read_text(encoding="utf-8"), str(path))
     key_id = new_key_id(ring.ids)
     write_key_file(path, {**ring.keys, key_id: new_key()})
     print(f"added key {key_id} to {path}; it is now the active key", file=out, flush=True)
-    progress = _rewrap(config, client, out)
+    progress = _rewrap(config, client, offline, out)
     if progress.get("state") != "done":
         return 1
     remaining = {k: n for k, n in progress.get("remaining_by_key", {}).items() if n}
@@ -133,13 +152,15 @@ def keys_rotate(config: Config, client: DaemonClient, out: Any) -> int:
     return 0
 
 
-def _rewrap(config: Config, client: DaemonClient, out: Any) -> dict[str, Any]:
+def _rewrap(
+    config: Config, client: DaemonClient, offline: OfflineAtRest, out: Any
+) -> dict[str, Any]:
     """Every data key re-wrapped with the active key: by the daemon, else here."""
     if client.reachable():
         progress = _rotate_online(client, out)
     else:
         print("no daemon answers at", client.url, "- re-wrapping here", file=out, flush=True)
-        progress = asyncio.run(_rotate_offline(config))
+        progress = asyncio.run(_rotate_offline(config, offline))
     if progress.get("state") != "done":
         print(f"rotation failed: {progress.get('error')}", file=out)
     return progress
@@ -173,37 +194,17 @@ def _rotate_online(client: DaemonClient, out: Any) -> dict[str, Any]:
         time.sleep(0.5)
 
 
-async def _open_offline(config: Config) -> Any:
-    from .core.audit import AUDIT_SCHEMA
-    from .core.encryption import set_current_sealer
-    from .warden import Warden
-
-    warden = Warden(config)
-    schemas = [AUDIT_SCHEMA] + [s.schema for s in warden.services.values() if s.schema]
-    await warden.store.open(schemas)
-    set_current_sealer(warden.sealer)
-    return warden
-
-
-async def _rotate_offline(config: Config) -> dict[str, Any]:
-    from .core.rotation import KeyRotation
-
-    warden = await _open_offline(config)
-    try:
-        at_rest = warden.at_rest
-        rotation = KeyRotation(
-            warden.store, warden.sealer, at_rest.sealed_columns(), at_rest.artifact_root
-        )
+async def _rotate_offline(config: Config, offline: OfflineAtRest) -> dict[str, Any]:
+    async with offline(config) as at_rest:
+        rotation = at_rest.new_rotation()
         with contextlib.suppress(Exception):  # the progress says why
             await rotation.run()
         return rotation.progress.to_dict()
-    finally:
-        await warden.store.close()
 
 
-def _rotate_guided(config: Config, client: DaemonClient, out: Any) -> int:
+def _rotate_guided(config: Config, client: DaemonClient, offline: OfflineAtRest, out: Any) -> int:
     """A ring in the environment or a credential: the step the daemon's ring is at."""
-    status = keys_status(config, client)
+    status = keys_status(config, client, offline)
     if not status.get("enabled"):
         raise ConfigError("encryption is not enabled", "encryption.enabled")
     keys, active = dict(status.get("keys") or {}), str(status.get("active", ""))
@@ -212,34 +213,31 @@ def _rotate_guided(config: Config, client: DaemonClient, out: Any) -> int:
             print(line, file=out, flush=True)
         return EXIT_ACTION_NEEDED
     if any(n for k, n in keys.items() if k != active) and not status.get("unknown_keys"):
-        progress = _rewrap(config, client, out)
+        progress = _rewrap(config, client, offline, out)
         if progress.get("state") != "done":
             return 1
-        status = keys_status(config, client)
+        status = keys_status(config, client, offline)
     step = str(status["next_step"])
     print(f"next: {step}", file=out)
     return 0 if step.startswith("nothing to do") else EXIT_ACTION_NEEDED
 
 
-def keys_status(config: Config, client: DaemonClient) -> dict[str, Any]:
-    """The daemon's account of its ring, with ``next_step`` (keyguide.next_step)."""
-    status = _status(config, client)
+def keys_status(config: Config, client: DaemonClient, offline: OfflineAtRest) -> dict[str, Any]:
+    """The daemon's account of its ring, with ``next_step`` (guide.next_step)."""
+    status = _status(config, client, offline)
     status["next_step"] = next_step(status, config)
     return status
 
 
-def _status(config: Config, client: DaemonClient) -> dict[str, Any]:
+def _status(config: Config, client: DaemonClient, offline: OfflineAtRest) -> dict[str, Any]:
     if client.reachable():
         status, body = client.call("GET", "/api/system/keys")
         if status != 200:
             raise ConfigError(f"the daemon answered {status}: {_message(body)}")
         return dict(body)
 
-    async def offline() -> dict[str, Any]:
-        warden = await _open_offline(config)
-        try:
-            return await warden.at_rest.status()
-        finally:
-            await warden.store.close()
+    async def status_here() -> dict[str, Any]:
+        async with offline(config) as at_rest:
+            return await at_rest.status()
 
-    return asyncio.run(offline())
+    return asyncio.run(status_here())

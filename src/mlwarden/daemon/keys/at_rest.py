@@ -17,12 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, Conflict, DecryptionFailed
-from .core.artifacts import register_scheme
-from .core.context import Context
-from .core.encryption import set_current_sealer
-from .core.keys import KEY_FILE_ENV, Keyring, load_keyring
-from .core.rotation import (
+from ...errors import ConfigError, Conflict, DecryptionFailed
+from ..core.artifacts import register_scheme
+from ..core.context import Context
+from ..core.encryption import set_current_sealer
+from ..core.keys import KEY_FILE_ENV, Keyring, load_keyring
+from ..core.rotation import (
     Inventory,
     KeyRotation,
     check_keys,
@@ -67,15 +67,15 @@ class EncryptionAtRest:
     def sealed_columns(self) -> list[Any]:
         """The store's sealed columns (outbox, journal, batches, profiles, references,
         outcomes and their data keys, the id key)."""
-        from .alerts.outbox_records import outbox_table
-        from .ingest.ids import id_key_table, outcome_keys_table
-        from .ingest.tables import (
+        from ..alerts.outbox_records import outbox_table
+        from ..ingest.ids import id_key_table, outcome_keys_table
+        from ..ingest.tables import (
             journal_table,
             outcomes_table,
             prediction_batches_table,
             profile_table,
         )
-        from .profiles.reference import reference_table
+        from ..profiles.reference import reference_table
 
         tables = [outbox_table, journal_table, prediction_batches_table, profile_table]
         sealed = [reference_table, outcomes_table, outcome_keys_table, id_key_table]
@@ -139,12 +139,15 @@ class EncryptionAtRest:
             raise Conflict("a key rotation is already running")
         ring = await self.retire()
         context = self.context
-        self.rotation = KeyRotation(
-            context.store, context.sealer, self.sealed_columns(), self.artifact_root
-        )
+        self.rotation = self.new_rotation()
         context.spawn(self._rotate(self.rotation), name="key-rotation")
         await context.audit.record("system", "keys_rotate", ring.active, detail={"keys": ring.ids})
         return self.rotation.progress.to_dict()
+
+    def new_rotation(self) -> KeyRotation:
+        """A rotation (not started) of every sealed object to the ring's active key."""
+        context = self.context
+        return KeyRotation(context.store, context.sealer, self.sealed_columns(), self.artifact_root)
 
     async def _rotate(self, rotation: KeyRotation) -> None:
         try:
