@@ -3,7 +3,7 @@
 Owns: versions with semantic versions (``semver.py``), their statuses and the allowed
 transitions (``status.py``), what a registration carries (``input.py``), registering
 (``registration.py``), reading versions, transitions and aliases (``reads.py``), the
-validation gates (``gates.py``), direct promotion and rollback and what a rollback of
+validation gates (``gates.py``), what a rollback of
 production may restore (``promotion.py``), the removal of old versions (``cleanup.py``)
 and the MLflow side (``mlflow.py``: models, versions, tags, the ``champion`` and
 ``challenger`` aliases), the per-model write lock shared by every daemon on one

@@ -77,18 +77,6 @@ class VersionLifecycle(VersionRecords, AliasRegistry, Protocol):
         decide a change holds it from the read to the last write."""
         ...
 
-    async def promote(
-        self, model: str, version: str, *, actor: str, strategy: str | None = None
-    ) -> DirectPromotion:
-        """Switch production to ``version`` directly (no rollout)."""
-        ...
-
-    async def rollback(
-        self, model: str, version: str | None = None, *, actor: str
-    ) -> DirectRollback:
-        """Switch production back to the previous (or a given) deprecated version."""
-        ...
-
     async def rollback_plan(
         self, model: str, version: str | None = None, *, seen: str | None
     ) -> RollbackPlan:

@@ -1,48 +1,19 @@
-"""Direct switches of production: promote a version, roll back to the previous one.
+"""What a rollback of production may restore, checked (:func:`rollback_plan`).
 
-The version enters ``production`` (the ``champion`` alias follows) and the version
-that held production is deprecated. A promotion through a deployment strategy, and
-the rollback of an active rollout, are the rollouts service's (daemon/rollouts/).
-What a rollback of production may restore (:func:`rollback_plan`) is checked here
-for both: the rollouts service asks for it through ``VersionLifecycle.rollback_plan``
-before its one serving change (registry, aliases and traffic table together).
+Promotions and rollbacks themselves are the rollouts service's (daemon/rollouts/): a
+direct switch and a deployment strategy alike make one serving change (registry,
+aliases and traffic table together). Before a rollback's change it asks the registry,
+through ``VersionLifecycle.rollback_plan``, which version comes back and which goes.
 """
 
 from __future__ import annotations
 
 from ...errors import Conflict
-from .interfaces import VersionLifecycle, VersionRecords
-from .records import DirectPromotion, DirectRollback, RollbackPlan
+from .interfaces import VersionRecords
+from .records import RollbackPlan
 from .status import Status
 
-__all__ = ["promote", "rollback", "rollback_plan"]
-
-
-async def promote(
-    registry: VersionLifecycle, model: str, version: str, *, actor: str, strategy: str | None
-) -> DirectPromotion:
-    """Put ``version`` in production (from validation through passing gates, or staging).
-
-    ``strategy`` is what the caller asked for (``direct`` or none), reported back.
-    """
-    record = await registry.get(model, version)
-    previous = await registry.production(model)
-    if record["status"] == Status.PRODUCTION:
-        raise Conflict(f"model {model!r} version {version} is already in production")
-    reason = f"promoted by {actor}" + (f" (strategy {strategy})" if strategy else "")
-    if record["status"] == Status.VALIDATION:
-        await registry.transition(model, version, Status.STAGING, actor=actor, reason=reason)
-    record = await registry.transition(
-        model, version, Status.PRODUCTION, actor=actor, reason=reason
-    )
-    return {
-        "model": model,
-        "version": version,
-        "strategy": "direct",
-        "requested_strategy": strategy,
-        "previous_version": previous["version"] if previous else None,
-        "record": record,
-    }
+__all__ = ["rollback_plan"]
 
 
 async def rollback_plan(
@@ -73,15 +44,3 @@ async def rollback_plan(
             "production version can be rolled back to"
         )
     return {"version": target, "previous_version": now}
-
-
-async def rollback(
-    registry: VersionLifecycle, model: str, version: str | None, *, actor: str, seen: str | None
-) -> DirectRollback:
-    """Restore the previous production version (or ``version``); the current one is
-    deprecated. ``seen`` as for :func:`rollback_plan`."""
-    plan = await rollback_plan(registry, model, version, seen=seen)
-    target, previous = plan["version"], plan["previous_version"]
-    reason = f"rolled back by {actor}" + (f" from {previous}" if previous else "")
-    record = await registry.transition(model, target, Status.PRODUCTION, actor=actor, reason=reason)
-    return {"model": model, "version": target, "previous_version": previous, "record": record}

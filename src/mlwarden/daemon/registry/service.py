@@ -42,8 +42,6 @@ from .reads import (
     summarize,
 )
 from .records import (
-    DirectPromotion,
-    DirectRollback,
     GateCheckRecord,
     GateReportRecord,
     RollbackPlan,
@@ -360,23 +358,6 @@ class RegistryService(Service):
                 )
             )
         return await self.get(model, version)
-
-    async def promote(
-        self, model: str, version: str, *, actor: str, strategy: str | None = None
-    ) -> DirectPromotion:
-        """Switch production to ``version`` directly (no rollout; registry/promotion.py)."""
-        async with self.locks.hold(model):
-            return await promotion.promote(self, model, version, actor=actor, strategy=strategy)
-
-    async def rollback(
-        self, model: str, version: str | None = None, *, actor: str
-    ) -> DirectRollback:
-        """Switch production back to the previous (or a given) deprecated version."""
-        seen = await self.production(model)
-        async with self.locks.hold(model):
-            return await promotion.rollback(
-                self, model, version, actor=actor, seen=seen["version"] if seen else None
-            )
 
     async def rollback_plan(
         self, model: str, version: str | None = None, *, seen: str | None
