@@ -160,7 +160,7 @@ async def test_ids_are_digested_at_rest_and_everything_answers_as_in_clear(
             }
             raw = "prediction_num, prediction_cls, label_num, label_cls, probability"
             values = await store_sql(url, f"SELECT {raw} FROM outcomes")
-            # With encryption on an outcome's raw values are in its sealed column only.
+            # With encryption on an outcome's raw values are sealed with its batch only.
             assert all(v is None for r in values for v in r.values()) == enabled
         finally:
             await warden.stop()
@@ -270,10 +270,11 @@ async def test_turning_encryption_on_rewrites_clear_ids_and_resumes_after_a_kill
         rows = await store_sql(url, f"SELECT id FROM {table}")
         assert rows and all(DIGEST.match(r["id"]) for r in rows), table
     outcome = (await store_sql(url, "SELECT label_cls, sealed, sealed_key FROM outcomes"))[0]
-    assert outcome["label_cls"] is None and is_row_sealed(bytes(outcome["sealed"]))
-    keys = await store_sql(url, "SELECT seq, key FROM outcome_keys")
+    assert outcome["label_cls"] is None and outcome["sealed"] is None
+    keys = await store_sql(url, "SELECT seq, key, sealed FROM outcome_keys")
     assert outcome["sealed_key"] in {k["seq"] for k in keys}  # one data key per chunk
     assert all(key_id_of(bytes(k["key"])) == "k1" for k in keys)
+    assert all(is_row_sealed(bytes(k["sealed"])) for k in keys)  # the chunk's outcomes
     for row in await store_sql(url, "SELECT data FROM prediction_batches"):
         assert key_id_of(bytes(row["data"])) == "k1"  # sealed on the way
 

@@ -12,10 +12,10 @@
   (by a start with encryption off, or by a release before ids were digested) are
   rewritten: the ``prediction_ids`` of each stored batch from the clear ids in its
   blob (the blob is sealed on the way if it was in clear), then each ``outcomes`` row
-  whose raw values are not sealed yet (sealed under one data key per chunk and model,
-  stored in the chunk's transaction: ids.py). Each chunk is one transaction that also moves
-  the progress (``migrated_batch``; an outcome's ``sealed`` column); a start killed
-  midway resumes where the last commit left it, and the rewrite derives every digest
+  whose raw values are not sealed yet (sealed together per chunk and model under one
+  data key, stored in the chunk's transaction: ids.py). Each chunk is one transaction
+  that also moves the progress (``migrated_batch``; an outcome's ``sealed_key``); a
+  start killed midway resumes where the last commit left it, and the rewrite derives every digest
   from a clear id, so doing a chunk twice writes the same rows. On PostgreSQL an
   advisory lock keeps two daemons from rewriting the same chunk at once.
 """
@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from ...errors import DecryptionFailed
 from ..core.encryption import Sealer, is_sealed
 from ..core.store import INGEST_LOCKS, Store, insert_ignore, lock_for_transaction
-from .ids import ID_KEY_NAME, RAW_OUTCOME, IdDigests, id_key_table, new_outcome_key, seal_outcomes
+from .ids import ID_KEY_NAME, RAW_OUTCOME, IdDigests, id_key_table, seal_outcomes
 from .tables import outcomes_table, prediction_batches_table, prediction_ids_table
 
 __all__ = ["ID_KEY_WHAT", "migrate_ids", "prepare_ids"]
@@ -95,7 +95,8 @@ async def _read_key(store: Store, sealer: Sealer) -> tuple[bytes | None, str]:
 async def _refuse_lost_key(store: Store) -> None:
     """DecryptionFailed when stored outcomes are sealed but the id key is gone."""
     o = outcomes_table
-    query = sa.select(sa.func.count()).select_from(o).where(o.c.sealed.is_not(None))
+    held = sa.or_(o.c.sealed.is_not(None), o.c.sealed_key.is_not(None))
+    query = sa.select(sa.func.count()).select_from(o).where(held)
     async with store.connect() as conn:
         sealed = int((await conn.execute(query)).scalar() or 0)
     if sealed:
@@ -166,9 +167,10 @@ async def _outcome_chunk(store: Store, digests: IdDigests, clock: Callable[[], f
     o = outcomes_table
     async with store.begin() as conn:
         await lock_for_transaction(conn, INGEST_LOCKS, "id-migration")
+        clear = (o.c.sealed.is_(None), o.c.sealed_key.is_(None))
         query = (
             sa.select(o.c.model, *(o.c[name] for name in RAW_OUTCOME))
-            .where(o.c.sealed.is_(None))
+            .where(*clear)
             .order_by(o.c.model, o.c.id)
             .limit(_OUTCOMES_PER_CHUNK)
         )
@@ -177,27 +179,28 @@ async def _outcome_chunk(store: Store, digests: IdDigests, clock: Callable[[], f
             return 0
         update = (
             o.update()
-            .where(o.c.model == sa.bindparam("m"), o.c.id == sa.bindparam("old"))
-            .where(o.c.sealed.is_(None))
+            .where(o.c.model == sa.bindparam("m"), o.c.id == sa.bindparam("old"), *clear)
             .values(
                 id=sa.bindparam("new"),
-                sealed=sa.bindparam("raw", type_=o.c.sealed.type),
                 sealed_key=sa.bindparam("key"),
                 **{name: None for name in RAW_OUTCOME[1:]},
             )
         )
         params: list[dict[str, Any]] = []
         now = clock()
-        keys = {}  # one data key per model in the chunk, stored in its transaction
         for model in dict.fromkeys(row[0] for row in rows):
-            keys[model] = await new_outcome_key(conn, model, now)
-        for row in rows:
-            model, raw = row[0], dict(zip(RAW_OUTCOME, row[1:], strict=True))
-            (new,) = digests.of(model, [raw["id"]])
-            (sealed,) = seal_outcomes([{**raw, "model": model}], {raw["id"]: new}, keys[model])
-            key = sealed["sealed_key"]
-            params.append(
-                {"m": model, "old": raw["id"], "new": new, "raw": sealed["sealed"], "key": key}
-            )
+            # One data key per model in the chunk, stored in its transaction.
+            raw = [
+                {**dict(zip(RAW_OUTCOME, row[1:], strict=True)), "model": model}
+                for row in rows
+                if row[0] == model
+            ]
+            clear_ids = [r["id"] for r in raw]
+            digest = dict(zip(clear_ids, digests.of(model, clear_ids), strict=True))
+            stored = await seal_outcomes(conn, raw, digest, now, True)
+            params += [
+                {"m": model, "old": old["id"], "new": new["id"], "key": new["sealed_key"]}
+                for old, new in zip(raw, stored, strict=True)
+            ]
         await conn.execute(update, params)
     return len(rows)

@@ -22,13 +22,17 @@ their clear columns stay NULL. Version, times, latency and the error flag stay i
 (the queries filter on them). With encryption off :class:`IdDigests` is the identity
 and ``sealed`` is NULL: ids and values are stored as sent, as before.
 
-The outcomes a label batch stores share one data key (:class:`~..core.encryption.RowCipher`,
-a fresh nonce per row): it is one ``outcome_keys`` row, sealed like every sealed row
-(so wrapped by a key-encryption key, re-wrapped by a rotation, counted by ``keys
-status``), and each outcome names it in ``sealed_key``. A row's associated data is
-(``outcomes``, its key's row, model, stored id), so a row copied onto another, or put
-under another key, fails its tag check. Outcomes sealed one envelope each (stores of the
-release before) have ``sealed_key`` NULL and are opened as before.
+The outcomes a label batch stores are sealed together: their raw values, one columnar
+JSON document keyed by their stored ids, sealed once (:class:`~..core.encryption.RowCipher`)
+under a fresh data key. Key and document are one ``outcome_keys`` row (the key sealed
+like every sealed row: wrapped by a key-encryption key, re-wrapped by a rotation,
+counted by ``keys status``; the document under the key, its associated data
+(``outcome_keys``, model)), and each outcome names the row in ``sealed_key`` (its
+``sealed`` column NULL). An outcome is found in its batch by its stored id: a row
+pointed at another batch, or whose id was changed, is not in it and fails like a
+tampered one. Stores of the releases before hold outcomes sealed in their own
+``sealed`` column: one envelope each (``sealed_key`` NULL), or one row under their
+batch's key (``sealed_key`` set, the key's document NULL); both are opened as before.
 """
 
 from __future__ import annotations
@@ -37,23 +41,23 @@ import asyncio
 import hmac
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ...errors import DecryptionFailed
-from ..core.encryption import RowCipher, SealedBytes, Sealer
+from ..core.encryption import RowCipher, SealedBytes, SealedRows, Sealer
 
 __all__ = [
     "ID_KEY_NAME",
     "RAW_OUTCOME",
     "IdDigests",
+    "OutcomeKey",
     "id_key_table",
-    "new_outcome_key",
     "open_outcomes",
-    "outcome_ciphers",
+    "outcome_keys",
     "outcome_keys_table",
     "purge_outcome_keys",
     "seal_outcomes",
@@ -88,9 +92,12 @@ outcome_keys_table = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     # The 32-byte data key, sealed: only the key ring opens it, a rotation re-wraps it.
     sa.Column("key", SealedBytes("outcome_keys"), nullable=False),
+    # The batch's outcomes (step 9): their stored ids and raw values, columnar JSON sealed
+    # under ``key`` (NULL: written before, each outcome sealed in its own row).
+    sa.Column("sealed", SealedRows("outcome_keys"), nullable=True),
 )
-#: Keys read per statement by :func:`outcome_ciphers`.
-_KEYS_PER_READ = 500
+#: Keys (each with its batch's outcomes) read per statement by :func:`outcome_keys`.
+_KEYS_PER_READ = 64
 
 #: The columns of an ``outcomes`` row kept in its ``sealed`` column with encryption on.
 RAW_OUTCOME = (
@@ -143,27 +150,58 @@ class IdDigests:
         return await asyncio.to_thread(self.of, model, ids)
 
 
-async def new_outcome_key(conn: AsyncConnection, model: str, now: float) -> tuple[int, RowCipher]:
-    """A fresh data key for outcomes of ``model``, stored sealed in ``conn``'s transaction."""
+async def seal_outcomes(
+    conn: AsyncConnection,
+    rows: list[dict[str, Any]],
+    digest: dict[str, str],
+    now: float,
+    enabled: bool,
+) -> list[dict[str, Any]]:
+    """``outcomes`` rows (their ``id`` the clear id, all of one model) keyed by
+    ``digest[id]``, as they are stored.
+
+    ``enabled`` (encryption on): their raw values are sealed together under a fresh data
+    key, stored with it as one ``outcome_keys`` row in ``conn``'s transaction; the rows
+    name it in ``sealed_key`` and their clear columns are NULL (see the module doc).
+    """
+    if not enabled:
+        return [
+            {**row, "id": digest[row["id"]], "sealed": None, "sealed_key": None} for row in rows
+        ]
+    model = rows[0]["model"]
+    stored = [digest[row["id"]] for row in rows]
+    document = {"stored": stored, **{name: [row[name] for row in rows] for name in RAW_OUTCOME}}
     cipher = RowCipher.generate()
+    sealed = cipher.seal(orjson.dumps(document), _batch_aad(model))
     t = outcome_keys_table
-    inserted = await conn.execute(t.insert().values(model=model, created_at=now, key=cipher.key))
+    inserted = await conn.execute(
+        t.insert().values(model=model, created_at=now, key=cipher.key, sealed=sealed)
+    )
     assert inserted.inserted_primary_key is not None
-    return int(inserted.inserted_primary_key[0]), cipher
+    seq = int(inserted.inserted_primary_key[0])
+    cleared = {**dict.fromkeys(RAW_OUTCOME[1:]), "sealed": None, "sealed_key": seq}
+    return [{**row, **cleared, "id": s} for row, s in zip(rows, stored, strict=True)]
 
 
-async def outcome_ciphers(conn: AsyncConnection, seqs: set[int]) -> dict[int, RowCipher]:
-    """The data keys ``seqs`` of ``outcome_keys`` (each opened by its column's type: a
+class OutcomeKey(NamedTuple):
+    """An ``outcome_keys`` row as read: its data key, and its batch's sealed outcomes."""
+
+    cipher: RowCipher
+    sealed: bytes | None  # None: its outcomes are sealed in their own rows (before step 9)
+
+
+async def outcome_keys(conn: AsyncConnection, seqs: set[int]) -> dict[int, OutcomeKey]:
+    """The rows ``seqs`` of ``outcome_keys`` (each key opened by its column's type: a
     failure is named by its row and audited). A missing one is left out (its rows fail)."""
     t = outcome_keys_table
-    out: dict[int, RowCipher] = {}
+    out: dict[int, OutcomeKey] = {}
     wanted = sorted(seqs)
     for start in range(0, len(wanted), _KEYS_PER_READ):
-        query = sa.select(t.c.seq, t.c.key).where(
+        query = sa.select(t.c.seq, t.c.key, t.c.sealed).where(
             t.c.seq.in_(wanted[start : start + _KEYS_PER_READ])
         )
-        for seq, key in (await conn.execute(query)).all():
-            out[int(seq)] = RowCipher(bytes(key))
+        for seq, key, sealed in (await conn.execute(query)).all():
+            out[int(seq)] = OutcomeKey(RowCipher(bytes(key)), None if sealed is None else sealed)
     return out
 
 
@@ -182,31 +220,13 @@ async def purge_outcome_keys(conn: AsyncConnection) -> None:
 _outcomes_key = sa.table("outcomes", sa.column("sealed_key", sa.Integer))
 
 
-def _aad(seq: int, model: str, stored_id: str) -> bytes:
+def _batch_aad(model: str) -> bytes:
+    return orjson.dumps(["outcome_keys", model])
+
+
+def _row_aad(seq: int, model: str, stored_id: str) -> bytes:
+    """A row sealed under its batch's key by the release before step 9."""
     return orjson.dumps(["outcomes", seq, model, stored_id])
-
-
-def seal_outcomes(
-    rows: list[dict[str, Any]], digest: dict[str, str], key: tuple[int, RowCipher] | None
-) -> list[dict[str, Any]]:
-    """``outcomes`` rows (their ``id`` the clear id) keyed by ``digest[id]``.
-
-    With a ``key`` (encryption on) their raw values go to ``sealed`` (JSON, sealed by
-    the key; ``sealed_key`` names it) and their clear columns are NULL.
-    """
-    if key is None:
-        return [
-            {**row, "id": digest[row["id"]], "sealed": None, "sealed_key": None} for row in rows
-        ]
-    seq, cipher = key
-    seal, cleared = cipher.seal, dict.fromkeys(RAW_OUTCOME[1:])
-    out = []
-    for row in rows:
-        stored_id = digest[row["id"]]
-        raw = orjson.dumps({k: row[k] for k in RAW_OUTCOME})
-        sealed = seal(raw, _aad(seq, row["model"], stored_id))
-        out.append({**row, **cleared, "id": stored_id, "sealed": sealed, "sealed_key": seq})
-    return out
 
 
 def open_outcomes(
@@ -214,7 +234,7 @@ def open_outcomes(
     rows: Sequence[Sequence[Any]],
     columns: Sequence[str],
     sealer: Sealer,
-    ciphers: dict[int, RowCipher],
+    keys: dict[int, OutcomeKey],
 ) -> list[tuple[Any, ...]]:
     """``rows`` of ``columns`` of ``model``'s ``outcomes`` (the last two ``sealed_key``
     and the raw ``sealed`` value) as stored in clear: a sealed row's raw values in place
@@ -222,43 +242,86 @@ def open_outcomes(
 
     ``rows`` come ordered by (ts, id); sealed ones are put back in that order by their
     clear id, so outcomes (and sums over them) come in the same order either way.
-    Runs in a thread. A row that fails to open raises DecryptionFailed naming it (its
-    table, column and key), reported for the audit; nothing of the read is returned.
+    Runs in a thread. A row (or a batch) that fails to open raises DecryptionFailed
+    naming it, reported for the audit; nothing of the read is returned.
     """
     names = [name for name in columns[:-2] if name in RAW_OUTCOME]
     at, fields_of = [columns.index(name) for name in names], itemgetter(*names)
     rid = columns.index("id")
+    batches: dict[int, dict[str, tuple[Any, ...]]] = {}
     out = []
     opened = False
     for row in rows:
         raw, seq = row[-1], row[-2]
-        if raw is None:
+        if raw is None and seq is None:
             out.append(tuple(row[:-2]))
             continue
         values = list(row[:-2])
-        if seq is None:  # one envelope per row (written before outcome_keys)
-            plain = sealer.open_stored(bytes(raw), "outcomes")
+        if raw is None:  # in its batch's sealed outcomes (step 9)
+            batch = batches.get(seq)
+            if batch is None:
+                batch = batches[seq] = _open_batch(model, seq, names, sealer, keys)
+            found = batch.get(values[rid])
+            if found is None:
+                _fail(model, values[rid], sealer, _not_in_batch(seq, keys))
         else:
-            plain = _open_row(model, values[rid], seq, raw, sealer, ciphers)
-        for n, value in zip(at, fields_of(orjson.loads(plain)), strict=True):
+            if seq is None:  # one envelope per row (step 7)
+                plain = sealer.open_stored(bytes(raw), "outcomes")
+            else:  # one row under its batch's key (step 8)
+                plain = _open_row(model, values[rid], seq, raw, sealer, keys)
+            found = fields_of(orjson.loads(plain))
+        for n, value in zip(at, found, strict=True):
             values[n] = value
         out.append(tuple(values))
         opened = True
     if opened:
-        ts = columns.index("ts")
-        out.sort(key=lambda r: (r[ts], r[rid]))
+        out.sort(key=itemgetter(columns.index("ts"), rid))
     return out
 
 
-def _open_row(
-    model: str, stored_id: str, seq: int, raw: bytes, sealer: Sealer, ciphers: dict[int, RowCipher]
-) -> bytes:
+def _open_batch(
+    model: str, seq: int, names: list[str], sealer: Sealer, keys: dict[int, OutcomeKey]
+) -> dict[str, tuple[Any, ...]]:
+    """Stored id -> the values ``names`` of the outcomes of batch ``seq``."""
+    key = keys.get(seq)
+    if key is None or key.sealed is None:
+        return {}  # each of its rows fails, named (_not_in_batch)
+    what = f"outcome_keys.sealed row (seq={seq})"
     try:
-        cipher = ciphers.get(seq)
-        if cipher is None:
-            raise DecryptionFailed("", f"its data key (outcome_keys row seq={seq}) is missing")
-        return cipher.open(raw, _aad(seq, model, stored_id), "")
-    except DecryptionFailed as exc:  # named here: the name is not made for every row
-        what = f"outcomes.sealed row (model={model!r}, id={stored_id!r})"
+        plain = key.cipher.open(key.sealed, _batch_aad(model), what)
+    except DecryptionFailed as exc:
         sealer.report(what, exc.reason)
-        raise DecryptionFailed(what, exc.reason) from None
+        raise
+    document = orjson.loads(plain)
+    values = zip(*(document[n] for n in names), strict=True)
+    return dict(zip(document["stored"], values, strict=True))
+
+
+def _not_in_batch(seq: int, keys: dict[int, OutcomeKey]) -> str:
+    key = keys.get(seq)
+    if key is None:
+        return f"its data key (outcome_keys row seq={seq}) is missing"
+    if key.sealed is None:
+        return f"its batch's sealed values (outcome_keys row seq={seq}) are missing"
+    return (
+        f"it is not among the outcomes sealed with its data key (outcome_keys row "
+        f"seq={seq}): the row was altered"
+    )
+
+
+def _fail(model: str, stored_id: str, sealer: Sealer, reason: str) -> NoReturn:
+    what = f"outcomes.sealed row (model={model!r}, id={stored_id!r})"
+    sealer.report(what, reason)
+    raise DecryptionFailed(what, reason)
+
+
+def _open_row(
+    model: str, stored_id: str, seq: int, raw: bytes, sealer: Sealer, keys: dict[int, OutcomeKey]
+) -> bytes:
+    key = keys.get(seq)
+    if key is None:
+        _fail(model, stored_id, sealer, f"its data key (outcome_keys row seq={seq}) is missing")
+    try:
+        return key.cipher.open(raw, _row_aad(seq, model, stored_id), "")
+    except DecryptionFailed as exc:  # named here: the name is not made for every row
+        _fail(model, stored_id, sealer, exc.reason)

@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..core.config import Config, ModelConfig
 from ..core.context import Context
 from ..core.outage import Outage, log_failure
-from ..core.store import upsert
 from ..profiles.profile import Profile
 from ..profiles.reference import layout_without_reference
 from .batches import BatchRejected, LabelBatch
-from .ids import IdDigests, new_outcome_key, purge_outcome_keys, seal_outcomes
+from .ids import IdDigests, purge_outcome_keys
+from .labels import label_write
 from .orphans import JournalTaken, adopt_gone, rebuild_open
 from .predictions import (
     check_new_ids,
@@ -36,7 +36,6 @@ from .predictions import (
     known_batch,
     purge_predictions,
     store_predictions,
-    stored_predictions,
 )
 from .prepare import PreparedBatch
 from .shared import merge_open, shared_window
@@ -253,34 +252,19 @@ class Ledger:
         return result
 
     async def record_labels(self, state: ModelState, batch: LabelBatch) -> dict[str, Any]:
+        """Join ``batch`` to the stored predictions by id and store the pairs (labels.py)."""
         name = state.config.name
-        classification = state.config.task == "classification"
-        now = self.context.clock()
         labels = dict(zip(batch.ids.tolist(), batch.labels.tolist(), strict=True))
         clear = list(labels)
         stored = dict(zip(clear, await self.ids.digest(name, clear), strict=True))
-        o = outcomes_table
-
-        async def write(conn: AsyncConnection) -> int:
-            matched = await stored_predictions(conn, name, {v: k for k, v in stored.items()})
-            if not matched:
-                return 0
-            rows = [
-                {
-                    **r,
-                    "model": name,
-                    "label_num": None if classification else labels[r["id"]],
-                    "label_cls": labels[r["id"]] if classification else None,
-                    "labeled_at": now,
-                }
-                for r in matched
-            ]
-            # With encryption on, one data key seals this batch's outcomes (ids.py).
-            key = await new_outcome_key(conn, name, now) if self.ids.enabled else None
-            # A label sent again replaces the earlier one (atomic under concurrent daemons).
-            await conn.execute(upsert(conn.dialect, o), seal_outcomes(rows, stored, key))
-            return len(matched)
-
+        write = label_write(
+            name,
+            labels,
+            stored,
+            classification=state.config.task == "classification",
+            sealed=self.ids.enabled,
+            now=self.context.clock(),
+        )
         matched = await self.submit(Work(write, _ignore))
         return {"accepted": len(batch), "matched": matched, "unmatched": len(batch) - matched}
 

@@ -38,7 +38,7 @@ from ..registry.interfaces import VersionRecords
 from .arrow import TableBody, read_table, table_labels
 from .batches import BatchRejected, LabelBatch, parse_labels
 from .id_migration import prepare_ids
-from .ids import open_outcomes, outcome_ciphers
+from .ids import open_outcomes, outcome_keys
 from .interfaces import ScoredPredictions, WatchedModel
 from .ledger import Ledger
 from .predictions import count_stored, window_predictions
@@ -255,15 +255,15 @@ class IngestService(Service):
             query = query.where(t.c.ts < until)
         async with self.context.store.connect() as conn:
             rows = (await conn.execute(query.order_by(t.c.ts, t.c.id))).all()
-            # The data keys of the sealed rows: one per label batch, opened once each.
-            keys = {row[-2] for row in rows if row[-2] is not None}
-            ciphers = await outcome_ciphers(conn, keys) if keys else {}
+            # The data keys of the sealed rows, one per label batch (with its outcomes).
+            seqs = {row[-2] for row in rows if row[-2] is not None}
+            keys = await outcome_keys(conn, seqs) if seqs else {}
         classification = state.config.task == "classification"
         sealer = self.context.sealer
 
-        def build() -> Outcomes:  # in a thread: a sealed row is one decryption
+        def build() -> Outcomes:  # in a thread: a label batch's outcomes are one decryption
             return _outcomes_from_rows(
-                open_outcomes(model, rows, _OUTCOME_COLUMNS, sealer, ciphers), classification
+                open_outcomes(model, rows, _OUTCOME_COLUMNS, sealer, keys), classification
             )
 
         return await asyncio.to_thread(build)

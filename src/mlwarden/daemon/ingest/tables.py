@@ -64,7 +64,8 @@ outcomes_table = sa.Table(
     # With encryption on (step 7): ``id`` is a digest and this holds the raw values
     # (ids.RAW_OUTCOME: the clear id, prediction, label, scores), their columns NULL,
     # sealed under the label batch's data key: the outcome_keys row ``sealed_key``
-    # (step 8; NULL: one envelope per row, as step 7 wrote them).
+    # (step 8; NULL: one envelope per row, as step 7 wrote them). From step 9 the raw
+    # values are in that row (sealed together with the batch's) and this is NULL.
     sa.Column("sealed", SealedRows("outcomes"), nullable=True),
     sa.Column("sealed_key", sa.Integer, nullable=True),
     sa.Index("ix_outcomes_model_version_ts", "model", "version", "ts"),
@@ -212,6 +213,13 @@ def _outcome_keys(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE outcomes ADD COLUMN sealed_key INTEGER"))
 
 
+def _outcome_batches(conn: sa.Connection) -> None:
+    """Add ``outcome_keys.sealed``: a label batch's outcomes sealed together (ids.py)."""
+    if "sealed" not in {c["name"] for c in sa.inspect(conn).get_columns("outcome_keys")}:
+        kind = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+        conn.execute(sa.text(f"ALTER TABLE outcome_keys ADD COLUMN sealed {kind}"))
+
+
 INGEST_SCHEMA = Schema(
     "ingest",
     [
@@ -229,5 +237,6 @@ INGEST_SCHEMA = Schema(
         _reference_uploads,
         _sealed_outcomes,
         _outcome_keys,
+        _outcome_batches,
     ],
 )
