@@ -14,6 +14,7 @@ side with new ones.
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import orjson
@@ -27,6 +28,7 @@ from mlwarden.daemon.core.encryption import (
     set_current_sealer,
 )
 from mlwarden.daemon.core.keys import load_keyring, new_key, write_key_file
+from mlwarden.daemon.ingest.batches import BatchRejected
 from mlwarden.daemon.ingest.ids import RAW_OUTCOME, RowCipher
 from mlwarden.daemon.ingest.tables import INGEST_SCHEMA
 from mlwarden.daemon.warden import Warden
@@ -191,9 +193,15 @@ async def _outcome_values(url: str, sealer: Sealer) -> dict[int, tuple[RowCipher
     return out
 
 
+def _hex(stored: str) -> str:
+    """A digest as the releases before step 10 stored it (32 hex characters)."""
+    return base64.b64decode(stored + "==").hex()
+
+
 async def _rewrite_rows(url: str, key_file: Path, seal) -> int:
     """Each outcome's raw values put in its own ``sealed`` column, by ``seal(cipher, seq,
-    row, raw)``, as a release before step 9 stored them; the schema before that step."""
+    row, raw)``, and every id digest stored as hex, as a release before step 9 stored
+    them; the schema before that step."""
     sealer = Sealer(load_keyring(str(key_file)))
     batches = await _outcome_values(url, sealer)
     rows = await store_sql(url, "SELECT model, id, sealed_key FROM outcomes")
@@ -201,8 +209,14 @@ async def _rewrite_rows(url: str, key_file: Path, seal) -> int:
         cipher, values = batches[row["sealed_key"]]
         plain = orjson.dumps(values[row["id"]])
         await store_sql(
-            url, "UPDATE outcomes SET sealed = :s WHERE model = :m AND id = :i",
-            {"s": seal(sealer, cipher, row, plain), "m": row["model"], "i": row["id"]},
+            url, "UPDATE outcomes SET sealed = :s, id = :h WHERE model = :m AND id = :i",
+            {"s": seal(sealer, cipher, row, plain), "h": _hex(row["id"]), "m": row["model"],
+             "i": row["id"]},
+        )  # fmt: skip
+    for row in await store_sql(url, "SELECT model, id FROM prediction_ids"):
+        await store_sql(
+            url, "UPDATE prediction_ids SET id = :h WHERE model = :m AND id = :i",
+            {"h": _hex(row["id"]), "m": row["model"], "i": row["id"]},
         )  # fmt: skip
     await store_sql(url, "ALTER TABLE outcome_keys DROP COLUMN sealed")
     return len(rows)
@@ -213,11 +227,11 @@ async def _make_step8(url: str, key_file: Path) -> int:
     its batch's data key (associated data: outcomes, the key's row, model, stored id)."""
 
     def seal(sealer: Sealer, cipher: RowCipher, row: dict, plain: bytes) -> bytes:
-        aad = orjson.dumps(["outcomes", row["sealed_key"], row["model"], row["id"]])
+        aad = orjson.dumps(["outcomes", row["sealed_key"], row["model"], _hex(row["id"])])
         return cipher.seal(plain, aad)
 
     n = await _rewrite_rows(url, key_file, seal)
-    steps = len(INGEST_SCHEMA.steps) - 1
+    steps = len(INGEST_SCHEMA.steps) - 2
     await store_sql(url, f"UPDATE schema_version SET version = {steps} WHERE component = 'ingest'")
     return n
 
@@ -235,12 +249,18 @@ async def test_a_store_of_step_8_migrates_and_its_rows_read_and_fail_as_before(
         await warden.stop()
     assert await _make_step8(url, key_file) == 6
 
-    warden = await _started(make_config, key_file, enabled=True)  # step 9 runs
+    warden = await _started(make_config, key_file, enabled=True)  # steps 9 and 10 run
     try:
         versions = await warden.store.schema_versions()
         assert versions["ingest"] == len(INGEST_SCHEMA.steps)
+        for table in ("outcomes", "prediction_ids"):  # the digests in their short form
+            assert {len(r["id"]) for r in await store_sql(url, f"SELECT id FROM {table}")} == {22}
         assert await _seen(warden) == before  # the old rows read as before
-        assert await _label(warden, IDS[6:10]) == 4  # new ones sealed with their batch
+        # Old predictions still join (new labels sealed with their batch), and their ids
+        # are still known.
+        assert await _label(warden, IDS[6:10]) == 4
+        with pytest.raises(BatchRejected, match="already stored"):
+            await warden.ingest.record_predictions("cls", {"records": _records(IDS[:1])})
         both = await _seen(warden)
         assert [s[0] for s in both] == sorted(IDS[:10])
         rows = await store_sql(url, "SELECT id, sealed FROM outcomes ORDER BY id")
@@ -277,7 +297,7 @@ async def _make_legacy(url: str, key_file: Path) -> int:
     n = await _rewrite_rows(url, key_file, seal)
     await store_sql(url, "DROP TABLE outcome_keys")
     await store_sql(url, "ALTER TABLE outcomes DROP COLUMN sealed_key")
-    steps = len(INGEST_SCHEMA.steps) - 2
+    steps = len(INGEST_SCHEMA.steps) - 3
     await store_sql(url, f"UPDATE schema_version SET version = {steps} WHERE component = 'ingest'")
     return n
 
@@ -295,7 +315,7 @@ async def test_an_existing_store_migrates_and_rotation_covers_old_and_new_rows(
         await warden.stop()
     assert await _make_legacy(url, key_file) == 5
 
-    warden = await _started(make_config, key_file, enabled=True)  # steps 8 and 9 run
+    warden = await _started(make_config, key_file, enabled=True)  # steps 8 to 10 run
     try:
         versions = await warden.store.schema_versions()
         assert versions["ingest"] == len(INGEST_SCHEMA.steps)

@@ -2,11 +2,15 @@
 
 Ids are often customer identifiers. With ``[encryption] enabled = true`` the id
 columns of ``prediction_ids`` and ``outcomes`` hold a keyed digest of the id instead
-of the id: HMAC-SHA256 (the standard library's ``hmac``) truncated to 128 bits, as 32
-hex characters, under a *model key* ``HMAC-SHA256(id key, "mlwarden-model-ids|" +
-model)``, so equal ids of two models do not link. Ids a request carries are digested
-as they arrive and then used as before (the duplicate check, the label join, the
-late label), so the digest is the join key and nothing else changes.
+of the id: HMAC-SHA256 (the standard library's ``hmac``) truncated to 128 bits, as 22
+characters of base64 without padding (32 hex characters before schema step 10, which
+rewrote them: :func:`digest_of_hex`), under a *model key*
+``HMAC-SHA256(id key, "mlwarden-model-ids|" + model)``, so equal ids of two models do
+not link. Ids a request carries are digested as they arrive and then used as before
+(the duplicate check, the label join, the late label), so the digest is the join key
+and nothing else changes. Two ids of a model collide with probability 2^-128 (for
+n stored ids, at most n^2 / 2^129): none will in practice, and without the id key no
+one can make them.
 
 The *id key* is one random 32-byte secret per store, kept sealed (envelope-encrypted
 like every sealed row) in ``ingest_id_key``: a key rotation re-wraps its data key and
@@ -39,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from binascii import Error as BinasciiError
+from binascii import a2b_base64, b2a_base64
 from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple, NoReturn
@@ -55,6 +61,7 @@ __all__ = [
     "RAW_OUTCOME",
     "IdDigests",
     "OutcomeKey",
+    "digest_of_hex",
     "id_key_table",
     "open_outcomes",
     "outcome_keys",
@@ -66,7 +73,8 @@ __all__ = [
 #: The row of ``ingest_id_key`` that holds the store's id key.
 ID_KEY_NAME = "ids"
 _MODEL_CONTEXT = b"mlwarden-model-ids|"
-_DIGEST_BYTES = 16  # 128 bits: 32 hex characters
+_DIGEST_BYTES = 16  # 128 bits: 22 base64 characters (short keys, small indexes)
+_DIGEST_CHARS = 22
 #: Ids from which :meth:`IdDigests.digest` leaves the event loop.
 _IN_THREAD = 256
 
@@ -140,7 +148,7 @@ class IdDigests:
         for i in ids:
             mac = copy()
             mac.update(i.encode())
-            out.append(mac.digest()[:_DIGEST_BYTES].hex())
+            out.append(_encode(mac.digest()))
         return out
 
     async def digest(self, model: str, ids: list[str]) -> list[str]:
@@ -148,6 +156,29 @@ class IdDigests:
         if self._key is None or len(ids) < _IN_THREAD:
             return self.of(model, ids)
         return await asyncio.to_thread(self.of, model, ids)
+
+
+def _encode(digest: bytes) -> str:
+    return b2a_base64(digest[:_DIGEST_BYTES], newline=False)[:_DIGEST_CHARS].decode("ascii")
+
+
+def digest_of_hex(stored: str) -> str | None:
+    """The stored form of a digest stored as 32 hex characters before schema step 10
+    (the same 128 bits); None for anything else."""
+    if len(stored) != 2 * _DIGEST_BYTES:
+        return None
+    try:
+        return _encode(bytes.fromhex(stored))
+    except ValueError:
+        return None
+
+
+def _hex_of(stored_id: str) -> str:
+    """The 32 hex characters a digest was stored as before step 10 (see _row_aad)."""
+    try:
+        return a2b_base64(stored_id + "==").hex()
+    except BinasciiError:
+        return stored_id
 
 
 async def seal_outcomes(
@@ -225,8 +256,9 @@ def _batch_aad(model: str) -> bytes:
 
 
 def _row_aad(seq: int, model: str, stored_id: str) -> bytes:
-    """A row sealed under its batch's key by the release before step 9."""
-    return orjson.dumps(["outcomes", seq, model, stored_id])
+    """A row sealed under its batch's key by the release of step 8, which stored ids
+    (and so bound them) as hex; step 10 rewrote the stored id, not the row."""
+    return orjson.dumps(["outcomes", seq, model, _hex_of(stored_id)])
 
 
 def open_outcomes(
@@ -246,8 +278,12 @@ def open_outcomes(
     naming it, reported for the audit; nothing of the read is returned.
     """
     names = [name for name in columns[:-2] if name in RAW_OUTCOME]
-    at, fields_of = [columns.index(name) for name in names], itemgetter(*names)
-    rid = columns.index("id")
+    fields_of, rid = itemgetter(*names), columns.index("id")
+    # A sealed row as read: its raw values (``names``) put before the row's own columns,
+    # picked into the order of ``columns`` (one C call per row, not a loop per field).
+    pick = itemgetter(
+        *(names.index(c) if c in names else len(names) + n for n, c in enumerate(columns[:-2]))
+    )
     batches: dict[int, dict[str, tuple[Any, ...]]] = {}
     out = []
     opened = False
@@ -256,23 +292,20 @@ def open_outcomes(
         if raw is None and seq is None:
             out.append(tuple(row[:-2]))
             continue
-        values = list(row[:-2])
         if raw is None:  # in its batch's sealed outcomes (step 9)
             batch = batches.get(seq)
             if batch is None:
                 batch = batches[seq] = _open_batch(model, seq, names, sealer, keys)
-            found = batch.get(values[rid])
+            found = batch.get(row[rid])
             if found is None:
-                _fail(model, values[rid], sealer, _not_in_batch(seq, keys))
+                _fail(model, row[rid], sealer, _not_in_batch(seq, keys))
         else:
             if seq is None:  # one envelope per row (step 7)
                 plain = sealer.open_stored(bytes(raw), "outcomes")
             else:  # one row under its batch's key (step 8)
-                plain = _open_row(model, values[rid], seq, raw, sealer, keys)
+                plain = _open_row(model, row[rid], seq, raw, sealer, keys)
             found = fields_of(orjson.loads(plain))
-        for n, value in zip(at, found, strict=True):
-            values[n] = value
-        out.append(tuple(values))
+        out.append(pick(found + tuple(row)))
         opened = True
     if opened:
         out.sort(key=itemgetter(columns.index("ts"), rid))

@@ -10,13 +10,15 @@ that write and read them fast are in ``predictions.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import sqlalchemy as sa
 
 from ..core.encryption import SealedBytes, SealedRows
 from ..core.store import Schema, create_tables
 from ..profiles.reference import reference_table
-from .ids import id_key_table, outcome_keys_table
+from .ids import ID_KEY_NAME, digest_of_hex, id_key_table, outcome_keys_table
 
 __all__ = [
     "INGEST_SCHEMA",
@@ -220,6 +222,39 @@ def _outcome_batches(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"ALTER TABLE outcome_keys ADD COLUMN sealed {kind}"))
 
 
+def _short_digests(conn: sa.Connection) -> None:
+    """Store id digests as 22 base64 characters, not 32 hex ones (the same 128 bits)."""
+    k = id_key_table
+    key = conn.execute(
+        sa.select(k.c.state, k.c.migrated_batch).where(k.c.name == ID_KEY_NAME)
+    ).first()
+    if key is None:  # encryption never on: every id is as sent
+        return
+    i, o = prediction_ids_table, outcomes_table
+    ids = sa.select(i.c.model, i.c.id)
+    if key.state != "done":  # digested up to this batch so far (id_migration.py)
+        ids = ids.where(i.c.batch <= key.migrated_batch)
+    _rewrite_digests(conn, i, ids)
+    sealed = sa.or_(o.c.sealed.is_not(None), o.c.sealed_key.is_not(None))
+    _rewrite_digests(conn, o, sa.select(o.c.model, o.c.id).where(sealed))
+
+
+def _rewrite_digests(conn: sa.Connection, table: sa.Table, query: sa.Select[Any]) -> None:
+    params = [
+        {"m": model, "old": old, "new": new}
+        for model, old in conn.execute(query).all()
+        if (new := digest_of_hex(old)) is not None
+    ]
+    t = table
+    update = (
+        t.update()
+        .where(t.c.model == sa.bindparam("m"), t.c.id == sa.bindparam("old"))
+        .values(id=sa.bindparam("new"))
+    )
+    for start in range(0, len(params), 5000):
+        conn.execute(update, params[start : start + 5000])
+
+
 INGEST_SCHEMA = Schema(
     "ingest",
     [
@@ -238,5 +273,6 @@ INGEST_SCHEMA = Schema(
         _sealed_outcomes,
         _outcome_keys,
         _outcome_batches,
+        _short_digests,
     ],
 )
