@@ -99,3 +99,7 @@ class PredictionSink(OutcomeSource, Protocol):
     async def record_predictions(self, model: str, payload: object) -> dict[str, Any]:
         """Validate and store one batch, as ``POST /api/models/{name}/predictions``."""
         ...
+
+    async def stored_ids(self, model: str, ids: list[str]) -> list[str]:
+        """``ids`` of ``model`` as the store keys them (keyed digests with encryption on)."""
+        ...

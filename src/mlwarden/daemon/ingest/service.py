@@ -150,6 +150,10 @@ class IngestService(Service):
             raise NotFound(f"unknown model {model!r} (watched models: {known})")
         return state
 
+    async def stored_ids(self, model: str, ids: list[str]) -> list[str]:
+        """``ids`` of ``model`` as the store keys them (digests with encryption on: ids.py)."""
+        return await self.ledger.ids.digest(model, ids)
+
     async def record_predictions(
         self, model: str, payload: object, *, batch_id: str | None = None
     ) -> dict[str, Any]:

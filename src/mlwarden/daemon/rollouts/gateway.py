@@ -324,13 +324,15 @@ class Gateway:
             logger.warning("gateway: shadow %s@%s failed: %r", model, version, exc)
             values, latency, error = None, 0.0, True
         now = self.context.clock()
+        # The id as the store keys it (a digest with encryption on, like a prediction's).
+        stored = await self.ingest.stored_ids(model, [rec.id for rec in records])
         # Keyed by id: a repeated id is stored once (PostgreSQL's upsert refuses to touch
         # a row twice in one statement), its last prediction kept.
         rows = {
-            rec.id: {"model": model, "version": version, "id": rec.id, "ts": now,
-                     "prediction": None if values is None else json.dumps(values[i]),
-                     "latency": None if error else latency, "error": error}
-            for i, rec in enumerate(records)
+            sid: {"model": model, "version": version, "id": sid, "ts": now,
+                  "prediction": None if values is None else json.dumps(values[i]),
+                  "latency": None if error else latency, "error": error}
+            for i, sid in enumerate(stored)
         }  # fmt: skip
         async with self.context.store.begin() as conn:
             await conn.execute(upsert(conn.dialect, shadow_table), list(rows.values()))
@@ -340,9 +342,15 @@ class Gateway:
     async def shadow_sample(
         self, model: str, version: str, ids: np.ndarray, since: float, until: float
     ) -> dict[str, tuple[object, float | None, bool]]:
-        """Mirrored predictions of ``version`` for request ``ids``: {id: (pred, latency, error)}."""
+        """Mirrored predictions of ``version`` for request ``ids``: {id: (pred, latency, error)}.
+
+        Rows are keyed by the stored id (a digest with encryption on); a row stored in
+        clear before (a rollout running across the upgrade) is found by its id as well.
+        """
         t = shadow_table
-        wanted = {str(i) for i in ids.tolist()}
+        clear = [str(i) for i in ids.tolist()]
+        wanted = {c: c for c in clear}
+        wanted.update(zip(await self.ingest.stored_ids(model, clear), clear, strict=True))
         async with self.context.store.connect() as conn:
             rows = (await conn.execute(
                 sa.select(t.c.id, t.c.prediction, t.c.latency, t.c.error).where(
@@ -351,8 +359,8 @@ class Gateway:
                 )
             )).all()  # fmt: skip
         return {
-            r.id: (None if r.prediction is None else json.loads(r.prediction), r.latency,
-                   bool(r.error))
+            wanted[r.id]: (None if r.prediction is None else json.loads(r.prediction), r.latency,
+                           bool(r.error))
             for r in rows if r.id in wanted
         }  # fmt: skip
 

@@ -80,6 +80,8 @@ analyses_table = sa.Table(
 
 #: Predictions of a shadow (mirrored) candidate, kept to join the labels of the requests
 #: they mirrored: the user-facing prediction owns the request id on the ingest path.
+#: ``id`` is the request id as the ingest store keys it (a keyed digest with encryption
+#: on: ingest/ids.py).
 shadow_table = sa.Table(
     "shadow_predictions",
     _meta,
