@@ -1,6 +1,6 @@
 """What encryption at rest costs: ingest throughput and model load time, on and off.
 
-    python benchmarks/encryption.py [--batches 60] [--loads 8]
+    python benchmarks/encryption.py [--batches 60] [--loads 8] [--ids sequential|uuid]
 
 Both sides run in this process against a started Warden on a fresh base path (SQLite,
 MLflow SQLite), the same data, interleaved so machine noise hits both alike; each
@@ -10,8 +10,8 @@ figure is a median (ingest: of the rounds, alternating which side goes first).
    records x 50 numeric features (encoded beforehand), 4 concurrent senders; each call
    commits the batch (sealed: prediction batch, journal rows; the ids digested)
    before it returns. Records/s. Then a label for every stored prediction (1,000 per
-   call, 4 senders; with encryption on each call's outcomes are sealed under one data
-   key, itself sealed), labels/s, and one read of all the outcomes back (what a
+   call, 4 senders; with encryption on each call's outcomes are sealed together, one
+   document under one data key, itself sealed), labels/s, and one read of all the outcomes back (what a
    performance check reads; each opened), seconds.
 2. Model load, three ways, two daemons (off and on) started side by side and their
    loads interleaved (off, on, on, off, ...: ``--loads`` x ``--rounds`` of each), the
@@ -30,6 +30,11 @@ fresh daemons), the script counts the time spent inside ``Sealer.seal``/``open``
 runs and prints it as a share of their wall time: the direct cost of the cryptography,
 which machine noise does not move.
 
+``--ids``: the records' ids, ``sequential`` (``b3-17``: short, and each batch's ids
+land together in the id indexes with encryption off) or ``uuid`` (36 random characters,
+as many senders use). With encryption on the store keys ids by a 22-character keyed
+digest either way, so the choice moves the encryption-off side only.
+
 Goal (issue 22): the encrypted path costs < 10% of each.
 """
 
@@ -43,6 +48,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -79,8 +85,8 @@ def _timing(call: Callable[..., Any]) -> Callable[..., Any]:
     return timed
 
 
-# Envelopes (Sealer), and the rows a label batch seals under one data key (RowCipher:
-# the key's set-up, each row's seal and open).
+# Envelopes (Sealer), and what a label batch seals under one data key (RowCipher:
+# the key's set-up, the batch's seal and open; rows of older stores one each).
 for _cls, _names in (
     (_enc.Sealer, ("seal", "open")),
     (_enc.RowCipher, ("__init__", "seal", "open")),
@@ -107,16 +113,20 @@ def _timed_of(self: _ids.IdDigests, model: str, ids: list[str]) -> list[str]:
 _ids.IdDigests.of = _timed_of  # type: ignore[method-assign]
 
 
-def _bodies(batches: int, rows: int = 1000) -> list[bytes]:
+def _bodies(batches: int, ids: str = "sequential", rows: int = 1000) -> list[bytes]:
     rng = np.random.default_rng(0)
     out = []
     for b in range(batches):
         x = rng.normal(size=(rows, len(FEATURES)))
+        if ids == "uuid":
+            names = [str(uuid.UUID(bytes=rng.bytes(16), version=4)) for _ in range(rows)]
+        else:
+            names = [f"b{b}-{i}" for i in range(rows)]
         out.append(
             json.dumps(
                 {
                     "columns": {
-                        "id": [f"b{b}-{i}" for i in range(rows)],
+                        "id": names,
                         "features": {f: x[:, n].tolist() for n, f in enumerate(FEATURES)},
                         "prediction": x[:, 0].tolist(),
                     }
@@ -306,15 +316,15 @@ async def load_times(loads: int) -> tuple[dict[str, dict[bool, list[float]]], in
             await warden.stop()
 
 
-async def main(batches: int, loads: int, rounds: int) -> None:
-    bodies = _bodies(batches)
+async def main(batches: int, loads: int, rounds: int, ids: str) -> None:
+    bodies = _bodies(batches, ids)
     rates: dict[bool, list[float]] = {False: [], True: []}
     for n in range(rounds):
         for encrypted in (False, True) if n % 2 == 0 else (True, False):
             rates[encrypted].append(await ingest_rate(encrypted, bodies))
     times, size = await load_times(loads * rounds)
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    print(f"ingest (columnar, 1,000 x 50, {SENDERS} senders, median of {rounds} rounds)")
+    print(f"ingest (columnar, 1,000 x 50, {ids} ids, {SENDERS} senders, median of {rounds} rounds)")
     print(f"  encryption off: {off:10,.0f} records/s")
     print(f"  encryption on:  {on:10,.0f} records/s   cost {100 * (1 - on / off):+.1f}%")
     off, on = (statistics.median(r for r, _ in LABELS[side]) for side in (False, True))
@@ -353,5 +363,6 @@ if __name__ == "__main__":
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--loads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ids", choices=("sequential", "uuid"), default="sequential")
     args = parser.parse_args()
-    asyncio.run(main(args.batches, args.loads, args.rounds))
+    asyncio.run(main(args.batches, args.loads, args.rounds, args.ids))
