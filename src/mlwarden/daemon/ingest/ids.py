@@ -268,13 +268,16 @@ def open_outcomes(
     columns: Sequence[str],
     sealer: Sealer,
     keys: dict[int, OutcomeKey],
+    *,
+    ordered: bool = True,
 ) -> list[tuple[Any, ...]]:
     """``rows`` of ``columns`` of ``model``'s ``outcomes`` (the last two ``sealed_key``
     and the raw ``sealed`` value) as stored in clear: a sealed row's raw values in place
     of its NULLs, without those two.
 
-    ``rows`` come ordered by (ts, id); sealed ones are put back in that order by their
-    clear id, so outcomes (and sums over them) come in the same order either way.
+    ``rows`` come ordered by (ts, id) (``ordered``) or in any order; when any is sealed,
+    or they came in any order, they are sorted by (ts, clear id), so outcomes (and sums
+    over them) come in the same order either way.
     Runs in a thread. A row (or a batch) that fails to open raises DecryptionFailed
     naming it, reported for the audit; nothing of the read is returned.
     """
@@ -308,7 +311,7 @@ def open_outcomes(
             found = fields_of(orjson.loads(plain))
         out.append(pick(found + tuple(row)))
         opened = True
-    if opened:
+    if opened or not ordered:
         out.sort(key=itemgetter(columns.index("ts"), rid))
     return out
 

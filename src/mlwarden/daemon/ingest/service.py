@@ -257,8 +257,13 @@ class IngestService(Service):
             query = query.where(t.c.ts >= since)
         if until is not None:
             query = query.where(t.c.ts < until)
+        # With encryption on the rows are sealed and sorted by their clear ids once opened
+        # (open_outcomes): the store's order by digest would be wasted work.
+        ordered = not self.ledger.ids.enabled
+        if ordered:
+            query = query.order_by(t.c.ts, t.c.id)
         async with self.context.store.connect() as conn:
-            rows = (await conn.execute(query.order_by(t.c.ts, t.c.id))).all()
+            rows = (await conn.execute(query)).all()
             # The data keys of the sealed rows, one per label batch (with its outcomes).
             seqs = {row[-2] for row in rows if row[-2] is not None}
             keys = await outcome_keys(conn, seqs) if seqs else {}
@@ -267,7 +272,8 @@ class IngestService(Service):
 
         def build() -> Outcomes:  # in a thread: a label batch's outcomes are one decryption
             return _outcomes_from_rows(
-                open_outcomes(model, rows, _OUTCOME_COLUMNS, sealer, keys), classification
+                open_outcomes(model, rows, _OUTCOME_COLUMNS, sealer, keys, ordered=ordered),
+                classification,
             )
 
         return await asyncio.to_thread(build)
