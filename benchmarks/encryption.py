@@ -11,8 +11,8 @@ figure is a median (ingest: of the rounds, alternating which side goes first).
    commits the batch (sealed: prediction batch, journal rows; the ids digested)
    before it returns. Records/s. Then a label for every stored prediction (1,000 per
    call, 4 senders; with encryption on each call's outcomes are sealed together, one
-   document under one data key, itself sealed), labels/s, and one read of all the outcomes back (what a
-   performance check reads; each opened), seconds.
+   document under one data key, itself sealed), labels/s, and one read of all the
+   outcomes back (what a performance check reads; each batch opened), seconds.
 2. Model load, three ways, two daemons (off and on) started side by side and their
    loads interleaved (off, on, on, off, ...: ``--loads`` x ``--rounds`` of each), the
    median seconds per load:

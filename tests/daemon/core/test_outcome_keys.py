@@ -236,23 +236,41 @@ async def _make_step8(url: str, key_file: Path) -> int:
     return n
 
 
-async def test_a_store_of_step_8_migrates_and_its_rows_read_and_fail_as_before(
-    make_config, tmp_path
-):
-    key_file = tmp_path / "keys"
-    warden = await _labelled(make_config, key_file, [IDS[:4], IDS[4:6]])
+async def _older_store(make_config, key_file: Path, labelled: list[list[str]], make_old):
+    """A store with ``labelled`` batches and predictions for IDS[6:10] turned into an
+    older release's by ``make_old``, then started: (url, outcomes before, the daemon)."""
+    warden = await _labelled(make_config, key_file, labelled)
     url = warden.config.database_url
     try:
         await warden.ingest.record_predictions("cls", {"records": _records(IDS[6:10])})
         before = await _seen(warden)
     finally:
         await warden.stop()
-    assert await _make_step8(url, key_file) == 6
+    assert await make_old(url, key_file) == sum(map(len, labelled))
+    warden = await _started(make_config, key_file, enabled=True)  # the missing steps run
+    versions = await warden.store.schema_versions()
+    assert versions["ingest"] == len(INGEST_SCHEMA.steps)
+    return url, before, warden
 
-    warden = await _started(make_config, key_file, enabled=True)  # steps 9 and 10 run
+
+async def _read_without_the_old_key(make_config, key_file: Path, keys: dict, seen: list) -> None:
+    write_key_file(key_file, {"k2": keys["k2"]})  # the old key retired
+    warden = await _started(make_config, key_file, enabled=True)
     try:
-        versions = await warden.store.schema_versions()
-        assert versions["ingest"] == len(INGEST_SCHEMA.steps)
+        assert await _seen(warden) == seen
+    finally:
+        await warden.stop()
+        set_current_sealer(None)
+
+
+async def test_a_store_of_step_8_migrates_and_its_rows_read_and_fail_as_before(
+    make_config, tmp_path
+):
+    key_file = tmp_path / "keys"
+    url, before, warden = await _older_store(
+        make_config, key_file, [IDS[:4], IDS[4:6]], _make_step8
+    )
+    try:
         for table in ("outcomes", "prediction_ids"):  # the digests in their short form
             assert {len(r["id"]) for r in await store_sql(url, f"SELECT id FROM {table}")} == {22}
         assert await _seen(warden) == before  # the old rows read as before
@@ -278,13 +296,7 @@ async def test_a_store_of_step_8_migrates_and_its_rows_read_and_fail_as_before(
         assert (await warden.at_rest.status())["keys"]["k1"] == 0
     finally:
         await warden.stop()
-    write_key_file(key_file, {"k2": keys["k2"]})  # the old key retired
-    warden = await _started(make_config, key_file, enabled=True)
-    try:
-        assert await _seen(warden) == both
-    finally:
-        await warden.stop()
-        set_current_sealer(None)
+    await _read_without_the_old_key(make_config, key_file, keys, both)
 
 
 async def _make_legacy(url: str, key_file: Path) -> int:
@@ -306,27 +318,16 @@ async def test_an_existing_store_migrates_and_rotation_covers_old_and_new_rows(
     make_config, tmp_path
 ):
     key_file = tmp_path / "keys"
-    warden = await _labelled(make_config, key_file, [IDS[:5]])
-    url = warden.config.database_url
-    try:
-        await warden.ingest.record_predictions("cls", {"records": _records(IDS[5:10])})
-        before = await _seen(warden)
-    finally:
-        await warden.stop()
-    assert await _make_legacy(url, key_file) == 5
-
-    warden = await _started(make_config, key_file, enabled=True)  # steps 8 to 10 run
-    try:
-        versions = await warden.store.schema_versions()
-        assert versions["ingest"] == len(INGEST_SCHEMA.steps)
+    url, before, warden = await _older_store(make_config, key_file, [IDS[:6]], _make_legacy)
+    try:  # steps 8 to 10 ran
         assert await _seen(warden) == before  # the old rows read as before
-        assert await _label(warden, IDS[5:10]) == 5  # new ones sealed with their batch
+        assert await _label(warden, IDS[6:10]) == 4  # new ones sealed with their batch
         both = await _seen(warden)
         assert [s[0] for s in both] == sorted(IDS[:10])
         rows = await store_sql(url, "SELECT sealed, sealed_key FROM outcomes")
         old = [r for r in rows if r["sealed_key"] is None]
         assert all(r["sealed"] is None for r in rows if r["sealed_key"] is not None)
-        assert len(old) == 5 and all(key_id_of(bytes(r["sealed"])) == "k1" for r in old)
+        assert len(old) == 6 and all(key_id_of(bytes(r["sealed"])) == "k1" for r in old)
         status = await warden.at_rest.status()
         counted = status["keys"]["k1"]
         keys = await _rotate(warden, key_file, "k2")
@@ -339,10 +340,4 @@ async def test_an_existing_store_migrates_and_rotation_covers_old_and_new_rows(
         assert is_sealed(raw) and key_id_of(raw) == "k2"
     for row in await store_sql(url, "SELECT key FROM outcome_keys"):
         assert key_id_of(bytes(row["key"])) == "k2"
-    write_key_file(key_file, {"k2": keys["k2"]})  # the old key retired
-    warden = await _started(make_config, key_file, enabled=True)
-    try:
-        assert await _seen(warden) == both
-    finally:
-        await warden.stop()
-        set_current_sealer(None)
+    await _read_without_the_old_key(make_config, key_file, keys, both)

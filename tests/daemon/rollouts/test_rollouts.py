@@ -21,8 +21,13 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def rollout_warden(make_config, clock):
-    async with Warden(make_config(MODEL_CONFIG), clock=clock) as warden:
+async def rollout_warden(make_config, clock, request, tmp_path):
+    text = MODEL_CONFIG
+    if getattr(request, "param", None) == "encrypted":  # parametrized indirectly
+        key_file = tmp_path / "keys"
+        write_key_file(key_file, {"k1": new_key()})
+        text += f'[encryption]\nenabled = true\nkey_file = "{key_file}"\n'
+    async with Warden(make_config(text), clock=clock) as warden:
         yield warden
 
 
@@ -205,31 +210,25 @@ async def test_shadow_mirrors_without_user_impact(setup, clock):
     assert left == {}  # the mirrored answers are dropped once the rollout ended
 
 
-async def test_shadow_ids_are_digested_at_rest_with_encryption_on(
-    make_config, make_client, clock, tmp_path
-):
-    key_file = tmp_path / "keys"
-    write_key_file(key_file, {"k1": new_key()})
-    text = MODEL_CONFIG + f'[encryption]\nenabled = true\nkey_file = "{key_file}"\n'
-    async with Warden(make_config(text), clock=clock) as warden:
-        _stable, _good, bad = await register_models(warden)
-        client = await make_client(warden)
-        rollouts = warden.rollouts
-        await rollouts.start_rollout("price", bad, strategy="shadow", actor="alice")
-        clock.advance(1)
-        await send_traffic(client, 60, "customer", seed=9)
-        await rollouts.gateway.drain()
-        stored = await store_sql(warden.config.database_url, "SELECT id FROM shadow_predictions")
-        assert len(stored) == 60 and not any("customer" in r["id"] for r in stored)
-        # Found by the request ids as sent, as the analysis asks for them.
-        sample = await rollouts.gateway.shadow_sample(
-            "price", bad, np.array(["customer-0", "customer-7", "other"]), 0, 1e12
-        )
-        assert set(sample) == {"customer-0", "customer-7"}
-        clock.advance(60)
-        await rollouts.tick()
-        [analysis] = (await rollouts.deployment("price"))["rollout"]["analyses"]
-        assert analysis["samples"]["candidate_outcomes"] == 60
+@pytest.mark.parametrize("rollout_warden", ["encrypted"], indirect=True)
+async def test_shadow_ids_are_digested_at_rest_with_encryption_on(setup, clock):
+    warden, client, (_stable, _good, bad) = setup
+    rollouts = warden.rollouts
+    await rollouts.start_rollout("price", bad, strategy="shadow", actor="alice")
+    clock.advance(1)
+    await send_traffic(client, 60, "customer", seed=9)
+    await rollouts.gateway.drain()
+    stored = await store_sql(warden.config.database_url, "SELECT id FROM shadow_predictions")
+    assert len(stored) == 60 and not any("customer" in r["id"] for r in stored)
+    # Found by the request ids as sent, as the analysis asks for them.
+    sample = await rollouts.gateway.shadow_sample(
+        "price", bad, np.array(["customer-0", "customer-7", "other"]), 0, 1e12
+    )
+    assert set(sample) == {"customer-0", "customer-7"}
+    clock.advance(60)
+    await rollouts.tick()
+    [analysis] = (await rollouts.deployment("price"))["rollout"]["analyses"]
+    assert analysis["samples"]["candidate_outcomes"] == 60
 
 
 async def test_bad_input_is_refused_without_partial_state(setup):
