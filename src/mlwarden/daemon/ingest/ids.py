@@ -233,7 +233,7 @@ async def outcome_keys(conn: AsyncConnection, seqs: set[int]) -> dict[int, Outco
             t.c.seq.in_(wanted[start : start + _KEYS_PER_READ])
         )
         for seq, key, sealed in (await conn.execute(query)).all():
-            out[int(seq)] = OutcomeKey(RowCipher(bytes(key)), None if sealed is None else sealed)
+            out[int(seq)] = OutcomeKey(RowCipher(bytes(key)), sealed)
     return out
 
 
