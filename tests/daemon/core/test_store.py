@@ -199,3 +199,28 @@ async def test_a_failed_start_stops_what_started_and_releases_the_store(make_con
     assert warden.daemon_lock is not None and not warden.daemon_lock.held
     async with Warden(config) as again:
         assert again.daemon_lock is not None and again.daemon_lock.held
+
+
+async def test_a_stop_cancels_no_task_in_the_middle_of_a_statement(make_config):
+    warden = Warden(make_config())
+    await warden.start()
+    invalidated: list[BaseException | None] = []
+    sa.event.listen(
+        warden.store.engine.sync_engine, "invalidate", lambda _c, _r, exc: invalidated.append(exc)
+    )
+    started = asyncio.Event()
+
+    async def busy_writer() -> None:
+        # Always in a transaction but for the moment between two.
+        while True:
+            async with warden.store.begin() as conn:
+                await conn.execute(sa.text("UPDATE cluster_members SET heartbeat_at = 0"))
+                started.set()
+                await conn.execute(sa.text("SELECT count(*) FROM audit_log"))
+
+    warden.spawn(busy_writer(), name="busy-writer")
+    await started.wait()
+    await warden.stop()
+    # Cancelled mid-statement, SQLAlchemy invalidates the connection (CancelledError);
+    # the stop waits for the moment between two transactions instead.
+    assert invalidated == []

@@ -41,6 +41,9 @@ __all__ = ["Clock", "Context", "PluginClasses", "await_me_maybe"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a stop waits, in all, for its tasks to be out of the store before cancelling.
+_QUIET_WAIT = 2.0
+
 #: Unix time now; tests inject a clock they move by hand.
 Clock = Callable[[], float]
 
@@ -200,9 +203,18 @@ class Context:
             self.record_error(task.get_name(), repr(task.exception()))
 
     async def cancel_tasks(self, timeout: float) -> None:
-        """Cancel every owned task and wait up to ``timeout`` for them to end."""
+        """Cancel every owned task and wait up to ``timeout`` for them to end.
+
+        A task is cancelled while it holds no connection of the store (waiting for
+        that up to :data:`_QUIET_WAIT` in all): cut in the middle of a statement,
+        SQLAlchemy would invalidate its connection rather than end its transaction.
+        """
         tasks = list(self._tasks)
+        loop = asyncio.get_running_loop()
+        quiet_until = loop.time() + min(timeout, _QUIET_WAIT)
         for task in tasks:
+            while self.store.busy(task) and loop.time() < quiet_until:
+                await asyncio.sleep(0.005)
             task.cancel()
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=timeout)

@@ -136,8 +136,8 @@ class Store:
         self._session_engine: AsyncEngine | None = None
         #: Whether the store is out of reach now (core/outage.py); logged once per outage.
         self.outage = Outage(redact_uri(url))
-        #: Who holds each pooled connection checked out now: (task name, since).
-        self._held: dict[int, tuple[str, float]] = {}
+        #: Who holds each pooled connection checked out now: (task, since).
+        self._held: dict[int, tuple[asyncio.Task[Any] | None, float]] = {}
 
     @property
     def is_sqlite(self) -> bool:
@@ -213,7 +213,7 @@ class Store:
             task = asyncio.current_task()
         except RuntimeError:  # no loop in this thread
             task = None
-        self._held[id(record)] = (task.get_name() if task else "?", time.monotonic())
+        self._held[id(record)] = (task, time.monotonic())
 
     def _checked_in(self, _dbapi_conn: Any, record: Any) -> None:
         self._held.pop(id(record), None)
@@ -223,7 +223,15 @@ class Store:
         31.2s, ..."; "none"): what to look at when the store says it is locked."""
         now = time.monotonic()
         held = sorted(self._held.values(), key=lambda held: held[1])
-        return ", ".join(f"{name} for {now - since:.1f}s" for name, since in held) or "none"
+        return (
+            ", ".join(f"{t.get_name() if t else '?'} for {now - since:.1f}s" for t, since in held)
+            or "none"
+        )
+
+    def busy(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` holds a pooled connection now (is in a statement or a
+        transaction): cancelled there, its connection would be invalidated mid-way."""
+        return any(held is task for held, _ in self._held.values())
 
     async def close(self) -> None:
         for conn in list(self._sessions):
