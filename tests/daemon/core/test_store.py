@@ -201,6 +201,10 @@ async def test_a_failed_start_stops_what_started_and_releases_the_store(make_con
         assert again.daemon_lock is not None and again.daemon_lock.held
 
 
+# SQLite: a connection invalidated there may stay open with its lock. On PostgreSQL the
+# pool's pre-ping runs before a checkout is recorded (Store.busy), and a connection cut
+# there is ended by the server.
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 async def test_a_stop_cancels_no_task_in_the_middle_of_a_statement(make_config):
     warden = Warden(make_config())
     await warden.start()

@@ -230,7 +230,9 @@ class Store:
 
     def busy(self, task: asyncio.Task[Any]) -> bool:
         """Whether ``task`` holds a pooled connection now (is in a statement or a
-        transaction): cancelled there, its connection would be invalidated mid-way."""
+        transaction): cancelled there, its connection would be invalidated mid-way.
+        On PostgreSQL the pool's pre-ping runs before the checkout is recorded; a task
+        cancelled in it loses that connection, whose transaction the server ends."""
         return any(held is task for held, _ in self._held.values())
 
     async def close(self) -> None:
