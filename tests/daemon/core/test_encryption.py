@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from mlwarden.daemon.core.encryption import Sealer, key_id_of
+from mlwarden.daemon.core.encryption import (
+    Presealed,
+    SealedBytes,
+    Sealer,
+    current_sealer,
+    is_sealed,
+    key_id_of,
+    set_current_sealer,
+)
 from mlwarden.daemon.core.keys import (
     format_keyring,
     load_keyring,
@@ -81,6 +89,41 @@ def test_rewrap_changes_the_key_id_and_keeps_the_body():
     assert Sealer(parse_keyring(format_keyring(only_new), "t")).open(rewrapped, "p", "o") == (
         b"payload"
     )
+
+
+def test_a_value_sealed_ahead_is_stored_once_sealed_and_only_for_its_column():
+    """SealedBytes.seal_ahead (a writer seals outside its transaction): bound as it is,
+    never sealed twice, and bound to its column's purpose like a value sealed at bind."""
+    meta = sa.MetaData()
+    batches = sa.Table("batches", meta, sa.Column("data", SealedBytes("prediction_batches")))
+    journal = sa.Table("journal", meta, sa.Column("data", SealedBytes("ingest_journal")))
+    raw = sa.type_coerce(batches.c.data, sa.LargeBinary())
+    engine = sa.create_engine("sqlite://")
+    meta.create_all(engine)
+    previous = current_sealer()
+    try:
+        set_current_sealer(None)  # encryption off: the value itself, unmarked
+        assert type(batches.c.data.type.seal_ahead(b"plain")) is bytes
+        sealer = Sealer(_ring("k1"))
+        set_current_sealer(sealer)
+        ahead = batches.c.data.type.seal_ahead(b"customer-4711 predictions")
+        assert isinstance(ahead, Presealed) and is_sealed(ahead)
+        with engine.begin() as conn:
+            conn.execute(batches.insert(), [{"data": ahead}, {"data": b"sealed at bind"}])
+            conn.execute(journal.insert().values(data=ahead))  # another column's purpose
+            stored = [bytes(r[0]) for r in conn.execute(sa.select(raw))]
+            assert stored[0] == ahead  # as sealed ahead, not sealed again
+            assert all(b"customer-4711" not in v and is_sealed(v) for v in stored)
+            assert sealer.open(stored[0], "prediction_batches", "row 1") == (
+                b"customer-4711 predictions"
+            )
+            read = [r[0] for r in conn.execute(sa.select(batches.c.data))]
+            assert read == [b"customer-4711 predictions", b"sealed at bind"]
+            with pytest.raises(DecryptionFailed, match="tag does not match"):
+                conn.execute(sa.select(journal.c.data)).all()
+    finally:
+        set_current_sealer(previous)
+        engine.dispose()
 
 
 # -- key sources ----------------------------------------------------------------------

@@ -46,6 +46,7 @@ __all__ = [
     "ROW_MAGIC",
     "TEXT_PREFIX",
     "Envelope",
+    "Presealed",
     "RowCipher",
     "SealedBytes",
     "SealedRows",
@@ -341,6 +342,10 @@ def open_text(text: str, purpose: str, what: str) -> str:
     return _active().open_text(text, purpose, what)
 
 
+class Presealed(bytes):
+    """A value :meth:`SealedBytes.seal_ahead` sealed for its column: bound as it is."""
+
+
 class SealedBytes(sa.types.TypeDecorator[bytes]):
     """A binary column whose values are sealed with the daemon's key ring when it has one.
 
@@ -356,8 +361,17 @@ class SealedBytes(sa.types.TypeDecorator[bytes]):
         super().__init__()
         self.purpose = purpose
 
+    def seal_ahead(self, value: bytes) -> bytes:
+        """``value`` sealed as binding it would seal it, marked so that binding stores it
+        as is: for a writer that seals what it will store beforehand, in a thread, and
+        not in its transaction (a batch of predictions takes a fraction of a millisecond)."""
+        sealer = _active()
+        return Presealed(sealer.seal(bytes(value), self.purpose)) if sealer.enabled else value
+
     def process_bind_param(self, value: bytes | None, dialect: sa.Dialect) -> bytes | None:
-        return None if value is None else _active().seal(bytes(value), self.purpose)
+        if value is None or type(value) is Presealed:
+            return value
+        return _active().seal(bytes(value), self.purpose)
 
     def process_result_value(self, value: bytes | None, dialect: sa.Dialect) -> bytes | None:
         if value is None:

@@ -42,12 +42,13 @@ batch's key (``sealed_key`` set, the key's document NULL); both are opened as be
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 from binascii import Error as BinasciiError
 from binascii import a2b_base64, b2a_base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -77,6 +78,8 @@ _DIGEST_BYTES = 16  # 128 bits: 22 base64 characters (short keys, small indexes)
 _DIGEST_CHARS = 22
 #: Ids from which :meth:`IdDigests.digest` leaves the event loop.
 _IN_THREAD = 256
+
+T = TypeVar("T")
 
 id_key_table = sa.Table(
     "ingest_id_key",
@@ -154,9 +157,14 @@ class IdDigests:
 
     async def digest(self, model: str, ids: list[str]) -> list[str]:
         """:meth:`of`, in a thread for a large batch (an HMAC costs a few microseconds)."""
-        if self._key is None or len(ids) < _IN_THREAD:
-            return self.of(model, ids)
-        return await asyncio.to_thread(self.of, model, ids)
+        return await self.run(len(ids), functools.partial(self.of, model, ids))
+
+    async def run(self, records: int, work: Callable[[], T]) -> T:
+        """``work()`` (digests, seals) for a batch of ``records``: in a thread when it is
+        large and encryption is on, so neither the event loop nor the writer waits."""
+        if self._key is None or records < _IN_THREAD:
+            return work()
+        return await asyncio.to_thread(work)
 
 
 def _encode(digest: bytes) -> str:

@@ -30,6 +30,7 @@ from .ids import IdDigests, purge_outcome_keys
 from .labels import label_write
 from .orphans import JournalTaken, adopt_gone, rebuild_open
 from .predictions import (
+    at_rest,
     check_new_ids,
     claim_batch_id,
     insert_rows,
@@ -207,8 +208,8 @@ class Ledger:
         batch = prepared.batch
         fingerprint = state.layout.fingerprint
         replayed = False
-        clear = batch.ids.tolist()
-        ids = await self.ids.digest(name, clear)
+        stored = await at_rest(self.ids, name, prepared)
+        clear, ids = stored.clear, stored.ids
 
         async def write(conn: AsyncConnection) -> None:
             nonlocal replayed
@@ -231,10 +232,12 @@ class Ledger:
             ):
                 replayed = True  # another daemon stored it since known_batch looked
                 return
-            await store_predictions(conn, name, batch, prepared.predictions, ids)
+            await store_predictions(conn, name, batch, stored.predictions, ids)
             journal = [
                 (name, version, start, fingerprint, blob, self.writer)
-                for (version, start), blob, _ in prepared.parts
+                for ((version, start), _, _), blob in zip(
+                    prepared.parts, stored.journal, strict=True
+                )
             ]
             await insert_rows(conn, journal_table, journal, skip_first=True)
 

@@ -11,7 +11,7 @@ batch, and a sender's batch id is claimed the same way (:func:`claim_batch_id`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypedDict, cast
+from typing import NamedTuple, TypedDict, cast
 
 import numpy as np
 import orjson
@@ -22,14 +22,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..core.encryption import SealedBytes
 from ..core.store import insert_ignore
 from .batches import BatchRejected, PredictionBatch
+from .ids import IdDigests
+from .prepare import PreparedBatch
 from .tables import (
     batch_ids_table,
+    journal_table,
     prediction_batches_table,
     prediction_ids_table,
 )
 
 __all__ = [
+    "AtRest",
     "StoredPrediction",
+    "at_rest",
     "check_new_ids",
     "claim_batch_id",
     "count_stored",
@@ -45,6 +50,32 @@ __all__ = [
 #: (each at most ``monitoring.max_batch_records`` rows), however many the labels touch.
 _BATCHES_PER_READ = 16
 _TEXTS = ARRAY(sa.String)
+
+
+class AtRest(NamedTuple):
+    """A prepared batch as the writer stores it (:func:`at_rest`)."""
+
+    clear: list[str]  # its ids as sent
+    ids: list[str]  # as the store keys them (ids.IdDigests: digests with encryption on)
+    predictions: bytes  # its prediction_batches blob, sealed
+    journal: list[bytes]  # the journal blob of each of its parts, sealed
+
+
+async def at_rest(digests: IdDigests, model: str, prepared: PreparedBatch) -> AtRest:
+    """``prepared`` as it is stored, made before the writer takes it: its ids digested and
+    its blobs sealed (SealedBytes.seal_ahead) in a thread for a large batch with
+    encryption on, outside the single writer's transaction and the event loop."""
+    clear = prepared.batch.ids.tolist()
+    data = cast("SealedBytes", prediction_batches_table.c.data.type)
+    columns = cast("SealedBytes", journal_table.c.columns.type)
+
+    def make() -> AtRest:
+        journal = [columns.seal_ahead(blob) for _, blob, _ in prepared.parts]
+        return AtRest(
+            clear, digests.of(model, clear), data.seal_ahead(prepared.predictions), journal
+        )
+
+    return await digests.run(len(clear), make)
 
 
 async def insert_rows(
