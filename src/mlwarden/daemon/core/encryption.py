@@ -349,9 +349,10 @@ class Presealed(bytes):
 class SealedBytes(sa.types.TypeDecorator[bytes]):
     """A binary column whose values are sealed with the daemon's key ring when it has one.
 
-    Values are sealed as they are bound and opened as they are read, so every query
-    through SQLAlchemy sees plaintext; a value that fails to open raises
-    :class:`~mlwarden.errors.DecryptionFailed` naming the table and column.
+    Values are sealed as they are bound (or beforehand: :meth:`seal_ahead`) and opened
+    as they are read, so every query through SQLAlchemy sees plaintext; a value that
+    fails to open raises :class:`~mlwarden.errors.DecryptionFailed` naming the table and
+    column.
     """
 
     impl = sa.LargeBinary
