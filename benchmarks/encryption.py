@@ -1,6 +1,7 @@
 """What encryption at rest costs: ingest throughput and model load time, on and off.
 
     python benchmarks/encryption.py [--batches 60] [--loads 8] [--ids sequential|uuid]
+                                    [--ids-at-rest digest|clear]
 
 Both sides run in this process against a started Warden on a fresh base path (SQLite,
 MLflow SQLite), the same data, interleaved so machine noise hits both alike; each
@@ -34,6 +35,9 @@ which machine noise does not move.
 land together in the id indexes with encryption off) or ``uuid`` (36 random characters,
 as many senders use). With encryption on the store keys ids by a 22-character keyed
 digest either way, so the choice moves the encryption-off side only.
+
+``--ids-at-rest``: the encrypted side's ``[encryption] ids``: ``digest`` (the default)
+or ``clear`` (ids kept as sent, everything stored with them sealed: docs/security.md).
 
 Goal (issue 22): the encrypted path costs < 10% of each.
 """
@@ -136,6 +140,10 @@ def _bodies(batches: int, ids: str = "sequential", rows: int = 1000) -> list[byt
     return out
 
 
+#: The encrypted side's ``[encryption] ids`` (--ids-at-rest).
+IDS_AT_REST = ["digest"]
+
+
 def _config(base: Path, encrypted: bool) -> str:
     key_file = base / "keys"
     write_key_file(key_file, {"k1": new_key()})
@@ -145,6 +153,7 @@ base_path = "{base}"
 [encryption]
 enabled = {"true" if encrypted else "false"}
 key_file = "{key_file}"
+ids = "{IDS_AT_REST[0]}"
 [[models]]
 name = "bench"
 features = {json.dumps(FEATURES)}
@@ -324,7 +333,10 @@ async def main(batches: int, loads: int, rounds: int, ids: str) -> None:
             rates[encrypted].append(await ingest_rate(encrypted, bodies))
     times, size = await load_times(loads * rounds)
     off, on = statistics.median(rates[False]), statistics.median(rates[True])
-    print(f"ingest (columnar, 1,000 x 50, {ids} ids, {SENDERS} senders, median of {rounds} rounds)")
+    print(
+        f"ingest (columnar, 1,000 x 50, {ids} ids, stored {IDS_AT_REST[0]} with encryption on, "
+        f"{SENDERS} senders, median of {rounds} rounds)"
+    )
     print(f"  encryption off: {off:10,.0f} records/s")
     print(f"  encryption on:  {on:10,.0f} records/s   cost {100 * (1 - on / off):+.1f}%")
     off, on = (statistics.median(r for r, _ in LABELS[side]) for side in (False, True))
@@ -364,5 +376,7 @@ if __name__ == "__main__":
     parser.add_argument("--loads", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ids", choices=("sequential", "uuid"), default="sequential")
+    parser.add_argument("--ids-at-rest", choices=("digest", "clear"), default="digest")
     args = parser.parse_args()
+    IDS_AT_REST[0] = args.ids_at_rest
     asyncio.run(main(args.batches, args.loads, args.rounds, args.ids))

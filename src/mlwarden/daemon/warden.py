@@ -249,6 +249,11 @@ class Warden(Context):
                 logger.warning("daemon.%s changed: takes effect after a restart", key)
         if (config.database_url, config.store) != (old.database_url, old.store):
             logger.warning("[store] changed: takes effect after a restart")
+        if config.encryption.ids != old.encryption.ids:
+            logger.warning(
+                "encryption.ids changed: ignored; a store keeps the choice of its first "
+                "start with encryption on (docs/security.md)"
+            )
         self.config = config
         try:
             for service in self._started:

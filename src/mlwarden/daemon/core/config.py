@@ -213,6 +213,10 @@ class EncryptionConfig:
     key_file: str = ""  # ID:BASE64 lines, mode 0600, owned by the daemon's user
     key_env: str = "MLWARDEN_ENCRYPTION_KEYS"
     credential: str = "mlwarden-keys"  # systemd credential name ($CREDENTIALS_DIRECTORY)
+    # Prediction and label ids at rest: "digest" (keyed digests: ids may be customer
+    # identifiers) or "clear" (ids as sent, the rest sealed). Fixed per store at the
+    # first start with encryption on (docs/security.md, "Ids").
+    ids: Literal["digest", "clear"] = "digest"
 
 
 @dataclass(frozen=True)

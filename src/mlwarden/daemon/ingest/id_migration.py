@@ -7,17 +7,22 @@
   refuses without the key ring: encryption cannot be turned off for such a store
   (docs/security.md).
 - Encryption on: the id key is read, or made at the first start (one random 32-byte
-  secret, sealed). A store that holds sealed outcomes but no id key lost it: the start
-  stops, naming it. While the key's ``state`` is not ``done``, ids stored in clear
-  (by a start with encryption off, or by a release before ids were digested) are
-  rewritten: the ``prediction_ids`` of each stored batch from the clear ids in its
-  blob (the blob is sealed on the way if it was in clear), then each ``outcomes`` row
-  whose raw values are not sealed yet (sealed together per chunk and model under one
-  data key, stored in the chunk's transaction: ids.py). Each chunk is one transaction
-  that also moves the progress (``migrated_batch``; an outcome's ``sealed_key``); a
-  start killed midway resumes where the last commit left it, and the rewrite derives every digest
-  from a clear id, so doing a chunk twice writes the same rows. On PostgreSQL an
-  advisory lock keeps two daemons from rewriting the same chunk at once.
+  secret, sealed). Its row's ``state`` also records how the store keeps ids, fixed at
+  that start: digested (``migrating``, then ``done``), or as sent with
+  ``[encryption] ids = "clear"`` (``sealing``, then ``clear``: the rewrite below with
+  the identity for a digest, which seals what was stored in clear and keeps the ids).
+  A start asking for the other way is refused. A store that holds sealed outcomes but
+  no id key lost it: the start stops, naming it. While the key's ``state`` is not
+  ``done`` (or ``clear``), ids stored in clear (by a start with encryption off, or by a
+  release before ids were digested) are rewritten: the ``prediction_ids`` of each
+  stored batch from the clear ids in its blob (the blob is sealed on the way if it was
+  in clear), then each ``outcomes`` row whose raw values are not sealed yet (sealed
+  together per chunk and model under one data key, stored in the chunk's transaction:
+  ids.py). Each chunk is one transaction that also moves the progress
+  (``migrated_batch``; an outcome's ``sealed_key``); a start killed midway resumes
+  where the last commit left it, and the rewrite derives every digest from a clear id,
+  so doing a chunk twice writes the same rows. On PostgreSQL an advisory lock keeps two
+  daemons from rewriting the same chunk at once.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ...errors import DecryptionFailed
+from ...errors import ConfigError, DecryptionFailed
 from ..core.encryption import Sealer, is_sealed
 from ..core.store import INGEST_LOCKS, Store, insert_ignore, lock_for_transaction
 from .ids import ID_KEY_NAME, RAW_OUTCOME, IdDigests, id_key_table, seal_outcomes
@@ -42,6 +47,12 @@ __all__ = ["ID_KEY_WHAT", "migrate_ids", "prepare_ids"]
 logger = logging.getLogger(__name__)
 
 ID_KEY_WHAT = f"the id key (ingest_id_key row name={ID_KEY_NAME!r})"
+# The key row's state: ids digested (rewriting those stored in clear, then done), or
+# kept in clear with ``[encryption] ids = "clear"`` (sealing what was stored in clear
+# with them, then clear).
+_MIGRATING, _DONE = "migrating", "done"
+_SEALING, _CLEAR = "sealing", "clear"
+_CLEAR_STATES = (_SEALING, _CLEAR)
 _KEY_BYTES = 32
 #: Stored batches (each up to monitoring.max_batch_records ids) per transaction.
 _BATCHES_PER_CHUNK = 8
@@ -49,9 +60,18 @@ _OUTCOMES_PER_CHUNK = 500
 
 
 async def prepare_ids(
-    store: Store, sealer: Sealer, clock: Callable[[], float] = time.time
+    store: Store,
+    sealer: Sealer,
+    clock: Callable[[], float] = time.time,
+    *,
+    clear: bool = False,
 ) -> IdDigests:
-    """How this start stores ids (see the module doc); DecryptionFailed on a lost key."""
+    """How this start stores ids (see the module doc); DecryptionFailed on a lost key.
+
+    ``clear`` (``[encryption] ids = "clear"``): ids are kept as sent, everything stored
+    with them sealed. A store keeps the choice of its first start with encryption on
+    (the key row's ``state``); a start asking for the other is refused (ConfigError).
+    """
     if not sealer.enabled:
         return IdDigests()
     key, state = await _read_key(store, sealer)
@@ -64,16 +84,36 @@ async def prepare_ids(
                     key=secrets.token_bytes(_KEY_BYTES),
                     created_at=clock(),
                     migrated_batch=0,
-                    state="migrating",
+                    state=_SEALING if clear else _MIGRATING,
                 )
             )
         key, state = await _read_key(store, sealer)  # another daemon's, if it made one first
         assert key is not None
-        logger.info("made the store's id key: prediction and label ids are stored digested")
-    digests = IdDigests(key)
-    if state != "done":
+        if clear == (state in _CLEAR_STATES):
+            logger.info(
+                "made the store's id key: prediction and label ids are stored %s",
+                "as sent, the rest sealed" if clear else "digested",
+            )
+    if clear != (state in _CLEAR_STATES):
+        raise ConfigError(_switch_refused(clear))
+    digests = IdDigests(None if clear else key, sealing=True)
+    if state not in (_DONE, _CLEAR):
         await migrate_ids(store, sealer, digests, clock)
     return digests
+
+
+def _switch_refused(clear: bool) -> str:
+    if clear:
+        return (
+            "encryption.ids: this store keeps prediction and label ids digested, so "
+            '"clear" would not find them; set ids = "digest" (it is fixed per store at '
+            "its first start with encryption on: docs/security.md)"
+        )
+    return (
+        'encryption.ids: this store keeps prediction and label ids in clear (ids = "clear" '
+        'at its first start with encryption on), so "digest" would not find them; set '
+        'ids = "clear" (it is fixed per store: docs/security.md)'
+    )
 
 
 async def _read_key(store: Store, sealer: Sealer) -> tuple[bytes | None, str]:
@@ -108,24 +148,32 @@ async def _refuse_lost_key(store: Store) -> None:
 
 
 async def migrate_ids(
-    store: Store, sealer: Sealer, digests: IdDigests, clock: Callable[[], float] = time.time
+    store: Store,
+    sealer: Sealer,
+    digests: IdDigests,
+    clock: Callable[[], float] = time.time,
 ) -> None:
-    """Rewrite the ids stored in clear into digests, chunk by chunk (module doc)."""
+    """Rewrite the ids stored in clear into digests, chunk by chunk (module doc). With
+    the identity for ``digests`` (ids kept in clear) the ids stay as they are and what
+    was stored in clear with them is sealed."""
     batches = outcomes = 0
+    doing = "digesting" if digests.enabled else "sealing what is stored with"
     while (n := await _batch_chunk(store, sealer, digests)) is not None:
         batches += n
         if batches % 1000 < n:
-            logger.info("digesting stored prediction ids: %d batches done", batches)
+            logger.info("%s stored prediction ids: %d batches done", doing, batches)
     while n := await _outcome_chunk(store, digests, clock):
         outcomes += n
         if outcomes % 10000 < n:
-            logger.info("digesting stored outcome ids: %d outcomes done", outcomes)
+            logger.info("%s stored outcome ids: %d outcomes done", doing, outcomes)
     async with store.begin() as conn:
         t = id_key_table
-        await conn.execute(t.update().where(t.c.name == ID_KEY_NAME).values(state="done"))
+        final = _DONE if digests.enabled else _CLEAR
+        await conn.execute(t.update().where(t.c.name == ID_KEY_NAME).values(state=final))
     if batches or outcomes:
         logger.info(
-            "stored ids digested: %d prediction batches and %d outcomes rewritten",
+            "stored ids %s: %d prediction batches and %d outcomes rewritten",
+            "digested" if digests.enabled else "kept in clear, their values sealed",
             batches,
             outcomes,
         )
@@ -199,8 +247,8 @@ async def _outcome_chunk(store: Store, digests: IdDigests, clock: Callable[[], f
             digest = dict(zip(clear_ids, digests.of(model, clear_ids), strict=True))
             stored = await seal_outcomes(conn, raw, digest, now, True)
             params += [
-                {"m": model, "old": old["id"], "new": new["id"], "key": new["sealed_key"]}
-                for old, new in zip(raw, stored, strict=True)
+                {"m": model, "old": old, "new": new["id"], "key": new["sealed_key"]}
+                for old, new in zip(clear_ids, stored, strict=True)
             ]
         await conn.execute(update, params)
     return len(rows)

@@ -48,7 +48,7 @@ from binascii import Error as BinasciiError
 from binascii import a2b_base64, b2a_base64
 from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 
 import orjson
 import sqlalchemy as sa
@@ -125,12 +125,16 @@ RAW_OUTCOME = (
 class IdDigests:
     """Turns the ids of a model into what the store keys them by (see the module doc)."""
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, *, sealing: bool = False) -> None:
         self._key = key
         self._macs: dict[str, hmac.HMAC] = {}
+        #: Encryption is on: what is stored with the ids is sealed (with a key, or with
+        #: ``[encryption] ids = "clear"``, where the ids themselves are kept as sent).
+        self.sealing = sealing or key is not None
 
     @property
     def enabled(self) -> bool:
+        """Ids are digested."""
         return self._key is not None
 
     def _mac(self, model: str) -> hmac.HMAC:
@@ -157,12 +161,14 @@ class IdDigests:
 
     async def digest(self, model: str, ids: list[str]) -> list[str]:
         """:meth:`of`, in a thread for a large batch (an HMAC costs a few microseconds)."""
+        if self._key is None:
+            return list(ids)
         return await self.run(len(ids), functools.partial(self.of, model, ids))
 
     async def run(self, records: int, work: Callable[[], T]) -> T:
         """``work()`` (digests, seals) for a batch of ``records``: in a thread when it is
         large and encryption is on, so neither the event loop nor the writer waits."""
-        if self._key is None or records < _IN_THREAD:
+        if not self.sealing or records < _IN_THREAD:
             return work()
         return await asyncio.to_thread(work)
 
@@ -198,7 +204,7 @@ async def seal_outcomes(
     enabled: bool,
 ) -> list[dict[str, Any]]:
     """``outcomes`` rows (their ``id`` the clear id, all of one model) keyed by
-    ``digest[id]``, as they are stored.
+    ``digest[id]``, as they are stored (with encryption on: ``rows``, changed in place).
 
     ``enabled`` (encryption on): their raw values are sealed together under a fresh data
     key, stored with it as one ``outcome_keys`` row in ``conn``'s transaction; the rows
@@ -209,18 +215,40 @@ async def seal_outcomes(
             {**row, "id": digest[row["id"]], "sealed": None, "sealed_key": None} for row in rows
         ]
     model = rows[0]["model"]
-    stored = [digest[row["id"]] for row in rows]
-    document = {"stored": stored, **{name: [row[name] for row in rows] for name in RAW_OUTCOME}}
+    stored = [digest[i] for i in map(itemgetter("id"), rows)]
+    document = {"stored": stored, **{n: list(map(itemgetter(n), rows)) for n in RAW_OUTCOME}}
     cipher = RowCipher.generate()
     sealed = cipher.seal(orjson.dumps(document), _batch_aad(model))
-    t = outcome_keys_table
-    inserted = await conn.execute(
-        t.insert().values(model=model, created_at=now, key=cipher.key, sealed=sealed)
-    )
-    assert inserted.inserted_primary_key is not None
-    seq = int(inserted.inserted_primary_key[0])
+    seq = await _insert_key(conn, model, now, cipher.key, sealed)
     cleared = {**dict.fromkeys(RAW_OUTCOME[1:]), "sealed": None, "sealed_key": seq}
-    return [{**row, **cleared, "id": s} for row, s in zip(rows, stored, strict=True)]
+    for row, s in zip(rows, stored, strict=True):  # the caller's rows, made for this call
+        row.update(cleared)
+        row["id"] = s
+    return rows
+
+
+async def _insert_key(
+    conn: AsyncConnection, model: str, now: float, key: bytes, sealed: bytes
+) -> int:
+    """Store a label batch's ``outcome_keys`` row (its data key sealed on the way); its seq.
+
+    On SQLite one statement at the driver level: SQLAlchemy's insert costs several
+    times the 90 kB write of a batch's document.
+    """
+    t = outcome_keys_table
+    if conn.dialect.name != "sqlite":
+        inserted = await conn.execute(
+            t.insert().values(model=model, created_at=now, key=key, sealed=sealed)
+        )
+        assert inserted.inserted_primary_key is not None
+        return int(inserted.inserted_primary_key[0])
+    sealed_key = cast(SealedBytes, t.c.key.type).seal_ahead(key)
+    result = await conn.exec_driver_sql(
+        "INSERT INTO outcome_keys (model, created_at, key, sealed) VALUES (?, ?, ?, ?)",
+        (model, now, sealed_key, sealed),
+    )
+    assert result.lastrowid is not None
+    return int(result.lastrowid)
 
 
 class OutcomeKey(NamedTuple):

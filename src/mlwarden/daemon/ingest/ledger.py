@@ -265,7 +265,7 @@ class Ledger:
             labels,
             stored,
             classification=state.config.task == "classification",
-            sealed=self.ids.enabled,
+            sealed=self.ids.sealing,
             now=self.context.clock(),
         )
         matched = await self.submit(Work(write, _ignore))

@@ -81,7 +81,12 @@ class IngestService(Service):
         # Ids are digested with encryption on (ids.py); ids stored in clear before are
         # rewritten first (id_migration.py), so every stored prediction still joins.
         context = self.context
-        self.ledger.ids = await prepare_ids(context.store, context.sealer, context.clock)
+        self.ledger.ids = await prepare_ids(
+            context.store,
+            context.sealer,
+            context.clock,
+            clear=context.config.encryption.ids == "clear",
+        )
         await self.ledger.start()
 
     async def stop(self) -> None:
@@ -259,7 +264,7 @@ class IngestService(Service):
             query = query.where(t.c.ts < until)
         # With encryption on the rows are sealed and sorted by their clear ids once opened
         # (open_outcomes): the store's order by digest would be wasted work.
-        ordered = not self.ledger.ids.enabled
+        ordered = not self.ledger.ids.sealing
         if ordered:
             query = query.order_by(t.c.ts, t.c.id)
         async with self.context.store.connect() as conn:
