@@ -17,7 +17,7 @@ import pytest
 from mlwarden.daemon.core.encryption import is_row_sealed, key_id_of
 from mlwarden.daemon.warden import Warden
 from mlwarden.errors import ConfigError
-from tests.daemon.core.test_encrypted_ids import IDS, _label, _started, _store_bytes
+from tests.daemon.core.test_encrypted_ids import IDS, _config, _label, _started, _store_bytes
 from tests.helpers import store_sql
 
 pytestmark = pytest.mark.both_backends
@@ -137,8 +137,6 @@ async def test_a_store_of_digested_ids_refuses_clear(make_config, tmp_path):
 
 
 async def _refused(make_config, key_file: Path, ids: str, match: str) -> None:
-    from tests.daemon.core.test_encrypted_ids import _config
-
     warden = Warden(
         make_config(_config(key_file, True), **{"encryption.ids": ids}), clock=lambda: NOW
     )
